@@ -1,0 +1,57 @@
+"""The `modelpack` command: a thin layer that formats what the library returns.
+
+Each command lives in its own module under ``modelpack.cli`` and is registered
+in ``_COMMANDS`` below; modules are imported only when their command runs, so
+``modelpack --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from modelpack._version import __version__
+
+# command name -> (module, attribute, one-line help shown by `modelpack --help`)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": ("modelpack.cli.validate_cmd", "validate", "Check a model directory; located errors, exit 2 when invalid."),
+    "signature": ("modelpack.cli.signature_cmd", "signature", "Print the method signatures of 1/model.py."),
+    "init": ("modelpack.cli.init_cmd", "init", "Create a new model directory from a scaffold."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = _COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attribute, _ = entry
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="modelpack")
+def cli() -> None:
+    """Compile a model directory into a versioned, signed container image.
+
+    Exit status: 0 success, 1 runtime failure (engine, registry, network),
+    2 invalid input or usage.
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="modelpack")

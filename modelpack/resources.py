@@ -1,0 +1,30 @@
+"""Locate the data shipped inside the wheel (schemas, templates, base-image catalog, examples).
+
+In an installed wheel the top-level data folders live under ``modelpack/_data``;
+in a source checkout they sit beside the package, and we fall back to them.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+_FOLDERS = ("schemas", "templates", "base-images", "examples")
+
+
+def data_dir(name: str) -> Traversable:
+    """Return the shipped data folder ``name`` (one of schemas, templates, base-images, examples)."""
+    if name not in _FOLDERS:
+        raise ValueError(f"unknown data folder {name!r}")
+    packaged = resources.files("modelpack").joinpath("_data", name)
+    if packaged.is_dir():
+        return packaged
+    source = Path(__file__).resolve().parent.parent / name
+    if source.is_dir():
+        return source
+    raise FileNotFoundError(f"modelpack data folder {name!r} is missing from this installation")
+
+
+def read_text(folder: str, *parts: str) -> str:
+    return data_dir(folder).joinpath(*parts).read_text(encoding="utf-8")
