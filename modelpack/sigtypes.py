@@ -1,0 +1,65 @@
+"""The shape of a method signature, shared by the static reader (`modelpack.signature`)
+and the runtime, which must report exactly the same thing.
+
+Type strings are canonical so both sides agree:
+- builtins: ``str int float bool bytes Any None``
+- containers: ``List[T]``, ``Dict[K, V]``, ``Tuple[A, B]`` / ``Tuple[A, ...]``; a bare
+  ``list`` is ``List[Any]``, ``dict`` is ``Dict[Any, Any]``, ``tuple`` is ``Tuple[Any, ...]``
+- ``Optional[T]`` for ``Optional[T]``, ``Union[T, None]`` and ``T | None``;
+  ``Union[A, B]`` otherwise (members in written order, ``None`` removed into Optional)
+- ``Iterator[T]`` for Iterator, Iterable, Generator[T, ...] and their async forms
+- model data types: ``Text Image Audio Video Concept Region Frame``
+- ``ndarray`` for numpy arrays, ``PIL.Image`` for PIL images
+- anything else: its dotted name as written, reported as a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+MethodKind = Literal["unary-unary", "unary-stream", "stream-stream"]
+
+DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: str
+    required: bool
+    default: Any = None  # JSON-able literal; None when required or when the default is None
+    description: str = ""
+    min_value: float | int | None = None
+    max_value: float | int | None = None
+    choices: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class MethodSignature:
+    name: str
+    kind: MethodKind
+    inputs: tuple[InputSpec, ...]
+    output: str  # canonical type string of the return annotation, e.g. "Iterator[str]"
+    description: str = ""  # first paragraph of the docstring
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["inputs"] = [asdict(i) for i in self.inputs]
+        return data
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """All methods of the model class in 1/model.py, in source order."""
+
+    class_name: str
+    base: str  # the model base class it derives from, e.g. "ModelClass"
+    methods: tuple[MethodSignature, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class_name": self.class_name,
+            "base": self.base,
+            "methods": [m.to_dict() for m in self.methods],
+        }
