@@ -1,0 +1,32 @@
+"""`modelpack validate DIR`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument, print_diagnostics
+
+
+@click.command()
+@model_dir_argument
+@json_option
+@handle_errors
+def validate(model_dir: Path, as_json: bool) -> None:
+    """Check the model directory DIR: config.yaml, requirements.txt and 1/model.py.
+
+    Prints every error as `file:LINE:COL: field.path: message` and exits 2 when
+    the directory is invalid; warnings go to stderr and do not fail.
+    """
+    from modelpack.config import validate as run_validate
+
+    report = run_validate(model_dir)
+    if as_json:
+        emit_json(report)
+    else:
+        print_diagnostics(list(report.errors) + list(report.warnings))
+        if report.valid:
+            click.echo(f"{model_dir}: valid" + (f" ({len(report.warnings)} warnings)" if report.warnings else ""))
+    sys.exit(0 if report.valid else 2)

@@ -1,0 +1,142 @@
+"""Parse requirements.txt the way pip reads it, with a located error for every bad line."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from modelpack.errors import Diagnostic
+from modelpack.model import RequirementLine
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+_URL_OR_PATH = re.compile(r"^([a-z][a-z0-9+.-]*://|\.{0,2}/|file:)", re.IGNORECASE)
+
+# pip's file-level options: name -> whether it takes a value
+_FILE_OPTIONS: dict[str, bool] = {
+    "-r": True, "--requirement": True, "-c": True, "--constraint": True,
+    "-e": True, "--editable": True, "-i": True, "--index-url": True,
+    "--extra-index-url": True, "--no-index": False, "-f": True, "--find-links": True,
+    "--no-binary": True, "--only-binary": True, "--prefer-binary": False, "--pre": False,
+    "--trusted-host": True, "--require-hashes": False, "--use-feature": True,
+}
+_PER_REQUIREMENT_OPTIONS = ("--hash", "--config-settings", "--global-option", "--install-option")
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Join backslash continuations; drop comments and blank lines. Returns (first line no, text)."""
+    out: list[tuple[int, str]] = []
+    buffer = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not buffer:
+            start = number
+        line = _COMMENT.sub("", raw)
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        buffer += line
+        if buffer.strip():
+            out.append((start, buffer.strip()))
+        buffer = ""
+    if buffer.strip():
+        out.append((start, buffer.strip()))
+    return out
+
+
+def _option_line(lineno: int, line: str, filename: str) -> tuple[RequirementLine | None, Diagnostic | None]:
+    try:
+        parts = shlex.split(line)
+    except ValueError as exc:
+        return None, Diagnostic(filename, lineno, None, "", f"cannot read option line: {exc}")
+    name = parts[0].split("=", 1)[0]
+    if name not in _FILE_OPTIONS:
+        known = ", ".join(sorted(o for o in _FILE_OPTIONS if o.startswith("--")))
+        return None, Diagnostic(filename, lineno, 1, "", f"unknown option {name!r}; pip accepts {known}")
+    takes_value = _FILE_OPTIONS[name]
+    has_value = "=" in parts[0] or len(parts) > 1
+    if takes_value and not has_value:
+        return None, Diagnostic(filename, lineno, 1, "", f"option {name} needs a value")
+    return RequirementLine(line=lineno, text=line, name=None), None
+
+
+def _split_requirement_options(line: str) -> tuple[str, list[str]]:
+    """Separate `pkg==1 --hash=sha256:x` into the requirement and its options."""
+    match = re.search(r"\s(--[a-z-]+)", line)
+    if not match:
+        return line, []
+    return line[: match.start()].strip(), shlex.split(line[match.start():])
+
+
+def parse_requirements(text: str, filename: str = "requirements.txt") -> tuple[list[RequirementLine], list[Diagnostic]]:
+    """Every requirement and option line, and a located diagnostic for each bad or duplicate line."""
+    lines: list[RequirementLine] = []
+    problems: list[Diagnostic] = []
+    seen: dict[tuple[str, str | None], int] = {}
+    for lineno, line in _logical_lines(text):
+        if line.startswith("-"):
+            parsed, problem = _option_line(lineno, line, filename)
+            if problem:
+                problems.append(problem)
+            elif parsed:
+                lines.append(parsed)
+            continue
+        requirement_text, options = _split_requirement_options(line)
+        hashes: list[str] = []
+        bad_option = None
+        index = 0
+        while index < len(options):
+            option = options[index]
+            name, _, value = option.partition("=")
+            if name not in _PER_REQUIREMENT_OPTIONS:
+                bad_option = name
+                break
+            if not value and index + 1 < len(options):
+                index += 1
+                value = options[index]
+            if name == "--hash":
+                if not re.fullmatch(r"(sha256|sha384|sha512):[0-9a-fA-F]+", value):
+                    problems.append(Diagnostic(filename, lineno, None, "", f"bad --hash value {value!r}; write --hash=sha256:<hex>"))
+                hashes.append(value)
+            index += 1
+        if bad_option:
+            problems.append(Diagnostic(filename, lineno, None, "", f"unknown option {bad_option!r} after a requirement"))
+            continue
+        if _URL_OR_PATH.match(requirement_text):
+            lines.append(RequirementLine(line=lineno, text=line, name=None, url=requirement_text, hashes=tuple(hashes)))
+            continue
+        try:
+            requirement = Requirement(requirement_text)
+        except InvalidRequirement as exc:
+            detail = str(exc).splitlines()[0]
+            problems.append(
+                Diagnostic(filename, lineno, None, "", f"invalid requirement {requirement_text!r}: {detail}")
+            )
+            continue
+        name = canonicalize_name(requirement.name)
+        marker = str(requirement.marker) if requirement.marker else None
+        key = (name, marker)
+        if key in seen:
+            problems.append(
+                Diagnostic(
+                    filename, lineno, None, "",
+                    f"{requirement.name} is already required on line {seen[key]}; keep one line per package",
+                )
+            )
+            continue
+        seen[key] = lineno
+        lines.append(
+            RequirementLine(
+                line=lineno,
+                text=line,
+                name=name,
+                specifier=str(requirement.specifier),
+                extras=tuple(sorted(requirement.extras)),
+                marker=marker,
+                url=requirement.url,
+                hashes=tuple(hashes),
+            )
+        )
+    return lines, problems
