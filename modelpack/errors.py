@@ -11,6 +11,14 @@ from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
 
+# characters str.splitlines() breaks on: a message must stay one line
+_LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """Escape line breaks so one finding prints as exactly one line."""
+    return text.translate(str.maketrans(_LINE_BREAKS))
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -34,7 +42,7 @@ class Diagnostic:
             prefix += f"{self.path}: "
         if self.severity == "warning":
             prefix += "warning: "
-        return prefix + self.message
+        return one_line(prefix + self.message)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -113,6 +113,8 @@ def format_path(path: PathKey) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not str(part).isidentifier() and not all(c.isalnum() or c in "-_" for c in str(part)):
+            out += f"[{str(part)!r}]"
         else:
             out += ("." if out else "") + str(part)
     return out
