@@ -30,7 +30,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from modelpack.config import load, validate
+    from modelpack.config import load as load
+    from modelpack.config import validate as validate
 
 
 def __getattr__(name: str) -> Any:

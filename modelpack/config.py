@@ -64,8 +64,20 @@ CONCEPT_MODEL_TYPES = frozenset(
 _SECRET_VALUE_KEYS = frozenset({"value", "secret", "default", "token", "password"})
 _QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
 _QUANTITY_FACTORS = {
-    "": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+    "": 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
 }
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
@@ -192,7 +204,8 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
                     continue
                 if not path:
                     checker.error(
-                        (name,), f"missing required section {name!r}; add `{name}:` with at least `id: my-model`"
+                        (name,),
+                        f"missing required section {name!r}; add `{name}:` with at least `id: my-model`",
                     )
                 else:
                     checker.error(
@@ -204,10 +217,15 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
             expected = error.validator_value
             expected_list = expected if isinstance(expected, list) else [expected]
             names = {
-                "string": "a string", "number": "a number", "integer": "an integer", "array": "a list",
-                "object": "a mapping", "boolean": "true or false", "null": "null",
+                "string": "a string",
+                "number": "a number",
+                "integer": "an integer",
+                "array": "a list",
+                "object": "a mapping",
+                "boolean": "true or false",
+                "null": "null",
             }
-            wanted = " or ".join(names.get(t, t) for t in expected_list)
+            wanted = " or ".join(names.get(str(t), str(t)) for t in expected_list)
             checker.error(path, f"expected {wanted}, got {_type_name(instance)} ({_short(instance)})")
         elif kind == "enum":
             choices = [str(c) for c in error.validator_value]
@@ -235,7 +253,9 @@ def _short(value: Any) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _version_text(checker: _Checker, path: PathKey, value: Any, pattern: re.Pattern[str], example: str) -> str | None:
+def _version_text(
+    checker: _Checker, path: PathKey, value: Any, pattern: re.Pattern[str], example: str
+) -> str | None:
     """Read a version written as a string or an unquoted YAML number; catch 3.10 read as 3.1."""
     raw = checker.doc.raw_scalars.get(path)
     if isinstance(value, bool) or value is None:
@@ -245,15 +265,16 @@ def _version_text(checker: _Checker, path: PathKey, value: Any, pattern: re.Patt
         if written != str(value) and written.rstrip("0") != written:
             checker.error(
                 path,
-                f"{written} is read by YAML as the number {value}; quote it: "
-                f'{path[-1]}: "{written}"',
+                f'{written} is read by YAML as the number {value}; quote it: {path[-1]}: "{written}"',
             )
             return None
         text = written
     else:
         text = str(value).strip()
     if not pattern.match(text):
-        checker.error(path, f"{_short(value)} is not a version like {example}; write it as {path[-1]}: \"{example}\"")
+        checker.error(
+            path, f'{_short(value)} is not a version like {example}; write it as {path[-1]}: "{example}"'
+        )
         return None
     return text
 
@@ -271,7 +292,7 @@ def _check_model(section: Any, checker: _Checker) -> ModelInfo | None:
     return ModelInfo(
         id=section["id"],
         user_id=section.get("user_id") if isinstance(section.get("user_id"), str) else None,
-        app_id=section.get("app_id") if isinstance(section.get("app_id"), str) else DEFAULT_APP_ID,
+        app_id=str(section["app_id"]) if isinstance(section.get("app_id"), str) else DEFAULT_APP_ID,
         model_type_id=type_id if isinstance(type_id, str) else DEFAULT_MODEL_TYPE,
     )
 
@@ -281,15 +302,23 @@ def _check_build_info(section: Any, checker: _Checker) -> BuildInfo:
         return BuildInfo()
     python_version = DEFAULT_PYTHON_VERSION
     if "python_version" in section:
-        text = _version_text(checker, ("build_info", "python_version"), section["python_version"], _PYTHON_VERSION, "3.11")
+        text = _version_text(
+            checker, ("build_info", "python_version"), section["python_version"], _PYTHON_VERSION, "3.11"
+        )
         python_version = text or DEFAULT_PYTHON_VERSION
     cuda_version = None
     if section.get("cuda_version") is not None:
-        cuda_version = _version_text(checker, ("build_info", "cuda_version"), section["cuda_version"], _CUDA_VERSION, "12.4")
+        cuda_version = _version_text(
+            checker, ("build_info", "cuda_version"), section["cuda_version"], _CUDA_VERSION, "12.4"
+        )
     image = section.get("image")
     base_image = section.get("base_image")
     if isinstance(image, str) and isinstance(base_image, str) and image != base_image:
-        checker.error(("build_info", "base_image"), "image and base_image name different images; keep one of them", key=True)
+        checker.error(
+            ("build_info", "base_image"),
+            "image and base_image name different images; keep one of them",
+            key=True,
+        )
     chosen = image if isinstance(image, str) else base_image if isinstance(base_image, str) else None
     if chosen and "python_version" in section:
         checker.warning(
@@ -308,7 +337,9 @@ def _check_build_info(section: Any, checker: _Checker) -> BuildInfo:
     return BuildInfo(python_version=python_version, image=chosen, cuda_version=cuda_version, extra=extra)
 
 
-def _quantity(checker: _Checker, section: dict[str, Any], key: str, example: str) -> tuple[str | None, float | None]:
+def _quantity(
+    checker: _Checker, section: dict[str, Any], key: str, example: str
+) -> tuple[str | None, float | None]:
     if key not in section:
         return None, None
     value = section[key]
@@ -317,7 +348,7 @@ def _quantity(checker: _Checker, section: dict[str, Any], key: str, example: str
         if not isinstance(value, (dict, list)):
             checker.error(
                 ("inference_compute_info", key),
-                f"{_short(value)} is not a Kubernetes quantity; write e.g. {key}: \"{example}\"",
+                f'{_short(value)} is not a Kubernetes quantity; write e.g. {key}: "{example}"',
             )
         return None, None
     return (str(value) if not isinstance(value, float) else repr(value)), number
@@ -342,7 +373,13 @@ def _check_compute(ici: Any, block: Any, checker: _Checker) -> ComputeRequiremen
                 f"cpu_memory_requests ({mem_req}) is more than cpu_memory ({mem}); lower the request or raise the limit",
             )
         types = ici.get("accelerator_type", [])
-        types = [types] if isinstance(types, str) else [t for t in types if isinstance(t, str)] if isinstance(types, list) else []
+        types = (
+            [types]
+            if isinstance(types, str)
+            else [t for t in types if isinstance(t, str)]
+            if isinstance(types, list)
+            else []
+        )
         count = ici.get("num_accelerators", 0)
         count = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
         if types and count == 0:
@@ -374,7 +411,9 @@ def _check_compute(ici: Any, block: Any, checker: _Checker) -> ComputeRequiremen
     return ComputeRequirements(**fields)
 
 
-def _check_compute_block(block: dict[str, Any], checker: _Checker, from_ici: dict[str, Any]) -> dict[str, Any]:
+def _check_compute_block(
+    block: dict[str, Any], checker: _Checker, from_ici: dict[str, Any]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     gpu_type: str | None = None
     gpu_memory: str | None = None
@@ -387,14 +426,20 @@ def _check_compute_block(block: dict[str, Any], checker: _Checker, from_ici: dic
             checker.error(
                 ("compute", "instance"),
                 f"unknown instance {instance_name!r}"
-                + (f"; did you mean {hint!r}?" if hint else f"; known: {', '.join(compute_table.instance_names())}"),
+                + (
+                    f"; did you mean {hint!r}?"
+                    if hint
+                    else f"; known: {', '.join(compute_table.instance_names())}"
+                ),
             )
             return out
         out.update(instance=instance.name, cloud=instance.cloud)
         gpu_type, gpu_memory, count = instance.gpu_type, instance.gpu_memory, instance.num_gpus
         cloud = block.get("cloud")
         if isinstance(cloud, str) and instance.cloud and cloud.lower() != instance.cloud:
-            checker.error(("compute", "cloud"), f"instance {instance.name!r} is on {instance.cloud}, not {cloud!r}")
+            checker.error(
+                ("compute", "cloud"), f"instance {instance.name!r} is on {instance.cloud}, not {cloud!r}"
+            )
         elif isinstance(cloud, str):
             out["cloud"] = cloud.lower()
     gpu_name = block.get("gpu")
@@ -404,11 +449,19 @@ def _check_compute_block(block: dict[str, Any], checker: _Checker, from_ici: dic
             hint = compute_table.suggest(gpu_name.lower().removeprefix("nvidia-"), compute_table.gpu_names())
             checker.error(
                 ("compute", "gpu"),
-                f"unknown GPU {gpu_name!r}" + (f"; did you mean {hint!r}?" if hint else f"; known: {', '.join(compute_table.gpu_names())}"),
+                f"unknown GPU {gpu_name!r}"
+                + (
+                    f"; did you mean {hint!r}?"
+                    if hint
+                    else f"; known: {', '.join(compute_table.gpu_names())}"
+                ),
             )
             return out
         if gpu_type and gpu[0] != gpu_type:
-            checker.error(("compute", "gpu"), f"instance {instance_name!r} has {gpu_type}, not {gpu[0]}; remove one of them")
+            checker.error(
+                ("compute", "gpu"),
+                f"instance {instance_name!r} has {gpu_type}, not {gpu[0]}; remove one of them",
+            )
             return out
         gpu_type, gpu_memory = gpu
         count = max(count, 1)
@@ -423,7 +476,11 @@ def _check_compute_block(block: dict[str, Any], checker: _Checker, from_ici: dic
         count = num_gpus if gpu_type else 0
         if num_gpus == 0:
             gpu_type = gpu_memory = None
-    if from_ici.get("num_accelerators", 0) > 0 and count == 0 and ("instance" in block or "num_gpus" in block):
+    if (
+        from_ici.get("num_accelerators", 0) > 0
+        and count == 0
+        and ("instance" in block or "num_gpus" in block)
+    ):
         checker.error(
             ("compute",),
             "inference_compute_info asks for GPUs but the compute block names a CPU instance; make them agree",
@@ -432,7 +489,9 @@ def _check_compute_block(block: dict[str, Any], checker: _Checker, from_ici: dic
         return out
     if from_ici:
         checker.warning(
-            ("compute",), "both inference_compute_info and compute are set; the compute block decides the hardware", key=True
+            ("compute",),
+            "both inference_compute_info and compute are set; the compute block decides the hardware",
+            key=True,
         )
     out.update(
         accelerator="gpu" if count > 0 else "cpu",
@@ -466,7 +525,7 @@ def _check_checkpoints(section: Any, checker: _Checker) -> CheckpointSpec | None
     return CheckpointSpec(
         type=str(section.get("type", "huggingface")),
         repo_id=section["repo_id"],
-        revision=section.get("revision") if isinstance(section.get("revision"), str) else "main",
+        revision=str(section["revision"]) if isinstance(section.get("revision"), str) else "main",
         when=when if when in ("runtime", "build", "upload") else "runtime",
         allowed_file_patterns=_patterns(section.get("allowed_file_patterns")),
         ignore_file_patterns=_patterns(section.get("ignore_file_patterns")),
@@ -498,7 +557,11 @@ def _check_concepts(
     ids: dict[str, int] = {}
     names: dict[str, int] = {}
     for index, item in enumerate(section):
-        if not isinstance(item, dict) or "id" not in item or isinstance(item.get("id"), (bool, float, list, dict)):
+        if (
+            not isinstance(item, dict)
+            or "id" not in item
+            or isinstance(item.get("id"), (bool, float, list, dict))
+        ):
             continue
         concept_id = str(item["id"]).strip()
         name = item.get("name", concept_id)
@@ -508,11 +571,14 @@ def _check_concepts(
             checker.error(("concepts", index, "id"), "concept id is empty; give every concept an id")
             continue
         if not name.strip():
-            checker.error(("concepts", index, "name"), "concept name is empty; give it a name or drop the name key")
+            checker.error(
+                ("concepts", index, "name"), "concept name is empty; give it a name or drop the name key"
+            )
             continue
         if concept_id in ids:
             checker.error(
-                ("concepts", index, "id"), f"duplicate concept id {concept_id!r} (also concepts[{ids[concept_id]}]); ids must be unique"
+                ("concepts", index, "id"),
+                f"duplicate concept id {concept_id!r} (also concepts[{ids[concept_id]}]); ids must be unique",
             )
             continue
         folded = " ".join(name.split()).lower()
@@ -534,7 +600,11 @@ def _check_secrets(section: Any, checker: _Checker) -> tuple[SecretSpec, ...]:
     secrets: list[SecretSpec] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(section):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("env_var"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("id"), str)
+            or not isinstance(item.get("env_var"), str)
+        ):
             continue
         env_var = item["env_var"]
         if not _ENV_VAR.match(env_var):
@@ -544,12 +614,19 @@ def _check_secrets(section: Any, checker: _Checker) -> tuple[SecretSpec, ...]:
             )
             continue
         if item["id"] in seen:
-            checker.error(("secrets", index, "id"), f"duplicate secret id {item['id']!r} (also secrets[{seen[item['id']]}])")
+            checker.error(
+                ("secrets", index, "id"),
+                f"duplicate secret id {item['id']!r} (also secrets[{seen[item['id']]}])",
+            )
             continue
         seen[item["id"]] = index
         description = item.get("description", "")
         secrets.append(
-            SecretSpec(id=item["id"], env_var=env_var, description=description if isinstance(description, str) else "")
+            SecretSpec(
+                id=item["id"],
+                env_var=env_var,
+                description=description if isinstance(description, str) else "",
+            )
         )
     return tuple(secrets)
 
@@ -559,8 +636,13 @@ def _check_config(doc: YamlDocument, file: str, findings: list[Diagnostic]) -> M
     data = doc.data
     for path, position in doc.duplicate_keys:
         findings.append(
-            Diagnostic(file, position.line, position.column, format_path(path),
-                       f"duplicate key {path[-1]!r}; YAML keeps only the last one, remove the other")
+            Diagnostic(
+                file,
+                position.line,
+                position.column,
+                format_path(path),
+                f"duplicate key {path[-1]!r}; YAML keeps only the last one, remove the other",
+            )
         )
     _schema_findings(data, checker)
     known = set(config_schema()["properties"])
@@ -576,7 +658,9 @@ def _check_config(doc: YamlDocument, file: str, findings: list[Diagnostic]) -> M
     build_info = _check_build_info(data.get("build_info"), checker)
     compute = _check_compute(data.get("inference_compute_info"), data.get("compute"), checker)
     checkpoint = _check_checkpoints(data.get("checkpoints"), checker)
-    concepts = _check_concepts(data.get("concepts"), model, checkpoint is not None, "concepts" in data, checker)
+    concepts = _check_concepts(
+        data.get("concepts"), model, checkpoint is not None, "concepts" in data, checker
+    )
     secrets = _check_secrets(data.get("secrets"), checker)
     num_threads = data.get("num_threads")
     if model is None or any(f.severity == "error" for f in findings):
@@ -606,7 +690,15 @@ def _read(path: Path, display: str, findings: list[Diagnostic], what: str) -> st
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        findings.append(Diagnostic(display, None, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"))
+        findings.append(
+            Diagnostic(
+                display,
+                None,
+                None,
+                "",
+                f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8",
+            )
+        )
     except OSError as exc:
         findings.append(Diagnostic(display, None, None, "", f"cannot read: {exc.strerror}"))
     return None
@@ -618,7 +710,9 @@ def _load_config_file(root: Path, findings: list[Diagnostic]) -> ModelConfig | N
     if text is None:
         return None
     if not text.strip():
-        findings.append(Diagnostic(display, 1, 1, "", "config.yaml is empty; it needs at least `model: {id: my-model}`"))
+        findings.append(
+            Diagnostic(display, 1, 1, "", "config.yaml is empty; it needs at least `model: {id: my-model}`")
+        )
         return None
     try:
         doc = load_yaml(text)
@@ -628,13 +722,20 @@ def _load_config_file(root: Path, findings: list[Diagnostic]) -> ModelConfig | N
         findings.append(Diagnostic(display, line, column, "", exc.message))
         return None
     if doc.data is None:
-        findings.append(Diagnostic(display, 1, 1, "", "config.yaml has no content; it needs at least `model: {id: my-model}`"))
+        findings.append(
+            Diagnostic(
+                display, 1, 1, "", "config.yaml has no content; it needs at least `model: {id: my-model}`"
+            )
+        )
         return None
     if not isinstance(doc.data, dict):
         position = doc.locate(())
         findings.append(
             Diagnostic(
-                display, position.line if position else 1, position.column if position else 1, "",
+                display,
+                position.line if position else 1,
+                position.column if position else 1,
+                "",
                 f"the top level must be a mapping of sections (model:, build_info:, ...), not {_type_name(doc.data)}",
             )
         )
@@ -660,9 +761,7 @@ def _check_model_py(root: Path, findings: list[Diagnostic]) -> None:
     try:
         ast.parse(text, filename=display)
     except SyntaxError as exc:
-        findings.append(
-            Diagnostic(display, exc.lineno, exc.offset, "", f"Python syntax error: {exc.msg}")
-        )
+        findings.append(Diagnostic(display, exc.lineno, exc.offset, "", f"Python syntax error: {exc.msg}"))
 
 
 def _inspect(path: str | os.PathLike[str]) -> tuple[ModelDir | None, list[Diagnostic]]:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 Severity = Literal["error", "warning"]
 
 # characters str.splitlines() breaks on: a message must stay one line
-_LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+_LINE_BREAKS: dict[str, str | int | None] = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def one_line(text: str) -> str:

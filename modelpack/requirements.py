@@ -16,11 +16,25 @@ _URL_OR_PATH = re.compile(r"^([a-z][a-z0-9+.-]*://|\.{0,2}/|file:)", re.IGNORECA
 
 # pip's file-level options: name -> whether it takes a value
 _FILE_OPTIONS: dict[str, bool] = {
-    "-r": True, "--requirement": True, "-c": True, "--constraint": True,
-    "-e": True, "--editable": True, "-i": True, "--index-url": True,
-    "--extra-index-url": True, "--no-index": False, "-f": True, "--find-links": True,
-    "--no-binary": True, "--only-binary": True, "--prefer-binary": False, "--pre": False,
-    "--trusted-host": True, "--require-hashes": False, "--use-feature": True,
+    "-r": True,
+    "--requirement": True,
+    "-c": True,
+    "--constraint": True,
+    "-e": True,
+    "--editable": True,
+    "-i": True,
+    "--index-url": True,
+    "--extra-index-url": True,
+    "--no-index": False,
+    "-f": True,
+    "--find-links": True,
+    "--no-binary": True,
+    "--only-binary": True,
+    "--prefer-binary": False,
+    "--pre": False,
+    "--trusted-host": True,
+    "--require-hashes": False,
+    "--use-feature": True,
 }
 _PER_REQUIREMENT_OPTIONS = ("--hash", "--config-settings", "--global-option", "--install-option")
 
@@ -67,10 +81,12 @@ def _split_requirement_options(line: str) -> tuple[str, list[str]]:
     match = re.search(r"\s(--[a-z-]+)", line)
     if not match:
         return line, []
-    return line[: match.start()].strip(), shlex.split(line[match.start():])
+    return line[: match.start()].strip(), shlex.split(line[match.start() :])
 
 
-def parse_requirements(text: str, filename: str = "requirements.txt") -> tuple[list[RequirementLine], list[Diagnostic]]:
+def parse_requirements(
+    text: str, filename: str = "requirements.txt"
+) -> tuple[list[RequirementLine], list[Diagnostic]]:
     """Every requirement and option line, and a located diagnostic for each bad or duplicate line."""
     lines: list[RequirementLine] = []
     problems: list[Diagnostic] = []
@@ -98,14 +114,26 @@ def parse_requirements(text: str, filename: str = "requirements.txt") -> tuple[l
                 value = options[index]
             if name == "--hash":
                 if not re.fullmatch(r"(sha256|sha384|sha512):[0-9a-fA-F]+", value):
-                    problems.append(Diagnostic(filename, lineno, None, "", f"bad --hash value {value!r}; write --hash=sha256:<hex>"))
+                    problems.append(
+                        Diagnostic(
+                            filename,
+                            lineno,
+                            None,
+                            "",
+                            f"bad --hash value {value!r}; write --hash=sha256:<hex>",
+                        )
+                    )
                 hashes.append(value)
             index += 1
         if bad_option:
-            problems.append(Diagnostic(filename, lineno, None, "", f"unknown option {bad_option!r} after a requirement"))
+            problems.append(
+                Diagnostic(filename, lineno, None, "", f"unknown option {bad_option!r} after a requirement")
+            )
             continue
         if _URL_OR_PATH.match(requirement_text):
-            lines.append(RequirementLine(line=lineno, text=line, name=None, url=requirement_text, hashes=tuple(hashes)))
+            lines.append(
+                RequirementLine(line=lineno, text=line, name=None, url=requirement_text, hashes=tuple(hashes))
+            )
             continue
         try:
             requirement = Requirement(requirement_text)
@@ -121,7 +149,10 @@ def parse_requirements(text: str, filename: str = "requirements.txt") -> tuple[l
         if key in seen:
             problems.append(
                 Diagnostic(
-                    filename, lineno, None, "",
+                    filename,
+                    lineno,
+                    None,
+                    "",
                     f"{requirement.name} is already required on line {seen[key]}; keep one line per package",
                 )
             )

@@ -16,9 +16,14 @@ from modelpack._version import __version__
 
 # command name -> (module, attribute, one-line help shown by `modelpack --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "validate": ("modelpack.cli.validate_cmd", "validate", "Check a model directory; located errors, exit 2 when invalid."),
+    "validate": (
+        "modelpack.cli.validate_cmd",
+        "validate",
+        "Check a model directory; located errors, exit 2 when invalid.",
+    ),
     "signature": ("modelpack.cli.signature_cmd", "signature", "Print the method signatures of 1/model.py."),
     "init": ("modelpack.cli.init_cmd", "init", "Create a new model directory from a scaffold."),
+    "resolve": ("modelpack.cli.resolve_cmd", "resolve", "Pick the base image (Python, torch, CUDA) and say why."),
 }
 
 

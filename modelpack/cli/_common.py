@@ -40,9 +40,33 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True))
 
 
+def _annotation_escape(text: str, *, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property_value:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def github_annotation(diagnostic: Diagnostic) -> str:
+    """A GitHub Actions workflow command that shows the finding on the pull request's line."""
+    properties = [f"file={_annotation_escape(diagnostic.file, property_value=True)}"]
+    if diagnostic.line is not None:
+        properties.append(f"line={diagnostic.line}")
+    if diagnostic.column is not None:
+        properties.append(f"col={diagnostic.column}")
+    title = diagnostic.path or "modelpack"
+    properties.append(f"title={_annotation_escape(title, property_value=True)}")
+    level = "error" if diagnostic.severity == "error" else "warning"
+    return f"::{level} {','.join(properties)}::{_annotation_escape(diagnostic.message)}"
+
+
 def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    """One line per finding on stderr; on GitHub Actions also as annotations on stdout."""
     for diagnostic in diagnostics:
         click.echo(diagnostic.format(), err=True)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for diagnostic in diagnostics:
+            click.echo(github_annotation(diagnostic))
 
 
 def handle_errors(func: F) -> F:
@@ -77,7 +101,8 @@ def handle_errors(func: F) -> F:
             if os.environ.get("MODELPACK_DEBUG"):
                 traceback.print_exc()
             click.echo(
-                f"internal error: {type(error).__name__}: {error} (set MODELPACK_DEBUG=1 for details)", err=True
+                f"internal error: {type(error).__name__}: {error} (set MODELPACK_DEBUG=1 for details)",
+                err=True,
             )
             sys.exit(1)
 

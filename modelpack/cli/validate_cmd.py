@@ -28,5 +28,7 @@ def validate(model_dir: Path, as_json: bool) -> None:
     else:
         print_diagnostics(list(report.errors) + list(report.warnings))
         if report.valid:
-            click.echo(f"{model_dir}: valid" + (f" ({len(report.warnings)} warnings)" if report.warnings else ""))
+            click.echo(
+                f"{model_dir}: valid" + (f" ({len(report.warnings)} warnings)" if report.warnings else "")
+            )
     sys.exit(0 if report.valid else 2)

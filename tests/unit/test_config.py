@@ -91,7 +91,11 @@ def test_clarifai_llm_config_loads(tmp_path: Path) -> None:
 def test_compute_block_instance_maps_to_gpu(tmp_path: Path) -> None:
     model_dir = load(make_dir(tmp_path, CLARIFAI_COMPUTE))
     compute = model_dir.config.compute
-    assert (compute.accelerator, compute.num_accelerators, compute.accelerator_types) == ("gpu", 1, ("NVIDIA-L40S",))
+    assert (compute.accelerator, compute.num_accelerators, compute.accelerator_types) == (
+        "gpu",
+        1,
+        ("NVIDIA-L40S",),
+    )
     assert compute.instance == "g6e.2xlarge"
     assert compute.cloud == "aws"
     assert model_dir.config.build_info.python_version == "3.12"
@@ -214,7 +218,15 @@ def test_public_api_is_exported() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("500m", 0.5), ("1", 1.0), ("2Gi", 2 * 2**30), ("500Mi", 500 * 2**20), ("1.5", 1.5), (2, 2.0), ("1e3", 1000.0)],
+    [
+        ("500m", 0.5),
+        ("1", 1.0),
+        ("2Gi", 2 * 2**30),
+        ("500Mi", 500 * 2**20),
+        ("1.5", 1.5),
+        (2, 2.0),
+        ("1e3", 1000.0),
+    ],
 )
 def test_parse_quantity(text: str | int, value: float) -> None:
     assert parse_quantity(text) == pytest.approx(value)
@@ -229,67 +241,225 @@ def test_parse_quantity_rejects(text: object) -> None:
 
 INVALID = [
     # (id, config, line, column, path, message fragment)
-    ("missing-model", "build_info: {python_version: '3.11'}\n", 1, 1, "model", "missing required section 'model'"),
+    (
+        "missing-model",
+        "build_info: {python_version: '3.11'}\n",
+        1,
+        1,
+        "model",
+        "missing required section 'model'",
+    ),
     ("missing-id", "model:\n  user_id: me\n", 1, 1, "model", "missing required field 'id'"),
     ("dot-in-id", "model:\n  id: my.model\n", 2, 7, "model.id", "invalid format"),
     ("empty-id", "model:\n  id: ''\n", 2, 7, "model.id", "is empty"),
     ("id-not-string", "model:\n  id: [a]\n", 2, 7, "model.id", "expected a string, got a list"),
     ("unknown-model-key", "model:\n  id: m\n  userid: me\n", 3, 3, "model.userid", "did you mean 'user_id'"),
-    ("python-3.10-float", "model: {id: m}\nbuild_info:\n  python_version: 3.10\n", 3, 19, "build_info.python_version",
-     'quote it: python_version: "3.10"'),
-    ("python-bad-format", "model: {id: m}\nbuild_info:\n  python_version: 'three'\n", 3, 19,
-     "build_info.python_version", "not a version like 3.11"),
-    ("cuda-bad", "model: {id: m}\nbuild_info:\n  cuda_version: 'cu124'\n", 3, 17, "build_info.cuda_version",
-     "not a version like 12.4"),
-    ("bad-quantity", "model: {id: m}\ninference_compute_info:\n  cpu_memory: 2 gigs\n", 3, 15,
-     "inference_compute_info.cpu_memory", "not a Kubernetes quantity"),
-    ("requests-over-limit", "model: {id: m}\ninference_compute_info:\n  cpu_limit: '1'\n  cpu_requests: '2'\n", 4, 17,
-     "inference_compute_info.cpu_requests", "more than cpu_limit"),
-    ("negative-gpus", "model: {id: m}\ninference_compute_info:\n  num_accelerators: -2\n", 3, 21,
-     "inference_compute_info.num_accelerators", "use a number >= 0"),
-    ("gpus-not-int", "model: {id: m}\ninference_compute_info:\n  num_accelerators: one\n", 3, 21,
-     "inference_compute_info.num_accelerators", "expected an integer"),
-    ("unknown-ici-key", "model: {id: m}\ninference_compute_info:\n  gpu_count: 1\n", 3, 3,
-     "inference_compute_info.gpu_count", "unknown key 'gpu_count'"),
-    ("unknown-instance", "model: {id: m}\ncompute:\n  instance: a10gg\n", 3, 13, "compute.instance",
-     "did you mean 'a10g'"),
-    ("gpus-on-cpu-instance", "model: {id: m}\ncompute:\n  instance: cpu\n  num_gpus: 1\n", 4, 13, "compute.num_gpus",
-     "has no GPU"),
+    (
+        "python-3.10-float",
+        "model: {id: m}\nbuild_info:\n  python_version: 3.10\n",
+        3,
+        19,
+        "build_info.python_version",
+        'quote it: python_version: "3.10"',
+    ),
+    (
+        "python-bad-format",
+        "model: {id: m}\nbuild_info:\n  python_version: 'three'\n",
+        3,
+        19,
+        "build_info.python_version",
+        "not a version like 3.11",
+    ),
+    (
+        "cuda-bad",
+        "model: {id: m}\nbuild_info:\n  cuda_version: 'cu124'\n",
+        3,
+        17,
+        "build_info.cuda_version",
+        "not a version like 12.4",
+    ),
+    (
+        "bad-quantity",
+        "model: {id: m}\ninference_compute_info:\n  cpu_memory: 2 gigs\n",
+        3,
+        15,
+        "inference_compute_info.cpu_memory",
+        "not a Kubernetes quantity",
+    ),
+    (
+        "requests-over-limit",
+        "model: {id: m}\ninference_compute_info:\n  cpu_limit: '1'\n  cpu_requests: '2'\n",
+        4,
+        17,
+        "inference_compute_info.cpu_requests",
+        "more than cpu_limit",
+    ),
+    (
+        "negative-gpus",
+        "model: {id: m}\ninference_compute_info:\n  num_accelerators: -2\n",
+        3,
+        21,
+        "inference_compute_info.num_accelerators",
+        "use a number >= 0",
+    ),
+    (
+        "gpus-not-int",
+        "model: {id: m}\ninference_compute_info:\n  num_accelerators: one\n",
+        3,
+        21,
+        "inference_compute_info.num_accelerators",
+        "expected an integer",
+    ),
+    (
+        "unknown-ici-key",
+        "model: {id: m}\ninference_compute_info:\n  gpu_count: 1\n",
+        3,
+        3,
+        "inference_compute_info.gpu_count",
+        "unknown key 'gpu_count'",
+    ),
+    (
+        "unknown-instance",
+        "model: {id: m}\ncompute:\n  instance: a10gg\n",
+        3,
+        13,
+        "compute.instance",
+        "did you mean 'a10g'",
+    ),
+    (
+        "gpus-on-cpu-instance",
+        "model: {id: m}\ncompute:\n  instance: cpu\n  num_gpus: 1\n",
+        4,
+        13,
+        "compute.num_gpus",
+        "has no GPU",
+    ),
     ("unknown-gpu", "model: {id: m}\ncompute:\n  gpu: Z100\n", 3, 8, "compute.gpu", "unknown GPU 'Z100'"),
-    ("checkpoint-type", "model: {id: m}\ncheckpoints:\n  type: hugginface\n  repo_id: a/b\n", 3, 9, "checkpoints.type",
-     "did you mean 'huggingface'"),
-    ("checkpoint-when", "model: {id: m}\ncheckpoints:\n  type: huggingface\n  repo_id: a/b\n  when: later\n", 5, 9,
-     "checkpoints.when", "use one of: runtime, build, upload"),
-    ("checkpoint-no-repo", "model: {id: m}\ncheckpoints:\n  type: huggingface\n", 2, 1, "checkpoints",
-     "missing required field 'repo_id'"),
-    ("checkpoint-bad-repo", "model: {id: m}\ncheckpoints:\n  type: huggingface\n  repo_id: 'a b/c'\n", 4, 12,
-     "checkpoints.repo_id", "owner/name"),
-    ("patterns-wrong-type", "model: {id: m}\ncheckpoints:\n  type: huggingface\n  repo_id: a/b\n  allowed_file_patterns: 3\n",
-     5, 26, "checkpoints.allowed_file_patterns", "glob pattern"),
-    ("classifier-without-concepts", "model:\n  id: m\n  model_type_id: visual-classifier\n", 3, 18,
-     "model.model_type_id", "needs concepts"),
-    ("concepts-on-llm", "model:\n  id: m\n  model_type_id: text-to-text\nconcepts:\n  - id: a\n", 4, 1, "concepts",
-     "concepts are only for"),
-    ("duplicate-concept", "model: {id: m, model_type_id: visual-detector}\nconcepts:\n  - {id: a, name: A}\n  - {id: a, name: B}\n",
-     4, 10, "concepts[1].id", "duplicate concept id 'a'"),
-    ("concept-empty-name", "model: {id: m, model_type_id: text-classifier}\nconcepts:\n  - id: a\n    name: '  '\n", 4, 11,
-     "concepts[0].name", "concept name is empty"),
-    ("concept-space-twin", "model: {id: m, model_type_id: text-classifier}\nconcepts:\n  - {id: a, name: 'big cat'}\n"
-     "  - {id: b, name: 'big  cat'}\n", 4, 19, "concepts[1].name", "only by spacing"),
-    ("secret-value", "model: {id: m}\nsecrets:\n  - id: k\n    env_var: API_KEY\n    value: hunter2\n", 5, 5,
-     "secrets[0].value", "never hold a value"),
-    ("secret-bad-env", "model: {id: m}\nsecrets:\n  - id: k\n    env_var: 1KEY\n", 4, 14, "secrets[0].env_var",
-     "not a valid environment variable name"),
-    ("secret-dup-id", "model: {id: m}\nsecrets:\n  - {id: k, env_var: A}\n  - {id: k, env_var: B}\n", 4, 10,
-     "secrets[1].id", "duplicate secret id 'k'"),
+    (
+        "checkpoint-type",
+        "model: {id: m}\ncheckpoints:\n  type: hugginface\n  repo_id: a/b\n",
+        3,
+        9,
+        "checkpoints.type",
+        "did you mean 'huggingface'",
+    ),
+    (
+        "checkpoint-when",
+        "model: {id: m}\ncheckpoints:\n  type: huggingface\n  repo_id: a/b\n  when: later\n",
+        5,
+        9,
+        "checkpoints.when",
+        "use one of: runtime, build, upload",
+    ),
+    (
+        "checkpoint-no-repo",
+        "model: {id: m}\ncheckpoints:\n  type: huggingface\n",
+        2,
+        1,
+        "checkpoints",
+        "missing required field 'repo_id'",
+    ),
+    (
+        "checkpoint-bad-repo",
+        "model: {id: m}\ncheckpoints:\n  type: huggingface\n  repo_id: 'a b/c'\n",
+        4,
+        12,
+        "checkpoints.repo_id",
+        "owner/name",
+    ),
+    (
+        "patterns-wrong-type",
+        "model: {id: m}\ncheckpoints:\n  type: huggingface\n  repo_id: a/b\n  allowed_file_patterns: 3\n",
+        5,
+        26,
+        "checkpoints.allowed_file_patterns",
+        "glob pattern",
+    ),
+    (
+        "classifier-without-concepts",
+        "model:\n  id: m\n  model_type_id: visual-classifier\n",
+        3,
+        18,
+        "model.model_type_id",
+        "needs concepts",
+    ),
+    (
+        "concepts-on-llm",
+        "model:\n  id: m\n  model_type_id: text-to-text\nconcepts:\n  - id: a\n",
+        4,
+        1,
+        "concepts",
+        "concepts are only for",
+    ),
+    (
+        "duplicate-concept",
+        "model: {id: m, model_type_id: visual-detector}\nconcepts:\n  - {id: a, name: A}\n  - {id: a, name: B}\n",
+        4,
+        10,
+        "concepts[1].id",
+        "duplicate concept id 'a'",
+    ),
+    (
+        "concept-empty-name",
+        "model: {id: m, model_type_id: text-classifier}\nconcepts:\n  - id: a\n    name: '  '\n",
+        4,
+        11,
+        "concepts[0].name",
+        "concept name is empty",
+    ),
+    (
+        "concept-space-twin",
+        "model: {id: m, model_type_id: text-classifier}\nconcepts:\n  - {id: a, name: 'big cat'}\n"
+        "  - {id: b, name: 'big  cat'}\n",
+        4,
+        19,
+        "concepts[1].name",
+        "only by spacing",
+    ),
+    (
+        "secret-value",
+        "model: {id: m}\nsecrets:\n  - id: k\n    env_var: API_KEY\n    value: hunter2\n",
+        5,
+        5,
+        "secrets[0].value",
+        "never hold a value",
+    ),
+    (
+        "secret-bad-env",
+        "model: {id: m}\nsecrets:\n  - id: k\n    env_var: 1KEY\n",
+        4,
+        14,
+        "secrets[0].env_var",
+        "not a valid environment variable name",
+    ),
+    (
+        "secret-dup-id",
+        "model: {id: m}\nsecrets:\n  - {id: k, env_var: A}\n  - {id: k, env_var: B}\n",
+        4,
+        10,
+        "secrets[1].id",
+        "duplicate secret id 'k'",
+    ),
     ("num-threads-zero", "model: {id: m}\nnum_threads: 0\n", 2, 14, "num_threads", ">= 1"),
     ("duplicate-key", "model:\n  id: m\n  id: n\n", 3, 3, "model.id", "duplicate key 'id'"),
-    ("image-and-base-image", "model: {id: m}\nbuild_info:\n  image: a:1\n  base_image: b:2\n", 4, 3,
-     "build_info.base_image", "different images"),
+    (
+        "image-and-base-image",
+        "model: {id: m}\nbuild_info:\n  image: a:1\n  base_image: b:2\n",
+        4,
+        3,
+        "build_info.base_image",
+        "different images",
+    ),
     ("yaml-syntax", "model:\n  id: m\n  bad: [1, 2\n", 4, 1, "", "invalid YAML"),
     ("top-level-list", "- model\n- id\n", 1, 1, "", "top level must be a mapping"),
-    ("section-not-mapping", "model: {id: m}\ninference_compute_info: 4\n", 2, 25, "inference_compute_info",
-     "expected a mapping, got an integer"),
+    (
+        "section-not-mapping",
+        "model: {id: m}\ninference_compute_info: 4\n",
+        2,
+        25,
+        "inference_compute_info",
+        "expected a mapping, got an integer",
+    ),
 ]
 
 
@@ -352,7 +522,9 @@ def test_comment_only_config(tmp_path: Path) -> None:
 
 
 def test_model_py_syntax_error_is_located(tmp_path: Path) -> None:
-    report = validate(make_dir(tmp_path, "model: {id: m}\n", model_py="class M:\n    def f(self)\n        pass\n"))
+    report = validate(
+        make_dir(tmp_path, "model: {id: m}\n", model_py="class M:\n    def f(self)\n        pass\n")
+    )
     (error,) = report.errors
     assert error.file.endswith("1/model.py") and error.line == 2
     assert "syntax error" in error.message
@@ -361,7 +533,10 @@ def test_model_py_syntax_error_is_located(tmp_path: Path) -> None:
 def test_requirement_errors_are_located(tmp_path: Path) -> None:
     requirements = "# deps\nnumpy>=1.26 ; python_version >= '3.9'\nscipy~=1.11\nfoo!=1.0\ntorch=2.0\nNumPy==2.0 ; python_version >= '3.9'\n"
     report = validate(make_dir(tmp_path, "model: {id: m}\n", requirements))
-    assert [(Path(e.file).name, e.line) for e in report.errors] == [("requirements.txt", 5), ("requirements.txt", 6)]
+    assert [(Path(e.file).name, e.line) for e in report.errors] == [
+        ("requirements.txt", 5),
+        ("requirements.txt", 6),
+    ]
     assert "invalid requirement 'torch=2.0'" in report.errors[0].message
     assert "already required on line 2" in report.errors[1].message
 

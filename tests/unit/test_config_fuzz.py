@@ -20,8 +20,11 @@ BASE_CONFIGS: list[dict[str, Any]] = [
         "model": {"id": "llm", "user_id": "u", "app_id": "a", "model_type_id": "text-to-text"},
         "build_info": {"python_version": "3.11"},
         "inference_compute_info": {
-            "cpu_limit": "1", "cpu_memory": "13Gi", "num_accelerators": 1,
-            "accelerator_type": ["NVIDIA-*"], "accelerator_memory": "18Gi",
+            "cpu_limit": "1",
+            "cpu_memory": "13Gi",
+            "num_accelerators": 1,
+            "accelerator_type": ["NVIDIA-*"],
+            "accelerator_memory": "18Gi",
         },
         "checkpoints": {"type": "huggingface", "repo_id": "a/b", "when": "runtime"},
     },
@@ -37,8 +40,14 @@ BASE_CONFIGS: list[dict[str, Any]] = [
 LOCATED = re.compile(r"^\S*config\.yaml:\d+:\d+: |^\S*(requirements\.txt|model\.py):\d+(:\d+)?: |^\S+: ")
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, width=32) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=6,
 )
 

@@ -1,0 +1,63 @@
+"""`modelpack validate` as a command: exit codes, JSON shape, GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from modelpack.cli import cli
+
+
+def _dir(tmp_path: Path, config: str) -> Path:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "config.yaml").write_text(config)
+    (tmp_path / "requirements.txt").write_text("")
+    (tmp_path / "1" / "model.py").write_text("x = 1\n")
+    return tmp_path
+
+
+def test_valid_exits_0(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["validate", str(_dir(tmp_path, "model: {id: m}\n"))])
+    assert result.exit_code == 0
+    assert "valid" in result.stdout
+
+
+def test_invalid_exits_2_with_located_lines(tmp_path: Path) -> None:
+    root = _dir(tmp_path, "model:\n  id: a.b\n")
+    result = CliRunner().invoke(cli, ["validate", str(root)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"{root}/config.yaml:2:7: model.id: 'a.b' has an invalid format; use letters, digits, '-' or '_' "
+        "(no '.' and no spaces), e.g. my-model"
+    ]
+
+
+def test_json_output(tmp_path: Path) -> None:
+    root = _dir(tmp_path, "model:\n  id: m\n  model_type_id: text-to-txt\nnum_threads: 0\n")
+    result = CliRunner().invoke(cli, ["validate", str(root), "--json"])
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert data["valid"] is False
+    assert [(e["line"], e["column"], e["path"]) for e in data["errors"]] == [(4, 14, "num_threads")]
+    assert set(data["errors"][0]) == {"file", "line", "column", "path", "message", "severity"}
+    assert [w["path"] for w in data["warnings"]] == ["model.model_type_id"]
+
+
+def test_github_annotations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    root = _dir(tmp_path, "model:\n  id: a.b\n")
+    result = CliRunner().invoke(cli, ["validate", str(root)])
+    assert result.exit_code == 2
+    (annotation,) = [line for line in result.stdout.splitlines() if line.startswith("::")]
+    assert annotation.startswith(f"::error file={root}/config.yaml,line=2,col=7,title=model.id::'a.b' has")
+
+
+def test_help_and_version() -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--help"]).exit_code == 0
+    assert runner.invoke(cli, ["validate", "--help"]).exit_code == 0
+    version = runner.invoke(cli, ["--version"])
+    assert version.exit_code == 0 and "modelpack" in version.stdout
