@@ -11,6 +11,26 @@ Type strings are canonical so both sides agree:
 - model data types: ``Text Image Audio Video Concept Region Frame``
 - ``ndarray`` for numpy arrays, ``PIL.Image`` for PIL images
 - anything else: its dotted name as written, reported as a warning.
+
+Details both sides follow (implemented for syntax trees by
+``modelpack.signature.canonical_type``):
+- nested unions are flattened and duplicates dropped, as ``typing`` does:
+  ``Union[int, Optional[str]]`` and ``int | None | str`` are ``Optional[Union[int, str]]``
+- a bare ``List``/``Dict``/``Tuple``/``Iterator`` (typing or builtin) gets ``Any`` arguments;
+  ``Annotated[T, ...]`` is ``T``; ``typing.Text`` is ``str``; string annotations are parsed
+- a missing parameter annotation is ``Any``; a missing return annotation is ``Any``, or
+  ``Iterator[Any]`` for a generator function (both reported as warnings)
+- kind: ``stream-stream`` when any input is ``Iterator[...]``, else ``unary-stream`` when the
+  output is, else ``unary-unary``
+- ``description`` is the first paragraph of the cleaned docstring (``inspect.getdoc``):
+  the text before the first blank line, stripped (inner newlines kept)
+- defaults are JSON values (tuples become lists); ``required`` is False whenever a default
+  exists (``Param(...)`` without ``default`` is required)
+- methods: those decorated ``@<Base>.method`` in the model class and its base classes,
+  base classes first, each class in source order; an override keeps its base's position
+  (an override without the decorator removes the method)
+- the model class is the most derived class in model.py deriving from a model base; if
+  there are several, the last one defined (with a warning)
 """
 
 from __future__ import annotations

@@ -23,7 +23,23 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "signature": ("modelpack.cli.signature_cmd", "signature", "Print the method signatures of 1/model.py."),
     "init": ("modelpack.cli.init_cmd", "init", "Create a new model directory from a scaffold."),
+    "serve": ("modelpack.cli.serve_cmd", "serve", "Serve a model directory over HTTP."),
+    "predict": ("modelpack.cli.predict_cmd", "predict", "Call a method of a served model (URL) or a model directory."),
+    "lock": ("modelpack.cli.lock_cmd", "lock", "Pin all dependencies with hashes into requirements.lock."),
+    "render": ("modelpack.cli.render_cmd", "render", "Write the Dockerfile and build context for a model."),
+    "concepts": ("modelpack.cli.concepts_cmd", "concepts", "Print a model's concepts and where they come from."),
+    "build": ("modelpack.cli.build_cmd", "build", "Build (and push) a versioned image of a model directory."),
+    "versions": ("modelpack.cli.versions_cmd", "versions", "List the versions of an image repository."),
+    "inspect": ("modelpack.cli.inspect_cmd", "inspect", "Show the dev.modelpack.* labels of an image."),
     "resolve": ("modelpack.cli.resolve_cmd", "resolve", "Pick the base image (Python, torch, CUDA) and say why."),
+    "deploy-manifest": (
+        "modelpack.cli.deploy_manifest_cmd",
+        "deploy_manifest",
+        "Print a Kubernetes Deployment and Service for a model image.",
+    ),
+    "keygen": ("modelpack.cli.keygen_cmd", "keygen", "Create a cosign-compatible ECDSA P-256 signing key pair."),
+    "sign": ("modelpack.cli.sign_cmd", "sign", "Sign an image and its modelpack manifest (cosign format)."),
+    "verify": ("modelpack.cli.verify_cmd", "verify", "Verify an image's signature and its signed manifest."),
 }
 
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Build the CPU Python 3.11 base (modelpack-base/python:3.11) without pulling
+# any image: debootstrap a minimal Debian bookworm and `docker import` it.
+# For offline machines and tests; catalog bases built with Dockerfile are the
+# same contract (python3 on PATH with venv and pip; nothing in /opt/venv).
+#
+# Usage: build-local-base.sh [TAG]     (run as root; dockerd must be running)
+# Environment: MODELPACK_DEBOOTSTRAP_MIRROR (default http://deb.debian.org/debian)
+#              MODELPACK_REBUILD_BASE=1  rebuild even if TAG already exists
+set -euo pipefail
+
+TAG="${1:-modelpack-base/python:3.11}"
+SUITE="bookworm"
+PYTHON_VERSION="3.11"   # python3 of Debian bookworm
+MIRROR="${MODELPACK_DEBOOTSTRAP_MIRROR:-http://deb.debian.org/debian}"
+
+die() {
+  echo "build-local-base: $*" >&2
+  exit 1
+}
+
+command -v debootstrap >/dev/null 2>&1 || die "debootstrap is not installed (apt-get install debootstrap)"
+command -v docker >/dev/null 2>&1 || die "docker is not installed (apt-get install docker.io)"
+[[ "$(id -u)" == 0 ]] || die "must run as root (debootstrap and chroot need it)"
+docker info >/dev/null 2>&1 || die "cannot reach the Docker engine; start dockerd first"
+
+case "$TAG" in
+  *python:*) [[ "${TAG##*python:}" == "$PYTHON_VERSION" ]] \
+    || die "$TAG names Python ${TAG##*python:}, but Debian $SUITE has Python $PYTHON_VERSION" ;;
+esac
+
+if [[ "${MODELPACK_REBUILD_BASE:-0}" != 1 ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
+  echo "build-local-base: $TAG already exists; nothing to do"
+  exit 0
+fi
+
+ROOTFS="$(mktemp -d "${TMPDIR:-/tmp}/modelpack-rootfs.XXXXXX")"
+cleanup() {
+  local mount
+  for mount in dev/pts proc sys; do  # left behind if debootstrap failed midway
+    if mountpoint -q "$ROOTFS/$mount"; then umount -l "$ROOTFS/$mount" || true; fi
+  done
+  rm -rf --one-file-system "$ROOTFS"
+}
+trap cleanup EXIT
+
+echo "build-local-base: debootstrap $SUITE into $ROOTFS"
+debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
+  "$SUITE" "$ROOTFS" "$MIRROR"
+
+# The contract: python3 is Python 3.11 with working venv and pip.
+chroot "$ROOTFS" /usr/bin/python3 -c \
+  "import sys, venv, ensurepip; assert '%d.%d' % sys.version_info[:2] == '$PYTHON_VERSION', sys.version"
+
+# Nothing host-specific in the layer: apt caches, the build host's DNS and name.
+rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/log/*.log
+: >"$ROOTFS/etc/resolv.conf"
+echo localhost >"$ROOTFS/etc/hostname"
+
+echo "build-local-base: importing as $TAG"
+tar --numeric-owner -C "$ROOTFS" -c . | docker import \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENV LANG=C.UTF-8' \
+  --change 'ENV PYTHONUNBUFFERED=1' \
+  --change "LABEL org.modelpack.base.name=modelpack-base/python:$PYTHON_VERSION" \
+  --change "LABEL org.modelpack.base.python=$PYTHON_VERSION" \
+  --change 'CMD ["python3"]' \
+  --message "modelpack local base (debootstrap $SUITE minbase)" \
+  - "$TAG" >/dev/null
+
+docker image inspect "$TAG" >/dev/null || die "docker import did not produce $TAG"
+echo "build-local-base: built $TAG"

@@ -1,0 +1,35 @@
+"""`modelpack signature DIR`: the methods of 1/model.py, read without importing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from modelpack.cli._common import emit_json, handle_errors, json_option, print_diagnostics
+
+
+@click.command("signature")
+@click.argument("model_dir", type=click.Path(path_type=Path), metavar="DIR")
+@json_option
+@handle_errors
+def signature(model_dir: Path, as_json: bool) -> None:
+    """Print the method signatures of DIR/1/model.py (DIR may also be the model.py file).
+
+    The file is parsed, never imported, so its dependencies need not be installed.
+    Anything not understood is a located warning on stderr.
+    """
+    from modelpack.signature import format_method
+    from modelpack.signature import signature as read_signature
+
+    result = read_signature(model_dir)
+    if as_json:
+        emit_json(result)
+    else:
+        sig = result.signature
+        click.echo(f"{sig.class_name} ({sig.base})")
+        for method in sig.methods:
+            click.echo(f"  {format_method(method)}")
+            if method.description:
+                click.echo("      " + " ".join(method.description.split()))
+    print_diagnostics(list(result.warnings))

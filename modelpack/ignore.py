@@ -1,0 +1,65 @@
+"""Which files of a model directory go into the build context.
+
+`.modelpackignore` uses gitignore syntax (matched with `pathspec`'s GitIgnoreSpec,
+so negation, anchoring and directory-only patterns behave as in git). A set of
+defaults always applies first, so that VCS data, caches, virtualenvs and `.env`
+files never reach an image even without an ignore file; a user pattern starting
+with `!` can re-include a default-ignored file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+IGNORE_FILE = ".modelpackignore"
+
+DEFAULT_PATTERNS: tuple[str, ...] = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "__pycache__/",
+    "*.pyc",
+    "*.pyo",
+    ".venv/",
+    "venv/",
+    ".env",
+    ".env.*",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".ipynb_checkpoints/",
+    ".DS_Store",
+)
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """A compiled matcher for paths relative to the model directory (POSIX separators)."""
+
+    patterns: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        import pathspec
+
+        object.__setattr__(self, "_spec", pathspec.GitIgnoreSpec.from_lines(self.patterns))
+
+    def ignored(self, relpath: str, *, is_dir: bool = False) -> bool:
+        """True when `relpath` (relative, '/'-separated) is excluded from the context."""
+        candidate = relpath.rstrip("/") + ("/" if is_dir else "")
+        return bool(self._spec.match_file(candidate))  # type: ignore[attr-defined]
+
+
+def load_rules(root: Path, extra: Iterable[str] = ()) -> IgnoreRules:
+    """Defaults, then `extra`, then the model directory's `.modelpackignore` (later wins)."""
+    lines: list[str] = [*DEFAULT_PATTERNS, *extra]
+    ignore_file = root / IGNORE_FILE
+    if ignore_file.is_file():
+        lines.extend(ignore_file.read_text(encoding="utf-8").splitlines())
+    return IgnoreRules(tuple(lines))
+
+
+def is_virtualenv(path: Path) -> bool:
+    """A directory holding `pyvenv.cfg` is a virtualenv whatever its name."""
+    return (path / "pyvenv.cfg").is_file()

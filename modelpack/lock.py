@@ -1,0 +1,561 @@
+"""`modelpack lock`: pin every transitive dependency, with hashes, for the image.
+
+The lock is resolved by `uv pip compile` for the image's Python version and
+Linux x86_64 whatever the host runs, so that the image installs exactly what was
+locked (`pip install --require-hashes --no-deps`). It also covers modelpack's own
+runtime requirements (core deps + the `runtime` extra, read from the installed
+distribution's metadata), because the image runs modelpack's server.
+
+Things the image gets elsewhere are left out: the torch family comes with the
+base image (constrained to its torch version so the rest resolves against it),
+and `clarifai` is replaced by the runtime's compatibility shim.
+
+The file starts with a comment header whose input digest covers everything the
+resolution depends on; a lock whose digest still matches is reused without any
+network access, one that does not is "stale".
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from modelpack.errors import LockError
+from modelpack.model import ModelDir, RequirementLine
+from modelpack.resolve_types import ResolveResult
+
+if TYPE_CHECKING:
+    from modelpack.render import BuildSettings
+
+LOCK_FILE = "requirements.lock"
+PLATFORM = "x86_64-manylinux_2_28"
+LOCK_FORMAT = "modelpack-lock/1"
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+# Provided by torch base images; constrained, never emitted into the lock.
+TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton")
+TORCH_FAMILY_PREFIXES = ("nvidia-",)
+# Replaced by modelpack's runtime shim unless keep_clarifai.
+CLARIFAI = "clarifai"
+
+LockStatus = Literal["missing", "stale", "up-to-date"]
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str  # the pinned version, or the URL for a direct reference
+    hashes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "hashes": list(self.hashes)}
+
+
+@dataclass(frozen=True)
+class LockResult:
+    path: Path
+    up_to_date_before: bool  # True when the existing lock was reused as is
+    packages: tuple[LockedPackage, ...]
+    input_digest: str
+    python_version: str = ""
+    platform: str = PLATFORM
+    excluded: tuple[str, ...] = ()  # requirement names deliberately left out of the lock
+    notes: tuple[str, ...] = field(default=())  # one-line explanations for the user
+
+    @property
+    def reused(self) -> bool:
+        return self.up_to_date_before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "up_to_date_before": self.up_to_date_before,
+            "input_digest": self.input_digest,
+            "python_version": self.python_version,
+            "platform": self.platform,
+            "packages": [p.to_dict() for p in self.packages],
+            "excluded": list(self.excluded),
+            "notes": list(self.notes),
+        }
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def canonical_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def is_torch_family(name: str) -> bool:
+    name = canonical_name(name)
+    return name in TORCH_FAMILY or name.startswith(TORCH_FAMILY_PREFIXES)
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_requirements() -> tuple[str, ...]:
+    """modelpack's core requirements plus its `runtime` extra, from the installed metadata."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        declared = metadata.requires("modelpack") or []
+    except metadata.PackageNotFoundError as error:
+        raise LockError("modelpack's distribution metadata is missing; install modelpack with pip") from error
+    selected: set[str] = set()
+    for text in declared:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        marker = requirement.marker
+        if marker is not None:
+            if "extra" not in str(marker) or not marker.evaluate({"extra": "runtime"}):
+                continue
+            requirement.marker = None  # only the extra selected it
+        selected.add(str(requirement))
+    return tuple(sorted(selected, key=str.lower))
+
+
+def torch_constraint(resolved: ResolveResult) -> str | None:
+    """`torch==X` for the base image's torch (local label such as +cu121 dropped)."""
+    if not resolved.torch_version:
+        return None
+    return f"torch=={resolved.torch_version.split('+', 1)[0]}"
+
+
+def _requirements_bytes(model_dir: ModelDir) -> bytes:
+    path = model_dir.requirements_path
+    return path.read_bytes() if path.is_file() else b""
+
+
+def compute_input_digest(model_dir: ModelDir, resolved: ResolveResult, *, keep_clarifai: bool) -> str:
+    """Digest of everything the resolution depends on (never the index URL: it may hold credentials)."""
+    document = {
+        "format": LOCK_FORMAT,
+        "requirements_sha256": hashlib.sha256(_requirements_bytes(model_dir)).hexdigest(),
+        "python_version": resolved.python_version,
+        "platform": PLATFORM,
+        "torch": torch_constraint(resolved),
+        "runtime": list(runtime_requirements()),
+        "keep_clarifai": keep_clarifai,
+    }
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+# --------------------------------------------------------------------------- header
+
+
+@dataclass(frozen=True)
+class LockHeader:
+    input_digest: str | None
+    keep_clarifai: bool
+
+
+def read_header(text: str) -> LockHeader:
+    digest: str | None = None
+    keep = False
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        key, _, value = line[1:].strip().partition(":")
+        if key == "input-digest":
+            digest = value.strip()
+        elif key == "keep-clarifai":
+            keep = value.strip() == "true"
+    return LockHeader(digest, keep)
+
+
+def _header(
+    input_digest: str, resolved: ResolveResult, *, keep_clarifai: bool, excluded: tuple[str, ...]
+) -> str:
+    lines = [
+        "# requirements.lock: generated by `modelpack lock`; do not edit.",
+        "# Re-run `modelpack lock DIR` after changing requirements.txt.",
+        f"# input-digest: {input_digest}",
+        f"# format: {LOCK_FORMAT}",
+        f"# python: {resolved.python_version}",
+        f"# platform: {PLATFORM}",
+        f"# torch: {torch_constraint(resolved) or 'none'}",
+        f"# keep-clarifai: {'true' if keep_clarifai else 'false'}",
+    ]
+    if excluded:
+        lines.append(f"# excluded: {', '.join(excluded)}")
+    return "\n".join(lines) + "\n"
+
+
+def lock_status(
+    model_dir: ModelDir, resolved: ResolveResult, *, keep_clarifai: bool | None = None
+) -> LockStatus:
+    """Whether DIR/requirements.lock exists and matches the current inputs (no network).
+
+    `keep_clarifai=None` judges the lock by the choice it was made with.
+    """
+    path = model_dir.root / LOCK_FILE
+    if not path.is_file():
+        return "missing"
+    header = read_header(path.read_text(encoding="utf-8"))
+    keep = header.keep_clarifai if keep_clarifai is None else keep_clarifai
+    if header.input_digest != compute_input_digest(model_dir, resolved, keep_clarifai=keep):
+        return "stale"
+    return "up-to-date"
+
+
+# --------------------------------------------------------------------------- lock file
+
+
+def parse_lock(text: str) -> tuple[LockedPackage, ...]:
+    """Packages of a hash-pinned requirements file (`name==version --hash=...`)."""
+    logical: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if not line.strip():
+            if current:
+                logical.append(current)
+                current = ""
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    if current.strip():
+        logical.append(current)
+    packages: list[LockedPackage] = []
+    for entry in logical:
+        tokens = entry.split()
+        if not tokens or tokens[0].startswith("-"):
+            continue
+        hashes = tuple(t.split("=", 1)[1] for t in tokens if t.startswith("--hash="))
+        spec = " ".join(t for t in tokens if not t.startswith("--hash=")).split(";", 1)[0].strip()
+        if " @ " in spec:
+            name, _, version = spec.partition(" @ ")
+        else:
+            name, _, version = spec.partition("==")
+        packages.append(LockedPackage(canonical_name(name.split("[", 1)[0].strip()), version.strip(), hashes))
+    return tuple(packages)
+
+
+def _format_packages(packages: tuple[LockedPackage, ...]) -> str:
+    out: list[str] = []
+    for package in sorted(packages, key=lambda p: p.name):
+        head = (
+            f"{package.name} @ {package.version}"
+            if "://" in package.version
+            else f"{package.name}=={package.version}"
+        )
+        if package.hashes:
+            out.append(head + " \\")
+            for i, digest in enumerate(package.hashes):
+                out.append(f"    --hash={digest}" + (" \\" if i < len(package.hashes) - 1 else ""))
+        else:
+            out.append(head)
+    return "\n".join(out) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- uv
+
+
+def find_uv() -> str:
+    try:
+        import uv  # type: ignore[import-not-found,unused-ignore]
+
+        return str(uv.find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    import shutil
+
+    found = shutil.which("uv")
+    if found:
+        return found
+    raise LockError("`uv` is needed to lock dependencies: pip install uv")
+
+
+def redact(text: str) -> str:
+    """Hide credentials in URLs (`https://user:secret@host` → `https://***@host`)."""
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@", r"\1***@", text)
+
+
+def _index_settings(settings: BuildSettings | None) -> tuple[str | None, tuple[str, ...]]:
+    index = (settings.index_url if settings else None) or os.environ.get("UV_INDEX_URL") or None
+    index = index or os.environ.get("PIP_INDEX_URL") or None
+    extras: tuple[str, ...] = tuple(settings.extra_index_urls) if settings else ()
+    if not extras:
+        env = os.environ.get("UV_EXTRA_INDEX_URL") or os.environ.get("PIP_EXTRA_INDEX_URL") or ""
+        extras = tuple(env.split())
+    return index, extras
+
+
+def _uv_input(model_dir: ModelDir, resolved: ResolveResult, keep_clarifai: bool) -> tuple[str, list[str]]:
+    """The requirements text handed to uv and the names left out of it."""
+    lines: list[str] = []
+    excluded: list[str] = []
+    with_torch = resolved.torch_version is not None
+    for requirement in model_dir.requirements:
+        text = requirement.text.strip()
+        if not text:
+            continue
+        if requirement.name is None:
+            lines.append(_absolutize_option(text, model_dir.root))
+            continue
+        name = canonical_name(requirement.name)
+        if name == CLARIFAI and not keep_clarifai:
+            excluded.append(CLARIFAI)
+            continue
+        if with_torch and is_torch_family(name):
+            # keep the dependency edge, drop the user's pin: the base image's version wins
+            extras = f"[{','.join(requirement.extras)}]" if requirement.extras else ""
+            marker = f" ; {requirement.marker}" if requirement.marker else ""
+            lines.append(f"{name}{extras}{marker}")
+            excluded.append(name)
+            continue
+        lines.append(text)
+    lines.append("# modelpack runtime")
+    lines.extend(runtime_requirements())
+    return "\n".join(lines) + "\n", excluded
+
+
+def _absolutize_option(text: str, root: Path) -> str:
+    match = re.match(r"^(-r|-c|--requirement|--constraint|-e|--editable)(\s+|=)(\S+)(.*)$", text)
+    if not match:
+        return text
+    option, _, target, rest = match.groups()
+    if "://" in target or target.startswith("/"):
+        return text
+    return f"{option} {(root / target).resolve()}{rest}"
+
+
+_NETWORK_MARKERS = (
+    "dns error",
+    "error sending request",
+    "failed to fetch",
+    "connection refused",
+    "client error (connect)",
+    "timed out",
+    "certificate",
+    "network",
+    "tls",
+)
+
+
+def _uv_message(stderr: str) -> str:
+    """uv's diagnostic as one line (warnings dropped, causes joined)."""
+    parts: list[str] = []
+    in_warning = False
+    for raw in stderr.splitlines():
+        if raw.startswith("warning:"):
+            in_warning = True
+            continue
+        if in_warning and raw[:1].isspace():
+            continue  # a cause of the warning, not of the failure
+        in_warning = False
+        line = raw.strip().lstrip("×╰─▶│ ").strip()
+        if not line or (line.startswith("help:") and parts):
+            continue
+        for prefix in ("error:", "cause:", "Caused by:"):
+            if line.startswith(prefix):
+                line = line[len(prefix) :].strip()
+        if line and line not in parts:
+            parts.append(line)
+    return redact(": ".join(parts) or "uv failed without a message")
+
+
+def _error_for(stderr: str, model_dir: ModelDir, index: str | None) -> LockError:
+    message = _uv_message(stderr)
+    lowered = stderr.lower()
+    if any(marker in lowered for marker in _NETWORK_MARKERS) and "no solution found" not in lowered:
+        where = redact(index or "https://pypi.org/simple")
+        hint = (
+            " (behind a TLS-inspecting proxy? pass --ca-bundle or set SSL_CERT_FILE)"
+            if ("certificate" in lowered or "tls" in lowered)
+            else ""
+        )
+        return LockError(f"cannot reach the package index {where}: {message}{hint}")
+    culprit = _culprit(message, model_dir.requirements)
+    if culprit is not None:
+        return LockError(
+            f"{model_dir.requirements_path.name}:{culprit.line}: {culprit.name}: cannot be locked: {message}"
+        )
+    return LockError(f"cannot lock {model_dir.requirements_path.name}: {message}")
+
+
+def _culprit(message: str, requirements: tuple[RequirementLine, ...]) -> RequirementLine | None:
+    """The requirement line whose name the resolver's message mentions first."""
+    lowered = message.lower()
+    best: tuple[int, RequirementLine] | None = None
+    for requirement in requirements:
+        if not requirement.name:
+            continue
+        names = {requirement.name.lower(), canonical_name(requirement.name)}
+        for name in names:
+            match = re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", lowered)
+            if match and (best is None or match.start() < best[0]):
+                best = (match.start(), requirement)
+    return best[1] if best else None
+
+
+def _run_uv(
+    model_dir: ModelDir, resolved: ResolveResult, settings: BuildSettings | None, keep_clarifai: bool
+) -> tuple[tuple[LockedPackage, ...], list[str]]:
+    uv = find_uv()
+    index, extras = _index_settings(settings)
+    source, excluded = _uv_input(model_dir, resolved, keep_clarifai)
+    env = dict(os.environ)
+    env.update({"NO_COLOR": "1", "UV_NO_PROGRESS": "1"})
+    ca_bundle = settings.ca_bundle if settings else None
+    if ca_bundle is not None:
+        if not Path(ca_bundle).is_file():
+            raise LockError(f"CA bundle {ca_bundle} does not exist")
+        env["SSL_CERT_FILE"] = str(ca_bundle)
+    elif "SSL_CERT_FILE" not in env and SYSTEM_CA_BUNDLE.is_file():
+        env["SSL_CERT_FILE"] = str(SYSTEM_CA_BUNDLE)  # the system trust store, for TLS inspection
+    with tempfile.TemporaryDirectory(prefix="modelpack-lock-") as tmp:
+        in_file = Path(tmp) / "requirements.in"
+        in_file.write_text(source, encoding="utf-8")
+        command = [
+            uv,
+            "pip",
+            "compile",
+            str(in_file),
+            "--python-version",
+            resolved.python_version,
+            "--python-platform",
+            PLATFORM,
+            "--generate-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--no-python-downloads",
+            "--color",
+            "never",
+        ]
+        constraint = torch_constraint(resolved)
+        if constraint:
+            constraints_file = Path(tmp) / "constraints.txt"
+            constraints_file.write_text(constraint + "\n", encoding="utf-8")
+            command += ["--constraint", str(constraints_file)]
+            for name in TORCH_FAMILY:
+                command += ["--no-emit-package", name]
+        if index:
+            command += ["--index-url", index]
+        for extra in extras:
+            command += ["--extra-index-url", extra]
+        try:
+            completed = subprocess.run(
+                command, capture_output=True, text=True, env=env, timeout=900, check=False, cwd=tmp
+            )
+        except subprocess.TimeoutExpired as error:
+            raise LockError("locking timed out after 15 minutes (is the package index reachable?)") from error
+        except OSError as error:
+            raise LockError(f"cannot run uv: {error}") from error
+    if completed.returncode != 0:
+        raise _error_for(completed.stderr, model_dir, index)
+    packages = parse_lock(completed.stdout)
+    if constraint:
+        dropped = {p.name for p in packages if is_torch_family(p.name)}
+        packages = tuple(p for p in packages if not is_torch_family(p.name))
+        family = sorted(dropped | {n for n in excluded if is_torch_family(n)})
+        excluded = [n for n in excluded if not is_torch_family(n)] + family
+    return packages, excluded
+
+
+# --------------------------------------------------------------------------- public
+
+
+def lock(
+    model_dir: ModelDir,
+    *,
+    resolved: ResolveResult,
+    settings: BuildSettings | None = None,
+    force: bool = False,
+    keep_clarifai: bool = False,
+) -> LockResult:
+    """Write DIR/requirements.lock, or reuse it (no network) when it is up to date."""
+    path = model_dir.root / LOCK_FILE
+    digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
+    if not force and path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if read_header(text).input_digest == digest:
+            return LockResult(
+                path=path,
+                up_to_date_before=True,
+                packages=parse_lock(text),
+                input_digest=digest,
+                python_version=resolved.python_version,
+                excluded=_excluded_from_header(text),
+                notes=_notes(_excluded_from_header(text)),
+            )
+    packages, excluded_list = _run_uv(model_dir, resolved, settings, keep_clarifai)
+    excluded = tuple(dict.fromkeys(excluded_list))
+    text = _header(digest, resolved, keep_clarifai=keep_clarifai, excluded=excluded) + _format_packages(
+        packages
+    )
+    _write_atomic(path, text)
+    return LockResult(
+        path=path,
+        up_to_date_before=False,
+        packages=tuple(sorted(packages, key=lambda p: p.name)),
+        input_digest=digest,
+        python_version=resolved.python_version,
+        excluded=excluded,
+        notes=_notes(excluded),
+    )
+
+
+def _excluded_from_header(text: str) -> tuple[str, ...]:
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("# excluded:"):
+            return tuple(n.strip() for n in line.split(":", 1)[1].split(",") if n.strip())
+    return ()
+
+
+def _notes(excluded: tuple[str, ...]) -> tuple[str, ...]:
+    notes: list[str] = []
+    if CLARIFAI in excluded:
+        notes.append(
+            "clarifai left out of the lock: the runtime ships a compatibility shim (--keep-clarifai to keep it)"
+        )
+    torch = [name for name in excluded if is_torch_family(name)]
+    if torch:
+        notes.append(f"provided by the base image, not locked: {', '.join(torch)}")
+    return tuple(notes)
+
+
+def read_lock(model_dir: ModelDir) -> LockResult | None:
+    """The existing lock as a LockResult, without checking staleness (None when missing)."""
+    path = model_dir.root / LOCK_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    excluded = _excluded_from_header(text)
+    return LockResult(
+        path=path,
+        up_to_date_before=True,
+        packages=parse_lock(text),
+        input_digest=read_header(text).input_digest or "",
+        excluded=excluded,
+        notes=_notes(excluded),
+    )

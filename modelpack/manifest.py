@@ -1,0 +1,394 @@
+"""The modelpack manifest: a signed, canonical record of what went into an image.
+
+It records the image and base image (reference + digest), digests of config.yaml,
+requirements.txt and the lock, every checkpoint file (repo, resolved commit, path, size, sha256),
+the code files copied into the image, concepts, method signatures, the resolve result, the SBOM
+descriptor, modelpack's version and the build time (``SOURCE_DATE_EPOCH`` when set).
+
+Serialisation is canonical JSON (sorted keys, UTF-8, no insignificant whitespace) so its bytes --
+and therefore its digest and signature -- are reproducible. The JSON Schema is
+``schemas/manifest.schema.json``.
+
+In the registry the manifest is an OCI artifact that refers to the image (OCI 1.1 ``subject``,
+``artifactType`` :data:`MANIFEST_ARTIFACT_TYPE`, one layer holding the JSON); it is found from the
+image alone through the referrers API or its ``sha256-<hex>`` tag fallback. Its signature is a
+cosign signature of the artifact's digest (tag ``sha256-<artifact hex>.sig``), see ``modelpack.sign``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from modelpack._version import __version__
+from modelpack.errors import SigningError
+from modelpack.model import Concept
+from modelpack.registry import (
+    EMPTY_JSON,
+    OCI_EMPTY,
+    OCI_MANIFEST,
+    Descriptor,
+    RegistryClient,
+    canonical_json,
+    sha256_digest,
+)
+from modelpack.resolve_types import ResolveResult
+from modelpack.sigtypes import ModelSignature
+
+MANIFEST_ARTIFACT_TYPE = "application/vnd.modelpack.manifest.v1+json"
+SCHEMA_VERSION = 1
+_ANNOTATION_CREATED = "org.opencontainers.image.created"
+
+
+class ManifestError(SigningError):
+    """A manifest document is malformed or does not match its schema (exit 1)."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file: its path (relative to the record's root), size in bytes and sha256 hex."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A checkpoint at a resolved commit. ``root`` is where its files sit in the image, or None
+    when they are fetched at runtime (then ``--deep`` cannot check them in the image)."""
+
+    repo: str
+    revision: str
+    files: tuple[FileRecord, ...]
+    root: str | None = None
+    source: str = "huggingface"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repo": self.repo,
+            "revision": self.revision,
+            "root": self.root,
+            "source": self.source,
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+@dataclass(frozen=True)
+class CodeRecord:
+    """The model code copied into the image under ``root``."""
+
+    root: str
+    files: tuple[FileRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "files": [f.to_dict() for f in self.files]}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    reference: str
+    digest: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "digest": self.digest}
+
+
+@dataclass(frozen=True)
+class SignedManifestDoc:
+    """The manifest document. ``to_bytes()`` is what is stored, hashed and signed."""
+
+    image: ImageRecord
+    base_image: ImageRecord
+    inputs: dict[str, str | None]  # config_yaml / requirements_txt / lock -> "sha256:<hex>"
+    checkpoints: tuple[CheckpointRecord, ...]
+    code: CodeRecord | None
+    concepts: tuple[Concept, ...]
+    signature: dict[str, Any] | None  # ModelSignature.to_dict()
+    resolve: dict[str, Any]  # ResolveResult.to_dict()
+    modelpack_version: str
+    build_time: str  # RFC 3339 UTC, e.g. 2024-01-01T00:00:00Z
+    sbom: Descriptor | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown fields of newer documents, kept verbatim
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            **self.extra,
+            "schema_version": self.schema_version,
+            "image": self.image.to_dict(),
+            "base_image": self.base_image.to_dict(),
+            "inputs": dict(self.inputs),
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "code": self.code.to_dict() if self.code else None,
+            "concepts": [{"id": c.id, "name": c.name} for c in self.concepts],
+            "signature": self.signature,
+            "resolve": self.resolve,
+            "modelpack_version": self.modelpack_version,
+            "build_time": self.build_time,
+            "sbom": self.sbom.to_dict() if self.sbom else None,
+        }
+        return data
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.to_bytes())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SignedManifestDoc:
+        problems = schema_errors(data)
+        if problems:
+            raise ManifestError(f"invalid modelpack manifest: {problems[0]}")
+        known = {
+            "schema_version", "image", "base_image", "inputs", "checkpoints", "code", "concepts",
+            "signature", "resolve", "modelpack_version", "build_time", "sbom",
+        }  # fmt: skip
+        code = data.get("code")
+        sbom = data.get("sbom")
+        return cls(
+            image=ImageRecord(data["image"]["reference"], data["image"]["digest"]),
+            base_image=ImageRecord(data["base_image"]["reference"], data["base_image"]["digest"]),
+            inputs=dict(data["inputs"]),
+            checkpoints=tuple(
+                CheckpointRecord(
+                    repo=c["repo"],
+                    revision=c["revision"],
+                    root=c.get("root"),
+                    source=c.get("source", "huggingface"),
+                    files=_files(c["files"]),
+                )
+                for c in data["checkpoints"]
+            ),
+            code=CodeRecord(code["root"], _files(code["files"])) if code else None,
+            concepts=tuple(Concept(c["id"], c["name"]) for c in data["concepts"]),
+            signature=data.get("signature"),
+            resolve=dict(data["resolve"]),
+            modelpack_version=data["modelpack_version"],
+            build_time=data["build_time"],
+            sbom=Descriptor.from_dict(sbom) if sbom else None,
+            schema_version=data["schema_version"],
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SignedManifestDoc:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ManifestError("invalid modelpack manifest: not UTF-8 JSON") from None
+        return cls.from_dict(data)
+
+    def image_files(self) -> list[tuple[str, FileRecord]]:
+        """Every recorded file that lives in the image, as (absolute image path, record)."""
+        found: list[tuple[str, FileRecord]] = []
+        groups: list[tuple[str | None, Iterable[FileRecord]]] = [(c.root, c.files) for c in self.checkpoints]
+        if self.code:
+            groups.append((self.code.root, self.code.files))
+        for root, files in groups:
+            if root is None:
+                continue
+            for record in files:
+                found.append((str(PurePosixPath("/", root, record.path)), record))
+        return found
+
+
+def _files(items: Sequence[dict[str, Any]]) -> tuple[FileRecord, ...]:
+    return tuple(FileRecord(f["path"], int(f["size"]), f["sha256"]) for f in items)
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+def build_time_from_env(now: _dt.datetime | None = None) -> str:
+    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else the current time; RFC 3339 UTC."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise ManifestError(f"SOURCE_DATE_EPOCH is not a valid epoch: {epoch!r}") from None
+    else:
+        moment = now or _dt.datetime.now(tz=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_manifest(
+    *,
+    image_ref: str,
+    image_digest: str,
+    base_image_ref: str,
+    base_image_digest: str | None,
+    config_digest: str,
+    requirements_digest: str | None,
+    lock_digest: str | None,
+    resolve: ResolveResult,
+    checkpoints: Sequence[CheckpointRecord] = (),
+    code: CodeRecord | None = None,
+    concepts: Sequence[Concept] = (),
+    signature: ModelSignature | None = None,
+    sbom: Descriptor | None = None,
+    build_time: str | None = None,
+) -> SignedManifestDoc:
+    """Assemble the manifest from typed inputs. Pure apart from reading the clock/``SOURCE_DATE_EPOCH``
+    when ``build_time`` is not given. File lists are sorted so the bytes do not depend on walk order."""
+    doc = SignedManifestDoc(
+        image=ImageRecord(image_ref, image_digest),
+        base_image=ImageRecord(base_image_ref, base_image_digest),
+        inputs={"config_yaml": config_digest, "requirements_txt": requirements_digest, "lock": lock_digest},
+        checkpoints=tuple(
+            CheckpointRecord(
+                c.repo, c.revision, tuple(sorted(c.files, key=lambda f: f.path)), c.root, c.source
+            )
+            for c in checkpoints
+        ),
+        code=CodeRecord(code.root, tuple(sorted(code.files, key=lambda f: f.path))) if code else None,
+        concepts=tuple(concepts),
+        signature=signature.to_dict() if signature else None,
+        resolve=resolve.to_dict(),
+        modelpack_version=__version__,
+        build_time=build_time or build_time_from_env(),
+        sbom=sbom,
+    )
+    problems = schema_errors(doc.to_dict())
+    if problems:
+        raise ManifestError(f"manifest does not match its schema: {problems[0]}")
+    return doc
+
+
+def digest_file(path: Path) -> tuple[str, int]:
+    """``(sha256 hex, size)`` of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def file_records(root: Path, paths: Iterable[Path] | None = None) -> tuple[FileRecord, ...]:
+    """Records for ``paths`` (default: every regular file under ``root``), relative to ``root``."""
+    chosen = sorted(paths) if paths is not None else sorted(p for p in root.rglob("*") if p.is_file())
+    records = []
+    for path in chosen:
+        sha, size = digest_file(path)
+        records.append(FileRecord(path.relative_to(root).as_posix(), size, sha))
+    return tuple(records)
+
+
+def input_digest(path: Path) -> str | None:
+    """``sha256:<hex>`` of an input file, None when it does not exist."""
+    if not path.is_file():
+        return None
+    return "sha256:" + digest_file(path)[0]
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+_SCHEMA: dict[str, Any] | None = None
+
+
+def manifest_schema() -> dict[str, Any]:
+    global _SCHEMA
+    if _SCHEMA is None:
+        from modelpack.resources import read_text
+
+        _SCHEMA = json.loads(read_text("schemas", "manifest.schema.json"))
+    return _SCHEMA
+
+
+def schema_errors(data: Any) -> list[str]:
+    """Schema violations as ``path: message`` strings (empty when valid)."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(manifest_schema())
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        location = ".".join(str(p) for p in error.absolute_path) or "(root)"
+        problems.append(f"{location}: {error.message}")
+    return problems
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def push_artifact(
+    client: RegistryClient,
+    repository: str,
+    subject: Descriptor,
+    artifact_type: str,
+    payload: bytes,
+    *,
+    annotations: dict[str, str] | None = None,
+) -> Descriptor:
+    """Push ``payload`` as an OCI 1.1 artifact whose ``subject`` is the image; returns its descriptor.
+
+    The artifact manifest has the empty config, one layer of ``artifact_type`` and is stored by
+    digest (no tag); the registry client maintains the referrers fallback tag when needed.
+    """
+    config = client.upload_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
+    layer = client.upload_blob(repository, payload, media_type=artifact_type)
+    body: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": config.to_dict(),
+        "layers": [layer.to_dict()],
+        "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_dict(),
+    }
+    if annotations:
+        body["annotations"] = dict(annotations)
+    raw = canonical_json(body)
+    stored = client.put_manifest(repository, sha256_digest(raw), raw, OCI_MANIFEST)
+    return Descriptor(stored.media_type, stored.digest, stored.size, dict(annotations or {}), artifact_type)
+
+
+def push_manifest(
+    client: RegistryClient, repository: str, subject: Descriptor, doc: SignedManifestDoc
+) -> Descriptor:
+    """Attach ``doc`` to the image ``subject``; returns the artifact's descriptor."""
+    if subject.digest != doc.image.digest:
+        raise ManifestError(f"manifest records image {doc.image.digest}, not {subject.digest}")
+    return push_artifact(
+        client,
+        repository,
+        subject,
+        MANIFEST_ARTIFACT_TYPE,
+        doc.to_bytes(),
+        annotations={_ANNOTATION_CREATED: doc.build_time},
+    )
+
+
+def find_manifests(client: RegistryClient, repository: str, image_digest: str) -> list[Descriptor]:
+    """Descriptors of the modelpack manifest artifacts attached to an image."""
+    return client.referrers(repository, image_digest, artifact_type=MANIFEST_ARTIFACT_TYPE)
+
+
+def fetch_artifact_payload(
+    client: RegistryClient, repository: str, artifact_digest: str, artifact_type: str
+) -> tuple[dict[str, Any], bytes]:
+    """The artifact manifest JSON and its (digest-checked) payload layer."""
+    artifact = client.get_manifest(repository, artifact_digest).json
+    layers = [layer for layer in artifact.get("layers") or [] if layer.get("mediaType") == artifact_type]
+    if not layers:
+        raise ManifestError(f"artifact {artifact_digest} has no {artifact_type} layer")
+    return artifact, client.get_blob(repository, str(layers[0]["digest"]))
+
+
+def fetch_manifest(
+    client: RegistryClient, repository: str, artifact_digest: str
+) -> tuple[dict[str, Any], SignedManifestDoc]:
+    artifact, raw = fetch_artifact_payload(client, repository, artifact_digest, MANIFEST_ARTIFACT_TYPE)
+    return artifact, SignedManifestDoc.from_bytes(raw)

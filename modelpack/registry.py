@@ -1,0 +1,757 @@
+"""A small client for the OCI distribution API, used for push checks, tags, signatures and referrers.
+
+Registry traffic goes straight over HTTP(S) with ``requests`` -- never through the Docker engine -- so
+signing, verification and tag listing work on machines without a daemon.
+
+Usage::
+
+    from modelpack.registry import ImageRef, RegistryClient
+
+    ref = ImageRef.parse("127.0.0.1:5000/acme/sentiment:1.0")
+    client = RegistryClient.for_ref(ref)          # credentials from ~/.docker/config.json
+    client.ping()                                  # GET /v2/
+    client.list_tags(ref.repository)               # ["1.0", ...]
+    desc = client.head_manifest(ref.repository, "1.0")   # Descriptor or None
+    man = client.get_manifest(ref.repository, desc.digest)  # Manifest(digest, media_type, raw)
+    blob = client.upload_blob(ref.repository, b"...")       # Descriptor; skipped when present
+    client.put_manifest(ref.repository, "1.0", man.raw, man.media_type)
+    client.referrers(ref.repository, desc.digest, artifact_type="application/vnd.modelpack.manifest.v1+json")
+
+Rules:
+
+- ``localhost``, ``127.0.0.1`` and ``[::1]`` registries are spoken to over plain HTTP, all others over
+  HTTPS (``insecure=True`` forces HTTP).
+- Authentication: explicit ``username``/``password``, else ``~/.docker/config.json`` (or
+  ``$DOCKER_CONFIG/config.json``): ``auths`` entries and ``credHelpers``/``credsStore`` helpers. On a 401
+  the ``WWW-Authenticate`` challenge picks Basic or the Bearer token flow; tokens are cached per scope.
+- Every failure is a :class:`~modelpack.errors.RegistryError` with a one-line message naming the
+  registry, method and path; credentials and tokens never appear in messages.
+- Blobs fetched with :meth:`RegistryClient.get_blob` are checked against their digest.
+- :meth:`RegistryClient.referrers` uses ``GET /v2/<name>/referrers/<digest>`` and falls back to the
+  OCI 1.1 tag scheme (an image index under the tag ``sha256-<hex>``) when the registry lacks it;
+  :meth:`RegistryClient.put_manifest` keeps that fallback index up to date for manifests with a
+  ``subject`` when the registry does not acknowledge the subject (no ``OCI-Subject`` header).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+from modelpack.errors import InvalidInputError, RegistryError
+
+if TYPE_CHECKING:
+    import requests
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+
+DEFAULT_REGISTRY = "docker.io"
+_DOCKER_HUB_API = "registry-1.docker.io"
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+MONOLITHIC_LIMIT = 16 * 1024 * 1024  # blobs above this are uploaded in PATCH chunks
+CHUNK_SIZE = 8 * 1024 * 1024
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def is_digest(value: str) -> bool:
+    return bool(_DIGEST_RE.match(value))
+
+
+def fallback_tag(digest: str) -> str:
+    """The OCI 1.1 referrers fallback tag of ``digest``: ``sha256-<hex>``."""
+    algorithm, _, hexpart = digest.partition(":")
+    return f"{algorithm}-{hexpart}"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference ``[registry/]repository[:tag][@digest]``."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, reference: str) -> ImageRef:
+        text = reference.strip()
+        if not text or any(c.isspace() for c in text):
+            raise InvalidInputError(f"invalid image reference {reference!r}")
+        digest = None
+        if "@" in text:
+            text, digest = text.split("@", 1)
+            if not is_digest(digest):
+                raise InvalidInputError(f"invalid digest in image reference {reference!r}")
+        tag = None
+        last = text.rsplit("/", 1)[-1]
+        if ":" in last:
+            text, tag = text.rsplit(":", 1)
+            if not _TAG_RE.match(tag):
+                raise InvalidInputError(f"invalid tag in image reference {reference!r}")
+        first, sep, rest = text.partition("/")
+        if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+            registry, repository = first, rest
+        else:
+            registry, repository = DEFAULT_REGISTRY, text
+            if "/" not in repository:
+                repository = "library/" + repository
+        if not _REPO_RE.match(repository):
+            raise InvalidInputError(f"invalid repository name in image reference {reference!r}")
+        if tag is None and digest is None:
+            tag = "latest"
+        return cls(registry, repository, tag, digest)
+
+    @property
+    def name(self) -> str:
+        """``registry/repository`` without tag or digest (cosign's docker-reference)."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def reference(self) -> str:
+        """What goes in ``/manifests/<reference>``: the digest when known, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    def with_digest(self, digest: str) -> ImageRef:
+        return ImageRef(self.registry, self.repository, None, digest)
+
+    def with_tag(self, tag: str) -> ImageRef:
+        return ImageRef(self.registry, self.repository, tag, None)
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    artifact_type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            data["artifactType"] = self.artifact_type
+        if self.annotations:
+            data["annotations"] = dict(self.annotations)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Descriptor:
+        try:
+            return cls(
+                media_type=str(data["mediaType"]),
+                digest=str(data["digest"]),
+                size=int(data["size"]),
+                annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
+                artifact_type=data.get("artifactType"),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise RegistryError(f"malformed descriptor in registry response: {error}") from None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as stored: its exact bytes (what the digest covers) and media type."""
+
+    digest: str
+    media_type: str
+    raw: bytes
+
+    @property
+    def json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.raw)
+        except ValueError:
+            raise RegistryError(f"manifest {self.digest} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"manifest {self.digest} is not a JSON object")
+        return data
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw))
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8: the bytes we hash and sign."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------
+# credentials
+
+
+def docker_config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def _config_keys(registry: str) -> list[str]:
+    keys = [
+        registry,
+        f"https://{registry}",
+        f"http://{registry}",
+        f"https://{registry}/v1/",
+        f"https://{registry}/v2/",
+    ]
+    if registry in (DEFAULT_REGISTRY, _DOCKER_HUB_API, "index.docker.io"):
+        keys += ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
+    return keys
+
+
+def _helper_credentials(helper: str, registry: str) -> tuple[str, str] | None:
+    try:
+        proc = subprocess.run(
+            [f"docker-credential-{helper}", "get"],
+            input=registry.encode(),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        data = json.loads(proc.stdout)
+        return str(data["Username"]), str(data["Secret"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def docker_credentials(registry: str, config_path: Path | None = None) -> tuple[str, str] | None:
+    """Look up ``(username, password)`` for ``registry`` the way the docker CLI stores them."""
+    path = config_path or docker_config_path()
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    keys = _config_keys(registry)
+    helpers = config.get("credHelpers") or {}
+    for key in keys:
+        if key in helpers:
+            return _helper_credentials(str(helpers[key]), key)
+    auths = config.get("auths") or {}
+    for key in keys:
+        entry = auths.get(key)
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            return user, password
+        if entry.get("username") and entry.get("password"):
+            return str(entry["username"]), str(entry["password"])
+    if config.get("credsStore"):
+        for key in keys[:2]:
+            found = _helper_credentials(str(config["credsStore"]), key)
+            if found:
+                return found
+    return None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Split a ``WWW-Authenticate`` header into its scheme and parameters."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)\s*=\s*"([^"]*)"', rest)}
+    for k, v in re.findall(r'(\w+)\s*=\s*([^",\s]+)', rest):
+        params.setdefault(k.lower(), v)
+    return scheme.lower(), params
+
+
+# ---------------------------------------------------------------------------------------------------
+# client
+
+
+class RegistryClient:
+    """Talks to one registry host. Methods take the repository name (``acme/model``) explicitly."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        insecure: bool | None = None,
+        timeout: float = 60.0,
+        docker_config: Path | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        try:
+            import requests
+        except ImportError:
+            raise InvalidInputError(
+                "talking to a registry needs requests (pip install 'modelpack[sign]')"
+            ) from None
+
+        self.registry = registry
+        host = _DOCKER_HUB_API if registry in (DEFAULT_REGISTRY, "index.docker.io") else registry
+        hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        plain = insecure if insecure is not None else hostname in _LOCAL_HOSTS
+        self.base_url = f"{'http' if plain else 'https'}://{host}"
+        self.timeout = timeout
+        self._session = session or requests.Session()
+        if username is not None:
+            self._credentials: tuple[str, str] | None = (username, password or "")
+        else:
+            self._credentials = docker_credentials(registry, docker_config)
+        self._tokens: dict[str, str] = {}  # scope -> bearer token
+        self._basic = False
+
+    @classmethod
+    def for_ref(cls, ref: ImageRef | str, **kwargs: Any) -> RegistryClient:
+        parsed = ImageRef.parse(ref) if isinstance(ref, str) else ref
+        return cls(parsed.registry, **kwargs)
+
+    def __repr__(self) -> str:  # never shows credentials
+        return f"RegistryClient({self.base_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        if scope in self._tokens:
+            return {"Authorization": f"Bearer {self._tokens[scope]}"}
+        if self._basic and self._credentials:
+            raw = f"{self._credentials[0]}:{self._credentials[1]}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {}
+
+    def _fetch_token(self, params: dict[str, str], scope: str) -> None:
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryError(f"registry {self.registry}: bearer challenge without a realm")
+        query = {"service": params["service"]} if "service" in params else {}
+        if scope:
+            query["scope"] = scope
+        auth = self._credentials if self._credentials else None
+        try:
+            response = self._session.get(realm, params=query, auth=auth, timeout=self.timeout)
+        except Exception as error:  # requests.RequestException and friends
+            raise RegistryError(
+                f"registry {self.registry}: token request failed: {type(error).__name__}"
+            ) from None
+        if response.status_code != 200:
+            raise RegistryError(
+                f"registry {self.registry}: authentication refused by token service ({response.status_code})"
+            )
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise RegistryError(f"registry {self.registry}: token service returned no token")
+        self._tokens[scope] = str(token)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str = "",
+        ok: Iterable[int] = (200,),
+        headers: dict[str, str] | None = None,
+        allow_missing: bool = False,
+        **kwargs: Any,
+    ) -> requests.Response | None:
+        """Send one request with auth; 401 triggers one challenge round. ``path`` may be a full URL.
+
+        Returns None for a 404 when ``allow_missing``; raises RegistryError for any other status
+        outside ``ok``.
+        """
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        shown = path if not path.startswith(("http://", "https://")) else re.sub(r"\?.*$", "", path)
+        ok = tuple(ok)
+        response = None
+        for attempt in range(2):
+            all_headers = {**(headers or {}), **self._auth_header(scope)}
+            try:
+                response = self._session.request(
+                    method, url, headers=all_headers, timeout=self.timeout, **kwargs
+                )
+            except Exception as error:
+                reason = type(error).__name__
+                if "ConnectionError" in reason or "ConnectTimeout" in reason:
+                    reason = "cannot connect"
+                raise RegistryError(f"registry {self.registry}: {method} {shown}: {reason}") from None
+            if response.status_code != 401 or attempt:
+                break
+            scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+            if scheme == "bearer":
+                self._fetch_token(params, params.get("scope", scope))
+                if params.get("scope") and params["scope"] != scope:
+                    self._tokens[scope] = self._tokens[params["scope"]]
+            elif scheme == "basic" and self._credentials and not self._basic:
+                self._basic = True
+            else:
+                break
+        assert response is not None
+        if response.status_code in ok:
+            return response
+        if response.status_code == 404 and allow_missing:
+            return None
+        raise RegistryError(f"registry {self.registry}: {method} {shown}: {_describe_failure(response)}")
+
+    def _must(self, response: requests.Response | None) -> requests.Response:
+        assert response is not None
+        return response
+
+    # -- API -------------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the registry answers the v2 API (authenticating if it asks)."""
+        self.request("GET", "/v2/")
+
+    def list_tags(self, repository: str) -> list[str]:
+        """All tags of ``repository`` (following ``Link`` pagination); [] when it does not exist."""
+        tags: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list?n=1000"
+        while path:
+            response = self.request("GET", path, scope=_pull(repository), allow_missing=True)
+            if response is None:
+                return []
+            body = response.json()
+            tags.extend(body.get("tags") or [])
+            link = response.links.get("next", {}).get("url")
+            path = urljoin(self.base_url + "/", link) if link else None
+        return tags
+
+    def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
+        """The descriptor of a manifest by tag or digest, or None when absent."""
+        response = self.request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=_pull(repository),
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+            allow_missing=True,
+        )
+        if response is None:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:  # some registries omit it on HEAD; GET tells us
+            return self.get_manifest(repository, reference).descriptor
+        media_type = response.headers.get("Content-Type", OCI_MANIFEST).split(";")[0].strip()
+        return Descriptor(media_type, digest, int(response.headers.get("Content-Length") or 0))
+
+    def get_manifest(self, repository: str, reference: str, *, allow_missing: bool = False) -> Manifest:
+        """Fetch a manifest; when ``reference`` is a digest the bytes are checked against it."""
+        response = self.request(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=_pull(repository),
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+            allow_missing=allow_missing,
+        )
+        if response is None:
+            raise _NotFound(f"manifest {repository}:{reference} not found")
+        raw = response.content
+        digest = sha256_digest(raw)
+        if is_digest(reference) and digest != reference:
+            raise RegistryError(
+                f"registry {self.registry}: manifest {reference} has wrong content ({digest})"
+            )
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if media_type not in MANIFEST_TYPES:
+            try:
+                media_type = json.loads(raw).get("mediaType") or OCI_MANIFEST
+            except (ValueError, AttributeError):
+                media_type = OCI_MANIFEST
+        return Manifest(digest, media_type, raw)
+
+    def find_manifest(self, repository: str, reference: str) -> Manifest | None:
+        """Like :meth:`get_manifest` but None when absent."""
+        try:
+            return self.get_manifest(repository, reference, allow_missing=True)
+        except _NotFound:
+            return None
+
+    def put_manifest(
+        self, repository: str, reference: str, raw: bytes, media_type: str = OCI_MANIFEST
+    ) -> Descriptor:
+        """Store a manifest under a tag or its digest; maintains the referrers fallback index.
+
+        When the manifest has a ``subject`` and the registry does not answer with an ``OCI-Subject``
+        header (no referrers API), the manifest is added to the index at tag ``sha256-<hex>`` of the
+        subject. That read-modify-write is not atomic: concurrent writers may lose entries.
+        """
+        digest = sha256_digest(raw)
+        response = self._must(
+            self.request(
+                "PUT",
+                f"/v2/{repository}/manifests/{reference}",
+                scope=_push(repository),
+                ok=(200, 201, 202),
+                headers={"Content-Type": media_type},
+                data=raw,
+            )
+        )
+        descriptor = Descriptor(media_type, digest, len(raw))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        subject = body.get("subject") if isinstance(body, dict) else None
+        if isinstance(subject, dict) and "OCI-Subject" not in response.headers:
+            annotations = body.get("annotations") or {}
+            artifact_type = body.get("artifactType") or (body.get("config") or {}).get("mediaType")
+            self._add_fallback_referrer(
+                repository,
+                str(subject.get("digest")),
+                Descriptor(media_type, digest, len(raw), dict(annotations), artifact_type),
+            )
+        return descriptor
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        self.request("DELETE", f"/v2/{repository}/manifests/{digest}", scope=_push(repository), ok=(200, 202))
+
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        """The size of a blob, or None when the repository does not have it."""
+        response = self.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=_pull(repository), allow_missing=True
+        )
+        if response is None:
+            return None
+        return int(response.headers.get("Content-Length") or 0)
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """Fetch a whole blob and check it hashes to ``digest``."""
+        response = self._must(
+            self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=_pull(repository))
+        )
+        data = response.content
+        if sha256_digest(data) != digest:
+            raise RegistryError(f"registry {self.registry}: blob {digest} has wrong content")
+        return data
+
+    def open_blob(self, repository: str, digest: str) -> BlobReader:
+        """Stream a blob; the stream raises RegistryError at EOF when the content does not match."""
+        response = self._must(
+            self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=_pull(repository), stream=True)
+        )
+        response.raw.decode_content = True
+        return BlobReader(response.raw, digest, self.registry)
+
+    def upload_blob(
+        self, repository: str, data: bytes | Path, *, media_type: str = "application/octet-stream"
+    ) -> Descriptor:
+        """Upload a blob (bytes or a file) unless the repository already has it.
+
+        Up to ``MONOLITHIC_LIMIT`` bytes go in one POST+PUT; larger blobs are sent as PATCH chunks
+        of ``CHUNK_SIZE`` and closed with a PUT carrying the digest.
+        """
+        if isinstance(data, Path):
+            digest, size = _file_digest(data)
+        else:
+            digest, size = sha256_digest(data), len(data)
+        descriptor = Descriptor(media_type, digest, size)
+        if self.head_blob(repository, digest) is not None:
+            return descriptor
+        scope = _push(repository)
+        start = self._must(self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,)))
+        location = self._location(start)
+        if size <= MONOLITHIC_LIMIT:
+            body = data.read_bytes() if isinstance(data, Path) else data
+            self.request(
+                "PUT",
+                _with_query(location, digest=digest),
+                scope=scope,
+                ok=(201, 204),
+                headers={"Content-Type": "application/octet-stream"},
+                data=body,
+            )
+            return descriptor
+        offset = 0
+        for chunk in _chunks(data):
+            end = offset + len(chunk) - 1
+            response = self._must(
+                self.request(
+                    "PATCH",
+                    location,
+                    scope=scope,
+                    ok=(202,),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end}",
+                        "Content-Length": str(len(chunk)),
+                    },
+                    data=chunk,
+                )
+            )
+            location = self._location(response)
+            offset = end + 1
+        self.request("PUT", _with_query(location, digest=digest), scope=scope, ok=(201, 204))
+        return descriptor
+
+    def _location(self, response: requests.Response) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self.registry}: upload response without Location")
+        return urljoin(self.base_url + "/", location)
+
+    def referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``digest`` (referrers API, else the ``sha256-<hex>`` tag)."""
+        path = f"/v2/{repository}/referrers/{digest}"
+        if artifact_type:
+            path += f"?artifactType={artifact_type}"
+        response = self.request(
+            "GET", path, scope=_pull(repository), headers={"Accept": OCI_INDEX}, allow_missing=True
+        )
+        index: dict[str, Any] | None = None
+        if response is not None and response.headers.get("Content-Type", "").startswith(OCI_INDEX):
+            index = response.json()
+        if index is None:
+            found = self.find_manifest(repository, fallback_tag(digest))
+            index = found.json if found else {"manifests": []}
+        result = [Descriptor.from_dict(d) for d in index.get("manifests") or []]
+        if artifact_type:
+            result = [d for d in result if d.artifact_type == artifact_type]
+        return result
+
+    def _add_fallback_referrer(self, repository: str, subject: str, descriptor: Descriptor) -> None:
+        tag = fallback_tag(subject)
+        current = self.find_manifest(repository, tag)
+        index: dict[str, Any] = (
+            current.json if current else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        )
+        entries = [m for m in index.get("manifests") or [] if m.get("digest") != descriptor.digest]
+        entries.append(descriptor.to_dict())
+        index["manifests"] = entries
+        self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
+
+    def remove_fallback_referrer(self, repository: str, subject: str, digest: str) -> None:
+        """Drop ``digest`` from the fallback referrers index of ``subject`` (no-op when absent)."""
+        tag = fallback_tag(subject)
+        current = self.find_manifest(repository, tag)
+        if current is None:
+            return
+        index = current.json
+        index["manifests"] = [m for m in index.get("manifests") or [] if m.get("digest") != digest]
+        self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
+
+
+class _NotFound(RegistryError):
+    pass
+
+
+class BlobReader:
+    """A file-like reader over a blob stream that checks the digest once fully read."""
+
+    def __init__(self, raw: Any, digest: str, registry: str) -> None:
+        self._raw = raw
+        self._digest = digest
+        self._registry = registry
+        self._hash = hashlib.sha256()
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(None if size is None or size < 0 else size)
+        if data:
+            self._hash.update(data)
+        elif not self._checked:
+            self._checked = True
+            if "sha256:" + self._hash.hexdigest() != self._digest:
+                raise RegistryError(f"registry {self._registry}: blob {self._digest} has wrong content")
+        return bytes(data or b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pull(repository: str) -> str:
+    return f"repository:{repository}:pull"
+
+
+def _push(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
+
+
+def _with_query(url: str, **params: str) -> str:
+    from urllib.parse import urlencode
+
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return "sha256:" + h.hexdigest(), size
+
+
+def _chunks(data: bytes | Path) -> Iterator[bytes]:
+    if isinstance(data, Path):
+        with data.open("rb") as handle:
+            yield from iter(lambda: handle.read(CHUNK_SIZE), b"")
+    else:
+        for start in range(0, len(data), CHUNK_SIZE):
+            yield data[start : start + CHUNK_SIZE]
+
+
+def _describe_failure(response: requests.Response) -> str:
+    """Status plus the registry's first error code/message; never headers or request data."""
+    text = f"{response.status_code} {response.reason or ''}".strip()
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        errors = []
+    if errors and isinstance(errors[0], dict):
+        code = errors[0].get("code", "")
+        message = str(errors[0].get("message", ""))[:200]
+        text += f" ({code}: {message})" if message else f" ({code})"
+    return text

@@ -1,0 +1,590 @@
+"""`modelpack render`: the Dockerfile and the complete, deterministic build context.
+
+The Dockerfile comes from `templates/Dockerfile.j2` (Jinja, StrictUndefined). The
+context is laid out so that each image layer has its own folder, ordered from
+least to most frequently changed (deps, runtime library, checkpoints, model code,
+config), so a model-code change reuses the dependency layers.
+
+Secrets and host-specific settings (pip index URL with credentials, a CA bundle
+for TLS-inspecting proxies) only reach the discarded `deps` builder stage: the
+CA bundle as a context file under `builder/`, the index URL as a build argument
+returned in `RenderResult.build_args` and never written to any file.
+
+Rendering is deterministic: sorted files, normalized modes and mtimes, and a
+`context.sha256` manifest; the output appears atomically (temp dir + rename).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from modelpack._version import __version__
+from modelpack.errors import Diagnostic, RenderError
+from modelpack.ignore import IGNORE_FILE, is_virtualenv, load_rules
+from modelpack.lock import LOCK_FILE, LockResult, read_lock
+from modelpack.model import ModelDir
+from modelpack.resolve_types import ResolveResult
+from modelpack.sigtypes import ModelSignature
+
+# In-image layout, shared with the runtime and the checkpoint stage.
+APP_DIR = "/app"
+VENV_DIR = "/opt/venv"
+LIB_DIR = "/opt/modelpack/lib"
+CHECKPOINTS_DIR = "/app/1/checkpoints"  # where the Clarifai SDK's model.py files expect them
+RUNTIME_USER = "modelpack"
+RUNTIME_UID = 10001
+PORT = 8080
+
+# Context layout: one folder per layer.
+CTX_BUILDER = "builder"
+CTX_LOCK = "builder/requirements.lock"
+CTX_CA_BUNDLE = "builder/ca-bundle.crt"
+CTX_RUNTIME = "runtime"
+CTX_CHECKPOINTS = "checkpoints"
+CTX_APP = "app"
+CTX_CONFIG = "config/config.yaml"
+MANIFEST = "context.sha256"
+DOCKERFILE = "Dockerfile"
+
+# Files of the model directory that do not go into the code layer.
+_NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, IGNORE_FILE}
+# Data folders the runtime may need inside the image (examples stay out).
+_RUNTIME_DATA = ("schemas", "templates", "base-images")
+# Labels that name a build rather than its content: left out of content_digest.
+_VOLATILE_LABELS = (
+    "org.opencontainers.image.version",
+    "org.opencontainers.image.revision",
+    "org.opencontainers.image.created",
+)
+DEFAULT_EPOCH = 315532800  # 1980-01-01: zip-safe fixed mtime when SOURCE_DATE_EPOCH is unset
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+
+INDEX_URL_ARG = "PIP_INDEX_URL"
+EXTRA_INDEX_URL_ARG = "PIP_EXTRA_INDEX_URL"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    ca_bundle: Path | None = None  # CA bundle for TLS-inspecting proxies: builder stage only
+    index_url: str | None = None  # pip index, may hold credentials: builder stage only, via build arg
+    extra_index_urls: tuple[str, ...] = ()
+    use_dockerfile: bool = False  # use the model dir's own Dockerfile as-is
+    source_date_epoch: int | None = None  # default: SOURCE_DATE_EPOCH env
+    version: str | None = None  # OCI version label
+    revision: str | None = None  # OCI revision label
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    out_dir: Path
+    dockerfile: Path
+    files: tuple[str, ...]  # sorted relative listing of the context
+    labels: dict[str, str]
+    build_args: dict[str, str] = field(repr=False)  # may contain secrets: never print or store
+    content_digest: str
+    warnings: tuple[Diagnostic, ...] = ()
+    use_dockerfile: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "dockerfile": str(self.dockerfile),
+            "files": list(self.files),
+            "labels": dict(self.labels),
+            "build_args": sorted(self.build_args),  # names only
+            "content_digest": self.content_digest,
+            "use_dockerfile": self.use_dockerfile,
+            "warnings": [w.to_dict() for w in self.warnings],
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def dockerfile_quote(value: Any) -> str:
+    """A double-quoted Dockerfile word: `\\`, `"` and `$` escaped, newlines kept out of the file."""
+    text = str(value)
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _source_date_epoch(settings: BuildSettings) -> int | None:
+    if settings.source_date_epoch is not None:
+        return settings.source_date_epoch
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise RenderError(f"SOURCE_DATE_EPOCH must be an integer (seconds), got {raw!r}") from error
+
+
+@functools.lru_cache(maxsize=1)
+def _template_env() -> Any:
+    """One Environment per process, so the compiled template is reused."""
+    import jinja2
+
+    from modelpack.resources import data_dir
+
+    templates = data_dir("templates")
+
+    def load(name: str) -> str:
+        return templates.joinpath(*name.split("/")).read_text(encoding="utf-8")
+
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dq"] = dockerfile_quote
+    return env
+
+
+# --------------------------------------------------------------------------- model files
+
+
+@dataclass(frozen=True)
+class _SourceFile:
+    rel: str  # path relative to the model directory, '/'-separated
+    path: Path
+    executable: bool
+
+
+def collect_model_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[_SourceFile]:
+    """Files of the model directory that belong in the context (ignore rules applied).
+
+    Symlinks are followed when they stay inside the directory and refused otherwise.
+    """
+    root = root.resolve()
+    rules = load_rules(root)
+    skipped = {p.resolve() for p in skip}
+    found: list[_SourceFile] = []
+
+    def visit(directory: Path, prefix: str, seen: frozenset[Path]) -> None:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        for entry in entries:
+            rel = prefix + entry.name
+            path = Path(entry.path)
+            link = entry.is_symlink()
+            is_dir = os.path.isdir(path) if link else entry.is_dir(follow_symlinks=False)
+            if rules.ignored(rel, is_dir=is_dir):
+                continue
+            if link:
+                target_text = os.readlink(path)
+                if not path.exists():
+                    raise RenderError(f"{rel}: broken symlink (-> {target_text})")
+                target = path.resolve()
+                if target != root and root not in target.parents:
+                    raise RenderError(
+                        f"{rel}: symlink points outside the model directory (-> {target_text}); "
+                        "copy the file into the directory or list it in .modelpackignore"
+                    )
+            if is_dir:
+                real = path.resolve()
+                if real in skipped or is_virtualenv(path) or _is_rendered_context(path):
+                    continue
+                if real in seen:
+                    raise RenderError(f"{rel}: symlink loop (-> {os.readlink(path)})")
+                visit(path, rel + "/", seen | {real})
+                continue
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise RenderError(f"{rel}: not a regular file; remove it or list it in .modelpackignore")
+            found.append(_SourceFile(rel, path, bool(mode & 0o111)))
+
+    visit(root, "", frozenset({root}))
+    return found
+
+
+def _is_rendered_context(path: Path) -> bool:
+    """An earlier `modelpack render` output left inside the model directory: never nested."""
+    return (path / MANIFEST).is_file() and (path / DOCKERFILE).is_file()
+
+
+def _iter_traversable(node: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    for child in sorted(node.iterdir(), key=lambda c: c.name):
+        if child.name == "__pycache__" or child.name.endswith((".pyc", ".pyo")):
+            continue
+        rel = prefix + child.name
+        if child.is_dir():
+            yield from _iter_traversable(child, rel + "/")
+        elif child.is_file():
+            yield rel, child
+
+
+def runtime_library_files() -> list[tuple[str, Traversable]]:
+    """The installed modelpack package (without `__pycache__`) plus the data it reads at runtime."""
+    from importlib import resources as importlib_resources
+
+    from modelpack.resources import data_dir
+
+    package = importlib_resources.files("modelpack")
+    files = [(rel, node) for rel, node in _iter_traversable(package) if not rel.startswith("_data/")]
+    for name in _RUNTIME_DATA:
+        try:
+            folder = data_dir(name)
+        except FileNotFoundError:
+            continue
+        files.extend((f"_data/{name}/{rel}", node) for rel, node in _iter_traversable(folder))
+    return files
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def build_labels(
+    model_dir: ModelDir,
+    *,
+    resolved: ResolveResult,
+    lock_path: Path | None,
+    signature: ModelSignature | None,
+    settings: BuildSettings,
+    epoch: int | None,
+) -> dict[str, str]:
+    def file_digest(path: Path | None) -> str:
+        return _sha256_bytes(path.read_bytes() if path is not None and path.is_file() else b"")
+
+    def compact(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    model_id = model_dir.config.model.id
+    labels = {
+        "org.opencontainers.image.title": model_id,
+        "org.opencontainers.image.base.name": resolved.base_image,
+        "dev.modelpack.model-id": model_id,
+        "dev.modelpack.version": __version__,
+        "dev.modelpack.config-digest": file_digest(model_dir.config_path),
+        "dev.modelpack.requirements-digest": file_digest(model_dir.requirements_path),
+        "dev.modelpack.lock-digest": file_digest(lock_path),
+        "dev.modelpack.resolve": compact(resolved.to_dict()),
+    }
+    if signature is not None:
+        labels["dev.modelpack.signature"] = compact(signature.to_dict())
+    if settings.version:
+        labels["org.opencontainers.image.version"] = settings.version
+    if settings.revision:
+        labels["org.opencontainers.image.revision"] = settings.revision
+    if epoch is not None:
+        created = datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        labels["org.opencontainers.image.created"] = created
+    return dict(sorted(labels.items()))
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render(
+    model_dir: ModelDir,
+    out_dir: Path,
+    *,
+    resolved: ResolveResult,
+    lock: LockResult | None,
+    signature: ModelSignature | None = None,
+    settings: BuildSettings = BuildSettings(),
+    force: bool = False,
+    checkpoints_from: Path | None = None,
+) -> RenderResult:
+    """Write the Dockerfile and build context for `model_dir` to `out_dir` (atomically).
+
+    `checkpoints_from`: a directory of checkpoint files fetched on the host
+    (`checkpoints.when: upload`), copied into the weights layer and covered by the digest.
+    """
+    root = model_dir.root.resolve()
+    out = Path(out_dir).absolute()
+    if out.exists() and not out.is_dir():
+        raise RenderError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RenderError(f"output directory {out} is not empty (use --force to replace it)")
+    if out.resolve() == root or out.resolve() in root.parents:
+        raise RenderError(f"output directory {out} must not be the model directory or contain it")
+    if not _IMAGE_REF.match(resolved.base_image):
+        raise RenderError(f"invalid base image reference {resolved.base_image!r}")
+    epoch = _source_date_epoch(settings)
+    warnings: list[Diagnostic] = []
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    checkpoints = model_dir.config.checkpoints
+    token = checkpoints.hf_token if checkpoints is not None else None
+    if token:
+        warnings.append(
+            Diagnostic(
+                "config.yaml",
+                None,
+                None,
+                "checkpoints.hf_token",
+                "left out of the image's config.yaml; give the container HF_TOKEN instead",
+                "warning",
+            )
+        )
+    try:
+        sources = collect_model_files(root, skip=(out, tmp))
+        names = {s.rel for s in sources}
+        if settings.use_dockerfile:
+            if DOCKERFILE not in names:
+                raise RenderError(
+                    f"{root / DOCKERFILE}: --use-dockerfile given but the model directory has none"
+                )
+            lock_path = lock.path if lock is not None else root / LOCK_FILE
+            labels = build_labels(
+                model_dir,
+                resolved=resolved,
+                lock_path=lock_path,
+                signature=signature,
+                settings=settings,
+                epoch=epoch,
+            )
+            for source in sources:
+                _copy(source.path, tmp / source.rel, source.executable)
+            if token:
+                _blank_token(tmp / "config.yaml", token)
+            build_args: dict[str, str] = {}  # a foreign Dockerfile might leak them into its final stage
+            volatile_free = ""
+        else:
+            if DOCKERFILE in names:
+                warnings.append(
+                    Diagnostic(
+                        DOCKERFILE,
+                        None,
+                        None,
+                        "",
+                        "ignored: modelpack generates the Dockerfile "
+                        "(use --use-dockerfile to build with this one as-is)",
+                        "warning",
+                    )
+                )
+            if not model_dir.config_path.is_file():
+                raise RenderError(f"{model_dir.config_path}: missing")
+            if lock is None:
+                lock = read_lock(model_dir)
+            if lock is None or not lock.path.is_file():
+                raise RenderError(f"{root / LOCK_FILE}: missing; run `modelpack lock {model_dir.root}` first")
+            labels = build_labels(
+                model_dir,
+                resolved=resolved,
+                lock_path=lock.path,
+                signature=signature,
+                settings=settings,
+                epoch=epoch,
+            )
+            build_args = _build_args(settings)
+            _populate(tmp, sources, lock.path, settings, token)
+            if checkpoints_from is not None:
+                _copy_checkpoints(Path(checkpoints_from), tmp / CTX_CHECKPOINTS)
+            dockerfile_text = _render_dockerfile(model_dir, resolved, settings, build_args, labels)
+            # the digest ignores build names and the host's CA bundle: same content, same tag
+            volatile_free = _render_dockerfile(
+                model_dir,
+                resolved,
+                BuildSettings(),
+                build_args,
+                {k: v for k, v in labels.items() if k not in _VOLATILE_LABELS},
+            )
+            (tmp / DOCKERFILE).write_text(dockerfile_text, encoding="utf-8")
+
+        digests = _normalize_and_hash(tmp, epoch if epoch is not None else DEFAULT_EPOCH)
+        manifest = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(digests))
+        (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
+        _set_mode_and_time(tmp / MANIFEST, False, epoch if epoch is not None else DEFAULT_EPOCH)
+        _set_mode_and_time(tmp, True, epoch if epoch is not None else DEFAULT_EPOCH)
+        content_digest = _content_digest(resolved.base_image, digests, volatile_free)
+        files = tuple(sorted([*digests, MANIFEST]))
+        _finalize(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RenderResult(
+        out_dir=out,
+        dockerfile=out / DOCKERFILE,
+        files=files,
+        labels=labels,
+        build_args=build_args,
+        content_digest=content_digest,
+        warnings=tuple(warnings),
+        use_dockerfile=settings.use_dockerfile,
+    )
+
+
+def _build_args(settings: BuildSettings) -> dict[str, str]:
+    args: dict[str, str] = {}
+    if settings.index_url:
+        args[INDEX_URL_ARG] = settings.index_url
+    if settings.extra_index_urls:
+        args[EXTRA_INDEX_URL_ARG] = " ".join(settings.extra_index_urls)
+    return args
+
+
+def _populate(
+    tmp: Path, sources: list[_SourceFile], lock_path: Path, settings: BuildSettings, token: str | None
+) -> None:
+    """Fill the context; `token` (checkpoints.hf_token) is blanked in the image's config.yaml."""
+    _copy(lock_path, tmp / CTX_LOCK, False)
+    if settings.ca_bundle is not None:
+        ca_bundle = Path(settings.ca_bundle)
+        if not ca_bundle.is_file():
+            raise RenderError(f"CA bundle {ca_bundle} does not exist or is not a file")
+        _copy(ca_bundle, tmp / CTX_CA_BUNDLE, False)
+    for rel, node in runtime_library_files():
+        target = tmp / CTX_RUNTIME / "modelpack" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(node.read_bytes())
+    (tmp / CTX_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    (tmp / CTX_CHECKPOINTS / ".keep").write_bytes(b"")
+    for source in sources:
+        if source.rel == "config.yaml":
+            _copy(source.path, tmp / CTX_CONFIG, False)
+            if token:
+                _blank_token(tmp / CTX_CONFIG, token)
+        elif source.rel not in _NOT_IN_APP:
+            _copy(source.path, tmp / CTX_APP / source.rel, source.executable)
+    for required in (CTX_CONFIG, f"{CTX_APP}/1/model.py"):
+        if not (tmp / required).is_file():
+            name = required.split("/", 1)[1]
+            raise RenderError(f"{name} is missing or excluded by .modelpackignore; it must be in the image")
+
+
+def _blank_token(config: Path, token: str) -> None:
+    if config.is_file():
+        config.write_text(config.read_text(encoding="utf-8").replace(token, ""), encoding="utf-8")
+
+
+def _copy_checkpoints(source: Path, target: Path) -> None:
+    if not source.is_dir():
+        raise RenderError(f"checkpoint directory {source} does not exist")
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source).as_posix()
+        if path.is_dir() or rel.startswith(".cache/") or "/.cache/" in rel:
+            continue  # huggingface_hub's local-dir metadata is not part of the weights
+        _copy(path, target / rel, False)  # symlinks (HF cache snapshot -> blob) are followed
+
+
+def _render_dockerfile(
+    model_dir: ModelDir,
+    resolved: ResolveResult,
+    settings: BuildSettings,
+    build_args: dict[str, str],
+    labels: dict[str, str],
+) -> str:
+    import jinja2
+
+    arg_names = [INDEX_URL_ARG, EXTRA_INDEX_URL_ARG]
+    try:
+        return str(
+            _template_env()
+            .get_template("Dockerfile.j2")
+            .render(
+                modelpack_version=__version__,
+                model_id=model_dir.config.model.id,
+                base_image=resolved.base_image,
+                build_arg_names=arg_names,
+                ca_bundle_path=CTX_CA_BUNDLE if settings.ca_bundle is not None else None,
+                lock_path=CTX_LOCK,
+                python="python3",
+                venv=VENV_DIR,
+                lib_dir=LIB_DIR,
+                runtime_path=CTX_RUNTIME,
+                checkpoints_path=CTX_CHECKPOINTS,
+                checkpoints_dir=CHECKPOINTS_DIR,
+                app_path=CTX_APP,
+                app_dir=APP_DIR,
+                config_path=CTX_CONFIG,
+                user=RUNTIME_USER,
+                uid=RUNTIME_UID,
+                port=PORT,
+                labels=list(labels.items()),
+            )
+        )
+    except jinja2.TemplateError as error:
+        raise RenderError(f"Dockerfile template: {error}") from error
+
+
+def _copy(source: Path, target: Path, executable: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    os.chmod(target, 0o755 if executable else 0o644)
+
+
+def _set_mode_and_time(path: Path, is_dir: bool, epoch: int) -> None:
+    if not is_dir:
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0o755 if mode & 0o111 else 0o644)
+    else:
+        os.chmod(path, 0o755)
+    os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def _normalize_and_hash(tmp: Path, epoch: int) -> dict[str, str]:
+    """Normalize modes and mtimes (deepest first) and return {relative path: sha256 hex}."""
+    digests: dict[str, str] = {}
+    for directory, dirnames, filenames in os.walk(tmp, topdown=False):
+        base = Path(directory)
+        for name in filenames:
+            path = base / name
+            rel = path.relative_to(tmp).as_posix()
+            digests[rel] = sha256_file(path)
+            _set_mode_and_time(path, False, epoch)
+        for name in dirnames:
+            _set_mode_and_time(base / name, True, epoch)
+    return digests
+
+
+def _content_digest(base_image: str, digests: dict[str, str], volatile_free_dockerfile: str) -> str:
+    """Digest of what determines the image; host-specific builder files and build names excluded."""
+    files = {rel: d for rel, d in digests.items() if rel not in (CTX_CA_BUNDLE, DOCKERFILE)}
+    if volatile_free_dockerfile:
+        files[DOCKERFILE] = hashlib.sha256(volatile_free_dockerfile.encode()).hexdigest()
+    else:  # the user's own Dockerfile, as-is
+        files[DOCKERFILE] = digests.get(DOCKERFILE, "")
+    document = {"base_image": base_image, "files": sorted(files.items())}
+    return _sha256_bytes(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _finalize(tmp: Path, out: Path) -> None:
+    """Move the rendered context into place; an existing (empty or --force) output is replaced."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        tmp.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old.rmdir()
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

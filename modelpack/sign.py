@@ -1,0 +1,239 @@
+"""Sign an image and its modelpack manifest in cosign's format.
+
+Image signature (what ``cosign verify --key`` checks):
+
+- payload: the "simple signing" JSON ``{"critical": {"identity": {"docker-reference": REPO},
+  "image": {"docker-manifest-digest": DIGEST}, "type": "cosign container image signature"},
+  "optional": null}`` (canonical JSON: the same bytes cosign writes);
+- signature: ECDSA-SHA256 over the payload, ASN.1 DER, base64, in the layer annotation
+  ``dev.cosignproject.cosign/signature``;
+- storage: an OCI image manifest under the tag ``sha256-<hex>.sig`` in the image's repository; each
+  signature is one layer (media type ``application/vnd.dev.cosign.simplesigning.v1+json``, the
+  payload as blob); the config is cosign's minimal image config listing the layers' diff_ids.
+  Signing again appends a layer (as cosign does), unless this key already signed this digest.
+
+Manifest signature: the modelpack manifest artifact attached to the image (see
+``modelpack.manifest``) is signed the same way, with the same key: a cosign signature of the
+*artifact manifest's* digest under tag ``sha256-<artifact hex>.sig``. The artifact's digest covers
+its layer digest, i.e. the manifest JSON, so any change to the manifest breaks it; and
+``cosign verify --key PUB REPO@<artifact digest>`` checks it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelpack.errors import RegistryError, SigningError
+from modelpack.keys import key_id, load_signing_key, sign_bytes, verify_bytes
+from modelpack.registry import (
+    OCI_MANIFEST,
+    Descriptor,
+    ImageRef,
+    RegistryClient,
+    canonical_json,
+    fallback_tag,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
+
+SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+SIGNATURE_TYPE = "cosign container image signature"
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def signature_tag(digest: str) -> str:
+    """cosign's signature tag for ``digest``: ``sha256-<hex>.sig``."""
+    return fallback_tag(digest) + ".sig"
+
+
+def simple_signing_payload(docker_reference: str, digest: str) -> bytes:
+    return canonical_json(
+        {
+            "critical": {
+                "identity": {"docker-reference": docker_reference},
+                "image": {"docker-manifest-digest": digest},
+                "type": SIGNATURE_TYPE,
+            },
+            "optional": None,
+        }
+    )
+
+
+def payload_digest(payload: bytes) -> str | None:
+    """The ``docker-manifest-digest`` a simple-signing payload vouches for (None when malformed)."""
+    try:
+        data = json.loads(payload)
+        critical = data["critical"]
+        if critical.get("type") != SIGNATURE_TYPE:
+            return None
+        return str(critical["image"]["docker-manifest-digest"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class SignatureLayer:
+    """One signature in a ``.sig`` manifest: payload bytes plus the base64 signature."""
+
+    payload: bytes
+    signature_b64: str
+    descriptor: Descriptor
+
+    def verifies_with(self, key: EllipticCurvePublicKey) -> bool:
+        try:
+            raw = base64.b64decode(self.signature_b64, validate=True)
+        except ValueError:
+            return False
+        return verify_bytes(key, self.payload, raw)
+
+
+def read_signatures(client: RegistryClient, repository: str, digest: str) -> list[SignatureLayer] | None:
+    """The signatures stored for ``digest`` (None when there is no ``.sig`` tag at all)."""
+    found = client.find_manifest(repository, signature_tag(digest))
+    if found is None:
+        return None
+    layers = []
+    for item in found.json.get("layers") or []:
+        if item.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
+            continue
+        descriptor = Descriptor.from_dict(item)
+        signature = descriptor.annotations.get(SIGNATURE_ANNOTATION)
+        if not signature:
+            continue
+        try:
+            payload = client.get_blob(repository, descriptor.digest)
+        except RegistryError:
+            continue  # a missing or corrupted payload blob is simply not a valid signature
+        layers.append(SignatureLayer(payload, signature, descriptor))
+    return layers
+
+
+def attach_signature(
+    client: RegistryClient,
+    repository: str,
+    docker_reference: str,
+    digest: str,
+    key: EllipticCurvePrivateKey,
+) -> Descriptor:
+    """Sign ``digest`` and store it under ``sha256-<hex>.sig``; returns the signature manifest."""
+    payload = simple_signing_payload(docker_reference, digest)
+    signature = base64.b64encode(sign_bytes(key, payload)).decode("ascii")
+    existing = client.find_manifest(repository, signature_tag(digest))
+    layers: list[dict[str, Any]] = []
+    if existing is not None:
+        layers = [dict(item) for item in existing.json.get("layers") or []]
+        for current in read_signatures(client, repository, digest) or []:
+            if payload_digest(current.payload) == digest and current.verifies_with(key.public_key()):
+                return existing.descriptor  # this key already signed this digest
+    blob = client.upload_blob(repository, payload, media_type=SIMPLE_SIGNING_MEDIA_TYPE)
+    layers.append({**blob.to_dict(), "annotations": {SIGNATURE_ANNOTATION: signature}})
+    config = {
+        "architecture": "",
+        "config": {},
+        "created": _ZERO_TIME,
+        "history": [{"created": _ZERO_TIME}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": [str(item["digest"]) for item in layers]},
+    }
+    config_blob = client.upload_blob(repository, canonical_json(config), media_type=OCI_CONFIG)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_blob.to_dict(),
+        "layers": layers,
+    }
+    return client.put_manifest(repository, signature_tag(digest), canonical_json(manifest), OCI_MANIFEST)
+
+
+@dataclass(frozen=True)
+class SignResult:
+    image: str  # repository@digest that was signed
+    digest: str
+    key_id: str
+    signature_tag: str
+    manifests_signed: tuple[str, ...]  # digests of the modelpack manifest artifacts signed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "digest": self.digest,
+            "key_id": self.key_id,
+            "signature_tag": self.signature_tag,
+            "manifests_signed": list(self.manifests_signed),
+        }
+
+
+def resolve_digest(client: RegistryClient, ref: ImageRef) -> Descriptor:
+    """The descriptor the reference points at now (digest references are checked to exist)."""
+    found = client.head_manifest(ref.repository, ref.reference)
+    if found is None:
+        raise RegistryError(f"image {ref} not found in the registry")
+    if ref.digest and found.digest != ref.digest:
+        raise RegistryError(f"registry returned {found.digest} for {ref}")
+    return found
+
+
+def sign(
+    image_ref: str,
+    key: EllipticCurvePrivateKey | str | Path | None = None,
+    *,
+    password: bytes | None = None,
+    client: RegistryClient | None = None,
+    manifest_digest: str | None = None,
+    sign_manifest: bool = True,
+) -> SignResult:
+    """Sign the image's digest and its modelpack manifest with one key.
+
+    ``key``: a loaded private key, a key file, ``env://VAR``, or None for ``MODELPACK_SIGNING_KEY``.
+    ``manifest_digest``: the manifest artifact to sign (what ``build`` just pushed); when None,
+    every modelpack manifest attached to the image whose recorded image digest matches is signed.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = key if isinstance(key, ec.EllipticCurvePrivateKey) else load_signing_key(key, password=password)
+    ref = ImageRef.parse(image_ref)
+    own_client = client is None
+    client = client or RegistryClient.for_ref(ref)
+    try:
+        target = resolve_digest(client, ref)
+        attach_signature(client, ref.repository, ref.name, target.digest, private)
+        signed: list[str] = []
+        if sign_manifest:
+            from modelpack.manifest import ManifestError, fetch_manifest, find_manifests
+
+            candidates = [manifest_digest] if manifest_digest else [d.digest for d in find_manifests(
+                client, ref.repository, target.digest
+            )]  # fmt: skip
+            for candidate in candidates:
+                try:
+                    artifact, doc = fetch_manifest(client, ref.repository, candidate)
+                except (ManifestError, RegistryError):
+                    if manifest_digest:
+                        raise
+                    continue
+                subject = (artifact.get("subject") or {}).get("digest")
+                if doc.image.digest != target.digest or subject != target.digest:
+                    if manifest_digest:
+                        raise SigningError(
+                            f"manifest {candidate} describes another image ({doc.image.digest})"
+                        )
+                    continue
+                attach_signature(client, ref.repository, ref.name, candidate, private)
+                signed.append(candidate)
+        return SignResult(
+            image=f"{ref.name}@{target.digest}",
+            digest=target.digest,
+            key_id=key_id(private),
+            signature_tag=signature_tag(target.digest),
+            manifests_signed=tuple(signed),
+        )
+    finally:
+        if own_client:
+            client.close()

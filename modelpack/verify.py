@@ -1,0 +1,255 @@
+"""Verify an image: its cosign signature, its signed modelpack manifest, and (``deep``) its files.
+
+Passes only when all of these hold:
+
+1. a signature under ``sha256-<image hex>.sig`` verifies with the public key and its payload names
+   the image's current digest (catches: unsigned image, wrong key, a tag moved to other content,
+   a signature copied from another image);
+2. a modelpack manifest artifact refers to the image and carries a signature by the same key over
+   the artifact's digest (catches: tampered or replaced manifest);
+3. the manifest records the image's digest;
+4. with ``deep``: every file the manifest records inside the image (code, checkpoints baked in at
+   build) is found in the image's layers (later layers and whiteouts win, as in the unpacked
+   filesystem) and hashes to the recorded size and sha256; the SBOM blob, when listed, exists with
+   its recorded digest.
+
+Failures raise :class:`VerificationFailed` (exit 1) with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from modelpack.errors import RegistryError, SigningError
+from modelpack.keys import key_id, load_verification_key
+from modelpack.manifest import ManifestError, SignedManifestDoc, fetch_manifest, find_manifests
+from modelpack.registry import DOCKER_MANIFEST_LIST, OCI_INDEX, ImageRef, RegistryClient
+from modelpack.sign import payload_digest, read_signatures, resolve_digest, signature_tag
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+
+class VerificationFailed(SigningError):
+    """The image, its signature or its manifest did not verify (exit 1)."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    image: str  # repository@digest
+    digest: str
+    key_id: str
+    signature_tag: str
+    manifest_digest: str
+    manifest: SignedManifestDoc
+    deep: bool = False
+    files_checked: int = 0
+    files_not_in_image: int = 0  # recorded files fetched at runtime, so not checkable in the image
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verified": True,
+            "image": self.image,
+            "digest": self.digest,
+            "key_id": self.key_id,
+            "signature_tag": self.signature_tag,
+            "manifest_digest": self.manifest_digest,
+            "manifest": self.manifest.to_dict(),
+            "deep": self.deep,
+            "files_checked": self.files_checked,
+            "files_not_in_image": self.files_not_in_image,
+        }
+
+
+def check_signature(
+    client: RegistryClient, repository: str, digest: str, key: EllipticCurvePublicKey
+) -> None:
+    """Raise unless a signature by ``key`` over ``digest`` is stored for ``digest``."""
+    layers = read_signatures(client, repository, digest)
+    if not layers:
+        raise VerificationFailed(f"no signature found for {digest} (tag {signature_tag(digest)})")
+    by_key = [layer for layer in layers if layer.verifies_with(key)]
+    if not by_key:
+        raise VerificationFailed(f"no signature for {digest} matches the key")
+    if not any(payload_digest(layer.payload) == digest for layer in by_key):
+        other = payload_digest(by_key[0].payload)
+        raise VerificationFailed(f"the signature stored for {digest} was made for another image ({other})")
+
+
+def verify(
+    image_ref: str,
+    key: EllipticCurvePublicKey | str | Path,
+    *,
+    deep: bool = False,
+    client: RegistryClient | None = None,
+) -> VerifyResult:
+    """Verify ``image_ref`` with the public ``key`` (object, PEM file or ``env://VAR``)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = key if isinstance(key, ec.EllipticCurvePublicKey) else load_verification_key(key)
+    ref = ImageRef.parse(image_ref)
+    own_client = client is None
+    client = client or RegistryClient.for_ref(ref)
+    try:
+        target = resolve_digest(client, ref)
+        digest = target.digest
+        check_signature(client, ref.repository, digest, public)
+
+        candidates = find_manifests(client, ref.repository, digest)
+        if not candidates:
+            raise VerificationFailed(f"no modelpack manifest is attached to {digest}")
+        chosen: tuple[str, SignedManifestDoc] | None = None
+        reason = "the modelpack manifest is not signed by this key"
+        for candidate in candidates:
+            try:
+                check_signature(client, ref.repository, candidate.digest, public)
+                artifact, doc = fetch_manifest(client, ref.repository, candidate.digest)
+            except VerificationFailed:
+                continue
+            except (ManifestError, RegistryError) as error:
+                reason = f"the modelpack manifest {candidate.digest} is unreadable: {error.message}"
+                continue
+            subject = (artifact.get("subject") or {}).get("digest")
+            if doc.image.digest != digest or subject != digest:
+                reason = f"the signed manifest records image {doc.image.digest}, not {digest}"
+                continue
+            chosen = (candidate.digest, doc)
+            break
+        if chosen is None:
+            raise VerificationFailed(reason)
+        manifest_digest, doc = chosen
+
+        checked = skipped = 0
+        if deep:
+            checked, skipped = verify_files(client, ref.repository, digest, doc)
+            if doc.sbom is not None:
+                check_sbom(client, ref.repository, doc.sbom.digest)
+        return VerifyResult(
+            image=f"{ref.name}@{digest}",
+            digest=digest,
+            key_id=key_id(public),
+            signature_tag=signature_tag(digest),
+            manifest_digest=manifest_digest,
+            manifest=doc,
+            deep=deep,
+            files_checked=checked,
+            files_not_in_image=skipped,
+        )
+    finally:
+        if own_client:
+            client.close()
+
+
+def check_sbom(client: RegistryClient, repository: str, digest: str) -> None:
+    """The SBOM artifact the manifest lists exists, with intact content (digests are checked on fetch)."""
+    from modelpack.manifest import fetch_artifact_payload
+    from modelpack.sbom import SBOM_ARTIFACT_TYPE
+
+    try:
+        fetch_artifact_payload(client, repository, digest, SBOM_ARTIFACT_TYPE)
+    except (ManifestError, RegistryError) as error:
+        raise VerificationFailed(f"the SBOM listed in the manifest is not intact: {error.message}") from None
+
+
+# --- deep: walk the image layers ------------------------------------------------------------------
+
+
+def _platform_manifest(client: RegistryClient, repository: str, digest: str) -> dict[str, Any]:
+    manifest = client.get_manifest(repository, digest)
+    body = manifest.json
+    if manifest.media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST):
+        entries = [m for m in body.get("manifests") or [] if (m.get("platform") or {}).get("os") != "unknown"]
+        preferred = [m for m in entries if (m.get("platform") or {}).get("architecture") == "amd64"]
+        chosen = (preferred or entries or [None])[0]
+        if chosen is None:
+            raise VerificationFailed(f"image index {digest} lists no image")
+        body = client.get_manifest(repository, str(chosen["digest"])).json
+    return body
+
+
+def _normalise(name: str) -> str:
+    """Tar member names (``./app/x``, ``app/x``, ``/app/x``) as absolute image paths."""
+    while name.startswith("./"):
+        name = name[2:]
+    return str(PurePosixPath("/", name))
+
+
+def layer_file_hashes(
+    client: RegistryClient, repository: str, image_digest: str, wanted: set[str]
+) -> dict[str, tuple[int, str]]:
+    """``{image path: (size, sha256 hex)}`` for the ``wanted`` paths as the unpacked image has them."""
+    state: dict[str, tuple[int, str]] = {}
+    manifest = _platform_manifest(client, repository, image_digest)
+    for layer in manifest.get("layers") or []:
+        media_type = str(layer.get("mediaType", ""))
+        if "zstd" in media_type:
+            raise VerificationFailed(
+                f"layer {layer.get('digest')} is zstd-compressed, which --deep cannot read"
+            )
+        stream = client.open_blob(repository, str(layer["digest"]))
+        try:
+            seen: dict[str, tuple[int, str]] = {}
+            try:
+                with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|*") as archive:
+                    for member in archive:
+                        path = _normalise(member.name)
+                        parent, base = str(PurePosixPath(path).parent), PurePosixPath(path).name
+                        if base == ".wh..wh..opq":
+                            prefix = parent.rstrip("/") + "/"
+                            for key in [k for k in state if k.startswith(prefix)]:
+                                del state[key]
+                            continue
+                        if base.startswith(".wh."):
+                            removed = str(PurePosixPath(parent, base[4:]))
+                            state.pop(removed, None)
+                            for key in [k for k in state if k.startswith(removed + "/")]:
+                                del state[key]
+                            continue
+                        if member.islnk():
+                            target = _normalise(member.linkname)
+                            if path in wanted and target in seen:
+                                seen[path] = seen[target]
+                            continue
+                        if not member.isfile():
+                            state.pop(path, None)
+                            continue
+                        if path not in wanted:
+                            continue
+                        handle = archive.extractfile(member)
+                        assert handle is not None
+                        digest = hashlib.sha256()
+                        for chunk in iter(lambda: handle.read(1024 * 1024), b""):  # noqa: B023
+                            digest.update(chunk)
+                        seen[path] = (member.size, digest.hexdigest())
+            except tarfile.TarError as error:
+                raise VerificationFailed(
+                    f"layer {layer.get('digest')} is not a readable tar: {error}"
+                ) from None
+            while stream.read(1024 * 1024):  # drain, so the layer digest gets checked
+                pass
+            state.update(seen)
+        finally:
+            stream.close()
+    return state
+
+
+def verify_files(
+    client: RegistryClient, repository: str, image_digest: str, doc: SignedManifestDoc
+) -> tuple[int, int]:
+    """Check every recorded in-image file; returns (files checked, recorded files not in the image)."""
+    files = doc.image_files()
+    recorded_total = sum(len(c.files) for c in doc.checkpoints) + (len(doc.code.files) if doc.code else 0)
+    wanted = {path for path, _ in files}
+    found = layer_file_hashes(client, repository, image_digest, wanted)
+    for path, record in files:
+        actual = found.get(path)
+        if actual is None:
+            raise VerificationFailed(f"{path} is recorded in the manifest but missing from the image")
+        size, sha = actual
+        if sha != record.sha256 or size != record.size:
+            raise VerificationFailed(f"{path} in the image does not match the manifest (sha256 {sha[:12]}…)")
+    return len(files), recorded_total - len(files)

@@ -1,0 +1,549 @@
+"""The registry client, sign and verify against an in-memory fake of the distribution API.
+
+The fake plugs in as the client's ``requests.Session``; it implements just enough of the API
+(blobs, monolithic and chunked uploads, manifests, tags, optional referrers API, Basic or Bearer
+auth) to exercise the client's logic without a network.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from modelpack import registry as registry_mod
+from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.keys import generate_private_key
+from modelpack.registry import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    ImageRef,
+    RegistryClient,
+    canonical_json,
+    docker_credentials,
+    fallback_tag,
+    parse_challenge,
+    sha256_digest,
+)
+
+USER, SECRET, TOKEN = "alice", "s3cret-pass", "tok-123456"
+
+
+def _response(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    response.headers = CaseInsensitiveDict(headers or {})
+    response.raw = io.BytesIO(body)
+    response.reason = {200: "OK", 201: "Created", 202: "Accepted", 401: "Unauthorized", 404: "Not Found"}.get(
+        status, ""
+    )
+    return response
+
+
+def _error(status: int, code: str, message: str) -> requests.Response:
+    body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+    return _response(status, body, {"Content-Type": "application/json"})
+
+
+class FakeRegistry:
+    """An in-memory registry reachable as a requests.Session."""
+
+    def __init__(self, auth: str = "none", referrers_api: bool = False) -> None:
+        self.auth = auth
+        self.referrers_api = referrers_api
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, dict[str, tuple[bytes, str]]] = {}  # repo -> ref -> (raw, media type)
+        self.uploads: dict[str, bytearray] = {}
+        self.log: list[tuple[str, str, dict[str, str]]] = []
+        self.token_requests: list[dict[str, Any]] = []
+
+    # requests.Session surface
+    def close(self) -> None:
+        pass
+
+    def get(
+        self, url: str, params: dict[str, str] | None = None, auth: Any = None, timeout: float = 0
+    ) -> Any:
+        self.token_requests.append({"url": url, "params": params, "auth": auth})
+        if auth == (USER, SECRET):
+            return _response(200, json.dumps({"token": TOKEN}).encode())
+        return _response(401)
+
+    def request(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        headers = headers or {}
+        self.log.append((method, url, dict(headers)))
+        denied = self._check_auth(headers)
+        if denied is not None:
+            return denied
+        parts = urlsplit(url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        path = parts.path
+        data = kwargs.get("data") or b""
+        if path == "/v2/":
+            return _response(200, b"{}")
+        match = re.match(r"^/v2/(.+)/(blobs/uploads|blobs|manifests|tags|referrers)/?(.*)$", path)
+        assert match, path
+        repo, kind, rest = match.groups()
+        if kind == "blobs/uploads":
+            return self._upload(method, repo, rest, query, data)
+        if kind == "blobs":
+            blob = self.blobs.get(rest)
+            if blob is None:
+                return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
+            return _response(200, b"" if method == "HEAD" else blob, {"Content-Length": str(len(blob))})
+        if kind == "tags":
+            tags = sorted(r for r in self.manifests.get(repo, {}) if not r.startswith("sha256:"))
+            if repo not in self.manifests:
+                return _error(404, "NAME_UNKNOWN", "repository name not known to registry")
+            return _response(200, json.dumps({"name": repo, "tags": tags}).encode())
+        if kind == "referrers":
+            if not self.referrers_api:
+                return _response(404, b"404 page not found", {"Content-Type": "text/plain"})
+            found = []
+            for raw, media_type in {v[0]: v for v in self.manifests.get(repo, {}).values()}.values():
+                body = json.loads(raw)
+                if (body.get("subject") or {}).get("digest") == rest:
+                    found.append(
+                        {
+                            "mediaType": media_type,
+                            "digest": sha256_digest(raw),
+                            "size": len(raw),
+                            "artifactType": body.get("artifactType"),
+                        }
+                    )
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": found}
+            return _response(200, json.dumps(index).encode(), {"Content-Type": OCI_INDEX})
+        return self._manifest(method, repo, rest, headers, data)
+
+    def _check_auth(self, headers: dict[str, str]) -> Any:
+        given = headers.get("Authorization", "")
+        if self.auth == "basic":
+            expected = "Basic " + base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
+            if given != expected:
+                return _response(401, b"", {"WWW-Authenticate": 'Basic realm="fake"'})
+        if self.auth == "bearer" and given != f"Bearer {TOKEN}":
+            challenge = 'Bearer realm="https://auth.example/token",service="fake",scope="repository:x:pull"'
+            return _response(401, b"", {"WWW-Authenticate": challenge})
+        return None
+
+    def _upload(self, method: str, repo: str, session: str, query: dict[str, str], data: bytes) -> Any:
+        if method == "POST":
+            session_id = f"u{len(self.uploads)}"
+            self.uploads[session_id] = bytearray()
+            return _response(202, b"", {"Location": f"/v2/{repo}/blobs/uploads/{session_id}?state=0"})
+        buffer = self.uploads[session]
+        buffer += data
+        if method == "PATCH":
+            return _response(
+                202, b"", {"Location": f"/v2/{repo}/blobs/uploads/{session}?state={len(buffer)}"}
+            )
+        digest = query["digest"]
+        if sha256_digest(bytes(buffer)) != digest:
+            return _error(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+        self.blobs[digest] = bytes(buffer)
+        return _response(201, b"", {"Location": f"/v2/{repo}/blobs/{digest}"})
+
+    def _manifest(self, method: str, repo: str, ref: str, headers: dict[str, str], data: bytes) -> Any:
+        store = self.manifests.setdefault(repo, {})
+        if method == "PUT":
+            digest = sha256_digest(data)
+            store[digest] = (data, headers["Content-Type"])
+            if not ref.startswith("sha256:"):
+                store[ref] = store[digest]
+            extra = {"Docker-Content-Digest": digest}
+            if self.referrers_api and b'"subject"' in data:
+                extra["OCI-Subject"] = json.loads(data)["subject"]["digest"]
+            return _response(201, b"", extra)
+        if method == "DELETE":
+            for key in [k for k, v in store.items() if sha256_digest(v[0]) == ref]:
+                del store[key]
+            return _response(202)
+        if ref not in store:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        raw, media_type = store[ref]
+        head = {
+            "Content-Type": media_type,
+            "Docker-Content-Digest": sha256_digest(raw),
+            "Content-Length": str(len(raw)),
+        }
+        return _response(200, b"" if method == "HEAD" else raw, head)
+
+
+def make_client(fake: FakeRegistry, **kwargs: Any) -> RegistryClient:
+    return RegistryClient("127.0.0.1:5000", session=fake, docker_config=Path("/nonexistent"), **kwargs)  # type: ignore[arg-type]
+
+
+# --- references -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5000/acme/model:v1", ("127.0.0.1:5000", "acme/model", "v1", None)),
+        ("localhost/model", ("localhost", "model", "latest", None)),
+        ("ubuntu", ("docker.io", "library/ubuntu", "latest", None)),
+        ("ghcr.io/a/b@sha256:" + "a" * 64, ("ghcr.io", "a/b", None, "sha256:" + "a" * 64)),
+        ("reg.io:443/a/b:t@sha256:" + "b" * 64, ("reg.io:443", "a/b", "t", "sha256:" + "b" * 64)),
+    ],
+)
+def test_image_ref_parse(text: str, expected: tuple[str, str, str | None, str | None]) -> None:
+    ref = ImageRef.parse(text)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == expected
+
+
+@pytest.mark.parametrize("text", ["", "a b", "Repo/Upper", "x/y@sha256:short", "x/y:bad tag", "x/y:-bad"])
+def test_image_ref_rejects_bad_references(text: str) -> None:
+    with pytest.raises(InvalidInputError):
+        ImageRef.parse(text)
+
+
+def test_scheme_is_http_only_for_loopback() -> None:
+    assert RegistryClient("127.0.0.1:5000", docker_config=Path("/x")).base_url == "http://127.0.0.1:5000"
+    assert RegistryClient("localhost:5000", docker_config=Path("/x")).base_url == "http://localhost:5000"
+    assert RegistryClient("ghcr.io", docker_config=Path("/x")).base_url == "https://ghcr.io"
+    assert RegistryClient("docker.io", docker_config=Path("/x")).base_url == "https://registry-1.docker.io"
+    assert RegistryClient("reg.local", insecure=True, docker_config=Path("/x")).base_url == "http://reg.local"
+
+
+def test_fallback_tag() -> None:
+    assert fallback_tag("sha256:" + "c" * 64) == "sha256-" + "c" * 64
+
+
+# --- blobs, manifests, tags -----------------------------------------------------------------------
+
+
+def test_blob_upload_monolithic_and_skip_when_present() -> None:
+    fake = FakeRegistry()
+    client = make_client(fake)
+    descriptor = client.upload_blob("a/b", b"hello")
+    assert fake.blobs[descriptor.digest] == b"hello"
+    posts = [m for m, _, _ in fake.log if m == "POST"]
+    client.upload_blob("a/b", b"hello")
+    assert [m for m, _, _ in fake.log if m == "POST"] == posts  # HEAD found it: no second upload
+    assert client.get_blob("a/b", descriptor.digest) == b"hello"
+    assert client.head_blob("a/b", sha256_digest(b"nope")) is None
+
+
+def test_blob_upload_chunked_for_large_blobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(registry_mod, "MONOLITHIC_LIMIT", 10)
+    monkeypatch.setattr(registry_mod, "CHUNK_SIZE", 7)
+    fake = FakeRegistry()
+    client = make_client(fake)
+    data = bytes(range(40))
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    descriptor = client.upload_blob("a/b", path)
+    assert descriptor.size == 40
+    assert fake.blobs[descriptor.digest] == data
+    patches = [headers for method, _, headers in fake.log if method == "PATCH"]
+    assert [h["Content-Range"] for h in patches] == ["0-6", "7-13", "14-20", "21-27", "28-34", "35-39"]
+
+
+def test_get_blob_rejects_wrong_content() -> None:
+    fake = FakeRegistry()
+    client = make_client(fake)
+    digest = client.upload_blob("a/b", b"good").digest
+    fake.blobs[digest] = b"evil"
+    with pytest.raises(RegistryError, match="wrong content"):
+        client.get_blob("a/b", digest)
+    reader = client.open_blob("a/b", digest)
+    with pytest.raises(RegistryError, match="wrong content"):
+        while reader.read(2):
+            pass
+
+
+def test_manifest_roundtrip_and_tags() -> None:
+    fake = FakeRegistry()
+    client = make_client(fake)
+    raw = canonical_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": []})
+    put = client.put_manifest("a/b", "v1", raw)
+    head = client.head_manifest("a/b", "v1")
+    assert head is not None and head.digest == put.digest == sha256_digest(raw)
+    got = client.get_manifest("a/b", put.digest)
+    assert got.raw == raw and got.media_type == OCI_MANIFEST
+    assert client.head_manifest("a/b", "v2") is None
+    assert client.find_manifest("a/b", "v2") is None
+    assert client.list_tags("a/b") == ["v1"]
+    assert client.list_tags("nope/none") == []
+
+
+def test_get_manifest_by_digest_checks_content() -> None:
+    fake = FakeRegistry()
+    client = make_client(fake)
+    raw = canonical_json({"schemaVersion": 2, "layers": []})
+    digest = client.put_manifest("a/b", "v1", raw).digest
+    fake.manifests["a/b"][digest] = (b'{"schemaVersion":2,"layers":[1]}', OCI_MANIFEST)
+    with pytest.raises(RegistryError, match="wrong content"):
+        client.get_manifest("a/b", digest)
+
+
+def test_errors_are_one_line_with_registry_code() -> None:
+    client = make_client(FakeRegistry())
+    with pytest.raises(RegistryError) as caught:
+        client.get_manifest("a/b", "missing")
+    message = caught.value.message
+    assert "\n" not in message
+    assert "127.0.0.1:5000" in message and "404" in message and "MANIFEST_UNKNOWN" in message
+
+
+def test_unreachable_registry_is_a_registry_error() -> None:
+    client = RegistryClient("127.0.0.1:9", docker_config=Path("/x"), timeout=2)
+    with pytest.raises(RegistryError, match="cannot connect"):
+        client.ping()
+
+
+# --- referrers ------------------------------------------------------------------------------------
+
+
+def _artifact(subject: str, artifact_type: str) -> bytes:
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": sha256_digest(b"{}"),
+                "size": 2,
+            },
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1},
+        }
+    )
+
+
+@pytest.mark.parametrize("referrers_api", [False, True])
+def test_referrers_with_and_without_api(referrers_api: bool) -> None:
+    fake = FakeRegistry(referrers_api=referrers_api)
+    client = make_client(fake)
+    subject = sha256_digest(b"image")
+    first = client.put_manifest(
+        "a/b", sha256_digest(_artifact(subject, "x/one")), _artifact(subject, "x/one")
+    )
+    second = client.put_manifest(
+        "a/b", sha256_digest(_artifact(subject, "x/two")), _artifact(subject, "x/two")
+    )
+    assert (fallback_tag(subject) in fake.manifests["a/b"]) is not referrers_api
+    assert {d.digest for d in client.referrers("a/b", subject)} == {first.digest, second.digest}
+    only = client.referrers("a/b", subject, artifact_type="x/two")
+    assert [d.digest for d in only] == [second.digest]
+    assert client.referrers("a/b", sha256_digest(b"other")) == []
+
+
+def test_fallback_index_entries_can_be_removed() -> None:
+    fake = FakeRegistry()
+    client = make_client(fake)
+    subject = sha256_digest(b"image")
+    put = client.put_manifest("a/b", sha256_digest(_artifact(subject, "x/one")), _artifact(subject, "x/one"))
+    client.remove_fallback_referrer("a/b", subject, put.digest)
+    assert client.referrers("a/b", subject) == []
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+def test_basic_auth_from_explicit_credentials() -> None:
+    fake = FakeRegistry(auth="basic")
+    client = make_client(fake, username=USER, password=SECRET)
+    client.ping()
+    assert fake.log[-1][2]["Authorization"].startswith("Basic ")
+
+
+def test_bearer_token_flow() -> None:
+    fake = FakeRegistry(auth="bearer")
+    client = make_client(fake, username=USER, password=SECRET)
+    assert client.list_tags("a/b") == []
+    assert fake.token_requests[0]["params"] == {"service": "fake", "scope": "repository:x:pull"}
+    assert fake.log[-1][2]["Authorization"] == f"Bearer {TOKEN}"
+    client.list_tags("a/b")
+    assert len(fake.token_requests) == 1  # cached
+
+
+def test_refused_credentials_do_not_leak() -> None:
+    fake = FakeRegistry(auth="bearer")
+    client = make_client(fake, username=USER, password="wrong-" + SECRET)
+    with pytest.raises(RegistryError) as caught:
+        client.ping()
+    assert "authentication refused" in caught.value.message
+    assert SECRET not in caught.value.message and USER not in caught.value.message
+    assert SECRET not in repr(client)
+    fake = FakeRegistry(auth="basic")
+    with pytest.raises(RegistryError) as caught:
+        make_client(fake).ping()
+    assert "401" in caught.value.message
+
+
+def test_docker_config_credentials(tmp_path: Path) -> None:
+    auth = base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {"auths": {"127.0.0.1:5000": {"auth": auth}, "https://index.docker.io/v1/": {"auth": auth}}}
+        )
+    )
+    assert docker_credentials("127.0.0.1:5000", config) == (USER, SECRET)
+    assert docker_credentials("docker.io", config) == (USER, SECRET)
+    assert docker_credentials("ghcr.io", config) is None
+    assert docker_credentials("ghcr.io", tmp_path / "missing.json") is None
+    fake = FakeRegistry(auth="basic")
+    client = RegistryClient("127.0.0.1:5000", session=fake, docker_config=config)  # type: ignore[arg-type]
+    client.ping()
+
+
+def test_docker_config_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = base64.b64encode(b"bob:pw").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"reg.example": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert docker_credentials("reg.example") == ("bob", "pw")
+
+
+def test_parse_challenge() -> None:
+    scheme, params = parse_challenge(
+        'Bearer realm="https://a/token",service="reg",scope="repository:a/b:pull,push"'
+    )
+    assert scheme == "bearer"
+    assert params == {"realm": "https://a/token", "service": "reg", "scope": "repository:a/b:pull,push"}
+
+
+# --- sign and verify over the fake ----------------------------------------------------------------
+
+
+def test_sign_and_verify_over_fake_registry_with_referrers_api() -> None:
+    from modelpack.manifest import build_manifest, push_manifest
+    from modelpack.resolve_types import ResolveResult
+    from modelpack.sign import sign, signature_tag
+    from modelpack.verify import VerificationFailed, verify
+
+    fake = FakeRegistry(referrers_api=True)
+    client = make_client(fake)
+    config = client.upload_blob("a/b", b'{"os":"linux"}')
+    image = client.put_manifest(
+        "a/b",
+        "v1",
+        canonical_json(
+            {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_dict(), "layers": []}
+        ),
+    )
+    doc = build_manifest(
+        image_ref="127.0.0.1:5000/a/b:v1",
+        image_digest=image.digest,
+        base_image_ref="python:3.11",
+        base_image_digest=None,
+        config_digest=sha256_digest(b"c"),
+        requirements_digest=None,
+        lock_digest=None,
+        resolve=ResolveResult("3.11", None, None, "cpu", "python:3.11", "test"),
+        build_time="2024-01-01T00:00:00Z",
+    )
+    artifact = push_manifest(client, "a/b", image, doc)
+    key = generate_private_key()
+    result = sign("127.0.0.1:5000/a/b:v1", key, client=client)
+    assert result.manifests_signed == (artifact.digest,)
+    assert signature_tag(image.digest) in fake.manifests["a/b"]
+    verified = verify("127.0.0.1:5000/a/b:v1", key.public_key(), client=client)
+    assert verified.manifest == doc
+    with pytest.raises(VerificationFailed, match="matches the key"):
+        verify("127.0.0.1:5000/a/b:v1", generate_private_key().public_key(), client=client)
+
+
+def _tar_layer(entries: list[tuple[str, bytes | None, str | None]]) -> bytes:
+    """A gzip tar of (path, data, hardlink target) entries; data None and no target -> directory."""
+    import gzip
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for path, data, link in entries:
+            info = tarfile.TarInfo(path)
+            if link is not None:
+                info.type = tarfile.LNKTYPE
+                info.linkname = link
+                archive.addfile(info)
+            elif data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
+    from modelpack.verify import layer_file_hashes
+
+    fake = FakeRegistry()
+    client = make_client(fake)
+    layers = [
+        _tar_layer(
+            [
+                ("./app/a.py", b"old", None),
+                ("app/gone.py", b"x", None),
+                ("models/ckpt/w.bin", b"weights", None),
+                ("models/ckpt/extra.bin", b"e", None),
+            ]
+        ),
+        _tar_layer(
+            [
+                ("app/a.py", b"new", None),
+                ("app/.wh.gone.py", b"", None),
+                ("models/.wh..wh..opq", b"", None),
+                ("models/ckpt", None, None),
+                ("models/ckpt/w2.bin", b"w2", None),
+                ("models/ckpt/link.bin", None, "models/ckpt/w2.bin"),
+            ]
+        ),
+    ]
+    descriptors = [
+        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+        for blob in layers
+    ]
+    config = client.upload_blob("a/b", b"{}")
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.to_dict(),
+        "layers": [d.to_dict() for d in descriptors],
+    }
+    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    wanted = {
+        "/app/a.py",
+        "/app/gone.py",
+        "/models/ckpt/w.bin",
+        "/models/ckpt/w2.bin",
+        "/models/ckpt/link.bin",
+    }
+    found = layer_file_hashes(client, "a/b", image.digest, wanted)
+    sha = lambda data: sha256_digest(data).split(":")[1]  # noqa: E731
+    assert found == {
+        "/app/a.py": (3, sha(b"new")),
+        "/models/ckpt/w2.bin": (2, sha(b"w2")),
+        "/models/ckpt/link.bin": (2, sha(b"w2")),
+    }
+    # a corrupted layer blob is caught by its digest while streaming
+    fake.blobs[descriptors[1].digest] = layers[0]
+    with pytest.raises(RegistryError, match="wrong content"):
+        layer_file_hashes(client, "a/b", image.digest, wanted)
+
+
+def test_simple_signing_payload_matches_cosign_bytes() -> None:
+    from modelpack.sign import payload_digest, signature_tag, simple_signing_payload
+
+    digest = "sha256:" + "e" * 64
+    payload = simple_signing_payload("127.0.0.1:5000/acme/m", digest)
+    assert payload == (
+        b'{"critical":{"identity":{"docker-reference":"127.0.0.1:5000/acme/m"},'
+        b'"image":{"docker-manifest-digest":"sha256:' + b"e" * 64 + b'"},'
+        b'"type":"cosign container image signature"},"optional":null}'
+    )
+    assert payload_digest(payload) == digest
+    assert payload_digest(b'{"critical":{"type":"other"}}') is None
+    assert signature_tag(digest) == "sha256-" + "e" * 64 + ".sig"
