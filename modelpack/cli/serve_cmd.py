@@ -1,0 +1,35 @@
+"""`modelpack serve DIR`: run the model server locally (the same server as in the image)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from modelpack.cli._common import handle_errors, model_dir_argument
+from modelpack.errors import InvalidInputError
+
+
+@click.command("serve")
+@model_dir_argument
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=None, help="Largest accepted request body.")
+@handle_errors
+def serve(model_dir: Path, port: int, host: str, access_log: bool, max_body_bytes: int | None) -> None:
+    """Serve DIR over HTTP until interrupted; exits 1 if the model fails to load."""
+    model_py = model_dir / "1" / "model.py"
+    if not model_py.is_file():
+        raise InvalidInputError(f"{model_py} does not exist")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from modelpack.runtime.server import serve as run_server
+
+    status = run_server(model_dir, host=host, port=port, access_log=access_log, max_body_bytes=max_body_bytes)
+    if status:
+        click.echo("error: the model failed to load (see the log above)", err=True)
+        sys.exit(status)

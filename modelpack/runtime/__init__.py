@@ -1,0 +1,31 @@
+"""The model runtime: the SDK model.py code uses, and (lazily) the HTTP server.
+
+``from modelpack.runtime import ModelClass, Param, Text, Image, ...`` is cheap:
+the server (starlette, uvicorn) is imported only by `modelpack.runtime.server`.
+``python -m modelpack.runtime MODEL_DIR [--port P] [--host H]`` serves a model
+directory (port from ``$PORT``, default 8080; host 0.0.0.0).
+
+Wire format of the data types: see `modelpack.runtime.types`; batching and the
+method decorator: `modelpack.runtime.model_class`; HTTP API: `modelpack.runtime.server`.
+"""
+
+from __future__ import annotations
+
+from modelpack.runtime.helpers import OpenAIModelClass, VisualClassifierClass, VisualDetectorClass
+from modelpack.runtime.model_class import ModelClass, Param
+from modelpack.runtime.types import Audio, Concept, Frame, Image, Region, Text, Video
+
+__all__ = [
+    "Audio",
+    "Concept",
+    "Frame",
+    "Image",
+    "ModelClass",
+    "OpenAIModelClass",
+    "Param",
+    "Region",
+    "Text",
+    "Video",
+    "VisualClassifierClass",
+    "VisualDetectorClass",
+]

@@ -1,0 +1,44 @@
+"""``python -m modelpack.runtime MODEL_DIR [--port P] [--host H]``: the image's entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m modelpack.runtime", description="Serve a model directory."
+    )
+    parser.add_argument("model_dir", type=Path, help="the model directory (with 1/model.py)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8080)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest accepted request body")
+    args = parser.parse_args(argv)
+    port = args.port
+    if port is None:
+        env_port = os.environ.get("PORT", "8080")
+        if not env_port.isdigit():
+            parser.error(f"$PORT must be a number, got {env_port!r}")
+        port = int(env_port)
+    if not (args.model_dir / "1" / "model.py").is_file():
+        print(f"error: {args.model_dir / '1' / 'model.py'} does not exist", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from modelpack.runtime.server import serve
+
+    return serve(
+        args.model_dir,
+        host=args.host,
+        port=port,
+        access_log=args.access_log,
+        max_body_bytes=args.max_body_bytes,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Run model.py files written for the Clarifai SDK without installing it.
+
+`install()` puts a finder first on ``sys.meta_path`` that answers imports of the
+``clarifai`` modules model code uses with modules aliasing modelpack's runtime.
+It goes first on purpose: even when the real package is installed (Clarifai model
+directories often list it in requirements.txt), the runtime must see its own base
+classes. Unknown ``clarifai.*`` modules fail with a clear ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import logging
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def _runtime(*names: str) -> Callable[[], dict[str, Any]]:
+    def attrs() -> dict[str, Any]:
+        import modelpack.runtime as runtime
+
+        return {name: getattr(runtime, name) for name in names}
+
+    return attrs
+
+
+def _helpers(*names: str) -> Callable[[], dict[str, Any]]:
+    def attrs() -> dict[str, Any]:
+        from modelpack.runtime import helpers
+
+        return {name: getattr(helpers, name) for name in names}
+
+    return attrs
+
+
+def _logging() -> dict[str, Any]:
+    return {"logger": logging.getLogger("clarifai")}
+
+
+_PACKAGES = {
+    "clarifai",
+    "clarifai.runners",
+    "clarifai.runners.models",
+    "clarifai.runners.utils",
+    "clarifai.utils",
+}
+_DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
+
+_MODULES: dict[str, Callable[[], dict[str, Any]]] = {
+    "clarifai.runners.models.model_class": _runtime("ModelClass"),
+    "clarifai.runners.models.openai_class": _runtime("OpenAIModelClass"),
+    "clarifai.runners.models.visual_classifier_class": _runtime("VisualClassifierClass"),
+    "clarifai.runners.models.visual_detector_class": _runtime("VisualDetectorClass"),
+    "clarifai.runners.utils.data_types": _runtime(*_DATA_TYPES),
+    "clarifai.runners.utils.data_utils": _runtime("Param"),
+    "clarifai.runners.utils.openai_convertor": _helpers("build_openai_messages"),
+    "clarifai.utils.logging": _logging,
+}
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = types.ModuleType(spec.name)
+        if spec.name in _PACKAGES:
+            module.__path__ = []
+        else:
+            module.__dict__.update(_MODULES[spec.name]())
+        module.__doc__ = f"modelpack stand-in for {spec.name}"
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        return None
+
+
+class ClarifaiShimFinder(importlib.abc.MetaPathFinder):
+    """Answers ``clarifai`` imports with modelpack's runtime classes."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "clarifai" and not fullname.startswith("clarifai."):
+            return None
+        if fullname in _PACKAGES or fullname in _MODULES:
+            return importlib.machinery.ModuleSpec(fullname, _AliasLoader(), is_package=fullname in _PACKAGES)
+        raise ImportError(
+            f"{fullname} is not provided by modelpack's Clarifai compatibility layer "
+            f"(supported: {', '.join(sorted(_MODULES))})",
+            name=fullname,
+        )
+
+
+def install() -> None:
+    """Install the finder (idempotent), dropping any real clarifai modules already imported."""
+    if any(isinstance(f, ClarifaiShimFinder) for f in sys.meta_path):
+        return
+    for name in [n for n in sys.modules if n == "clarifai" or n.startswith("clarifai.")]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, ClarifaiShimFinder())
