@@ -1,0 +1,116 @@
+"""Benchmark `modelpack build --push` against `docker build` + `docker push` by hand.
+
+Three scenarios on a private copy of examples/hello, each measured both ways in the
+same run (the baseline builds and pushes the very context modelpack renders):
+
+- cold: requirements changed (a unique comment), so the dependency stage reinstalls;
+- warm: nothing changed (modelpack finds the content tag; docker rebuilds from cache
+  and pushes, finding every layer present);
+- code: a one-line change to 1/model.py.
+
+Needs the services of scripts/setup.sh. Prints seconds and modelpack/baseline ratios.
+Usage: python benchmarks/bench_build.py [--registry 127.0.0.1:5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+
+def copy_tree(node: Traversable, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for child in node.iterdir():
+        if child.name in ("__pycache__", "requirements.lock"):
+            continue
+        if child.is_dir():
+            copy_tree(child, target / child.name)
+        else:
+            (target / child.name).write_bytes(child.read_bytes())
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(command[:4])} failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def render_context(model_dir: Path, out: Path) -> Path:
+    """The same context `modelpack build` renders, for the hand-made baseline."""
+    config = importlib.import_module("modelpack.config")
+    resolve = importlib.import_module("modelpack.resolve")
+    lock = importlib.import_module("modelpack.lock")
+    render = importlib.import_module("modelpack.render")
+    signature = importlib.import_module("modelpack.signature")
+    loaded = config.load(model_dir)
+    resolved = resolve.resolve(loaded)
+    locked = lock.lock(loaded, resolved=resolved)
+    sig = signature.signature(model_dir).signature
+    if out.exists():
+        shutil.rmtree(out)
+    from modelpack.build import env_ca_bundle
+
+    ca = env_ca_bundle()  # what `modelpack build` picks up from PIP_CERT & co.
+    settings = render.BuildSettings(ca_bundle=Path(ca) if ca else None)
+    result = render.render(loaded, out, resolved=resolved, lock=locked, signature=sig, settings=settings)
+    return Path(result.out_dir)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", default="127.0.0.1:5000")
+    args = parser.parse_args()
+    from modelpack.resources import data_dir
+
+    run_id = uuid.uuid4().hex[:8]
+    ours_repo = f"{args.registry}/bench/modelpack-{run_id}"
+    base_repo = f"{args.registry}/bench/docker-{run_id}"
+    mp = [sys.executable, "-m", "modelpack", "build"]
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="modelpack-bench-") as tmp:
+        ours = Path(tmp) / "ours"
+        theirs = Path(tmp) / "theirs"
+        for target in (ours, theirs):
+            copy_tree(data_dir("examples").joinpath("hello"), target)
+            with (target / "requirements.txt").open("a") as handle:
+                handle.write(f"\n# bench {run_id} {target.name}\n")  # cold: a lock no cache has seen
+
+        def baseline(tag: str) -> float:
+            start = time.perf_counter()
+            context = render_context(theirs, Path(tmp) / "context")
+            build = ["docker", "build", "-q", "--network", "host", "-t", f"{base_repo}:{tag}", str(context)]
+            for command in (build, ["docker", "push", f"{base_repo}:{tag}"]):
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"{' '.join(command[:2])} failed:\n{done.stderr[-2000:]}")
+            return time.perf_counter() - start
+
+        def modelpack() -> float:
+            return timed([*mp, str(ours), "--tag", ours_repo, "--push"])
+
+        rows.append(("cold build + push", modelpack(), baseline("v1")))
+        rows.append(("warm rebuild (unchanged)", modelpack(), baseline("v1")))
+        for target in (ours, theirs):
+            model_py = target / "1" / "model.py"
+            model_py.write_text(model_py.read_text() + "\n# one-line change\n")
+        rows.append(("one-line model.py change", modelpack(), baseline("v2")))
+
+    print(f"{'scenario':<28} {'modelpack s':>12} {'docker s':>10} {'ratio':>7}")
+    for name, ours_s, theirs_s in rows:
+        print(f"{name:<28} {ours_s:>12.2f} {theirs_s:>10.2f} {ours_s / theirs_s:>7.2f}")
+    print("ratio = modelpack / (docker build + docker push by hand); both include rendering the context")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""A thin wrapper over the Docker SDK: connect, build, tag, push, inspect.
+
+Everything the engine says is turned into `EngineError`/`RegistryError` with a
+one-line message, so callers never see docker-py exceptions or tracebacks.
+The docker package is imported lazily: `modelpack --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelpack.errors import EngineError, RegistryError
+
+# Build/push events are forwarded as (kind, message) pairs; kind is "step", "log" or "push".
+EventSink = Callable[[str, str], None]
+
+_PIP_FAILURE_PATTERNS = (
+    re.compile(r"No matching distribution found for (?P<req>\S+)"),
+    re.compile(r"Could not find a version that satisfies the requirement (?P<req>\S+)"),
+    re.compile(r"Failed to build (?P<req>\S+)"),
+    re.compile(r"Failed building wheel for (?P<req>\S+)"),
+    re.compile(r"ResolutionImpossible"),
+    re.compile(r"Cannot install (?P<req>.+?) because"),
+)
+
+
+def _docker() -> Any:
+    try:
+        import docker
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise EngineError("the docker SDK is not installed; install modelpack[build]") from error
+    return docker
+
+
+def engine_location() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect(timeout: int = 600) -> Any:
+    """A docker client from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY, ...), checked with ping."""
+    docker = _docker()
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as error:
+        raise EngineError(
+            f"cannot reach the Docker engine at {engine_location()}: {_short(error)}"
+        ) from error
+    return client
+
+
+def default_network_mode(client: Any, endpoints: Iterable[str | None] = ()) -> str | None:
+    """`host` when a build must reach a loopback service or the engine has no bridge network."""
+    for endpoint in endpoints:
+        if endpoint and is_loopback_url(endpoint):
+            return "host"
+    try:
+        if not client.networks.list(names=["bridge"]):
+            return "host"
+    except Exception:
+        return None
+    return None
+
+
+def is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url if "://" in url else f"//{url}").hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@dataclass
+class BuildOutput:
+    image_id: str
+    log_tail: list[str] = field(default_factory=list)
+
+
+def build_image(
+    client: Any,
+    context_dir: str,
+    *,
+    tag: str,
+    buildargs: dict[str, str] | None = None,
+    network_mode: str | None = None,
+    dockerfile: str | None = None,
+    on_event: EventSink | None = None,
+) -> BuildOutput:
+    """Build `context_dir` into `tag`; raises EngineError naming the failing step or requirement."""
+    docker = _docker()
+    tail: list[str] = []
+    image_id: str | None = None
+    kwargs: dict[str, Any] = {
+        "path": context_dir,
+        "tag": tag,
+        "buildargs": dict(buildargs or {}),
+        "rm": True,
+        "forcerm": True,
+        "decode": True,
+    }
+    if network_mode:
+        kwargs["network_mode"] = network_mode
+    if dockerfile:
+        kwargs["dockerfile"] = dockerfile
+    try:
+        for event in client.api.build(**kwargs):
+            if "error" in event or "errorDetail" in event:
+                detail = event.get("errorDetail") or {}
+                message = str(detail.get("message") or event.get("error") or "build failed")
+                raise EngineError(_build_failure(message, tail))
+            text = event.get("stream")
+            if text:
+                for line in text.splitlines():
+                    line = line.rstrip()
+                    if not line:
+                        continue
+                    tail.append(line)
+                    del tail[:-200]
+                    if on_event:
+                        on_event("step" if line.startswith("Step ") else "log", line)
+            aux = event.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = str(aux["ID"])
+    except EngineError:
+        raise
+    except docker.errors.DockerException as error:
+        raise EngineError(_build_failure(_short(error), tail)) from error
+    except Exception as error:  # requests/urllib3 connection errors mid-stream
+        raise EngineError(f"the Docker engine failed during the build: {_short(error)}") from error
+    if image_id is None:
+        try:
+            image_id = str(client.images.get(tag).id)
+        except Exception as error:
+            raise EngineError(f"the build finished but image {tag} is missing: {_short(error)}") from error
+    return BuildOutput(image_id=image_id, log_tail=tail)
+
+
+def _build_failure(message: str, tail: list[str]) -> str:
+    """One line: which requirement failed and pip's own words, or the engine's error."""
+    text = message.strip().splitlines()[0] if message.strip() else "build failed"
+    if "no space left on device" in message.lower() or any("no space left on device" in t for t in tail):
+        return f"build failed: out of disk space ({text})"
+    steps = [line for line in tail if line.startswith("Step ")]
+    if steps and tail[-1] == steps[-1] and " : FROM " in steps[-1]:
+        base = steps[-1].split(" : FROM ", 1)[1].split()[0]
+        return f"base image {base} is not in the engine and could not be pulled: {text}"
+    pip_errors = [line for line in tail if line.startswith("ERROR:")]
+    for line in reversed(tail):
+        for pattern in _PIP_FAILURE_PATTERNS:
+            match = pattern.search(line)
+            if match:
+                requirement = match.groupdict().get("req")
+                detail = pip_errors[-1] if pip_errors else line
+                if requirement:
+                    return f"installing requirement {requirement.strip()} failed: {detail.strip()}"
+                return f"installing requirements failed: {detail.strip()}"
+    if pip_errors:
+        return f"build failed: {pip_errors[-1].strip()}"
+    return f"build failed: {text}"
+
+
+@dataclass
+class PushOutput:
+    digest: str | None
+    size: int | None
+    layer_status: dict[str, str]  # short diff id (12 hex) -> "pushed" | "exists" | "mounted"
+
+
+def push_image(
+    client: Any,
+    repository: str,
+    tag: str,
+    *,
+    auth_config: dict[str, str] | None = None,
+    on_event: EventSink | None = None,
+) -> PushOutput:
+    """Push `repository:tag`; raises RegistryError (never leaves the engine's message unread)."""
+    status: dict[str, str] = {}
+    digest: str | None = None
+    size: int | None = None
+    try:
+        stream = client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config)
+        for event in stream:
+            if "error" in event or "errorDetail" in event:
+                detail = event.get("errorDetail") or {}
+                message = str(detail.get("message") or event.get("error"))
+                raise RegistryError(_push_failure(repository, message))
+            layer = event.get("id")
+            text = str(event.get("status") or "")
+            if layer and text:
+                if text == "Pushed":
+                    status[layer] = "pushed"
+                elif text == "Layer already exists":
+                    status[layer] = "exists"
+                elif text.startswith("Mounted from"):
+                    status[layer] = "mounted"
+                if on_event and layer in status and text != "Preparing":
+                    on_event("push", f"{layer}: {text}")
+            aux = event.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = str(aux["Digest"])
+                size = int(aux.get("Size") or 0)
+    except RegistryError:
+        raise
+    except Exception as error:
+        raise RegistryError(_push_failure(repository, _short(error))) from error
+    return PushOutput(digest=digest, size=size, layer_status=status)
+
+
+def _push_failure(repository: str, message: str) -> str:
+    lowered = message.lower()
+    if "unauthorized" in lowered or "authentication required" in lowered or "denied" in lowered:
+        return f"the registry refused authentication for {repository}"
+    if "connection refused" in lowered or "no such host" in lowered or "timeout" in lowered:
+        return f"the registry for {repository} is not reachable: {message.splitlines()[0]}"
+    return f"pushing {repository} failed: {message.splitlines()[0] if message else 'unknown error'}"
+
+
+def tag_image(client: Any, image_id: str, repository: str, tag: str) -> None:
+    try:
+        client.api.tag(image_id, repository, tag=tag, force=True)
+    except Exception as error:
+        raise EngineError(f"tagging {repository}:{tag} failed: {_short(error)}") from error
+
+
+def untag(client: Any, reference: str) -> None:
+    """Remove a local tag we created; the image itself stays if other tags use it."""
+    try:
+        client.api.remove_image(reference, noprune=True)
+    except Exception:
+        pass
+
+
+def inspect_image(client: Any, reference: str) -> dict[str, Any] | None:
+    docker = _docker()
+    try:
+        return dict(client.api.inspect_image(reference))
+    except docker.errors.ImageNotFound:
+        return None
+    except Exception as error:
+        raise EngineError(f"inspecting {reference} failed: {_short(error)}") from error
+
+
+def local_tags(client: Any, repository: str) -> list[str]:
+    """Tags of `repository` in the local engine."""
+    try:
+        images = client.images.list(name=repository)
+    except Exception as error:
+        raise EngineError(f"listing local images failed: {_short(error)}") from error
+    tags: list[str] = []
+    for image in images:
+        for reference in image.tags:
+            repo, _, tag = reference.rpartition(":")
+            if repo == repository:
+                tags.append(tag)
+    return tags
+
+
+def _short(error: BaseException) -> str:
+    """A docker-py/requests exception as one readable line."""
+    explanation = getattr(error, "explanation", None)
+    text = str(explanation or error).strip() or type(error).__name__
+    first = text.splitlines()[0]
+    return first if len(first) <= 300 else first[:297] + "..."

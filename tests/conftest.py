@@ -1,0 +1,52 @@
+"""Shared test set-up.
+
+`scripts/test.sh` sets MODELPACK_REQUIRE_INSTALLED=1 so the session fails when the
+tests would exercise the source tree instead of the installed wheel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def services_required() -> bool:
+    """In CI a missing engine/registry is a failure; on a laptop it is a skip."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_service(reason: str) -> None:
+    if services_required():
+        pytest.fail(f"{reason} (CI is set, so this is a failure rather than a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _installed_modelpack() -> None:
+    if not os.environ.get("MODELPACK_REQUIRE_INSTALLED"):
+        return
+    import modelpack
+
+    location = Path(modelpack.__file__).resolve()
+    if REPO_ROOT / "modelpack" in location.parents:
+        pytest.fail(
+            f"modelpack was imported from the source tree ({location}), not the installed wheel",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def service_missing() -> Callable[[str], None]:
+    """Call with a reason when a required service is absent: skip, or fail under CI."""
+    return missing_service
+
+
+@pytest.fixture
+def tests_dir() -> Path:
+    return TESTS_DIR

@@ -1,0 +1,124 @@
+"""Fixtures for end-to-end tests against a real Docker engine and registry.
+
+Services are started by `scripts/setup.sh`. When one is missing the test is
+skipped, or failed when CI=true (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+REGISTRY = os.environ.get("MODELPACK_TEST_REGISTRY", "127.0.0.1:5000")
+LOCAL_BASE_IMAGE = os.environ.get("MODELPACK_TEST_BASE_IMAGE", "modelpack-base/python:3.11")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is an e2e test, marked or not."""
+    for item in items:
+        if "/e2e/" in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def docker_client(service_missing: Callable[[str], None]) -> Iterator[Any]:
+    try:
+        import docker
+    except ImportError:
+        service_missing("the docker SDK is not installed (pip install modelpack[build])")
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as error:
+        service_missing(f"no Docker engine reachable ({type(error).__name__}); run scripts/setup.sh")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def registry(service_missing: Callable[[str], None]) -> str:
+    """host:port of a plain-HTTP registry on loopback, checked via /v2/."""
+    import requests
+
+    try:
+        response = requests.get(f"http://{REGISTRY}/v2/", timeout=5)
+    except requests.RequestException as error:
+        service_missing(f"no registry at {REGISTRY} ({type(error).__name__}); run scripts/setup.sh")
+    if response.status_code not in (200, 401):
+        service_missing(f"{REGISTRY}/v2/ answered HTTP {response.status_code}")
+    return REGISTRY
+
+
+@pytest.fixture(scope="session")
+def local_base_image(docker_client: Any, service_missing: Callable[[str], None]) -> str:
+    import docker.errors
+
+    try:
+        docker_client.images.get(LOCAL_BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        service_missing(f"base image {LOCAL_BASE_IMAGE} is missing; run base-images/build-local-base.sh")
+    return LOCAL_BASE_IMAGE
+
+
+class RegistryRepo:
+    """A repository name unique to one test; deletes what the test pushed when done."""
+
+    def __init__(self, registry: str, name: str) -> None:
+        self.registry = registry
+        self.name = name
+
+    @property
+    def ref(self) -> str:
+        return f"{self.registry}/{self.name}"
+
+    def tags(self) -> list[str]:
+        import requests
+
+        response = requests.get(f"http://{self.registry}/v2/{self.name}/tags/list", timeout=10)
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        return sorted(response.json().get("tags") or [])
+
+    def cleanup(self) -> None:
+        """Delete every manifest of the repository (registry must have delete enabled)."""
+        import requests
+
+        accept = ", ".join(
+            [
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.index.v1+json",
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+            ]
+        )
+        digests = set()
+        for tag in self.tags():
+            url = f"http://{self.registry}/v2/{self.name}/manifests/{tag}"
+            head = requests.head(url, headers={"Accept": accept}, timeout=10)
+            if head.ok and head.headers.get("Docker-Content-Digest"):
+                digests.add(head.headers["Docker-Content-Digest"])
+        for digest in digests:
+            requests.delete(f"http://{self.registry}/v2/{self.name}/manifests/{digest}", timeout=10)
+
+
+@pytest.fixture
+def registry_repo(
+    registry: str, request: pytest.FixtureRequest, docker_client: Any
+) -> Iterator[RegistryRepo]:
+    """A fresh repository `modelpack-test/<test>-<random>`; manifests and local tags removed after."""
+    safe = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")[:40]
+    repo = RegistryRepo(registry, f"modelpack-test/{safe}-{uuid.uuid4().hex[:8]}")
+    yield repo
+    repo.cleanup()
+    for image in docker_client.images.list(name=repo.ref):
+        for tag in image.tags:
+            if tag.startswith(repo.ref + ":"):
+                try:
+                    docker_client.images.remove(tag, noprune=False)
+                except Exception:
+                    pass

@@ -1,0 +1,116 @@
+"""Pure logic of the build stage: versions, content tags, failure messages, progress printing."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from modelpack import engine
+from modelpack.build import BuildResult, LayerInfo, RegistryAuth
+from modelpack.cli.build_cmd import ProgressPrinter
+from modelpack.errors import InvalidInputError
+from modelpack.versions import content_tag, next_version, parse_repository, version_number
+
+
+def test_content_tag_takes_16_hex_digits() -> None:
+    digest = "sha256:" + "ab" * 32
+    assert content_tag(digest) == "c-" + "ab" * 8
+    assert content_tag("AB" * 32) == "c-" + "ab" * 8
+    with pytest.raises(ValueError):
+        content_tag("sha256:xyz")
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ([], "v1"),
+        (["latest", "c-0123456789abcdef"], "v1"),
+        (["v1", "v2", "v10", "v9"], "v11"),
+        (["v0", "v01", "version3", "v2"], "v3"),
+    ],
+)
+def test_next_version(tags: list[str], expected: str) -> None:
+    assert next_version(tags) == expected
+
+
+def test_version_number_rejects_non_versions() -> None:
+    assert version_number("v7") == 7
+    assert [version_number(t) for t in ("v0", "v01", "7", "v", "c-1")] == [None] * 5
+
+
+def test_parse_repository() -> None:
+    assert parse_repository("127.0.0.1:5000/acme/m").name == "127.0.0.1:5000/acme/m"
+    with pytest.raises(InvalidInputError):
+        parse_repository("127.0.0.1:5000/acme/m:v1")
+    with pytest.raises(InvalidInputError):
+        parse_repository("Not A Repo")
+
+
+def test_pip_failure_names_the_requirement() -> None:
+    tail = [
+        "Step 7/12 : RUN pip install -r requirements.lock",
+        "ERROR: Could not find a version that satisfies the requirement nosuchpkg==9.9 (from versions: none)",
+        "ERROR: No matching distribution found for nosuchpkg==9.9",
+    ]
+    message = engine._build_failure("The command '/bin/sh -c pip install' returned a non-zero code: 1", tail)
+    assert message.startswith("installing requirement nosuchpkg==9.9 failed:")
+    assert "No matching distribution found for nosuchpkg==9.9" in message
+    assert "\n" not in message
+
+
+def test_disk_full_and_generic_failures() -> None:
+    assert "out of disk space" in engine._build_failure("write /x: no space left on device", [])
+    assert engine._build_failure("COPY failed: file not found", ["Step 2/3 : COPY a b"]) == (
+        "build failed: COPY failed: file not found"
+    )
+
+
+def test_push_failure_messages_hide_details() -> None:
+    assert "refused authentication" in engine._push_failure("r/x", "unauthorized: authentication required")
+    assert "not reachable" in engine._push_failure("r/x", "Get http://127.0.0.1:9/v2/: connection refused")
+
+
+def test_loopback_detection() -> None:
+    assert engine.is_loopback_url("http://127.0.0.1:8080/simple")
+    assert engine.is_loopback_url("localhost:3000")
+    assert not engine.is_loopback_url("https://pypi.org/simple")
+
+
+def test_result_json_shape() -> None:
+    result = BuildResult(
+        image="r/m:v2",
+        version="v2",
+        digest="sha256:" + "0" * 64,
+        tags=("v2", "c-0000000000000000"),
+        pushed=True,
+        layers=(LayerInfo("sha256:a", "sha256:b", 10, "pushed"),),
+        bytes_pushed=10,
+    )
+    data = result.to_dict()
+    assert {"image", "version", "digest", "tags", "pushed", "layers", "bytes_pushed"} <= set(data)
+    assert data["layers"] == [{"diff_id": "sha256:a", "digest": "sha256:b", "size": 10, "status": "pushed"}]
+
+
+def test_auth_never_in_repr() -> None:
+    assert "hunter2" not in repr(RegistryAuth("me", "hunter2"))
+
+
+def test_progress_printer_plain_lines_without_tty() -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(out)
+    printer("step", "Step 1/2 : FROM scratch")
+    printer("log", " ---> abc")
+    printer("push", "abc: Pushed")
+    printer("done", "r/m:v1 pushed")
+    assert out.getvalue().splitlines() == [
+        "  Step 1/2 : FROM scratch",
+        "  push abc: Pushed",
+        "[done] r/m:v1 pushed",
+    ]
+
+
+def test_missing_base_image_is_named() -> None:
+    tail = ["Step 1/20 : FROM modelpack-base/python:3.11 AS deps"]
+    message = engine._build_failure('Get "https://registry-1.docker.io/v2/": no such host', tail)
+    assert message.startswith("base image modelpack-base/python:3.11 is not in the engine")
