@@ -48,17 +48,17 @@ def timed(command: list[str]) -> float:
 def render_context(model_dir: Path, out: Path) -> Path:
     """The same context `modelpack build` renders, for the hand-made baseline."""
     config = importlib.import_module("modelpack.config")
-    resolve = importlib.import_module("modelpack.resolve")
-    lock = importlib.import_module("modelpack.lock")
-    render = importlib.import_module("modelpack.render")
-    signature = importlib.import_module("modelpack.signature")
+    resolve = importlib.import_module("modelpack.resolver")
+    lock = importlib.import_module("modelpack.locking")
+    render = importlib.import_module("modelpack.rendering")
+    signature = importlib.import_module("modelpack.signatures")
     loaded = config.load(model_dir)
     resolved = resolve.resolve(loaded)
     locked = lock.lock(loaded, resolved=resolved)
     sig = signature.signature(model_dir).signature
     if out.exists():
         shutil.rmtree(out)
-    from modelpack.build import env_ca_bundle
+    from modelpack.builder import env_ca_bundle
 
     ca = env_ca_bundle()  # what `modelpack build` picks up from PIP_CERT & co.
     settings = render.BuildSettings(ca_bundle=Path(ca) if ca else None)

@@ -84,11 +84,11 @@ def modelpack_in_process(model_dir: Path, out_root: Path, runs: int) -> list[flo
     import importlib
 
     from modelpack.config import load
-    from modelpack.resolve import resolve
-    from modelpack.signature import signature
+    from modelpack.resolver import resolve
+    from modelpack.signatures import signature
 
-    lock_mod = importlib.import_module("modelpack.lock")
-    render_mod = importlib.import_module("modelpack.render")
+    lock_mod = importlib.import_module("modelpack.locking")
+    render_mod = importlib.import_module("modelpack.rendering")
     times = []
     for i in range(runs):
         start = time.perf_counter()

@@ -14,12 +14,34 @@ from modelpack._version import __version__
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    # pipeline stages, in order
     "load": "modelpack.config",
     "validate": "modelpack.config",
-    "signature": "modelpack.signature",
-    "resolve": "modelpack.resolve",
-    "lock": "modelpack.lock",
-    "render": "modelpack.render",
+    "signature": "modelpack.signatures",
+    "resolve": "modelpack.resolver",
+    "lock": "modelpack.locking",
+    "render": "modelpack.rendering",
+    "build": "modelpack.builder",
+    "sign": "modelpack.signing",
+    "verify": "modelpack.verification",
+    # around the pipeline
+    "init_model_dir": "modelpack.scaffold",
+    "lock_status": "modelpack.locking",
+    "list_versions": "modelpack.versions",
+    "inspect": "modelpack.versions",
+    "check_checkpoint": "modelpack.checkpoints",
+    "fetch_checkpoint": "modelpack.checkpoints",
+    "infer_concepts": "modelpack.concepts",
+    "deploy_manifest": "modelpack.deploy",
+    # settings and results
+    "BuildSettings": "modelpack.rendering",
+    "RenderResult": "modelpack.rendering",
+    "LockResult": "modelpack.locking",
+    "BuildResult": "modelpack.builder",
+    "RegistryAuth": "modelpack.builder",
+    "SignResult": "modelpack.signing",
+    "VerifyResult": "modelpack.verification",
+    # the SDK for model.py
     "ModelClass": "modelpack.runtime",
     "OpenAIModelClass": "modelpack.runtime",
     "VisualClassifierClass": "modelpack.runtime",

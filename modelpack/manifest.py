@@ -12,7 +12,7 @@ and therefore its digest and signature -- are reproducible. The JSON Schema is
 In the registry the manifest is an OCI artifact that refers to the image (OCI 1.1 ``subject``,
 ``artifactType`` :data:`MANIFEST_ARTIFACT_TYPE`, one layer holding the JSON); it is found from the
 image alone through the referrers API or its ``sha256-<hex>`` tag fallback. Its signature is a
-cosign signature of the artifact's digest (tag ``sha256-<artifact hex>.sig``), see ``modelpack.sign``.
+cosign signature of the artifact's digest (tag ``sha256-<artifact hex>.sig``), see ``modelpack.signing``.
 """
 
 from __future__ import annotations

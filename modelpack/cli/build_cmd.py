@@ -52,8 +52,8 @@ def _settings(
     """The render stage's BuildSettings, filled from options and the usual environment variables."""
     from dataclasses import fields
 
-    from modelpack.build import env_ca_bundle
-    from modelpack.render import BuildSettings
+    from modelpack.builder import env_ca_bundle
+    from modelpack.rendering import BuildSettings
 
     extra = list(extra_index_urls) or [u for u in os.environ.get("PIP_EXTRA_INDEX_URL", "").split() if u]
     values: dict[str, Any] = {
@@ -111,8 +111,8 @@ def build(
     Unchanged inputs report the existing version and push nothing; a changed
     model gets the next version. Progress goes to stderr, the result to stdout.
     """
-    from modelpack.build import RegistryAuth
-    from modelpack.build import build as run_build
+    from modelpack.builder import RegistryAuth
+    from modelpack.builder import build as run_build
 
     auth = None
     if registry_password_stdin or registry_username:

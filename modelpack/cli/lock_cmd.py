@@ -50,10 +50,10 @@ def lock(
     unless --keep-clarifai. An up-to-date lock is reused without network access.
     """
     from modelpack.config import load
-    from modelpack.lock import lock as run_lock
-    from modelpack.lock import lock_status
-    from modelpack.render import BuildSettings
-    from modelpack.resolve import resolve
+    from modelpack.locking import lock as run_lock
+    from modelpack.locking import lock_status
+    from modelpack.rendering import BuildSettings
+    from modelpack.resolver import resolve
 
     loaded = load(model_dir)
     resolved = resolve(loaded, base_registry=base_registry)

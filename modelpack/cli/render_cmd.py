@@ -53,11 +53,11 @@ def render(
     Runs validate, signature, resolve and lock (reused when up to date) first.
     """
     from modelpack.config import load
-    from modelpack.lock import lock
-    from modelpack.render import BuildSettings
-    from modelpack.render import render as run_render
-    from modelpack.resolve import resolve
-    from modelpack.signature import signature
+    from modelpack.locking import lock
+    from modelpack.rendering import BuildSettings
+    from modelpack.rendering import render as run_render
+    from modelpack.resolver import resolve
+    from modelpack.signatures import signature
 
     loaded = load(model_dir)
     sig = signature(loaded.root)

@@ -35,7 +35,7 @@ def resolve(model_dir: Path, base_registry: str | None, catalog_path: Path | Non
     """
     from modelpack.catalog import load_catalog
     from modelpack.config import load
-    from modelpack.resolve import resolve as run_resolve
+    from modelpack.resolver import resolve as run_resolve
 
     loaded = load(model_dir)
     catalog = load_catalog(catalog_path) if catalog_path is not None else None

@@ -33,7 +33,7 @@ def sign(image: str, key: str | None, manifest_digest: str | None, as_json: bool
     Registry credentials come from ~/.docker/config.json.
     """
     from modelpack.keys import load_signing_key
-    from modelpack.sign import sign as run_sign
+    from modelpack.signing import sign as run_sign
 
     private = load_signing_key(key, prompt=_prompt_password)
     result = run_sign(image, private, manifest_digest=manifest_digest)

@@ -1,6 +1,6 @@
 """Read a live model class: its methods, their canonical signature, and argument decoders.
 
-The signature must equal what `modelpack.signature` reads statically from the
+The signature must equal what `modelpack.signatures` reads statically from the
 source, so annotations are turned into the canonical type strings documented in
 `modelpack.sigtypes` (from the live typing objects; string annotations that cannot
 be evaluated are parsed with `ast` and canonicalised by name).
@@ -138,7 +138,7 @@ def _string_annotation(text: str, namespace: dict[str, Any] | None = None) -> st
     except SyntaxError:
         return text
     try:
-        from modelpack.signature import canonical_type
+        from modelpack.signatures import canonical_type
     except ImportError:  # pragma: no cover - the static reader ships with modelpack
         return _node_string(node)
     aliases: dict[str, str] = {}

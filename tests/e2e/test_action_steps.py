@@ -72,7 +72,7 @@ def test_action_builds_pushes_signs_and_summarizes(
 ) -> None:
     from modelpack.keys import keygen, load_verification_key
     from modelpack.registry import RegistryClient
-    from modelpack.verify import check_signature
+    from modelpack.verification import check_signature
 
     # pull request: build only, nothing reaches the registry
     pr = ActionRun(

@@ -108,9 +108,9 @@ def test_failing_requirement_is_named_and_nothing_is_pushed(
     import importlib
     import tempfile
 
-    from modelpack.build import build
+    from modelpack.builder import build
 
-    lock_stage = importlib.import_module("modelpack.lock")
+    lock_stage = importlib.import_module("modelpack.locking")
     lock_file = hello_dir / "requirements.lock"
     lock_file.write_text("nosuchpkg-modelpack-test==9.9.9 \\\n    --hash=sha256:" + "0" * 64 + "\n")
     fake = lock_stage.LockResult(
@@ -173,14 +173,14 @@ def test_registry_password_is_read_from_stdin_and_never_printed(hello_dir: Path,
 def _settings(**values: Any) -> Any:
     import importlib
 
-    render_stage = importlib.import_module("modelpack.render")
+    render_stage = importlib.import_module("modelpack.rendering")
     return render_stage.BuildSettings(**values)
 
 
 def test_final_image_holds_no_secrets(
     hello_dir: Path, registry_repo: Any, docker_client: Any, tmp_path: Path
 ) -> None:
-    from modelpack.build import build
+    from modelpack.builder import build
 
     marker = "MODELPACK-CA-MARKER-5f1d9a"
     credential = "fakecred-7c2e0b"

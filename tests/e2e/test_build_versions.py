@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelpack.build import build_context
+from modelpack.builder import build_context
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
 from modelpack.registry import RegistryClient
 
@@ -213,7 +213,7 @@ def test_refused_authentication_is_one_line(tmp_path: Path, docker_client: Any) 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        from modelpack.build import RegistryAuth
+        from modelpack.builder import RegistryAuth
 
         context, digest = make_context(tmp_path, "print('x')\n")
         repository = f"127.0.0.1:{server.server_address[1]}/modelpack-test/auth"

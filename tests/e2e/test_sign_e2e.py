@@ -37,8 +37,8 @@ from modelpack.manifest import (
 from modelpack.registry import OCI_MANIFEST, Descriptor, RegistryClient, canonical_json, sha256_digest
 from modelpack.resolve_types import ResolveResult
 from modelpack.sbom import push_sbom, sbom_bytes
-from modelpack.sign import sign, signature_tag
-from modelpack.verify import VerificationFailed, verify
+from modelpack.signing import sign, signature_tag
+from modelpack.verification import VerificationFailed, verify
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse"

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from modelpack import engine
-from modelpack.build import BuildResult, LayerInfo, RegistryAuth
+from modelpack.builder import BuildResult, LayerInfo, RegistryAuth
 from modelpack.cli.build_cmd import ProgressPrinter
 from modelpack.errors import InvalidInputError
 from modelpack.versions import content_tag, next_version, parse_repository, version_number

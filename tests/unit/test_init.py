@@ -19,7 +19,7 @@ from modelpack.cli.init_cmd import SCAFFOLD_TYPES
 from modelpack.errors import InvalidInputError, RenderError
 from modelpack.runtime import Image
 from modelpack.scaffold import SCAFFOLDS, class_name_for, default_model_id, init_model_dir
-from modelpack.signature import signature
+from modelpack.signatures import signature
 
 EXPECTED_METHODS = {
     "generic": [

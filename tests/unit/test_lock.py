@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelpack.errors import LockError
-from modelpack.lock import (
+from modelpack.locking import (
     LockedPackage,
     compute_input_digest,
     lock,
@@ -21,7 +21,7 @@ from modelpack.lock import (
 from modelpack.model import BuildInfo, ComputeRequirements, ModelConfig, ModelDir, ModelInfo, RequirementLine
 from modelpack.resolve_types import ResolveResult
 
-lock_mod = importlib.import_module("modelpack.lock")  # `modelpack.lock` may be the function (lazy API)
+lock_mod = importlib.import_module("modelpack.locking")
 
 CPU = ResolveResult("3.12", None, None, "cpu", "modelpack-base/python:3.12", "no torch")
 TORCH = ResolveResult("3.11", "2.4.0+cu121", "12.1", "gpu", "modelpack-base/torch:2.4.0-cu121", "torch pin")

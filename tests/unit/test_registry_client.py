@@ -420,8 +420,8 @@ def test_parse_challenge() -> None:
 def test_sign_and_verify_over_fake_registry_with_referrers_api() -> None:
     from modelpack.manifest import build_manifest, push_manifest
     from modelpack.resolve_types import ResolveResult
-    from modelpack.sign import sign, signature_tag
-    from modelpack.verify import VerificationFailed, verify
+    from modelpack.signing import sign, signature_tag
+    from modelpack.verification import VerificationFailed, verify
 
     fake = FakeRegistry(referrers_api=True)
     client = make_client(fake)
@@ -478,7 +478,7 @@ def _tar_layer(entries: list[tuple[str, bytes | None, str | None]]) -> bytes:
 
 
 def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
-    from modelpack.verify import layer_file_hashes
+    from modelpack.verification import layer_file_hashes
 
     fake = FakeRegistry()
     client = make_client(fake)
@@ -535,7 +535,7 @@ def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
 
 
 def test_simple_signing_payload_matches_cosign_bytes() -> None:
-    from modelpack.sign import payload_digest, signature_tag, simple_signing_payload
+    from modelpack.signing import payload_digest, signature_tag, simple_signing_payload
 
     digest = "sha256:" + "e" * 64
     payload = simple_signing_payload("127.0.0.1:5000/acme/m", digest)

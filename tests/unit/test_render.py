@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from modelpack.errors import RenderError
-from modelpack.lock import LockedPackage, LockResult
+from modelpack.locking import LockedPackage, LockResult
 from modelpack.model import BuildInfo, ComputeRequirements, ModelConfig, ModelDir, ModelInfo, RequirementLine
-from modelpack.render import BuildSettings, RenderResult, dockerfile_quote, render
+from modelpack.rendering import BuildSettings, RenderResult, dockerfile_quote, render
 from modelpack.resolve_types import ResolveResult
 from modelpack.sigtypes import InputSpec, MethodSignature, ModelSignature
 
-render_mod = importlib.import_module("modelpack.render")  # `modelpack.render` may be the function
+render_mod = importlib.import_module("modelpack.rendering")
 
 RESOLVED = ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "no torch: CPU Python base")
 SIGNATURE = ModelSignature(
@@ -133,7 +133,7 @@ def test_layer_order_and_runtime_settings(model: ModelDir, tmp_path: Path) -> No
         "app/requirements.txt",
         "config/config.yaml",
         "runtime/modelpack/__init__.py",
-        "runtime/modelpack/render.py",
+        "runtime/modelpack/rendering.py",
     }
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in result.files)
     assert not any(

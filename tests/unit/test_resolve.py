@@ -1,4 +1,4 @@
-"""Rules and errors of `modelpack.resolve`, against a small fixture catalog and the shipped one."""
+"""Rules and errors of `modelpack.resolver`, against a small fixture catalog and the shipped one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from modelpack.catalog import Catalog, load_catalog
 from modelpack.errors import ResolveError
 from modelpack.model import BuildInfo, ComputeRequirements, ModelConfig, ModelDir, ModelInfo, RequirementLine
-from modelpack.resolve import resolve
+from modelpack.resolver import resolve
 
 FIXTURE: dict[str, Any] = {
     "schema_version": 1,

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from modelpack.cli import cli
 from modelpack.errors import SignatureError
-from modelpack.signature import BASE_CLASSES, canonical_type, import_aliases, signature
+from modelpack.signatures import BASE_CLASSES, canonical_type, import_aliases, signature
 from modelpack.sigtypes import MethodSignature
 
 DATA = Path(__file__).resolve().parent / "data" / "signature"

@@ -34,7 +34,7 @@ from typing import Any
 from modelpack._version import __version__
 from modelpack.errors import Diagnostic, RenderError
 from modelpack.ignore import IGNORE_FILE, is_virtualenv, load_rules
-from modelpack.lock import LOCK_FILE, LockResult, read_lock
+from modelpack.locking import LOCK_FILE, LockResult, read_lock
 from modelpack.model import ModelDir
 from modelpack.resolve_types import ResolveResult
 from modelpack.sigtypes import ModelSignature

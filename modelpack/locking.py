@@ -33,7 +33,7 @@ from modelpack.model import ModelDir, RequirementLine
 from modelpack.resolve_types import ResolveResult
 
 if TYPE_CHECKING:
-    from modelpack.render import BuildSettings
+    from modelpack.rendering import BuildSettings
 
 LOCK_FILE = "requirements.lock"
 PLATFORM = "x86_64-manylinux_2_28"

@@ -28,7 +28,7 @@ from modelpack.errors import RegistryError, SigningError
 from modelpack.keys import key_id, load_verification_key
 from modelpack.manifest import ManifestError, SignedManifestDoc, fetch_manifest, find_manifests
 from modelpack.registry import DOCKER_MANIFEST_LIST, OCI_INDEX, ImageRef, RegistryClient
-from modelpack.sign import payload_digest, read_signatures, resolve_digest, signature_tag
+from modelpack.signing import payload_digest, read_signatures, resolve_digest, signature_tag
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey

@@ -14,7 +14,6 @@ choosing and pushing, the next free one is used and a note says so.
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -112,11 +111,10 @@ def build(
     `base_registry` prefixes catalog base images; `network_mode` overrides the
     engine network used while building (default: host when needed, see engine).
     """
-    # import_module: the package's lazy exports shadow these submodule names with functions
-    config_stage = importlib.import_module("modelpack.config")
-    render_stage = importlib.import_module("modelpack.render")
-    resolve_stage = importlib.import_module("modelpack.resolve")
-    signature_stage = importlib.import_module("modelpack.signature")
+    from modelpack import config as config_stage
+    from modelpack import rendering as render_stage
+    from modelpack import resolver as resolve_stage
+    from modelpack import signatures as signature_stage
 
     report = progress or _silent
     repo = parse_repository(repository)
@@ -188,7 +186,7 @@ def _ping(registry: RegistryClient) -> None:
 
 def _maybe_lock(model_dir: Any, resolved: Any, settings: Any, report: Progress) -> Any:
     """Lock requirements; the lock stage reuses an up-to-date lock without network access."""
-    lock_stage = importlib.import_module("modelpack.lock")
+    from modelpack import locking as lock_stage
 
     result = lock_stage.lock(model_dir, resolved=resolved, settings=settings)
     report(
