@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "lock": "modelpack.locking",
     "render": "modelpack.rendering",
     "build": "modelpack.builder",
+    "push": "modelpack.builder",
     "sign": "modelpack.signing",
     "verify": "modelpack.verification",
     # around the pipeline

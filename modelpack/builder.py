@@ -19,10 +19,16 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from modelpack.checkpoints import CheckpointResult
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
+from modelpack.model import Concept
+from modelpack.progress import ProgressLike, reporter
 from modelpack.registry import ImageRef, RegistryClient
+
+if TYPE_CHECKING:
+    from modelpack.publish import PublishResult
 from modelpack.versions import (
     content_tag,
     image_config,
@@ -32,7 +38,9 @@ from modelpack.versions import (
 )
 
 # progress(stage, message): stage is one of validate, signature, resolve, lock, render,
-# step (a Dockerfile step), log (build output), push (a layer), note, done.
+# step (a Dockerfile step), log (build output), push (a layer), note, done, sign (the SBOM,
+# manifest and signatures attached after a push). Callers may
+# pass this legacy callable or any other form modelpack.progress accepts (an event observer).
 Progress = Callable[[str, str], None]
 
 
@@ -62,7 +70,11 @@ class BuildResult:
     bytes_pushed: int = 0
     content_tag: str = ""
     reused: bool = False  # True when the registry already had this content
+    supply_chain: PublishResult | None = None  # SBOM + manifest (+ signatures) attached on push
     notes: tuple[str, ...] = ()
+    # fetched checkpoints (repo, revision, resolved commit, each file's sha256): for the signed manifest
+    checkpoints: tuple[CheckpointResult, ...] = ()
+    concepts: tuple[Concept, ...] = ()  # the final concepts (config, or inferred from id2label)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,7 +87,10 @@ class BuildResult:
             "bytes_pushed": self.bytes_pushed,
             "content_tag": self.content_tag,
             "reused": self.reused,
+            "supply_chain": self.supply_chain.to_dict() if self.supply_chain else None,
             "notes": list(self.notes),
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "concepts": [{"id": c.id, "name": c.name} for c in self.concepts],
         }
 
 
@@ -103,26 +118,32 @@ def build(
     base_registry: str | None = None,
     network_mode: str | None = None,
     auth: RegistryAuth | None = None,
-    progress: Progress | None = None,
+    progress: ProgressLike = None,
+    signing_key: Any = None,
 ) -> BuildResult:
     """Validate, read the signature, resolve, lock, render and build `model_dir_path`.
 
     `settings` is the render stage's `BuildSettings` (CA bundle, pip index);
     `base_registry` prefixes catalog base images; `network_mode` overrides the
     engine network used while building (default: host when needed, see engine).
+    With `push`, the SBOM and the modelpack manifest are attached to the pushed image
+    and, given `signing_key` (a loaded private key), image and manifest are signed.
     """
     from modelpack import config as config_stage
     from modelpack import rendering as render_stage
     from modelpack import resolver as resolve_stage
     from modelpack import signatures as signature_stage
 
-    report = progress or _silent
+    report = reporter(progress)
     repo = parse_repository(repository)
     if version is not None:
         _check_version(version)
+    if signing_key is not None and not push:
+        raise InvalidInputError("signing needs --push: signatures are stored in the registry")
     model_dir = config_stage.load(model_dir_path)
     report("validate", f"{model_dir.root}: valid")
     _check_services(repo, push, auth)
+    preflight = _checkpoint_preflight(model_dir, report)  # fails fast, before locking
     sig = signature_stage.signature(model_dir.root)
     report("signature", f"{sig.signature.class_name}: {len(sig.signature.methods)} method(s)")
     resolved = resolve_stage.resolve(model_dir, base_registry=base_registry)
@@ -131,6 +152,10 @@ def build(
     if settings is None:
         settings = render_stage.BuildSettings()
     with tempfile.TemporaryDirectory(prefix="modelpack-context-") as tmp:
+        checkpoint = _prepare_checkpoint(model_dir, preflight, Path(tmp), report)
+        concepts = _final_concepts(model_dir, checkpoint)
+        # upload + push: the weights layer goes straight to the registry (not through the engine)
+        weights = _WeightsPlan.make(checkpoint, Path(tmp)) if push else None
         rendered = render_stage.render(
             model_dir,
             Path(tmp) / "context",
@@ -138,15 +163,20 @@ def build(
             lock=lock_result,
             signature=sig.signature,
             settings=settings,
+            checkpoints_from=checkpoint.staging if checkpoint and weights is None else None,
+            checkpoint_commit=checkpoint.info.commit if checkpoint else None,
+            concepts=concepts,
         )
         report("render", f"context {rendered.content_digest}")
         endpoints: list[str | None] = [settings.index_url, *settings.extra_index_urls]
         endpoints.append(os.environ.get("HF_ENDPOINT"))
-        return build_context(
+        result = build_context(
             rendered.out_dir,
             repository=repo,
-            content_digest=rendered.content_digest,
-            build_args=dict(rendered.build_args),
+            content_digest=weights.content_digest(rendered.content_digest)
+            if weights
+            else rendered.content_digest,
+            build_args={**rendered.build_args, **(checkpoint.build_args if checkpoint else {})},
             dockerfile=_relative_dockerfile(rendered),
             push=push,
             version=version,
@@ -154,7 +184,174 @@ def build(
             loopback_endpoints=endpoints,
             auth=auth,
             progress=report,
+            weights=weights,
         )
+        result = _with_checkpoints(result, checkpoint, concepts, repo, auth)
+        if not push:
+            return result
+        return _publish(
+            result, repo, model_dir, resolved, sig.signature, rendered.out_dir, auth, signing_key, report
+        )
+
+
+def _checkpoint_preflight(model_dir: Any, report: Progress) -> Any:
+    """The checkpoint's repo/revision/token check (CheckpointInfo), or None without a checkpoint."""
+    spec = model_dir.config.checkpoints
+    if spec is None:
+        return None
+    from modelpack import checkpoints as ckpt
+    from modelpack.errors import HubError
+
+    try:
+        info = ckpt.check_checkpoint(spec, ckpt.resolve_token(spec))
+    except HubError as error:
+        if spec.when != "runtime":
+            raise
+        # the container fetches it; an unreachable hub here is not fatal (concepts may be)
+        report("note", f"checkpoint not checked: {error.message}")
+        return None
+    report(
+        "checkpoint",
+        f"{spec.repo_id}@{spec.revision} is commit {info.commit[:12]}: "
+        f"{len(info.files)} files, {info.total_size} bytes (when: {spec.when})",
+    )
+    return info
+
+
+def _prepare_checkpoint(model_dir: Any, info: Any, work: Path, report: Progress) -> Any:
+    """`when: upload`: fetch on the host (HF cache); other modes: the build args they need."""
+    if info is None:
+        return None
+    from modelpack import checkpoints as ckpt
+
+    spec = model_dir.config.checkpoints
+    result = ckpt.prepare_build(spec, work, progress=report, info=info)
+    if spec.when == "upload":
+        report("checkpoint", f"{len(result.content)} files ready from the Hugging Face cache")
+    return result
+
+
+def _final_concepts(model_dir: Any, checkpoint: Any) -> tuple[Concept, ...]:
+    """Config concepts win; classifier-like models without them get the checkpoint's id2label."""
+    config = model_dir.config
+    if config.concepts:
+        return tuple(config.concepts)
+    if config.checkpoints is None:
+        return ()
+    from modelpack.concepts import infer_concepts
+
+    staging = checkpoint.staging if checkpoint is not None else None
+    return infer_concepts(config, checkpoint_dir=staging, online=True).concepts
+
+
+@dataclass(frozen=True)
+class _WeightsPlan:
+    """`when: upload` with `--push`: the weights layer modelpack writes and uploads itself."""
+
+    files_dir: Path
+    files: tuple[tuple[str, str], ...]  # (path, sha256)
+    work: Path
+    label: str
+
+    @classmethod
+    def make(cls, checkpoint: Any, work: Path) -> _WeightsPlan | None:
+        if checkpoint is None or checkpoint.spec.when != "upload" or checkpoint.staging is None:
+            return None
+        spec = checkpoint.spec
+        label = f"{spec.repo_id}@{checkpoint.info.commit}"
+        return cls(checkpoint.staging, tuple(checkpoint.content), work, label)
+
+    def content_digest(self, context_digest: str) -> str:
+        """The image's content: the context (without weights) plus every weights file's sha256."""
+        import hashlib
+        import json
+
+        document = {"context": context_digest, "weights": sorted(self.files)}
+        encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def _with_checkpoints(
+    result: BuildResult, checkpoint: Any, concepts: tuple[Concept, ...], repo: ImageRef, auth: Any
+) -> BuildResult:
+    """Add the checkpoint record (commit + file sha256s) and the concepts to the result."""
+    from dataclasses import replace
+
+    if checkpoint is None:
+        return replace(result, concepts=concepts)
+    record = checkpoint.result
+    if checkpoint.spec.when == "build":
+        record = _build_record(result, checkpoint.spec, repo, auth)
+    return replace(result, checkpoints=(record,) if record is not None else (), concepts=concepts)
+
+
+def _build_record(result: BuildResult, spec: Any, repo: ImageRef, auth: Any) -> Any:
+    """`when: build`: the files were fetched inside the build; read their record from the image."""
+    from modelpack import checkpoints as ckpt
+    from modelpack import engine
+
+    docker_client = engine.connect(timeout=30)
+    try:
+        if engine.inspect_image(docker_client, result.image) is not None:
+            return ckpt.record_from_image(docker_client, result.image, spec)
+    finally:
+        docker_client.close()
+    registry = RegistryClient(
+        repo.registry, username=auth.username if auth else None, password=auth.password if auth else None
+    )
+    return ckpt.record_from_registry(registry, repo.repository, result.digest, spec)
+
+
+def _publish(
+    result: BuildResult,
+    repo: ImageRef,
+    model_dir: Any,
+    resolved: Any,
+    signature: Any,
+    context_dir: Path,
+    auth: RegistryAuth | None,
+    signing_key: Any,
+    report: Progress,
+) -> BuildResult:
+    """Attach SBOM + manifest to the pushed digest (reused when already there); sign with the key."""
+    from dataclasses import replace
+
+    from modelpack import engine
+    from modelpack.publish import base_image_digest, publish_supply_chain
+
+    docker_client = engine.connect(timeout=30)
+    try:
+        base_digest = base_image_digest(docker_client, resolved.base_image)
+    finally:
+        docker_client.close()
+    registry = RegistryClient(
+        repo.registry,
+        username=auth.username if auth else None,
+        password=auth.password if auth else None,
+    )
+    try:
+        published = publish_supply_chain(
+            registry,
+            repo,
+            result.digest,
+            model_dir=model_dir,
+            resolved=resolved,
+            context_dir=context_dir,
+            signature=signature,
+            base_image_digest=base_digest,
+            checkpoints=getattr(result, "checkpoints", ()),
+            concepts=getattr(result, "concepts", None) or None,
+            key=signing_key,
+            image_reference=result.image,
+        )
+    finally:
+        registry.close()
+    what = "existing manifest" if published.reused_manifest else "SBOM + manifest attached"
+    message = f"{what}: {published.manifest_digest}"
+    if published.signed:
+        message += f"; image and manifest signed (key {published.key_id})"
+    report("sign" if published.signed else "note", message)
+    return replace(result, supply_chain=published)
 
 
 def _check_services(repo: ImageRef, push: bool, auth: RegistryAuth | None) -> None:
@@ -228,13 +425,18 @@ def build_context(
     network_mode: str | None = None,
     loopback_endpoints: list[str | None] | None = None,
     auth: RegistryAuth | None = None,
-    progress: Progress | None = None,
+    progress: ProgressLike = None,
     client: Any = None,
+    weights: _WeightsPlan | None = None,
 ) -> BuildResult:
-    """Build a rendered context into `repository:<version>` and `repository:c-<hex16>`; push if asked."""
+    """Build a rendered context into `repository:<version>` and `repository:c-<hex16>`; push if asked.
+
+    `weights` (push only): a weights layer modelpack adds in the registry on top of the
+    engine-built image (`checkpoints.when: upload`); `content_digest` must cover it.
+    """
     from modelpack import engine
 
-    report = progress or _silent
+    report = reporter(progress)
     repo = repository if isinstance(repository, ImageRef) else parse_repository(repository)
     if version is not None:
         _check_version(version)
@@ -304,6 +506,10 @@ def build_context(
             )
         try:
             explicit = version is not None
+            if weights is not None:
+                return _push_with_weights(
+                    docker_client, registry, repo, ctag, chosen, explicit, auth, notes, report, weights
+                )
             return _push(docker_client, registry, repo, ctag, chosen, explicit, auth, notes, report)
         except BaseException:
             engine.untag(docker_client, f"{name}:{chosen}")
@@ -508,6 +714,239 @@ def _push(
     )
 
 
+def push(
+    image: str,
+    repository: str | None = None,
+    *,
+    version: str | None = None,
+    auth: RegistryAuth | None = None,
+    progress: ProgressLike = None,
+    client: Any = None,
+) -> BuildResult:
+    """Push an image already in the local engine (e.g. from `build(push=False)`) as a version.
+
+    The rules are those of `build --push`: content the registry already has (same
+    content tag `c-<hex16>`) is reported with its existing version and nothing is
+    pushed; new content gets `version`, else the image's local `vN` when the registry
+    does not have it, else the next free version. An image modelpack did not build
+    gets its content tag from its image id. `repository` defaults to the image's own.
+    """
+    from modelpack import engine
+
+    report = reporter(progress)
+    if version is not None:
+        _check_version(version)
+    source, source_tag = _local_reference(image)
+    if repository is None and source is None:
+        raise InvalidInputError(f"{image} is an image id: pass the repository to push to")
+    repo = parse_repository(repository or str(source))
+    name = repo.name
+    docker_client = client or engine.connect(timeout=30)
+    created: list[str] = []
+    try:
+        data = engine.inspect_image(docker_client, image)
+        if data is None:
+            raise InvalidInputError(f"image {image} is not in the local engine; build it first")
+        image_id = str(data.get("Id") or "")
+        local_refs = [str(t) for t in data.get("RepoTags") or []]
+        content_tags = [r.rsplit(":", 1)[1] for r in local_refs if r.rsplit(":", 1)[-1].startswith("c-")]
+        own = [t for t in content_tags if f"{name}:{t}" in local_refs]
+        ctag = (own or content_tags or [content_tag(image_id)])[0]
+        registry = RegistryClient(
+            repo.registry,
+            username=auth.username if auth else None,
+            password=auth.password if auth else None,
+        )
+        _ping(registry)
+        remote_tags = registry.list_tags(repo.repository)
+        if ctag in remote_tags:
+            return _reuse_remote(registry, repo, ctag, remote_tags, version, report)
+        local_versions = sorted(
+            (r.rsplit(":", 1)[1] for r in local_refs if r.startswith(name + ":")),
+            key=lambda t: -(version_number(t) or 0),
+        )
+        local_versions = [t for t in local_versions if version_number(t)]
+        if source_tag in local_versions:
+            local_versions.insert(0, source_tag)
+        if version is not None:
+            if version in remote_tags:
+                raise InvalidInputError(f"version {version} already exists in {name} with other content")
+            chosen = version
+        elif local_versions and local_versions[0] not in remote_tags:
+            chosen = local_versions[0]
+        else:
+            chosen = next_version(set(remote_tags) | set(engine.local_tags(docker_client, name)))
+        for tag in (ctag, chosen):
+            if f"{name}:{tag}" not in local_refs:
+                engine.tag_image(docker_client, image_id, name, tag)
+                created.append(f"{name}:{tag}")
+        report("push", f"pushing {image} as {name}:{chosen}")
+        try:
+            return _push(docker_client, registry, repo, ctag, chosen, version is not None, auth, [], report)
+        except BaseException:
+            for reference in created:
+                engine.untag(docker_client, reference)
+            raise
+    finally:
+        if client is None:
+            docker_client.close()
+
+
+def _local_reference(image: str) -> tuple[str | None, str | None]:
+    """(repository, tag) of a local image reference; (None, None) for an image id."""
+    import re
+
+    if image.startswith("sha256:") or re.fullmatch(r"[0-9a-f]{12,64}", image):
+        return None, None
+    name = image.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        repository, tag = name.rsplit(":", 1)
+        return repository, tag
+    return name, None
+
+
+def _push_with_weights(
+    docker_client: Any,
+    registry: RegistryClient,
+    repo: ImageRef,
+    ctag: str,
+    chosen: str,
+    explicit: bool,
+    auth: RegistryAuth | None,
+    notes: list[str],
+    report: Progress,
+    weights: _WeightsPlan,
+) -> BuildResult:
+    """Push the engine-built image (no weights) under a scratch tag, add the weights layer in the
+    registry (uncompressed, uploaded once: HEAD first), then tag the composed manifest.
+
+    Compressing and pushing gigabytes through the engine is what makes `docker push` slow; the
+    weights layer is deterministic, so a code-only change finds it in the registry and sends nothing.
+    Local tags of the weightless engine image are removed afterwards: they would lie.
+    """
+    from modelpack import engine
+    from modelpack import weights_layer as wl
+    from modelpack.versions import image_manifest
+
+    name = repo.name
+    base_tag = f"{ctag}-base"
+    engine.tag_image(docker_client, f"{name}:{ctag}", name, base_tag)
+    try:
+        tags_before = registry.list_tags(repo.repository)
+        image = engine.inspect_image(docker_client, f"{name}:{ctag}") or {}
+        local_diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+        known = _known_blobs(registry, repo, tags_before)
+        present_before = {
+            d
+            for d in local_diff_ids
+            if d in known and registry.head_blob(repo.repository, known[d][0]) is not None
+        }
+        report("push", f"{len(present_before)} of {len(local_diff_ids)} layers already in the registry")
+        pushed = engine.push_image(
+            docker_client, name, base_tag, auth_config=auth.docker_auth() if auth else None, on_event=report
+        )
+        base = image_manifest(registry, repo.repository, base_tag)
+        config = image_config(registry, repo.repository, base)
+        layers: list[LayerInfo] = []
+        bytes_pushed = len(base.raw)
+        diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+        for diff_id, layer in zip(diff_ids, base.json.get("layers") or [], strict=False):
+            engine_status = pushed.layer_status.get(diff_id.split(":", 1)[-1][:12])
+            if diff_id in present_before or engine_status == "exists":
+                status = "present"
+            elif engine_status == "mounted":
+                status = "mounted"
+            else:
+                status = "pushed"
+                bytes_pushed += int(layer["size"])
+            layers.append(LayerInfo(diff_id, str(layer["digest"]), int(layer["size"]), status))
+
+        key = wl.layer_key(weights.files)
+        cached = _cached_layer(key)
+
+        def write() -> wl.LayerInfo:
+            report("checkpoint", "writing the weights layer")
+            return wl.write_layer(weights.files_dir, weights.work / "weights.tar")
+
+        appended = wl.append_layer(
+            registry,
+            repo.repository,
+            base.digest,
+            write,
+            known=cached,
+            created_by=f"modelpack: checkpoint {weights.label} -> /app/1/checkpoints",
+        )
+        _remember_layer(key, appended.layer_digest, appended.layer_size)
+        status = "pushed" if appended.layer_pushed else "present"
+        report("push", f"weights layer {appended.layer_digest[:19]} ({appended.layer_size} bytes): {status}")
+        layers.append(LayerInfo(appended.layer_digest, appended.layer_digest, appended.layer_size, status))
+        bytes_pushed += appended.bytes_pushed
+
+        registry.put_manifest(repo.repository, ctag, appended.raw, appended.media_type)
+        final = _free_version(registry, repo, chosen, tags_before, notes)
+        if final != chosen:
+            if explicit:
+                raise InvalidInputError(
+                    f"version {chosen} was taken in {name} meanwhile; content pushed as {ctag}"
+                )
+            report("note", notes[-1])
+        registry.put_manifest(repo.repository, final, appended.raw, appended.media_type)
+        check = registry.head_manifest(repo.repository, final)
+        if check is None or check.digest != appended.digest:
+            raise RegistryError(f"{name}:{final} does not point at the pushed content {appended.digest}")
+    finally:
+        # the weightless manifest was a step only (its blobs stay, used by the final one)
+        try:
+            scratch = registry.head_manifest(repo.repository, base_tag)
+            if scratch is not None:
+                registry.delete_manifest(repo.repository, scratch.digest)
+        except RegistryError:
+            notes.append(f"could not delete the scratch tag {name}:{base_tag}")
+        for tag in (base_tag, ctag, chosen):
+            engine.untag(docker_client, f"{name}:{tag}")
+    report("done", f"{name}:{final} pushed ({bytes_pushed} bytes uploaded)")
+    return BuildResult(
+        image=f"{name}:{final}",
+        version=final,
+        digest=appended.digest,
+        tags=(final, ctag),
+        pushed=True,
+        layers=tuple(layers),
+        bytes_pushed=bytes_pushed,
+        content_tag=ctag,
+        notes=tuple(notes),
+    )
+
+
+def _layer_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "modelpack" / "weights-layers"
+
+
+def _cached_layer(key: str) -> tuple[str, int] | None:
+    """(digest, size) of a weights layer written before from the same files (it is deterministic)."""
+    import json
+
+    try:
+        data = json.loads((_layer_cache_dir() / f"{key}.json").read_text())
+        return str(data["digest"]), int(data["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remember_layer(key: str, digest: str, size: int) -> None:
+    import json
+
+    folder = _layer_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.tmp"
+        tmp.write_text(json.dumps({"digest": digest, "size": size}))
+        os.replace(tmp, folder / f"{key}.json")
+    except OSError:
+        pass  # only an optimization
+
+
 def env_ca_bundle() -> str | None:
     """The CA bundle the user's tools already use: PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE."""
     for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
@@ -532,4 +971,5 @@ __all__ = [
     "build",
     "build_context",
     "env_ca_bundle",
+    "push",
 ]

@@ -27,12 +27,13 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelpack.errors import ConfigError, HubError, ModelpackError
 from modelpack.model import CheckpointSpec
+from modelpack.progress import ProgressLike
 from modelpack.weights_layer import sha256_file
 
 logger = logging.getLogger("modelpack.checkpoints")
@@ -43,7 +44,8 @@ DUPLICATE_SUFFIXES = (".bin", ".pth", ".pt")  # other serializations of the same
 DUPLICATE_FOLDERS = ("original/",)  # e.g. the original (consolidated) checkpoint next to the HF one
 RUNTIME_CACHE_ENV = "MODELPACK_CHECKPOINT_CACHE"
 
-# progress(event, path, done, total): event is "file" after each file (done/total are file counts)
+# progress(event, path, done, total): event is "checkpoint" after each file (done/total are file
+# counts); fetch_checkpoint also takes any observer modelpack.progress accepts (ProgressEvent).
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -312,7 +314,7 @@ def fetch_checkpoint(
     spec: CheckpointSpec,
     dest: str | os.PathLike[str] | None = None,
     token: str | None = None,
-    progress: Progress | None = None,
+    progress: ProgressLike | Progress = None,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     endpoint: str | None = None,
@@ -328,6 +330,9 @@ def fetch_checkpoint(
     """
     from huggingface_hub import hf_hub_download
 
+    from modelpack.progress import reporter
+
+    report = reporter(progress)  # the legacy 4-argument callable, or an event observer
     url = hub_endpoint(endpoint)
     info = info or check_checkpoint(spec, token, endpoint=url)
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
@@ -350,8 +355,7 @@ def fetch_checkpoint(
             raise _translate(error, spec, url, token) from None
         with lock:
             done += 1
-            if progress is not None:
-                progress("file", remote.path, done, len(info.files))
+            report("checkpoint", remote.path, done, len(info.files), "files")
         return remote, Path(local)
 
     workers = max(1, min(max_workers, len(info.files)))
@@ -441,6 +445,129 @@ def fetch_at_startup(
     result = fetch_checkpoint(spec, dest, token, report, cache_dir=cache, endpoint=endpoint, info=info)
     log.info("checkpoint ready in %s", result.local_dir)
     return result
+
+
+# -- image builds ---------------------------------------------------------------------------
+
+BUILD_RECORD_PATH = "opt/modelpack/checkpoints.json"  # rendering.CHECKPOINT_MANIFEST, relative
+
+
+@dataclass(frozen=True)
+class BuildCheckpoint:
+    """What the build needs to know about a model's checkpoint, worked out before long work.
+
+    ``result``: the fetched files (``upload``; ``build`` once the image is built; for
+    ``runtime`` only the resolved commit, no files). ``staging``: for ``upload``, a folder
+    holding exactly the selected files (symlinks into the HF cache). ``build_args``: the
+    ``build`` stage's HF_TOKEN/HF_ENDPOINT (secret: never printed or stored).
+    """
+
+    spec: CheckpointSpec
+    info: CheckpointInfo
+    result: CheckpointResult | None
+    staging: Path | None
+    build_args: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def content(self) -> list[tuple[str, str]]:
+        """(path, sha256) of the fetched files, for content digests."""
+        return [(f.path, f.sha256) for f in self.result.files] if self.result else []
+
+
+def prepare_build(
+    spec: CheckpointSpec,
+    work_dir: str | os.PathLike[str],
+    *,
+    progress: ProgressLike | Progress = None,
+    endpoint: str | None = None,
+    info: CheckpointInfo | None = None,
+) -> BuildCheckpoint:
+    """Preflight (fail fast), then what ``spec.when`` needs before the image build.
+
+    ``upload`` downloads on the host into the HF cache (``HF_HOME``; warm cache: nothing
+    downloaded) and stages the selected files under ``work_dir``.
+    """
+    url = hub_endpoint(endpoint)
+    token = resolve_token(spec)
+    info = info or check_checkpoint(spec, token, endpoint=url)
+    if spec.when == "upload":
+        result = fetch_checkpoint(spec, None, token, progress, endpoint=url, info=info)
+        staging = Path(work_dir) / "checkpoint-files"
+        _stage_links(result, staging)
+        return BuildCheckpoint(spec, info, replace(result, local_dir=staging), staging)
+    record = CheckpointResult(spec.repo_id, spec.revision, info.commit, (), Path("/nonexistent"))
+    args: dict[str, str] = {}
+    if spec.when == "build":
+        args["HF_ENDPOINT"] = url
+        if token:
+            args["HF_TOKEN"] = token
+    return BuildCheckpoint(spec, info, record, None, args)
+
+
+def _stage_links(result: CheckpointResult, staging: Path) -> None:
+    """A folder with exactly the fetched files, as symlinks to the cache (no copy of the weights)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    for f in result.files:
+        source = (result.local_dir / f.path).resolve()
+        target = staging.joinpath(*PurePosixPath(f.path).parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(source, target)
+
+
+def parse_build_record(data: bytes, spec: CheckpointSpec, local_dir: str = "") -> CheckpointResult:
+    """The record the ``build`` stage wrote (``--manifest``): commit and each file's sha256."""
+    try:
+        doc = json.loads(data)
+        files = tuple(
+            CheckpointFile(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in doc.get("files") or []
+        )
+        commit = str(doc["commit"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise HubError(f"checkpoints: the build stage's record is unreadable: {error}") from None
+    return CheckpointResult(spec.repo_id, spec.revision, commit, files, Path(local_dir or "/"))
+
+
+def record_from_image(docker_client: Any, image: str, spec: CheckpointSpec) -> CheckpointResult:
+    """Read the ``build`` stage's record from a local image (a created, never started, container)."""
+    import io
+    import tarfile
+
+    container = docker_client.containers.create(image, entrypoint=["/bin/true"], network_disabled=True)
+    try:
+        stream, _ = container.get_archive("/" + BUILD_RECORD_PATH)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(PurePosixPath(BUILD_RECORD_PATH).name)
+            data = member.read() if member is not None else b""
+    finally:
+        container.remove(force=True)
+    return parse_build_record(data, spec, "/app/1/checkpoints")
+
+
+def record_from_registry(
+    registry: Any, repository: str, reference: str, spec: CheckpointSpec
+) -> CheckpointResult:
+    """Read the ``build`` stage's record from a pushed image: it is in one small layer near the top."""
+    import gzip
+    import io
+    import tarfile
+
+    manifest = registry.get_manifest(repository, reference).json
+    for layer in reversed(manifest.get("layers") or []):
+        if int(layer.get("size") or 0) > 1 << 20:
+            continue
+        blob = registry.get_blob(repository, str(layer["digest"]))
+        if blob[:2] == b"\x1f\x8b":
+            blob = gzip.decompress(blob)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+                for member in tar.getmembers():
+                    if member.name.lstrip("./") == BUILD_RECORD_PATH and member.isfile():
+                        handle = tar.extractfile(member)
+                        if handle is not None:
+                            return parse_build_record(handle.read(), spec, "/app/1/checkpoints")
+        except tarfile.TarError:
+            continue
+    raise HubError(f"checkpoints: {repository}@{reference} has no checkpoint record ({BUILD_RECORD_PATH})")
 
 
 # -- command line for the builder stage ----------------------------------------------------

@@ -154,8 +154,10 @@ class Model:
         return "\n".join(lines) + "\n"
 
     # -- calls ---------------------------------------------------------------
-    def call(self, name: str, batch: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
-        """Call ``name``: a result, a list of results (batch) or an iterator (streaming)."""
+    def call(self, name: str, batch: list[dict[str, Any]] | None = None, /, **kwargs: Any) -> Any:
+        """Call ``name``: a result, a list of results (batch) or an iterator (streaming).
+
+        Positional-only, so a model argument may itself be called ``name`` or ``batch``."""
         method = self._method(name)
         if batch is not None:
             items = [{k: _encode(v) for k, v in item.items()} for item in batch]

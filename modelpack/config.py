@@ -788,13 +788,48 @@ def _in_reading_order(findings: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(findings, key=lambda f: (files[f.file], f.line or 0, f.column or 0))
 
 
-def validate(path: str | os.PathLike[str]) -> ValidationReport:
-    """Check a model directory; every error and warning, located. Never raises for bad input."""
-    _, findings = _inspect(path)
+def validate(path: str | os.PathLike[str], *, online: bool = False) -> ValidationReport:
+    """Check a model directory; every error and warning, located. Never raises for bad input.
+
+    ``online`` also runs the checkpoint preflight against the hub (repo, revision, token
+    access) and reports its finding at ``checkpoints.repo_id``/``checkpoints.revision``;
+    an unreachable hub raises HubError (a runtime failure, not bad input).
+    """
+    model_dir, findings = _inspect(path)
+    if online and model_dir is not None and model_dir.config.checkpoints is not None:
+        findings.extend(checkpoint_findings(model_dir))
     findings = _in_reading_order(findings)
     errors = tuple(f for f in findings if f.severity == "error")
     warnings = tuple(f for f in findings if f.severity == "warning")
     return ValidationReport(valid=not errors, errors=errors, warnings=warnings)
+
+
+def checkpoint_findings(model_dir: ModelDir) -> list[Diagnostic]:
+    """The checkpoint preflight's verdict as located errors in config.yaml (empty when fine)."""
+    from modelpack.checkpoints import check_checkpoint, resolve_token
+
+    spec = model_dir.config.checkpoints
+    if spec is None:
+        return []
+    try:
+        check_checkpoint(spec, resolve_token(spec))
+    except ConfigError as error:
+        message = error.message
+        field = "revision" if message.startswith("checkpoints.revision") else "repo_id"
+        for prefix in ("checkpoints.revision: ", "checkpoints.repo_id: ", "checkpoints: "):
+            message = message.removeprefix(prefix)
+        position = None
+        try:
+            position = load_yaml(model_dir.config_path.read_text(encoding="utf-8")).locate(
+                ("checkpoints", field)
+            )
+        except (OSError, YamlSyntaxError):
+            pass
+        display = _display(model_dir.root, "config.yaml")
+        line = position.line if position else None
+        column = position.column if position else None
+        return [Diagnostic(display, line, column, f"checkpoints.{field}", message)]
+    return []
 
 
 def load(path: str | os.PathLike[str]) -> ModelDir:

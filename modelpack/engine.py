@@ -199,6 +199,8 @@ def push_image(
                     status[layer] = "mounted"
                 if on_event and layer in status and text != "Preparing":
                     on_event("push", f"{layer}: {text}")
+                elif on_event and text == "Pushing":
+                    _report_bytes(on_event, layer, event.get("progressDetail") or {})
             aux = event.get("aux")
             if isinstance(aux, dict) and aux.get("Digest"):
                 digest = str(aux["Digest"])
@@ -208,6 +210,17 @@ def push_image(
     except Exception as error:
         raise RegistryError(_push_failure(repository, _short(error))) from error
     return PushOutput(digest=digest, size=size, layer_status=status)
+
+
+def _report_bytes(on_event: EventSink, layer: str, detail: dict[str, Any]) -> None:
+    """Upload progress of one layer, for observers that take byte counts (see modelpack.progress)."""
+    from modelpack.progress import reporter
+
+    report = reporter(on_event)
+    current, total = detail.get("current"), detail.get("total")
+    if report.takes_counts and isinstance(current, int) and isinstance(total, int) and total > 0:
+        # the engine counts compressed bytes sent against the layer's uncompressed size
+        report("push", f"{layer}: Pushing", min(current, total), total, "bytes")
 
 
 def _push_failure(repository: str, message: str) -> str:

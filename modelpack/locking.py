@@ -33,6 +33,7 @@ from modelpack.model import ModelDir, RequirementLine
 from modelpack.resolve_types import ResolveResult
 
 if TYPE_CHECKING:
+    from modelpack.progress import ProgressLike
     from modelpack.rendering import BuildSettings
 
 LOCK_FILE = "requirements.lock"
@@ -125,6 +126,34 @@ def runtime_requirements() -> tuple[str, ...]:
     return tuple(sorted(selected, key=str.lower))
 
 
+def checkpoint_requirements(model_dir: ModelDir) -> tuple[str, ...]:
+    """huggingface_hub (modelpack's `hub` extra) when the image itself fetches a checkpoint.
+
+    `when: build` runs the fetcher in a builder stage made from the deps venv; `when: runtime`
+    fetches at container start. `upload` fetches on the host, so the image needs nothing.
+    """
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    spec = model_dir.config.checkpoints
+    if spec is None or spec.when not in ("build", "runtime"):
+        return ()
+    try:
+        declared = metadata.requires("modelpack") or []
+    except metadata.PackageNotFoundError:
+        declared = []
+    for text in declared:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonical_name(requirement.name) == "huggingface-hub":
+            requirement.marker = None
+            return (str(requirement),)
+    return ("huggingface_hub>=0.24",)
+
+
 def torch_constraint(resolved: ResolveResult) -> str | None:
     """`torch==X` for the base image's torch (local label such as +cu121 dropped)."""
     if not resolved.torch_version:
@@ -145,7 +174,7 @@ def compute_input_digest(model_dir: ModelDir, resolved: ResolveResult, *, keep_c
         "python_version": resolved.python_version,
         "platform": PLATFORM,
         "torch": torch_constraint(resolved),
-        "runtime": list(runtime_requirements()),
+        "runtime": list(runtime_requirements()) + list(checkpoint_requirements(model_dir)),
         "keep_clarifai": keep_clarifai,
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
@@ -334,6 +363,7 @@ def _uv_input(model_dir: ModelDir, resolved: ResolveResult, keep_clarifai: bool)
         lines.append(text)
     lines.append("# modelpack runtime")
     lines.extend(runtime_requirements())
+    lines.extend(checkpoint_requirements(model_dir))
     return "\n".join(lines) + "\n", excluded
 
 
@@ -490,13 +520,21 @@ def lock(
     settings: BuildSettings | None = None,
     force: bool = False,
     keep_clarifai: bool = False,
+    progress: ProgressLike = None,
 ) -> LockResult:
-    """Write DIR/requirements.lock, or reuse it (no network) when it is up to date."""
+    """Write DIR/requirements.lock, or reuse it (no network) when it is up to date.
+
+    ``progress`` receives "lock" events (see `modelpack.progress`).
+    """
+    from modelpack.progress import reporter
+
+    report = reporter(progress)
     path = model_dir.root / LOCK_FILE
     digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
     if not force and path.is_file():
         text = path.read_text(encoding="utf-8")
         if read_header(text).input_digest == digest:
+            report("lock", f"{path}: up to date, reused")
             return LockResult(
                 path=path,
                 up_to_date_before=True,
@@ -506,7 +544,9 @@ def lock(
                 excluded=_excluded_from_header(text),
                 notes=_notes(_excluded_from_header(text)),
             )
+    report("lock", f"resolving {model_dir.requirements_path.name} for Python {resolved.python_version}")
     packages, excluded_list = _run_uv(model_dir, resolved, settings, keep_clarifai)
+    report("lock", f"{path}: locked {len(packages)} packages")
     excluded = tuple(dict.fromkeys(excluded_list))
     text = _header(digest, resolved, keep_clarifai=keep_clarifai, excluded=excluded) + _format_packages(
         packages

@@ -2,8 +2,8 @@
 
 The Dockerfile comes from `templates/Dockerfile.j2` (Jinja, StrictUndefined). The
 context is laid out so that each image layer has its own folder, ordered from
-least to most frequently changed (deps, runtime library, checkpoints, model code,
-config), so a model-code change reuses the dependency layers.
+least to most frequently changed (deps, runtime library, checkpoints, config,
+model code), so a model-code change re-creates only the code layer.
 
 Secrets and host-specific settings (pip index URL with credentials, a CA bundle
 for TLS-inspecting proxies) only reach the discarded `deps` builder stage: the
@@ -35,7 +35,7 @@ from modelpack._version import __version__
 from modelpack.errors import Diagnostic, RenderError
 from modelpack.ignore import IGNORE_FILE, is_virtualenv, load_rules
 from modelpack.locking import LOCK_FILE, LockResult, read_lock
-from modelpack.model import ModelDir
+from modelpack.model import Concept, ModelDir
 from modelpack.resolve_types import ResolveResult
 from modelpack.sigtypes import ModelSignature
 
@@ -44,6 +44,10 @@ APP_DIR = "/app"
 VENV_DIR = "/opt/venv"
 LIB_DIR = "/opt/modelpack/lib"
 CHECKPOINTS_DIR = "/app/1/checkpoints"  # where the Clarifai SDK's model.py files expect them
+CHECKPOINT_CACHE_DIR = "/var/cache/modelpack/checkpoints"  # `when: runtime` download cache (mount a volume)
+CHECKPOINT_MANIFEST = "/opt/modelpack/checkpoints.json"  # `when: build`: commit + file sha256s
+# build args of the discarded checkpoint stage (`when: build`); never declared in the final stage
+CHECKPOINT_BUILD_ARGS = ("HF_TOKEN", "HF_ENDPOINT")
 RUNTIME_USER = "modelpack"
 RUNTIME_UID = 10001
 PORT = 8080
@@ -132,6 +136,13 @@ def dockerfile_quote(value: Any) -> str:
     text = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     text = text.replace("\r", "\\r").replace("\n", "\\n")
     return f'"{text}"'
+
+
+def shell_quote(value: str) -> str:
+    """A POSIX shell word for a RUN line (the builder does not expand `$` in RUN; the shell would)."""
+    import shlex
+
+    return shlex.quote(value)
 
 
 def _source_date_epoch(settings: BuildSettings) -> int | None:
@@ -271,6 +282,8 @@ def build_labels(
     signature: ModelSignature | None,
     settings: BuildSettings,
     epoch: int | None,
+    concepts: tuple[Concept, ...] | None = None,
+    checkpoint_commit: str | None = None,
 ) -> dict[str, str]:
     def file_digest(path: Path | None) -> str:
         return _sha256_bytes(path.read_bytes() if path is not None and path.is_file() else b"")
@@ -291,6 +304,18 @@ def build_labels(
     }
     if signature is not None:
         labels["dev.modelpack.signature"] = compact(signature.to_dict())
+    if concepts:
+        labels["dev.modelpack.concepts"] = compact([{"id": c.id, "name": c.name} for c in concepts])
+    spec = model_dir.config.checkpoints
+    if spec is not None:
+        labels["dev.modelpack.checkpoints"] = compact(
+            {
+                "repo_id": spec.repo_id,
+                "revision": spec.revision,
+                "commit": checkpoint_commit,
+                "when": spec.when,
+            }
+        )
     if settings.version:
         labels["org.opencontainers.image.version"] = settings.version
     if settings.revision:
@@ -314,11 +339,15 @@ def render(
     settings: BuildSettings = BuildSettings(),
     force: bool = False,
     checkpoints_from: Path | None = None,
+    checkpoint_commit: str | None = None,
+    concepts: tuple[Concept, ...] | None = None,
 ) -> RenderResult:
     """Write the Dockerfile and build context for `model_dir` to `out_dir` (atomically).
 
     `checkpoints_from`: a directory of checkpoint files fetched on the host
     (`checkpoints.when: upload`), copied into the weights layer and covered by the digest.
+    `checkpoint_commit`: the commit the checkpoint revision resolved to (the `when: build`
+    stage fetches exactly it). `concepts`: the final concept list, for the image labels.
     """
     root = model_dir.root.resolve()
     out = Path(out_dir).absolute()
@@ -364,6 +393,8 @@ def render(
                 signature=signature,
                 settings=settings,
                 epoch=epoch,
+                concepts=concepts,
+                checkpoint_commit=checkpoint_commit,
             )
             for source in sources:
                 _copy(source.path, tmp / source.rel, source.executable)
@@ -397,12 +428,16 @@ def render(
                 signature=signature,
                 settings=settings,
                 epoch=epoch,
+                concepts=concepts,
+                checkpoint_commit=checkpoint_commit,
             )
             build_args = _build_args(settings)
             _populate(tmp, sources, lock.path, settings, token)
             if checkpoints_from is not None:
                 _copy_checkpoints(Path(checkpoints_from), tmp / CTX_CHECKPOINTS)
-            dockerfile_text = _render_dockerfile(model_dir, resolved, settings, build_args, labels)
+            dockerfile_text = _render_dockerfile(
+                model_dir, resolved, settings, build_args, labels, checkpoint_commit
+            )
             # the digest ignores build names and the host's CA bundle: same content, same tag
             volatile_free = _render_dockerfile(
                 model_dir,
@@ -410,6 +445,7 @@ def render(
                 BuildSettings(),
                 build_args,
                 {k: v for k, v in labels.items() if k not in _VOLATILE_LABELS},
+                checkpoint_commit,
             )
             (tmp / DOCKERFILE).write_text(dockerfile_text, encoding="utf-8")
 
@@ -495,10 +531,20 @@ def _render_dockerfile(
     settings: BuildSettings,
     build_args: dict[str, str],
     labels: dict[str, str],
+    checkpoint_commit: str | None = None,
 ) -> str:
     import jinja2
 
     arg_names = [INDEX_URL_ARG, EXTRA_INDEX_URL_ARG]
+    spec = model_dir.config.checkpoints
+    mode = spec.when if spec is not None else None
+    fetch_args: list[str] = []
+    if spec is not None and mode == "build":
+        fetch_args = ["--repo", spec.repo_id, "--revision", checkpoint_commit or spec.revision]
+        for pattern in spec.allowed_file_patterns:
+            fetch_args += ["--allow", pattern]
+        for pattern in spec.ignore_file_patterns:
+            fetch_args += ["--ignore", pattern]
     try:
         return str(
             _template_env()
@@ -523,6 +569,12 @@ def _render_dockerfile(
                 uid=RUNTIME_UID,
                 port=PORT,
                 labels=list(labels.items()),
+                checkpoint_mode=mode,
+                checkpoint_args=[shell_quote(a) for a in fetch_args],
+                checkpoint_arg_names=list(CHECKPOINT_BUILD_ARGS),
+                checkpoint_cache_dir=CHECKPOINT_CACHE_DIR,
+                checkpoint_manifest=CHECKPOINT_MANIFEST,
+                checkpoint_epoch=_source_date_epoch(settings) or 0,
             )
         )
     except jinja2.TemplateError as error:

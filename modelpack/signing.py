@@ -41,6 +41,8 @@ from modelpack.registry import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
 
+    from modelpack.progress import ProgressLike
+
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -188,21 +190,27 @@ def sign(
     client: RegistryClient | None = None,
     manifest_digest: str | None = None,
     sign_manifest: bool = True,
+    progress: ProgressLike = None,
 ) -> SignResult:
     """Sign the image's digest and its modelpack manifest with one key.
 
     ``key``: a loaded private key, a key file, ``env://VAR``, or None for ``MODELPACK_SIGNING_KEY``.
     ``manifest_digest``: the manifest artifact to sign (what ``build`` just pushed); when None,
     every modelpack manifest attached to the image whose recorded image digest matches is signed.
+    ``progress`` receives "sign" events (see `modelpack.progress`).
     """
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from modelpack.progress import reporter
+
+    report = reporter(progress)
     private = key if isinstance(key, ec.EllipticCurvePrivateKey) else load_signing_key(key, password=password)
     ref = ImageRef.parse(image_ref)
     own_client = client is None
     client = client or RegistryClient.for_ref(ref)
     try:
         target = resolve_digest(client, ref)
+        report("sign", f"signing {ref.name}@{target.digest}")
         attach_signature(client, ref.repository, ref.name, target.digest, private)
         signed: list[str] = []
         if sign_manifest:
@@ -225,6 +233,7 @@ def sign(
                             f"manifest {candidate} describes another image ({doc.image.digest})"
                         )
                     continue
+                report("sign", f"signing modelpack manifest {candidate}")
                 attach_signature(client, ref.repository, ref.name, candidate, private)
                 signed.append(candidate)
         return SignResult(

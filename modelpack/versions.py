@@ -155,11 +155,11 @@ class InspectResult:
 
 def inspect(image: str, *, prefer: str = "engine") -> InspectResult:
     """The `dev.modelpack.*` labels of `image`, from the local engine if it has it, else the registry."""
+    ref = ImageRef.parse(image)  # a malformed reference is bad input (exit 2), whoever would be asked
     if prefer == "engine":
         found = _inspect_local(image)
         if found is not None:
             return found
-    ref = ImageRef.parse(image)
     client = RegistryClient.for_ref(ref)
     manifest = image_manifest(client, ref.repository, ref.reference)
     config = image_config(client, ref.repository, manifest)

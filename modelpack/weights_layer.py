@@ -8,13 +8,14 @@ across runs and machines and registries can deduplicate it between model version
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,116 @@ def write_layer(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return LayerInfo(path=out, digest=f"sha256:{digest}", size=size)
+
+
+# -- adding the layer to an image in the registry -------------------------------------------
+
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"  # uncompressed, Docker schema 2
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed, OCI
+
+
+@dataclass(frozen=True)
+class AppendedImage:
+    """The manifest that adds the weights layer on top of an image already in the registry."""
+
+    digest: str
+    media_type: str
+    raw: bytes = field(repr=False)
+    layer_digest: str
+    layer_size: int
+    layer_pushed: bool  # False when the registry already had the blob (nothing re-sent)
+    bytes_pushed: int  # layer (when sent) + config blob + manifest
+
+
+def layer_key(
+    files: Iterable[tuple[str, str]], prefix: str = DEFAULT_PREFIX, mtime: int | None = None
+) -> str:
+    """A digest of what determines a weights layer's bytes: (path, sha256) pairs, prefix, mtime."""
+    document = {
+        "prefix": prefix.strip("/"),
+        "mtime": source_date_epoch() if mtime is None else mtime,
+        "files": sorted(files),
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def append_layer(
+    registry: Any,
+    repository: str,
+    base_reference: str,
+    layer: LayerInfo | Callable[[], LayerInfo],
+    *,
+    known: tuple[str, int] | None = None,
+    created_by: str = "modelpack: checkpoint weights layer",
+) -> AppendedImage:
+    """Upload the weights layer straight to the registry and compose the image that has it.
+
+    ``base_reference`` names a manifest already in ``repository`` (the engine-built image
+    without weights). The layer blob is uploaded only when the registry lacks it (HEAD
+    first; ``known`` = (digest, size) from an earlier build lets the layer not even be
+    written when the blob is there). The image config gets the layer's diff_id and a
+    history entry; the manifest gets an uncompressed layer descriptor. Nothing is tagged:
+    the manifest is stored by digest, and the caller tags it.
+    """
+    from modelpack.registry import OCI_MANIFEST, canonical_json, sha256_digest
+
+    base = registry.get_manifest(repository, base_reference)
+    manifest = base.json
+    if manifest.get("layers") is None or not isinstance(manifest.get("config"), dict):
+        raise ValueError(f"{repository}@{base_reference} is not a single-image manifest")
+    pushed_bytes = 0
+    present = known is not None and registry.head_blob(repository, known[0]) is not None
+    if present and known is not None:
+        digest, size = known
+        layer_pushed = False
+    else:
+        info = layer() if callable(layer) else layer
+        digest, size = info.digest, info.size
+        layer_pushed = registry.head_blob(repository, digest) is None
+        if layer_pushed:
+            upload_file(registry, repository, info.path, digest, size)
+            pushed_bytes += size
+
+    config = json.loads(registry.get_blob(repository, str(manifest["config"]["digest"])))
+    rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs.setdefault("diff_ids", []).append(digest)  # uncompressed: digest == diff_id
+    entry: dict[str, Any] = {"created_by": created_by, "comment": "modelpack weights layer"}
+    history = config.get("history") or []
+    if history and history[-1].get("created"):
+        entry = {"created": history[-1]["created"], **entry}
+    config["history"] = [*history, entry]
+    config_raw = json.dumps(config, separators=(",", ":")).encode()
+    config_digest = sha256_digest(config_raw)
+    if registry.head_blob(repository, config_digest) is None:
+        registry.upload_blob(repository, config_raw)
+        pushed_bytes += len(config_raw)
+
+    media_type = base.media_type
+    layer_type = OCI_LAYER if media_type == OCI_MANIFEST else DOCKER_LAYER
+    composed = dict(manifest)
+    composed["config"] = {**manifest["config"], "digest": config_digest, "size": len(config_raw)}
+    composed["layers"] = [*manifest["layers"], {"mediaType": layer_type, "digest": digest, "size": size}]
+    raw = canonical_json(composed)
+    descriptor = registry.put_manifest(repository, sha256_digest(raw), raw, media_type)
+    pushed_bytes += len(raw)
+    return AppendedImage(descriptor.digest, media_type, raw, digest, size, layer_pushed, pushed_bytes)
+
+
+def upload_file(registry: Any, repository: str, path: Path, digest: str, size: int) -> None:
+    """One streamed monolithic upload (POST, then PUT of the file) of a blob whose digest is known."""
+    from urllib.parse import urlencode, urljoin
+
+    scope = f"repository:{repository}:pull,push"
+    start = registry.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
+    location = urljoin(registry.base_url + "/", start.headers.get("Location") or "")
+    url = location + ("&" if "?" in location else "?") + urlencode({"digest": digest})
+    with open(path, "rb") as body:
+        registry.request(
+            "PUT",
+            url,
+            scope=scope,
+            ok=(201, 204),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            data=body,
+        )

@@ -2,7 +2,9 @@
 
 Each command lives in its own module under ``modelpack.cli`` and is registered
 in ``_COMMANDS`` below; modules are imported only when their command runs, so
-``modelpack --help`` stays fast.
+``modelpack --help`` stays fast. `LazyGroup` gives every command the same
+``--quiet``/``--verbose``/``--no-color`` options and exit-status epilog, so the
+behaviour is uniform and commands do not re-implement it.
 """
 
 from __future__ import annotations
@@ -24,22 +26,39 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "signature": ("modelpack.cli.signature_cmd", "signature", "Print the method signatures of 1/model.py."),
     "init": ("modelpack.cli.init_cmd", "init", "Create a new model directory from a scaffold."),
     "serve": ("modelpack.cli.serve_cmd", "serve", "Serve a model directory over HTTP."),
-    "predict": ("modelpack.cli.predict_cmd", "predict", "Call a method of a served model (URL) or a model directory."),
+    "predict": (
+        "modelpack.cli.predict_cmd",
+        "predict",
+        "Call a method of a served model (URL) or a model directory.",
+    ),
     "lock": ("modelpack.cli.lock_cmd", "lock", "Pin all dependencies with hashes into requirements.lock."),
     "render": ("modelpack.cli.render_cmd", "render", "Write the Dockerfile and build context for a model."),
-    "concepts": ("modelpack.cli.concepts_cmd", "concepts", "Print a model's concepts and where they come from."),
+    "concepts": (
+        "modelpack.cli.concepts_cmd",
+        "concepts",
+        "Print a model's concepts and where they come from.",
+    ),
     "build": ("modelpack.cli.build_cmd", "build", "Build (and push) a versioned image of a model directory."),
     "versions": ("modelpack.cli.versions_cmd", "versions", "List the versions of an image repository."),
     "inspect": ("modelpack.cli.inspect_cmd", "inspect", "Show the dev.modelpack.* labels of an image."),
-    "resolve": ("modelpack.cli.resolve_cmd", "resolve", "Pick the base image (Python, torch, CUDA) and say why."),
+    "resolve": (
+        "modelpack.cli.resolve_cmd",
+        "resolve",
+        "Pick the base image (Python, torch, CUDA) and say why.",
+    ),
     "deploy-manifest": (
         "modelpack.cli.deploy_manifest_cmd",
         "deploy_manifest",
         "Print a Kubernetes Deployment and Service for a model image.",
     ),
-    "keygen": ("modelpack.cli.keygen_cmd", "keygen", "Create a cosign-compatible ECDSA P-256 signing key pair."),
+    "keygen": (
+        "modelpack.cli.keygen_cmd",
+        "keygen",
+        "Create a cosign-compatible ECDSA P-256 signing key pair.",
+    ),
     "sign": ("modelpack.cli.sign_cmd", "sign", "Sign an image and its modelpack manifest (cosign format)."),
     "verify": ("modelpack.cli.verify_cmd", "verify", "Verify an image's signature and its signed manifest."),
+    "push": ("modelpack.cli.push_cmd", "push", "Push a locally built image as a new version."),
 }
 
 
@@ -56,6 +75,7 @@ class LazyGroup(click.Group):
         module_name, attribute, _ = entry
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
+        _add_common_behaviour(command)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -64,14 +84,47 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _add_common_behaviour(command: click.Command) -> None:
+    """Once per command: the shared output options, their effect, and the exit-status epilog."""
+    if getattr(command, "_modelpack_common", False):
+        return
+    from modelpack.cli._common import EXIT_CODES_HELP, common_options, with_output_settings
+
+    taken = {name for param in command.params for name in getattr(param, "opts", [])}
+    command.params.extend(o for o in common_options() if not set(o.opts) & taken)
+    if command.callback is not None:
+        command.callback = with_output_settings(command.callback)
+    if not command.epilog:
+        command.epilog = EXIT_CODES_HELP
+    command._modelpack_common = True  # type: ignore[attr-defined]
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Every command also takes --json, --quiet, --verbose and --no-color (NO_COLOR is honored).",
+)
 @click.version_option(__version__, "--version", prog_name="modelpack")
 def cli() -> None:
     """Compile a model directory into a versioned, signed container image.
 
-    Exit status: 0 success, 1 runtime failure (engine, registry, network),
-    2 invalid input or usage.
+    \b
+    Exit status:
+      0    success
+      1    runtime failure: engine, registry, network, failed check
+      2    invalid input or usage
+      130  interrupted
     """
+
+
+def _add_group_options() -> None:
+    """`modelpack -q CMD` works as well as `modelpack CMD -q`."""
+    from modelpack.cli._common import common_options
+
+    cli.params.extend(common_options())
+
+
+_add_group_options()
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument
+from modelpack.cli._common import CliProgress, emit_json, handle_errors, json_option, model_dir_argument
 from modelpack.errors import InvalidInputError
 
 
@@ -66,6 +66,20 @@ def _settings(
     return BuildSettings(**{k: v for k, v in values.items() if k in known and v not in (None, ())})
 
 
+def _signing_key(key: str | None, push: bool, *, interactive: bool) -> Any:
+    """Load (and decrypt) the key before building, so a wrong password fails in a second."""
+    from modelpack.keys import load_signing_key
+
+    if not push:
+        raise InvalidInputError("--sign needs --push: signatures are stored in the registry")
+    prompt = None
+    if interactive and sys.stdin.isatty():
+        from modelpack.cli.sign_cmd import _prompt_password
+
+        prompt = _prompt_password
+    return load_signing_key(key, prompt=prompt)
+
+
 @click.command("build")
 @model_dir_argument
 @click.option(
@@ -90,6 +104,19 @@ def _settings(
 @click.option("--registry-password-stdin", is_flag=True, help="Read the registry password from stdin.")
 @click.option("--base-registry", metavar="P", help="Registry prefix for base images (mirrors).")
 @click.option("--use-dockerfile", is_flag=True, help="Build with the model directory's own Dockerfile as-is.")
+@click.option(
+    "--sign",
+    "sign",
+    is_flag=True,
+    help="With --push: sign the image and its modelpack manifest (cosign format).",
+)
+@click.option(
+    "--key",
+    "key",
+    metavar="KEY",
+    help="Private key file or env://VAR for --sign (default: the PEM in MODELPACK_SIGNING_KEY); "
+    "password from MODELPACK_KEY_PASSWORD or COSIGN_PASSWORD.",
+)
 @handle_errors
 def build(
     model_dir: Path,
@@ -105,6 +132,8 @@ def build(
     registry_password_stdin: bool,
     base_registry: str | None,
     use_dockerfile: bool,
+    sign: bool,
+    key: str | None,
 ) -> None:
     """Build DIR into REPO:<version> (and REPO:c-<content>); with --push, upload it.
 
@@ -122,6 +151,7 @@ def build(
         if not password:
             raise InvalidInputError("--registry-password-stdin: no password on stdin")
         auth = RegistryAuth(registry_username, password)
+    signing_key = _signing_key(key, push, interactive=not registry_password_stdin) if sign or key else None
     result = run_build(
         model_dir,
         repository=repository,
@@ -131,7 +161,8 @@ def build(
         base_registry=base_registry,
         network_mode=network_mode,
         auth=auth,
-        progress=ProgressPrinter(),
+        progress=CliProgress(),
+        signing_key=signing_key,
     )
     if as_json:
         emit_json(result)
@@ -141,5 +172,10 @@ def build(
     click.echo(f"digest:  {result.digest}")
     if result.pushed:
         click.echo(f"pushed:  {result.bytes_pushed} bytes")
+    chain = getattr(result, "supply_chain", None)
+    if chain is not None:
+        click.echo(f"manifest: {chain.manifest_digest}" + (" (signed)" if chain.signed else " (unsigned)"))
+        if chain.signed:
+            click.echo(f"signature: {chain.signature_tag} (key {chain.key_id})")
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

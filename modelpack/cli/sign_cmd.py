@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.cli._common import CliProgress, emit_json, handle_errors, json_option
 
 
 def _prompt_password() -> str:
@@ -36,7 +36,7 @@ def sign(image: str, key: str | None, manifest_digest: str | None, as_json: bool
     from modelpack.signing import sign as run_sign
 
     private = load_signing_key(key, prompt=_prompt_password)
-    result = run_sign(image, private, manifest_digest=manifest_digest)
+    result = run_sign(image, private, manifest_digest=manifest_digest, progress=CliProgress())
     if as_json:
         emit_json(result)
         return

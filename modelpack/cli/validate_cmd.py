@@ -13,8 +13,13 @@ from modelpack.cli._common import emit_json, handle_errors, json_option, model_d
 @click.command()
 @model_dir_argument
 @json_option
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also check that the checkpoint repo and revision exist and the token (HF_TOKEN) can read them.",
+)
 @handle_errors
-def validate(model_dir: Path, as_json: bool) -> None:
+def validate(model_dir: Path, as_json: bool, online: bool) -> None:
     """Check the model directory DIR: config.yaml, requirements.txt and 1/model.py.
 
     Prints every error as `file:LINE:COL: field.path: message` and exits 2 when
@@ -22,7 +27,7 @@ def validate(model_dir: Path, as_json: bool) -> None:
     """
     from modelpack.config import validate as run_validate
 
-    report = run_validate(model_dir)
+    report = run_validate(model_dir, online=online)
     if as_json:
         emit_json(report)
     else:

@@ -57,6 +57,52 @@ def load_model_class(model_dir: Path) -> type[ModelClass]:
     return find_model_class(import_model_module(model_dir))
 
 
+def fetch_runtime_checkpoint(model_dir: Path) -> Path | None:
+    """``checkpoints.when: runtime``: download the checkpoint before the model loads.
+
+    Files go to the cache ``$MODELPACK_CHECKPOINT_CACHE`` (a volume: a restart downloads
+    nothing) and are placed in ``$MODELPACK_CHECKPOINTS`` (set in the image), where model.py
+    reads them; without it (a local run) that variable is pointed at the cache snapshot.
+    The token comes from the container's ``HF_TOKEN``.
+    """
+    import os
+
+    import yaml
+
+    path = Path(model_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    section = data.get("checkpoints") if isinstance(data, dict) else None
+    if not isinstance(section, dict) or section.get("when", "runtime") != "runtime":
+        return None
+    if not isinstance(section.get("repo_id"), str):
+        return None
+    from modelpack.checkpoints import fetch_at_startup
+    from modelpack.model import CheckpointSpec
+
+    def patterns(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return (value,)
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+    token = section.get("hf_token")
+    spec = CheckpointSpec(
+        type=str(section.get("type", "huggingface")),
+        repo_id=section["repo_id"],
+        revision=str(section.get("revision") or "main"),
+        when="runtime",
+        allowed_file_patterns=patterns(section.get("allowed_file_patterns")),
+        ignore_file_patterns=patterns(section.get("ignore_file_patterns")),
+        hf_token=token.strip() if isinstance(token, str) and token.strip() else None,
+    )
+    dest = os.environ.get("MODELPACK_CHECKPOINTS")
+    result = fetch_at_startup(spec, dest=dest or None, log=log)
+    if not dest:  # a local run: leave the model directory alone (a build would copy the weights)
+        os.environ["MODELPACK_CHECKPOINTS"] = str(result.local_dir)
+    return result.local_dir
+
+
 class Runner:
     """One model instance plus its call plans; thread-safe state for the server."""
 
@@ -78,6 +124,8 @@ class Runner:
     def load(self) -> None:
         """Load synchronously; never raises (the failure is kept in ``error``)."""
         try:
+            if self.model_dir is not None:
+                fetch_runtime_checkpoint(self.model_dir)
             if self.instance is None:
                 assert self.model_dir is not None
                 cls = load_model_class(self.model_dir)

@@ -6,9 +6,13 @@ skipped, or failed when CI=true (see tests/conftest.py).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -122,3 +126,35 @@ def registry_repo(
                     docker_client.images.remove(tag, noprune=False)
                 except Exception:
                     pass
+
+
+# -- the loopback Hugging Face test hub (tests/hubserver.py) -------------------------------------
+
+
+def load_hubserver() -> ModuleType:
+    """tests/hubserver.py as a module (tests are not a package; one shared module object)."""
+    path = Path(__file__).resolve().parent.parent / "hubserver.py"
+    spec = importlib.util.spec_from_file_location("modelpack_tests_hubserver", path)
+    assert spec is not None and spec.loader is not None
+    if spec.name in sys.modules:
+        return sys.modules[spec.name]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def hubserver() -> ModuleType:
+    return load_hubserver()
+
+
+@pytest.fixture()
+def hf_env(tmp_path: Path, hub: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HF_HOME in tmp and HF_ENDPOINT at the test's `hub` fixture (read by modelpack at call time)."""
+    home = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    for name in ("HF_TOKEN", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "MODELPACK_CHECKPOINT_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    return home

@@ -87,17 +87,6 @@ def hub() -> Iterator[object]:
         yield server
 
 
-@pytest.fixture()
-def hf_env(tmp_path: Path, hub: object, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """HF_HOME in tmp and HF_ENDPOINT at the test hub (read by modelpack at call time)."""
-    home = tmp_path / "hf-home"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # type: ignore[attr-defined]
-    for name in ("HF_TOKEN", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "MODELPACK_CHECKPOINT_CACHE"):
-        monkeypatch.delenv(name, raising=False)
-    return home
-
-
 def spec(repo: str = "acme/vit-classifier", **kw: object) -> CheckpointSpec:
     return CheckpointSpec(type="huggingface", repo_id=repo, **kw)  # type: ignore[arg-type]
 

@@ -111,8 +111,8 @@ def test_layer_order_and_runtime_settings(model: ModelDir, tmp_path: Path) -> No
         "COPY --from=deps /opt/venv /opt/venv",
         "COPY runtime/ /opt/modelpack/lib/",
         "COPY checkpoints/ /app/1/checkpoints/",
-        "COPY app/ /app/",
         "COPY config/config.yaml /app/config.yaml",
+        "COPY app/ /app/",
     ]
     user_run = next(i for i in final if i.startswith("RUN "))
     assert final.index(user_run) < final.index(copies[0])  # system layer before deps

@@ -1,0 +1,215 @@
+"""Attach the supply-chain records to a pushed image: SBOM, modelpack manifest, signatures.
+
+`build --push` calls :func:`publish_supply_chain` right after the push, so every pushed image
+carries its SBOM and its (possibly unsigned) manifest; with a key, the image digest and the
+manifest artifact are signed in the same step (`build --push --sign`). Without a key,
+`modelpack sign IMAGE` later finds the manifest through the referrers API and signs both.
+
+Rebuilding unchanged content is idempotent: a manifest already attached to the image digest is
+reused (nothing new is pushed) and signing again with the same key adds no signature.
+
+Code records use the files exactly as they were copied into the image (the rendered context:
+``app/`` and ``config/config.yaml`` under ``/app``), so ``verify --deep`` can re-hash them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelpack.errors import RegistryError
+from modelpack.manifest import (
+    CheckpointRecord,
+    CodeRecord,
+    FileRecord,
+    ManifestError,
+    SignedManifestDoc,
+    build_manifest,
+    build_time_from_env,
+    digest_file,
+    fetch_manifest,
+    file_records,
+    find_manifests,
+    input_digest,
+    push_manifest,
+)
+from modelpack.model import Concept, ModelDir
+from modelpack.registry import ImageRef, RegistryClient
+from modelpack.resolve_types import ResolveResult
+from modelpack.sigtypes import ModelSignature
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
+APP_ROOT = "/app"
+CHECKPOINTS_ROOT = "/app/1/checkpoints"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What was attached to (and signed for) one image digest."""
+
+    image_digest: str
+    manifest_digest: str
+    sbom_digest: str | None
+    reused_manifest: bool  # an earlier build already attached the manifest for this digest
+    signed: bool = False
+    key_id: str | None = None
+    signature_tag: str | None = None  # sha256-<image hex>.sig
+    manifest_signature_tag: str | None = None  # sha256-<manifest hex>.sig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_digest": self.image_digest,
+            "manifest_digest": self.manifest_digest,
+            "sbom_digest": self.sbom_digest,
+            "reused_manifest": self.reused_manifest,
+            "signed": self.signed,
+            "key_id": self.key_id,
+            "signature_tag": self.signature_tag,
+            "manifest_signature_tag": self.manifest_signature_tag,
+        }
+
+
+def code_record(context_dir: Path) -> CodeRecord:
+    """The model code and config.yaml as copied into ``/app`` (paths relative to ``/app``)."""
+    app = context_dir / "app"
+    records = list(file_records(app)) if app.is_dir() else []
+    config = context_dir / "config" / "config.yaml"
+    if config.is_file():
+        sha, size = digest_file(config)
+        records.append(FileRecord("config.yaml", size, sha))
+    return CodeRecord(APP_ROOT, tuple(records))
+
+
+def checkpoint_records(checkpoints: Sequence[Any], *, in_image: bool) -> list[CheckpointRecord]:
+    """Records for the build's checkpoints (``checkpoints.CheckpointResult``-like objects).
+
+    Checkpoints baked into the weights layer (``when: build`` / ``upload``) get their in-image
+    root, so ``--deep`` checks them; ones fetched at runtime get ``root=None``.
+    """
+    records = []
+    for item in checkpoints:
+        files = tuple(FileRecord(str(f.path), int(f.size), str(f.sha256)) for f in item.files)
+        repo = str(getattr(item, "repo_id", "") or getattr(item, "repo", ""))
+        revision = str(getattr(item, "commit", "") or getattr(item, "revision", ""))
+        records.append(CheckpointRecord(repo, revision, files, CHECKPOINTS_ROOT if in_image else None))
+    return records
+
+
+def existing_manifest(
+    client: RegistryClient, repository: str, image_digest: str
+) -> tuple[str, SignedManifestDoc] | None:
+    """A modelpack manifest already attached to ``image_digest``: (artifact digest, document)."""
+    for candidate in find_manifests(client, repository, image_digest):
+        try:
+            artifact, doc = fetch_manifest(client, repository, candidate.digest)
+        except (ManifestError, RegistryError):
+            continue
+        subject = (artifact.get("subject") or {}).get("digest")
+        if doc.image.digest == image_digest and subject == image_digest:
+            return candidate.digest, doc
+    return None
+
+
+def publish_supply_chain(
+    client: RegistryClient,
+    repository: ImageRef | str,
+    image_digest: str,
+    *,
+    model_dir: ModelDir,
+    resolved: ResolveResult,
+    context_dir: Path,
+    signature: ModelSignature | None = None,
+    base_image_digest: str | None = None,
+    checkpoints: Sequence[Any] = (),
+    concepts: Sequence[Concept] | None = None,
+    key: EllipticCurvePrivateKey | None = None,
+    build_time: str | None = None,
+    image_reference: str | None = None,
+) -> PublishResult:
+    """Attach SBOM + manifest to the pushed image ``repository@image_digest``; sign when ``key``.
+
+    ``context_dir`` is the rendered build context the image was built from (its lock, code and
+    config are what the image holds); ``image_reference`` (default ``repo@digest``) is the
+    name the manifest records, e.g. ``repo:v3``. Raises ``RegistryError``/``SigningError`` (exit 1).
+    """
+    from modelpack import sbom as sbom_stage
+    from modelpack import signing
+
+    repo = repository if isinstance(repository, ImageRef) else ImageRef.parse(repository)
+    subject = client.head_manifest(repo.repository, image_digest)
+    if subject is None:
+        raise RegistryError(f"image {repo.name}@{image_digest} not found in the registry")
+
+    found = existing_manifest(client, repo.repository, image_digest)
+    if found is not None:
+        manifest_digest, doc = found
+        sbom_digest = doc.sbom.digest if doc.sbom else None
+    else:
+        when = build_time or build_time_from_env()
+        lock_path = context_dir / "builder" / "requirements.lock"
+        lock_text = lock_path.read_text(encoding="utf-8") if lock_path.is_file() else ""
+        sbom_desc = sbom_stage.push_sbom(
+            client,
+            repo.repository,
+            subject,
+            sbom_stage.sbom_bytes(lock_text, subject=f"{repo.name}@{image_digest}", build_time=when),
+        )
+        sbom_digest = sbom_desc.digest
+        doc = build_manifest(
+            image_ref=image_reference or f"{repo.name}@{image_digest}",
+            image_digest=image_digest,
+            base_image_ref=resolved.base_image,
+            base_image_digest=base_image_digest,
+            config_digest=input_digest(model_dir.config_path) or "sha256:" + "0" * 64,
+            requirements_digest=input_digest(model_dir.requirements_path),
+            lock_digest=input_digest(lock_path),
+            resolve=resolved,
+            checkpoints=checkpoint_records(checkpoints, in_image=_baked(model_dir)),
+            code=code_record(context_dir),
+            concepts=tuple(model_dir.config.concepts if concepts is None else concepts),
+            signature=signature,
+            sbom=sbom_desc,
+            build_time=when,
+        )
+        manifest_digest = push_manifest(client, repo.repository, subject, doc).digest
+    reused = found is not None
+
+    if key is None:
+        return PublishResult(image_digest, manifest_digest, sbom_digest, reused)
+    signed = signing.sign(f"{repo.name}@{image_digest}", key, client=client, manifest_digest=manifest_digest)
+    return PublishResult(
+        image_digest,
+        manifest_digest,
+        sbom_digest,
+        reused,
+        signed=True,
+        key_id=signed.key_id,
+        signature_tag=signed.signature_tag,
+        manifest_signature_tag=signing.signature_tag(manifest_digest),
+    )
+
+
+def _baked(model_dir: ModelDir) -> bool:
+    spec = model_dir.config.checkpoints
+    return spec is not None and spec.when != "runtime"
+
+
+def base_image_digest(docker_client: Any, base_image: str) -> str | None:
+    """The base image's digest as the engine knows it: a repo digest, else the local image id."""
+    from modelpack import engine
+
+    image = engine.inspect_image(docker_client, base_image)
+    if not image:
+        return None
+    for entry in image.get("RepoDigests") or []:
+        if "@" in str(entry):
+            return str(entry).rsplit("@", 1)[1]
+    found = image.get("Id")
+    return str(found) if found else None
+
+
+__all__ = ["PublishResult", "base_image_digest", "code_record", "publish_supply_chain"]

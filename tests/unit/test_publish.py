@@ -1,0 +1,274 @@
+"""`publish_supply_chain`: SBOM + manifest + signatures attached to a pushed image, against the
+in-memory registry fake of test_registry_client.py (no network, no engine)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import io
+import json
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from modelpack.errors import RegistryError
+from modelpack.keys import generate_private_key
+from modelpack.manifest import fetch_manifest, find_manifests
+from modelpack.model import (
+    BuildInfo,
+    CheckpointSpec,
+    ComputeRequirements,
+    Concept,
+    ModelConfig,
+    ModelDir,
+    ModelInfo,
+)
+from modelpack.publish import code_record, publish_supply_chain
+from modelpack.registry import OCI_MANIFEST, RegistryClient, canonical_json
+from modelpack.resolve_types import ResolveResult
+from modelpack.signing import read_signatures
+from modelpack.sigtypes import InputSpec, MethodSignature, ModelSignature
+from modelpack.verification import VerificationFailed, verify
+
+REPO = "acme/hello"
+RESOLVED = ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "no torch")
+SIGNATURE = ModelSignature(
+    "Hello",
+    "ModelClass",
+    (MethodSignature("predict", "unary-unary", (InputSpec("name", "str", True),), "str"),),
+)
+LOCK = "six==1.16.0 \\\n    --hash=sha256:" + "ab" * 32 + "\n"
+WEIGHTS = b"\x00weights" * 100
+
+
+def _fake_registry_module() -> Any:
+    """The FakeRegistry of test_registry_client.py, loaded by path (tests are not a package)."""
+    path = Path(__file__).with_name("test_registry_client.py")
+    spec = importlib.util.spec_from_file_location("_mp_test_registry_fake", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_FAKE = _fake_registry_module()
+
+
+@pytest.fixture
+def client() -> RegistryClient:
+    return _FAKE.make_client(_FAKE.FakeRegistry())
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> ModelDir:
+    root = tmp_path / "model"
+    (root / "1").mkdir(parents=True)
+    (root / "config.yaml").write_text("model:\n  id: hello\n", encoding="utf-8")
+    (root / "requirements.txt").write_text("six==1.16.0\n", encoding="utf-8")
+    (root / "1" / "model.py").write_text("print('hi')\n", encoding="utf-8")
+    config = ModelConfig(
+        ModelInfo("hello"),
+        BuildInfo("3.11"),
+        ComputeRequirements(),
+        checkpoints=CheckpointSpec("huggingface", "acme/tiny", when="build"),
+        concepts=(Concept("cat", "Cat"),),
+    )
+    return ModelDir(root, config, ())
+
+
+@pytest.fixture
+def context(tmp_path: Path, model: ModelDir) -> Path:
+    """A rendered context as the render stage lays it out (one folder per layer)."""
+    ctx = tmp_path / "context"
+    for rel, data in {
+        "builder/requirements.lock": LOCK.encode(),
+        "app/1/model.py": (model.root / "1" / "model.py").read_bytes(),
+        "app/requirements.txt": (model.root / "requirements.txt").read_bytes(),
+        "config/config.yaml": (model.root / "config.yaml").read_bytes(),
+        "checkpoints/weights.bin": WEIGHTS,
+    }.items():
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / rel).write_bytes(data)
+    return ctx
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(buffer.getvalue(), mtime=0)
+
+
+def push_image(client: RegistryClient, context: Path, *, tamper: bool = False) -> str:
+    """An image whose single layer holds the context's code, config and weights at their in-image paths."""
+    files = {
+        "app/1/model.py": (context / "app/1/model.py").read_bytes() + (b"# changed\n" if tamper else b""),
+        "app/requirements.txt": (context / "app/requirements.txt").read_bytes(),
+        "app/config.yaml": (context / "config/config.yaml").read_bytes(),
+        "app/1/checkpoints/weights.bin": WEIGHTS,
+    }
+    layer = client.upload_blob(REPO, _layer(files), media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+    config = client.upload_blob(
+        REPO, b'{"architecture":"amd64","os":"linux"}', media_type="application/vnd.oci.image.config.v1+json"
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.to_dict(),
+        "layers": [layer.to_dict()],
+    }
+    return client.put_manifest(REPO, "v1", canonical_json(manifest), OCI_MANIFEST).digest
+
+
+def _checkpoint(*paths: str) -> Any:
+    files = tuple(
+        SimpleNamespace(path=p, size=len(WEIGHTS), sha256=hashlib.sha256(WEIGHTS).hexdigest()) for p in paths
+    )
+    return SimpleNamespace(repo_id="acme/tiny", revision="main", commit="c0ffee" * 6 + "abcd", files=files)
+
+
+def test_unsigned_publish_records_everything(client: RegistryClient, model: ModelDir, context: Path) -> None:
+    digest = push_image(client, context)
+    result = publish_supply_chain(
+        client,
+        f"127.0.0.1:5000/{REPO}",
+        digest,
+        model_dir=model,
+        resolved=RESOLVED,
+        context_dir=context,
+        signature=SIGNATURE,
+        base_image_digest="sha256:" + "1" * 64,
+        checkpoints=[_checkpoint("weights.bin")],
+        image_reference=f"127.0.0.1:5000/{REPO}:v1",
+        build_time="2024-01-01T00:00:00Z",
+    )
+    assert not result.signed and not result.reused_manifest and result.sbom_digest
+    assert [d.digest for d in find_manifests(client, REPO, digest)] == [result.manifest_digest]
+    _, doc = fetch_manifest(client, REPO, result.manifest_digest)
+    assert doc.image.reference == f"127.0.0.1:5000/{REPO}:v1" and doc.image.digest == digest
+    assert (doc.base_image.reference, doc.base_image.digest) == (
+        "modelpack-base/python:3.11",
+        "sha256:" + "1" * 64,
+    )
+    sha = lambda p: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert doc.inputs == {
+        "config_yaml": sha(model.config_path),
+        "requirements_txt": sha(model.requirements_path),
+        "lock": sha(context / "builder/requirements.lock"),
+    }
+    assert doc.code is not None and doc.code.root == "/app"
+    assert [f.path for f in doc.code.files] == ["1/model.py", "config.yaml", "requirements.txt"]
+    (baked,) = doc.checkpoints
+    assert baked.root == "/app/1/checkpoints"  # `when: build`: in the image
+    assert baked.revision == "c0ffee" * 6 + "abcd" and baked.repo == "acme/tiny"
+    assert doc.concepts == (Concept("cat", "Cat"),)  # from the config when none are given
+    assert doc.signature == SIGNATURE.to_dict() and doc.resolve == RESOLVED.to_dict()
+    assert doc.sbom is not None and doc.sbom.digest == result.sbom_digest
+    assert doc.build_time == "2024-01-01T00:00:00Z"
+    key = generate_private_key()
+    with pytest.raises(VerificationFailed, match="no signature"):
+        verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), client=client)
+
+
+def test_sign_and_republish_is_idempotent(client: RegistryClient, model: ModelDir, context: Path) -> None:
+    digest = push_image(client, context)
+    key = generate_private_key()
+    common: dict[str, Any] = {
+        "model_dir": model,
+        "resolved": RESOLVED,
+        "context_dir": context,
+        "signature": SIGNATURE,
+        "checkpoints": [_checkpoint("weights.bin")],
+        "key": key,
+    }
+    first = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, **common)
+    again = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, **common)
+    assert first.signed and again.signed and again.reused_manifest and not first.reused_manifest
+    assert again.manifest_digest == first.manifest_digest and again.sbom_digest == first.sbom_digest
+    assert first.signature_tag == "sha256-" + digest.split(":", 1)[1] + ".sig"
+    assert len(find_manifests(client, REPO, digest)) == 1
+    assert len(read_signatures(client, REPO, digest) or []) == 1
+    assert len(read_signatures(client, REPO, first.manifest_digest) or []) == 1
+    checked = verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), deep=True, client=client)
+    assert checked.manifest_digest == first.manifest_digest
+    assert checked.files_checked == 4  # model.py, requirements.txt, config.yaml, weights.bin
+
+
+def test_deep_verify_catches_code_that_differs_from_the_context(
+    client: RegistryClient, model: ModelDir, context: Path
+) -> None:
+    digest = push_image(client, context, tamper=True)
+    key = generate_private_key()
+    publish_supply_chain(
+        client,
+        f"127.0.0.1:5000/{REPO}",
+        digest,
+        model_dir=model,
+        resolved=RESOLVED,
+        context_dir=context,
+        key=key,
+    )
+    verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), client=client)
+    with pytest.raises(VerificationFailed, match=r"model\.py"):
+        verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), deep=True, client=client)
+
+
+def test_missing_image_is_a_registry_error(client: RegistryClient, model: ModelDir, context: Path) -> None:
+    push_image(client, context)
+    with pytest.raises(RegistryError, match="not found"):
+        publish_supply_chain(
+            client,
+            f"127.0.0.1:5000/{REPO}",
+            "sha256:" + "9" * 64,
+            model_dir=model,
+            resolved=RESOLVED,
+            context_dir=context,
+        )
+
+
+def test_code_record_lists_config_under_app(context: Path) -> None:
+    record = code_record(context)
+    config = next(f for f in record.files if f.path == "config.yaml")
+    assert config.sha256 == hashlib.sha256((context / "config/config.yaml").read_bytes()).hexdigest()
+    assert json.dumps(record.to_dict())  # serialisable
+
+
+def test_runtime_checkpoints_are_not_recorded_in_the_image(
+    client: RegistryClient, model: ModelDir, context: Path
+) -> None:
+    from dataclasses import replace
+
+    spec = CheckpointSpec("huggingface", "acme/tiny", when="runtime")
+    runtime_model = replace(model, config=replace(model.config, checkpoints=spec))
+    digest = push_image(client, context)
+    result = publish_supply_chain(
+        client,
+        f"127.0.0.1:5000/{REPO}",
+        digest,
+        model_dir=runtime_model,
+        resolved=RESOLVED,
+        context_dir=context,
+        checkpoints=[_checkpoint("weights.bin")],
+        concepts=(),
+    )
+    _, doc = fetch_manifest(client, REPO, result.manifest_digest)
+    assert [c.root for c in doc.checkpoints] == [None] and doc.concepts == ()
+    key = generate_private_key()
+    publish_supply_chain(
+        client,
+        f"127.0.0.1:5000/{REPO}",
+        digest,
+        model_dir=runtime_model,
+        resolved=RESOLVED,
+        context_dir=context,
+        key=key,
+    )
+    deep = verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), deep=True, client=client)
+    assert (deep.files_checked, deep.files_not_in_image) == (3, 1)
