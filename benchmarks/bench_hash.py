@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from modelpack.weights_layer import sha256_file, sha256_files
+from modelpack.digests import sha256_file, sha256_files
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> tuple[float, object]:

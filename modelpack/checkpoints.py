@@ -31,10 +31,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from modelpack.digests import sha256_file
 from modelpack.errors import ConfigError, HubError, ModelpackError
 from modelpack.model import CheckpointSpec
 from modelpack.progress import ProgressLike
-from modelpack.weights_layer import sha256_file
 
 logger = logging.getLogger("modelpack.checkpoints")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpack import compute as compute_table
-from modelpack.errors import ConfigError, Diagnostic
+from modelpack.errors import ConfigError, Diagnostic, ModelpackError
 from modelpack.model import (
     DEFAULT_APP_ID,
     DEFAULT_MODEL_TYPE,
@@ -796,12 +796,41 @@ def validate(path: str | os.PathLike[str], *, online: bool = False) -> Validatio
     an unreachable hub raises HubError (a runtime failure, not bad input).
     """
     model_dir, findings = _inspect(path)
+    if model_dir is not None:
+        findings.extend(lock_findings(model_dir))
     if online and model_dir is not None and model_dir.config.checkpoints is not None:
         findings.extend(checkpoint_findings(model_dir))
     findings = _in_reading_order(findings)
     errors = tuple(f for f in findings if f.severity == "error")
     warnings = tuple(f for f in findings if f.severity == "warning")
     return ValidationReport(valid=not errors, errors=errors, warnings=warnings)
+
+
+def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
+    """A warning when requirements.lock no longer matches its inputs (no network).
+
+    Without a lock there is nothing to report: `build` locks on demand. When no base
+    image resolves, `modelpack resolve` is the command that explains why.
+    """
+    from modelpack.locking import LOCK_FILE, lock_status
+    from modelpack.resolver import resolve
+
+    if not (model_dir.root / LOCK_FILE).is_file():
+        return []
+    try:
+        status = lock_status(model_dir, resolve(model_dir))
+    except (ModelpackError, ValueError):
+        return []
+    if status != "stale":
+        return []
+    return [
+        Diagnostic(
+            _display(model_dir.root, LOCK_FILE), None, None, "",
+            "requirements.lock no longer matches requirements.txt, the Python version or modelpack's "
+            f"runtime requirements; refresh it with `modelpack lock {os.path.normpath(str(model_dir.root))}`",
+            "warning",
+        )
+    ]
 
 
 def checkpoint_findings(model_dir: ModelDir) -> list[Diagnostic]:

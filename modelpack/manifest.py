@@ -18,7 +18,6 @@ cosign signature of the artifact's digest (tag ``sha256-<artifact hex>.sig``), s
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelpack._version import __version__
+from modelpack.digests import sha256_file_and_size
 from modelpack.errors import SigningError
 from modelpack.model import Concept
 from modelpack.registry import (
@@ -268,14 +268,8 @@ def build_manifest(
 
 
 def digest_file(path: Path) -> tuple[str, int]:
-    """``(sha256 hex, size)`` of a file, read in chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+    """``(sha256 hex, size)`` of a file."""
+    return sha256_file_and_size(path)
 
 
 def file_records(root: Path, paths: Iterable[Path] | None = None) -> tuple[FileRecord, ...]:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
+from modelpack.digests import sha256_file_and_size
 from modelpack.errors import InvalidInputError, RegistryError
 
 if TYPE_CHECKING:
@@ -725,13 +726,8 @@ def _with_query(url: str, **params: str) -> str:
 
 
 def _file_digest(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return "sha256:" + h.hexdigest(), size
+    hexdigest, size = sha256_file_and_size(path)
+    return "sha256:" + hexdigest, size
 
 
 def _chunks(data: bytes | Path) -> Iterator[bytes]:

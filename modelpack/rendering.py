@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpack._version import __version__
+from modelpack.digests import sha256_file
 from modelpack.errors import Diagnostic, RenderError
 from modelpack.ignore import IGNORE_FILE, is_virtualenv, load_rules
 from modelpack.locking import LOCK_FILE, LockResult, read_lock
@@ -116,14 +117,6 @@ class RenderResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sha256_bytes(data: bytes) -> str:

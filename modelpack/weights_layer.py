@@ -1,4 +1,4 @@
-"""A deterministic, uncompressed tar layer of checkpoint files, and fast file hashing.
+"""A deterministic, uncompressed tar layer of checkpoint files.
 
 The same files always give the same bytes (sorted entries, fixed mtime, uid/gid 0,
 fixed modes, GNU headers without pax timestamps), so the layer's diffID is stable
@@ -14,37 +14,13 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DEFAULT_PREFIX = "app/1/checkpoints/"  # render.CHECKPOINTS_DIR, where Clarifai-style model.py looks
-_BUFFER = 1 << 20  # 1 MiB reads: large enough that sha256 itself is the bottleneck
+_BUFFER = 1 << 20  # 1 MiB tar copy buffer
 _SKIP_TOP_LEVEL = (".cache",)  # huggingface_hub's local-dir bookkeeping, never part of the weights
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, streamed (hashlib releases the GIL, so threads hash in parallel)."""
-    with open(path, "rb") as f:
-        if hasattr(hashlib, "file_digest"):
-            return hashlib.file_digest(f, "sha256").hexdigest()
-        digest = hashlib.sha256()  # pragma: no cover - Python 3.10
-        buffer = bytearray(_BUFFER)
-        view = memoryview(buffer)
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
-        return digest.hexdigest()
-
-
-def sha256_files(paths: Iterable[str | os.PathLike[str]], workers: int | None = None) -> list[str]:
-    """Hash several files, in parallel threads; results in input order."""
-    items = list(paths)
-    workers = workers or min(4, os.cpu_count() or 1)
-    if workers <= 1 or len(items) <= 1:
-        return [sha256_file(p) for p in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(sha256_file, items))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,11 @@ say "ruff check"
 "$VENV/bin/ruff" check modelpack tests benchmarks || failed+=("ruff")
 say "mypy"
 "$VENV/bin/mypy" modelpack || failed+=("mypy")
+# bundled examples are what users copy: their model code must type-check too (one at a time:
+# every example's module is named model)
+for example in examples/*/1/model.py; do
+  "$VENV/bin/mypy" --follow-imports=silent "$example" || failed+=("mypy $example")
+done
 
 # Services were just started, so a missing one is a failure, not a skip.
 export CI="${CI:-true}"

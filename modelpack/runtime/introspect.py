@@ -24,7 +24,7 @@ from modelpack.runtime.model_class import (
     REQUIRED,
     MethodOptions,
     ModelClass,
-    Param,
+    ParamSpec,
     method_options,
 )
 from modelpack.runtime.types import DATA_TYPE_CLASSES
@@ -443,7 +443,7 @@ class ArgPlan:
     decoder: Decoder
     required: bool
     default: Any
-    param: Param | None
+    param: ParamSpec | None
     streaming: bool
 
 
@@ -495,7 +495,7 @@ class MethodPlan:
         return frozenset(a.name for a in self.args)
 
 
-def _check_limits(name: str, value: Any, param: Param) -> None:
+def _check_limits(name: str, value: Any, param: ParamSpec) -> None:
     if param.choices is not None and value not in param.choices:
         raise ArgumentError(name, f"argument {name!r}: {value!r} is not one of {param.choices!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -559,7 +559,7 @@ def _annotation_string(annotation: Any, func: Any) -> str:
 def plan_method(name: str, func: Any, options: MethodOptions) -> MethodPlan:
     sig = inspect.signature(func)
     hints = _hints(func)
-    params_meta: dict[str, Param] = getattr(func, PARAMS_ATTR, {}) or {}
+    params_meta: dict[str, ParamSpec] = getattr(func, PARAMS_ATTR, {}) or {}
     args: list[ArgPlan] = []
     specs: list[InputSpec] = []
     for index, (pname, parameter) in enumerate(sig.parameters.items()):
@@ -570,7 +570,7 @@ def plan_method(name: str, func: Any, options: MethodOptions) -> MethodPlan:
         annotation = hints.get(pname, inspect.Parameter.empty)
         param = params_meta.get(pname)
         default = parameter.default
-        if isinstance(default, Param):
+        if isinstance(default, ParamSpec):
             param = default
         if param is not None:
             required = param.required

@@ -50,8 +50,8 @@ REQUIRED: Any = _Required()
 
 
 @dataclass(frozen=True)
-class Param:
-    """A default value with documentation and limits, used as ``arg: T = Param(...)``."""
+class ParamSpec:
+    """A default value with documentation and limits; made by `Param`."""
 
     default: Any = REQUIRED
     description: str = ""
@@ -62,6 +62,21 @@ class Param:
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+
+def Param(
+    default: Any = REQUIRED,
+    description: str = "",
+    min_value: float | int | None = None,
+    max_value: float | int | None = None,
+    choices: list[Any] | None = None,
+) -> Any:
+    """Describe a method argument: ``n: int = Param(default=1, min_value=1)``.
+
+    Typed as returning Any (like ``dataclasses.field``) so that annotated defaults
+    type-check; the value is a `ParamSpec`.
+    """
+    return ParamSpec(default, description, min_value, max_value, choices)
 
 
 @dataclass(frozen=True)
@@ -84,16 +99,16 @@ def _mark(func: F, options: MethodOptions) -> F:
     params = {
         name: p.default
         for name, p in inspect.signature(func).parameters.items()
-        if isinstance(p.default, Param)
+        if isinstance(p.default, ParamSpec)
     }
     setattr(func, PARAMS_ATTR, params)
     if func.__defaults__:
         func.__defaults__ = tuple(
-            d.default if isinstance(d, Param) and not d.required else d for d in func.__defaults__
+            d.default if isinstance(d, ParamSpec) and not d.required else d for d in func.__defaults__
         )
     if func.__kwdefaults__:
         func.__kwdefaults__ = {
-            k: d.default if isinstance(d, Param) and not d.required else d
+            k: d.default if isinstance(d, ParamSpec) and not d.required else d
             for k, d in func.__kwdefaults__.items()
         }
     return func

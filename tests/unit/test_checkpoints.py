@@ -18,8 +18,9 @@ from modelpack.checkpoints import (
     resolve_token,
     select_files,
 )
+from modelpack.digests import sha256_file, sha256_files
 from modelpack.model import CheckpointSpec
-from modelpack.weights_layer import sha256_file, sha256_files, write_layer
+from modelpack.weights_layer import write_layer
 
 REPO = [
     "README.md",
