@@ -14,6 +14,7 @@ choosing and pushing, the next free one is used and a note says so.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
@@ -75,6 +76,7 @@ class BuildResult:
     # fetched checkpoints (repo, revision, resolved commit, each file's sha256): for the signed manifest
     checkpoints: tuple[CheckpointResult, ...] = ()
     concepts: tuple[Concept, ...] = ()  # the final concepts (config, or inferred from id2label)
+    base_image: str = ""  # what resolve chose ("" for `push` of an image modelpack did not build)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class BuildResult:
             "notes": list(self.notes),
             "checkpoints": [c.to_dict() for c in self.checkpoints],
             "concepts": [{"id": c.id, "name": c.name} for c in self.concepts],
+            "base_image": self.base_image,
         }
 
 
@@ -187,6 +190,7 @@ def build(
             weights=weights,
         )
         result = _with_checkpoints(result, checkpoint, concepts, repo, auth)
+        result = dataclasses.replace(result, base_image=resolved.base_image)
         if not push:
             return result
         return _publish(

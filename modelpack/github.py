@@ -86,6 +86,13 @@ def checkpoints_text(build: Mapping[str, Any], checkpoints: str | None = None) -
     if isinstance(value, Mapping) and value.get("repo_id"):
         text = f"{value['repo_id']}@{value.get('revision', 'main')}"
         return f"{text} ({value['when']})" if value.get("when") else text
+    if isinstance(value, list):  # BuildResult.to_dict(): fetched checkpoints at resolved commits
+        parts = [
+            f"{item['repo_id']}@{str(item.get('commit') or item.get('revision', 'main'))[:12]}"
+            for item in value
+            if isinstance(item, Mapping) and item.get("repo_id")
+        ]
+        return ", ".join(parts) or None
     return None
 
 
@@ -105,6 +112,9 @@ def job_summary_markdown(
         version_cell = _cell(version)
     base = base_image_of(build, labels)
     checkpoint = checkpoints_text(build, checkpoints)
+    chain = build.get("supply_chain")
+    if sign is None and isinstance(chain, Mapping) and chain.get("signed"):
+        sign = chain
     if sign:
         signature = f"signed, key {_code(str(sign.get('key_id') or '?'))}"
         if sign.get("signature_tag"):

@@ -164,6 +164,9 @@ def build(
         progress=CliProgress(),
         signing_key=signing_key,
     )
+    from modelpack.github import maybe_write_job_summary
+
+    maybe_write_job_summary(result.to_dict())  # on GitHub Actions only
     if as_json:
         emit_json(result)
         return

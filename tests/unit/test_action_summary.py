@@ -169,3 +169,22 @@ def test_command_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "error" in proc.stderr and "Traceback" not in proc.stderr
     proc = _module("summary", str(build_json), env={"GITHUB_STEP_SUMMARY": ""})
     assert proc.returncode == 2
+
+
+def test_summary_from_a_build_result_dict_alone() -> None:
+    from modelpack.github import job_summary_markdown
+
+    build = {
+        "image": "127.0.0.1:5000/m:v2",
+        "version": "v2",
+        "digest": "sha256:" + "a" * 64,
+        "pushed": True,
+        "bytes_pushed": 2048,
+        "base_image": "modelpack-base/python:3.11",
+        "checkpoints": [{"repo_id": "acme/vit", "revision": "main", "commit": "0123456789abcdef0123"}],
+        "supply_chain": {"signed": True, "key_id": "k1", "signature_tag": "sha256-aa.sig"},
+    }
+    text = job_summary_markdown(build)
+    assert "| Base | `modelpack-base/python:3.11` |" in text
+    assert "| Checkpoints | `acme/vit@0123456789ab` |" in text
+    assert "| Signature | signed, key `k1`, tag `sha256-aa.sig` |" in text
