@@ -1,12 +1,15 @@
 """Render the config.yaml reference (Markdown) from `schemas/config.schema.json`.
 
-The reference in `docs/config-reference.md` is generated, never edited by hand;
-a test fails when it is stale. Regenerate with `python -m modelpack.schema_docs > docs/config-reference.md`.
+The reference in `docs/config-reference.md` and its table in README.md (between the
+`config-reference` markers) are generated, never edited by hand; a test fails when
+either is stale. Regenerate both with `python -m modelpack.schema_docs --update .`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from modelpack.config import config_schema
@@ -67,5 +70,26 @@ def config_reference() -> str:
     return "\n".join(lines)
 
 
+README_START = "<!-- config-reference:start -->"
+README_END = "<!-- config-reference:end -->"
+
+
+def readme_with_reference(readme: str) -> str:
+    """README.md with the field table between its markers replaced by the generated one."""
+    start = readme.index(README_START) + len(README_START)
+    end = readme.index(README_END)
+    table = config_reference().split("| field |", 1)[1]
+    return readme[:start] + "\n\n| field |" + table.rstrip("\n") + "\n\n" + readme[end:]
+
+
+def _update(repo: Path) -> None:
+    (repo / "docs" / "config-reference.md").write_text(config_reference(), encoding="utf-8")
+    readme = repo / "README.md"
+    readme.write_text(readme_with_reference(readme.read_text(encoding="utf-8")), encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(config_reference(), end="")
+    if sys.argv[1:2] == ["--update"]:
+        _update(Path(sys.argv[2] if len(sys.argv) > 2 else "."))
+    else:
+        sys.stdout.write(config_reference())
