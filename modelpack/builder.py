@@ -650,6 +650,77 @@ def _push(
 ) -> BuildResult:
     """Push the content tag (all blobs + manifest), then add the version tag by manifest PUT."""
     from modelpack import engine
+
+    name = repo.name
+    sent = _engine_push(docker_client, registry, repo, ctag, ctag, auth, report)
+    digest = registry.head_manifest(repo.repository, ctag)
+    manifest_digest = digest.digest if digest else (sent.engine_digest or sent.manifest.digest)
+    bytes_pushed = sent.layer_bytes
+    if not sent.config_present_before:
+        bytes_pushed += int((sent.manifest.json.get("config") or {}).get("size") or 0)
+    raw = registry.get_manifest(repo.repository, manifest_digest)
+
+    def retag_local(final: str) -> None:
+        engine.untag(docker_client, f"{name}:{chosen}")
+        engine.tag_image(docker_client, f"{name}:{ctag}", name, final)
+
+    final = _tag_version(
+        registry,
+        repo,
+        raw.raw,
+        raw.media_type,
+        manifest_digest,
+        chosen,
+        explicit,
+        ctag,
+        sent.tags_before,
+        notes,
+        report,
+        on_moved=retag_local,
+    )
+    bytes_pushed += len(raw.raw)
+    report("done", f"{name}:{final} pushed ({bytes_pushed} bytes uploaded)")
+    return BuildResult(
+        image=f"{name}:{final}",
+        version=final,
+        digest=manifest_digest,
+        tags=(final, ctag),
+        pushed=True,
+        layers=tuple(sent.layers),
+        bytes_pushed=bytes_pushed,
+        content_tag=ctag,
+        notes=tuple(notes),
+    )
+
+
+@dataclass
+class _EnginePush:
+    """What an engine push sent: the pushed manifest and config, each layer's status."""
+
+    manifest: Any
+    config: dict[str, Any]
+    layers: list[LayerInfo]
+    layer_bytes: int  # bytes of the layers the registry did not have
+    config_present_before: bool
+    engine_digest: str | None
+    tags_before: list[str]
+
+
+def _engine_push(
+    docker_client: Any,
+    registry: RegistryClient,
+    repo: ImageRef,
+    ctag: str,
+    push_tag: str,
+    auth: RegistryAuth | None,
+    report: Progress,
+) -> _EnginePush:
+    """Push `name:push_tag` through the engine, telling which layers the registry already had.
+
+    The engine says "exists"/"mounted" only for what it checked itself; layers of the newest
+    version found by HEAD before the push count as present too, so `bytes_pushed` is exact.
+    """
+    from modelpack import engine
     from modelpack.versions import image_manifest
 
     name = repo.name
@@ -657,25 +728,23 @@ def _push(
     image = engine.inspect_image(docker_client, f"{name}:{ctag}") or {}
     local_diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
     known = _known_blobs(registry, repo, tags_before)
-    present_before: set[str] = set()
-    for diff_id in local_diff_ids:
-        if diff_id in known and registry.head_blob(repo.repository, known[diff_id][0]) is not None:
-            present_before.add(diff_id)
+    present_before = {
+        d
+        for d in local_diff_ids
+        if d in known and registry.head_blob(repo.repository, known[d][0]) is not None
+    }
     # the local image id is the digest of the config blob the push will upload
     image_id = str(image.get("Id") or "")
     config_present = bool(image_id) and registry.head_blob(repo.repository, image_id) is not None
     report("push", f"{len(present_before)} of {len(local_diff_ids)} layers already in the registry")
-
     pushed = engine.push_image(
-        docker_client, name, ctag, auth_config=auth.docker_auth() if auth else None, on_event=report
+        docker_client, name, push_tag, auth_config=auth.docker_auth() if auth else None, on_event=report
     )
-    manifest = image_manifest(registry, repo.repository, ctag)
-    digest = registry.head_manifest(repo.repository, ctag)
-    manifest_digest = digest.digest if digest else (pushed.digest or manifest.digest)
+    manifest = image_manifest(registry, repo.repository, push_tag)
     config = image_config(registry, repo.repository, manifest)
     diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
     layers: list[LayerInfo] = []
-    bytes_pushed = 0
+    layer_bytes = 0
     for diff_id, layer in zip(diff_ids, manifest.json.get("layers") or [], strict=False):
         engine_status = pushed.layer_status.get(diff_id.split(":", 1)[-1][:12])
         if diff_id in present_before or engine_status == "exists":
@@ -684,38 +753,45 @@ def _push(
             status = "mounted"
         else:
             status = "pushed"
-            bytes_pushed += int(layer["size"])
+            layer_bytes += int(layer["size"])
         layers.append(LayerInfo(diff_id, str(layer["digest"]), int(layer["size"]), status))
-    if not config_present:
-        bytes_pushed += int((manifest.json.get("config") or {}).get("size") or 0)
+    return _EnginePush(manifest, config, layers, layer_bytes, config_present, pushed.digest, tags_before)
 
+
+def _tag_version(
+    registry: RegistryClient,
+    repo: ImageRef,
+    raw: bytes,
+    media_type: str,
+    digest: str,
+    chosen: str,
+    explicit: bool,
+    ctag: str,
+    tags_before: list[str],
+    notes: list[str],
+    report: Progress,
+    on_moved: Callable[[str], None] | None = None,
+) -> str:
+    """Point the first free version tag (`chosen` unless taken meanwhile) at the pushed manifest.
+
+    A version tag is never moved: a taken `chosen` becomes the next free version, or an
+    error when the user asked for that version explicitly.
+    """
+    name = repo.name
     final = _free_version(registry, repo, chosen, tags_before, notes)
     if final != chosen:
         if explicit:
             raise InvalidInputError(
                 f"version {chosen} was taken in {name} meanwhile; content pushed as {ctag}"
             )
-        engine.untag(docker_client, f"{name}:{chosen}")
-        engine.tag_image(docker_client, f"{name}:{ctag}", name, final)
+        if on_moved is not None:
+            on_moved(final)
         report("note", notes[-1])
-    raw = registry.get_manifest(repo.repository, manifest_digest)
-    registry.put_manifest(repo.repository, final, raw.raw, raw.media_type)
-    bytes_pushed += len(raw.raw)
+    registry.put_manifest(repo.repository, final, raw, media_type)
     check = registry.head_manifest(repo.repository, final)
-    if check is None or check.digest != manifest_digest:
-        raise RegistryError(f"{name}:{final} does not point at the pushed content {manifest_digest}")
-    report("done", f"{name}:{final} pushed ({bytes_pushed} bytes uploaded)")
-    return BuildResult(
-        image=f"{name}:{final}",
-        version=final,
-        digest=manifest_digest,
-        tags=(final, ctag),
-        pushed=True,
-        layers=tuple(layers),
-        bytes_pushed=bytes_pushed,
-        content_tag=ctag,
-        notes=tuple(notes),
-    )
+    if check is None or check.digest != digest:
+        raise RegistryError(f"{name}:{final} does not point at the pushed content {digest}")
+    return final
 
 
 def push(
@@ -830,40 +906,15 @@ def _push_with_weights(
     """
     from modelpack import engine
     from modelpack import weights_layer as wl
-    from modelpack.versions import image_manifest
 
     name = repo.name
     base_tag = f"{ctag}-base"
     engine.tag_image(docker_client, f"{name}:{ctag}", name, base_tag)
     try:
-        tags_before = registry.list_tags(repo.repository)
-        image = engine.inspect_image(docker_client, f"{name}:{ctag}") or {}
-        local_diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
-        known = _known_blobs(registry, repo, tags_before)
-        present_before = {
-            d
-            for d in local_diff_ids
-            if d in known and registry.head_blob(repo.repository, known[d][0]) is not None
-        }
-        report("push", f"{len(present_before)} of {len(local_diff_ids)} layers already in the registry")
-        pushed = engine.push_image(
-            docker_client, name, base_tag, auth_config=auth.docker_auth() if auth else None, on_event=report
-        )
-        base = image_manifest(registry, repo.repository, base_tag)
-        config = image_config(registry, repo.repository, base)
-        layers: list[LayerInfo] = []
-        bytes_pushed = len(base.raw)
-        diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
-        for diff_id, layer in zip(diff_ids, base.json.get("layers") or [], strict=False):
-            engine_status = pushed.layer_status.get(diff_id.split(":", 1)[-1][:12])
-            if diff_id in present_before or engine_status == "exists":
-                status = "present"
-            elif engine_status == "mounted":
-                status = "mounted"
-            else:
-                status = "pushed"
-                bytes_pushed += int(layer["size"])
-            layers.append(LayerInfo(diff_id, str(layer["digest"]), int(layer["size"]), status))
+        sent = _engine_push(docker_client, registry, repo, ctag, base_tag, auth, report)
+        base = sent.manifest
+        layers = sent.layers
+        bytes_pushed = len(base.raw) + sent.layer_bytes
 
         key = wl.layer_key(weights.files)
         cached = _cached_layer(key)
@@ -887,17 +938,19 @@ def _push_with_weights(
         bytes_pushed += appended.bytes_pushed
 
         registry.put_manifest(repo.repository, ctag, appended.raw, appended.media_type)
-        final = _free_version(registry, repo, chosen, tags_before, notes)
-        if final != chosen:
-            if explicit:
-                raise InvalidInputError(
-                    f"version {chosen} was taken in {name} meanwhile; content pushed as {ctag}"
-                )
-            report("note", notes[-1])
-        registry.put_manifest(repo.repository, final, appended.raw, appended.media_type)
-        check = registry.head_manifest(repo.repository, final)
-        if check is None or check.digest != appended.digest:
-            raise RegistryError(f"{name}:{final} does not point at the pushed content {appended.digest}")
+        final = _tag_version(
+            registry,
+            repo,
+            appended.raw,
+            appended.media_type,
+            appended.digest,
+            chosen,
+            explicit,
+            ctag,
+            sent.tags_before,
+            notes,
+            report,
+        )
     finally:
         # the weightless manifest was a step only (its blobs stay, used by the final one)
         try:

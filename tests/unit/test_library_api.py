@@ -221,8 +221,10 @@ ENTRY_FUNCTIONS = ("main", "_cli")  # `python -m modelpack.X` entry points may t
 
 
 def library_modules() -> list[Path]:
+    """The package's modules, without the CLI layer and the shipped data folders (`_data/`:
+    scripts such as the base-image catalog generator, which are programs, not library)."""
     files = sorted(PACKAGE.rglob("*.py"))
-    return [f for f in files if not f.relative_to(PACKAGE).as_posix().startswith(CLI_LAYER)]
+    return [f for f in files if not f.relative_to(PACKAGE).as_posix().startswith((*CLI_LAYER, "_data/"))]
 
 
 def _is_main_guard(node: ast.AST) -> bool:
