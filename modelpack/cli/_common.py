@@ -21,12 +21,15 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
-from modelpack.errors import Diagnostic, ModelpackError
+from modelpack.errors import Diagnostic, InvalidInputError, ModelpackError
 from modelpack.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from modelpack.builder import RegistryAuth
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -292,6 +295,33 @@ def to_jsonable(value: Any) -> Any:
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True))
+
+
+def echo_image_result(result: Any) -> None:
+    """The plain-text lines of a build or push result: image, version, digest and bytes pushed."""
+    click.echo(f"image:   {result.image}")
+    click.echo(f"version: {result.version}" + (" (unchanged)" if result.reused and not result.pushed else ""))
+    click.echo(f"digest:  {result.digest}")
+    if result.pushed:
+        click.echo(f"pushed:  {result.bytes_pushed} bytes")
+
+
+def registry_auth(username: str | None, password_stdin: bool) -> RegistryAuth | None:
+    """``--registry-username`` with ``--registry-password-stdin`` as credentials; None when neither is given.
+
+    The password is the first line of stdin. Either option without the other, or an
+    empty password, is invalid input.
+    """
+    from modelpack.builder import RegistryAuth
+
+    if not (password_stdin or username):
+        return None
+    if not (password_stdin and username):
+        raise InvalidInputError("--registry-username and --registry-password-stdin go together")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise InvalidInputError("--registry-password-stdin: no password on stdin")
+    return RegistryAuth(username, password)
 
 
 def _annotation_escape(text: str, *, property_value: bool = False) -> str:

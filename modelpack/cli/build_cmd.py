@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from modelpack.cli._common import CliProgress, emit_json, handle_errors, json_option, model_dir_argument
+from modelpack.cli._common import (
+    CliProgress,
+    echo_image_result,
+    emit_json,
+    handle_errors,
+    json_option,
+    model_dir_argument,
+    registry_auth,
+)
 from modelpack.errors import InvalidInputError
 
 
@@ -140,17 +148,9 @@ def build(
     Unchanged inputs report the existing version and push nothing; a changed
     model gets the next version. Progress goes to stderr, the result to stdout.
     """
-    from modelpack.builder import RegistryAuth
     from modelpack.builder import build as run_build
 
-    auth = None
-    if registry_password_stdin or registry_username:
-        if not (registry_password_stdin and registry_username):
-            raise InvalidInputError("--registry-username and --registry-password-stdin go together")
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise InvalidInputError("--registry-password-stdin: no password on stdin")
-        auth = RegistryAuth(registry_username, password)
+    auth = registry_auth(registry_username, registry_password_stdin)
     signing_key = _signing_key(key, push, interactive=not registry_password_stdin) if sign or key else None
     result = run_build(
         model_dir,
@@ -170,11 +170,7 @@ def build(
     if as_json:
         emit_json(result)
         return
-    click.echo(f"image:   {result.image}")
-    click.echo(f"version: {result.version}" + (" (unchanged)" if result.reused and not result.pushed else ""))
-    click.echo(f"digest:  {result.digest}")
-    if result.pushed:
-        click.echo(f"pushed:  {result.bytes_pushed} bytes")
+    echo_image_result(result)
     chain = getattr(result, "supply_chain", None)
     if chain is not None:
         click.echo(f"manifest: {chain.manifest_digest}" + (" (signed)" if chain.signed else " (unsigned)"))

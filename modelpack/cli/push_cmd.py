@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from modelpack.cli._common import CliProgress, emit_json, handle_errors, json_option
-from modelpack.errors import InvalidInputError
+from modelpack.cli._common import (
+    CliProgress,
+    echo_image_result,
+    emit_json,
+    handle_errors,
+    json_option,
+    registry_auth,
+)
 
 
 @click.command("push")
@@ -41,25 +45,13 @@ def push(
     with its existing version and nothing is uploaded; new content gets the next
     version. Progress goes to stderr, the result to stdout.
     """
-    from modelpack.builder import RegistryAuth
     from modelpack.builder import push as run_push
 
-    auth = None
-    if registry_password_stdin or registry_username:
-        if not (registry_password_stdin and registry_username):
-            raise InvalidInputError("--registry-username and --registry-password-stdin go together")
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise InvalidInputError("--registry-password-stdin: no password on stdin")
-        auth = RegistryAuth(registry_username, password)
+    auth = registry_auth(registry_username, registry_password_stdin)
     result = run_push(image, repository, version=version, auth=auth, progress=CliProgress())
     if as_json:
         emit_json(result)
         return
-    click.echo(f"image:   {result.image}")
-    click.echo(f"version: {result.version}" + (" (unchanged)" if result.reused and not result.pushed else ""))
-    click.echo(f"digest:  {result.digest}")
-    if result.pushed:
-        click.echo(f"pushed:  {result.bytes_pushed} bytes")
+    echo_image_result(result)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

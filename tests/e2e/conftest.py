@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = os.environ.get("MODELPACK_TEST_REGISTRY", "127.0.0.1:5000")
 LOCAL_BASE_IMAGE = os.environ.get("MODELPACK_TEST_BASE_IMAGE", "modelpack-base/python:3.11")
 
@@ -66,6 +70,68 @@ def local_base_image(docker_client: Any, service_missing: Callable[[str], None])
     except docker.errors.ImageNotFound:
         service_missing(f"base image {LOCAL_BASE_IMAGE} is missing; run base-images/build-local-base.sh")
     return LOCAL_BASE_IMAGE
+
+
+# -- private copies of the bundled examples ------------------------------------------------------
+
+
+def _copy_tree(node: Traversable, target: Path, skip: Collection[str]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for child in node.iterdir():
+        if child.name in skip:
+            continue
+        if child.is_dir():
+            _copy_tree(child, target / child.name, skip)
+        else:
+            (target / child.name).write_bytes(child.read_bytes())
+
+
+def copy_example(name: str, target: Path, *, skip: Collection[str] = ()) -> Path:
+    """Copy the bundled example NAME (`modelpack.resources`) to TARGET, without `__pycache__`
+    and the file or directory names in SKIP (at any depth); returns TARGET."""
+    from modelpack.resources import data_dir
+
+    _copy_tree(data_dir("examples").joinpath(name), target, {"__pycache__", *skip})
+    return target
+
+
+@pytest.fixture(scope="session", name="copy_example")
+def copy_example_fixture() -> Callable[..., Path]:
+    """`copy_example(name, target, *, skip=())` for tests (conftest modules are not importable)."""
+    return copy_example
+
+
+@pytest.fixture
+def hello_dir(tmp_path: Path, local_base_image: str) -> Path:
+    """A private copy of the bundled `hello` example, lock included (no index needed)."""
+    return copy_example("hello", tmp_path / "hello")
+
+
+@pytest.fixture
+def hello_dir_unlocked(tmp_path: Path, local_base_image: str) -> Path:
+    """A private copy of the bundled `hello` example without its lock (created on first build)."""
+    return copy_example("hello", tmp_path / "hello", skip=("requirements.lock",))
+
+
+# -- the cosign binary ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cosign(service_missing: Callable[[str], None]) -> Path:
+    """The cosign binary ($MODELPACK_COSIGN, PATH, or scripts/install-cosign.sh); missing fails in CI."""
+    explicit = os.environ.get("MODELPACK_COSIGN") or shutil.which("cosign")
+    if explicit:
+        return Path(explicit)
+    script = REPO_ROOT / "scripts" / "install-cosign.sh"
+    if not script.is_file():
+        service_missing("scripts/install-cosign.sh is not available (tests run outside the source tree)")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        service_missing(f"cannot install cosign: {proc.stderr.strip().splitlines()[-1:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+# -- registry repositories -----------------------------------------------------------------------
 
 
 class RegistryRepo:

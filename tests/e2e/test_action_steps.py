@@ -13,13 +13,10 @@ import json
 import os
 import subprocess
 import sys
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from modelpack.resources import data_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -38,24 +35,6 @@ def _runner_module() -> Any:
 ActionRun = _runner_module().ActionRun
 
 
-def _copy_tree(node: Traversable, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in node.iterdir():
-        if child.name in ("__pycache__", "requirements.lock"):
-            continue
-        if child.is_dir():
-            _copy_tree(child, target / child.name)
-        else:
-            (target / child.name).write_bytes(child.read_bytes())
-
-
-@pytest.fixture
-def hello_dir(tmp_path: Path, local_base_image: str) -> Path:
-    target = tmp_path / "hello"
-    _copy_tree(data_dir("examples").joinpath("hello"), target)
-    return target
-
-
 def _modelpack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "modelpack", *args],
@@ -68,7 +47,7 @@ def _modelpack(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 def test_action_builds_pushes_signs_and_summarizes(
-    tmp_path: Path, hello_dir: Path, registry_repo: Any
+    tmp_path: Path, hello_dir_unlocked: Path, registry_repo: Any
 ) -> None:
     from modelpack.keys import keygen, load_verification_key
     from modelpack.registry import RegistryClient
@@ -77,7 +56,7 @@ def test_action_builds_pushes_signs_and_summarizes(
     # pull request: build only, nothing reaches the registry
     pr = ActionRun(
         {
-            "model-dir": str(hello_dir),
+            "model-dir": str(hello_dir_unlocked),
             "repository": registry_repo.ref,
             "install": "false",
             "python": sys.executable,
@@ -95,7 +74,7 @@ def test_action_builds_pushes_signs_and_summarizes(
     pair = keygen(tmp_path / "signing", password.encode())
     main = ActionRun(
         {
-            "model-dir": str(hello_dir),
+            "model-dir": str(hello_dir_unlocked),
             "repository": registry_repo.ref,
             "push": "true",
             "install": "false",
@@ -132,7 +111,7 @@ def test_action_builds_pushes_signs_and_summarizes(
     # deploy-manifest IMAGE reads the config back out of the pushed image
     from_image = _modelpack("deploy-manifest", outputs["image"], "--json")
     assert from_image.returncode == 0, from_image.stderr
-    from_dir = _modelpack("deploy-manifest", str(hello_dir), "--image", outputs["image"], "--json")
+    from_dir = _modelpack("deploy-manifest", str(hello_dir_unlocked), "--image", outputs["image"], "--json")
     assert from_dir.returncode == 0, from_dir.stderr
     image_items = json.loads(from_image.stdout)["items"]
     dir_items = json.loads(from_dir.stdout)["items"]

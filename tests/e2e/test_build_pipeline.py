@@ -11,37 +11,16 @@ import socket
 import subprocess
 import sys
 import tarfile
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelpack.errors import EngineError
-from modelpack.resources import data_dir
 
 pytestmark = pytest.mark.e2e
 
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-def _copy_tree(node: Traversable, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in node.iterdir():
-        if child.name in ("__pycache__", "requirements.lock"):
-            continue
-        if child.is_dir():
-            _copy_tree(child, target / child.name)
-        else:
-            (target / child.name).write_bytes(child.read_bytes())
-
-
-@pytest.fixture
-def hello_dir(tmp_path: Path, local_base_image: str) -> Path:
-    """A private copy of the bundled example (its lock is created on first build)."""
-    target = tmp_path / "hello"
-    _copy_tree(data_dir("examples").joinpath("hello"), target)
-    return target
 
 
 def modelpack(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
@@ -57,14 +36,14 @@ def modelpack(*args: str, env: dict[str, str] | None = None, stdin: str | None =
     )
 
 
-def test_cli_build_rebuild_and_code_change(hello_dir: Path, registry_repo: Any) -> None:
-    first = modelpack("build", str(hello_dir), "--tag", registry_repo.ref, "--push", "--json")
+def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_repo: Any) -> None:
+    first = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert first.returncode == 0, first.stderr
     one = json.loads(first.stdout)
     assert one["version"] == "v1" and one["pushed"] and one["bytes_pushed"] > 0
     assert {layer["status"] for layer in one["layers"]} <= {"pushed", "mounted", "present"}
 
-    again = modelpack("build", str(hello_dir), "--tag", registry_repo.ref, "--push", "--json")
+    again = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert again.returncode == 0, again.stderr
     same = json.loads(again.stdout)
     assert (same["version"], same["digest"], same["pushed"], same["bytes_pushed"]) == (
@@ -74,9 +53,9 @@ def test_cli_build_rebuild_and_code_change(hello_dir: Path, registry_repo: Any) 
         0,
     )
 
-    model_py = hello_dir / "1" / "model.py"
+    model_py = hello_dir_unlocked / "1" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# a one-line change\n")
-    changed = modelpack("build", str(hello_dir), "--tag", registry_repo.ref, "--push", "--json")
+    changed = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert changed.returncode == 0, changed.stderr
     two = json.loads(changed.stdout)
     assert two["version"] == "v2"
@@ -102,7 +81,7 @@ def test_cli_build_rebuild_and_code_change(hello_dir: Path, registry_repo: Any) 
 
 
 def test_failing_requirement_is_named_and_nothing_is_pushed(
-    hello_dir: Path, registry_repo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    hello_dir_unlocked: Path, registry_repo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import importlib
     import tempfile
@@ -110,7 +89,7 @@ def test_failing_requirement_is_named_and_nothing_is_pushed(
     from modelpack.builder import build
 
     lock_stage = importlib.import_module("modelpack.locking")
-    lock_file = hello_dir / "requirements.lock"
+    lock_file = hello_dir_unlocked / "requirements.lock"
     lock_file.write_text("nosuchpkg-modelpack-test==9.9.9 \\\n    --hash=sha256:" + "0" * 64 + "\n")
     fake = lock_stage.LockResult(
         path=lock_file, up_to_date_before=True, packages=(), input_digest="sha256:" + "0" * 64
@@ -120,7 +99,12 @@ def test_failing_requirement_is_named_and_nothing_is_pushed(
     temp_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
     with pytest.raises(EngineError) as failure:
-        build(hello_dir, repository=registry_repo.ref, push=True, settings=_settings(ca_bundle=SYSTEM_CA))
+        build(
+            hello_dir_unlocked,
+            repository=registry_repo.ref,
+            push=True,
+            settings=_settings(ca_bundle=SYSTEM_CA),
+        )
     message = failure.value.message
     assert "nosuchpkg-modelpack-test" in message and "\n" not in message
     assert registry_repo.tags() == []
@@ -133,10 +117,10 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_cli_unreachable_engine_and_registry(hello_dir: Path, registry: str) -> None:
+def test_cli_unreachable_engine_and_registry(hello_dir_unlocked: Path, registry: str) -> None:
     no_engine = modelpack(
         "build",
-        str(hello_dir),
+        str(hello_dir_unlocked),
         "--tag",
         f"{registry}/modelpack-test/x",
         env={"DOCKER_HOST": "unix:///nonexistent"},
@@ -146,16 +130,18 @@ def test_cli_unreachable_engine_and_registry(hello_dir: Path, registry: str) -> 
     assert "Traceback" not in no_engine.stderr
 
     closed = f"127.0.0.1:{_closed_port()}/modelpack-test/x"
-    no_registry = modelpack("build", str(hello_dir), "--tag", closed, "--push")
+    no_registry = modelpack("build", str(hello_dir_unlocked), "--tag", closed, "--push")
     assert no_registry.returncode == 1
     assert "cannot connect" in no_registry.stderr.strip().splitlines()[-1]
     assert "Traceback" not in no_registry.stderr
 
 
-def test_registry_password_is_read_from_stdin_and_never_printed(hello_dir: Path, registry_repo: Any) -> None:
+def test_registry_password_is_read_from_stdin_and_never_printed(
+    hello_dir_unlocked: Path, registry_repo: Any
+) -> None:
     result = modelpack(
         "build",
-        str(hello_dir),
+        str(hello_dir_unlocked),
         "--tag",
         registry_repo.ref,
         "--push",
@@ -177,7 +163,7 @@ def _settings(**values: Any) -> Any:
 
 
 def test_final_image_holds_no_secrets(
-    hello_dir: Path, registry_repo: Any, docker_client: Any, tmp_path: Path
+    hello_dir_unlocked: Path, registry_repo: Any, docker_client: Any, tmp_path: Path
 ) -> None:
     from modelpack.builder import build
 
@@ -188,7 +174,7 @@ def test_final_image_holds_no_secrets(
     index_url = f"https://modelpack:{credential}@pypi.org/simple"
     steps: list[str] = []
     result = build(
-        hello_dir,
+        hello_dir_unlocked,
         repository=registry_repo.ref,
         push=False,
         settings=_settings(ca_bundle=bundle, index_url=index_url),

@@ -12,41 +12,16 @@ import base64
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelpack.resources import data_dir
-
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "p2-key-password-9f31c7"
-
-
-def _copy_tree(node: Traversable, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in node.iterdir():
-        if child.name == "__pycache__":
-            continue
-        if child.is_dir():
-            _copy_tree(child, target / child.name)
-        else:
-            (target / child.name).write_bytes(child.read_bytes())
-
-
-@pytest.fixture
-def hello_dir(tmp_path: Path, local_base_image: str) -> Path:
-    """A private copy of the bundled example, lock included (no index needed)."""
-    target = tmp_path / "hello"
-    _copy_tree(data_dir("examples").joinpath("hello"), target)
-    return target
 
 
 @pytest.fixture
@@ -55,21 +30,6 @@ def keypair(tmp_path: Path) -> tuple[Path, Path]:
 
     files = keygen(tmp_path / "keys" / "signing", PASSWORD.encode())
     return files.private_key, files.public_key
-
-
-@pytest.fixture(scope="session")
-def cosign(service_missing: Callable[[str], None]) -> Path:
-    """The cosign binary ($MODELPACK_COSIGN, PATH, or scripts/install-cosign.sh); missing fails in CI."""
-    explicit = os.environ.get("MODELPACK_COSIGN") or shutil.which("cosign")
-    if explicit:
-        return Path(explicit)
-    script = REPO_ROOT / "scripts" / "install-cosign.sh"
-    if not script.is_file():
-        service_missing("scripts/install-cosign.sh is not available (tests run outside the source tree)")
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        service_missing(f"cannot install cosign: {proc.stderr.strip().splitlines()[-1:]}")
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 def modelpack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -34,20 +33,6 @@ from modelpack.weights_layer import write_layer
 TOKEN = "hf_secret_e2e_token_7f3a"
 
 
-def _load_hubserver() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "hubserver.py"
-    spec = importlib.util.spec_from_file_location("modelpack_tests_hubserver", path)
-    assert spec is not None and spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-hubserver = _load_hubserver()
-
 WEIGHTS = bytes(range(256)) * 4096 * 3  # 3 MiB, deterministic
 CLASSIFIER_CONFIG = {
     "architectures": ["ViTForImageClassification"],
@@ -59,7 +44,7 @@ DETECTOR_CONFIG = {
 }
 
 
-def _repos() -> list[object]:
+def _repos(hubserver: ModuleType) -> list[object]:
     clf = hubserver.HubRepo("acme/vit-classifier")
     clf.add_commit(
         {
@@ -82,8 +67,8 @@ def _repos() -> list[object]:
 
 
 @pytest.fixture()
-def hub() -> Iterator[object]:
-    with hubserver.HubServer(_repos(), tokens=[TOKEN, "hf_other_valid"]) as server:
+def hub(hubserver: ModuleType) -> Iterator[object]:
+    with hubserver.HubServer(_repos(hubserver), tokens=[TOKEN, "hf_other_valid"]) as server:
         yield server
 
 
@@ -142,7 +127,7 @@ def test_fetch_by_tag_records_commit(hub: object, hf_env: Path) -> None:
     assert result.local_dir.name == result.commit and (result.local_dir / "config.json").is_file()
 
 
-def test_interrupted_download_resumes_with_range(hub: object, hf_env: Path) -> None:
+def test_interrupted_download_resumes_with_range(hub: object, hf_env: Path, hubserver: ModuleType) -> None:
     from huggingface_hub import constants
 
     chunk = constants.DOWNLOAD_CHUNK_SIZE  # the client keeps what it received in whole chunks

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,25 +13,11 @@ from typing import Any
 
 import pytest
 
-
-def _load_hubserver() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "hubserver.py"
-    spec = importlib.util.spec_from_file_location("modelpack_tests_hubserver", path)
-    assert spec is not None and spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-hubserver = _load_hubserver()
 WEIGHTS = b"w" * 100_000
 
 
 @pytest.fixture()
-def hub() -> Iterator[Any]:
+def hub(hubserver: ModuleType) -> Iterator[Any]:
     repo = hubserver.HubRepo("acme/tiny")
     repo.add_commit({"config.json": b"{}", "model.safetensors": WEIGHTS, "sub/dir/a.txt": b"a"}, tags=["v1"])
     with hubserver.HubServer([repo], tokens=["hf_ok"]) as server:
@@ -72,7 +56,7 @@ def test_model_info_and_tree(hub: Any) -> None:
     assert [e["path"] for e in json.loads(body)] == ["sub/dir", "sub/dir/a.txt"]
 
 
-def test_resolve_headers_redirect_and_range(hub: Any) -> None:
+def test_resolve_headers_redirect_and_range(hub: Any, hubserver: ModuleType) -> None:
     status, headers, _ = request(f"{hub.url}/acme/tiny/resolve/main/config.json", "HEAD")
     assert status == 200 and headers["ETag"] == f'"{hubserver.git_blob_sha1(b"{}")}"'
     assert len(headers["X-Repo-Commit"]) == 40 and headers["Content-Length"] == "2"

@@ -12,31 +12,17 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from modelpack.resources import data_dir
-
 pytestmark = pytest.mark.e2e
 
 RUNTIME_UID = 10001
-
-
-def _copy_tree(node: Traversable, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in node.iterdir():
-        if child.name == "__pycache__":
-            continue
-        if child.is_dir():
-            _copy_tree(child, target / child.name)
-        else:
-            (target / child.name).write_bytes(child.read_bytes())
 
 
 def _free_port() -> int:
@@ -60,7 +46,11 @@ class Running:
 
 @pytest.fixture(scope="module")
 def images(
-    docker_client: Any, registry: str, local_base_image: str, tmp_path_factory: pytest.TempPathFactory
+    docker_client: Any,
+    registry: str,
+    local_base_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    copy_example: Callable[..., Path],
 ) -> Iterator[dict[str, tuple[str, Path]]]:
     """Both examples built locally (not pushed): name -> (image reference, model directory)."""
     from modelpack.builder import build, env_ca_bundle
@@ -77,7 +67,7 @@ def images(
     try:
         for name in ("hello", "openai-chat"):
             model_dir = root / name
-            _copy_tree(data_dir("examples").joinpath(name), model_dir)
+            copy_example(name, model_dir)
             result = build(model_dir, repository=f"{repo_base}/{name}", push=False, settings=settings)
             built[name] = (result.image, model_dir)
         yield built

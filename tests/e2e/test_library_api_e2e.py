@@ -3,7 +3,6 @@ engine and registry, with progress observers receiving events."""
 
 from __future__ import annotations
 
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -12,29 +11,10 @@ import pytest
 import modelpack
 from modelpack.errors import InvalidInputError
 from modelpack.progress import ProgressEvent, ProgressRecorder
-from modelpack.resources import data_dir
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "library-e2e"
-
-
-def _copy_tree(node: Traversable, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in node.iterdir():
-        if child.name == "__pycache__":
-            continue
-        if child.is_dir():
-            _copy_tree(child, target / child.name)
-        else:
-            (target / child.name).write_bytes(child.read_bytes())
-
-
-@pytest.fixture
-def hello_dir(tmp_path: Path, local_base_image: str) -> Path:
-    target = tmp_path / "hello"
-    _copy_tree(data_dir("examples").joinpath("hello"), target)
-    return target
 
 
 def _settings() -> Any:

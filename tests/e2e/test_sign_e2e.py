@@ -10,11 +10,10 @@ import gzip
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,6 @@ from modelpack.sbom import push_sbom, sbom_bytes
 from modelpack.signing import sign, signature_tag
 from modelpack.verification import VerificationFailed, verify
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse"
 LOCK = (
     "numpy==1.26.4 \\\n    --hash=sha256:"
@@ -295,20 +293,6 @@ def _manifest_payload(client: RegistryClient, repo: str, digest: str) -> tuple[d
 
 
 # --- cosign interoperability ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def cosign(service_missing: Callable[[str], None], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    explicit = os.environ.get("MODELPACK_COSIGN") or shutil.which("cosign")
-    if explicit:
-        return Path(explicit)
-    script = REPO_ROOT / "scripts" / "install-cosign.sh"
-    if not script.is_file():
-        service_missing("scripts/install-cosign.sh is not available (tests run outside the source tree)")
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        service_missing(f"cannot install cosign: {proc.stderr.strip().splitlines()[-1:]}")
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 def run_cosign(cosign: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
