@@ -76,25 +76,29 @@ def render_context(model_dir: Path, out: Path) -> Path:
     return Path(result.out_dir)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", default="127.0.0.1:5000")
-    parser.add_argument("--light", action="store_true", help="skip the ~200 MB of dependencies")
-    args = parser.parse_args()
+def one_round(
+    registry: str, light: bool, docker_first: bool
+) -> tuple[list[tuple[str, float, float]], dict[str, int], int]:
+    """Cold, warm and code-change rows (modelpack s, docker s), bytes pushed, code size.
+
+    `docker_first` runs the baseline before modelpack in each scenario: a caching proxy
+    in front of PyPI favours whoever downloads second, so rounds alternate the order.
+    """
     from modelpack.resources import data_dir
 
     run_id = uuid.uuid4().hex[:8]
-    ours_repo = f"{args.registry}/bench/modelpack-{run_id}"
-    base_repo = f"{args.registry}/bench/docker-{run_id}"
+    ours_repo = f"{registry}/bench/modelpack-{run_id}"
+    base_repo = f"{registry}/bench/docker-{run_id}"
     mp = [sys.executable, "-m", "modelpack", "build"]
     rows: list[tuple[str, float, float]] = []
+    pushed: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="modelpack-bench-") as tmp:
         ours = Path(tmp) / "ours"
         theirs = Path(tmp) / "theirs"
         for target in (ours, theirs):
             copy_tree(data_dir("examples").joinpath("hello"), target)
             with (target / "requirements.txt").open("a") as handle:
-                handle.write("" if args.light else HEAVY_REQUIREMENTS)
+                handle.write("" if light else HEAVY_REQUIREMENTS)
                 handle.write(f"\n# bench {run_id} {target.name}\n")  # cold: a lock no cache has seen
 
         def baseline(tag: str) -> float:
@@ -107,31 +111,64 @@ def main() -> int:
                     sys.exit(f"{' '.join(command[:2])} failed:\n{done.stderr[-2000:]}")
             return time.perf_counter() - start
 
-        pushed: dict[str, int] = {}
-
         def modelpack(name: str) -> float:
             seconds, out = timed([*mp, str(ours), "--tag", ours_repo, "--push", "--json"])
             pushed[name] = int(json.loads(out).get("bytes_pushed", 0))
             return seconds
 
-        rows.append(("cold build + push", modelpack("cold"), baseline("v1")))
-        rows.append(("warm rebuild (unchanged)", modelpack("warm"), baseline("v1")))
+        def scenario(title: str, key: str, tag: str) -> None:
+            if docker_first:
+                theirs_s = baseline(tag)
+                ours_s = modelpack(key)
+            else:
+                ours_s = modelpack(key)
+                theirs_s = baseline(tag)
+            rows.append((title, ours_s, theirs_s))
+
+        scenario("cold build + push", "cold", "v1")
+        scenario("warm rebuild (unchanged)", "warm", "v1")
         for target in (ours, theirs):
             model_py = target / "1" / "model.py"
             model_py.write_text(model_py.read_text() + "\n# one-line change\n")
-        rows.append(("one-line model.py change", modelpack("code"), baseline("v2")))
+        scenario("one-line model.py change", "code", "v2")
         code_size = sum(f.stat().st_size for f in (ours / "1").rglob("*") if f.is_file())
+    return rows, pushed, code_size
 
-    print(f"{'scenario':<28} {'modelpack s':>12} {'docker s':>10} {'ratio':>7} {'pushed MB':>10}")
-    for (name, ours_s, theirs_s), key in zip(rows, ("cold", "warm", "code"), strict=True):
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", default="127.0.0.1:5000")
+    parser.add_argument("--light", action="store_true", help="skip the ~200 MB of dependencies")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating who goes first")
+    args = parser.parse_args()
+
+    totals: dict[str, list[tuple[float, float]]] = {}
+    shares: list[float] = []
+    for index in range(args.rounds):
+        rows, pushed, code_size = one_round(args.registry, args.light, docker_first=index % 2 == 1)
+        print(f"round {index + 1} ({'docker' if index % 2 else 'modelpack'} first)")
+        print(f"  {'scenario':<28} {'modelpack s':>12} {'docker s':>10} {'ratio':>7} {'pushed MB':>10}")
+        for (name, ours_s, theirs_s), key in zip(rows, ("cold", "warm", "code"), strict=True):
+            totals.setdefault(name, []).append((ours_s, theirs_s))
+            print(
+                f"  {name:<28} {ours_s:>12.2f} {theirs_s:>10.2f} {ours_s / theirs_s:>7.2f}"
+                f" {pushed[key] / 1e6:>10.3f}"
+            )
+        shares.append(rows[2][1] / rows[0][1])
+        limit = 2**20 + code_size
         print(
-            f"{name:<28} {ours_s:>12.2f} {theirs_s:>10.2f} {ours_s / theirs_s:>7.2f} {pushed[key] / 1e6:>10.3f}"
+            f"  code-only push: {pushed['code']} bytes (target < {limit} = 1 MiB + {code_size} bytes of code)"
         )
-    print("ratio = modelpack / (docker build + docker push by hand); both include rendering the context")
-    share = rows[2][1] / rows[0][1]
-    limit = 2**20 + code_size
-    print(f"code-only rebuild+push / cold build+push = {share:.1%} (target < 10%)")
-    print(f"code-only push: {pushed['code']} bytes (target < {limit} = 1 MiB + {code_size} bytes of code)")
+    print(
+        "summed over rounds (ratio = modelpack / (docker build + docker push by hand), both render the context):"
+    )
+    for name, pairs in totals.items():
+        ours_total = sum(p[0] for p in pairs)
+        theirs_total = sum(p[1] for p in pairs)
+        print(
+            f"  {name:<28} {ours_total:>8.2f} s vs {theirs_total:>8.2f} s  ratio {ours_total / theirs_total:.2f}"
+        )
+    print(f"code-only rebuild+push / cold build+push = {max(shares):.1%} at worst (target < 10%)")
     return 0
 
 
