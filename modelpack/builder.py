@@ -588,6 +588,9 @@ def _reuse_remote(
     # content pushed earlier but its version tag never landed (interrupted push): tag it now
     notes: list[str] = []
     manifest = registry.get_manifest(repo.repository, descriptor.digest)
+    if requested and requested in set(registry.list_tags(repo.repository)) | set(remote_tags):
+        # an explicit version is never silently replaced by another (as in _tag_version)
+        raise InvalidInputError(f"version {requested} already exists in {repo.name} with other content")
     chosen = _free_version(registry, repo, requested, remote_tags, notes)
     registry.put_manifest(repo.repository, chosen, manifest.raw, manifest.media_type)
     report("done", f"{repo.name}:{chosen} tagged (content was already in the registry)")

@@ -50,7 +50,17 @@ def parse_cuda_version(text: str) -> str | None:
 def with_registry(name: str, prefix: str | None) -> str:
     """Prepend a registry prefix (``127.0.0.1:5000/team``) to a catalog image name."""
     prefix = (prefix or "").strip().rstrip("/")
+    if prefix and not _REGISTRY_PREFIX.fullmatch(prefix):
+        hint = " (drop the scheme)" if "://" in prefix else ""
+        shown = "(with credentials)" if "@" in prefix else repr(prefix)  # never echo user:password@
+        raise ResolveError(
+            f"base registry prefix {shown} is not a registry host with an optional path{hint}; "
+            "write it like 127.0.0.1:5000/team (--base-registry or $MODELPACK_BASE_REGISTRY)"
+        )
     return f"{prefix}/{name}" if prefix else name
+
+
+_REGISTRY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,16 @@ def _encode(value: Any) -> Any:
     return encode(value)
 
 
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` removed, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def format_signature(method: dict[str, Any]) -> str:
     """``predict(prompt: str, n: int = 1) -> str   [unary-unary]``"""
     params = []
@@ -61,6 +71,7 @@ class Model:
         import httpx
 
         self.url = url.rstrip("/")
+        self._shown_url = _without_credentials(self.url)  # for messages: never user:password
         self.timeout = timeout
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
         self._signature: dict[str, Any] | None = None
@@ -81,9 +92,23 @@ class Model:
         try:
             response = self._http.request(verb, path, **kwargs)
         except httpx.HTTPError as error:
-            raise ModelCallError(f"cannot reach {self.url}: {type(error).__name__}: {error}") from None
+            text = self._scrub(str(error))
+            raise ModelCallError(f"cannot reach {self._shown_url}: {type(error).__name__}: {text}") from None
         self._raise_for(response.status_code, response.content)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ModelCallError(
+                f"{self._shown_url}{path} did not answer JSON; is it a modelpack server?"
+            ) from None
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the URL's credentials (transport errors may quote the URL)."""
+        from urllib.parse import urlsplit
+
+        text = text.replace(self.url, self._shown_url)
+        password = urlsplit(self.url).password
+        return text.replace(password, "***") if password else text
 
     @staticmethod
     def _raise_for(status: int, content: bytes) -> None:
@@ -165,7 +190,8 @@ class Model:
         if method["kind"] == "stream-stream":
             stream_arg = next(s["name"] for s in method["inputs"] if s["type"].startswith("Iterator["))
             value = kwargs.get(stream_arg)
-            if value is not None and not isinstance(value, (list, tuple)):
+            # a string or mapping is one value, not a stream of items: the server judges it
+            if value is not None and not isinstance(value, (list, tuple, str, bytes, dict)):
                 return self._bidi(name, stream_arg, value, kwargs)
         payload = {k: _encode(list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
         if method["kind"] == "unary-unary":
@@ -214,18 +240,28 @@ class Model:
                 if not done:
                     raise ModelCallError("the stream ended early", status=None)
         except httpx.HTTPError as error:
-            raise ModelCallError(f"stream from {self.url} failed: {type(error).__name__}") from None
+            raise ModelCallError(f"stream from {self._shown_url} failed: {type(error).__name__}") from None
+        except (ValueError, KeyError, AttributeError):  # not the event format modelpack servers send
+            raise ModelCallError(f"stream from {self._shown_url} sent malformed events") from None
 
     def _bidi(
         self, name: str, stream_arg: str, items: Iterable[Any], kwargs: dict[str, Any]
     ) -> Iterator[Any]:
         """Send items over the WebSocket while reading results (a sender thread feeds the socket)."""
+        from websockets.exceptions import WebSocketException
+
+        ws_url = "ws" + self.url[4:] + f"/v1/methods/{name}/stream"
+        args = {k: _encode(v) for k, v in kwargs.items() if k != stream_arg}
+        try:
+            yield from self._bidi_session(ws_url, args, items)
+        except (WebSocketException, OSError) as error:
+            raise ModelCallError(f"stream from {self._shown_url} failed: {type(error).__name__}") from None
+
+    def _bidi_session(self, ws_url: str, args: dict[str, Any], items: Iterable[Any]) -> Iterator[Any]:
         import threading
 
         from websockets.sync.client import connect
 
-        ws_url = "ws" + self.url[4:] + f"/v1/methods/{name}/stream"
-        args = {k: _encode(v) for k, v in kwargs.items() if k != stream_arg}
         with connect(ws_url, open_timeout=self.timeout, max_size=None) as socket:
             socket.send(json.dumps({"args": args}))
 
@@ -239,11 +275,13 @@ class Model:
 
             sender = threading.Thread(target=send_items, daemon=True)
             sender.start()
+            done = False
             for message in socket:
                 data = json.loads(message)
                 if "result" in data:
                     yield data["result"]
                 elif data.get("done"):
+                    done = True
                     break
                 elif "error" in data:
                     error = data["error"]
@@ -252,3 +290,5 @@ class Model:
                         str(error.get("message")), status=status, code=str(error.get("code"))
                     )
             sender.join(timeout=1)
+            if not done:
+                raise ModelCallError("the stream ended early", status=None)

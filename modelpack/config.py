@@ -178,6 +178,11 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
         kind = error.validator
         schema = error.schema if isinstance(error.schema, dict) else {}
         instance = error.instance
+        hidden = _sensitive(path)
+
+        def show(value: Any, hidden: bool = hidden) -> str:  # never echo a credential
+            return "<hidden>" if hidden else _short(value)
+
         if kind == "additionalProperties":
             allowed = sorted(schema.get("properties", {}))
             for extra in sorted(set(instance) - set(allowed), key=str):
@@ -226,21 +231,29 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
                 "null": "null",
             }
             wanted = " or ".join(names.get(str(t), str(t)) for t in expected_list)
-            checker.error(path, f"expected {wanted}, got {_type_name(instance)} ({_short(instance)})")
+            checker.error(path, f"expected {wanted}, got {_type_name(instance)} ({show(instance)})")
         elif kind == "enum":
             choices = [str(c) for c in error.validator_value]
             hint = _did_you_mean(str(instance), choices)
-            checker.error(path, f"{_short(instance)} is not allowed; use one of: {', '.join(choices)}{hint}")
+            checker.error(path, f"{show(instance)} is not allowed; use one of: {', '.join(choices)}{hint}")
         elif kind in ("pattern", "minLength"):
             fix = schema.get("x-fix")
             what = "is empty" if kind == "minLength" or instance == "" else "has an invalid format"
-            checker.error(path, f"{_short(instance)} {what}" + (f"; {fix}" if fix else ""))
+            checker.error(path, f"{show(instance)} {what}" + (f"; {fix}" if fix else ""))
         elif kind == "minimum":
-            checker.error(path, f"{_short(instance)} is too small; use a number >= {error.validator_value}")
+            checker.error(path, f"{show(instance)} is too small; use a number >= {error.validator_value}")
         elif kind == "oneOf":
             checker.error(path, f"expected a glob pattern or a list of them, got {_type_name(instance)}")
-        else:
-            checker.error(path, error.message)
+        else:  # jsonschema's own message quotes the value
+            checker.error(path, f"<hidden> fails the schema's {kind} rule" if hidden else error.message)
+
+
+# Fields whose values may be credentials: messages name their type, never echo them.
+_SENSITIVE_KEYS = {"hf_token", "token", "password", "secret", "api_key", "value"}
+
+
+def _sensitive(path: PathKey) -> bool:
+    return any(str(p).lower() in _SENSITIVE_KEYS for p in path)
 
 
 def _short(value: Any) -> str:
@@ -323,7 +336,8 @@ def _check_build_info(section: Any, checker: _Checker) -> BuildInfo:
     if chosen and "python_version" in section:
         checker.warning(
             ("build_info", "python_version"),
-            "python_version is ignored when build_info.image names a ready base image; the image's Python is used",
+            "build_info.image names a ready base image: python_version must be that image's Python; "
+            "modelpack cannot check it, and locks requirements.txt for this version",
             key=True,
         )
     known = {"python_version", "image", "base_image", "cuda_version"}
@@ -825,7 +839,10 @@ def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
         return []
     return [
         Diagnostic(
-            _display(model_dir.root, LOCK_FILE), None, None, "",
+            _display(model_dir.root, LOCK_FILE),
+            None,
+            None,
+            "",
             "requirements.lock no longer matches requirements.txt, the Python version or modelpack's "
             f"runtime requirements; refresh it with `modelpack lock {os.path.normpath(str(model_dir.root))}`",
             "warning",

@@ -105,15 +105,16 @@ def build_image(
         kwargs["network_mode"] = network_mode
     if dockerfile:
         kwargs["dockerfile"] = dockerfile
+    scrub = _scrubber(buildargs)
     try:
         for event in client.api.build(**kwargs):
             if "error" in event or "errorDetail" in event:
                 detail = event.get("errorDetail") or {}
                 message = str(detail.get("message") or event.get("error") or "build failed")
-                raise EngineError(_build_failure(message, tail))
+                raise EngineError(_build_failure(scrub(message), tail))
             text = event.get("stream")
             if text:
-                for line in text.splitlines():
+                for line in scrub(text).splitlines():
                     line = line.rstrip()
                     if not line:
                         continue
@@ -127,15 +128,46 @@ def build_image(
     except EngineError:
         raise
     except docker.errors.DockerException as error:
-        raise EngineError(_build_failure(_short(error), tail)) from error
+        raise EngineError(_build_failure(scrub(_short(error)), tail)) from None
     except Exception as error:  # requests/urllib3 connection errors mid-stream
-        raise EngineError(f"the Docker engine failed during the build: {_short(error)}") from error
+        raise EngineError(f"the Docker engine failed during the build: {scrub(_short(error))}") from None
     if image_id is None:
         try:
             image_id = str(client.images.get(tag).id)
         except Exception as error:
             raise EngineError(f"the build finished but image {tag} is missing: {_short(error)}") from error
     return BuildOutput(image_id=image_id, log_tail=tail)
+
+
+_SECRET_ARG_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "INDEX_URL", "CREDENTIAL", "AUTH")
+
+
+def _scrubber(buildargs: dict[str, str] | None) -> Callable[[str], str]:
+    """Replace the values of secret build args (tokens, index URLs and their passwords) by
+    ``<NAME>`` in build output and errors: a failing step may echo them."""
+    from urllib.parse import urlsplit
+
+    found: dict[str, str] = {}
+    for name, value in (buildargs or {}).items():
+        if not value or not any(word in name.upper() for word in _SECRET_ARG_WORDS):
+            continue
+        for part in {value, *value.split()}:
+            if len(part) >= 4:
+                found[part] = name
+            try:
+                password = urlsplit(part).password if "://" in part else None
+            except ValueError:
+                password = None
+            if password and len(password) >= 4:
+                found[password] = name
+    ordered = sorted(found.items(), key=lambda item: -len(item[0]))
+
+    def scrub(text: str) -> str:
+        for secret, name in ordered:
+            text = text.replace(secret, f"<{name}>")
+        return text
+
+    return scrub
 
 
 def _build_failure(message: str, tail: list[str]) -> str:

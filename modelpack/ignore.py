@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelpack.errors import RenderError
+
 IGNORE_FILE = ".modelpackignore"
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
@@ -26,6 +28,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     "venv/",
     ".env",
     ".env.*",
+    "*.env",  # prod.env, secrets.env: the same dotenv files under another name
     ".pytest_cache/",
     ".mypy_cache/",
     ".ruff_cache/",
@@ -56,7 +59,15 @@ def load_rules(root: Path, extra: Iterable[str] = ()) -> IgnoreRules:
     lines: list[str] = [*DEFAULT_PATTERNS, *extra]
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file():
-        lines.extend(ignore_file.read_text(encoding="utf-8").splitlines())
+        try:
+            text = ignore_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise RenderError(
+                f"{ignore_file}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+            ) from None
+        except OSError as error:
+            raise RenderError(f"{ignore_file}: cannot read: {error.strerror}") from None
+        lines.extend(text.splitlines())
     return IgnoreRules(tuple(lines))
 
 

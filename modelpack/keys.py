@@ -137,7 +137,12 @@ def decrypt_secret(envelope: bytes, password: bytes) -> bytes:
         raise
     except (ValueError, KeyError, TypeError):
         raise KeyFileError("malformed encrypted private key") from None
-    key = _derive(password, salt, n, r, p)
+    if not (1 < n <= 1 << 20 and n & (n - 1) == 0 and 1 <= r <= 64 and 1 <= p <= 16):
+        raise KeyFileError("malformed encrypted private key: unsupported scrypt parameters")
+    try:
+        key = _derive(password, salt, n, r, p)
+    except (ValueError, TypeError, MemoryError):
+        raise KeyFileError("malformed encrypted private key: unsupported scrypt parameters") from None
     try:
         return bytes(nacl.secret.SecretBox(key).decrypt(sealed, nonce))
     except nacl.exceptions.CryptoError:
@@ -181,9 +186,11 @@ def load_private_key(pem: bytes | str, password: bytes | None) -> EllipticCurveP
         der = body
     else:
         raise KeyFileError(f"unsupported private key type {pem_type!r}")
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
         key = serialization.load_der_private_key(der, password=None)
-    except ValueError:
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise KeyFileError("the private key is not a valid PKCS#8/SEC1 key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError("only ECDSA P-256 keys are supported")
@@ -207,9 +214,11 @@ def load_public_key(pem: bytes | str) -> EllipticCurvePublicKey:
     pem_type, body = pem_decode(pem)
     if pem_type != PUBLIC_PEM_TYPE:
         raise KeyFileError(f"expected a PUBLIC KEY PEM, got {pem_type!r}")
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
         key = serialization.load_der_public_key(body)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise KeyFileError("malformed public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise KeyFileError("only ECDSA public keys are supported")
@@ -271,8 +280,11 @@ def write_private_file(path: Path, data: bytes, *, force: bool = False, mode: in
     """Write atomically (temp file + rename) with ``mode``; refuse to overwrite unless ``force``."""
     if path.exists() and not force:
         raise InvalidInputError(f"{path} already exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise InvalidInputError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
@@ -340,8 +352,13 @@ def load_signing_key(
             pem = path.read_text(encoding="utf-8")
         except OSError as error:
             raise InvalidInputError(f"cannot read key {path}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise KeyFileError(f"{path}: not a PEM key (not UTF-8 text)") from None
         source = str(path)
-    pem_type, _ = pem_decode(pem)
+    try:
+        pem_type, _ = pem_decode(pem)
+    except KeyFileError as error:
+        raise KeyFileError(f"{source}: {error.message}") from None
     needs_password = pem_type.startswith("ENCRYPTED")
     if needs_password and password is None:
         password = resolve_password(prompt)
@@ -361,6 +378,8 @@ def load_verification_key(key: str | Path) -> EllipticCurvePublicKey:
             pem = Path(key).read_text(encoding="utf-8")
         except OSError as error:
             raise InvalidInputError(f"cannot read public key {key}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise KeyFileError(f"{key}: not a PEM key (not UTF-8 text)") from None
         source = str(key)
     try:
         return load_public_key(pem)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from modelpack.errors import LockError
+from modelpack.errors import InvalidInputError, LockError
 from modelpack.model import ModelDir, RequirementLine
 from modelpack.resolve_types import ResolveResult
 
@@ -48,6 +48,13 @@ TORCH_FAMILY_PREFIXES = ("nvidia-",)
 CLARIFAI = "clarifai"
 
 LockStatus = Literal["missing", "stale", "up-to-date"]
+
+
+class UnsatisfiableRequirementsError(LockError, InvalidInputError):
+    """requirements.txt cannot be resolved (no such package or version, conflicting pins).
+
+    A LockError, but caused by the user's input: exit code 2, not 1.
+    """
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ def _requirements_bytes(model_dir: ModelDir) -> bytes:
 
 def compute_input_digest(model_dir: ModelDir, resolved: ResolveResult, *, keep_clarifai: bool) -> str:
     """Digest of everything the resolution depends on (never the index URL: it may hold credentials)."""
-    document = {
+    document: dict[str, Any] = {
         "format": LOCK_FORMAT,
         "requirements_sha256": hashlib.sha256(_requirements_bytes(model_dir)).hexdigest(),
         "python_version": resolved.python_version,
@@ -177,6 +184,9 @@ def compute_input_digest(model_dir: ModelDir, resolved: ResolveResult, *, keep_c
         "runtime": list(runtime_requirements()) + list(checkpoint_requirements(model_dir)),
         "keep_clarifai": keep_clarifai,
     }
+    included = _included_files(model_dir)
+    if included:  # only then: existing locks without -r/-c lines keep their digest
+        document["included_files"] = included
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
@@ -324,7 +334,8 @@ def find_uv() -> str:
 
 def redact(text: str) -> str:
     """Hide credentials in URLs (`https://user:secret@host` → `https://***@host`)."""
-    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@", r"\1***@", text)
+    # up to the last `@` of the authority: a password may itself hold an unescaped `@`
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@", r"\1***@", text)
 
 
 def _index_settings(settings: BuildSettings | None) -> tuple[str | None, tuple[str, ...]]:
@@ -346,6 +357,13 @@ def _uv_input(model_dir: ModelDir, resolved: ResolveResult, keep_clarifai: bool)
         text = requirement.text.strip()
         if not text:
             continue
+        if requirement.name is None and requirement.url is not None and "://" not in requirement.url:
+            # a local path (./pkg, /abs/pkg, file:pkg): the image cannot install it from a lock
+            raise UnsatisfiableRequirementsError(
+                f"{model_dir.requirements_path.name}:{requirement.line}: {requirement.url}: a local path "
+                "requirement cannot be locked for the image; publish the package to an index, or move "
+                "its code into 1/ and import it from there"
+            )
         if requirement.name is None:
             lines.append(_absolutize_option(text, model_dir.root))
             continue
@@ -367,8 +385,40 @@ def _uv_input(model_dir: ModelDir, resolved: ResolveResult, keep_clarifai: bool)
     return "\n".join(lines) + "\n", excluded
 
 
+_FILE_OPTION = re.compile(
+    # `-r file`, `-r=file`, `--requirement file` and pip's attached short form `-rfile`
+    r"^(-r|-c|--requirement|--constraint|-e|--editable)(\s+|=|(?<=^-[rce])(?=[^\s=]))(\S+)(.*)$"
+)
+
+
+def _included_files(model_dir: ModelDir) -> list[tuple[str, str]]:
+    """(line text, sha256) of the local files `-r`/`-c` lines pull in, recursively."""
+    found: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def visit(lines: list[str], base: Path) -> None:
+        for text in lines:
+            match = _FILE_OPTION.match(text.strip())
+            if not match or match.group(1) in ("-e", "--editable") or "://" in match.group(3):
+                continue
+            path = (base / match.group(3)).resolve()
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                data = path.read_bytes() if path.is_file() else b""
+            except OSError:  # unreadable: uv reports it when locking
+                data = b""
+            found.append((text.strip(), hashlib.sha256(data).hexdigest()))
+            nested = data.decode("utf-8", errors="replace").splitlines()
+            visit([line for line in nested if line.strip().startswith("-")], path.parent)
+
+    visit([r.text for r in model_dir.requirements if r.name is None], model_dir.root)
+    return found
+
+
 def _absolutize_option(text: str, root: Path) -> str:
-    match = re.match(r"^(-r|-c|--requirement|--constraint|-e|--editable)(\s+|=)(\S+)(.*)$", text)
+    match = re.match(_FILE_OPTION, text)
     if not match:
         return text
     option, _, target, rest = match.groups()
@@ -423,12 +473,14 @@ def _error_for(stderr: str, model_dir: ModelDir, index: str | None) -> LockError
             else ""
         )
         return LockError(f"cannot reach the package index {where}: {message}{hint}")
+    # no solution: the requirements themselves are wrong (invalid input, exit 2)
+    kind = UnsatisfiableRequirementsError if "no solution found" in lowered else LockError
     culprit = _culprit(message, model_dir.requirements)
     if culprit is not None:
-        return LockError(
+        return kind(
             f"{model_dir.requirements_path.name}:{culprit.line}: {culprit.name}: cannot be locked: {message}"
         )
-    return LockError(f"cannot lock {model_dir.requirements_path.name}: {message}")
+    return kind(f"cannot lock {model_dir.requirements_path.name}: {message}")
 
 
 def _culprit(message: str, requirements: tuple[RequirementLine, ...]) -> RequirementLine | None:

@@ -369,6 +369,10 @@ class RegistryClient:
         if scope:
             query["scope"] = scope
         auth = self._credentials if self._credentials else None
+        if auth and realm.lower().startswith("http://") and self.base_url.startswith("https://"):
+            raise RegistryError(
+                f"registry {self.registry}: refusing to send credentials to a token service over plain HTTP"
+            )
         try:
             response = self._session.get(realm, params=query, auth=auth, timeout=self.timeout)
         except Exception as error:  # requests.RequestException and friends
@@ -407,9 +411,12 @@ class RegistryClient:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         shown = path if not path.startswith(("http://", "https://")) else re.sub(r"\?.*$", "", path)
         ok = tuple(ok)
+        # credentials and tokens go to the registry itself only, never to another host named
+        # by a Location or Link header (blob storage, a CDN)
+        same_origin = _origin(url) == _origin(self.base_url)
         response = None
         for attempt in range(2):
-            all_headers = {**(headers or {}), **self._auth_header(scope)}
+            all_headers = {**(headers or {}), **(self._auth_header(scope) if same_origin else {})}
             try:
                 response = self._session.request(
                     method, url, headers=all_headers, timeout=self.timeout, **kwargs
@@ -419,7 +426,7 @@ class RegistryClient:
                 if "ConnectionError" in reason or "ConnectTimeout" in reason:
                     reason = "cannot connect"
                 raise RegistryError(f"registry {self.registry}: {method} {shown}: {reason}") from None
-            if response.status_code != 401 or attempt:
+            if response.status_code != 401 or attempt or not same_origin:
                 break
             scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             if scheme == "bearer":
@@ -717,6 +724,17 @@ def _pull(repository: str) -> str:
 
 def _push(repository: str) -> str:
     return f"repository:{repository}:pull,push"
+
+
+def _origin(url: str) -> tuple[str, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    default = {"https": ":443", "http": ":80"}.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc[: -len(default)]
+    return scheme, netloc
 
 
 def _with_query(url: str, **params: str) -> str:

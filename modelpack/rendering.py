@@ -346,8 +346,14 @@ def render(
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise RenderError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RenderError(f"output directory {out} is not empty (use --force to replace it)")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise RenderError(f"output directory {out} is not empty (use --force to replace it)")
+        if not _is_rendered_context(out):  # --force replaces a render, never an arbitrary folder
+            raise RenderError(
+                f"output directory {out} is not empty and is not an earlier `modelpack render` output "
+                f"(no {DOCKERFILE} and {MANIFEST}); --force only replaces those: remove it or pick another"
+            )
     if out.resolve() == root or out.resolve() in root.parents:
         raise RenderError(f"output directory {out} must not be the model directory or contain it")
     if not _IMAGE_REF.match(resolved.base_image):
@@ -355,8 +361,11 @@ def render(
     epoch = _source_date_epoch(settings)
     warnings: list[Diagnostic] = []
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as error:
+        raise RenderError(f"cannot write the output directory {out}: {_os_reason(error)}") from None
     checkpoints = model_dir.config.checkpoints
     token = checkpoints.hf_token if checkpoints is not None else None
     if token:
@@ -450,6 +459,9 @@ def render(
         content_digest = _content_digest(resolved.base_image, digests, volatile_free)
         files = tuple(sorted([*digests, MANIFEST]))
         _finalize(tmp, out)
+    except OSError as error:  # unreadable model file, full disk, ...: one line, not a traceback
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RenderError(f"cannot render the build context into {out}: {_os_reason(error)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -463,6 +475,11 @@ def render(
         warnings=tuple(warnings),
         use_dockerfile=settings.use_dockerfile,
     )
+
+
+def _os_reason(error: OSError) -> str:
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 def _build_args(settings: BuildSettings) -> dict[str, str]:
@@ -504,8 +521,37 @@ def _populate(
 
 
 def _blank_token(config: Path, token: str) -> None:
+    """Empty `checkpoints.hf_token` however it is written (quoted, escaped, folded), and
+    drop any other literal occurrence of the token (comments, other keys)."""
     if config.is_file():
-        config.write_text(config.read_text(encoding="utf-8").replace(token, ""), encoding="utf-8")
+        text = _blank_token_value(config.read_text(encoding="utf-8"))
+        config.write_text(text.replace(token, ""), encoding="utf-8")
+
+
+def _blank_token_value(text: str) -> str:
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return text
+    spans: list[tuple[int, int, str]] = []
+    for section in _mapping_values(root, "checkpoints"):
+        for value in _mapping_values(section, "hf_token"):
+            if isinstance(value, yaml.ScalarNode):
+                end = "\n" if value.style in ("|", ">") else ""  # block scalars end after a newline
+                spans.append((value.start_mark.index, value.end_mark.index, '""' + end))
+    for start, stop, replacement in sorted(spans, reverse=True):
+        text = text[:start] + replacement + text[stop:]
+    return text
+
+
+def _mapping_values(node: Any, key: str) -> list[Any]:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
 
 
 def _copy_checkpoints(source: Path, target: Path) -> None:

@@ -39,6 +39,11 @@ _FILE_OPTIONS: dict[str, bool] = {
 _PER_REQUIREMENT_OPTIONS = ("--hash", "--config-settings", "--global-option", "--install-option")
 
 
+def _redact(text: str) -> str:
+    """Hide URL credentials (`https://user:secret@host` -> `https://***@host`) in messages."""
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@", r"\1***@", text)
+
+
 def _logical_lines(text: str) -> list[tuple[int, str]]:
     """Join backslash continuations; drop comments and blank lines. Returns (first line no, text)."""
     out: list[tuple[int, str]] = []
@@ -66,6 +71,8 @@ def _option_line(lineno: int, line: str, filename: str) -> tuple[RequirementLine
     except ValueError as exc:
         return None, Diagnostic(filename, lineno, None, "", f"cannot read option line: {exc}")
     name = parts[0].split("=", 1)[0]
+    if name not in _FILE_OPTIONS and not name.startswith("--") and _FILE_OPTIONS.get(name[:2]):
+        name, parts = name[:2], [name[:2], parts[0][2:], *parts[1:]]  # `-rother.txt`, as pip reads it
     if name not in _FILE_OPTIONS:
         known = ", ".join(sorted(o for o in _FILE_OPTIONS if o.startswith("--")))
         return None, Diagnostic(filename, lineno, 1, "", f"unknown option {name!r}; pip accepts {known}")
@@ -139,8 +146,9 @@ def parse_requirements(
             requirement = Requirement(requirement_text)
         except InvalidRequirement as exc:
             detail = str(exc).splitlines()[0]
+            shown = _redact(requirement_text)  # a direct URL may carry index credentials
             problems.append(
-                Diagnostic(filename, lineno, None, "", f"invalid requirement {requirement_text!r}: {detail}")
+                Diagnostic(filename, lineno, None, "", f"invalid requirement {shown!r}: {_redact(detail)}")
             )
             continue
         name = canonicalize_name(requirement.name)

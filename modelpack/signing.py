@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelpack.errors import RegistryError, SigningError
+from modelpack.errors import InvalidInputError, RegistryError, SigningError
 from modelpack.keys import key_id, load_signing_key, sign_bytes, verify_bytes
 from modelpack.registry import (
     OCI_MANIFEST,
@@ -36,6 +36,7 @@ from modelpack.registry import (
     RegistryClient,
     canonical_json,
     fallback_tag,
+    is_digest,
 )
 
 if TYPE_CHECKING:
@@ -204,6 +205,8 @@ def sign(
     from modelpack.progress import reporter
 
     report = reporter(progress)
+    if manifest_digest is not None and not is_digest(manifest_digest):
+        raise InvalidInputError(f"invalid --manifest-digest {manifest_digest!r}: expected sha256:<64 hex>")
     private = key if isinstance(key, ec.EllipticCurvePrivateKey) else load_signing_key(key, password=password)
     ref = ImageRef.parse(image_ref)
     own_client = client is None

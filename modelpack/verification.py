@@ -172,10 +172,14 @@ def _platform_manifest(client: RegistryClient, repository: str, digest: str) -> 
 
 
 def _normalise(name: str) -> str:
-    """Tar member names (``./app/x``, ``app/x``, ``/app/x``) as absolute image paths."""
-    while name.startswith("./"):
-        name = name[2:]
-    return str(PurePosixPath("/", name))
+    """Tar member names (``./app/x``, ``app/x``, ``/app/x``) as absolute image paths.
+
+    ``.`` and ``..`` segments are resolved as the engine does when it unpacks a layer, so
+    ``app/x/../1/model.py`` overrides ``/app/1/model.py`` here too.
+    """
+    import posixpath
+
+    return posixpath.normpath("/" + name.lstrip("/"))
 
 
 def layer_file_hashes(
@@ -183,6 +187,7 @@ def layer_file_hashes(
 ) -> dict[str, tuple[int, str]]:
     """``{image path: (size, sha256 hex)}`` for the ``wanted`` paths as the unpacked image has them."""
     state: dict[str, tuple[int, str]] = {}
+    unknown: set[str] = set()  # wanted paths that are hard links to files not hashed
     manifest = _platform_manifest(client, repository, image_digest)
     for layer in manifest.get("layers") or []:
         media_type = str(layer.get("mediaType", ""))
@@ -209,12 +214,26 @@ def layer_file_hashes(
                             for key in [k for k in state if k.startswith(removed + "/")]:
                                 del state[key]
                             continue
+                        if not member.isdir():
+                            # a file or link where a directory was hides everything below it
+                            below = path.rstrip("/") + "/"
+                            for table in (state, seen):
+                                for key in [k for k in table if k.startswith(below)]:
+                                    del table[key]
                         if member.islnk():
                             target = _normalise(member.linkname)
                             if path in wanted and target in seen:
                                 seen[path] = seen[target]
+                            else:
+                                # a link to a file not hashed here: the path's content is
+                                # unknown, so it must not keep a lower layer's record
+                                seen.pop(path, None)
+                                state.pop(path, None)
+                                if path in wanted:
+                                    unknown.add(path)
                             continue
                         if not member.isfile():
+                            seen.pop(path, None)
                             state.pop(path, None)
                             continue
                         if path not in wanted:
@@ -234,6 +253,9 @@ def layer_file_hashes(
             state.update(seen)
         finally:
             stream.close()
+    lost = sorted(unknown - set(state))
+    if lost:
+        raise VerificationFailed(f"{lost[0]} in the image is a hard link that --deep cannot check")
     return state
 
 

@@ -9,6 +9,10 @@ import yaml
 
 PathKey = tuple[str | int, ...]
 
+# Aliases let a small file describe a huge (or cyclic) tree; past this many nodes the
+# document is refused instead of exhausting memory or the recursion limit.
+MAX_NODES = 100_000
+
 
 @dataclass(frozen=True)
 class Position:
@@ -68,24 +72,73 @@ def load_yaml(text: str) -> YamlDocument:
         if exc.context:
             problem = f"{problem} ({exc.context})"
         raise YamlSyntaxError(f"invalid YAML: {problem}", _position(mark) if mark else None) from None
+    except yaml.reader.ReaderError as exc:  # a control character: not a MarkedYAMLError
+        before = text[: exc.position]
+        position = Position(before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlSyntaxError(
+            f"invalid YAML: unacceptable character #x{character:04x}: {exc.reason}; remove it", position
+        ) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(f"invalid YAML: {exc}", None) from None
+        raise YamlSyntaxError(f"invalid YAML: {str(exc).splitlines()[0]}", None) from None
     document = YamlDocument(data=None)
     if node is None:
         return document
     constructor = yaml.SafeLoader("")
     try:
-        document.data = _build(node, (), document, constructor)
+        document.data = _build(node, (), document, constructor, _Walk())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise YamlSyntaxError(
             f"invalid YAML: {exc.problem or exc}", _position(mark) if mark else None
         ) from None
+    except RecursionError:  # a cycle the walk cannot see (merge keys, complex keys)
+        raise YamlSyntaxError(
+            "invalid YAML: recursive alias (a node that contains itself); remove the alias",
+            _position(node.start_mark),
+        ) from None
     document.value_positions[()] = _position(node.start_mark)
     return document
 
 
-def _build(node: yaml.Node, path: PathKey, doc: YamlDocument, constructor: yaml.SafeLoader) -> Any:
+@dataclass
+class _Walk:
+    """Guards the tree walk against alias cycles and alias bombs."""
+
+    active: set[int] = field(default_factory=set)
+    count: int = 0
+
+
+def _build(
+    node: yaml.Node, path: PathKey, doc: YamlDocument, constructor: yaml.SafeLoader, walk: _Walk
+) -> Any:
+    walk.count += 1
+    if walk.count > MAX_NODES:
+        raise YamlSyntaxError(
+            f"invalid YAML: more than {MAX_NODES} values once aliases are expanded; "
+            "write the config without recursive or repeated aliases",
+            _position(node.start_mark),
+        )
+    if id(node) in walk.active:
+        raise YamlSyntaxError(
+            "invalid YAML: recursive alias (a node that contains itself); remove the alias",
+            _position(node.start_mark),
+        )
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        walk.active.add(id(node))
+        try:
+            return _build_collection(node, path, doc, constructor, walk)
+        finally:
+            walk.active.discard(id(node))
+    doc.value_positions[path] = _position(node.start_mark)
+    assert isinstance(node, yaml.ScalarNode)
+    doc.raw_scalars[path] = RawScalar(node.value, node.style in ("'", '"'))
+    return constructor.construct_object(node, deep=True)
+
+
+def _build_collection(
+    node: yaml.Node, path: PathKey, doc: YamlDocument, constructor: yaml.SafeLoader, walk: _Walk
+) -> Any:
     doc.value_positions[path] = _position(node.start_mark)
     if isinstance(node, yaml.MappingNode):
         constructor.flatten_mapping(node)
@@ -98,13 +151,10 @@ def _build(node: yaml.Node, path: PathKey, doc: YamlDocument, constructor: yaml.
             if key in result:
                 doc.duplicate_keys.append((child, _position(key_node.start_mark)))
             doc.key_positions[child] = _position(key_node.start_mark)
-            result[key] = _build(value_node, child, doc, constructor)
+            result[key] = _build(value_node, child, doc, constructor, walk)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc, constructor) for i, item in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    doc.raw_scalars[path] = RawScalar(node.value, node.style in ("'", '"'))
-    return constructor.construct_object(node, deep=True)
+    assert isinstance(node, yaml.SequenceNode)
+    return [_build(item, (*path, i), doc, constructor, walk) for i, item in enumerate(node.value)]
 
 
 def format_path(path: PathKey) -> str:

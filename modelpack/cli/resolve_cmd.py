@@ -40,10 +40,12 @@ def resolve(model_dir: Path, base_registry: str | None, catalog_path: Path | Non
     loaded = load(model_dir)
     catalog = load_catalog(catalog_path) if catalog_path is not None else None
     result = run_resolve(loaded, base_registry=base_registry, catalog=catalog)
-    print_diagnostics(list(loaded.warnings))
-    if as_json:
+    if as_json:  # stdout holds only the JSON: warnings on stderr, no workflow annotations
+        for warning in loaded.warnings:
+            click.echo(warning.format(), err=True)
         emit_json(result)
         return
+    print_diagnostics(list(loaded.warnings))
     fields = result.to_dict()
     width = max(len(name) for name in fields) + 1
     for name, value in fields.items():

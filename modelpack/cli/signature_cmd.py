@@ -32,4 +32,8 @@ def signature(model_dir: Path, as_json: bool) -> None:
             click.echo(f"  {format_method(method)}")
             if method.description:
                 click.echo("      " + " ".join(method.description.split()))
-    print_diagnostics(list(result.warnings))
+    if as_json:  # stdout holds only the JSON: warnings on stderr, no workflow annotations
+        for warning in result.warnings:
+            click.echo(warning.format(), err=True)
+    else:
+        print_diagnostics(list(result.warnings))

@@ -146,4 +146,5 @@ def fetch_url(url: str, *, max_bytes: int | None = None, timeout: float | None =
             raise FetchError(f"fetching {host}{parts.path} failed: {type(error).__name__}") from error
         finally:
             conn.close()
-    raise FetchError(f"too many redirects fetching {url}")
+    last = urlsplit(url)  # host and path only: a query may carry a signed token
+    raise FetchError(f"too many redirects fetching {last.hostname}{last.path}")

@@ -130,18 +130,28 @@ class OpenAIModelClass(ModelClass):
         Sets and returns ``base_url``; the process is terminated when the runtime exits.
         """
         import subprocess
+        import urllib.error
         import urllib.request
 
         self._backend_process = process = subprocess.Popen(list(command))
         atexit.register(process.terminate)
         self.base_url = f"http://{host}:{port}/v1"
+        headers = {}
+        key = self.backend_api_key()
+        if key:  # backends started with an API key refuse /models without it
+            headers["Authorization"] = f"Bearer {key}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"backend exited with status {process.returncode}")
             try:
-                with urllib.request.urlopen(self.base_url + "/models", timeout=5):
+                probe = urllib.request.Request(self.base_url + "/models", headers=headers)
+                with urllib.request.urlopen(probe, timeout=5):
                     return self.base_url
+            except urllib.error.HTTPError as error:
+                if error.code < 500:  # it answers (a refusal is reported by the first real call)
+                    return self.base_url
+                time.sleep(0.5)
             except OSError:
                 time.sleep(0.5)
         process.terminate()

@@ -302,8 +302,11 @@ class ModelServer:
                         failure.append(("invalid_argument", f"argument {arg.name!r}: item: {error}"))
                         scope.cancel()
                         break
-            except (WebSocketDisconnect, HTTPError):
+            except WebSocketDisconnect:
                 failure.append(("disconnected", "client went away"))
+                scope.cancel()
+            except HTTPError as error:  # an oversized or malformed message: say so, then close
+                failure.append((error.code, error.message))
                 scope.cancel()
             finally:
                 put(sentinel)

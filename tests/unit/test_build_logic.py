@@ -114,3 +114,77 @@ def test_missing_base_image_is_named() -> None:
     tail = ["Step 1/20 : FROM modelpack-base/python:3.11 AS deps"]
     message = engine._build_failure('Get "https://registry-1.docker.io/v2/": no such host', tail)
     assert message.startswith("base image modelpack-base/python:3.11 is not in the engine")
+
+
+class _StubRegistry:
+    """Just what `_reuse_remote` asks: content tag c-1 is in the registry without a version tag."""
+
+    def __init__(self, tags: dict[str, str]) -> None:
+        self.tags = dict(tags)  # tag -> digest
+        self.puts: list[str] = []
+
+    def head_manifest(self, repository: str, reference: str) -> object | None:
+        from modelpack.registry import Descriptor
+
+        digest = self.tags.get(reference)
+        return Descriptor("application/vnd.oci.image.manifest.v1+json", digest, 2) if digest else None
+
+    def list_tags(self, repository: str) -> list[str]:
+        return list(self.tags)
+
+    def get_manifest(self, repository: str, reference: str) -> object:
+        from modelpack.registry import Manifest
+
+        return Manifest(reference, "application/vnd.oci.image.manifest.v1+json", b"{}")
+
+    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> None:
+        self.puts.append(reference)
+        self.tags[reference] = "sha256:" + "c" * 64
+
+
+def test_reused_content_never_takes_an_explicit_version_that_is_taken() -> None:
+    from modelpack.builder import _reuse_remote
+
+    repo = parse_repository("127.0.0.1:5000/acme/m")
+    content, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    registry = _StubRegistry({"c-1": content, "v1": other})
+    with pytest.raises(InvalidInputError, match="v1 already exists"):
+        _reuse_remote(registry, repo, "c-1", ["c-1", "v1"], "v1", lambda *a: None)  # type: ignore[arg-type]
+    assert registry.puts == []  # nothing tagged
+    result = _reuse_remote(registry, repo, "c-1", ["c-1", "v1"], None, lambda *a: None)  # type: ignore[arg-type]
+    assert result.version == "v2" and registry.puts == ["v2"]
+
+
+def test_build_output_and_errors_never_show_secret_build_args() -> None:
+    """A step that echoes the hub token or an index URL with credentials does not leak it."""
+    token, password = "hf_SeCrEtToKeN123", "idx-pa55word"
+    index = f"https://ci:{password}@pypi.corp.example/simple"
+    extra = "https://pypi.corp.example/t0k3n-in-path/simple"
+
+    class _Api:
+        def build(self, **kwargs: object) -> list[dict[str, object]]:
+            return [
+                {"stream": "Step 1/2 : RUN pip install\n"},
+                {"stream": f"Looking in indexes: {index}, {extra}\n"},
+                {"stream": f"token is {token}\n"},
+                {"stream": f"ERROR: No matching distribution found for foo (https://ci:{password}@x)\n"},
+                {"error": f"failed with {token} at {index}", "errorDetail": {"message": f"{token} {index}"}},
+            ]
+
+    class _Client:
+        api = _Api()
+
+    events: list[tuple[str, str]] = []
+    with pytest.raises(engine.EngineError) as caught:
+        engine.build_image(
+            _Client(),
+            "/ctx",
+            tag="r/x:c-1",
+            buildargs={"HF_TOKEN": token, "PIP_INDEX_URL": index, "PIP_EXTRA_INDEX_URL": extra},
+            on_event=lambda kind, message: events.append((kind, message)),
+        )
+    shown = caught.value.message + "\n".join(message for _, message in events)
+    for secret in (token, password, index, extra):
+        assert secret not in shown, secret
+    assert "<HF_TOKEN>" in shown and "<PIP_INDEX_URL>" in shown
+    assert caught.value.__cause__ is None  # the original error (with the secret) is not chained

@@ -86,6 +86,23 @@ def test_cuda_variant_and_registry_prefix() -> None:
         with_registry("modelpack-base/python:3.11", "127.0.0.1:5000/ml/")
         == "127.0.0.1:5000/ml/modelpack-base/python:3.11"
     )
+    assert with_registry("b/python:3.11", "ghcr.io/acme-ml/mirror") == "ghcr.io/acme-ml/mirror/b/python:3.11"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "fragment"),
+    [
+        ("http://127.0.0.1:5000/team", "(drop the scheme)"),
+        ("reg istry/team", "is not a registry host"),
+        ("user:pw@registry/team", "is not a registry host"),
+        ("registry:port/team", "is not a registry host"),
+    ],
+)
+def test_bad_registry_prefix_is_an_input_error(prefix: str, fragment: str) -> None:
+    with pytest.raises(ResolveError) as info:
+        with_registry("modelpack-base/python:3.11", prefix)
+    assert fragment in info.value.message and info.value.exit_code == 2
+    assert "pw" not in info.value.message
 
 
 # -- catalog model --------------------------------------------------------------------------

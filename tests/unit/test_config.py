@@ -148,6 +148,15 @@ def test_build_info_image_and_extra_keys(tmp_path: Path) -> None:
     assert [(w.path, w.line) for w in model_dir.warnings] == [("build_info.node_version", 5)]
 
 
+def test_image_with_python_version_warns_that_the_lock_uses_it(tmp_path: Path) -> None:
+    config = "model: {id: m}\nbuild_info:\n  image: python:3.11-slim\n  python_version: '3.11'\n"
+    model_dir = load(make_dir(tmp_path, config))
+    assert model_dir.config.build_info.python_version == "3.11"  # used: the lock targets it
+    (warning,) = model_dir.warnings
+    assert (warning.path, warning.line) == ("build_info.python_version", 4)
+    assert "must be that image's Python" in warning.message and "ignored" not in warning.message
+
+
 def test_base_image_alias(tmp_path: Path) -> None:
     model_dir = load(make_dir(tmp_path, "model: {id: m}\nbuild_info: {base_image: 'python:3.11-slim'}\n"))
     assert model_dir.config.build_info.image == "python:3.11-slim"
@@ -209,6 +218,21 @@ def test_literal_hf_token_warns_without_echoing_it(tmp_path: Path) -> None:
     assert warning.path == "checkpoints.hf_token" and warning.line == 5
     assert "HF_TOKEN" in warning.message
     assert "hf_SECRETVALUE" not in warning.message
+
+
+@pytest.mark.parametrize(
+    "token_yaml",
+    ["[hf_LeakMe123456]", "{value: hf_LeakMe123456}", "12345678901234567890"],
+)
+def test_mistyped_hf_token_is_reported_without_its_value(tmp_path: Path, token_yaml: str) -> None:
+    config = (
+        f"model: {{id: m}}\ncheckpoints:\n  type: huggingface\n  repo_id: a/b\n  hf_token: {token_yaml}\n"
+    )
+    report = validate(make_dir(tmp_path, config))
+    (error,) = report.errors
+    assert (error.line, error.column, error.path) == (5, 13, "checkpoints.hf_token")
+    assert error.message.startswith("expected a string or null, got ")
+    assert "LeakMe" not in error.format() and "1234567890" not in error.format()
 
 
 def test_public_api_is_exported() -> None:
@@ -452,6 +476,19 @@ INVALID = [
     ),
     ("yaml-syntax", "model:\n  id: m\n  bad: [1, 2\n", 4, 1, "", "invalid YAML"),
     ("top-level-list", "- model\n- id\n", 1, 1, "", "top level must be a mapping"),
+    ("control-character", "model: {id: m}\nx: a\x08b\n", 2, 5, "", "unacceptable character #x0008"),
+    ("recursive-alias", "a: &x [*x]\nmodel: {id: m}\n", 1, 4, "", "recursive alias"),
+    ("recursive-alias-mapping", "a: &x {b: *x}\nmodel: {id: m}\n", 1, 4, "", "recursive alias"),
+    (
+        "alias-bomb",
+        "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7))
+        + "model: {id: m}\n",
+        1,
+        37,
+        "",
+        "values once aliases are expanded",
+    ),
     (
         "section-not-mapping",
         "model: {id: m}\ninference_compute_info: 4\n",
@@ -558,6 +595,26 @@ def test_requirements_pip_syntax(tmp_path: Path) -> None:
     assert model_dir.requirements[1].specifier == "==2.5.1+cpu"
     assert model_dir.requirements[2].extras == ("torch",)
     assert model_dir.requirements[4].hashes[0].startswith("sha256:8abb")
+
+
+def test_requirements_attached_short_option_is_accepted(tmp_path: Path) -> None:
+    root = make_dir(tmp_path, "model: {id: m}\n", "-rextra.txt\n-cconstraints.txt\nsix\n")
+    model_dir = load(root)
+    assert [(r.line, r.name, r.text) for r in model_dir.requirements] == [
+        (1, None, "-rextra.txt"),
+        (2, None, "-cconstraints.txt"),
+        (3, "six", "six"),
+    ]
+    report = validate(make_dir(tmp_path / "x", "model: {id: m}\n", "-qextra.txt\n"))
+    assert [(e.line, e.message.split(";")[0]) for e in report.errors] == [(1, "unknown option '-qextra.txt'")]
+
+
+def test_requirement_errors_never_echo_url_credentials(tmp_path: Path) -> None:
+    requirements = 'pkg @ https://user:SeCrEt-tok@host.example/pkg.whl ; python_version >>> "3"\n'
+    report = validate(make_dir(tmp_path, "model: {id: m}\n", requirements))
+    (error,) = report.errors
+    assert error.line == 1 and "invalid requirement 'pkg @ https://***@host.example/pkg.whl" in error.message
+    assert "SeCrEt" not in error.format()
 
 
 def test_stale_lock_is_reported_as_a_warning(tmp_path: Path) -> None:

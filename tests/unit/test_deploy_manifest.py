@@ -232,7 +232,9 @@ def test_runtime_checkpoint_and_secrets_are_references(tmp_path: Path) -> None:
     assert env["OPENAI_API_KEY"] == {"secretKeyRef": {"name": "openai-key", "key": "OPENAI_API_KEY"}}
     assert env["SEARCH_TOKEN"] == {"secretKeyRef": {"name": "search-token", "key": "SEARCH_TOKEN"}}
     assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN", "optional": True}}
-    cache = env["MODELPACK_CHECKPOINT_DIR"]
+    from modelpack.checkpoints import RUNTIME_CACHE_ENV
+
+    cache = env[RUNTIME_CACHE_ENV]  # the variable fetch_at_startup reads
     container = container_of(objects)
     assert container["volumeMounts"] == [{"name": "checkpoint-cache", "mountPath": cache}]
     pod = objects[0]["spec"]["template"]["spec"]

@@ -153,6 +153,18 @@ def test_empty_existing_directory_is_fine(tmp_path: Path) -> None:
     assert (tmp_path / "1" / "model.py").is_file()
 
 
+def test_scaffold_files_get_the_usual_mode(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        result = init_model_dir(tmp_path / "m", "generic")
+    finally:
+        os.umask(old)
+    modes = {name: (result.directory / name).stat().st_mode & 0o777 for name in result.files}
+    assert modes == {name: 0o644 for name in result.files}  # not mkstemp's 0600
+
+
 def test_force_overwrites_scaffold_files_only(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "config.yaml").write_text("old")

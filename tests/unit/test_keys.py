@@ -152,3 +152,73 @@ def test_cli_keygen_prompts_for_a_password(tmp_path: Path) -> None:
 
 def load_key_id(path: Path) -> str:
     return key_id(load_verification_key(path))
+
+
+def test_unreadable_or_malformed_key_files_are_invalid_input(tmp_path: Path) -> None:
+    """Binary files, odd scrypt parameters and non-EC DER are bad input (exit 2), never a crash."""
+    binary = tmp_path / "binary.key"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 64)
+    with pytest.raises(KeyFileError, match="not UTF-8"):
+        load_signing_key(binary, password=b"")
+    with pytest.raises(KeyFileError, match="not UTF-8"):
+        load_verification_key(binary)
+    empty = tmp_path / "empty.key"
+    empty.write_text("")
+    with pytest.raises(KeyFileError, match=r"empty\.key: not a PEM key"):
+        load_signing_key(empty, password=b"")
+    key = generate_private_key()
+    _, body = pem_decode(encrypt_private_key(key, b"pw"))
+    envelope = json.loads(body)
+    for params in ({"N": 3, "r": 8, "p": 1}, {"N": 1 << 40, "r": 8, "p": 1}, {"N": 32768, "r": 0, "p": 1}):
+        envelope["kdf"]["params"] = params
+        pem = (
+            "\n".join(
+                [
+                    f"-----BEGIN {PRIVATE_PEM_TYPE}-----",
+                    base64.b64encode(json.dumps(envelope).encode()).decode(),
+                ]
+            )
+            + f"\n-----END {PRIVATE_PEM_TYPE}-----\n"
+        )
+        with pytest.raises(KeyFileError, match="scrypt parameters"):
+            load_private_key(pem, b"pw")
+    # an unencrypted PKCS#8 body that is not DER at all
+    garbage = (
+        f"-----BEGIN PRIVATE KEY-----\n{base64.b64encode(b'not der').decode()}\n-----END PRIVATE KEY-----\n"
+    )
+    with pytest.raises(KeyFileError, match="not a valid"):
+        load_private_key(garbage, None)
+
+
+def test_cli_sign_and_verify_with_a_binary_key_exit_2(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.key"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 64)
+    runner = CliRunner()
+    for command in (
+        ["sign", "127.0.0.1:1/a/b:v1", "--key", str(binary)],
+        ["verify", "127.0.0.1:1/a/b:v1", "--key", str(binary)],
+    ):
+        result = runner.invoke(cli, command, env={"MODELPACK_KEY_PASSWORD": "pw"})
+        assert result.exit_code == 2, (command, result.output)
+        assert "internal error" not in result.output and "Traceback" not in result.output
+
+
+def test_cli_sign_rejects_a_malformed_manifest_digest(tmp_path: Path) -> None:
+    files = keygen(tmp_path / "k", b"pw")
+    result = CliRunner().invoke(
+        cli,
+        ["sign", "127.0.0.1:1/a/b:v1", "--key", str(files.private_key), "--manifest-digest", "../v1"],
+        env={"MODELPACK_KEY_PASSWORD": "pw"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "invalid --manifest-digest" in result.stderr and "Traceback" not in result.output
+
+
+def test_cli_keygen_into_an_unusable_folder_is_invalid_input(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(
+        cli, ["keygen", "--output", str(tmp_path / "file" / "k")], env={"MODELPACK_KEY_PASSWORD": "pw"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "cannot write" in result.stderr and "internal error" not in result.output
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]

@@ -180,6 +180,7 @@ def test_resolver_error_names_the_requirement(tmp_path: Path) -> None:
     )
     error = lock_mod._error_for(stderr, model, None)
     assert error.message.startswith("requirements.txt:2: nosuchpkg-zz: cannot be locked: No solution found")
+    assert isinstance(error, LockError) and error.exit_code == 2  # invalid input, not a network failure
     assert "\n" not in error.message and "warning" not in error.message
 
 
@@ -193,11 +194,14 @@ def test_network_error_is_one_clear_line_without_credentials(tmp_path: Path) -> 
     error = lock_mod._error_for(stderr, model, "https://user:s3cret@idx.example/simple")
     assert error.message.startswith("cannot reach the package index https://***@idx.example/simple: ")
     assert "s3cret" not in error.message and "\n" not in error.message
+    assert error.exit_code == 1  # a network failure, not invalid input
 
 
 def test_redact() -> None:
     assert redact("see https://a:b@h/x and http://tok@h2") == "see https://***@h/x and http://***@h2"
     assert redact("https://pypi.org/simple") == "https://pypi.org/simple"
+    assert redact("https://u:p@ss@h/x?q=a@b") == "https://***@h/x?q=a@b"
+    assert redact("`https://u:pw@h/s/six/` and https://h/p@v") == "`https://***@h/s/six/` and https://h/p@v"
 
 
 # --------------------------------------------------------------------------- real uv (PyPI)
@@ -226,4 +230,67 @@ def test_real_lock_unknown_package_fails_naming_it(tmp_path: Path) -> None:
         "requirements.txt:2: modelpack-no-such-package-zz9: cannot be locked"
     )
     assert "\n" not in info.value.message
+    assert info.value.exit_code == 2
+    assert not (model.root / "requirements.lock").exists()
+
+
+def test_cli_lock_unsatisfiable_requirement_exits_2(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from modelpack.cli import cli
+
+    root = tmp_path / "m"
+    (root / "1").mkdir(parents=True)
+    (root / "config.yaml").write_text('model: {id: m}\nbuild_info: {python_version: "3.12"}\n')
+    (root / "requirements.txt").write_text("modelpack-no-such-package-zz9==1.0\n")
+    (root / "1" / "model.py").write_text("x = 1\n")
+    result = CliRunner().invoke(cli, ["lock", str(root)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        "error: requirements.txt:1: modelpack-no-such-package-zz9: cannot be locked"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_attached_short_options_are_made_absolute(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    assert lock_mod._absolutize_option("-rextra.txt", root) == f"-r {root.resolve() / 'extra.txt'}"
+    assert lock_mod._absolutize_option("-c=c.txt", root) == f"-c {root.resolve() / 'c.txt'}"
+    assert (
+        lock_mod._absolutize_option("--requirement x.txt", root)
+        == f"--requirement {root.resolve() / 'x.txt'}"
+    )
+    assert lock_mod._absolutize_option("--index-url https://h/simple", root) == "--index-url https://h/simple"
+
+
+def test_input_digest_tracks_included_requirement_files(tmp_path: Path) -> None:
+    plain = make_model(tmp_path / "plain", "six")
+    model = make_model(tmp_path / "m", "-rextra.txt", "six")
+    (model.root / "extra.txt").write_text("idna==3.7\n-c nested/c.txt\n", encoding="utf-8")
+    (model.root / "nested").mkdir()
+    (model.root / "nested" / "c.txt").write_text("idna<4\n", encoding="utf-8")
+    first = compute_input_digest(model, CPU, keep_clarifai=False)
+    (model.root / "extra.txt").write_text("idna==3.8\n-c nested/c.txt\n", encoding="utf-8")
+    second = compute_input_digest(model, CPU, keep_clarifai=False)
+    assert second != first  # a change in a -r file makes the lock stale
+    (model.root / "nested" / "c.txt").write_text("idna<3.9\n", encoding="utf-8")
+    assert compute_input_digest(model, CPU, keep_clarifai=False) != second  # nested -c too
+    # without -r/-c lines the digest is what it always was (existing locks stay current)
+    assert lock_mod._included_files(plain) == []
+
+
+@pytest.mark.parametrize("line", ["./localpkg", "../shared/pkg", "file:localpkg", "/abs/pkg"])
+def test_local_path_requirement_is_refused_before_resolving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    model = make_model(tmp_path / "m", "six")
+    local = RequirementLine(2, line, None, url=line)
+    model = ModelDir(model.root, model.config, (*model.requirements, local))
+    monkeypatch.setattr(lock_mod.subprocess, "run", _no_network)
+    with pytest.raises(LockError) as info:
+        lock(model, resolved=CPU)
+    assert info.value.message.startswith(
+        f"requirements.txt:2: {line}: a local path requirement cannot be locked"
+    )
+    assert info.value.exit_code == 2
     assert not (model.root / "requirements.lock").exists()

@@ -547,3 +547,164 @@ def test_simple_signing_payload_matches_cosign_bytes() -> None:
     assert payload_digest(payload) == digest
     assert payload_digest(b'{"critical":{"type":"other"}}') is None
     assert signature_tag(digest) == "sha256-" + "e" * 64 + ".sig"
+
+
+def test_credentials_are_not_sent_to_other_hosts() -> None:
+    """A Location (or Link) naming another host gets neither the password nor the bearer token."""
+
+    class RedirectingRegistry(FakeRegistry):
+        def request(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+            parts = urlsplit(url)
+            if parts.netloc == "storage.example":
+                self.log.append((method, url, dict(headers or {})))
+                local = url.replace("https://storage.example", "http://127.0.0.1:5000")
+                saved, self.auth = self.auth, "none"  # the storage host needs no registry credentials
+                try:
+                    return super().request(
+                        method, local, headers={**(headers or {}), "Authorization": ""}, **kwargs
+                    )
+                finally:
+                    self.auth = saved
+            response = super().request(method, url, headers=headers, **kwargs)
+            location = response.headers.get("Location", "")
+            if method == "POST" and location.startswith("/v2/"):
+                response.headers["Location"] = "https://storage.example" + location
+            return response
+
+    for auth, credentials in (("basic", {"username": USER, "password": SECRET}), ("bearer", {})):
+        fake = RedirectingRegistry(auth=auth)
+        client = (
+            make_client(fake, **credentials)
+            if credentials
+            else make_client(fake, username=USER, password=SECRET)
+        )
+        descriptor = client.upload_blob("a/b", b"payload")
+        assert fake.blobs[descriptor.digest] == b"payload"
+        foreign = [entry for entry in fake.log if "storage.example" in entry[1]]
+        assert foreign, fake.log
+        for _, _, headers in foreign:
+            assert "Authorization" not in headers, headers
+        own = [entry for entry in fake.log if "127.0.0.1:5000" in entry[1]]
+        assert any("Authorization" in headers for _, _, headers in own)
+
+
+def test_layer_walk_fails_closed_on_a_hardlink_to_an_unhashed_file() -> None:
+    """An upper layer replacing a recorded file by a hard link to an unrecorded one must not pass
+    with the lower layer's (good) hash."""
+    from modelpack.verification import VerificationFailed, layer_file_hashes
+
+    fake = FakeRegistry()
+    client = make_client(fake)
+    layers = [
+        _tar_layer([("app/model.py", b"good", None)]),
+        _tar_layer([("tmp/evil.py", b"evil", None), ("app/model.py", None, "tmp/evil.py")]),
+    ]
+    descriptors = [
+        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+        for blob in layers
+    ]
+    config = client.upload_blob("a/b", b"{}")
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.to_dict(),
+        "layers": [d.to_dict() for d in descriptors],
+    }
+    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    with pytest.raises(VerificationFailed, match=r"/app/model\.py"):
+        layer_file_hashes(client, "a/b", image.digest, {"/app/model.py"})
+    # the same link inside one layer whose target is recorded too is followed
+    found = layer_file_hashes(client, "a/b", image.digest, {"/app/model.py", "/tmp/evil.py"})
+    evil = sha256_digest(b"evil").split(":")[1]
+    assert found["/app/model.py"] == (4, evil) == found["/tmp/evil.py"]
+
+
+def test_credentials_never_go_to_a_plain_http_token_service() -> None:
+    class PlainRealm(FakeRegistry):
+        def _check_auth(self, headers: dict[str, str]) -> Any:
+            if headers.get("Authorization") != f"Bearer {TOKEN}":
+                challenge = 'Bearer realm="http://auth.example/token",service="fake"'
+                return _response(401, b"", {"WWW-Authenticate": challenge})
+            return None
+
+    fake = PlainRealm(auth="bearer")
+    client = RegistryClient(
+        "reg.example",
+        username=USER,
+        password=SECRET,
+        session=fake,  # type: ignore[arg-type]
+        docker_config=Path("/nonexistent"),
+    )
+    assert client.base_url.startswith("https://")
+    with pytest.raises(RegistryError, match="plain HTTP"):
+        client.ping()
+    assert fake.token_requests == []  # the password was never sent
+
+
+def test_same_origin_ignores_default_ports_and_case() -> None:
+    from modelpack.registry import _origin
+
+    assert _origin("https://Reg.Example:443/v2/x") == _origin("https://reg.example")
+    assert _origin("http://127.0.0.1:5000/v2/") == _origin("http://127.0.0.1:5000")
+    assert _origin("https://storage.example/v2/") != _origin("https://reg.example")
+    assert _origin("http://reg.example/v2/") != _origin("https://reg.example")
+
+
+def test_layer_walk_resolves_dot_dot_like_the_engine() -> None:
+    """`app/x/../model.py` in an upper layer replaces /app/model.py when the engine unpacks it."""
+    from modelpack.verification import layer_file_hashes
+
+    fake = FakeRegistry()
+    client = make_client(fake)
+    layers = [
+        _tar_layer([("app/model.py", b"good", None)]),
+        _tar_layer([("app/x/../model.py", b"evil", None)]),
+    ]
+    descriptors = [
+        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+        for blob in layers
+    ]
+    config = client.upload_blob("a/b", b"{}")
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.to_dict(),
+        "layers": [d.to_dict() for d in descriptors],
+    }
+    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    found = layer_file_hashes(client, "a/b", image.digest, {"/app/model.py"})
+    assert found == {"/app/model.py": (4, sha256_digest(b"evil").split(":")[1])}
+
+
+def test_layer_walk_drops_files_under_a_directory_replaced_by_a_symlink() -> None:
+    import tarfile as _tarfile
+
+    from modelpack.verification import layer_file_hashes
+
+    fake = FakeRegistry()
+    client = make_client(fake)
+    raw = io.BytesIO()
+    with _tarfile.open(fileobj=raw, mode="w") as archive:
+        link = _tarfile.TarInfo("app/1")
+        link.type = _tarfile.SYMTYPE
+        link.linkname = "/tmp/evil"
+        archive.addfile(link)
+    import gzip
+
+    layers = [
+        _tar_layer([("app/1", None, None), ("app/1/model.py", b"good", None)]),
+        gzip.compress(raw.getvalue(), mtime=0),
+    ]
+    descriptors = [
+        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+        for blob in layers
+    ]
+    config = client.upload_blob("a/b", b"{}")
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.to_dict(),
+        "layers": [d.to_dict() for d in descriptors],
+    }
+    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    assert layer_file_hashes(client, "a/b", image.digest, {"/app/1/model.py"}) == {}

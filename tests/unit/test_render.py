@@ -315,6 +315,8 @@ def test_default_ignores_and_modelpackignore(model: ModelDir, tmp_path: Path) ->
         "myenv/lib/site.py",
         ".env",
         "1/.env",
+        ".env.local",
+        "1/prod.env",
         "data/big.bin",
         "data/keep.bin",
         "notes/todo.txt",
@@ -372,6 +374,17 @@ def test_output_must_be_empty_unless_forced(model: ModelDir, tmp_path: Path) -> 
     result = do_render(model, out, force=True)
     assert not (out / "stray").exists() and result.dockerfile.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]  # no temp/old dirs left
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_render(model: ModelDir, tmp_path: Path) -> None:
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(RenderError, match="is not an earlier `modelpack render` output") as info:
+        do_render(model, precious, force=True)
+    assert info.value.exit_code == 2
+    assert (precious / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "model"]
 
 
 def test_missing_lock_is_reported(model: ModelDir, tmp_path: Path) -> None:
@@ -522,3 +535,67 @@ def test_host_fetched_checkpoints_fill_the_weights_layer(model: ModelDir, tmp_pa
     assert result.content_digest != empty.content_digest
     text = (result.out_dir / "context.sha256").read_text(encoding="utf-8")
     assert "  checkpoints/model.safetensors\n" in text
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        '"hf_\\x5Aq9Zq9Zq9Zq9Zq9Zq9Zq9Zq9Zq9Zq9"',  # escaped: the file never holds the token literally
+        ">-\n    hf_Zq9Zq9Zq9Zq9Zq9\n    Zq9Zq9Zq9Zq9Zq9",  # folded over two lines
+        "|-\n    hf_Zq9Zq9Zq9Zq9Zq9Zq9Zq9Zq9Zq9Zq9",
+    ],
+)
+def test_hf_token_is_blanked_however_it_is_written(model: ModelDir, tmp_path: Path, written: str) -> None:
+    from dataclasses import replace
+
+    import yaml
+
+    from modelpack.model import CheckpointSpec
+
+    config = (
+        f"model:\n  id: hello\ncheckpoints:\n  type: huggingface\n  hf_token: {written}\n  repo_id: a/b\n"
+    )
+    (model.root / "config.yaml").write_text(config, encoding="utf-8")
+    token = yaml.safe_load(config)["checkpoints"]["hf_token"]
+    assert token.startswith("hf_Zq9")
+    spec = CheckpointSpec("huggingface", "a/b", hf_token=token)
+    with_token = replace(model, config=replace(model.config, checkpoints=spec))
+    result = do_render(with_token, tmp_path / "out")
+    rendered = yaml.safe_load((result.out_dir / "config/config.yaml").read_text(encoding="utf-8"))
+    assert rendered["checkpoints"] == {"type": "huggingface", "hf_token": "", "repo_id": "a/b"}
+    assert rendered["model"] == {"id": "hello"}
+    for rel in result.files:
+        assert b"Zq9Zq9Zq9" not in (result.out_dir / rel).read_bytes(), rel
+
+
+def test_unreadable_ignore_file_is_an_input_error(model: ModelDir, tmp_path: Path) -> None:
+    (model.root / ".modelpackignore").write_bytes(b"\xff\xfe*.bin\n")
+    with pytest.raises(RenderError, match=r"\.modelpackignore: not UTF-8 text") as info:
+        do_render(model, tmp_path / "out")
+    assert info.value.exit_code == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+
+
+def test_unwritable_output_is_one_line_exit_2(model: ModelDir, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(RenderError, match=r"^cannot write the output directory .*file/out") as info:
+        do_render(model, tmp_path / "file" / "out")
+    assert info.value.exit_code == 2
+
+
+def test_unreadable_model_file_is_one_line_and_cleans_up(model: ModelDir, tmp_path: Path) -> None:
+    (model.root / "1" / "weights.bin").write_bytes(b"x")
+    real_copy = render_mod._copy
+
+    def failing_copy(source: Path, target: Path, executable: bool) -> None:
+        if source.name == "weights.bin":
+            raise PermissionError(13, "Permission denied", str(source))
+        real_copy(source, target, executable)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render_mod, "_copy", failing_copy)
+        with pytest.raises(RenderError, match=r"weights\.bin: Permission denied") as info:
+            do_render(model, tmp_path / "out")
+    assert info.value.exit_code == 2 and "\n" not in info.value.message
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]

@@ -415,6 +415,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "/ok")
             self.end_headers()
             return
+        if self.path.startswith("/loop"):
+            self.send_response(302)
+            self.send_header("Location", "/loop?sig=presigned-secret")
+            self.end_headers()
+            return
         if self.path == "/missing":
             self.send_error(404)
             return
@@ -465,6 +470,15 @@ def test_fetch_when_private_urls_are_allowed(local_http: str, monkeypatch: pytes
     with pytest.raises(FetchError, match="HTTP 404"):
         fetch_url(local_http + "/missing")
     assert all("Authorization" not in h and "Cookie" not in h for h in _Handler.seen_headers)
+
+
+def test_redirect_loop_is_refused_without_quoting_the_query(
+    local_http: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELPACK_ALLOW_PRIVATE_URLS", "1")
+    with pytest.raises(FetchError, match=r"too many redirects fetching 127\.0\.0\.1/loop") as caught:
+        fetch_url(local_http + "/loop")
+    assert "presigned-secret" not in str(caught.value)
 
 
 # ------------------------------------------------------------------ batching and backends
@@ -529,6 +543,49 @@ def test_start_backend_waits_for_an_openai_compatible_server(tmp_path: Path) -> 
     try:
         assert model.start_backend(command, port, timeout=60) == f"http://127.0.0.1:{port}/v1"
         assert model.backend_model() == "served-model"
+    finally:
+        assert model._backend_process is not None
+        model._backend_process.terminate()
+        model._backend_process.wait(30)
+
+
+_KEYED_BACKEND = """
+import http.server, json, sys
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("Authorization") != "Bearer backend-key":
+            self.send_error(401)
+            return
+        body = json.dumps({"object": "list", "data": [{"id": "keyed-model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_start_backend_with_an_api_key_is_ready_as_soon_as_it_answers() -> None:
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    model = OpenAIModelClass()
+    model.api_key = "backend-key"
+    started = time.monotonic()
+    try:
+        url = model.start_backend([sys.executable, "-c", _KEYED_BACKEND, str(port)], port, timeout=20)
+        assert url == f"http://127.0.0.1:{port}/v1"
+        assert time.monotonic() - started < 15, "start_backend waited for its timeout"
+        assert model.backend_model() == "keyed-model"
     finally:
         assert model._backend_process is not None
         model._backend_process.terminate()

@@ -243,6 +243,15 @@ def test_websocket_errors(kitchen: TestClient) -> None:
     with kitchen.websocket_connect("/v1/methods/upper/stream") as ws:
         ws.send_json({"args": {"bogus": 1}})
         assert ws.receive_json()["error"]["argument"] == "bogus"
+    # a bad item message is answered with its error, not a silent close
+    with kitchen.websocket_connect("/v1/methods/upper/stream") as ws:
+        ws.send_json({"args": {}})
+        ws.send_text("{oops")
+        assert ws.receive_json()["error"]["code"] == "invalid_json"
+    with kitchen.websocket_connect("/v1/methods/upper/stream") as ws:
+        ws.send_json({"args": {}})
+        ws.send_json({"item": "x" * 5000})  # the fixture's limit is 4096 bytes
+        assert ws.receive_json()["error"]["code"] == "payload_too_large"
     assert kitchen.get("/health").status_code == 200
 
 

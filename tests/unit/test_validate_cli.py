@@ -61,3 +61,20 @@ def test_help_and_version() -> None:
     assert runner.invoke(cli, ["validate", "--help"]).exit_code == 0
     version = runner.invoke(cli, ["--version"])
     assert version.exit_code == 0 and "modelpack" in version.stdout
+
+
+@pytest.mark.parametrize("command", ["signature", "resolve"])
+def test_json_stays_parseable_on_github_actions_with_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    root = _dir(tmp_path, "model: {id: m, model_type_id: text-to-txt}\n")
+    (root / "1" / "model.py").write_text(
+        "from modelpack import ModelClass\n\nclass M(ModelClass):\n    @ModelClass.method\n"
+        "    def f(self, x):\n        return x\n"
+    )
+    result = CliRunner().invoke(cli, [command, str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)  # nothing but the JSON document on stdout
+    assert "::warning" not in result.stdout
+    assert "warning:" in result.stderr  # the warnings still reach the user
