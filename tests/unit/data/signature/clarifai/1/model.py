@@ -29,9 +29,7 @@ class VLLMModel(OpenAIModelClass):
             min_value=1,
             max_value=LIMIT * 8,
         ),
-        temperature: float = Param(
-            default=0.7, description="Sampling temperature.", min_value=0.0, max_value=2.0
-        ),
+        temperature: float = Param(default=0.7, description="Sampling temperature.", min_value=0.0, max_value=2.0),
         mode: str = Param(default="fast", description="Decoding mode.", choices=MODES),
         stop: List[str] = Param(default=[], description="Stop sequences."),
     ) -> Text:

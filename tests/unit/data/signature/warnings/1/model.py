@@ -9,13 +9,9 @@ def make_default():
 
 class Weird(ModelClass):
     @ModelClass.method
-    def predict(
-        self, x: torch.Tensor, y=1, *args: int, z: int = make_default(), **kwargs: str
-    ) -> "torch.Tensor":
+    def predict(self, x: torch.Tensor, y=1, *args: int, z: int = make_default(), **kwargs: str) -> "torch.Tensor":
         return x
 
     @ModelClass.method
-    def more(
-        self, a: Sequence[int], b: Literal["a", "b"], c: int = Param(default=1, unit="ms")
-    ) -> List[int, str]:
+    def more(self, a: Sequence[int], b: Literal["a", "b"], c: int = Param(default=1, unit="ms")) -> List[int, str]:
         return []
