@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from modelpack.errors import RegistryError, SigningError
+from modelpack.errors import InvalidInputError, RegistryError, SigningError
 from modelpack.keys import key_id, load_verification_key
 from modelpack.manifest import ManifestError, SignedManifestDoc, fetch_manifest, find_manifests
 from modelpack.registry import DOCKER_MANIFEST_LIST, OCI_INDEX, ImageRef, RegistryClient
@@ -122,6 +122,7 @@ def verify(
         if chosen is None:
             raise VerificationFailed(reason)
         manifest_digest, doc = chosen
+        _check_version_tag(ref, doc.image.reference, digest)
 
         checked = skipped = 0
         if deep:
@@ -142,6 +143,28 @@ def verify(
     finally:
         if own_client:
             client.close()
+
+
+def _check_version_tag(ref: ImageRef, recorded_reference: str, digest: str) -> None:
+    """A version tag asked for must be the one the signed manifest was made for.
+
+    modelpack gives each content exactly one version and never moves a version tag, so
+    `repo:v1` resolving to content whose manifest says `repo:v2` means the tag was moved
+    onto other (even validly signed) content.
+    """
+    from modelpack.versions import version_number
+
+    if ref.digest is not None or ref.tag is None or version_number(ref.tag) is None:
+        return
+    try:
+        recorded = ImageRef.parse(recorded_reference)
+    except InvalidInputError:
+        return
+    if recorded.tag is not None and version_number(recorded.tag) is not None and recorded.tag != ref.tag:
+        raise VerificationFailed(
+            f"tag {ref.tag} was moved: it points at {digest}, whose signed manifest was made for "
+            f"{recorded.tag} ({recorded_reference})"
+        )
 
 
 def check_sbom(client: RegistryClient, repository: str, digest: str) -> None:

@@ -124,10 +124,10 @@ def record(path: str, data: bytes) -> FileRecord:
 
 
 def make_doc(
-    registry: str, repo: str, image: Descriptor, sbom: Descriptor | None = None
+    registry: str, repo: str, image: Descriptor, sbom: Descriptor | None = None, tag: str = "v1"
 ) -> SignedManifestDoc:
     return build_manifest(
-        image_ref=f"{registry}/{repo}:v1",
+        image_ref=f"{registry}/{repo}:{tag}",
         image_digest=image.digest,
         base_image_ref="modelpack-base/python:3.11",
         base_image_digest=None,
@@ -158,7 +158,7 @@ def build_and_attach(
     sbom = push_sbom(
         client, repo, image, sbom_bytes(LOCK, subject=f"{registry}/{repo}", build_time="2024-01-01T00:00:00Z")
     )
-    manifest = push_manifest(client, repo, image, make_doc(registry, repo, image, sbom))
+    manifest = push_manifest(client, repo, image, make_doc(registry, repo, image, sbom, tag=tag))
     return Built(f"{registry}/{repo}:{tag}", image, manifest)
 
 
@@ -225,6 +225,23 @@ def test_tag_moved_to_other_content_fails(client, registry, repo, keypair) -> No
         verify(built.ref, keypair[1])
     code, _, _ = run_cli("verify", built.ref, "--key", str(keypair[1]))
     assert code == 1
+
+
+def test_version_tag_moved_to_other_signed_content_fails(client, registry, repo, keypair) -> None:
+    v1 = build_and_attach(client, registry, repo, tag="v1")
+    sign(v1.ref, keypair[0])
+    v2 = build_and_attach(client, registry, repo, tag="v2", weights=b"other weights")
+    sign(v2.ref, keypair[0])
+    assert verify(v2.ref, keypair[1]).digest == v2.image.digest
+    # someone points v1 at v2's content: every signature on it is valid, but it is not v1
+    raw = client.get_manifest(repo, v2.image.digest)
+    client.put_manifest(repo, "v1", raw.raw, raw.media_type)
+    with pytest.raises(VerificationFailed, match="tag v1 was moved"):
+        verify(v1.ref, keypair[1])
+    code, _, err = run_cli("verify", v1.ref, "--key", str(keypair[1]))
+    assert code == 1 and "was moved" in err and len(err.strip().splitlines()) == 1
+    # by digest, the same content still verifies
+    assert verify(f"{registry}/{repo}@{v2.image.digest}", keypair[1]).digest == v2.image.digest
 
 
 def test_signature_copied_from_another_image_fails(client, registry, repo, keypair) -> None:
