@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from modelpack.digests import sha256_file
+from modelpack.digests import FileRecord, sha256_file
 from modelpack.errors import ConfigError, HubError, ModelpackError
 from modelpack.model import CheckpointSpec
 from modelpack.progress import ProgressLike
@@ -86,14 +86,7 @@ class CheckpointInfo:
         }
 
 
-@dataclass(frozen=True)
-class CheckpointFile:
-    path: str
-    size: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+CheckpointFile = FileRecord  # a downloaded file, as the manifest records it
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ import hashlib
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 _BUFFER = 1 << 20  # 1 MiB reads: large enough that sha256 itself is the bottleneck
 
@@ -38,3 +40,18 @@ def sha256_files(paths: Iterable[str | os.PathLike[str]], workers: int | None = 
         return [sha256_file(p) for p in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(sha256_file, items))
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file: its path (relative to a root the record's owner names), size in bytes and sha256 hex.
+
+    The same record serves checkpoint downloads, the signed manifest and `verify --deep`.
+    """
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}

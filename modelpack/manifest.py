@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelpack._version import __version__
-from modelpack.digests import sha256_file_and_size
+from modelpack.digests import FileRecord, sha256_file_and_size
 from modelpack.errors import SigningError
 from modelpack.model import Concept
 from modelpack.registry import (
@@ -48,18 +48,6 @@ _ANNOTATION_CREATED = "org.opencontainers.image.created"
 
 class ManifestError(SigningError):
     """A manifest document is malformed or does not match its schema (exit 1)."""
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One file: its path (relative to the record's root), size in bytes and sha256 hex."""
-
-    path: str
-    size: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)
