@@ -7,7 +7,7 @@ p50/p99 latency for the unary method under concurrency, and first-token latency
 of the streaming method (sequential). Target: modelpack >= 90% of the baseline's
 throughput. Bounded in count (``--requests``) and time (``--time-limit``).
 
-    .venv/bin/python benchmarks/bench_server.py [--requests 3000] [--concurrency 32] [--rounds 3]
+    .venv/bin/python benchmarks/bench_server.py [--requests 3000] [--concurrency 32] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--stream-requests", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server; best is kept")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per server; best is kept")
     parser.add_argument("--time-limit", type=float, default=300.0)
     args = parser.parse_args()
 
