@@ -52,12 +52,9 @@ def _code(text: str) -> str:
 
 
 def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
+    from modelpack.progress import format_size
+
+    return format_size(count, binary=True)
 
 
 def base_image_of(build: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str | None:

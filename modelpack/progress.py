@@ -155,3 +155,15 @@ __all__ = [
     "Reporter",
     "reporter",
 ]
+
+
+def format_size(count: int, *, binary: bool = False) -> str:
+    """A byte count for people: `12.3 MB` (powers of 1000), or `12.3 MiB` with `binary`."""
+    step = 1024 if binary else 1000
+    units = ("B", "KiB", "MiB", "GiB") if binary else ("B", "kB", "MB", "GB")
+    value = float(count)
+    for unit in units:
+        if value < step or unit == units[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= step
+    return f"{count} B"  # pragma: no cover - the loop always returns

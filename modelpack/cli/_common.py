@@ -252,12 +252,9 @@ def _counter(event: ProgressEvent) -> str:
 
 
 def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{count} B"
+    from modelpack.progress import format_size
+
+    return format_size(count)
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -25,6 +25,7 @@ from modelpack.keys import generate_private_key
 from modelpack.registry import (
     OCI_INDEX,
     OCI_MANIFEST,
+    Descriptor,
     ImageRef,
     RegistryClient,
     canonical_json,
@@ -477,6 +478,22 @@ def _tar_layer(entries: list[tuple[str, bytes | None, str | None]]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
+def _push_layers(client: RegistryClient, layers: list[bytes]) -> Descriptor:
+    """An OCI image `a/b:v1` of the given gzip layers and an empty config."""
+    descriptors = [
+        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+        for blob in layers
+    ]
+    config = client.upload_blob("a/b", b"{}")
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.to_dict(),
+        "layers": [d.to_dict() for d in descriptors],
+    }
+    return client.put_manifest("a/b", "v1", canonical_json(body))
+
+
 def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
     from modelpack.verification import layer_file_hashes
 
@@ -502,18 +519,7 @@ def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
             ]
         ),
     ]
-    descriptors = [
-        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
-        for blob in layers
-    ]
-    config = client.upload_blob("a/b", b"{}")
-    body = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config.to_dict(),
-        "layers": [d.to_dict() for d in descriptors],
-    }
-    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    image = _push_layers(client, layers)
     wanted = {
         "/app/a.py",
         "/app/gone.py",
@@ -529,7 +535,7 @@ def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
         "/models/ckpt/link.bin": (2, sha(b"w2")),
     }
     # a corrupted layer blob is caught by its digest while streaming
-    fake.blobs[descriptors[1].digest] = layers[0]
+    fake.blobs[sha256_digest(layers[1])] = layers[0]
     with pytest.raises(RegistryError, match="wrong content"):
         layer_file_hashes(client, "a/b", image.digest, wanted)
 
@@ -599,18 +605,7 @@ def test_layer_walk_fails_closed_on_a_hardlink_to_an_unhashed_file() -> None:
         _tar_layer([("app/model.py", b"good", None)]),
         _tar_layer([("tmp/evil.py", b"evil", None), ("app/model.py", None, "tmp/evil.py")]),
     ]
-    descriptors = [
-        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
-        for blob in layers
-    ]
-    config = client.upload_blob("a/b", b"{}")
-    body = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config.to_dict(),
-        "layers": [d.to_dict() for d in descriptors],
-    }
-    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    image = _push_layers(client, layers)
     with pytest.raises(VerificationFailed, match=r"/app/model\.py"):
         layer_file_hashes(client, "a/b", image.digest, {"/app/model.py"})
     # the same link inside one layer whose target is recorded too is followed
@@ -660,18 +655,7 @@ def test_layer_walk_resolves_dot_dot_like_the_engine() -> None:
         _tar_layer([("app/model.py", b"good", None)]),
         _tar_layer([("app/x/../model.py", b"evil", None)]),
     ]
-    descriptors = [
-        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
-        for blob in layers
-    ]
-    config = client.upload_blob("a/b", b"{}")
-    body = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config.to_dict(),
-        "layers": [d.to_dict() for d in descriptors],
-    }
-    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    image = _push_layers(client, layers)
     found = layer_file_hashes(client, "a/b", image.digest, {"/app/model.py"})
     assert found == {"/app/model.py": (4, sha256_digest(b"evil").split(":")[1])}
 
@@ -695,16 +679,5 @@ def test_layer_walk_drops_files_under_a_directory_replaced_by_a_symlink() -> Non
         _tar_layer([("app/1", None, None), ("app/1/model.py", b"good", None)]),
         gzip.compress(raw.getvalue(), mtime=0),
     ]
-    descriptors = [
-        client.upload_blob("a/b", blob, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
-        for blob in layers
-    ]
-    config = client.upload_blob("a/b", b"{}")
-    body = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config.to_dict(),
-        "layers": [d.to_dict() for d in descriptors],
-    }
-    image = client.put_manifest("a/b", "v1", canonical_json(body))
+    image = _push_layers(client, layers)
     assert layer_file_hashes(client, "a/b", image.digest, {"/app/1/model.py"}) == {}
