@@ -89,7 +89,10 @@ def one_round(
     run_id = uuid.uuid4().hex[:8]
     ours_repo = f"{registry}/bench/modelpack-{run_id}"
     base_repo = f"{registry}/bench/docker-{run_id}"
-    mp = [sys.executable, "-m", "modelpack", "build"]
+    # the installed command, as users run it (`python -m modelpack` from the repository
+    # root would import the source tree instead)
+    executable = Path(sys.executable).with_name("modelpack")
+    mp = [str(executable) if executable.exists() else "modelpack", "build"]
     rows: list[tuple[str, float, float]] = []
     pushed: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="modelpack-bench-") as tmp:

@@ -1,3 +1,3 @@
-from modelpack.cli import main
+from modelpack.cli import run
 
-main()
+run()

@@ -15,6 +15,7 @@ choosing and pushing, the next free one is used and a note says so.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelpack.checkpoints import CheckpointResult
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
 from modelpack.model import Concept
 from modelpack.progress import ProgressLike, reporter
 from modelpack.registry import ImageRef, RegistryClient
 
 if TYPE_CHECKING:
+    from modelpack.assemble import AssemblyPlan
+    from modelpack.checkpoints import CheckpointResult
     from modelpack.publish import PublishResult
 from modelpack.versions import (
     content_tag,
@@ -132,20 +134,69 @@ def build(
     With `push`, the SBOM and the modelpack manifest are attached to the pushed image
     and, given `signing_key` (a loaded private key), image and manifest are signed.
     """
-    from modelpack import config as config_stage
-    from modelpack import rendering as render_stage
-    from modelpack import resolver as resolve_stage
-    from modelpack import signatures as signature_stage
-
     report = reporter(progress)
     repo = parse_repository(repository)
     if version is not None:
         _check_version(version)
     if signing_key is not None and not push:
         raise InvalidInputError("signing needs --push: signatures are stored in the registry")
+    inputs = None
+    if push and signing_key is None:
+        inputs = _build_inputs(model_dir_path, repo, version, settings, base_registry)
+        recorded = _reuse_recorded(inputs.fingerprint(), repo, auth, report) if inputs else None
+        if recorded is not None:
+            return recorded
+
+    from modelpack import config as config_stage
+
     model_dir = config_stage.load(model_dir_path)
     report("validate", f"{model_dir.root}: valid")
-    _check_services(repo, push, auth)
+    docker_client = _check_services(repo, push, auth)
+    try:
+        result, lock_result = _build_checked(
+            model_dir,
+            docker_client,
+            repo,
+            push,
+            version,
+            settings,
+            base_registry,
+            network_mode,
+            auth,
+            report,
+            signing_key,
+        )
+    finally:
+        docker_client.close()
+    if inputs is not None and model_dir.config.checkpoints is None:
+        from modelpack import build_records
+
+        lock_path = Path(lock_result.path).absolute()
+        root = Path(model_dir.root).absolute()
+        if not lock_result.up_to_date_before and root in lock_path.parents:  # this build wrote the lock
+            inputs = inputs.with_file(lock_path.relative_to(root).as_posix(), lock_path)
+        build_records.remember(inputs.fingerprint(), result.to_dict())
+    return result
+
+
+def _build_checked(
+    model_dir: Any,
+    docker_client: Any,
+    repo: ImageRef,
+    push: bool,
+    version: str | None,
+    settings: Any,
+    base_registry: str | None,
+    network_mode: str | None,
+    auth: RegistryAuth | None,
+    report: Progress,
+    signing_key: Any,
+) -> tuple[BuildResult, Any]:
+    """The pipeline after validation and the service checks: (result, the lock it used)."""
+    from modelpack import rendering as render_stage
+    from modelpack import resolver as resolve_stage
+    from modelpack import signatures as signature_stage
+
     preflight = _checkpoint_preflight(model_dir, report)  # fails fast, before locking
     sig = signature_stage.signature(model_dir.root)
     report("signature", f"{sig.signature.class_name}: {len(sig.signature.methods)} method(s)")
@@ -187,15 +238,120 @@ def build(
             loopback_endpoints=endpoints,
             auth=auth,
             progress=report,
+            client=docker_client,
             weights=weights,
+            assembly=_assembly_plan(rendered, checkpoint, resolved.base_image) if push else None,
         )
         result = _with_checkpoints(result, checkpoint, concepts, repo, auth)
         result = dataclasses.replace(result, base_image=resolved.base_image)
         if not push:
-            return result
-        return _publish(
-            result, repo, model_dir, resolved, sig.signature, rendered.out_dir, auth, signing_key, report
+            return result, lock_result
+        result = _publish(
+            result,
+            repo,
+            model_dir,
+            resolved,
+            sig.signature,
+            rendered.out_dir,
+            auth,
+            signing_key,
+            report,
+            docker_client,
         )
+    return result, lock_result
+
+
+def _build_inputs(
+    model_dir_path: str | os.PathLike[str],
+    repo: ImageRef,
+    version: str | None,
+    settings: Any,
+    base_registry: str | None,
+) -> Any:
+    """What the build reads, as digests (build_records.Inputs), or None when that is not cheap."""
+    from modelpack import build_records
+
+    options = build_records.BuildOptions(
+        repository=repo.name,
+        version=version,
+        base_registry=base_registry,
+        use_dockerfile=bool(getattr(settings, "use_dockerfile", False)),
+        index_url=getattr(settings, "index_url", None),
+        extra_index_urls=tuple(getattr(settings, "extra_index_urls", ()) or ()),
+        ca_bundle=getattr(settings, "ca_bundle", None),
+    )
+    return build_records.inputs(model_dir_path, options)
+
+
+def _reuse_recorded(
+    fingerprint: str, repo: ImageRef, auth: RegistryAuth | None, report: Progress
+) -> BuildResult | None:
+    """The recorded push of identical inputs, when the registry still holds it exactly so.
+
+    Content tag, version tag and attached manifest are checked by HEAD; a record the
+    registry contradicts is dropped and the full pipeline runs.
+    """
+    from modelpack import build_records
+
+    recorded = build_records.find(fingerprint)
+    if recorded is None:
+        return None
+    try:
+        result = _result_from_record(recorded)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        build_records.forget(fingerprint)
+        return None
+    chain = result.supply_chain
+    if chain is None or result.image != f"{repo.name}:{result.version}":
+        build_records.forget(fingerprint)
+        return None
+    registry = RegistryClient(
+        repo.registry, username=auth.username if auth else None, password=auth.password if auth else None
+    )
+    try:
+        for reference, digest in (
+            (result.content_tag, result.digest),
+            (result.version, result.digest),
+            (chain.manifest_digest, chain.manifest_digest),
+        ):
+            found = registry.head_manifest(repo.repository, reference)
+            if found is None or found.digest != digest:
+                build_records.forget(fingerprint)
+                return None
+    except RegistryError:
+        return None  # the pipeline reports what is wrong with the registry
+    finally:
+        registry.close()
+    report("done", f"unchanged: {result.image} already has this content; nothing pushed")
+    report("note", f"existing manifest: {chain.manifest_digest}")
+    return result
+
+
+def _result_from_record(data: dict[str, Any]) -> BuildResult:
+    """A recorded BuildResult.to_dict(), as the result of a build that reused it."""
+    from modelpack.publish import PublishResult
+
+    chain = data["supply_chain"]
+    supply_chain = None
+    if chain is not None:
+        supply_chain = PublishResult(
+            image_digest=str(chain["image_digest"]),
+            manifest_digest=str(chain["manifest_digest"]),
+            sbom_digest=chain.get("sbom_digest"),
+            reused_manifest=True,
+        )
+    return BuildResult(
+        image=str(data["image"]),
+        version=str(data["version"]),
+        digest=str(data["digest"]),
+        tags=tuple(str(t) for t in data["tags"]),
+        pushed=False,
+        content_tag=str(data["content_tag"]),
+        reused=True,
+        supply_chain=supply_chain,
+        concepts=tuple(Concept(str(c["id"]), str(c["name"])) for c in data.get("concepts") or ()),
+        base_image=str(data.get("base_image") or ""),
+    )
 
 
 def _checkpoint_preflight(model_dir: Any, report: Progress) -> Any:
@@ -316,18 +472,14 @@ def _publish(
     auth: RegistryAuth | None,
     signing_key: Any,
     report: Progress,
+    docker_client: Any,
 ) -> BuildResult:
     """Attach SBOM + manifest to the pushed digest (reused when already there); sign with the key."""
     from dataclasses import replace
 
-    from modelpack import engine
     from modelpack.publish import base_image_digest, publish_supply_chain
 
-    docker_client = engine.connect(timeout=30)
-    try:
-        base_digest = base_image_digest(docker_client, resolved.base_image)
-    finally:
-        docker_client.close()
+    base_digest = base_image_digest(docker_client, resolved.base_image)
     registry = RegistryClient(
         repo.registry,
         username=auth.username if auth else None,
@@ -358,19 +510,28 @@ def _publish(
     return replace(result, supply_chain=published)
 
 
-def _check_services(repo: ImageRef, push: bool, auth: RegistryAuth | None) -> None:
-    """Fail in a second, not after locking and rendering, when the engine or registry is down."""
+def _check_services(repo: ImageRef, push: bool, auth: RegistryAuth | None) -> Any:
+    """Fail in a second, not after locking and rendering, when the engine or registry is down.
+
+    Returns the engine client the build then uses (requests may wait as long as a build step).
+    """
     from modelpack import engine
 
-    engine.connect(timeout=30).close()
+    docker_client = engine.connect(timeout=30, request_timeout=600)
     if push:
-        _ping(
-            RegistryClient(
-                repo.registry,
-                username=auth.username if auth else None,
-                password=auth.password if auth else None,
-            )
+        registry = RegistryClient(
+            repo.registry,
+            username=auth.username if auth else None,
+            password=auth.password if auth else None,
         )
+        try:
+            _ping(registry)
+        except BaseException:
+            docker_client.close()
+            raise
+        finally:
+            registry.close()
+    return docker_client
 
 
 def _ping(registry: RegistryClient) -> None:
@@ -432,11 +593,14 @@ def build_context(
     progress: ProgressLike = None,
     client: Any = None,
     weights: _WeightsPlan | None = None,
+    assembly: AssemblyPlan | None = None,
 ) -> BuildResult:
     """Build a rendered context into `repository:<version>` and `repository:c-<hex16>`; push if asked.
 
     `weights` (push only): a weights layer modelpack adds in the registry on top of the
     engine-built image (`checkpoints.when: upload`); `content_digest` must cover it.
+    `assembly` (push only): the engine builds the Dockerfile up to the runtime stage and
+    modelpack composes the final stage in the registry (modelpack.assemble).
     """
     from modelpack import engine
 
@@ -474,16 +638,27 @@ def build_context(
                 return reused
         if network_mode is None:
             network_mode = engine.default_network_mode(docker_client, loopback_endpoints or [])
-        report("build", f"building {name}:{ctag}" + (f" (network {network_mode})" if network_mode else ""))
-        output = engine.build_image(
-            docker_client,
-            str(context_dir),
-            tag=f"{name}:{ctag}",
-            buildargs=build_args,
-            network_mode=network_mode,
-            dockerfile=dockerfile,
-            on_event=report,
-        )
+        plan = assembly if push and weights is None else None
+        image_id = _cached_runtime(docker_client, name, plan) if plan is not None else None
+        if image_id is not None:
+            report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
+        else:
+            what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
+            network = f" (network {network_mode})" if network_mode else ""
+            report("build", f"building {what}{name}:{ctag}{network}")
+            image_id = engine.build_image(
+                docker_client,
+                str(context_dir),
+                # the runtime image keeps a local tag: the build cache of its last step lives with it
+                tag=f"{name}:{RUNTIME_TAG}" if plan is not None else f"{name}:{ctag}",
+                buildargs=build_args,
+                network_mode=network_mode,
+                dockerfile=dockerfile,
+                target=plan.stage.runtime_stage if plan is not None else None,
+                on_event=report,
+            ).image_id
+            if plan is not None:
+                _remember_runtime(docker_client, plan, image_id)
         local = engine.local_tags(docker_client, name)
         known = set(remote_tags) | set(local)
         notes: list[str] = []
@@ -493,15 +668,31 @@ def build_context(
             if version in remote_tags:
                 raise InvalidInputError(f"version {version} already exists in {name} with other content")
             chosen = version
-        engine.tag_image(docker_client, output.image_id, name, chosen)
+        if plan is not None:
+            try:
+                return _push_assembled(
+                    docker_client,
+                    registry,
+                    repo,
+                    _Target(ctag, chosen, version is not None, remote_tags),
+                    image_id,
+                    plan.stage,
+                    Path(context_dir),
+                    auth,
+                    report,
+                )
+            except BaseException:
+                engine.untag(docker_client, f"{name}:{RUNTIME_TAG}")  # nothing of a failed push stays
+                raise
+        engine.tag_image(docker_client, image_id, name, chosen)
         if not push:
-            image = engine.inspect_image(docker_client, output.image_id) or {}
+            image = engine.inspect_image(docker_client, image_id) or {}
             layers = tuple(LayerInfo(diff_id=d) for d in (image.get("RootFS") or {}).get("Layers") or [])
             report("done", f"{name}:{chosen} built (not pushed)")
             return BuildResult(
                 image=f"{name}:{chosen}",
                 version=chosen,
-                digest=output.image_id,
+                digest=image_id,
                 tags=(chosen, ctag),
                 pushed=False,
                 layers=layers,
@@ -620,8 +811,10 @@ def _free_version(
     return chosen
 
 
-def _known_blobs(registry: RegistryClient, repo: ImageRef, tags: list[str]) -> dict[str, tuple[str, int]]:
-    """diff_id -> (blob digest, size) for the layers of the newest version already in the registry."""
+def _known_blobs(
+    registry: RegistryClient, repo: ImageRef, tags: list[str]
+) -> dict[str, tuple[str, int, str]]:
+    """diff_id -> (blob digest, size, media type) for the layers of the newest version in the registry."""
     versions = sorted((t for t in tags if version_number(t)), key=lambda t: -(version_number(t) or 0))
     for tag in versions[:1]:
         try:
@@ -634,7 +827,7 @@ def _known_blobs(registry: RegistryClient, repo: ImageRef, tags: list[str]) -> d
         layers = manifest.json.get("layers") or []
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         return {
-            str(d): (str(layer["digest"]), int(layer["size"]))
+            str(d): (str(layer["digest"]), int(layer["size"]), str(layer.get("mediaType") or ""))
             for d, layer in zip(diff_ids, layers, strict=False)
         }
     return {}
@@ -694,6 +887,279 @@ def _push(
         content_tag=ctag,
         notes=tuple(notes),
     )
+
+
+def _assembly_plan(rendered: Any, checkpoint: Any, base_image: str) -> AssemblyPlan | None:
+    from modelpack.assemble import plan_assembly
+
+    build_args = {**rendered.build_args, **(checkpoint.build_args if checkpoint else {})}
+    return plan_assembly(rendered, build_args, base_image)
+
+
+def _runtime_record(plan: AssemblyPlan) -> Path:
+    from modelpack.resources import cache_dir
+
+    return cache_dir("runtimes", f"{plan.runtime_key}.json")
+
+
+def _cached_runtime(docker_client: Any, name: str, plan: AssemblyPlan) -> str | None:
+    """The runtime-stage image built before from the same inputs, if the engine still has it
+    and the base image is still the same image: the engine's cache would return it too."""
+    from modelpack import engine
+
+    try:
+        record = json.loads(_runtime_record(plan).read_text(encoding="utf-8"))
+        image_id, base_id = str(record["image"]), str(record["base"])
+        if record.get("engine") != engine.engine_location():
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    image = engine.inspect_image(docker_client, image_id)
+    base = engine.inspect_image(docker_client, plan.base_image)
+    if image is None or base is None or base.get("Id") != base_id:
+        return None
+    engine.tag_image(docker_client, image_id, name, RUNTIME_TAG)  # keeps it (and its cache) alive
+    return image_id
+
+
+def _remember_runtime(docker_client: Any, plan: AssemblyPlan, image_id: str) -> None:
+    from modelpack import engine
+
+    base = engine.inspect_image(docker_client, plan.base_image) or {}
+    if not base.get("Id"):
+        return
+    record = {"image": image_id, "base": base["Id"], "engine": engine.engine_location()}
+    path = _runtime_record(plan)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only a shortcut
+
+
+RUNTIME_TAG = "modelpack-runtime"  # local tag of the newest runtime-stage image of a repository
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a push goes: the content tag, the version picked, and whether the user named it."""
+
+    ctag: str
+    version: str
+    explicit: bool
+    remote_tags: list[str]  # the repository's tags when the build started
+
+
+def _push_assembled(
+    docker_client: Any,
+    registry: RegistryClient,
+    repo: ImageRef,
+    target: _Target,
+    runtime_id: str,
+    stage: Any,
+    context_dir: Path,
+    auth: RegistryAuth | None,
+    report: Progress,
+) -> BuildResult:
+    """Push the runtime-stage image, compose the final stage on it in the registry, load it locally.
+
+    Runtime layers the registry has (found through the newest version's manifest, checked by
+    HEAD) are not pushed again and the engine is not asked to; otherwise the engine pushes the
+    runtime image under a scratch tag, deleted afterwards. The code layer, config and manifest
+    are modelpack's (modelpack.assemble). The engine gets the final image by `docker load`.
+    """
+    from modelpack import assemble
+    from modelpack.registry import DOCKER_MANIFEST, sha256_digest
+
+    name = repo.name
+    notes: list[str] = []
+    tags_before = target.remote_tags
+    runtime = _runtime_in_registry(
+        docker_client, registry, repo, target, runtime_id, tags_before, auth, report
+    )
+    bytes_pushed = runtime.bytes_pushed
+    with tempfile.TemporaryDirectory(prefix="modelpack-assemble-") as tmp:
+        work = Path(tmp)
+        code = assemble.write_code_layer(context_dir, stage, work)
+        config = assemble.final_config(runtime.config, stage, code.diff_id)
+        diff_ids = [*runtime.diff_ids, code.diff_id]
+        # the engine loads the image while the registry receives it
+        loading = _LocalLoad(docker_client, repo, work, config, diff_ids, code, target.ctag)
+        try:
+            code_present = registry.head_blob(repo.repository, code.digest) is not None
+            if not code_present:
+                registry.upload_blob(repo.repository, code.blob_path)
+                bytes_pushed += code.size
+            status = "present" if code_present else "pushed"
+            report("push", f"code layer {code.digest[7:19]} ({code.size} bytes): {status}")
+            if registry.head_blob(repo.repository, sha256_digest(config)) is None:
+                registry.upload_blob(repo.repository, config)
+                bytes_pushed += len(config)
+            code_descriptor = {
+                "mediaType": assemble.DOCKER_GZIP_LAYER,
+                "digest": code.digest,
+                "size": code.size,
+            }
+            manifest = assemble.image_manifest(config, [*runtime.descriptors, code_descriptor])
+            raw = json.dumps(manifest, separators=(",", ":")).encode()
+            digest = sha256_digest(raw)
+            registry.put_manifest(repo.repository, target.ctag, raw, DOCKER_MANIFEST)
+            final = _tag_version(
+                registry,
+                repo,
+                raw,
+                DOCKER_MANIFEST,
+                digest,
+                target.version,
+                target.explicit,
+                target.ctag,
+                tags_before,
+                notes,
+                report,
+            )
+            bytes_pushed += len(raw)
+        except BaseException:
+            loading.undo()
+            raise
+        loading.finish(final, auth, notes, report)
+    layers = (*runtime.layers, LayerInfo(code.diff_id, code.digest, code.size, status))
+    report("done", f"{name}:{final} pushed ({bytes_pushed} bytes uploaded)")
+    return BuildResult(
+        image=f"{name}:{final}",
+        version=final,
+        digest=digest,
+        tags=(final, target.ctag),
+        pushed=True,
+        layers=layers,
+        bytes_pushed=bytes_pushed,
+        content_tag=target.ctag,
+        notes=tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class _RuntimeImage:
+    """The runtime-stage image as the registry holds it."""
+
+    config: bytes  # its config blob, exactly
+    diff_ids: list[str]
+    descriptors: list[dict[str, Any]]  # layer descriptors, in order
+    layers: list[LayerInfo]
+    bytes_pushed: int
+
+
+def _runtime_in_registry(
+    docker_client: Any,
+    registry: RegistryClient,
+    repo: ImageRef,
+    target: _Target,
+    runtime_id: str,
+    tags_before: list[str],
+    auth: RegistryAuth | None,
+    report: Progress,
+) -> _RuntimeImage:
+    """Make sure the registry has the runtime image's layers and config; push through the engine if not."""
+    from modelpack import engine
+
+    image = engine.inspect_image(docker_client, runtime_id) or {}
+    diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+    known = _known_blobs(registry, repo, tags_before)
+    # layers of the newest version are in the registry (a manifest keeps its blobs); the
+    # runtime config blob is referenced by no manifest once the scratch tag is gone: asked for
+    config_there = registry.head_blob(repo.repository, runtime_id) is not None
+    if config_there and diff_ids and all(d in known for d in diff_ids):
+        report("push", f"{len(diff_ids)} of {len(diff_ids)} runtime layers already in the registry")
+        return _RuntimeImage(
+            registry.get_blob(repo.repository, runtime_id),
+            diff_ids,
+            [{"mediaType": known[d][2], "digest": known[d][0], "size": known[d][1]} for d in diff_ids],
+            [LayerInfo(d, known[d][0], known[d][1], "present") for d in diff_ids],
+            0,
+        )
+    scratch = f"{target.ctag}-runtime"
+    engine.tag_image(docker_client, runtime_id, repo.name, scratch)
+    try:
+        sent = _engine_push(docker_client, registry, repo, scratch, scratch, auth, report)
+        config_digest = str(sent.manifest.json["config"]["digest"])
+        config_size = int((sent.manifest.json.get("config") or {}).get("size") or 0)
+        pushed = (
+            sent.layer_bytes + (0 if sent.config_present_before else config_size) + len(sent.manifest.raw)
+        )
+        return _RuntimeImage(
+            registry.get_blob(repo.repository, config_digest),
+            [layer.diff_id for layer in sent.layers],
+            list(sent.manifest.json.get("layers") or []),
+            list(sent.layers),
+            pushed,
+        )
+    finally:
+        engine.untag(docker_client, f"{repo.name}:{scratch}")
+        try:  # the scratch manifest was a means only; its blobs stay, used by the final image
+            found = registry.head_manifest(repo.repository, scratch)
+            if found is not None:
+                registry.delete_manifest(repo.repository, found.digest)
+        except RegistryError:
+            report("note", f"could not delete the scratch tag {repo.name}:{scratch}")
+
+
+class _LocalLoad:
+    """`docker load` of the composed image in a background thread (only the config and the code
+    layer travel: the engine has the runtime layers). A pull from the registry is the fallback."""
+
+    def __init__(
+        self,
+        docker_client: Any,
+        repo: ImageRef,
+        work: Path,
+        config: bytes,
+        diff_ids: list[str],
+        code: Any,
+        ctag: str,
+    ) -> None:
+        import threading
+
+        from modelpack import assemble
+
+        self._client, self._repo, self._ctag = docker_client, repo, ctag
+        self._archive = assemble.write_load_archive(
+            work / "image.tar", config, diff_ids, code, [f"{repo.name}:{ctag}"]
+        )
+        self._error: EngineError | None = None
+        self._thread = threading.Thread(target=self._load, name="modelpack-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        from modelpack import engine
+
+        try:
+            engine.load_image(self._client, self._archive)
+        except EngineError as error:
+            self._error = error
+
+    def undo(self) -> None:
+        """The push failed: no local tag of it may stay behind."""
+        from modelpack import engine
+
+        self._thread.join()
+        engine.untag(self._client, f"{self._repo.name}:{self._ctag}")
+
+    def finish(self, version: str, auth: RegistryAuth | None, notes: list[str], report: Progress) -> None:
+        """Wait for the load (pull if it failed), then tag the local image with its version."""
+        from modelpack import engine
+
+        self._thread.join()
+        name = self._repo.name
+        try:
+            if self._error is not None:
+                report("note", f"{self._error.message}; pulling the image instead")
+                engine.pull_image(
+                    self._client, name, self._ctag, auth_config=auth.docker_auth() if auth else None
+                )
+            engine.tag_image(self._client, f"{name}:{self._ctag}", name, version)
+        except (EngineError, RegistryError) as error:
+            notes.append(f"pushed, but the local engine has no copy: {error.message}")
 
 
 @dataclass
@@ -979,8 +1445,9 @@ def _push_with_weights(
 
 
 def _layer_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "modelpack" / "weights-layers"
+    from modelpack.resources import cache_dir
+
+    return cache_dir("weights-layers")
 
 
 def _cached_layer(key: str) -> tuple[str, int] | None:

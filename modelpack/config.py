@@ -91,6 +91,34 @@ def config_schema() -> dict[str, Any]:
     return schema
 
 
+def _valid_memo(schema_text: str, data: Any) -> Path | None:
+    """The marker file that says `data` is valid against the schema (validation is pure).
+
+    Importing jsonschema and validating costs a rebuild more than the rest of `load`; the
+    marker is keyed by the digest of schema and document, so any change validates again.
+    """
+    import hashlib
+
+    from modelpack.resources import cache_dir
+
+    if not _plain_json(data):  # dates, NaN, non-string keys: always validate
+        return None
+    document = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(f"{schema_text}\0{document}".encode()).hexdigest()
+    return cache_dir("valid-configs", digest[:2], digest)
+
+
+def _plain_json(value: Any) -> bool:
+    """True for data JSON represents exactly (so equal text means equal data)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    return value is None or isinstance(value, (str, int, bool))
+
+
 def _display(root: Path, *parts: str) -> str:
     return os.path.normpath(os.path.join(str(root), *parts))
 
@@ -169,10 +197,20 @@ class _Checker:
 
 
 def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
+    schema_text = read_text("schemas", "config.schema.json")
+    memo = _valid_memo(schema_text, data)
+    if memo is not None and memo.exists():
+        return  # this very document passed this very schema before
     from jsonschema import Draft202012Validator
 
-    validator = Draft202012Validator(config_schema())
+    validator = Draft202012Validator(json.loads(schema_text))
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors and memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.touch()
+        except OSError:
+            pass  # only a shortcut
     for error in errors:
         path: PathKey = tuple(error.absolute_path)
         kind = error.validator

@@ -40,8 +40,12 @@ def engine_location() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def connect(timeout: int = 600) -> Any:
-    """A docker client from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY, ...), checked with ping."""
+def connect(timeout: int = 600, *, request_timeout: int | None = None) -> Any:
+    """A docker client from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY, ...), checked with ping.
+
+    The ping waits `timeout` seconds; later requests `request_timeout` (default the same), so a
+    client can fail fast on a hung engine and still sit through a quiet build step.
+    """
     docker = _docker()
     try:
         client = docker.from_env(timeout=timeout)
@@ -50,6 +54,8 @@ def connect(timeout: int = 600) -> Any:
         raise EngineError(
             f"cannot reach the Docker engine at {engine_location()}: {_short(error)}"
         ) from error
+    if request_timeout is not None:
+        client.api.timeout = request_timeout
     return client
 
 
@@ -87,9 +93,13 @@ def build_image(
     buildargs: dict[str, str] | None = None,
     network_mode: str | None = None,
     dockerfile: str | None = None,
+    target: str | None = None,
     on_event: EventSink | None = None,
 ) -> BuildOutput:
-    """Build `context_dir` into `tag`; raises EngineError naming the failing step or requirement."""
+    """Build `context_dir` (up to the stage `target`, default the last) into `tag`.
+
+    Raises EngineError naming the failing step or requirement.
+    """
     docker = _docker()
     tail: list[str] = []
     image_id: str | None = None
@@ -105,6 +115,8 @@ def build_image(
         kwargs["network_mode"] = network_mode
     if dockerfile:
         kwargs["dockerfile"] = dockerfile
+    if target:
+        kwargs["target"] = target
     scrub = _scrubber(buildargs)
     try:
         for event in client.api.build(**kwargs):
@@ -264,6 +276,38 @@ def _push_failure(repository: str, message: str) -> str:
     return f"pushing {repository} failed: {message.splitlines()[0] if message else 'unknown error'}"
 
 
+def load_image(client: Any, archive: str | os.PathLike[str]) -> None:
+    """`docker load` an image archive; raises EngineError with the engine's reason."""
+    try:
+        with open(archive, "rb") as data:
+            events = client.api.load_image(data)
+            for event in events or ():
+                if isinstance(event, dict) and ("error" in event or "errorDetail" in event):
+                    detail = event.get("errorDetail") or {}
+                    raise EngineError(
+                        f"loading the image failed: {detail.get('message') or event.get('error')}"
+                    )
+    except EngineError:
+        raise
+    except Exception as error:
+        raise EngineError(f"loading the image failed: {_short(error)}") from error
+
+
+def pull_image(client: Any, repository: str, tag: str, *, auth_config: dict[str, str] | None = None) -> None:
+    """Pull `repository:tag` into the engine; raises RegistryError."""
+    try:
+        for event in client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth_config):
+            if "error" in event or "errorDetail" in event:
+                detail = event.get("errorDetail") or {}
+                raise RegistryError(
+                    f"pulling {repository}:{tag} failed: {detail.get('message') or event.get('error')}"
+                )
+    except RegistryError:
+        raise
+    except Exception as error:
+        raise RegistryError(f"pulling {repository}:{tag} failed: {_short(error)}") from error
+
+
 def tag_image(client: Any, image_id: str, repository: str, tag: str) -> None:
     try:
         client.api.tag(image_id, repository, tag=tag, force=True)
@@ -291,13 +335,13 @@ def inspect_image(client: Any, reference: str) -> dict[str, Any] | None:
 
 def local_tags(client: Any, repository: str) -> list[str]:
     """Tags of `repository` in the local engine."""
-    try:
-        images = client.images.list(name=repository)
+    try:  # the low-level call: images.list() asks the engine once more for every image
+        images = client.api.images(name=repository)
     except Exception as error:
         raise EngineError(f"listing local images failed: {_short(error)}") from error
     tags: list[str] = []
     for image in images:
-        for reference in image.tags:
+        for reference in image.get("RepoTags") or []:
             repo, _, tag = reference.rpartition(":")
             if repo == repository:
                 tags.append(tag)

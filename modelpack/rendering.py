@@ -92,6 +92,64 @@ class BuildSettings:
     revision: str | None = None  # OCI revision label
 
 
+RUNTIME_STAGE = "runtime"  # the Dockerfile stage that is the image without the model code
+HEALTHCHECK_COMMAND = (
+    f"{VENV_DIR}/bin/python",
+    "-c",
+    "import os, urllib.request; urllib.request.urlopen("
+    f"'http://127.0.0.1:%s/health' % os.environ.get('PORT', '{PORT}'), timeout=4)",
+)
+
+
+@dataclass(frozen=True)
+class FinalStage:
+    """The Dockerfile's last stage as data: the code layer and the image settings.
+
+    The template writes this stage from it, and `modelpack build --push` composes the same
+    layer and config itself (modelpack.assemble) on top of the `runtime_stage` image.
+    """
+
+    labels: dict[str, str]
+    runtime_stage: str = RUNTIME_STAGE
+    code_source: str = "app"  # context folder, copied to code_dir
+    code_dir: str = APP_DIR
+    workdir: str = APP_DIR
+    user: str = f"{RUNTIME_UID}:{RUNTIME_UID}"
+    port: int = PORT
+    health_command: tuple[str, ...] = HEALTHCHECK_COMMAND
+    health_interval: int = 30  # seconds
+    health_timeout: int = 5
+    health_start_period: int = 30
+    health_retries: int = 3
+    entrypoint: tuple[str, ...] = (f"{VENV_DIR}/bin/python", "-m", "modelpack.runtime", APP_DIR)
+
+    def instructions(self) -> list[str]:
+        """The stage's instructions after the COPY, as the Dockerfile spells them (for history)."""
+        health = (
+            f"HEALTHCHECK --interval={self.health_interval}s --timeout={self.health_timeout}s "
+            f"--start-period={self.health_start_period}s --retries={self.health_retries} "
+            f"CMD {exec_form(self.health_command)}"
+        )
+        lines = [
+            f"WORKDIR {self.workdir}",
+            f"USER {self.user}",
+            f"EXPOSE {self.port}",
+            health,
+            f"ENTRYPOINT {exec_form(self.entrypoint)}",
+        ]
+        if self.labels:
+            lines.append(
+                "LABEL "
+                + " ".join(f"{dockerfile_quote(k)}={dockerfile_quote(v)}" for k, v in self.labels.items())
+            )
+        return lines
+
+
+def exec_form(argv: Any) -> str:
+    """A Dockerfile exec-form argument list (JSON, unlike Jinja's tojson without HTML escapes)."""
+    return json.dumps([str(a) for a in argv])
+
+
 @dataclass(frozen=True)
 class RenderResult:
     out_dir: Path
@@ -102,6 +160,7 @@ class RenderResult:
     content_digest: str
     warnings: tuple[Diagnostic, ...] = ()
     use_dockerfile: bool = False
+    final_stage: FinalStage | None = None  # None for the model's own Dockerfile
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +230,7 @@ def _template_env() -> Any:
         lstrip_blocks=True,
     )
     env.filters["dq"] = dockerfile_quote
+    env.filters["exec_form"] = exec_form
     return env
 
 
@@ -474,6 +534,7 @@ def render(
         content_digest=content_digest,
         warnings=tuple(warnings),
         use_dockerfile=settings.use_dockerfile,
+        final_stage=None if settings.use_dockerfile else FinalStage(labels=dict(labels)),
     )
 
 
@@ -607,13 +668,13 @@ def _render_dockerfile(
                 user=RUNTIME_USER,
                 uid=RUNTIME_UID,
                 port=PORT,
-                labels=list(labels.items()),
                 checkpoint_mode=mode,
                 checkpoint_args=[shell_quote(a) for a in fetch_args],
                 checkpoint_arg_names=list(CHECKPOINT_BUILD_ARGS),
                 checkpoint_cache_dir=CHECKPOINT_CACHE_DIR,
                 checkpoint_manifest=CHECKPOINT_MANIFEST,
                 checkpoint_epoch=_source_date_epoch(settings) or 0,
+                final=FinalStage(labels=dict(labels)),
             )
         )
     except jinja2.TemplateError as error:

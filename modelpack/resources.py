@@ -6,6 +6,7 @@ in a source checkout they sit beside the package, and we fall back to them.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -28,3 +29,9 @@ def data_dir(name: str) -> Traversable:
 
 def read_text(folder: str, *parts: str) -> str:
     return data_dir(folder).joinpath(*parts).read_text(encoding="utf-8")
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder of modelpack's cache: ``$XDG_CACHE_HOME/modelpack/...`` (default ``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "modelpack", *parts)

@@ -60,13 +60,14 @@ def source_date_epoch() -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _entries(files_dir: Path) -> list[tuple[str, Path, bool]]:
+def _entries(files_dir: Path, skip: Iterable[str] = _SKIP_TOP_LEVEL) -> list[tuple[str, Path, bool]]:
     """(relative posix path, source path, is_dir) of everything to archive, following symlinks."""
     out: list[tuple[str, Path, bool]] = []
+    skipped = set(skip)
     for current, dirnames, filenames in os.walk(files_dir, followlinks=True):
         rel_dir = Path(current).relative_to(files_dir)
         if rel_dir == Path("."):
-            dirnames[:] = [d for d in dirnames if d not in _SKIP_TOP_LEVEL]
+            dirnames[:] = [d for d in dirnames if d not in skipped]
         for d in dirnames:
             out.append(((rel_dir / d).as_posix(), Path(current, d), True))
         for name in filenames:
@@ -80,6 +81,7 @@ def write_layer(
     prefix: str = DEFAULT_PREFIX,
     *,
     mtime: int | None = None,
+    skip_top_level: Iterable[str] = _SKIP_TOP_LEVEL,
 ) -> LayerInfo:
     """Write the files under ``files_dir`` as a reproducible tar placed at ``prefix`` in the image.
 
@@ -99,7 +101,7 @@ def write_layer(
         parts = prefix.split("/")
         for i in range(1, len(parts) + 1):
             members["/".join(parts[:i])] = (None, True)
-    for rel, path, is_dir in _entries(source):
+    for rel, path, is_dir in _entries(source, skip_top_level):
         members[f"{prefix}/{rel}" if prefix else rel] = (path, is_dir)
 
     out.parent.mkdir(parents=True, exist_ok=True)

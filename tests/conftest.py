@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,23 @@ def service_missing() -> Callable[[str], None]:
 @pytest.fixture
 def tests_dir() -> Path:
     return TESTS_DIR
+
+
+@pytest.fixture(scope="session")
+def sibling_module() -> Callable[[str], Any]:
+    """Load another test module by its path under tests/ (tests are not a package)."""
+    import importlib.util
+
+    loaded: dict[str, Any] = {}
+
+    def load(relative: str) -> Any:
+        if relative not in loaded:
+            path = TESTS_DIR / relative
+            spec = importlib.util.spec_from_file_location(f"_mp_tests_{path.stem}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[relative] = module
+        return loaded[relative]
+
+    return load

@@ -162,8 +162,9 @@ def _settings(**values: Any) -> Any:
     return render_stage.BuildSettings(**values)
 
 
+@pytest.mark.parametrize("push", [False, True], ids=["engine-built", "pushed-and-composed"])
 def test_final_image_holds_no_secrets(
-    hello_dir_unlocked: Path, registry_repo: Any, docker_client: Any, tmp_path: Path
+    hello_dir_unlocked: Path, registry_repo: Any, docker_client: Any, tmp_path: Path, push: bool
 ) -> None:
     from modelpack.builder import build
 
@@ -176,7 +177,7 @@ def test_final_image_holds_no_secrets(
     result = build(
         hello_dir_unlocked,
         repository=registry_repo.ref,
-        push=False,
+        push=push,
         settings=_settings(ca_bundle=bundle, index_url=index_url),
         progress=lambda stage, message: steps.append(message) if stage == "step" else None,
     )
@@ -218,3 +219,121 @@ def _scan_layer(content: bytes, needles: list[bytes], name: str) -> list[str]:
             data = handle.read() if handle else b""
             hits += [f"{name}:{entry.name}: {n.decode()}" for n in needles if n in data]
     return hits
+
+
+def _container_view(docker_client: Any, image: str) -> tuple[dict[str, Any], str]:
+    """What a container of `image` gets: its settings and every file under /app (mode, owner, hash)."""
+    config = docker_client.api.inspect_image(image)["Config"]
+    keys = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts", "Healthcheck", "Labels")
+    listing = docker_client.containers.run(
+        image,
+        entrypoint=["/bin/sh", "-c"],
+        command=[
+            "cd /app && find . -printf '%p %y %m %U:%G %s\\n' | sort && find . -type f | sort | xargs sha256sum"
+        ],
+        user="0",
+        network_mode="host",
+        remove=True,
+    )
+    return {key: config.get(key) for key in keys}, listing.decode()
+
+
+def test_pushed_image_is_what_the_dockerfile_builds(
+    hello_dir_unlocked: Path, registry_repo: Any, docker_client: Any, tmp_path: Path
+) -> None:
+    """`build --push` composes the final stage itself; a plain `docker build` of the rendered
+    Dockerfile must give a container the same files and settings."""
+    from modelpack.builder import build
+    from modelpack.config import load
+    from modelpack.locking import lock
+    from modelpack.rendering import render
+    from modelpack.resolver import resolve
+    from modelpack.signatures import signature
+
+    settings = _settings(ca_bundle=SYSTEM_CA)
+    pushed = build(hello_dir_unlocked, repository=registry_repo.ref, push=True, settings=settings)
+    model_dir = load(hello_dir_unlocked)
+    resolved = resolve(model_dir)
+    rendered = render(
+        model_dir,
+        tmp_path / "context",
+        resolved=resolved,
+        lock=lock(model_dir, resolved=resolved),
+        signature=signature(hello_dir_unlocked).signature,
+        settings=settings,
+    )
+    assert pushed.content_tag[2:] == rendered.content_digest[7:23]
+    by_hand = f"{registry_repo.ref}:by-hand"
+    docker_client.images.build(path=str(rendered.out_dir), tag=by_hand, network_mode="host", rm=True)
+    try:
+        ours = _container_view(docker_client, pushed.image)
+        theirs = _container_view(docker_client, by_hand)
+        assert ours[0] == theirs[0]
+        assert ours[1] == theirs[1] and "./1/model.py f 644 0:0" in ours[1]
+        layers = docker_client.api.inspect_image(pushed.image)["RootFS"]["Layers"]
+        assert len(layers) == len(docker_client.api.inspect_image(by_hand)["RootFS"]["Layers"])
+        # the engine holds exactly what the registry holds
+        assert docker_client.api.inspect_image(pushed.image)["Id"] == _registry_config_digest(
+            registry_repo, pushed
+        )
+    finally:
+        docker_client.api.remove_image(by_hand)
+
+
+def _registry_config_digest(registry_repo: Any, result: Any) -> str:
+    from modelpack.registry import RegistryClient
+
+    with RegistryClient(registry_repo.registry) as client:
+        return str(client.get_manifest(registry_repo.name, result.digest).json["config"]["digest"])
+
+
+def test_unchanged_rebuild_is_answered_from_the_record(hello_dir_unlocked: Path, registry_repo: Any) -> None:
+    first = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+    assert first.returncode == 0, first.stderr
+    one = json.loads(first.stdout)
+    # no engine at all: the record of this push and three HEAD requests answer it
+    offline = {"DOCKER_HOST": "unix:///nonexistent"}
+    again = modelpack(
+        "build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json", env=offline
+    )
+    assert again.returncode == 0, again.stderr
+    same = json.loads(again.stdout)
+    assert (same["version"], same["digest"], same["pushed"], same["bytes_pushed"]) == (
+        "v1",
+        one["digest"],
+        False,
+        0,
+    )
+    assert same["supply_chain"]["manifest_digest"] == one["supply_chain"]["manifest_digest"]
+    assert "unchanged" in again.stderr
+
+    # the registry lost the image: the record is not believed, the pipeline runs (and needs the engine)
+    from modelpack.registry import RegistryClient
+
+    with RegistryClient(registry_repo.registry) as client:
+        client.delete_manifest(registry_repo.name, one["digest"])
+    refused = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", env=offline)
+    assert refused.returncode == 1 and "cannot reach the Docker engine" in refused.stderr
+    rebuilt = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["pushed"]
+
+
+def test_code_change_reuses_the_runtime_image(
+    hello_dir_unlocked: Path, registry_repo: Any, docker_client: Any
+) -> None:
+    first = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+    assert first.returncode == 0, first.stderr
+    model_py = hello_dir_unlocked / "1" / "model.py"
+    model_py.write_text(model_py.read_text() + "\n# changed\n")
+    second = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+    assert second.returncode == 0, second.stderr
+    assert "runtime stage of" in second.stderr and "unchanged" in second.stderr
+    assert "Step " not in second.stderr  # the engine built nothing
+    result = json.loads(second.stdout)
+    image = docker_client.api.inspect_image(result["image"])
+    assert image["Config"]["Labels"]["dev.modelpack.model-id"]
+    out = docker_client.containers.run(
+        result["image"], entrypoint=["/bin/sh", "-c"], command=["tail -n 1 /app/1/model.py"], remove=True
+    )
+    assert out.decode().strip() == "# changed"

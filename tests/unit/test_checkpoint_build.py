@@ -53,12 +53,13 @@ def dockerfile(tmp_path: Path, when: str | None, **kw: Any) -> tuple[str, Any]:
 
 
 def final_stage(text: str) -> str:
-    return text.split("# ---------------------------------------------------------------- final image", 1)[1]
+    """The stages that make the image: runtime (everything but the code) and the code stage."""
+    return text.split("# ---------------------------------------------------------------- runtime", 1)[1]
 
 
 def test_build_mode_token_arg_only_in_the_discarded_stage(tmp_path: Path) -> None:
     text, result = dockerfile(tmp_path, "build", checkpoint_commit=COMMIT)
-    checkpoint_stage = text.split("FROM deps AS checkpoints", 1)[1].split("final image", 1)[0]
+    checkpoint_stage = text.split("FROM deps AS checkpoints", 1)[1].split("AS runtime", 1)[0]
     assert "ARG HF_TOKEN" in checkpoint_stage and "ARG HF_ENDPOINT" in checkpoint_stage
     assert f"--revision {COMMIT}" in checkpoint_stage  # the resolved commit, not the branch
     final = final_stage(text)

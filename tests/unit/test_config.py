@@ -641,3 +641,46 @@ def test_bundled_example_locks_are_current() -> None:
         assert lock_status(model_dir, resolve(model_dir)) == "up-to-date", (
             f"run `modelpack lock {example}` and commit the lock"
         )
+
+
+# --------------------------------------------------------------------------- schema memo
+
+
+def test_a_document_valid_once_skips_jsonschema_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jsonschema
+
+    from modelpack import config as config_mod
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = make_dir(tmp_path, "model:\n  id: memo-test\n")
+    load(root)
+    memos = list((tmp_path / "cache" / "modelpack" / "valid-configs").rglob("*"))
+    assert [m for m in memos if m.is_file()]
+
+    class Refuse:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("jsonschema was consulted for a document it already passed")
+
+    monkeypatch.setattr(jsonschema, "Draft202012Validator", Refuse)
+    assert load(root).config.model.id == "memo-test"
+    # another document, or another schema, is validated again
+    (root / "config.yaml").write_text("model:\n  id: memo-test-2\n")
+    with pytest.raises(AssertionError, match="already passed"):
+        load(root)
+    real_read = config_mod.read_text
+    monkeypatch.setattr(config_mod, "read_text", lambda *parts: real_read(*parts) + " ")
+    (root / "config.yaml").write_text("model:\n  id: memo-test\n")
+    with pytest.raises(AssertionError, match="already passed"):
+        load(root)
+
+
+def test_invalid_documents_are_never_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = make_dir(tmp_path, "model:\n  id: x\n  colour: blue\n")
+    for _ in range(2):
+        with pytest.raises(ConfigError) as error:
+            load(root)
+        assert "colour" in str(error.value.diagnostics[0].message)
+    assert not (tmp_path / "cache" / "modelpack" / "valid-configs").exists()

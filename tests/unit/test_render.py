@@ -99,12 +99,15 @@ def model(tmp_path: Path) -> ModelDir:
 
 def test_layer_order_and_runtime_settings(model: ModelDir, tmp_path: Path) -> None:
     result = do_render(model, tmp_path / "out")
-    deps, final = stages(result.dockerfile.read_text(encoding="utf-8"))
+    deps, runtime, code = stages(result.dockerfile.read_text(encoding="utf-8"))
     assert deps[0] == "FROM modelpack-base/python:3.11 AS deps"
     install = next(i for i in deps if i.startswith("RUN "))
     assert "-m venv --system-site-packages /opt/venv" in install
     assert "--require-hashes --no-deps -r /tmp/modelpack-build/requirements.lock" in install
-    assert final[0] == "FROM modelpack-base/python:3.11"
+    assert runtime[0] == "FROM modelpack-base/python:3.11 AS runtime"
+    assert code[:2] == ["FROM runtime", "COPY app/ /app/"]  # the code stage: one layer, then settings
+    assert not any(i.startswith(("RUN ", "COPY ")) for i in code[2:])
+    final = runtime + code[1:]
     kinds = [i.split()[0] + (" " + i.split()[1] if i.startswith("COPY") else "") for i in final]
     copies = [i for i in final if i.startswith("COPY")]
     assert copies == [
@@ -219,7 +222,8 @@ def test_secrets_stay_in_the_builder_stage(model: ModelDir, tmp_path: Path) -> N
     settings = BuildSettings(ca_bundle=ca, index_url=INDEX, extra_index_urls=(extra,))
     result = do_render(model, tmp_path / "out", settings)
     dockerfile = result.dockerfile.read_text(encoding="utf-8")
-    deps, final = stages(dockerfile)
+    deps, *image_stages = stages(dockerfile)
+    final = [i for stage in image_stages for i in stage]  # runtime + code: what the image is
 
     assert result.build_args == {"PIP_INDEX_URL": INDEX, "PIP_EXTRA_INDEX_URL": extra}
     assert "ARG PIP_INDEX_URL" in deps and "ARG PIP_EXTRA_INDEX_URL" in deps
@@ -599,3 +603,24 @@ def test_unreadable_model_file_is_one_line_and_cleans_up(model: ModelDir, tmp_pa
     assert info.value.exit_code == 2 and "\n" not in info.value.message
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+
+
+def test_final_stage_data_is_what_the_dockerfile_says(model: ModelDir, tmp_path: Path) -> None:
+    # `build --push` composes the final stage from RenderResult.final_stage (modelpack.assemble):
+    # it must be the same stage the Dockerfile spells
+    result = do_render(model, tmp_path / "out")
+    stage = result.final_stage
+    assert stage is not None and stage.labels == result.labels
+    code = stages(result.dockerfile.read_text(encoding="utf-8"))[-1]
+    assert code[0] == f"FROM {stage.runtime_stage}"
+    assert code[1] == f"COPY {stage.code_source}/ {stage.code_dir}/"
+    assert code[2:] == stage.instructions()
+    health = json.loads(code[5].split(" CMD ", 1)[1])
+    assert tuple(health) == stage.health_command
+    assert tuple(json.loads(code[6].split(" ", 1)[1])) == stage.entrypoint
+
+
+def test_own_dockerfile_has_no_final_stage_data(model: ModelDir, tmp_path: Path) -> None:
+    (model.root / "Dockerfile").write_text("FROM scratch\nCOPY . /x\n")
+    result = do_render(model, tmp_path / "out", BuildSettings(use_dockerfile=True))
+    assert result.final_stage is None

@@ -1,0 +1,198 @@
+"""Records of finished `build --push` runs, so rebuilding unchanged inputs needs no pipeline.
+
+A CI rerun of an unchanged model is the most common build. Its answer is already known:
+the version and digest the last push of the same inputs got. An input fingerprint covers
+every byte of the model directory, the installed modelpack (its wheel RECORD, which hashes
+each installed file: templates, schemas, catalog), the options and the environment that
+shape the image. On a hit the registry is still asked whether the content tag, the version
+tag and the attached manifest are where the record says; anything missing or moved, and
+the full pipeline runs as if there were no record.
+
+Builds that depend on state outside the inputs are never recorded: checkpoints (a hub
+revision can move) and signed builds (signing has its own idempotence).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORD_FORMAT = "modelpack-build-record/1"
+# Model directories bigger than this are not fingerprinted: hashing them would cost more
+# than the pipeline saves.
+MAX_BYTES = 256 * 2**20
+MAX_FILES = 5000
+# Environment that changes what the pipeline produces (see docs/environment.md).
+_ENVIRONMENT = (
+    "SOURCE_DATE_EPOCH",
+    "MODELPACK_BASE_REGISTRY",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "HF_ENDPOINT",
+)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The options of `build` that decide the image, as the fingerprint sees them."""
+
+    repository: str
+    version: str | None
+    base_registry: str | None
+    use_dockerfile: bool
+    index_url: str | None
+    extra_index_urls: tuple[str, ...]
+    ca_bundle: Path | None
+
+
+def records_dir() -> Path:
+    from modelpack.resources import cache_dir
+
+    return cache_dir("builds")
+
+
+def installation_id() -> str | None:
+    """Digest of the modelpack that runs: its wheel's RECORD (which hashes every installed file),
+    or, from a source tree or an editable install, the package and data files themselves."""
+    package = Path(__file__).resolve().parent
+    for record in sorted(package.parent.glob("modelpack-*.dist-info/RECORD")):
+        try:
+            return hashlib.sha256(record.read_bytes()).hexdigest()
+        except OSError:
+            return None
+    from modelpack.resources import data_dir
+
+    folders = [package]
+    for name in ("schemas", "templates", "base-images"):
+        try:
+            folders.append(Path(str(data_dir(name))))
+        except FileNotFoundError:
+            return None
+    digest = hashlib.sha256()
+    for folder in folders:
+        entries = _tree(folder, skip_dirs=("__pycache__",))
+        if entries is None:
+            return None
+        digest.update(json.dumps([folder.name, entries]).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a build reads, reduced to digests: each file of the model directory, the rest."""
+
+    files: tuple[tuple[str, str, bool, str], ...]  # (path, symlink text, executable, sha256)
+    settings: str  # canonical JSON of the installation, options and environment
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.settings.encode())
+        for rel, link, executable, sha in self.files:
+            digest.update(f"\0{rel}\0{link}\0{int(executable)}\0{sha}".encode())
+        return digest.hexdigest()
+
+    def with_file(self, rel: str, path: Path) -> Inputs:
+        """These inputs after the build itself wrote `rel` (the lock file) with `path`'s bytes."""
+        with open(path, "rb") as handle:
+            sha = hashlib.file_digest(handle, "sha256").hexdigest()
+        others = [entry for entry in self.files if entry[0] != rel]
+        return Inputs(tuple(sorted([*others, (rel, "", False, sha)])), self.settings)
+
+
+def inputs(model_dir: str | os.PathLike[str], options: BuildOptions) -> Inputs | None:
+    """The digests of everything that shapes the build of `model_dir`, or None if not cheap."""
+    install = installation_id()
+    if install is None:
+        return None
+    files = _tree(Path(model_dir))
+    if files is None:
+        return None
+    ca_bundle = ""
+    if options.ca_bundle is not None:
+        try:
+            ca_bundle = hashlib.sha256(Path(options.ca_bundle).read_bytes()).hexdigest()
+        except OSError:
+            return None
+    environment: dict[str, str | None] = {}
+    for name in _ENVIRONMENT:
+        environment[name] = os.environ.get(name)
+    document = {
+        "format": RECORD_FORMAT,
+        "installation": install,
+        "repository": options.repository,
+        "version": options.version,
+        "base_registry": options.base_registry,
+        "use_dockerfile": options.use_dockerfile,
+        # index URLs may hold credentials: they only ever enter this one-way digest
+        "index_url": options.index_url,
+        "extra_index_urls": list(options.extra_index_urls),
+        "ca_bundle": ca_bundle,
+        "environment": environment,
+    }
+    return Inputs(files, json.dumps(document, sort_keys=True, separators=(",", ":")))
+
+
+def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, bool, str], ...] | None:
+    """Every file under `root` (path, symlink text, executable bit, sha256); None when too big."""
+    entries: list[tuple[str, str, bool, str]] = []
+    total = 0
+    try:
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in skip_dirs]
+            base = Path(directory)
+            if any((base / name).is_symlink() for name in dirnames):
+                return None  # a linked folder may change without this tree changing
+            for name in filenames:
+                path = base / name
+                info = path.stat()  # follows a file symlink: its target's bytes count
+                total += info.st_size
+                if len(entries) >= MAX_FILES or total > MAX_BYTES:
+                    return None
+                link = os.readlink(path) if path.is_symlink() else ""
+                with open(path, "rb") as handle:
+                    sha = hashlib.file_digest(handle, "sha256").hexdigest()
+                rel = path.relative_to(root).as_posix()
+                entries.append((rel, link, bool(info.st_mode & 0o111), sha))
+    except OSError:
+        return None
+    return tuple(sorted(entries))
+
+
+def find(fingerprint: str) -> dict[str, Any] | None:
+    """The recorded result (BuildResult.to_dict() form) of the push with this fingerprint."""
+    try:
+        data = json.loads((records_dir() / f"{fingerprint}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+        return None
+    result = data.get("result")
+    return result if isinstance(result, dict) else None
+
+
+def remember(fingerprint: str, result: dict[str, Any]) -> None:
+    """Record a finished push (atomically); a cache that cannot be written is no error."""
+    folder = records_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{fingerprint}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"format": RECORD_FORMAT, "result": result}), encoding="utf-8")
+        os.replace(tmp, folder / f"{fingerprint}.json")
+    except OSError:
+        pass
+
+
+def forget(fingerprint: str) -> None:
+    try:
+        (records_dir() / f"{fingerprint}.json").unlink()
+    except OSError:
+        pass
+
+
+__all__ = ["BuildOptions", "Inputs", "find", "forget", "inputs", "records_dir", "remember"]
