@@ -4,9 +4,10 @@ Three scenarios on a private copy of examples/hello, each measured both ways in 
 same run (the baseline builds and pushes the very context modelpack renders):
 
 - cold: requirements changed (a unique comment), so the dependency stage reinstalls;
-- warm: nothing changed (modelpack finds the content tag; docker rebuilds from cache
-  and pushes, finding every layer present);
-- code: a one-line change to 1/model.py.
+- warm: nothing changed (modelpack answers from its record of the last push, confirmed
+  by the registry; docker rebuilds from cache and pushes, finding every layer present);
+- code: a one-line change to 1/model.py (modelpack reuses the runtime-stage image and
+  uploads its own code layer; docker re-runs the final stage and pushes).
 
 The example gets about 200 MB of dependencies (numpy, scipy, pandas) unless
 `--light`, so the dependency layer dominates the cold build as it does for real

@@ -982,11 +982,14 @@ def _push_assembled(
     bytes_pushed = runtime.bytes_pushed
     with tempfile.TemporaryDirectory(prefix="modelpack-assemble-") as tmp:
         work = Path(tmp)
-        code = assemble.write_code_layer(context_dir, stage, work)
-        config = assemble.final_config(runtime.config, stage, code.diff_id)
-        diff_ids = [*runtime.diff_ids, code.diff_id]
-        # the engine loads the image while the registry receives it
-        loading = _LocalLoad(docker_client, repo, work, config, diff_ids, code, target.ctag)
+        try:
+            code = assemble.write_code_layer(context_dir, stage, work)
+            config = assemble.final_config(runtime.config, stage, code.diff_id)
+            diff_ids = [*runtime.diff_ids, code.diff_id]
+            # the engine loads the image while the registry receives it
+            loading = _LocalLoad(docker_client, repo, work, config, diff_ids, code, target.ctag)
+        except OSError as error:  # a full disk, most likely
+            raise EngineError(f"writing the code layer failed: {error.strerror or error}") from None
         try:
             code_present = registry.head_blob(repo.repository, code.digest) is not None
             if not code_present:

@@ -280,32 +280,31 @@ def load_image(client: Any, archive: str | os.PathLike[str]) -> None:
     """`docker load` an image archive; raises EngineError with the engine's reason."""
     try:
         with open(archive, "rb") as data:
-            events = client.api.load_image(data)
-            for event in events or ():
-                if isinstance(event, dict) and ("error" in event or "errorDetail" in event):
-                    detail = event.get("errorDetail") or {}
-                    raise EngineError(
-                        f"loading the image failed: {detail.get('message') or event.get('error')}"
-                    )
-    except EngineError:
-        raise
+            failure = _first_error(client.api.load_image(data))
     except Exception as error:
         raise EngineError(f"loading the image failed: {_short(error)}") from error
+    if failure is not None:
+        raise EngineError(f"loading the image failed: {failure}")
 
 
 def pull_image(client: Any, repository: str, tag: str, *, auth_config: dict[str, str] | None = None) -> None:
     """Pull `repository:tag` into the engine; raises RegistryError."""
     try:
-        for event in client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth_config):
-            if "error" in event or "errorDetail" in event:
-                detail = event.get("errorDetail") or {}
-                raise RegistryError(
-                    f"pulling {repository}:{tag} failed: {detail.get('message') or event.get('error')}"
-                )
-    except RegistryError:
-        raise
+        events = client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth_config)
+        failure = _first_error(events)
     except Exception as error:
         raise RegistryError(f"pulling {repository}:{tag} failed: {_short(error)}") from error
+    if failure is not None:
+        raise RegistryError(f"pulling {repository}:{tag} failed: {failure}")
+
+
+def _first_error(events: Iterable[Any] | None) -> str | None:
+    """The message of the first error in an engine progress stream (read to its end otherwise)."""
+    for event in events or ():
+        if isinstance(event, dict) and ("error" in event or "errorDetail" in event):
+            detail = event.get("errorDetail") or {}
+            return str(detail.get("message") or event.get("error"))
+    return None
 
 
 def tag_image(client: Any, image_id: str, repository: str, tag: str) -> None:
