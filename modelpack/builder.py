@@ -305,9 +305,7 @@ def _reuse_recorded(
     if chain is None or result.image != f"{repo.name}:{result.version}":
         build_records.forget(fingerprint)
         return None
-    registry = RegistryClient(
-        repo.registry, username=auth.username if auth else None, password=auth.password if auth else None
-    )
+    registry = _registry_for(repo, auth)
     try:
         for reference, digest in (
             (result.content_tag, result.digest),
@@ -456,10 +454,8 @@ def _build_record(result: BuildResult, spec: Any, repo: ImageRef, auth: Any) -> 
             return ckpt.record_from_image(docker_client, result.image, spec)
     finally:
         docker_client.close()
-    registry = RegistryClient(
-        repo.registry, username=auth.username if auth else None, password=auth.password if auth else None
-    )
-    return ckpt.record_from_registry(registry, repo.repository, result.digest, spec)
+    with _registry_for(repo, auth) as registry:
+        return ckpt.record_from_registry(registry, repo.repository, result.digest, spec)
 
 
 def _publish(
@@ -480,11 +476,7 @@ def _publish(
     from modelpack.publish import base_image_digest, publish_supply_chain
 
     base_digest = base_image_digest(docker_client, resolved.base_image)
-    registry = RegistryClient(
-        repo.registry,
-        username=auth.username if auth else None,
-        password=auth.password if auth else None,
-    )
+    registry = _registry_for(repo, auth)
     try:
         published = publish_supply_chain(
             registry,
@@ -519,11 +511,7 @@ def _check_services(repo: ImageRef, push: bool, auth: RegistryAuth | None) -> An
 
     docker_client = engine.connect(timeout=30, request_timeout=600)
     if push:
-        registry = RegistryClient(
-            repo.registry,
-            username=auth.username if auth else None,
-            password=auth.password if auth else None,
-        )
+        registry = _registry_for(repo, auth)
         try:
             _ping(registry)
         except BaseException:
@@ -532,6 +520,13 @@ def _check_services(repo: ImageRef, push: bool, auth: RegistryAuth | None) -> An
         finally:
             registry.close()
     return docker_client
+
+
+def _registry_for(repo: ImageRef, auth: RegistryAuth | None) -> RegistryClient:
+    """A client for the repository's registry: explicit credentials, else the Docker config's."""
+    return RegistryClient(
+        repo.registry, username=auth.username if auth else None, password=auth.password if auth else None
+    )
 
 
 def _ping(registry: RegistryClient) -> None:
@@ -610,108 +605,108 @@ def build_context(
         _check_version(version)
     ctag = content_tag(content_digest)
     name = repo.name
-    registry = RegistryClient(
-        repo.registry,
-        username=auth.username if auth else None,
-        password=auth.password if auth else None,
-    )
+    registry = _registry_for(repo, auth)
 
-    # 1. what the registry already has (must be reachable when pushing)
-    remote_tags: list[str] = []
-    if push:
-        _ping(registry)
-        remote_tags = registry.list_tags(repo.repository)
-    else:
-        try:
-            remote_tags = registry.list_tags(repo.repository)
-        except RegistryError as error:
-            report("note", f"registry not consulted for versions: {error.message}")
-    if push and ctag in remote_tags:
-        return _reuse_remote(registry, repo, ctag, remote_tags, version, report)
-
-    # 2. build (engine errors before anything is tagged)
-    docker_client = client or engine.connect()
     try:
-        if not push:
-            reused = _reuse_local(docker_client, name, ctag, version, report)
-            if reused is not None:
-                return reused
-        if network_mode is None:
-            network_mode = engine.default_network_mode(docker_client, loopback_endpoints or [])
-        plan = assembly if push and weights is None else None
-        image_id = _cached_runtime(docker_client, name, plan) if plan is not None else None
-        if image_id is not None:
-            report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
+        # 1. what the registry already has (must be reachable when pushing)
+        remote_tags: list[str] = []
+        if push:
+            _ping(registry)
+            remote_tags = registry.list_tags(repo.repository)
         else:
-            what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
-            network = f" (network {network_mode})" if network_mode else ""
-            report("build", f"building {what}{name}:{ctag}{network}")
-            image_id = engine.build_image(
-                docker_client,
-                str(context_dir),
-                # the runtime image keeps a local tag: the build cache of its last step lives with it
-                tag=f"{name}:{RUNTIME_TAG}" if plan is not None else f"{name}:{ctag}",
-                buildargs=build_args,
-                network_mode=network_mode,
-                dockerfile=dockerfile,
-                target=plan.stage.runtime_stage if plan is not None else None,
-                on_event=report,
-            ).image_id
-            if plan is not None:
-                _remember_runtime(docker_client, plan, image_id)
-        local = engine.local_tags(docker_client, name)
-        known = set(remote_tags) | set(local)
-        notes: list[str] = []
-        if version is None:
-            chosen = next_version(known)
-        else:
-            if version in remote_tags:
-                raise InvalidInputError(f"version {version} already exists in {name} with other content")
-            chosen = version
-        if plan is not None:
             try:
-                return _push_assembled(
-                    docker_client,
-                    registry,
-                    repo,
-                    _Target(ctag, chosen, version is not None, remote_tags),
-                    image_id,
-                    plan.stage,
-                    Path(context_dir),
-                    auth,
-                    report,
-                )
-            except BaseException:
-                engine.untag(docker_client, f"{name}:{RUNTIME_TAG}")  # nothing of a failed push stays
-                raise
-        engine.tag_image(docker_client, image_id, name, chosen)
-        if not push:
-            image = engine.inspect_image(docker_client, image_id) or {}
-            layers = tuple(LayerInfo(diff_id=d) for d in (image.get("RootFS") or {}).get("Layers") or [])
-            report("done", f"{name}:{chosen} built (not pushed)")
-            return BuildResult(
-                image=f"{name}:{chosen}",
-                version=chosen,
-                digest=image_id,
-                tags=(chosen, ctag),
-                pushed=False,
-                layers=layers,
-                content_tag=ctag,
-                notes=tuple(notes),
-            )
+                remote_tags = registry.list_tags(repo.repository)
+            except RegistryError as error:
+                report("note", f"registry not consulted for versions: {error.message}")
+        if push and ctag in remote_tags:
+            return _reuse_remote(registry, repo, ctag, remote_tags, version, report)
+
+        # 2. build (engine errors before anything is tagged)
+        docker_client = client or engine.connect()
         try:
-            explicit = version is not None
-            if weights is not None:
-                return _push_with_weights(
-                    docker_client, registry, repo, ctag, chosen, explicit, auth, notes, report, weights
+            if not push:
+                reused = _reuse_local(docker_client, name, ctag, version, report)
+                if reused is not None:
+                    return reused
+            if network_mode is None:
+                network_mode = engine.default_network_mode(docker_client, loopback_endpoints or [])
+            plan = assembly if push and weights is None else None
+            image_id = _cached_runtime(docker_client, name, plan) if plan is not None else None
+            if image_id is not None:
+                report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
+            else:
+                what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
+                network = f" (network {network_mode})" if network_mode else ""
+                report("build", f"building {what}{name}:{ctag}{network}")
+                image_id = engine.build_image(
+                    docker_client,
+                    str(context_dir),
+                    # the runtime image keeps a local tag: the build cache of its last step lives with it
+                    tag=f"{name}:{RUNTIME_TAG}" if plan is not None else f"{name}:{ctag}",
+                    buildargs=build_args,
+                    network_mode=network_mode,
+                    dockerfile=dockerfile,
+                    target=plan.stage.runtime_stage if plan is not None else None,
+                    on_event=report,
+                ).image_id
+                if plan is not None:
+                    _remember_runtime(docker_client, plan, image_id)
+            local = engine.local_tags(docker_client, name)
+            known = set(remote_tags) | set(local)
+            notes: list[str] = []
+            if version is None:
+                chosen = next_version(known)
+            else:
+                if version in remote_tags:
+                    raise InvalidInputError(f"version {version} already exists in {name} with other content")
+                chosen = version
+            if plan is not None:
+                try:
+                    return _push_assembled(
+                        docker_client,
+                        registry,
+                        repo,
+                        _Target(ctag, chosen, version is not None, remote_tags),
+                        image_id,
+                        plan.stage,
+                        Path(context_dir),
+                        auth,
+                        report,
+                    )
+                except BaseException:
+                    engine.untag(docker_client, f"{name}:{RUNTIME_TAG}")  # nothing of a failed push stays
+                    raise
+            engine.tag_image(docker_client, image_id, name, chosen)
+            if not push:
+                image = engine.inspect_image(docker_client, image_id) or {}
+                layers = tuple(LayerInfo(diff_id=d) for d in (image.get("RootFS") or {}).get("Layers") or [])
+                report("done", f"{name}:{chosen} built (not pushed)")
+                return BuildResult(
+                    image=f"{name}:{chosen}",
+                    version=chosen,
+                    digest=image_id,
+                    tags=(chosen, ctag),
+                    pushed=False,
+                    layers=layers,
+                    content_tag=ctag,
+                    notes=tuple(notes),
                 )
-            return _push(docker_client, registry, repo, ctag, chosen, explicit, auth, notes, report)
-        except BaseException:
-            engine.untag(docker_client, f"{name}:{chosen}")
-            raise
+            try:
+                explicit = version is not None
+                if weights is not None:
+                    return _push_with_weights(
+                        docker_client, registry, repo, ctag, chosen, explicit, auth, notes, report, weights
+                    )
+                return _push(docker_client, registry, repo, ctag, chosen, explicit, auth, notes, report)
+            except BaseException:
+                engine.untag(docker_client, f"{name}:{chosen}")
+                raise
+        finally:
+            if client is None:
+                docker_client.close()
+
     finally:
-        if client is None:
-            docker_client.close()
+        registry.close()
 
 
 def _reuse_local(
@@ -1295,6 +1290,7 @@ def push(
     name = repo.name
     docker_client = client or engine.connect(timeout=30)
     created: list[str] = []
+    registry: RegistryClient | None = None
     try:
         data = engine.inspect_image(docker_client, image)
         if data is None:
@@ -1304,11 +1300,7 @@ def push(
         content_tags = [r.rsplit(":", 1)[1] for r in local_refs if r.rsplit(":", 1)[-1].startswith("c-")]
         own = [t for t in content_tags if f"{name}:{t}" in local_refs]
         ctag = (own or content_tags or [content_tag(image_id)])[0]
-        registry = RegistryClient(
-            repo.registry,
-            username=auth.username if auth else None,
-            password=auth.password if auth else None,
-        )
+        registry = _registry_for(repo, auth)
         _ping(registry)
         remote_tags = registry.list_tags(repo.repository)
         if ctag in remote_tags:
@@ -1340,6 +1332,8 @@ def push(
                 engine.untag(docker_client, reference)
             raise
     finally:
+        if registry is not None:
+            registry.close()
         if client is None:
             docker_client.close()
 

@@ -14,7 +14,7 @@ Code records use the files exactly as they were copied into the image (the rende
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from modelpack.manifest import (
     push_manifest,
 )
 from modelpack.model import Concept, ModelDir
-from modelpack.registry import ImageRef, RegistryClient
+from modelpack.registry import ImageRef, RegistryClient, sha256_digest
 from modelpack.resolve_types import ResolveResult
 from modelpack.sigtypes import ModelSignature
 
@@ -100,16 +100,20 @@ def checkpoint_records(checkpoints: Sequence[Any], *, in_image: bool) -> list[Ch
 
 
 def existing_manifest(
-    client: RegistryClient, repository: str, image_digest: str
+    client: RegistryClient,
+    repository: str,
+    image_digest: str,
+    accept: Callable[[SignedManifestDoc], bool] | None = None,
 ) -> tuple[str, SignedManifestDoc] | None:
-    """A modelpack manifest already attached to ``image_digest``: (artifact digest, document)."""
+    """A modelpack manifest already attached to ``image_digest`` (and that ``accept`` takes):
+    (artifact digest, document)."""
     for candidate in find_manifests(client, repository, image_digest):
         try:
             artifact, doc = fetch_manifest(client, repository, candidate.digest)
         except (ManifestError, RegistryError):
             continue
         subject = (artifact.get("subject") or {}).get("digest")
-        if doc.image.digest == image_digest and subject == image_digest:
+        if doc.image.digest == image_digest and subject == image_digest and (accept is None or accept(doc)):
             return candidate.digest, doc
     return None
 
@@ -144,23 +148,13 @@ def publish_supply_chain(
     if subject is None:
         raise RegistryError(f"image {repo.name}@{image_digest} not found in the registry")
 
-    found = existing_manifest(client, repo.repository, image_digest)
-    if found is not None:
-        manifest_digest, doc = found
-        sbom_digest = doc.sbom.digest if doc.sbom else None
-    else:
-        when = build_time or build_time_from_env()
-        lock_path = context_dir / "builder" / "requirements.lock"
-        lock_text = lock_path.read_text(encoding="utf-8") if lock_path.is_file() else ""
-        sbom_desc = sbom_stage.push_sbom(
-            client,
-            repo.repository,
-            subject,
-            sbom_stage.sbom_bytes(lock_text, subject=f"{repo.name}@{image_digest}", build_time=when),
-        )
-        sbom_digest = sbom_desc.digest
-        doc = build_manifest(
-            image_ref=image_reference or f"{repo.name}@{image_digest}",
+    lock_path = context_dir / "builder" / "requirements.lock"
+    lock_text = lock_path.read_text(encoding="utf-8") if lock_path.is_file() else ""
+    subject_name = f"{repo.name}@{image_digest}"
+
+    def compose(when: str, sbom: Any) -> SignedManifestDoc:
+        return build_manifest(
+            image_ref=image_reference or subject_name,
             image_digest=image_digest,
             base_image_ref=resolved.base_image,
             base_image_digest=base_image_digest,
@@ -172,9 +166,27 @@ def publish_supply_chain(
             code=code_record(context_dir),
             concepts=tuple(model_dir.config.concepts if concepts is None else concepts),
             signature=signature,
-            sbom=sbom_desc,
+            sbom=sbom,
             build_time=when,
         )
+
+    def ours(doc: SignedManifestDoc) -> bool:  # never sign what someone else attached
+        return _says_what_this_build_says(client, repo.repository, doc, compose, lock_text, subject_name)
+
+    found = existing_manifest(client, repo.repository, image_digest, accept=ours if key is not None else None)
+    if found is not None:
+        manifest_digest, doc = found
+        sbom_digest = doc.sbom.digest if doc.sbom else None
+    else:
+        when = build_time or build_time_from_env()
+        sbom_desc = sbom_stage.push_sbom(
+            client,
+            repo.repository,
+            subject,
+            sbom_stage.sbom_bytes(lock_text, subject=subject_name, build_time=when),
+        )
+        sbom_digest = sbom_desc.digest
+        doc = compose(when, sbom_desc)
         manifest_digest = push_manifest(client, repo.repository, subject, doc).digest
     reused = found is not None
 
@@ -191,6 +203,33 @@ def publish_supply_chain(
         signature_tag=signed.signature_tag,
         manifest_signature_tag=signing.signature_tag(manifest_digest),
     )
+
+
+def _says_what_this_build_says(
+    client: RegistryClient,
+    repository: str,
+    attached: SignedManifestDoc,
+    compose: Callable[[str, Any], SignedManifestDoc],
+    lock_text: str,
+    subject: str,
+) -> bool:
+    """True when an attached manifest (and its SBOM) is exactly what this build would attach.
+
+    Only its build time may differ from now: the comparison rebuilds both records with it.
+    """
+    from modelpack import sbom as sbom_stage
+
+    if attached.sbom is None:
+        return False
+    expected_sbom = sbom_stage.sbom_bytes(lock_text, subject=subject, build_time=attached.build_time)
+    try:  # the manifest names the SBOM artifact; its one layer is the SBOM document
+        artifact = client.get_manifest(repository, attached.sbom.digest).json
+        sbom_blob = str((artifact.get("layers") or [{}])[0].get("digest"))
+    except RegistryError:
+        return False
+    if sha256_digest(expected_sbom) != sbom_blob:
+        return False
+    return compose(attached.build_time, attached.sbom).to_bytes() == attached.to_bytes()
 
 
 def _baked(model_dir: ModelDir) -> bool:

@@ -118,7 +118,9 @@ def image_config(client: RegistryClient, repository: str, manifest: Manifest) ->
 def list_versions(repository: str, *, client: RegistryClient | None = None) -> VersionList:
     """Every `vN` tag of `repository`, newest first, with manifest digest and creation time."""
     ref = parse_repository(repository)
-    client = client or RegistryClient.for_ref(ref)
+    if client is None:
+        with RegistryClient.for_ref(ref) as own:
+            return list_versions(repository, client=own)
     tags = client.list_tags(ref.repository)
     digests_by_content: dict[str, str] = {}
     for tag in tags:
@@ -160,11 +162,11 @@ def inspect(image: str, *, prefer: str = "engine") -> InspectResult:
         found = _inspect_local(image)
         if found is not None:
             return found
-    client = RegistryClient.for_ref(ref)
-    manifest = image_manifest(client, ref.repository, ref.reference)
-    config = image_config(client, ref.repository, manifest)
-    labels = (config.get("config") or {}).get("Labels") or {}
-    top = client.head_manifest(ref.repository, ref.reference)
+    with RegistryClient.for_ref(ref) as client:
+        manifest = image_manifest(client, ref.repository, ref.reference)
+        config = image_config(client, ref.repository, manifest)
+        labels = (config.get("config") or {}).get("Labels") or {}
+        top = client.head_manifest(ref.repository, ref.reference)
     return InspectResult(
         image=str(ref),
         source="registry",

@@ -201,6 +201,39 @@ def test_sign_and_republish_is_idempotent(client: RegistryClient, model: ModelDi
     assert checked.files_checked == 4  # model.py, requirements.txt, config.yaml, weights.bin
 
 
+def test_a_foreign_manifest_attached_first_is_never_signed(
+    client: RegistryClient, model: ModelDir, context: Path
+) -> None:
+    digest = push_image(client, context)
+    common: dict[str, Any] = {
+        "model_dir": model,
+        "resolved": RESOLVED,
+        "context_dir": context,
+        "signature": SIGNATURE,
+        "checkpoints": [_checkpoint("weights.bin")],
+    }
+    # someone with push access attaches a manifest that claims another base image
+    foreign = publish_supply_chain(
+        client, f"127.0.0.1:5000/{REPO}", digest, base_image_digest="sha256:" + "e" * 64, **common
+    )
+    key = generate_private_key()
+    signed = publish_supply_chain(
+        client, f"127.0.0.1:5000/{REPO}", digest, base_image_digest="sha256:" + "1" * 64, key=key, **common
+    )
+    assert signed.signed and not signed.reused_manifest
+    assert signed.manifest_digest != foreign.manifest_digest
+    assert read_signatures(client, REPO, foreign.manifest_digest) in (None, [])
+    _, doc = fetch_manifest(client, REPO, signed.manifest_digest)
+    assert doc.base_image.digest == "sha256:" + "1" * 64
+    checked = verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), client=client)
+    assert checked.manifest_digest == signed.manifest_digest
+    # the build's own manifest, attached earlier, is what a signed rebuild reuses
+    again = publish_supply_chain(
+        client, f"127.0.0.1:5000/{REPO}", digest, base_image_digest="sha256:" + "1" * 64, key=key, **common
+    )
+    assert again.reused_manifest and again.manifest_digest == signed.manifest_digest
+
+
 def test_deep_verify_catches_code_that_differs_from_the_context(
     client: RegistryClient, model: ModelDir, context: Path
 ) -> None:
@@ -261,14 +294,17 @@ def test_runtime_checkpoints_are_not_recorded_in_the_image(
     _, doc = fetch_manifest(client, REPO, result.manifest_digest)
     assert [c.root for c in doc.checkpoints] == [None] and doc.concepts == ()
     key = generate_private_key()
-    publish_supply_chain(
+    signed = publish_supply_chain(
         client,
         f"127.0.0.1:5000/{REPO}",
         digest,
         model_dir=runtime_model,
         resolved=RESOLVED,
         context_dir=context,
+        checkpoints=[_checkpoint("weights.bin")],
+        concepts=(),
         key=key,
     )
+    assert signed.reused_manifest and signed.manifest_digest == result.manifest_digest
     deep = verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), deep=True, client=client)
     assert (deep.files_checked, deep.files_not_in_image) == (3, 1)
