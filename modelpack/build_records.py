@@ -166,10 +166,9 @@ def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, 
 
 def find(fingerprint: str) -> dict[str, Any] | None:
     """The recorded result (BuildResult.to_dict() form) of the push with this fingerprint."""
-    try:
-        data = json.loads((records_dir() / f"{fingerprint}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    from modelpack.resources import read_cache
+
+    data = read_cache(records_dir() / f"{fingerprint}.json")
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
         return None
     result = data.get("result")
@@ -178,14 +177,9 @@ def find(fingerprint: str) -> dict[str, Any] | None:
 
 def remember(fingerprint: str, result: dict[str, Any]) -> None:
     """Record a finished push (atomically); a cache that cannot be written is no error."""
-    folder = records_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{fingerprint}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"format": RECORD_FORMAT, "result": result}), encoding="utf-8")
-        os.replace(tmp, folder / f"{fingerprint}.json")
-    except OSError:
-        pass
+    from modelpack.resources import write_cache
+
+    write_cache(records_dir() / f"{fingerprint}.json", {"format": RECORD_FORMAT, "result": result})
 
 
 def forget(fingerprint: str) -> None:

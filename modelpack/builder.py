@@ -901,13 +901,14 @@ def _cached_runtime(docker_client: Any, name: str, plan: AssemblyPlan) -> str | 
     """The runtime-stage image built before from the same inputs, if the engine still has it
     and the base image is still the same image: the engine's cache would return it too."""
     from modelpack import engine
+    from modelpack.resources import read_cache
 
+    record = read_cache(_runtime_record(plan))
     try:
-        record = json.loads(_runtime_record(plan).read_text(encoding="utf-8"))
         image_id, base_id = str(record["image"]), str(record["base"])
         if record.get("engine") != engine.engine_location():
             return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         return None
     image = engine.inspect_image(docker_client, image_id)
     base = engine.inspect_image(docker_client, plan.base_image)
@@ -919,19 +920,12 @@ def _cached_runtime(docker_client: Any, name: str, plan: AssemblyPlan) -> str | 
 
 def _remember_runtime(docker_client: Any, plan: AssemblyPlan, image_id: str) -> None:
     from modelpack import engine
+    from modelpack.resources import write_cache
 
     base = engine.inspect_image(docker_client, plan.base_image) or {}
-    if not base.get("Id"):
-        return
-    record = {"image": image_id, "base": base["Id"], "engine": engine.engine_location()}
-    path = _runtime_record(plan)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass  # only a shortcut
+    if base.get("Id"):
+        record = {"image": image_id, "base": base["Id"], "engine": engine.engine_location()}
+        write_cache(_runtime_record(plan), record)
 
 
 RUNTIME_TAG = "modelpack-runtime"  # local tag of the newest runtime-stage image of a repository
@@ -1094,12 +1088,9 @@ def _runtime_in_registry(
         )
     finally:
         engine.untag(docker_client, f"{repo.name}:{scratch}")
-        try:  # the scratch manifest was a means only; its blobs stay, used by the final image
-            found = registry.head_manifest(repo.repository, scratch)
-            if found is not None:
-                registry.delete_manifest(repo.repository, found.digest)
-        except RegistryError:
-            report("note", f"could not delete the scratch tag {repo.name}:{scratch}")
+        problem = _delete_scratch(registry, repo, scratch)
+        if problem:
+            report("note", problem)
 
 
 class _LocalLoad:
@@ -1418,13 +1409,9 @@ def _push_with_weights(
             report,
         )
     finally:
-        # the weightless manifest was a step only (its blobs stay, used by the final one)
-        try:
-            scratch = registry.head_manifest(repo.repository, base_tag)
-            if scratch is not None:
-                registry.delete_manifest(repo.repository, scratch.digest)
-        except RegistryError:
-            notes.append(f"could not delete the scratch tag {name}:{base_tag}")
+        problem = _delete_scratch(registry, repo, base_tag)
+        if problem:
+            notes.append(problem)
         for tag in (base_tag, ctag, chosen):
             engine.untag(docker_client, f"{name}:{tag}")
     report("done", f"{name}:{final} pushed ({bytes_pushed} bytes uploaded)")
@@ -1441,6 +1428,18 @@ def _push_with_weights(
     )
 
 
+def _delete_scratch(registry: RegistryClient, repo: ImageRef, tag: str) -> str | None:
+    """Delete a scratch manifest (a step of composing the final one; its blobs stay, the final
+    image uses them). Returns what went wrong, for a note, or None."""
+    try:
+        found = registry.head_manifest(repo.repository, tag)
+        if found is not None:
+            registry.delete_manifest(repo.repository, found.digest)
+    except RegistryError:
+        return f"could not delete the scratch tag {repo.name}:{tag}"
+    return None
+
+
 def _layer_cache_dir() -> Path:
     from modelpack.resources import cache_dir
 
@@ -1449,26 +1448,19 @@ def _layer_cache_dir() -> Path:
 
 def _cached_layer(key: str) -> tuple[str, int] | None:
     """(digest, size) of a weights layer written before from the same files (it is deterministic)."""
-    import json
+    from modelpack.resources import read_cache
 
+    data = read_cache(_layer_cache_dir() / f"{key}.json")
     try:
-        data = json.loads((_layer_cache_dir() / f"{key}.json").read_text())
         return str(data["digest"]), int(data["size"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 
 def _remember_layer(key: str, digest: str, size: int) -> None:
-    import json
+    from modelpack.resources import write_cache
 
-    folder = _layer_cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.tmp"
-        tmp.write_text(json.dumps({"digest": digest, "size": size}))
-        os.replace(tmp, folder / f"{key}.json")
-    except OSError:
-        pass  # only an optimization
+    write_cache(_layer_cache_dir() / f"{key}.json", {"digest": digest, "size": size})
 
 
 def env_ca_bundle() -> str | None:

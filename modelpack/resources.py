@@ -6,10 +6,12 @@ in a source checkout they sit beside the package, and we fall back to them.
 
 from __future__ import annotations
 
+import json
 import os
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 _FOLDERS = ("schemas", "templates", "base-images", "examples")
 
@@ -35,3 +37,22 @@ def cache_dir(*parts: str) -> Path:
     """A folder of modelpack's cache: ``$XDG_CACHE_HOME/modelpack/...`` (default ``~/.cache``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base, "modelpack", *parts)
+
+
+def read_cache(path: Path) -> Any:
+    """A JSON document of a cache, or None when it is missing or unreadable (caches only save time)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_cache(path: Path, value: Any) -> None:
+    """Write a cache's JSON document atomically; a cache that cannot be written is no error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
