@@ -965,9 +965,7 @@ def _push_assembled(
     name = repo.name
     notes: list[str] = []
     tags_before = target.remote_tags
-    runtime = _runtime_in_registry(
-        docker_client, registry, repo, target, runtime_id, tags_before, auth, report
-    )
+    runtime = _runtime_in_registry(docker_client, registry, repo, target, runtime_id, auth, report)
     bytes_pushed = runtime.bytes_pushed
     with tempfile.TemporaryDirectory(prefix="modelpack-assemble-") as tmp:
         work = Path(tmp)
@@ -980,15 +978,12 @@ def _push_assembled(
         except OSError as error:  # a full disk, most likely
             raise EngineError(f"writing the code layer failed: {error.strerror or error}") from None
         try:
-            code_present = registry.head_blob(repo.repository, code.digest) is not None
-            if not code_present:
-                registry.upload_blob(repo.repository, code.blob_path)
-                bytes_pushed += code.size
-            status = "present" if code_present else "pushed"
+            _, code_sent = registry.ensure_blob(repo.repository, code.blob_path)
+            bytes_pushed += code.size if code_sent else 0
+            status = "pushed" if code_sent else "present"
             report("push", f"code layer {code.digest[7:19]} ({code.size} bytes): {status}")
-            if registry.head_blob(repo.repository, sha256_digest(config)) is None:
-                registry.upload_blob(repo.repository, config)
-                bytes_pushed += len(config)
+            _, config_sent = registry.ensure_blob(repo.repository, config)
+            bytes_pushed += len(config) if config_sent else 0
             code_descriptor = {
                 "mediaType": assemble.DOCKER_GZIP_LAYER,
                 "digest": code.digest,
@@ -1048,7 +1043,6 @@ def _runtime_in_registry(
     repo: ImageRef,
     target: _Target,
     runtime_id: str,
-    tags_before: list[str],
     auth: RegistryAuth | None,
     report: Progress,
 ) -> _RuntimeImage:
@@ -1057,7 +1051,7 @@ def _runtime_in_registry(
 
     image = engine.inspect_image(docker_client, runtime_id) or {}
     diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
-    known = _known_blobs(registry, repo, tags_before)
+    known = _known_blobs(registry, repo, target.remote_tags)
     # layers of the newest version are in the registry (a manifest keeps its blobs); the
     # runtime config blob is referenced by no manifest once the scratch tag is gone: asked for
     config_there = registry.head_blob(repo.repository, runtime_id) is not None
@@ -1074,13 +1068,13 @@ def _runtime_in_registry(
     engine.tag_image(docker_client, runtime_id, repo.name, scratch)
     try:
         sent = _engine_push(docker_client, registry, repo, scratch, scratch, auth, report)
-        config_digest = str(sent.manifest.json["config"]["digest"])
-        config_size = int((sent.manifest.json.get("config") or {}).get("size") or 0)
         pushed = (
-            sent.layer_bytes + (0 if sent.config_present_before else config_size) + len(sent.manifest.raw)
+            sent.layer_bytes
+            + (0 if sent.config_present_before else len(sent.config))
+            + len(sent.manifest.raw)
         )
         return _RuntimeImage(
-            registry.get_blob(repo.repository, config_digest),
+            sent.config,
             [layer.diff_id for layer in sent.layers],
             list(sent.manifest.json.get("layers") or []),
             list(sent.layers),
@@ -1156,7 +1150,7 @@ class _EnginePush:
     """What an engine push sent: the pushed manifest and config, each layer's status."""
 
     manifest: Any
-    config: dict[str, Any]
+    config: bytes  # the config blob as the registry holds it
     layers: list[LayerInfo]
     layer_bytes: int  # bytes of the layers the registry did not have
     config_present_before: bool
@@ -1179,7 +1173,7 @@ def _engine_push(
     version found by HEAD before the push count as present too, so `bytes_pushed` is exact.
     """
     from modelpack import engine
-    from modelpack.versions import image_manifest
+    from modelpack.versions import image_config_blob, image_manifest
 
     name = repo.name
     tags_before = registry.list_tags(repo.repository)
@@ -1199,7 +1193,7 @@ def _engine_push(
         docker_client, name, push_tag, auth_config=auth.docker_auth() if auth else None, on_event=report
     )
     manifest = image_manifest(registry, repo.repository, push_tag)
-    config = image_config(registry, repo.repository, manifest)
+    config_raw, config = image_config_blob(registry, repo.repository, manifest)
     diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
     layers: list[LayerInfo] = []
     layer_bytes = 0
@@ -1213,7 +1207,7 @@ def _engine_push(
             status = "pushed"
             layer_bytes += int(layer["size"])
         layers.append(LayerInfo(diff_id, str(layer["digest"]), int(layer["size"]), status))
-    return _EnginePush(manifest, config, layers, layer_bytes, config_present, pushed.digest, tags_before)
+    return _EnginePush(manifest, config_raw, layers, layer_bytes, config_present, pushed.digest, tags_before)
 
 
 def _tag_version(

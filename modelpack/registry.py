@@ -586,7 +586,13 @@ class RegistryClient:
     def upload_blob(
         self, repository: str, data: bytes | Path, *, media_type: str = "application/octet-stream"
     ) -> Descriptor:
-        """Upload a blob (bytes or a file) unless the repository already has it.
+        """Upload a blob (bytes or a file) unless the repository already has it."""
+        return self.ensure_blob(repository, data, media_type=media_type)[0]
+
+    def ensure_blob(
+        self, repository: str, data: bytes | Path, *, media_type: str = "application/octet-stream"
+    ) -> tuple[Descriptor, bool]:
+        """Upload a blob unless the repository already has it (one HEAD first): (descriptor, sent).
 
         Up to ``MONOLITHIC_LIMIT`` bytes go in one POST+PUT; larger blobs are sent as PATCH chunks
         of ``CHUNK_SIZE`` and closed with a PUT carrying the digest.
@@ -597,7 +603,7 @@ class RegistryClient:
             digest, size = sha256_digest(data), len(data)
         descriptor = Descriptor(media_type, digest, size)
         if self.head_blob(repository, digest) is not None:
-            return descriptor
+            return descriptor, False
         scope = _push(repository)
         start = self._must(self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,)))
         location = self._location(start)
@@ -611,7 +617,7 @@ class RegistryClient:
                 headers={"Content-Type": "application/octet-stream"},
                 data=body,
             )
-            return descriptor
+            return descriptor, True
         offset = 0
         for chunk in _chunks(data):
             end = offset + len(chunk) - 1
@@ -632,7 +638,7 @@ class RegistryClient:
             location = self._location(response)
             offset = end + 1
         self.request("PUT", _with_query(location, digest=digest), scope=scope, ok=(201, 204))
-        return descriptor
+        return descriptor, True
 
     def _location(self, response: requests.Response) -> str:
         location = response.headers.get("Location")

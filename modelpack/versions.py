@@ -102,17 +102,25 @@ def image_manifest(client: RegistryClient, repository: str, reference: str) -> M
 
 def image_config(client: RegistryClient, repository: str, manifest: Manifest) -> dict[str, Any]:
     """The image config JSON a manifest points to."""
+    return image_config_blob(client, repository, manifest)[1]
+
+
+def image_config_blob(
+    client: RegistryClient, repository: str, manifest: Manifest
+) -> tuple[bytes, dict[str, Any]]:
+    """The image config a manifest points to: its exact bytes and the parsed JSON."""
     config = manifest.json.get("config") or {}
     digest = config.get("digest")
     if not digest:
         raise RegistryError(f"manifest {manifest.digest} has no config")
+    raw = client.get_blob(repository, str(digest))
     try:
-        data = json.loads(client.get_blob(repository, str(digest)))
+        data = json.loads(raw)
     except ValueError:
         raise RegistryError(f"config blob {digest} is not JSON") from None
     if not isinstance(data, dict):
         raise RegistryError(f"config blob {digest} is not a JSON object")
-    return data
+    return raw, data
 
 
 def list_versions(repository: str, *, client: RegistryClient | None = None) -> VersionList:

@@ -224,8 +224,7 @@ def append_layer(
     config["history"] = [*history, entry]
     config_raw = json.dumps(config, separators=(",", ":")).encode()
     config_digest = sha256_digest(config_raw)
-    if registry.head_blob(repository, config_digest) is None:
-        registry.upload_blob(repository, config_raw)
+    if registry.ensure_blob(repository, config_raw)[1]:
         pushed_bytes += len(config_raw)
 
     media_type = base.media_type

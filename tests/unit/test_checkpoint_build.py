@@ -192,6 +192,11 @@ class FakeRegistry:
         self.uploads.append(sha256_digest(data))
         return Descriptor("application/octet-stream", sha256_digest(data), len(data))
 
+    def ensure_blob(self, repository: str, data: bytes) -> tuple[Descriptor, bool]:
+        if self.head_blob(repository, sha256_digest(data)) is not None:
+            return Descriptor("application/octet-stream", sha256_digest(data), len(data)), False
+        return self.upload_blob(repository, data), True
+
     def request(self, method: str, url: str, **kw: Any) -> Any:
         class Response:
             headers: ClassVar[dict[str, str]] = {"Location": "/v2/r/blobs/uploads/1"}
