@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING
 HERE = Path(__file__).resolve().parent
 
 try:
-    from modelpack.catalog import CatalogImage, load_catalog, with_registry
+    from modelpack.pipeline.catalog import CatalogImage, load_catalog, with_registry
     from modelpack.errors import ModelpackError
 except ImportError:  # run from a source checkout without modelpack installed
     sys.path.insert(0, str(HERE.parent))
-    from modelpack.catalog import CatalogImage, load_catalog, with_registry
+    from modelpack.pipeline.catalog import CatalogImage, load_catalog, with_registry
     from modelpack.errors import ModelpackError
 
 if TYPE_CHECKING:
-    from modelpack.catalog import Catalog
+    from modelpack.pipeline.catalog import Catalog
 
 REGISTRY_ENV = "MODELPACK_BASE_REGISTRY"
 

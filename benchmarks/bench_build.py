@@ -58,18 +58,18 @@ def timed(command: list[str]) -> tuple[float, str]:
 
 def render_context(model_dir: Path, out: Path) -> Path:
     """The same context `modelpack build` renders, for the hand-made baseline."""
-    config = importlib.import_module("modelpack.config")
-    resolve = importlib.import_module("modelpack.resolver")
-    lock = importlib.import_module("modelpack.locking")
-    render = importlib.import_module("modelpack.rendering")
-    signature = importlib.import_module("modelpack.signatures")
+    config = importlib.import_module("modelpack.project.config")
+    resolve = importlib.import_module("modelpack.pipeline.resolver")
+    lock = importlib.import_module("modelpack.pipeline.locking")
+    render = importlib.import_module("modelpack.pipeline.rendering")
+    signature = importlib.import_module("modelpack.project.methods")
     loaded = config.load(model_dir)
     resolved = resolve.resolve(loaded)
     locked = lock.lock(loaded, resolved=resolved)
     sig = signature.signature(model_dir).signature
     if out.exists():
         shutil.rmtree(out)
-    from modelpack.builder import env_ca_bundle
+    from modelpack.image.builder import env_ca_bundle
 
     ca = env_ca_bundle()  # what `modelpack build` picks up from PIP_CERT & co.
     settings = render.BuildSettings(ca_bundle=Path(ca) if ca else None)

@@ -83,12 +83,12 @@ def example_copy(workdir: Path, clarifai_version: str) -> Path:
 def modelpack_in_process(model_dir: Path, out_root: Path, runs: int) -> list[float]:
     import importlib
 
-    from modelpack.config import load
-    from modelpack.resolver import resolve
-    from modelpack.signatures import signature
+    from modelpack.pipeline.resolver import resolve
+    from modelpack.project.config import load
+    from modelpack.project.methods import signature
 
-    lock_mod = importlib.import_module("modelpack.locking")
-    render_mod = importlib.import_module("modelpack.rendering")
+    lock_mod = importlib.import_module("modelpack.pipeline.locking")
+    render_mod = importlib.import_module("modelpack.pipeline.rendering")
     times = []
     for i in range(runs):
         start = time.perf_counter()

@@ -57,8 +57,8 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from modelpack.registry import RegistryClient
-    from modelpack.weights_layer import append_layer, write_layer
+    from modelpack.image.weights_layer import append_layer, write_layer
+    from modelpack.oci.registry import RegistryClient
 
     size = args.size_mib << 20
     name = f"modelpack-bench/weights-{uuid.uuid4().hex[:8]}"

@@ -15,33 +15,33 @@ from modelpack._version import __version__
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # pipeline stages, in order
-    "load": "modelpack.config",
-    "validate": "modelpack.config",
-    "signature": "modelpack.signatures",
-    "resolve": "modelpack.resolver",
-    "lock": "modelpack.locking",
-    "render": "modelpack.rendering",
-    "build": "modelpack.builder",
-    "push": "modelpack.builder",
-    "sign": "modelpack.signing",
-    "verify": "modelpack.verification",
+    "load": "modelpack.project.config",
+    "validate": "modelpack.project.config",
+    "signature": "modelpack.project.methods",
+    "resolve": "modelpack.pipeline.resolver",
+    "lock": "modelpack.pipeline.locking",
+    "render": "modelpack.pipeline.rendering",
+    "build": "modelpack.image.builder",
+    "push": "modelpack.image.builder",
+    "sign": "modelpack.supply.signing",
+    "verify": "modelpack.supply.verification",
     # around the pipeline
-    "init_model_dir": "modelpack.scaffold",
-    "lock_status": "modelpack.locking",
-    "list_versions": "modelpack.versions",
-    "inspect": "modelpack.versions",
-    "check_checkpoint": "modelpack.checkpoints",
-    "fetch_checkpoint": "modelpack.checkpoints",
-    "infer_concepts": "modelpack.concepts",
-    "deploy_manifest": "modelpack.deploy",
+    "init_model_dir": "modelpack.project.scaffold",
+    "lock_status": "modelpack.pipeline.locking",
+    "list_versions": "modelpack.image.versions",
+    "inspect": "modelpack.image.versions",
+    "check_checkpoint": "modelpack.project.checkpoints",
+    "fetch_checkpoint": "modelpack.project.checkpoints",
+    "infer_concepts": "modelpack.project.concepts",
+    "deploy_manifest": "modelpack.deploy.kubernetes",
     # settings and results
-    "BuildSettings": "modelpack.rendering",
-    "RenderResult": "modelpack.rendering",
-    "LockResult": "modelpack.locking",
-    "BuildResult": "modelpack.builder",
-    "RegistryAuth": "modelpack.builder",
-    "SignResult": "modelpack.signing",
-    "VerifyResult": "modelpack.verification",
+    "BuildSettings": "modelpack.pipeline.rendering",
+    "RenderResult": "modelpack.pipeline.rendering",
+    "LockResult": "modelpack.pipeline.locking",
+    "BuildResult": "modelpack.image.builder",
+    "RegistryAuth": "modelpack.image.builder",
+    "SignResult": "modelpack.supply.signing",
+    "VerifyResult": "modelpack.supply.verification",
     # the SDK for model.py
     "ModelClass": "modelpack.runtime",
     "OpenAIModelClass": "modelpack.runtime",
@@ -53,8 +53,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from modelpack.config import load as load
-    from modelpack.config import validate as validate
+    from modelpack.project.config import load as load
+    from modelpack.project.config import validate as validate
 
 
 def __getattr__(name: str) -> Any:

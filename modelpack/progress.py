@@ -8,7 +8,7 @@ progress display is just one observer (`modelpack.cli._common.CliProgress`).
 
 * a callable taking one `ProgressEvent` (e.g. ``events.append``);
 * an object with an ``on_progress(event)`` method (see `ProgressObserver`);
-* a legacy callable ``progress(stage, message)`` (as `modelpack.builder` always
+* a legacy callable ``progress(stage, message)`` (as `modelpack.image.builder` always
   accepted), or ``progress(stage, message, current, total)``;
 * None: nothing is reported.
 

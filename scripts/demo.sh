@@ -89,7 +89,7 @@ step call
 "$VENV/bin/python" - "$URL" <<'PY'
 import sys
 
-from modelpack.client import Model
+from modelpack.runtime.client import Model
 
 with Model(sys.argv[1], timeout=60) as model:
     for line in (model.method_signature(name) for name in model.available_methods()):

@@ -29,7 +29,7 @@ from modelpack.errors import Diagnostic, InvalidInputError, ModelpackError
 from modelpack.progress import ProgressEvent
 
 if TYPE_CHECKING:
-    from modelpack.builder import RegistryAuth
+    from modelpack.image.builder import RegistryAuth
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -309,7 +309,7 @@ def registry_auth(username: str | None, password_stdin: bool) -> RegistryAuth | 
     The password is the first line of stdin. Either option without the other, or an
     empty password, is invalid input.
     """
-    from modelpack.builder import RegistryAuth
+    from modelpack.image.builder import RegistryAuth
 
     if not (password_stdin or username):
         return None

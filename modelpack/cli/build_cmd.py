@@ -60,8 +60,8 @@ def _settings(
     """The render stage's BuildSettings, filled from options and the usual environment variables."""
     from dataclasses import fields
 
-    from modelpack.builder import env_ca_bundle
-    from modelpack.rendering import BuildSettings
+    from modelpack.image.builder import env_ca_bundle
+    from modelpack.pipeline.rendering import BuildSettings
 
     extra = list(extra_index_urls) or [u for u in os.environ.get("PIP_EXTRA_INDEX_URL", "").split() if u]
     values: dict[str, Any] = {
@@ -76,7 +76,7 @@ def _settings(
 
 def _signing_key(key: str | None, push: bool, *, interactive: bool) -> Any:
     """Load (and decrypt) the key before building, so a wrong password fails in a second."""
-    from modelpack.keys import load_signing_key
+    from modelpack.supply.keys import load_signing_key
 
     if not push:
         raise InvalidInputError("--sign needs --push: signatures are stored in the registry")
@@ -148,7 +148,7 @@ def build(
     Unchanged inputs report the existing version and push nothing; a changed
     model gets the next version. Progress goes to stderr, the result to stdout.
     """
-    from modelpack.builder import build as run_build
+    from modelpack.image.builder import build as run_build
 
     auth = registry_auth(registry_username, registry_password_stdin)
     signing_key = _signing_key(key, push, interactive=not registry_password_stdin) if sign or key else None
@@ -164,7 +164,7 @@ def build(
         progress=CliProgress(),
         signing_key=signing_key,
     )
-    from modelpack.github import maybe_write_job_summary
+    from modelpack.deploy.github import maybe_write_job_summary
 
     maybe_write_job_summary(result.to_dict())  # on GitHub Actions only
     if as_json:

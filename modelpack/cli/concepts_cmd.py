@@ -18,8 +18,8 @@ def concepts(model_dir: Path, as_json: bool, offline: bool) -> None:
     """Print the concepts of the model in DIR: from config.yaml, or inferred from the
     checkpoint's config.json id2label (only config.json is downloaded), or none.
     """
-    from modelpack.concepts import infer_concepts
-    from modelpack.config import load
+    from modelpack.project.concepts import infer_concepts
+    from modelpack.project.config import load
 
     result = infer_concepts(load(model_dir).config, online=not offline)
     if as_json:

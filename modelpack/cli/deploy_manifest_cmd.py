@@ -43,12 +43,10 @@ def deploy_manifest(
     image), the config is read back out of the image in the registry.
     Secrets are referenced (secretKeyRef), never included.
     """
-    from modelpack import deploy
-
+    from modelpack.deploy import kubernetes as deploy
     path = Path(target)
     if path.is_dir():
-        from modelpack import config as config_stage
-
+        from modelpack.project import config as config_stage
         if not image:
             raise InvalidInputError("--image REF is required with a model directory")
         objects = deploy.deploy_manifest(config_stage.load(path), image, replicas=replicas, port=port)

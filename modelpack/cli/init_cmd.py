@@ -8,7 +8,7 @@ import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
 
-# Kept here (not imported from modelpack.scaffold) so `--help` needs no other module;
+# Kept here (not imported from modelpack.project.scaffold) so `--help` needs no other module;
 # a unit test checks both lists agree.
 SCAFFOLD_TYPES = (
     "generic",
@@ -39,7 +39,7 @@ def init(model_dir: Path, model_type: str, model_id: str | None, force: bool, as
     Refuses a non-empty DIR unless --force. Edit 1/model.py where its comments say
     EDIT, then check the result with `modelpack validate DIR`.
     """
-    from modelpack.scaffold import init_model_dir
+    from modelpack.project.scaffold import init_model_dir
 
     result = init_model_dir(model_dir, model_type, model_id=model_id, force=force)
     if as_json:

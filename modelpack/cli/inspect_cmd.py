@@ -14,7 +14,7 @@ from modelpack.cli._common import emit_json, handle_errors, json_option
 @handle_errors
 def inspect(image: str, remote: bool, as_json: bool) -> None:
     """Show IMAGE's dev.modelpack.* labels, from the local engine or straight from the registry."""
-    from modelpack.versions import inspect as inspect_image
+    from modelpack.image.versions import inspect as inspect_image
 
     result = inspect_image(image, prefer="registry" if remote else "engine")
     if as_json:

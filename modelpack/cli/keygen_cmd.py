@@ -34,8 +34,8 @@ def keygen(prefix: str, force: bool, as_json: bool) -> None:
     The private key is encrypted with a password from MODELPACK_KEY_PASSWORD or
     COSIGN_PASSWORD, else asked for on the terminal.
     """
-    from modelpack.keys import keygen as run_keygen
-    from modelpack.keys import resolve_password
+    from modelpack.supply.keys import keygen as run_keygen
+    from modelpack.supply.keys import resolve_password
 
     password = resolve_password(_prompt_new_password)
     files = run_keygen(prefix, password, force=force)

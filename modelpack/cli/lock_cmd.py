@@ -49,11 +49,11 @@ def lock(
     The torch family comes with the base image and is left out; so is clarifai
     unless --keep-clarifai. An up-to-date lock is reused without network access.
     """
-    from modelpack.config import load
-    from modelpack.locking import lock as run_lock
-    from modelpack.locking import lock_status
-    from modelpack.rendering import BuildSettings
-    from modelpack.resolver import resolve
+    from modelpack.pipeline.locking import lock as run_lock
+    from modelpack.pipeline.locking import lock_status
+    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.resolver import resolve
+    from modelpack.project.config import load
 
     loaded = load(model_dir)
     resolved = resolve(loaded, base_registry=base_registry)

@@ -53,7 +53,7 @@ def _show(value: Any) -> str:
 @handle_errors
 def predict(target: str, method: str, inputs: tuple[str, ...], as_json: bool) -> None:
     """Call METHOD of the model served at URL, or of the model directory DIR."""
-    from modelpack.client import Model
+    from modelpack.runtime.client import Model
 
     parse_inputs(inputs)  # report malformed pairs before starting anything
     server = None

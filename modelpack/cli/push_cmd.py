@@ -45,7 +45,7 @@ def push(
     with its existing version and nothing is uploaded; new content gets the next
     version. Progress goes to stderr, the result to stdout.
     """
-    from modelpack.builder import push as run_push
+    from modelpack.image.builder import push as run_push
 
     auth = registry_auth(registry_username, registry_password_stdin)
     result = run_push(image, repository, version=version, auth=auth, progress=CliProgress())

@@ -52,12 +52,12 @@ def render(
 
     Runs validate, signature, resolve and lock (reused when up to date) first.
     """
-    from modelpack.config import load
-    from modelpack.locking import lock
-    from modelpack.rendering import BuildSettings
-    from modelpack.rendering import render as run_render
-    from modelpack.resolver import resolve
-    from modelpack.signatures import signature
+    from modelpack.pipeline.locking import lock
+    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.rendering import render as run_render
+    from modelpack.pipeline.resolver import resolve
+    from modelpack.project.config import load
+    from modelpack.project.methods import signature
 
     loaded = load(model_dir)
     sig = signature(loaded.root)

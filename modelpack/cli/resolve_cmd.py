@@ -33,9 +33,9 @@ def resolve(model_dir: Path, base_registry: str | None, catalog_path: Path | Non
     torch comes from requirements.txt, CPU or GPU from the compute section, and
     build_info.python_version / cuda_version / image from config.yaml.
     """
-    from modelpack.catalog import load_catalog
-    from modelpack.config import load
-    from modelpack.resolver import resolve as run_resolve
+    from modelpack.pipeline.catalog import load_catalog
+    from modelpack.pipeline.resolver import resolve as run_resolve
+    from modelpack.project.config import load
 
     loaded = load(model_dir)
     catalog = load_catalog(catalog_path) if catalog_path is not None else None

@@ -32,8 +32,8 @@ def sign(image: str, key: str | None, manifest_digest: str | None, as_json: bool
     The key password comes from MODELPACK_KEY_PASSWORD or COSIGN_PASSWORD, else a prompt.
     Registry credentials come from ~/.docker/config.json.
     """
-    from modelpack.keys import load_signing_key
-    from modelpack.signing import sign as run_sign
+    from modelpack.supply.keys import load_signing_key
+    from modelpack.supply.signing import sign as run_sign
 
     private = load_signing_key(key, prompt=_prompt_password)
     result = run_sign(image, private, manifest_digest=manifest_digest, progress=CliProgress())

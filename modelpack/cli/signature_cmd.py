@@ -19,8 +19,8 @@ def signature(model_dir: Path, as_json: bool) -> None:
     The file is parsed, never imported, so its dependencies need not be installed.
     Anything not understood is a located warning on stderr.
     """
-    from modelpack.signatures import format_method
-    from modelpack.signatures import signature as read_signature
+    from modelpack.project.methods import format_method
+    from modelpack.project.methods import signature as read_signature
 
     result = read_signature(model_dir)
     if as_json:

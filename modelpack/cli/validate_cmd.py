@@ -25,7 +25,7 @@ def validate(model_dir: Path, as_json: bool, online: bool) -> None:
     Prints every error as `file:LINE:COL: field.path: message` and exits 2 when
     the directory is invalid; warnings go to stderr and do not fail.
     """
-    from modelpack.config import validate as run_validate
+    from modelpack.project.config import validate as run_validate
 
     report = run_validate(model_dir, online=online)
     if as_json:

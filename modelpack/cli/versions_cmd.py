@@ -13,7 +13,7 @@ from modelpack.cli._common import emit_json, handle_errors, json_option
 @handle_errors
 def versions(repository: str, as_json: bool) -> None:
     """List REPO's versions (v1, v2, ...), newest first, with digest and creation time."""
-    from modelpack.versions import list_versions
+    from modelpack.image.versions import list_versions
 
     result = list_versions(repository)
     if as_json:

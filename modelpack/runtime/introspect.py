@@ -1,8 +1,8 @@
 """Read a live model class: its methods, their canonical signature, and argument decoders.
 
-The signature must equal what `modelpack.signatures` reads statically from the
+The signature must equal what `modelpack.project.methods` reads statically from the
 source, so annotations are turned into the canonical type strings documented in
-`modelpack.sigtypes` (from the live typing objects; string annotations that cannot
+`modelpack.project.method_types` (from the live typing objects; string annotations that cannot
 be evaluated are parsed with `ast` and canonicalised by name).
 """
 
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
 from modelpack.runtime.model_class import (
     PARAMS_ATTR,
     REQUIRED,
@@ -28,7 +29,6 @@ from modelpack.runtime.model_class import (
     method_options,
 )
 from modelpack.runtime.types import DATA_TYPE_CLASSES
-from modelpack.sigtypes import InputSpec, MethodSignature, ModelSignature
 
 _ITERATOR_ORIGINS = (
     cabc.Iterator,
@@ -74,7 +74,7 @@ def _special_class_name(tp: Any) -> str | None:
 
 
 def type_string(tp: Any) -> str:
-    """The canonical type string (see `modelpack.sigtypes`) of a live annotation."""
+    """The canonical type string (see `modelpack.project.method_types`) of a live annotation."""
     if tp is inspect.Parameter.empty or tp is typing.Any:
         return "Any"
     if tp is None or tp is type(None):
@@ -138,7 +138,7 @@ def _string_annotation(text: str, namespace: dict[str, Any] | None = None) -> st
     except SyntaxError:
         return text
     try:
-        from modelpack.signatures import canonical_type
+        from modelpack.project.methods import canonical_type
     except ImportError:  # pragma: no cover - the static reader ships with modelpack
         return _node_string(node)
     aliases: dict[str, str] = {}

@@ -8,6 +8,7 @@ import typing
 from typing import Any
 
 from modelpack._version import __version__
+from modelpack.project.method_types import ModelSignature
 from modelpack.runtime.introspect import (
     _DATA_CLASS_NAMES,
     MethodPlan,
@@ -15,7 +16,6 @@ from modelpack.runtime.introspect import (
     _is_union,
     _special_class_name,
 )
-from modelpack.sigtypes import ModelSignature
 
 _MEDIA = {
     "type": "object",

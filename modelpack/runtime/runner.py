@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from modelpack.project.method_types import ModelSignature
 from modelpack.runtime.introspect import MethodPlan, find_model_class, plan_class
 from modelpack.runtime.model_class import ModelClass
-from modelpack.sigtypes import ModelSignature
 
 log = logging.getLogger("modelpack.runtime")
 _counter = itertools.count()
@@ -78,8 +78,8 @@ def fetch_runtime_checkpoint(model_dir: Path) -> Path | None:
         return None
     if not isinstance(section.get("repo_id"), str):
         return None
-    from modelpack.checkpoints import fetch_at_startup
-    from modelpack.model import CheckpointSpec
+    from modelpack.project.checkpoints import fetch_at_startup
+    from modelpack.project.model_dir import CheckpointSpec
 
     def patterns(value: Any) -> tuple[str, ...]:
         if isinstance(value, str):

@@ -5,7 +5,7 @@ Endpoints:
 - ``GET /health`` (also ``/healthz/liveness``): the process is alive.
 - ``GET /ready`` (also ``/healthz/readiness``, ``/healthz/startup``): 200 once the model is
   loaded, 503 ``{"status": "loading"}`` or ``{"status": "failed", "error": ...}`` before.
-- ``GET /v1/methods``: the model signature (`modelpack.sigtypes.ModelSignature.to_dict()`).
+- ``GET /v1/methods``: the model signature (`modelpack.project.method_types.ModelSignature.to_dict()`).
 - ``GET /openapi.json``: OpenAPI 3.1 generated from the signature.
 - ``POST /v1/methods/{name}``: a JSON object of arguments → ``{"result": ...}``; a JSON
   array of argument objects is a batch → ``{"results": [...]}`` (same order).

@@ -49,9 +49,9 @@ def _modelpack(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 def test_action_builds_pushes_signs_and_summarizes(
     tmp_path: Path, hello_dir_unlocked: Path, registry_repo: Any
 ) -> None:
-    from modelpack.keys import keygen, load_verification_key
-    from modelpack.registry import RegistryClient
-    from modelpack.verification import check_signature
+    from modelpack.oci.registry import RegistryClient
+    from modelpack.supply.keys import keygen, load_verification_key
+    from modelpack.supply.verification import check_signature
 
     # pull request: build only, nothing reaches the registry
     pr = ActionRun(

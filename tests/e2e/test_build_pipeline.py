@@ -91,9 +91,9 @@ def test_failing_requirement_is_named_and_nothing_is_pushed(
     import importlib
     import tempfile
 
-    from modelpack.builder import build
+    from modelpack.image.builder import build
 
-    lock_stage = importlib.import_module("modelpack.locking")
+    lock_stage = importlib.import_module("modelpack.pipeline.locking")
     lock_file = hello_dir_unlocked / "requirements.lock"
     lock_file.write_text("nosuchpkg-modelpack-test==9.9.9 \\\n    --hash=sha256:" + "0" * 64 + "\n")
     fake = lock_stage.LockResult(
@@ -163,7 +163,7 @@ def test_registry_password_is_read_from_stdin_and_never_printed(
 def _settings(**values: Any) -> Any:
     import importlib
 
-    render_stage = importlib.import_module("modelpack.rendering")
+    render_stage = importlib.import_module("modelpack.pipeline.rendering")
     return render_stage.BuildSettings(**values)
 
 
@@ -171,7 +171,7 @@ def _settings(**values: Any) -> Any:
 def test_final_image_holds_no_secrets(
     hello_dir_unlocked: Path, registry_repo: Any, docker_client: Any, tmp_path: Path, push: bool
 ) -> None:
-    from modelpack.builder import build
+    from modelpack.image.builder import build
 
     marker = "MODELPACK-CA-MARKER-5f1d9a"
     credential = "fakecred-7c2e0b"
@@ -248,12 +248,12 @@ def test_pushed_image_is_what_the_dockerfile_builds(
 ) -> None:
     """`build --push` composes the final stage itself; a plain `docker build` of the rendered
     Dockerfile must give a container the same files and settings."""
-    from modelpack.builder import build
-    from modelpack.config import load
-    from modelpack.locking import lock
-    from modelpack.rendering import render
-    from modelpack.resolver import resolve
-    from modelpack.signatures import signature
+    from modelpack.image.builder import build
+    from modelpack.pipeline.locking import lock
+    from modelpack.pipeline.rendering import render
+    from modelpack.pipeline.resolver import resolve
+    from modelpack.project.config import load
+    from modelpack.project.methods import signature
 
     settings = _settings(ca_bundle=SYSTEM_CA)
     pushed = build(hello_dir_unlocked, repository=registry_repo.ref, push=True, settings=settings)
@@ -286,7 +286,7 @@ def test_pushed_image_is_what_the_dockerfile_builds(
 
 
 def _registry_config_digest(registry_repo: Any, result: Any) -> str:
-    from modelpack.registry import RegistryClient
+    from modelpack.oci.registry import RegistryClient
 
     with RegistryClient(registry_repo.registry) as client:
         return str(client.get_manifest(registry_repo.name, result.digest).json["config"]["digest"])
@@ -297,7 +297,7 @@ def test_a_record_the_registry_contradicts_is_not_believed(
 ) -> None:
     first = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert first.returncode == 0, first.stderr
-    from modelpack.registry import RegistryClient
+    from modelpack.oci.registry import RegistryClient
 
     with RegistryClient(registry_repo.registry) as client:  # the registry lost the image
         client.delete_manifest(registry_repo.name, json.loads(first.stdout)["digest"])

@@ -26,7 +26,7 @@ PASSWORD = "p2-key-password-9f31c7"
 
 @pytest.fixture
 def keypair(tmp_path: Path) -> tuple[Path, Path]:
-    from modelpack.keys import keygen
+    from modelpack.supply.keys import keygen
 
     files = keygen(tmp_path / "keys" / "signing", PASSWORD.encode())
     return files.private_key, files.public_key
@@ -63,16 +63,16 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[s
 
 
 def _signature_layers(registry_repo: Any, digest: str) -> int:
-    from modelpack.registry import RegistryClient
-    from modelpack.signing import read_signatures
+    from modelpack.oci.registry import RegistryClient
+    from modelpack.supply.signing import read_signatures
 
     with RegistryClient(registry_repo.registry) as client:
         return len(read_signatures(client, registry_repo.name, digest) or [])
 
 
 def _manifests(registry_repo: Any, digest: str) -> list[str]:
-    from modelpack.manifest import find_manifests
-    from modelpack.registry import RegistryClient
+    from modelpack.oci.registry import RegistryClient
+    from modelpack.supply.record import find_manifests
 
     with RegistryClient(registry_repo.registry) as client:
         return [d.digest for d in find_manifests(client, registry_repo.name, digest)]
@@ -127,7 +127,7 @@ def test_build_push_sign_then_verify_and_cosign(
         assert digest in proc.stdout or chain["manifest_digest"] in proc.stdout
 
     # the wrong key fails both verifiers
-    from modelpack.keys import keygen
+    from modelpack.supply.keys import keygen
 
     other = keygen(tmp_path / "other", b"x")
     wrong = modelpack("verify", image, "--key", str(other.public_key))
@@ -229,10 +229,10 @@ def test_signed_manifest_records_baked_checkpoints(
 ) -> None:
     import hashlib
 
-    from modelpack.builder import build, env_ca_bundle
-    from modelpack.keys import generate_private_key
-    from modelpack.rendering import BuildSettings
-    from modelpack.verification import verify
+    from modelpack.image.builder import build, env_ca_bundle
+    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.supply.keys import generate_private_key
+    from modelpack.supply.verification import verify
 
     root = tmp_path / "ckpt"
     (root / "1").mkdir(parents=True)
@@ -271,7 +271,7 @@ def _needles(private: Path) -> list[bytes]:
     """The password, the key file's body and the raw private key (scalar and PKCS#8 DER)."""
     from cryptography.hazmat.primitives import serialization
 
-    from modelpack.keys import load_signing_key, pem_decode
+    from modelpack.supply.keys import load_signing_key, pem_decode
 
     key = load_signing_key(str(private), password=PASSWORD.encode())
     scalar = key.private_numbers().private_value.to_bytes(32, "big")
@@ -291,7 +291,7 @@ def _needles(private: Path) -> list[bytes]:
 
 def _blobs(registry_repo: Any) -> list[tuple[str, bytes]]:
     """Every manifest, config and (decompressed) layer reachable from the repository's tags."""
-    from modelpack.registry import RegistryClient
+    from modelpack.oci.registry import RegistryClient
 
     found: list[tuple[str, bytes]] = []
     seen: set[str] = set()

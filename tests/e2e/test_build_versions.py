@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from modelpack.builder import build_context
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
-from modelpack.registry import RegistryClient
+from modelpack.image.builder import build_context
+from modelpack.oci.registry import RegistryClient
 
 pytestmark = pytest.mark.e2e
 
@@ -213,7 +213,7 @@ def test_refused_authentication_is_one_line(tmp_path: Path, docker_client: Any) 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        from modelpack.builder import RegistryAuth
+        from modelpack.image.builder import RegistryAuth
 
         context, digest = make_context(tmp_path, "print('x')\n")
         repository = f"127.0.0.1:{server.server_address[1]}/modelpack-test/auth"
@@ -237,7 +237,7 @@ def test_refused_authentication_is_one_line(tmp_path: Path, docker_client: Any) 
 def test_inspect_reads_labels_locally_and_from_the_registry(
     tmp_path: Path, registry_repo: Any, docker_client: Any
 ) -> None:
-    from modelpack.versions import inspect, list_versions
+    from modelpack.image.versions import inspect, list_versions
 
     context, digest = make_context(tmp_path, "print('labels')\n", registry_repo.name)
     result = build_context(context, repository=registry_repo.ref, content_digest=digest, push=True)

@@ -29,9 +29,9 @@ import pytest
 
 pytest.importorskip("huggingface_hub")
 
-from modelpack import builder
+from modelpack.image import builder
+from modelpack.pipeline.rendering import BuildSettings
 from modelpack.progress import ProgressRecorder
-from modelpack.rendering import BuildSettings
 
 TOKEN = "hf_modes_secret_token_5b1e9d"
 WEIGHTS = bytes(range(256)) * 1024  # 256 KiB, deterministic
@@ -484,7 +484,7 @@ def test_validate_online_locates_the_finding(
     field: str,
     words: str,
 ) -> None:
-    from modelpack.config import validate
+    from modelpack.project.config import validate
 
     path = model_dir(tmp_path / "m", "upload", repo=repo)
     config = path / "config.yaml"

@@ -17,10 +17,11 @@ import pytest
 
 pytest.importorskip("huggingface_hub")
 
-from modelpack import checkpoints as ckpt
-from modelpack.concepts import infer_concepts
 from modelpack.errors import ConfigError, HubError
-from modelpack.model import (
+from modelpack.image.weights_layer import write_layer
+from modelpack.project import checkpoints as ckpt
+from modelpack.project.concepts import infer_concepts
+from modelpack.project.model_dir import (
     BuildInfo,
     CheckpointSpec,
     ComputeRequirements,
@@ -28,7 +29,6 @@ from modelpack.model import (
     ModelConfig,
     ModelInfo,
 )
-from modelpack.weights_layer import write_layer
 
 TOKEN = "hf_secret_e2e_token_7f3a"
 
@@ -265,7 +265,7 @@ def test_builder_stage_command(hub: object, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "unused-home"))  # type: ignore[attr-defined]
     proc = subprocess.run(
-        [sys.executable, "-m", "modelpack.checkpoints", "fetch", "--repo", "acme/gated-llm", "--dest", str(dest),
+        [sys.executable, "-m", "modelpack.project.checkpoints", "fetch", "--repo", "acme/gated-llm", "--dest", str(dest),
          "--token-file", str(secret), "--manifest", str(tmp_path / "ckpt.json")],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -279,7 +279,7 @@ def test_builder_stage_command(hub: object, tmp_path: Path) -> None:
     assert TOKEN not in proc.stdout + proc.stderr
 
     bad = subprocess.run(
-        [sys.executable, "-m", "modelpack.checkpoints", "fetch", "--repo", "acme/gated-llm", "--dest", str(dest)],
+        [sys.executable, "-m", "modelpack.project.checkpoints", "fetch", "--repo", "acme/gated-llm", "--dest", str(dest)],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert bad.returncode == 2
@@ -297,7 +297,7 @@ def test_runtime_fetch_logs_progress_into_cache_path(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("MODELPACK_CHECKPOINT_CACHE", str(tmp_path / "volume"))
-    caplog.set_level(logging.INFO, logger="modelpack.checkpoints")
+    caplog.set_level(logging.INFO, logger="modelpack.project.checkpoints")
     result = ckpt.fetch_at_startup(spec("acme/detr"))
     assert tmp_path / "volume" in result.local_dir.parents
     assert "checkpoint 2/2:" in caplog.text and "checkpoint ready in" in caplog.text

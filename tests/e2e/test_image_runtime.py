@@ -53,8 +53,8 @@ def images(
     copy_example: Callable[..., Path],
 ) -> Iterator[dict[str, tuple[str, Path]]]:
     """Both examples built locally (not pushed): name -> (image reference, model directory)."""
-    from modelpack.builder import build, env_ca_bundle
-    from modelpack.rendering import BuildSettings
+    from modelpack.image.builder import build, env_ca_bundle
+    from modelpack.pipeline.rendering import BuildSettings
 
     # like the CLI: the host's CA bundle and index reach the (discarded) builder stage
     ca_bundle = env_ca_bundle()
@@ -118,13 +118,13 @@ def openai_chat(docker_client: Any, images: dict[str, tuple[str, Path]]) -> Iter
 
 
 def _static_signature(model_dir: Path) -> dict[str, Any]:
-    from modelpack.signatures import signature
+    from modelpack.project.methods import signature
 
     return signature(model_dir).signature.to_dict()
 
 
 def test_hello_image_serves_every_method_kind(hello: Running) -> None:
-    from modelpack.client import Model, ModelCallError
+    from modelpack.runtime.client import Model, ModelCallError
 
     with Model(hello.url, timeout=60) as model:
         assert model.signature() == _static_signature(hello.model_dir)
@@ -146,7 +146,7 @@ def test_hello_image_serves_every_method_kind(hello: Running) -> None:
 def test_openai_chat_image_speaks_the_openai_api(openai_chat: Running) -> None:
     from openai import OpenAI
 
-    from modelpack.client import Model
+    from modelpack.runtime.client import Model
 
     with Model(openai_chat.url, timeout=60) as model:
         assert model.signature() == _static_signature(openai_chat.model_dir)

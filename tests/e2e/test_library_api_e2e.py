@@ -19,7 +19,7 @@ PASSWORD = "library-e2e"
 
 def _settings() -> Any:
     """What the CLI would use: the CA bundle the environment names (a TLS-inspecting proxy)."""
-    from modelpack.builder import env_ca_bundle
+    from modelpack.image.builder import env_ca_bundle
 
     bundle = env_ca_bundle()
     return modelpack.BuildSettings(ca_bundle=Path(bundle) if bundle else None)
@@ -29,8 +29,8 @@ def _attach_manifest(registry_repo: Any, image: str, hello_dir: Path) -> str:
     """A modelpack manifest for the pushed image, as `build --push` attaches one."""
     import hashlib
 
-    from modelpack.manifest import CodeRecord, FileRecord, build_manifest, push_manifest
-    from modelpack.registry import RegistryClient, sha256_digest
+    from modelpack.oci.registry import RegistryClient, sha256_digest
+    from modelpack.supply.record import CodeRecord, FileRecord, build_manifest, push_manifest
 
     model_py = (hello_dir / "1" / "model.py").read_bytes()
     with RegistryClient(registry_repo.registry) as client:
@@ -95,7 +95,7 @@ def test_build_push_sign_verify_through_the_library(
         modelpack.push(built.image, version="v7")
 
     # sign and verify, with the key from keygen and a legacy (stage, message) observer
-    from modelpack.keys import keygen
+    from modelpack.supply.keys import keygen
 
     monkeypatch.setenv("MODELPACK_KEY_PASSWORD", PASSWORD)
     keys = keygen(tmp_path / "signer", PASSWORD.encode())

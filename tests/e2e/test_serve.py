@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from modelpack.client import Model, ModelCallError
+from modelpack.runtime.client import Model, ModelCallError
 
 MODELS = Path(__file__).resolve().parent.parent / "unit" / "test_runtime_models"
 

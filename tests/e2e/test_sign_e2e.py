@@ -22,8 +22,10 @@ from click.testing import CliRunner
 
 from modelpack.cli import cli
 from modelpack.errors import RegistryError
-from modelpack.keys import keygen
-from modelpack.manifest import (
+from modelpack.oci.registry import OCI_MANIFEST, Descriptor, RegistryClient, canonical_json, sha256_digest
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.supply.keys import keygen
+from modelpack.supply.record import (
     CheckpointRecord,
     CodeRecord,
     FileRecord,
@@ -33,11 +35,9 @@ from modelpack.manifest import (
     push_artifact,
     push_manifest,
 )
-from modelpack.registry import OCI_MANIFEST, Descriptor, RegistryClient, canonical_json, sha256_digest
-from modelpack.resolve_types import ResolveResult
-from modelpack.sbom import push_sbom, sbom_bytes
-from modelpack.signing import sign, signature_tag
-from modelpack.verification import VerificationFailed, verify
+from modelpack.supply.sbom import push_sbom, sbom_bytes
+from modelpack.supply.signing import sign, signature_tag
+from modelpack.supply.verification import VerificationFailed, verify
 
 PASSWORD = "correct horse"
 LOCK = (
@@ -304,7 +304,7 @@ def test_signing_key_from_environment(client, registry, repo, keypair, monkeypat
 
 
 def _manifest_payload(client: RegistryClient, repo: str, digest: str) -> tuple[dict, bytes]:
-    from modelpack.manifest import MANIFEST_ARTIFACT_TYPE, fetch_artifact_payload
+    from modelpack.supply.record import MANIFEST_ARTIFACT_TYPE, fetch_artifact_payload
 
     return fetch_artifact_payload(client, repo, digest, MANIFEST_ARTIFACT_TYPE)
 

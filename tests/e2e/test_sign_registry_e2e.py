@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelpack import registry as registry_mod
 from modelpack.errors import RegistryError
-from modelpack.registry import OCI_MANIFEST, RegistryClient, canonical_json, fallback_tag, sha256_digest
+from modelpack.oci import registry as registry_mod
+from modelpack.oci.registry import OCI_MANIFEST, RegistryClient, canonical_json, fallback_tag, sha256_digest
 
 
 @pytest.fixture

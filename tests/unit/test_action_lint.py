@@ -129,7 +129,7 @@ def test_every_input_used_is_declared_and_every_input_is_used() -> None:
 
 
 def test_outputs_map_to_outputs_their_steps_write() -> None:
-    from modelpack.github import OUTPUT_KEYS
+    from modelpack.deploy.github import OUTPUT_KEYS
 
     action = _action()
     scripts = {step["id"]: step["run"] for step in action["runs"]["steps"] if "id" in step}
@@ -144,7 +144,7 @@ def test_outputs_map_to_outputs_their_steps_write() -> None:
         assert step_id in scripts, f"output {name}: no step with id {step_id}"
         script = scripts[step_id]
         writes = re.findall(r'echo "([\w-]+)=[^"]*" >> "\$GITHUB_OUTPUT"', script)
-        if "modelpack.github outputs" in script and "$GITHUB_OUTPUT" in script:
+        if "modelpack.deploy.github outputs" in script and "$GITHUB_OUTPUT" in script:
             writes += list(OUTPUT_KEYS)
         assert key in writes, f"output {name}: step {step_id} never writes {key}"
 

@@ -184,12 +184,12 @@ def test_substitution_covers_only_known_forms(tmp_path: Path) -> None:
 
 FAKE_PYTHON = """#!{python}
 # Stands in for the interpreter: `-m modelpack build/sign` are recorded and answered with canned
-# JSON; `-m modelpack.github` runs for real.
+# JSON; `-m modelpack.deploy.github` runs for real.
 import json, os, subprocess, sys
 
 args = sys.argv[1:]
 log = os.environ["FAKE_LOG"]
-if args[:2] == ["-m", "modelpack.github"]:
+if args[:2] == ["-m", "modelpack.deploy.github"]:
     sys.exit(subprocess.call([{python!r}, *args]))
 if args[:2] != ["-m", "modelpack"]:
     sys.exit("fake python: unexpected " + " ".join(args))

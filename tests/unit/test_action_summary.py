@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from modelpack import github
-from modelpack.github import (
+from modelpack.deploy import github
+from modelpack.deploy.github import (
     job_summary_markdown,
     maybe_write_job_summary,
     step_outputs,
@@ -127,7 +127,7 @@ def test_step_outputs() -> None:
 
 def test_docker_config_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from modelpack.errors import InvalidInputError
-    from modelpack.registry import docker_credentials
+    from modelpack.oci.registry import docker_credentials
 
     monkeypatch.delenv(github.USERNAME_ENV, raising=False)
     with pytest.raises(InvalidInputError):
@@ -141,7 +141,7 @@ def test_docker_config_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def _module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modelpack.github", *args],
+        [sys.executable, "-m", "modelpack.deploy.github", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -172,7 +172,7 @@ def test_command_line(tmp_path: Path) -> None:
 
 
 def test_summary_from_a_build_result_dict_alone() -> None:
-    from modelpack.github import job_summary_markdown
+    from modelpack.deploy.github import job_summary_markdown
 
     build = {
         "image": "127.0.0.1:5000/m:v2",

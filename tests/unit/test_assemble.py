@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from modelpack.assemble import (
+from modelpack.image.assemble import (
     DOCKER_GZIP_LAYER,
     docker_layer_type,
     final_config,
@@ -23,7 +23,7 @@ from modelpack.assemble import (
     write_code_layer,
     write_load_archive,
 )
-from modelpack.rendering import BuildSettings, FinalStage
+from modelpack.pipeline.rendering import BuildSettings, FinalStage
 
 STAGE = FinalStage(labels={"dev.modelpack.model-id": "hello", "shared": "ours"})
 RUNTIME_CONFIG = {

@@ -6,11 +6,11 @@ import io
 
 import pytest
 
-from modelpack import engine
-from modelpack.builder import BuildResult, LayerInfo, RegistryAuth
 from modelpack.cli.build_cmd import ProgressPrinter
 from modelpack.errors import InvalidInputError
-from modelpack.versions import content_tag, next_version, parse_repository, version_number
+from modelpack.image import engine
+from modelpack.image.builder import BuildResult, LayerInfo, RegistryAuth
+from modelpack.image.versions import content_tag, next_version, parse_repository, version_number
 
 
 def test_content_tag_takes_16_hex_digits() -> None:
@@ -124,7 +124,7 @@ class _StubRegistry:
         self.puts: list[str] = []
 
     def head_manifest(self, repository: str, reference: str) -> object | None:
-        from modelpack.registry import Descriptor
+        from modelpack.oci.registry import Descriptor
 
         digest = self.tags.get(reference)
         return Descriptor("application/vnd.oci.image.manifest.v1+json", digest, 2) if digest else None
@@ -133,7 +133,7 @@ class _StubRegistry:
         return list(self.tags)
 
     def get_manifest(self, repository: str, reference: str) -> object:
-        from modelpack.registry import Manifest
+        from modelpack.oci.registry import Manifest
 
         return Manifest(reference, "application/vnd.oci.image.manifest.v1+json", b"{}")
 
@@ -143,7 +143,7 @@ class _StubRegistry:
 
 
 def test_reused_content_never_takes_an_explicit_version_that_is_taken() -> None:
-    from modelpack.builder import _reuse_remote
+    from modelpack.image.builder import _reuse_remote
 
     repo = parse_repository("127.0.0.1:5000/acme/m")
     content, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from modelpack import build_records
-from modelpack.build_records import BuildOptions, find, forget, inputs, remember
+from modelpack.image import build_records
+from modelpack.image.build_records import BuildOptions, find, forget, inputs, remember
 
 OPTIONS = BuildOptions(
     repository="127.0.0.1:5000/acme/m",

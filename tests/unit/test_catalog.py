@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from modelpack.catalog import Catalog, cuda_variant, load_catalog, parse_cuda_version, with_registry
 from modelpack.errors import ResolveError
+from modelpack.pipeline.catalog import Catalog, cuda_variant, load_catalog, parse_cuda_version, with_registry
 from modelpack.resources import data_dir
 
 BASE_IMAGES = Path(str(data_dir("base-images")))

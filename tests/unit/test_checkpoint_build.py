@@ -14,8 +14,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from modelpack.locking import LockedPackage, LockResult, checkpoint_requirements
-from modelpack.model import (
+from modelpack.image.weights_layer import DOCKER_LAYER, append_layer, layer_key, write_layer
+from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, sha256_digest
+from modelpack.pipeline.locking import LockedPackage, LockResult, checkpoint_requirements
+from modelpack.pipeline.rendering import BuildSettings, render
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.model_dir import (
     BuildInfo,
     CheckpointSpec,
     ComputeRequirements,
@@ -24,10 +28,6 @@ from modelpack.model import (
     ModelDir,
     ModelInfo,
 )
-from modelpack.registry import DOCKER_MANIFEST, Descriptor, Manifest, sha256_digest
-from modelpack.rendering import BuildSettings, render
-from modelpack.resolve_types import ResolveResult
-from modelpack.weights_layer import DOCKER_LAYER, append_layer, layer_key, write_layer
 
 RESOLVED = ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "no torch")
 COMMIT = "c0ffee" * 6 + "beef"
@@ -118,7 +118,7 @@ def test_huggingface_hub_joins_the_lock_when_the_image_fetches(
 def test_runtime_hook_fetches_only_for_runtime_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelpack import checkpoints
+    from modelpack.project import checkpoints
     from modelpack.runtime import runner
 
     calls: list[tuple[CheckpointSpec, Path]] = []

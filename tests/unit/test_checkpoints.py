@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from modelpack.checkpoints import (
+from modelpack.digests import sha256_file, sha256_files
+from modelpack.image.weights_layer import write_layer
+from modelpack.project.checkpoints import (
     CheckpointFile,
     CheckpointResult,
     hub_cache_dir,
@@ -18,9 +20,7 @@ from modelpack.checkpoints import (
     resolve_token,
     select_files,
 )
-from modelpack.digests import sha256_file, sha256_files
-from modelpack.model import CheckpointSpec
-from modelpack.weights_layer import write_layer
+from modelpack.project.model_dir import CheckpointSpec
 
 REPO = [
     "README.md",

@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 
 from modelpack.cli import _COMMANDS, cli
 from modelpack.cli._common import CliProgress, handle_errors, json_option
-from modelpack.cli_docs import cli_reference
+from modelpack.cli.reference import cli_reference
 from modelpack.progress import ProgressEvent
 from modelpack.resources import data_dir
 
@@ -56,7 +56,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    from modelpack.keys import keygen
+    from modelpack.supply.keys import keygen
 
     monkeypatch.setenv("MODELPACK_KEY_PASSWORD", PASSWORD)
     files = keygen(tmp_path / "signer", PASSWORD.encode())
@@ -331,7 +331,7 @@ def test_cli_progress_is_silent_with_quiet() -> None:
 def test_cli_reference_is_current() -> None:
     committed = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert committed == cli_reference(), (
-        "docs/cli.md is stale: run `python -m modelpack.cli_docs > docs/cli.md`"
+        "docs/cli.md is stale: run `python -m modelpack.cli.reference > docs/cli.md`"
     )
 
 

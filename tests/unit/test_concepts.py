@@ -7,15 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from modelpack.concepts import (
+from modelpack.errors import ConfigError
+from modelpack.project.concepts import (
     CONCEPT_MODEL_TYPES,
     ConceptsResult,
     concepts_from_id2label,
     infer_concepts,
     normalize_concepts,
 )
-from modelpack.errors import ConfigError
-from modelpack.model import BuildInfo, CheckpointSpec, ComputeRequirements, Concept, ModelConfig, ModelInfo
+from modelpack.project.model_dir import (
+    BuildInfo,
+    CheckpointSpec,
+    ComputeRequirements,
+    Concept,
+    ModelConfig,
+    ModelInfo,
+)
 
 SPEC = CheckpointSpec(type="huggingface", repo_id="acme/vit", when="upload")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import modelpack
-from modelpack.config import load, parse_quantity, validate
 from modelpack.errors import ConfigError
+from modelpack.project.config import load, parse_quantity, validate
 
 MODEL_PY = "from modelpack.runtime import ModelClass\n\nclass M(ModelClass):\n    def load_model(self):\n        pass\n"
 
@@ -632,8 +632,8 @@ def test_stale_lock_is_reported_as_a_warning(tmp_path: Path) -> None:
 
 
 def test_bundled_example_locks_are_current() -> None:
-    from modelpack.locking import lock_status
-    from modelpack.resolver import resolve
+    from modelpack.pipeline.locking import lock_status
+    from modelpack.pipeline.resolver import resolve
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     for example in sorted(p for p in examples.iterdir() if (p / "config.yaml").is_file()):
@@ -651,8 +651,7 @@ def test_a_document_valid_once_skips_jsonschema_next_time(
 ) -> None:
     import jsonschema
 
-    from modelpack import config as config_mod
-
+    from modelpack.project import config as config_mod
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = make_dir(tmp_path, "model:\n  id: memo-test\n")
     load(root)

@@ -16,8 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from modelpack.cli import cli
-from modelpack.config import load
-from modelpack.deploy import (
+from modelpack.deploy.kubernetes import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
     deploy_manifest,
@@ -27,6 +26,7 @@ from modelpack.deploy import (
     to_yaml,
 )
 from modelpack.errors import InvalidInputError
+from modelpack.project.config import load
 
 IMAGE = "127.0.0.1:5000/acme/model:v3"
 
@@ -232,7 +232,7 @@ def test_runtime_checkpoint_and_secrets_are_references(tmp_path: Path) -> None:
     assert env["OPENAI_API_KEY"] == {"secretKeyRef": {"name": "openai-key", "key": "OPENAI_API_KEY"}}
     assert env["SEARCH_TOKEN"] == {"secretKeyRef": {"name": "search-token", "key": "SEARCH_TOKEN"}}
     assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN", "optional": True}}
-    from modelpack.checkpoints import RUNTIME_CACHE_ENV
+    from modelpack.project.checkpoints import RUNTIME_CACHE_ENV
 
     cache = env[RUNTIME_CACHE_ENV]  # the variable fetch_at_startup reads
     container = container_of(objects)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelpack.schema_docs import config_reference, readme_with_reference
+from modelpack.project.config_reference import config_reference, readme_with_reference
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [
@@ -16,7 +16,7 @@ DOCS = [
     REPO / "base-images" / "README.md",
     *sorted((REPO / "docs").glob("*.md")),
 ]
-REGENERATE = "run `python -m modelpack.schema_docs --update .`"
+REGENERATE = "run `python -m modelpack.project.config_reference --update .`"
 
 
 def test_config_reference_is_current() -> None:

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from modelpack.cli import cli
 from modelpack.cli.init_cmd import SCAFFOLD_TYPES
 from modelpack.errors import InvalidInputError, RenderError
+from modelpack.project.methods import signature
+from modelpack.project.scaffold import SCAFFOLDS, class_name_for, default_model_id, init_model_dir
 from modelpack.runtime import Image
-from modelpack.scaffold import SCAFFOLDS, class_name_for, default_model_id, init_model_dir
-from modelpack.signatures import signature
 
 EXPECTED_METHODS = {
     "generic": [
@@ -86,7 +86,7 @@ def test_scaffold_config(tmp_path: Path, model_type: str) -> None:
 
 @pytest.mark.parametrize("model_type", SCAFFOLD_TYPES)
 def test_scaffold_passes_validate(tmp_path: Path, model_type: str) -> None:
-    from modelpack.config import validate
+    from modelpack.project.config import validate
 
     report = validate(init_model_dir(tmp_path / "m", model_type).directory)
     assert report.valid, [d.format() for d in report.errors]
@@ -181,7 +181,7 @@ def test_refuses_a_file(tmp_path: Path) -> None:
 
 
 def test_render_error_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelpack.scaffold as scaffold
+    import modelpack.project.scaffold as scaffold
 
     def broken(model_type: str, model_id: str) -> dict[str, str]:
         raise RenderError("boom")
@@ -193,7 +193,7 @@ def test_render_error_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_write_error_removes_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelpack.scaffold as scaffold
+    import modelpack.project.scaffold as scaffold
 
     real = scaffold._write_atomic
     calls: list[Path] = []

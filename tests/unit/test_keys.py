@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from modelpack.cli import cli
 from modelpack.errors import InvalidInputError
-from modelpack.keys import (
+from modelpack.supply.keys import (
     LEGACY_PRIVATE_PEM_TYPES,
     PRIVATE_PEM_TYPE,
     KeyFileError,

@@ -150,7 +150,7 @@ def test_render_matches_cli(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_deploy_manifest_matches_cli(model_dir: Path) -> None:
-    from modelpack.deploy import to_list
+    from modelpack.deploy.kubernetes import to_list
 
     image = "127.0.0.1:5000/acme/hello:v1"
     objects = modelpack.deploy_manifest(modelpack.load(model_dir), image, replicas=2)
@@ -200,7 +200,7 @@ def test_progress_event_serializes() -> None:
 
 
 def test_local_reference_parsing() -> None:
-    from modelpack.builder import _local_reference
+    from modelpack.image.builder import _local_reference
 
     assert _local_reference("127.0.0.1:5000/acme/m:v3") == ("127.0.0.1:5000/acme/m", "v3")
     assert _local_reference("127.0.0.1:5000/acme/m") == ("127.0.0.1:5000/acme/m", None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelpack.errors import LockError
-from modelpack.locking import (
+from modelpack.pipeline.locking import (
     LockedPackage,
     compute_input_digest,
     lock,
@@ -18,10 +18,17 @@ from modelpack.locking import (
     redact,
     runtime_requirements,
 )
-from modelpack.model import BuildInfo, ComputeRequirements, ModelConfig, ModelDir, ModelInfo, RequirementLine
-from modelpack.resolve_types import ResolveResult
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.model_dir import (
+    BuildInfo,
+    ComputeRequirements,
+    ModelConfig,
+    ModelDir,
+    ModelInfo,
+    RequirementLine,
+)
 
-lock_mod = importlib.import_module("modelpack.locking")
+lock_mod = importlib.import_module("modelpack.pipeline.locking")
 
 CPU = ResolveResult("3.12", None, None, "cpu", "modelpack-base/python:3.12", "no torch")
 TORCH = ResolveResult("3.11", "2.4.0+cu121", "12.1", "gpu", "modelpack-base/torch:2.4.0-cu121", "torch pin")

@@ -9,7 +9,11 @@ import pytest
 
 from modelpack._version import __version__
 from modelpack.errors import InvalidInputError
-from modelpack.manifest import (
+from modelpack.oci.registry import Descriptor, sha256_digest
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
+from modelpack.project.model_dir import Concept
+from modelpack.supply.record import (
     CheckpointRecord,
     CodeRecord,
     FileRecord,
@@ -22,11 +26,7 @@ from modelpack.manifest import (
     manifest_schema,
     schema_errors,
 )
-from modelpack.model import Concept
-from modelpack.registry import Descriptor, sha256_digest
-from modelpack.resolve_types import ResolveResult
-from modelpack.sbom import build_sbom, parse_lock, sbom_bytes
-from modelpack.sigtypes import InputSpec, MethodSignature, ModelSignature
+from modelpack.supply.sbom import build_sbom, parse_lock, sbom_bytes
 
 DIGEST = "sha256:" + "1" * 64
 RESOLVE = ResolveResult("3.11", "2.3.1", None, "cpu", "reg/base:py3.11-torch2.3.1", "torch pinned")

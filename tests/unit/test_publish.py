@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from modelpack.errors import RegistryError
-from modelpack.keys import generate_private_key
-from modelpack.manifest import fetch_manifest, find_manifests
-from modelpack.model import (
+from modelpack.oci.registry import OCI_MANIFEST, RegistryClient, canonical_json
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
+from modelpack.project.model_dir import (
     BuildInfo,
     CheckpointSpec,
     ComputeRequirements,
@@ -27,12 +28,11 @@ from modelpack.model import (
     ModelDir,
     ModelInfo,
 )
-from modelpack.publish import code_record, publish_supply_chain
-from modelpack.registry import OCI_MANIFEST, RegistryClient, canonical_json
-from modelpack.resolve_types import ResolveResult
-from modelpack.signing import read_signatures
-from modelpack.sigtypes import InputSpec, MethodSignature, ModelSignature
-from modelpack.verification import VerificationFailed, verify
+from modelpack.supply.attach import code_record, publish_supply_chain
+from modelpack.supply.keys import generate_private_key
+from modelpack.supply.record import fetch_manifest, find_manifests
+from modelpack.supply.signing import read_signatures
+from modelpack.supply.verification import VerificationFailed, verify
 
 REPO = "acme/hello"
 RESOLVED = ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "no torch")

@@ -19,10 +19,9 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from modelpack import registry as registry_mod
 from modelpack.errors import InvalidInputError, RegistryError
-from modelpack.keys import generate_private_key
-from modelpack.registry import (
+from modelpack.oci import registry as registry_mod
+from modelpack.oci.registry import (
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
@@ -34,6 +33,7 @@ from modelpack.registry import (
     parse_challenge,
     sha256_digest,
 )
+from modelpack.supply.keys import generate_private_key
 
 USER, SECRET, TOKEN = "alice", "s3cret-pass", "tok-123456"
 
@@ -419,10 +419,10 @@ def test_parse_challenge() -> None:
 
 
 def test_sign_and_verify_over_fake_registry_with_referrers_api() -> None:
-    from modelpack.manifest import build_manifest, push_manifest
-    from modelpack.resolve_types import ResolveResult
-    from modelpack.signing import sign, signature_tag
-    from modelpack.verification import VerificationFailed, verify
+    from modelpack.pipeline.resolve_types import ResolveResult
+    from modelpack.supply.record import build_manifest, push_manifest
+    from modelpack.supply.signing import sign, signature_tag
+    from modelpack.supply.verification import VerificationFailed, verify
 
     fake = FakeRegistry(referrers_api=True)
     client = make_client(fake)
@@ -495,7 +495,7 @@ def _push_layers(client: RegistryClient, layers: list[bytes]) -> Descriptor:
 
 
 def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
-    from modelpack.verification import layer_file_hashes
+    from modelpack.supply.verification import layer_file_hashes
 
     fake = FakeRegistry()
     client = make_client(fake)
@@ -541,7 +541,7 @@ def test_layer_walk_applies_overrides_whiteouts_and_hardlinks() -> None:
 
 
 def test_simple_signing_payload_matches_cosign_bytes() -> None:
-    from modelpack.signing import payload_digest, signature_tag, simple_signing_payload
+    from modelpack.supply.signing import payload_digest, signature_tag, simple_signing_payload
 
     digest = "sha256:" + "e" * 64
     payload = simple_signing_payload("127.0.0.1:5000/acme/m", digest)
@@ -597,7 +597,7 @@ def test_credentials_are_not_sent_to_other_hosts() -> None:
 def test_layer_walk_fails_closed_on_a_hardlink_to_an_unhashed_file() -> None:
     """An upper layer replacing a recorded file by a hard link to an unrecorded one must not pass
     with the lower layer's (good) hash."""
-    from modelpack.verification import VerificationFailed, layer_file_hashes
+    from modelpack.supply.verification import VerificationFailed, layer_file_hashes
 
     fake = FakeRegistry()
     client = make_client(fake)
@@ -637,7 +637,7 @@ def test_credentials_never_go_to_a_plain_http_token_service() -> None:
 
 
 def test_same_origin_ignores_default_ports_and_case() -> None:
-    from modelpack.registry import _origin
+    from modelpack.oci.registry import _origin
 
     assert _origin("https://Reg.Example:443/v2/x") == _origin("https://reg.example")
     assert _origin("http://127.0.0.1:5000/v2/") == _origin("http://127.0.0.1:5000")
@@ -647,7 +647,7 @@ def test_same_origin_ignores_default_ports_and_case() -> None:
 
 def test_layer_walk_resolves_dot_dot_like_the_engine() -> None:
     """`app/x/../model.py` in an upper layer replaces /app/model.py when the engine unpacks it."""
-    from modelpack.verification import layer_file_hashes
+    from modelpack.supply.verification import layer_file_hashes
 
     fake = FakeRegistry()
     client = make_client(fake)
@@ -663,7 +663,7 @@ def test_layer_walk_resolves_dot_dot_like_the_engine() -> None:
 def test_layer_walk_drops_files_under_a_directory_replaced_by_a_symlink() -> None:
     import tarfile as _tarfile
 
-    from modelpack.verification import layer_file_hashes
+    from modelpack.supply.verification import layer_file_hashes
 
     fake = FakeRegistry()
     client = make_client(fake)

@@ -14,13 +14,20 @@ import pytest
 from click.testing import CliRunner
 
 from modelpack.errors import RenderError
-from modelpack.locking import LockedPackage, LockResult
-from modelpack.model import BuildInfo, ComputeRequirements, ModelConfig, ModelDir, ModelInfo, RequirementLine
-from modelpack.rendering import BuildSettings, RenderResult, dockerfile_quote, render
-from modelpack.resolve_types import ResolveResult
-from modelpack.sigtypes import InputSpec, MethodSignature, ModelSignature
+from modelpack.pipeline.locking import LockedPackage, LockResult
+from modelpack.pipeline.rendering import BuildSettings, RenderResult, dockerfile_quote, render
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
+from modelpack.project.model_dir import (
+    BuildInfo,
+    ComputeRequirements,
+    ModelConfig,
+    ModelDir,
+    ModelInfo,
+    RequirementLine,
+)
 
-render_mod = importlib.import_module("modelpack.rendering")
+render_mod = importlib.import_module("modelpack.pipeline.rendering")
 
 RESOLVED = ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "no torch: CPU Python base")
 SIGNATURE = ModelSignature(
@@ -136,7 +143,7 @@ def test_layer_order_and_runtime_settings(model: ModelDir, tmp_path: Path) -> No
         "app/requirements.txt",
         "config/config.yaml",
         "runtime/modelpack/__init__.py",
-        "runtime/modelpack/rendering.py",
+        "runtime/modelpack/pipeline/rendering.py",
     }
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in result.files)
     assert not any(
@@ -500,7 +507,7 @@ def test_light_commands_do_not_import_heavy_deps(command: str, tmp_path: Path) -
 def test_hf_token_never_reaches_the_context(model: ModelDir, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from modelpack.model import CheckpointSpec
+    from modelpack.project.model_dir import CheckpointSpec
 
     token = "hf_" + "Zq9" * 10
     (model.root / "config.yaml").write_text(
@@ -554,7 +561,7 @@ def test_hf_token_is_blanked_however_it_is_written(model: ModelDir, tmp_path: Pa
 
     import yaml
 
-    from modelpack.model import CheckpointSpec
+    from modelpack.project.model_dir import CheckpointSpec
 
     config = (
         f"model:\n  id: hello\ncheckpoints:\n  type: huggingface\n  hf_token: {written}\n  repo_id: a/b\n"
@@ -606,7 +613,7 @@ def test_unreadable_model_file_is_one_line_and_cleans_up(model: ModelDir, tmp_pa
 
 
 def test_final_stage_data_is_what_the_dockerfile_says(model: ModelDir, tmp_path: Path) -> None:
-    # `build --push` composes the final stage from RenderResult.final_stage (modelpack.assemble):
+    # `build --push` composes the final stage from RenderResult.final_stage (modelpack.image.assemble):
     # it must be the same stage the Dockerfile spells
     result = do_render(model, tmp_path / "out")
     stage = result.final_stage

@@ -1,4 +1,4 @@
-"""Rules and errors of `modelpack.resolver`, against a small fixture catalog and the shipped one."""
+"""Rules and errors of `modelpack.pipeline.resolver`, against a small fixture catalog and the shipped one."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from modelpack.catalog import Catalog, load_catalog
 from modelpack.errors import ResolveError
-from modelpack.model import BuildInfo, ComputeRequirements, ModelConfig, ModelDir, ModelInfo, RequirementLine
-from modelpack.resolver import resolve
+from modelpack.pipeline.catalog import Catalog, load_catalog
+from modelpack.pipeline.resolver import resolve
+from modelpack.project.model_dir import (
+    BuildInfo,
+    ComputeRequirements,
+    ModelConfig,
+    ModelDir,
+    ModelInfo,
+    RequirementLine,
+)
 
 FIXTURE: dict[str, Any] = {
     "schema_version": 1,

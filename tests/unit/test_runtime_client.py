@@ -1,4 +1,4 @@
-"""`modelpack.client.Model` failure paths: every failure is a `ModelCallError`, never a raw
+"""`modelpack.runtime.client.Model` failure paths: every failure is a `ModelCallError`, never a raw
 transport exception, and a stream cut short is never mistaken for a complete one."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from modelpack.client import Model, ModelCallError
+from modelpack.runtime.client import Model, ModelCallError
 
 SIGNATURE = {
     "methods": [

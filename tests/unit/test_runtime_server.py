@@ -347,7 +347,7 @@ def test_env_is_untouched_by_tests() -> None:
 
 def test_openai_scaffold_chat_through_its_transports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The `init --type openai` scaffold defines Clarifai-style openai_transport methods."""
-    from modelpack.scaffold import init_model_dir
+    from modelpack.project.scaffold import init_model_dir
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     init_model_dir(tmp_path / "chat", "openai", model_id="chat")

@@ -1,7 +1,7 @@
 """The signature the running server reports must equal the one read statically.
 
 For every shipped example, every `modelpack init` scaffold and every runtime test
-model, `modelpack.signatures` (ast, no import) and the runtime (live class) must
+model, `modelpack.project.methods` (ast, no import) and the runtime (live class) must
 produce the same `ModelSignature.to_dict()`; the served ``GET /v1/methods`` too.
 """
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from modelpack.project.methods import signature
+from modelpack.project.scaffold import SCAFFOLDS, init_model_dir
 from modelpack.resources import data_dir
 from modelpack.runtime.introspect import plan_class
 from modelpack.runtime.runner import load_model_class
-from modelpack.scaffold import SCAFFOLDS, init_model_dir
-from modelpack.signatures import signature
 
 MODELS = Path(__file__).parent / "test_runtime_models"
 

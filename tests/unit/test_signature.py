@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from modelpack.cli import cli
 from modelpack.errors import SignatureError
-from modelpack.signatures import BASE_CLASSES, canonical_type, import_aliases, signature
-from modelpack.sigtypes import MethodSignature
+from modelpack.project.method_types import MethodSignature
+from modelpack.project.methods import BASE_CLASSES, canonical_type, import_aliases, signature
 
 DATA = Path(__file__).resolve().parent / "data" / "signature"
 

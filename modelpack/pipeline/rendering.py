@@ -34,11 +34,11 @@ from typing import Any
 from modelpack._version import __version__
 from modelpack.digests import sha256_file
 from modelpack.errors import Diagnostic, RenderError
-from modelpack.ignore import IGNORE_FILE, is_virtualenv, load_rules
-from modelpack.locking import LOCK_FILE, LockResult, read_lock
-from modelpack.model import Concept, ModelDir
-from modelpack.resolve_types import ResolveResult
-from modelpack.sigtypes import ModelSignature
+from modelpack.pipeline.locking import LOCK_FILE, LockResult, read_lock
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.ignore import IGNORE_FILE, is_virtualenv, load_rules
+from modelpack.project.method_types import ModelSignature
+from modelpack.project.model_dir import Concept, ModelDir
 
 # In-image layout, shared with the runtime and the checkpoint stage.
 APP_DIR = "/app"
@@ -106,7 +106,7 @@ class FinalStage:
     """The Dockerfile's last stage as data: the code layer and the image settings.
 
     The template writes this stage from it, and `modelpack build --push` composes the same
-    layer and config itself (modelpack.assemble) on top of the `runtime_stage` image.
+    layer and config itself (modelpack.image.assemble) on top of the `runtime_stage` image.
     """
 
     labels: dict[str, str]

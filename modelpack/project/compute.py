@@ -27,7 +27,7 @@ class InstanceType:
 
 @lru_cache(maxsize=1)
 def _table() -> dict[str, Any]:
-    text = resources.files("modelpack").joinpath("compute_instances.json").read_text(encoding="utf-8")
+    text = resources.files("modelpack.project").joinpath("compute_instances.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

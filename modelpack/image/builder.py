@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
-from modelpack.model import Concept
+from modelpack.oci.registry import ImageRef, RegistryClient
 from modelpack.progress import ProgressLike, reporter
-from modelpack.registry import ImageRef, RegistryClient
+from modelpack.project.model_dir import Concept
 
 if TYPE_CHECKING:
-    from modelpack.assemble import AssemblyPlan
-    from modelpack.checkpoints import CheckpointResult
-    from modelpack.publish import PublishResult
-from modelpack.versions import (
+    from modelpack.image.assemble import AssemblyPlan
+    from modelpack.project.checkpoints import CheckpointResult
+    from modelpack.supply.attach import PublishResult
+from modelpack.image.versions import (
     content_tag,
     image_config,
     next_version,
@@ -147,8 +147,7 @@ def build(
         if recorded is not None:
             return recorded
 
-    from modelpack import config as config_stage
-
+    from modelpack.project import config as config_stage
     model_dir = config_stage.load(model_dir_path)
     report("validate", f"{model_dir.root}: valid")
     docker_client = _check_services(repo, push, auth)
@@ -169,8 +168,7 @@ def build(
     finally:
         docker_client.close()
     if inputs is not None and model_dir.config.checkpoints is None:
-        from modelpack import build_records
-
+        from modelpack.image import build_records
         lock_path = Path(lock_result.path).absolute()
         root = Path(model_dir.root).absolute()
         if not lock_result.up_to_date_before and root in lock_path.parents:  # this build wrote the lock
@@ -193,10 +191,9 @@ def _build_checked(
     signing_key: Any,
 ) -> tuple[BuildResult, Any]:
     """The pipeline after validation and the service checks: (result, the lock it used)."""
-    from modelpack import rendering as render_stage
-    from modelpack import resolver as resolve_stage
-    from modelpack import signatures as signature_stage
-
+    from modelpack.pipeline import rendering as render_stage
+    from modelpack.pipeline import resolver as resolve_stage
+    from modelpack.project import methods as signature_stage
     preflight = _checkpoint_preflight(model_dir, report)  # fails fast, before locking
     sig = signature_stage.signature(model_dir.root)
     report("signature", f"{sig.signature.class_name}: {len(sig.signature.methods)} method(s)")
@@ -269,8 +266,7 @@ def _build_inputs(
     base_registry: str | None,
 ) -> Any:
     """What the build reads, as digests (build_records.Inputs), or None when that is not cheap."""
-    from modelpack import build_records
-
+    from modelpack.image import build_records
     options = build_records.BuildOptions(
         repository=repo.name,
         version=version,
@@ -291,8 +287,7 @@ def _reuse_recorded(
     Content tag, version tag and attached manifest are checked by HEAD; a record the
     registry contradicts is dropped and the full pipeline runs.
     """
-    from modelpack import build_records
-
+    from modelpack.image import build_records
     recorded = build_records.find(fingerprint)
     if recorded is None:
         return None
@@ -327,7 +322,7 @@ def _reuse_recorded(
 
 def _result_from_record(data: dict[str, Any]) -> BuildResult:
     """A recorded BuildResult.to_dict(), as the result of a build that reused it."""
-    from modelpack.publish import PublishResult
+    from modelpack.supply.attach import PublishResult
 
     chain = data["supply_chain"]
     supply_chain = None
@@ -357,8 +352,8 @@ def _checkpoint_preflight(model_dir: Any, report: Progress) -> Any:
     spec = model_dir.config.checkpoints
     if spec is None:
         return None
-    from modelpack import checkpoints as ckpt
     from modelpack.errors import HubError
+    from modelpack.project import checkpoints as ckpt
 
     try:
         info = ckpt.check_checkpoint(spec, ckpt.resolve_token(spec))
@@ -380,8 +375,7 @@ def _prepare_checkpoint(model_dir: Any, info: Any, work: Path, report: Progress)
     """`when: upload`: fetch on the host (HF cache); other modes: the build args they need."""
     if info is None:
         return None
-    from modelpack import checkpoints as ckpt
-
+    from modelpack.project import checkpoints as ckpt
     spec = model_dir.config.checkpoints
     result = ckpt.prepare_build(spec, work, progress=report, info=info)
     if spec.when == "upload":
@@ -396,7 +390,7 @@ def _final_concepts(model_dir: Any, checkpoint: Any) -> tuple[Concept, ...]:
         return tuple(config.concepts)
     if config.checkpoints is None:
         return ()
-    from modelpack.concepts import infer_concepts
+    from modelpack.project.concepts import infer_concepts
 
     staging = checkpoint.staging if checkpoint is not None else None
     return infer_concepts(config, checkpoint_dir=staging, online=True).concepts
@@ -445,9 +439,8 @@ def _with_checkpoints(
 
 def _build_record(result: BuildResult, spec: Any, repo: ImageRef, auth: Any) -> Any:
     """`when: build`: the files were fetched inside the build; read their record from the image."""
-    from modelpack import checkpoints as ckpt
-    from modelpack import engine
-
+    from modelpack.image import engine
+    from modelpack.project import checkpoints as ckpt
     docker_client = engine.connect(timeout=30)
     try:
         if engine.inspect_image(docker_client, result.image) is not None:
@@ -473,7 +466,7 @@ def _publish(
     """Attach SBOM + manifest to the pushed digest (reused when already there); sign with the key."""
     from dataclasses import replace
 
-    from modelpack.publish import base_image_digest, publish_supply_chain
+    from modelpack.supply.attach import base_image_digest, publish_supply_chain
 
     base_digest = base_image_digest(docker_client, resolved.base_image)
     registry = _registry_for(repo, auth)
@@ -507,8 +500,7 @@ def _check_services(repo: ImageRef, push: bool, auth: RegistryAuth | None) -> An
 
     Returns the engine client the build then uses (requests may wait as long as a build step).
     """
-    from modelpack import engine
-
+    from modelpack.image import engine
     docker_client = engine.connect(timeout=30, request_timeout=600)
     if push:
         registry = _registry_for(repo, auth)
@@ -543,8 +535,7 @@ def _ping(registry: RegistryClient) -> None:
 
 def _maybe_lock(model_dir: Any, resolved: Any, settings: Any, report: Progress) -> Any:
     """Lock requirements; the lock stage reuses an up-to-date lock without network access."""
-    from modelpack import locking as lock_stage
-
+    from modelpack.pipeline import locking as lock_stage
     result = lock_stage.lock(model_dir, resolved=resolved, settings=settings)
     report(
         "lock", "lock up to date" if result.up_to_date_before else f"locked {len(result.packages)} packages"
@@ -595,10 +586,9 @@ def build_context(
     `weights` (push only): a weights layer modelpack adds in the registry on top of the
     engine-built image (`checkpoints.when: upload`); `content_digest` must cover it.
     `assembly` (push only): the engine builds the Dockerfile up to the runtime stage and
-    modelpack composes the final stage in the registry (modelpack.assemble).
+    modelpack composes the final stage in the registry (modelpack.image.assemble).
     """
-    from modelpack import engine
-
+    from modelpack.image import engine
     report = reporter(progress)
     repo = repository if isinstance(repository, ImageRef) else parse_repository(repository)
     if version is not None:
@@ -713,8 +703,7 @@ def _reuse_local(
     docker_client: Any, name: str, ctag: str, requested: str | None, report: Progress
 ) -> BuildResult | None:
     """A local build of content the engine already has: report its local version, build nothing."""
-    from modelpack import engine
-
+    from modelpack.image import engine
     image = engine.inspect_image(docker_client, f"{name}:{ctag}")
     if image is None:
         return None
@@ -813,7 +802,7 @@ def _known_blobs(
     versions = sorted((t for t in tags if version_number(t)), key=lambda t: -(version_number(t) or 0))
     for tag in versions[:1]:
         try:
-            from modelpack.versions import image_manifest
+            from modelpack.image.versions import image_manifest
 
             manifest = image_manifest(registry, repo.repository, tag)
             config = image_config(registry, repo.repository, manifest)
@@ -840,8 +829,7 @@ def _push(
     report: Progress,
 ) -> BuildResult:
     """Push the content tag (all blobs + manifest), then add the version tag by manifest PUT."""
-    from modelpack import engine
-
+    from modelpack.image import engine
     name = repo.name
     sent = _engine_push(docker_client, registry, repo, ctag, ctag, auth, report)
     digest = registry.head_manifest(repo.repository, ctag)
@@ -885,7 +873,7 @@ def _push(
 
 
 def _assembly_plan(rendered: Any, checkpoint: Any, base_image: str) -> AssemblyPlan | None:
-    from modelpack.assemble import plan_assembly
+    from modelpack.image.assemble import plan_assembly
 
     build_args = {**rendered.build_args, **(checkpoint.build_args if checkpoint else {})}
     return plan_assembly(rendered, build_args, base_image)
@@ -900,7 +888,7 @@ def _runtime_record(plan: AssemblyPlan) -> Path:
 def _cached_runtime(docker_client: Any, name: str, plan: AssemblyPlan) -> str | None:
     """The runtime-stage image built before from the same inputs, if the engine still has it
     and the base image is still the same image: the engine's cache would return it too."""
-    from modelpack import engine
+    from modelpack.image import engine
     from modelpack.resources import read_cache
 
     record = read_cache(_runtime_record(plan))
@@ -919,7 +907,7 @@ def _cached_runtime(docker_client: Any, name: str, plan: AssemblyPlan) -> str | 
 
 
 def _remember_runtime(docker_client: Any, plan: AssemblyPlan, image_id: str) -> None:
-    from modelpack import engine
+    from modelpack.image import engine
     from modelpack.resources import write_cache
 
     base = engine.inspect_image(docker_client, plan.base_image) or {}
@@ -957,10 +945,10 @@ def _push_assembled(
     Runtime layers the registry has (found through the newest version's manifest, checked by
     HEAD) are not pushed again and the engine is not asked to; otherwise the engine pushes the
     runtime image under a scratch tag, deleted afterwards. The code layer, config and manifest
-    are modelpack's (modelpack.assemble). The engine gets the final image by `docker load`.
+    are modelpack's (modelpack.image.assemble). The engine gets the final image by `docker load`.
     """
-    from modelpack import assemble
-    from modelpack.registry import DOCKER_MANIFEST, sha256_digest
+    from modelpack.image import assemble
+    from modelpack.oci.registry import DOCKER_MANIFEST, sha256_digest
 
     name = repo.name
     notes: list[str] = []
@@ -1047,8 +1035,7 @@ def _runtime_in_registry(
     report: Progress,
 ) -> _RuntimeImage:
     """Make sure the registry has the runtime image's layers and config; push through the engine if not."""
-    from modelpack import engine
-
+    from modelpack.image import engine
     image = engine.inspect_image(docker_client, runtime_id) or {}
     diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
     known = _known_blobs(registry, repo, target.remote_tags)
@@ -1103,8 +1090,7 @@ class _LocalLoad:
     ) -> None:
         import threading
 
-        from modelpack import assemble
-
+        from modelpack.image import assemble
         self._client, self._repo, self._ctag = docker_client, repo, ctag
         self._archive = assemble.write_load_archive(
             work / "image.tar", config, diff_ids, code, [f"{repo.name}:{ctag}"]
@@ -1114,8 +1100,7 @@ class _LocalLoad:
         self._thread.start()
 
     def _load(self) -> None:
-        from modelpack import engine
-
+        from modelpack.image import engine
         try:
             engine.load_image(self._client, self._archive)
         except EngineError as error:
@@ -1123,15 +1108,13 @@ class _LocalLoad:
 
     def undo(self) -> None:
         """The push failed: no local tag of it may stay behind."""
-        from modelpack import engine
-
+        from modelpack.image import engine
         self._thread.join()
         engine.untag(self._client, f"{self._repo.name}:{self._ctag}")
 
     def finish(self, version: str, auth: RegistryAuth | None, notes: list[str], report: Progress) -> None:
         """Wait for the load (pull if it failed), then tag the local image with its version."""
-        from modelpack import engine
-
+        from modelpack.image import engine
         self._thread.join()
         name = self._repo.name
         try:
@@ -1172,8 +1155,8 @@ def _engine_push(
     The engine says "exists"/"mounted" only for what it checked itself; layers of the newest
     version found by HEAD before the push count as present too, so `bytes_pushed` is exact.
     """
-    from modelpack import engine
-    from modelpack.versions import image_config_blob, image_manifest
+    from modelpack.image import engine
+    from modelpack.image.versions import image_config_blob, image_manifest
 
     name = repo.name
     tags_before = registry.list_tags(repo.repository)
@@ -1263,8 +1246,7 @@ def push(
     does not have it, else the next free version. An image modelpack did not build
     gets its content tag from its image id. `repository` defaults to the image's own.
     """
-    from modelpack import engine
-
+    from modelpack.image import engine
     report = reporter(progress)
     if version is not None:
         _check_version(version)
@@ -1355,9 +1337,8 @@ def _push_with_weights(
     weights layer is deterministic, so a code-only change finds it in the registry and sends nothing.
     Local tags of the weightless engine image are removed afterwards: they would lie.
     """
-    from modelpack import engine
-    from modelpack import weights_layer as wl
-
+    from modelpack.image import engine
+    from modelpack.image import weights_layer as wl
     name = repo.name
     base_tag = f"{ctag}-base"
     engine.tag_image(docker_client, f"{name}:{ctag}", name, base_tag)
@@ -1468,8 +1449,7 @@ def env_ca_bundle() -> str | None:
 
 def check_engine() -> None:
     """Raise EngineError when no engine answers (used by the CLI before long work)."""
-    from modelpack import engine
-
+    from modelpack.image import engine
     engine.connect(timeout=30).close()
 
 

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelpack.errors import InvalidInputError
-from modelpack.model import ComputeRequirements, ModelDir
+from modelpack.project.model_dir import ComputeRequirements, ModelDir
 
 DEFAULT_PORT = 8080
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -67,7 +67,7 @@ def gpu_products(patterns: tuple[str, ...] | list[str]) -> list[str]:
     a plain name is kept as written. Wildcards that match no known GPU are dropped,
     since a label value cannot hold `*`.
     """
-    from modelpack.compute import gpu_names, lookup_gpu
+    from modelpack.project.compute import gpu_names, lookup_gpu
 
     known = sorted({found[0] for name in gpu_names() if (found := lookup_gpu(name))})
     values: list[str] = []
@@ -81,14 +81,14 @@ def gpu_products(patterns: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def _quantity(value: str | None) -> float | None:
-    from modelpack.config import parse_quantity
+    from modelpack.project.config import parse_quantity
 
     return parse_quantity(value) if value is not None else None
 
 
 def container_resources(compute: ComputeRequirements) -> dict[str, Any]:
     """requests/limits; a request never exceeds its limit (the API server would refuse it)."""
-    from modelpack.compute import lookup_instance
+    from modelpack.project.compute import lookup_instance
 
     instance = lookup_instance(compute.instance) if compute.instance else None
     cpu_limit = compute.cpu_limit or (instance.cpus if instance else None)
@@ -296,9 +296,9 @@ def model_dir_from_image(image: str, workdir: Path) -> tuple[ModelDir, dict[str,
     Checks the `dev.modelpack.*` labels first, then pulls the top layers (config
     and model code, small) and loads them like a model directory under `workdir`.
     """
-    from modelpack import config as config_stage
-    from modelpack.registry import ImageRef, RegistryClient
-    from modelpack.versions import image_config, image_manifest, inspect
+    from modelpack.image.versions import image_config, image_manifest, inspect
+    from modelpack.oci.registry import ImageRef, RegistryClient
+    from modelpack.project import config as config_stage
 
     info = inspect(image, prefer="registry")
     if "dev.modelpack.model-id" not in info.labels:

@@ -3,7 +3,7 @@
 A version tag is only ever created for new content and never moved; the content
 tag (derived from the rendered context's digest) is how a rebuild of unchanged
 inputs finds the version it already has. Registry traffic goes through
-`modelpack.registry`.
+`modelpack.oci.registry`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from modelpack.errors import InvalidInputError, RegistryError
-from modelpack.registry import (
+from modelpack.oci.registry import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     ImageRef,
@@ -186,8 +186,7 @@ def inspect(image: str, *, prefer: str = "engine") -> InspectResult:
 def _inspect_local(image: str) -> InspectResult | None:
     """None when there is no engine or it does not have the image."""
     try:
-        from modelpack import engine
-
+        from modelpack.image import engine
         client = engine.connect(timeout=30)
     except Exception:
         return None

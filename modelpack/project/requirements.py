@@ -9,7 +9,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from modelpack.errors import Diagnostic
-from modelpack.model import RequirementLine
+from modelpack.project.model_dir import RequirementLine
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _URL_OR_PATH = re.compile(r"^([a-z][a-z0-9+.-]*://|\.{0,2}/|file:)", re.IGNORECASE)

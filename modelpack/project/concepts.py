@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelpack.errors import ConfigError, Diagnostic, HubError
-from modelpack.model import Concept, ModelConfig
+from modelpack.project.model_dir import Concept, ModelConfig
 
 CONCEPT_MODEL_TYPES = frozenset(
     {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
@@ -171,7 +171,7 @@ def _download_config_json(
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub import errors as hf
 
-    from modelpack.checkpoints import _translate, hub_cache_dir, hub_endpoint, resolve_token
+    from modelpack.project.checkpoints import _translate, hub_cache_dir, hub_endpoint, resolve_token
 
     spec = config.checkpoints
     assert spec is not None

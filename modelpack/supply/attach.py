@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import RegistryError
-from modelpack.manifest import (
+from modelpack.oci.registry import ImageRef, RegistryClient, sha256_digest
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.method_types import ModelSignature
+from modelpack.project.model_dir import Concept, ModelDir
+from modelpack.supply.record import (
     CheckpointRecord,
     CodeRecord,
     FileRecord,
@@ -35,10 +39,6 @@ from modelpack.manifest import (
     input_digest,
     push_manifest,
 )
-from modelpack.model import Concept, ModelDir
-from modelpack.registry import ImageRef, RegistryClient, sha256_digest
-from modelpack.resolve_types import ResolveResult
-from modelpack.sigtypes import ModelSignature
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -140,9 +140,8 @@ def publish_supply_chain(
     config are what the image holds); ``image_reference`` (default ``repo@digest``) is the
     name the manifest records, e.g. ``repo:v3``. Raises ``RegistryError``/``SigningError`` (exit 1).
     """
-    from modelpack import sbom as sbom_stage
-    from modelpack import signing
-
+    from modelpack.supply import sbom as sbom_stage
+    from modelpack.supply import signing
     repo = repository if isinstance(repository, ImageRef) else ImageRef.parse(repository)
     subject = client.head_manifest(repo.repository, image_digest)
     if subject is None:
@@ -217,8 +216,7 @@ def _says_what_this_build_says(
 
     Only its build time may differ from now: the comparison rebuilds both records with it.
     """
-    from modelpack import sbom as sbom_stage
-
+    from modelpack.supply import sbom as sbom_stage
     if attached.sbom is None:
         return False
     expected_sbom = sbom_stage.sbom_bytes(lock_text, subject=subject, build_time=attached.build_time)
@@ -239,8 +237,7 @@ def _baked(model_dir: ModelDir) -> bool:
 
 def base_image_digest(docker_client: Any, base_image: str) -> str | None:
     """The base image's digest as the engine knows it: a repo digest, else the local image id."""
-    from modelpack import engine
-
+    from modelpack.image import engine
     image = engine.inspect_image(docker_client, base_image)
     if not image:
         return None

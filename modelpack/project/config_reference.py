@@ -2,7 +2,7 @@
 
 The reference in `docs/config-reference.md` and its table in README.md (between the
 `config-reference` markers) are generated, never edited by hand; a test fails when
-either is stale. Regenerate both with `python -m modelpack.schema_docs --update .`.
+either is stale. Regenerate both with `python -m modelpack.project.config_reference --update .`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelpack.config import config_schema
+from modelpack.project.config import config_schema
 
 
 def _type_of(schema: dict[str, Any], root: dict[str, Any]) -> str:
@@ -56,7 +56,7 @@ def config_reference() -> str:
     lines = [
         "# config.yaml reference",
         "",
-        "<!-- Generated from schemas/config.schema.json by `python -m modelpack.schema_docs`; do not edit. -->",
+        "<!-- Generated from schemas/config.schema.json by `python -m modelpack.project.config_reference`; do not edit. -->",
         "",
         schema.get("description", ""),
         "",

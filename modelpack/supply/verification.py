@@ -25,10 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from modelpack.errors import InvalidInputError, RegistryError, SigningError
-from modelpack.keys import key_id, load_verification_key
-from modelpack.manifest import ManifestError, SignedManifestDoc, fetch_manifest, find_manifests
-from modelpack.registry import DOCKER_MANIFEST_LIST, OCI_INDEX, ImageRef, RegistryClient
-from modelpack.signing import payload_digest, read_signatures, resolve_digest, signature_tag
+from modelpack.oci.registry import DOCKER_MANIFEST_LIST, OCI_INDEX, ImageRef, RegistryClient
+from modelpack.supply.keys import key_id, load_verification_key
+from modelpack.supply.record import ManifestError, SignedManifestDoc, fetch_manifest, find_manifests
+from modelpack.supply.signing import payload_digest, read_signatures, resolve_digest, signature_tag
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -152,7 +152,7 @@ def _check_version_tag(ref: ImageRef, recorded_reference: str, digest: str) -> N
     `repo:v1` resolving to content whose manifest says `repo:v2` means the tag was moved
     onto other (even validly signed) content.
     """
-    from modelpack.versions import version_number
+    from modelpack.image.versions import version_number
 
     if ref.digest is not None or ref.tag is None or version_number(ref.tag) is None:
         return
@@ -169,8 +169,8 @@ def _check_version_tag(ref: ImageRef, recorded_reference: str, digest: str) -> N
 
 def check_sbom(client: RegistryClient, repository: str, digest: str) -> None:
     """The SBOM artifact the manifest lists exists, with intact content (digests are checked on fetch)."""
-    from modelpack.manifest import fetch_artifact_payload
-    from modelpack.sbom import SBOM_ARTIFACT_TYPE
+    from modelpack.supply.record import fetch_artifact_payload
+    from modelpack.supply.sbom import SBOM_ARTIFACT_TYPE
 
     try:
         fetch_artifact_payload(client, repository, digest, SBOM_ARTIFACT_TYPE)

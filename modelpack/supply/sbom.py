@@ -15,7 +15,7 @@ from typing import Any
 
 from modelpack._version import __version__
 from modelpack.errors import InvalidInputError
-from modelpack.registry import Descriptor, RegistryClient, canonical_json
+from modelpack.oci.registry import Descriptor, RegistryClient, canonical_json
 
 SBOM_ARTIFACT_TYPE = "application/vnd.cyclonedx+json"
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*===?\s*([^\s;]+)")
@@ -109,6 +109,6 @@ def sbom_bytes(lock_text: str, *, subject: str, build_time: str) -> bytes:
 
 def push_sbom(client: RegistryClient, repository: str, subject: Descriptor, sbom: bytes) -> Descriptor:
     """Attach the SBOM to the image ``subject`` as an OCI artifact; list the result in the manifest."""
-    from modelpack.manifest import push_artifact
+    from modelpack.supply.record import push_artifact
 
     return push_artifact(client, repository, subject, SBOM_ARTIFACT_TYPE, sbom)

@@ -5,7 +5,7 @@ installed where modelpack runs, and importing would run the user's code.
 Whatever is not understood becomes a located warning instead of a crash, so
 ``signature`` works on any model directory that parses.
 
-The canonical type strings follow the rules in :mod:`modelpack.sigtypes`;
+The canonical type strings follow the rules in :mod:`modelpack.project.method_types`;
 :func:`canonical_type` is the single implementation of those rules for syntax
 trees (the runtime can feed it ``ast.parse(annotation_text, mode="eval").body``).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpack.errors import Diagnostic, SignatureError
-from modelpack.sigtypes import DATA_TYPES, InputSpec, MethodKind, MethodSignature, ModelSignature
+from modelpack.project.method_types import DATA_TYPES, InputSpec, MethodKind, MethodSignature, ModelSignature
 
 BASE_CLASSES = ("ModelClass", "OpenAIModelClass", "VisualClassifierClass", "VisualDetectorClass")
 
@@ -154,7 +154,7 @@ def canonical_type(
     aliases: Mapping[str, str] | None = None,
     problems: list[Problem] | None = None,
 ) -> str:
-    """The canonical type string (see :mod:`modelpack.sigtypes`) of an annotation.
+    """The canonical type string (see :mod:`modelpack.project.method_types`) of an annotation.
 
     ``aliases`` maps imported names to dotted names (:func:`import_aliases`);
     anything not understood is returned as written and, when ``problems`` is

@@ -1,7 +1,7 @@
 """Render the command-line reference (Markdown) from the click commands themselves.
 
 `docs/cli.md` is generated, never edited by hand; a test fails when it is stale.
-Regenerate with `python -m modelpack.cli_docs > docs/cli.md`. Part of the CLI layer
+Regenerate with `python -m modelpack.cli.reference > docs/cli.md`. Part of the CLI layer
 (it imports click), kept beside `schema_docs` so both generators are found together.
 """
 
@@ -29,7 +29,7 @@ def cli_reference() -> str:
     lines = [
         "# Command-line reference",
         "",
-        "<!-- Generated from the click commands by `python -m modelpack.cli_docs`; do not edit. -->",
+        "<!-- Generated from the click commands by `python -m modelpack.cli.reference`; do not edit. -->",
         "",
         "Every command takes `--json` (machine-readable result on stdout), `--quiet`",
         "(nothing but errors and the `--json` output), `--verbose` (full logs, tracebacks of",

@@ -12,7 +12,7 @@ and therefore its digest and signature -- are reproducible. The JSON Schema is
 In the registry the manifest is an OCI artifact that refers to the image (OCI 1.1 ``subject``,
 ``artifactType`` :data:`MANIFEST_ARTIFACT_TYPE`, one layer holding the JSON); it is found from the
 image alone through the referrers API or its ``sha256-<hex>`` tag fallback. Its signature is a
-cosign signature of the artifact's digest (tag ``sha256-<artifact hex>.sig``), see ``modelpack.signing``.
+cosign signature of the artifact's digest (tag ``sha256-<artifact hex>.sig``), see ``modelpack.supply.signing``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from typing import Any
 from modelpack._version import __version__
 from modelpack.digests import FileRecord, sha256_file_and_size
 from modelpack.errors import SigningError
-from modelpack.model import Concept
-from modelpack.registry import (
+from modelpack.oci.registry import (
     EMPTY_JSON,
     OCI_EMPTY,
     OCI_MANIFEST,
@@ -38,8 +37,9 @@ from modelpack.registry import (
     canonical_json,
     sha256_digest,
 )
-from modelpack.resolve_types import ResolveResult
-from modelpack.sigtypes import ModelSignature
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.method_types import ModelSignature
+from modelpack.project.model_dir import Concept
 
 MANIFEST_ARTIFACT_TYPE = "application/vnd.modelpack.manifest.v1+json"
 SCHEMA_VERSION = 1

@@ -10,7 +10,7 @@ Three moments a checkpoint can be fetched (``checkpoints.when``):
 * ``upload``: on the host before the build, into the Hugging Face cache (``HF_HOME``
   respected), then copied into the build context's ``checkpoints/`` folder.
 * ``build``: inside a discarded builder stage, via
-  ``python -m modelpack.checkpoints fetch --repo R --revision REV --dest /checkpoints``
+  ``python -m modelpack.project.checkpoints fetch --repo R --revision REV --dest /checkpoints``
   with the token from a build secret file (``--token-file``) or ``HF_TOKEN``.
 * ``runtime``: the container calls :func:`fetch_at_startup` when it starts.
 """
@@ -33,10 +33,10 @@ from typing import Any
 
 from modelpack.digests import FileRecord, sha256_file
 from modelpack.errors import ConfigError, HubError, ModelpackError
-from modelpack.model import CheckpointSpec
 from modelpack.progress import ProgressLike
+from modelpack.project.model_dir import CheckpointSpec
 
-logger = logging.getLogger("modelpack.checkpoints")
+logger = logging.getLogger("modelpack.project.checkpoints")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -568,7 +568,7 @@ def record_from_registry(
 
 def _cli(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m modelpack.checkpoints", description="Fetch a Hugging Face checkpoint."
+        prog="python -m modelpack.project.checkpoints", description="Fetch a Hugging Face checkpoint."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download a checkpoint into --dest")

@@ -195,7 +195,7 @@ def append_layer(
     history entry; the manifest gets an uncompressed layer descriptor. Nothing is tagged:
     the manifest is stored by digest, and the caller tags it.
     """
-    from modelpack.registry import OCI_MANIFEST, canonical_json, sha256_digest
+    from modelpack.oci.registry import OCI_MANIFEST, canonical_json, sha256_digest
 
     base = registry.get_manifest(repository, base_reference)
     manifest = base.json

@@ -17,10 +17,10 @@ from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from modelpack.catalog import Catalog, TorchRelease, load_catalog, parse_cuda_version, with_registry
 from modelpack.errors import ResolveError
-from modelpack.model import ModelDir, RequirementLine
-from modelpack.resolve_types import ResolveResult
+from modelpack.pipeline.catalog import Catalog, TorchRelease, load_catalog, parse_cuda_version, with_registry
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.model_dir import ModelDir, RequirementLine
 
 BASE_REGISTRY_ENV = "MODELPACK_BASE_REGISTRY"
 

@@ -4,9 +4,9 @@
 `modelpack sign --json` result) into a markdown table appended to
 `$GITHUB_STEP_SUMMARY`. The composite action (`action.yml`) calls the command line:
 
-    python -m modelpack.github outputs build.json        # image=, version=, digest= lines
-    python -m modelpack.github summary build.json [--sign sign.json] [--model-dir DIR]
-    python -m modelpack.github docker-config REPOSITORY DIR   # credentials from the env
+    python -m modelpack.deploy.github outputs build.json        # image=, version=, digest= lines
+    python -m modelpack.deploy.github summary build.json [--sign sign.json] [--model-dir DIR]
+    python -m modelpack.deploy.github docker-config REPOSITORY DIR   # credentials from the env
 
 Nothing here prints or stores a secret; `docker-config` writes the registry
 password (from the environment, never argv) to a 0600 file the caller deletes.
@@ -184,7 +184,7 @@ def step_outputs(build: Mapping[str, Any], keys: Sequence[str] = OUTPUT_KEYS) ->
 def write_docker_config(repository: str, directory: str | os.PathLike[str]) -> Path:
     """A docker `config.json` holding the registry login from the environment (mode 0600)."""
     from modelpack.errors import InvalidInputError
-    from modelpack.registry import ImageRef
+    from modelpack.oci.registry import ImageRef
 
     username = os.environ.get(USERNAME_ENV, "")
     password = os.environ.get(PASSWORD_ENV, "")
@@ -213,20 +213,20 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def _checkpoints_from_dir(model_dir: str) -> str | None:
-    from modelpack.config import load
+    from modelpack.project.config import load
 
     spec = load(model_dir).config.checkpoints
     return f"{spec.repo_id}@{spec.revision} ({spec.when})" if spec else None
 
 
 def _labels_of(image: str) -> dict[str, str]:
-    from modelpack.versions import inspect
+    from modelpack.image.versions import inspect
 
     return dict(inspect(image).labels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelpack.github", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m modelpack.deploy.github", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     outputs = sub.add_parser("outputs", help="print image=, version=, digest= for $GITHUB_OUTPUT")
     outputs.add_argument("build_json")

@@ -7,7 +7,7 @@ health check, entrypoint, labels). The classic builder spends a container per in
 that stage; here a code change costs one small tar and a few registry requests.
 
 Everything in this module is pure file and JSON work; the registry and the engine stay in
-modelpack.builder.
+modelpack.image.builder.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelpack.rendering import DOCKERFILE, MANIFEST, FinalStage
-from modelpack.weights_layer import write_layer
+from modelpack.image.weights_layer import write_layer
+from modelpack.pipeline.rendering import DOCKERFILE, MANIFEST, FinalStage
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"

@@ -1,4 +1,4 @@
-"""The shape of a method signature, shared by the static reader (`modelpack.signatures`)
+"""The shape of a method signature, shared by the static reader (`modelpack.project.methods`)
 and the runtime, which must report exactly the same thing.
 
 Type strings are canonical so both sides agree:
@@ -13,7 +13,7 @@ Type strings are canonical so both sides agree:
 - anything else: its dotted name as written, reported as a warning.
 
 Details both sides follow (implemented for syntax trees by
-``modelpack.signatures.canonical_type``):
+``modelpack.project.methods.canonical_type``):
 - nested unions are flattened and duplicates dropped, as ``typing`` does:
   ``Union[int, Optional[str]]`` and ``int | None | str`` are ``Optional[Union[int, str]]``
 - a bare ``List``/``Dict``/``Tuple``/``Iterator`` (typing or builtin) gets ``Any`` arguments;

@@ -5,7 +5,7 @@ signing, verification and tag listing work on machines without a daemon.
 
 Usage::
 
-    from modelpack.registry import ImageRef, RegistryClient
+    from modelpack.oci.registry import ImageRef, RegistryClient
 
     ref = ImageRef.parse("127.0.0.1:5000/acme/sentiment:1.0")
     client = RegistryClient.for_ref(ref)          # credentials from ~/.docker/config.json

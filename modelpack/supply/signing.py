@@ -13,7 +13,7 @@ Image signature (what ``cosign verify --key`` checks):
   Signing again appends a layer (as cosign does), unless this key already signed this digest.
 
 Manifest signature: the modelpack manifest artifact attached to the image (see
-``modelpack.manifest``) is signed the same way, with the same key: a cosign signature of the
+``modelpack.supply.record``) is signed the same way, with the same key: a cosign signature of the
 *artifact manifest's* digest under tag ``sha256-<artifact hex>.sig``. The artifact's digest covers
 its layer digest, i.e. the manifest JSON, so any change to the manifest breaks it; and
 ``cosign verify --key PUB REPO@<artifact digest>`` checks it too.
@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import InvalidInputError, RegistryError, SigningError
-from modelpack.keys import key_id, load_signing_key, sign_bytes, verify_bytes
-from modelpack.registry import (
+from modelpack.oci.registry import (
     OCI_MANIFEST,
     Descriptor,
     ImageRef,
@@ -38,6 +37,7 @@ from modelpack.registry import (
     fallback_tag,
     is_digest,
 )
+from modelpack.supply.keys import key_id, load_signing_key, sign_bytes, verify_bytes
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
@@ -217,7 +217,7 @@ def sign(
         attach_signature(client, ref.repository, ref.name, target.digest, private)
         signed: list[str] = []
         if sign_manifest:
-            from modelpack.manifest import ManifestError, fetch_manifest, find_manifests
+            from modelpack.supply.record import ManifestError, fetch_manifest, find_manifests
 
             candidates = [manifest_digest] if manifest_digest else [d.digest for d in find_manifests(
                 client, ref.repository, target.digest

@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from modelpack import compute as compute_table
 from modelpack.errors import ConfigError, Diagnostic, ModelpackError
-from modelpack.model import (
+from modelpack.project import compute as compute_table
+from modelpack.project.model_dir import (
     DEFAULT_APP_ID,
     DEFAULT_MODEL_TYPE,
     DEFAULT_PYTHON_VERSION,
@@ -35,9 +35,9 @@ from modelpack.model import (
     SecretSpec,
     ValidationReport,
 )
-from modelpack.requirements import parse_requirements
+from modelpack.project.requirements import parse_requirements
+from modelpack.project.yamlloc import PathKey, YamlDocument, YamlSyntaxError, format_path, load_yaml
 from modelpack.resources import read_text
-from modelpack.yamlloc import PathKey, YamlDocument, YamlSyntaxError, format_path, load_yaml
 
 KNOWN_MODEL_TYPES = (
     "any-to-any",
@@ -864,8 +864,8 @@ def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
     Without a lock there is nothing to report: `build` locks on demand. When no base
     image resolves, `modelpack resolve` is the command that explains why.
     """
-    from modelpack.locking import LOCK_FILE, lock_status
-    from modelpack.resolver import resolve
+    from modelpack.pipeline.locking import LOCK_FILE, lock_status
+    from modelpack.pipeline.resolver import resolve
 
     if not (model_dir.root / LOCK_FILE).is_file():
         return []
@@ -890,7 +890,7 @@ def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
 
 def checkpoint_findings(model_dir: ModelDir) -> list[Diagnostic]:
     """The checkpoint preflight's verdict as located errors in config.yaml (empty when fine)."""
-    from modelpack.checkpoints import check_checkpoint, resolve_token
+    from modelpack.project.checkpoints import check_checkpoint, resolve_token
 
     spec = model_dir.config.checkpoints
     if spec is None:

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from modelpack.errors import InvalidInputError, LockError
-from modelpack.model import ModelDir, RequirementLine
-from modelpack.resolve_types import ResolveResult
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.model_dir import ModelDir, RequirementLine
 
 if TYPE_CHECKING:
+    from modelpack.pipeline.rendering import BuildSettings
     from modelpack.progress import ProgressLike
-    from modelpack.rendering import BuildSettings
 
 LOCK_FILE = "requirements.lock"
 PLATFORM = "x86_64-manylinux_2_28"

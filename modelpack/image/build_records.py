@@ -61,7 +61,7 @@ def records_dir() -> Path:
 def installation_id() -> str | None:
     """Digest of the modelpack that runs: its wheel's RECORD (which hashes every installed file),
     or, from a source tree or an editable install, the package and data files themselves."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     for record in sorted(package.parent.glob("modelpack-*.dist-info/RECORD")):
         try:
             return hashlib.sha256(record.read_bytes()).hexdigest()

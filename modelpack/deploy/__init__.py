@@ -1,0 +1,1 @@
+"""Where built images go next: Kubernetes manifests and GitHub Actions glue."""

@@ -1,0 +1,1 @@
+"""OCI image references and the distribution API client: no modelpack rules here."""
