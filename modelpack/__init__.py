@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str] = {
     "infer_concepts": "modelpack.project.concepts",
     "deploy_manifest": "modelpack.deploy.kubernetes",
     # settings and results
-    "BuildSettings": "modelpack.pipeline.rendering",
+    "BuildSettings": "modelpack.pipeline.settings",
     "RenderResult": "modelpack.pipeline.rendering",
     "LockResult": "modelpack.pipeline.locking",
     "BuildResult": "modelpack.image.builder",

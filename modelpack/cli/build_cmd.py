@@ -61,7 +61,7 @@ def _settings(
     from dataclasses import fields
 
     from modelpack.image.builder import env_ca_bundle
-    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import BuildSettings
 
     extra = list(extra_index_urls) or [u for u in os.environ.get("PIP_EXTRA_INDEX_URL", "").split() if u]
     values: dict[str, Any] = {

@@ -51,8 +51,8 @@ def lock(
     """
     from modelpack.pipeline.locking import lock as run_lock
     from modelpack.pipeline.locking import lock_status
-    from modelpack.pipeline.rendering import BuildSettings
     from modelpack.pipeline.resolver import resolve
+    from modelpack.pipeline.settings import BuildSettings
     from modelpack.project.config import load
 
     loaded = load(model_dir)

@@ -53,9 +53,9 @@ def render(
     Runs validate, signature, resolve and lock (reused when up to date) first.
     """
     from modelpack.pipeline.locking import lock
-    from modelpack.pipeline.rendering import BuildSettings
     from modelpack.pipeline.rendering import render as run_render
     from modelpack.pipeline.resolver import resolve
+    from modelpack.pipeline.settings import BuildSettings
     from modelpack.project.config import load
     from modelpack.project.methods import signature
 

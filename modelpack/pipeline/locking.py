@@ -33,7 +33,7 @@ from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.project.model_dir import ModelDir, RequirementLine
 
 if TYPE_CHECKING:
-    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import BuildSettings
     from modelpack.progress import ProgressLike
 
 LOCK_FILE = "requirements.lock"

@@ -36,6 +36,7 @@ from modelpack.digests import sha256_file
 from modelpack.errors import Diagnostic, RenderError
 from modelpack.pipeline.locking import LOCK_FILE, LockResult, read_lock
 from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.ignore import IGNORE_FILE, is_virtualenv, load_rules
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir
@@ -79,17 +80,6 @@ _IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 
 INDEX_URL_ARG = "PIP_INDEX_URL"
 EXTRA_INDEX_URL_ARG = "PIP_EXTRA_INDEX_URL"
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    ca_bundle: Path | None = None  # CA bundle for TLS-inspecting proxies: builder stage only
-    index_url: str | None = None  # pip index, may hold credentials: builder stage only, via build arg
-    extra_index_urls: tuple[str, ...] = ()
-    use_dockerfile: bool = False  # use the model dir's own Dockerfile as-is
-    source_date_epoch: int | None = None  # default: SOURCE_DATE_EPOCH env
-    version: str | None = None  # OCI version label
-    revision: str | None = None  # OCI revision label
 
 
 RUNTIME_STAGE = "runtime"  # the Dockerfile stage that is the image without the model code

@@ -23,7 +23,8 @@ from modelpack.image.assemble import (
     write_code_layer,
     write_load_archive,
 )
-from modelpack.pipeline.rendering import BuildSettings, FinalStage
+from modelpack.pipeline.rendering import FinalStage
+from modelpack.pipeline.settings import BuildSettings
 
 STAGE = FinalStage(labels={"dev.modelpack.model-id": "hello", "shared": "ours"})
 RUNTIME_CONFIG = {

@@ -17,8 +17,9 @@ import pytest
 from modelpack.image.weights_layer import DOCKER_LAYER, append_layer, layer_key, write_layer
 from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, sha256_digest
 from modelpack.pipeline.locking import LockedPackage, LockResult, checkpoint_requirements
-from modelpack.pipeline.rendering import BuildSettings, render
+from modelpack.pipeline.rendering import render
 from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.model_dir import (
     BuildInfo,
     CheckpointSpec,

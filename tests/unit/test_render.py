@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from modelpack.errors import RenderError
 from modelpack.pipeline.locking import LockedPackage, LockResult
-from modelpack.pipeline.rendering import BuildSettings, RenderResult, dockerfile_quote, render
+from modelpack.pipeline.rendering import RenderResult, dockerfile_quote, render
 from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
 from modelpack.project.model_dir import (
     BuildInfo,

@@ -1,0 +1,84 @@
+"""Build settings: where packages come from and how the image is labelled, read in one place.
+
+`lock`, `render` and `build` must agree on the package index: a lock resolved against
+one index and an image installed from another is a silent, hard-to-see bug. So every
+command takes its settings from `BuildSettings.from_env()`, which applies one precedence:
+
+* index URL: the explicit value, then ``UV_INDEX_URL``, then ``PIP_INDEX_URL``, else PyPI;
+* extra index URLs: the explicit values, then ``UV_EXTRA_INDEX_URL``, then
+  ``PIP_EXTRA_INDEX_URL`` (whitespace-separated), else none;
+* CA bundle: the explicit file, then the first of ``PIP_CERT``, ``REQUESTS_CA_BUNDLE``,
+  ``SSL_CERT_FILE`` that names an existing file, else none;
+* base registry: the explicit prefix, then ``MODELPACK_BASE_REGISTRY``, else none.
+
+Index URLs may hold credentials and the CA bundle is the build host's: both reach only the
+discarded builder stage of an image, never a layer of the result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INDEX_URL_VARIABLES = ("UV_INDEX_URL", "PIP_INDEX_URL")
+EXTRA_INDEX_URL_VARIABLES = ("UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+BASE_REGISTRY_VARIABLE = "MODELPACK_BASE_REGISTRY"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What shapes a build besides the model directory; see the module docstring for defaults."""
+
+    ca_bundle: Path | None = None  # CA bundle for TLS-inspecting proxies: builder stage only
+    index_url: str | None = field(default=None, repr=False)  # may hold credentials: builder stage only
+    extra_index_urls: tuple[str, ...] = field(default=(), repr=False)
+    use_dockerfile: bool = False  # use the model dir's own Dockerfile as-is
+    source_date_epoch: int | None = None  # default: SOURCE_DATE_EPOCH env
+    version: str | None = None  # OCI version label
+    revision: str | None = None  # OCI revision label
+    base_registry: str | None = None  # registry prefix for catalog base images
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        ca_bundle: Path | None = None,
+        index_url: str | None = None,
+        extra_index_urls: Iterable[str] = (),
+        base_registry: str | None = None,
+        use_dockerfile: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> BuildSettings:
+        """Explicit values first, then the environment, in the order the module docstring gives."""
+        env = os.environ if environ is None else environ
+        extras = tuple(u for u in extra_index_urls if u)
+        if not extras:
+            extras = tuple(_first(env, EXTRA_INDEX_URL_VARIABLES).split())
+        return cls(
+            ca_bundle=ca_bundle or env_ca_bundle(env),
+            index_url=index_url or _first(env, INDEX_URL_VARIABLES) or None,
+            extra_index_urls=extras,
+            use_dockerfile=use_dockerfile,
+            base_registry=base_registry or env.get(BASE_REGISTRY_VARIABLE) or None,
+        )
+
+
+def env_ca_bundle(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The CA bundle the user's tools already use: PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE."""
+    env = os.environ if environ is None else environ
+    for var in CA_BUNDLE_VARIABLES:
+        value = env.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
+def _first(env: Mapping[str, str], names: tuple[str, ...]) -> str:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return ""
