@@ -69,7 +69,7 @@ def render_context(model_dir: Path, out: Path) -> Path:
     sig = signature.signature(model_dir).signature
     if out.exists():
         shutil.rmtree(out)
-    from modelpack.image.builder import env_ca_bundle
+    from modelpack.pipeline.settings import env_ca_bundle
 
     ca = env_ca_bundle()  # what `modelpack build` picks up from PIP_CERT & co.
     settings = render.BuildSettings(ca_bundle=Path(ca) if ca else None)

@@ -16,7 +16,7 @@ from modelpack._version import __version__
 _EXPORTS: dict[str, str] = {
     # pipeline stages, in order
     "load": "modelpack.project.config",
-    "validate": "modelpack.project.config",
+    "validate": "modelpack.pipeline.validate",
     "signature": "modelpack.project.methods",
     "resolve": "modelpack.pipeline.resolver",
     "lock": "modelpack.pipeline.locking",
@@ -38,8 +38,8 @@ _EXPORTS: dict[str, str] = {
     "BuildSettings": "modelpack.pipeline.settings",
     "RenderResult": "modelpack.pipeline.rendering",
     "LockResult": "modelpack.pipeline.locking",
-    "BuildResult": "modelpack.image.builder",
-    "RegistryAuth": "modelpack.image.builder",
+    "BuildResult": "modelpack.image.results",
+    "RegistryAuth": "modelpack.image.results",
     "SignResult": "modelpack.supply.signing",
     "VerifyResult": "modelpack.supply.verification",
     # the SDK for model.py
@@ -53,8 +53,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from modelpack.pipeline.validate import validate as validate
     from modelpack.project.config import load as load
-    from modelpack.project.config import validate as validate
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """File hashing shared by every stage that records or checks a sha256 (checkpoints,
-render, manifest, registry uploads): one fast implementation, measured in
+render, signed record, registry uploads): one fast implementation, measured in
 `benchmarks/bench_hash.py` against `sha256sum`."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def sha256_files(paths: Iterable[str | os.PathLike[str]], workers: int | None = 
 class FileRecord:
     """One file: its path (relative to a root the record's owner names), size in bytes and sha256 hex.
 
-    The same record serves checkpoint downloads, the signed manifest and `verify --deep`.
+    The same record serves checkpoint downloads, the signed record and `verify --deep`.
     """
 
     path: str

@@ -6,7 +6,7 @@ failures of the engine, registry or network (``RuntimeFailure``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
@@ -111,24 +111,3 @@ class HubError(RuntimeFailure):
 
 class SigningError(RuntimeFailure):
     """Signing or verification could not be completed or failed."""
-
-
-@dataclass
-class DiagnosticList:
-    """Collects diagnostics while a stage runs."""
-
-    items: list[Diagnostic] = field(default_factory=list)
-
-    def error(self, file: str, line: int | None, column: int | None, path: str, message: str) -> None:
-        self.items.append(Diagnostic(file, line, column, path, message, "error"))
-
-    def warning(self, file: str, line: int | None, column: int | None, path: str, message: str) -> None:
-        self.items.append(Diagnostic(file, line, column, path, message, "warning"))
-
-    @property
-    def errors(self) -> list[Diagnostic]:
-        return [d for d in self.items if d.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Diagnostic]:
-        return [d for d in self.items if d.severity == "warning"]

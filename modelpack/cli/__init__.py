@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from modelpack._version import __version__
+from modelpack.cli._common import EXIT_CODES_HELP, common_options, with_output_settings
 
 # command name -> (module, attribute, one-line help shown by `modelpack --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -90,8 +91,6 @@ def _add_common_behaviour(command: click.Command) -> None:
     """Once per command: the shared output options, their effect, and the exit-status epilog."""
     if getattr(command, "_modelpack_common", False):
         return
-    from modelpack.cli._common import EXIT_CODES_HELP, common_options, with_output_settings
-
     taken = {name for param in command.params for name in getattr(param, "opts", [])}
     command.params.extend(o for o in common_options() if not set(o.opts) & taken)
     if command.callback is not None:
@@ -121,8 +120,6 @@ def cli() -> None:
 
 def _add_group_options() -> None:
     """`modelpack -q CMD` works as well as `modelpack CMD -q`."""
-    from modelpack.cli._common import common_options
-
     cli.params.extend(common_options())
 
 

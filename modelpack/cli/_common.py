@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
-from modelpack.errors import Diagnostic, InvalidInputError, ModelpackError
-from modelpack.progress import ProgressEvent
+from modelpack.errors import Diagnostic, ModelpackError
+from modelpack.progress import ProgressEvent, format_size
 
 if TYPE_CHECKING:
-    from modelpack.image.builder import RegistryAuth
+    from modelpack.image.results import BuildResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -202,9 +202,6 @@ class CliProgress:
         self._status = False
 
     def __call__(self, event: ProgressEvent) -> None:
-        self.on_progress(event)
-
-    def on_progress(self, event: ProgressEvent) -> None:
         if self.quiet:
             return
         message = event.message
@@ -252,8 +249,6 @@ def _counter(event: ProgressEvent) -> str:
 
 
 def _size(count: int) -> str:
-    from modelpack.progress import format_size
-
     return format_size(count)
 
 
@@ -294,31 +289,13 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True))
 
 
-def echo_image_result(result: Any) -> None:
+def echo_image_result(result: BuildResult) -> None:
     """The plain-text lines of a build or push result: image, version, digest and bytes pushed."""
     click.echo(f"image:   {result.image}")
     click.echo(f"version: {result.version}" + (" (unchanged)" if result.reused and not result.pushed else ""))
     click.echo(f"digest:  {result.digest}")
     if result.pushed:
         click.echo(f"pushed:  {result.bytes_pushed} bytes")
-
-
-def registry_auth(username: str | None, password_stdin: bool) -> RegistryAuth | None:
-    """``--registry-username`` with ``--registry-password-stdin`` as credentials; None when neither is given.
-
-    The password is the first line of stdin. Either option without the other, or an
-    empty password, is invalid input.
-    """
-    from modelpack.image.builder import RegistryAuth
-
-    if not (password_stdin or username):
-        return None
-    if not (password_stdin and username):
-        raise InvalidInputError("--registry-username and --registry-password-stdin go together")
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise InvalidInputError("--registry-password-stdin: no password on stdin")
-    return RegistryAuth(username, password)
 
 
 def _annotation_escape(text: str, *, property_value: bool = False) -> str:

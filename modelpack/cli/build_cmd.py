@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,39 +15,17 @@ from modelpack.cli._common import (
     handle_errors,
     json_option,
     model_dir_argument,
-    registry_auth,
 )
+from modelpack.cli.push_cmd import registry_auth
+from modelpack.cli.sign_cmd import prompt_password
+from modelpack.deploy.github import maybe_write_job_summary
 from modelpack.errors import InvalidInputError
+from modelpack.image.builder import build as run_build
+from modelpack.pipeline.settings import BuildSettings
+from modelpack.supply.keys import load_signing_key
 
-
-class ProgressPrinter:
-    """Prints build progress on stderr: one line per stage, Dockerfile step and pushed layer.
-
-    On an interactive terminal (and not under CI) build output scrolls in a single
-    status line; otherwise only plain lines are printed.
-    """
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)()) and not os.environ.get("CI")
-        self._status = False
-
-    def __call__(self, stage: str, message: str) -> None:
-        if stage == "log":
-            if self.live:
-                width = 100
-                self.stream.write("\r\033[K  " + message[:width])
-                self.stream.flush()
-                self._status = True
-            return
-        if self._status:
-            self.stream.write("\r\033[K")
-            self._status = False
-        prefix = {"step": "  ", "push": "  push "}.get(stage, f"[{stage}] ")
-        if stage == "step" and len(message) > 160:  # LABEL/HEALTHCHECK steps run to kilobytes
-            message = message[:157] + "..."
-        self.stream.write(prefix + message + "\n")
-        self.stream.flush()
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 
 def _settings(
@@ -56,35 +33,21 @@ def _settings(
     index_url: str | None,
     extra_index_urls: tuple[str, ...],
     use_dockerfile: bool = False,
-) -> Any:
-    """The render stage's BuildSettings, filled from options and the usual environment variables."""
-    from dataclasses import fields
-
-    from modelpack.image.builder import env_ca_bundle
-    from modelpack.pipeline.settings import BuildSettings
-
-    extra = list(extra_index_urls) or [u for u in os.environ.get("PIP_EXTRA_INDEX_URL", "").split() if u]
-    values: dict[str, Any] = {
-        "ca_bundle": ca_bundle or (Path(p) if (p := env_ca_bundle()) else None),
-        "index_url": index_url or os.environ.get("PIP_INDEX_URL") or None,
-        "extra_index_urls": tuple(extra),
-        "use_dockerfile": use_dockerfile or None,
-    }
-    known = {f.name for f in fields(BuildSettings)}
-    return BuildSettings(**{k: v for k, v in values.items() if k in known and v not in (None, ())})
+) -> BuildSettings:
+    """The options over the environment, as `lock` and `render` take them: one index for all three."""
+    return BuildSettings.from_env(
+        ca_bundle=ca_bundle,
+        index_url=index_url,
+        extra_index_urls=extra_index_urls,
+        use_dockerfile=use_dockerfile,
+    )
 
 
-def _signing_key(key: str | None, push: bool, *, interactive: bool) -> Any:
+def _signing_key(key: str | None, push: bool, *, interactive: bool) -> EllipticCurvePrivateKey:
     """Load (and decrypt) the key before building, so a wrong password fails in a second."""
-    from modelpack.supply.keys import load_signing_key
-
     if not push:
         raise InvalidInputError("--sign needs --push: signatures are stored in the registry")
-    prompt = None
-    if interactive and sys.stdin.isatty():
-        from modelpack.cli.sign_cmd import _prompt_password
-
-        prompt = _prompt_password
+    prompt = prompt_password if interactive and sys.stdin.isatty() else None
     return load_signing_key(key, prompt=prompt)
 
 
@@ -103,8 +66,18 @@ def _signing_key(key: str | None, push: bool, *, interactive: bool) -> Any:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CA bundle for pip in the builder stage (default: PIP_CERT, REQUESTS_CA_BUNDLE or SSL_CERT_FILE).",
 )
-@click.option("--index-url", metavar="URL", help="pip index for the builder stage (default: PIP_INDEX_URL).")
-@click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL", help="Extra pip index.")
+@click.option(
+    "--index-url",
+    metavar="URL",
+    help="Package index for the lock and the builder stage (default: $UV_INDEX_URL, then $PIP_INDEX_URL).",
+)
+@click.option(
+    "--extra-index-url",
+    "extra_index_urls",
+    multiple=True,
+    metavar="URL",
+    help="Extra package index (default: $UV_EXTRA_INDEX_URL, then $PIP_EXTRA_INDEX_URL).",
+)
 @click.option(
     "--network", "network_mode", metavar="MODE", help="Engine network while building (default: auto)."
 )
@@ -148,8 +121,6 @@ def build(
     Unchanged inputs report the existing version and push nothing; a changed
     model gets the next version. Progress goes to stderr, the result to stdout.
     """
-    from modelpack.image.builder import build as run_build
-
     auth = registry_auth(registry_username, registry_password_stdin)
     signing_key = _signing_key(key, push, interactive=not registry_password_stdin) if sign or key else None
     result = run_build(
@@ -164,14 +135,12 @@ def build(
         progress=CliProgress(),
         signing_key=signing_key,
     )
-    from modelpack.deploy.github import maybe_write_job_summary
-
     maybe_write_job_summary(result.to_dict())  # on GitHub Actions only
     if as_json:
         emit_json(result)
         return
     echo_image_result(result)
-    chain = getattr(result, "supply_chain", None)
+    chain = result.supply_chain
     if chain is not None:
         click.echo(f"manifest: {chain.manifest_digest}" + (" (signed)" if chain.signed else " (unsigned)"))
         if chain.signed:

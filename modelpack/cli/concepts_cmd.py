@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument
+from modelpack.project.concepts import infer_concepts
 
 
 @click.command()
@@ -18,10 +19,7 @@ def concepts(model_dir: Path, as_json: bool, offline: bool) -> None:
     """Print the concepts of the model in DIR: from config.yaml, or inferred from the
     checkpoint's config.json id2label (only config.json is downloaded), or none.
     """
-    from modelpack.project.concepts import infer_concepts
-    from modelpack.project.config import load
-
-    result = infer_concepts(load(model_dir).config, online=not offline)
+    result = infer_concepts(model_dir, online=not offline)
     if as_json:
         emit_json(result)
         return

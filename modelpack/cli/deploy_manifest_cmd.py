@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.deploy import kubernetes as deploy
 from modelpack.errors import InvalidInputError
+from modelpack.project import config as config_stage
 
 
 @click.command("deploy-manifest")
@@ -43,10 +45,8 @@ def deploy_manifest(
     image), the config is read back out of the image in the registry.
     Secrets are referenced (secretKeyRef), never included.
     """
-    from modelpack.deploy import kubernetes as deploy
     path = Path(target)
     if path.is_dir():
-        from modelpack.project import config as config_stage
         if not image:
             raise InvalidInputError("--image REF is required with a model directory")
         objects = deploy.deploy_manifest(config_stage.load(path), image, replicas=replicas, port=port)
@@ -55,7 +55,7 @@ def deploy_manifest(
     else:
         if image and image != target:
             raise InvalidInputError("--image is only for DIR; with IMAGE the image is the argument")
-        objects = deploy.deploy_manifest_for_image(target, replicas=replicas, port=port)
+        objects = deploy.objects_for_image(target, replicas=replicas, port=port)
     if as_json:
         emit_json(deploy.to_list(objects))
         return

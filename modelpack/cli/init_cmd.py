@@ -7,17 +7,9 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.project.scaffold import SCAFFOLDS, init_model_dir
 
-# Kept here (not imported from modelpack.project.scaffold) so `--help` needs no other module;
-# a unit test checks both lists agree.
-SCAFFOLD_TYPES = (
-    "generic",
-    "openai",
-    "visual-classifier",
-    "visual-detector",
-    "text-classifier",
-    "text-embedder",
-)
+SCAFFOLD_TYPES = tuple(SCAFFOLDS)
 
 
 @click.command("init")
@@ -39,8 +31,6 @@ def init(model_dir: Path, model_type: str, model_id: str | None, force: bool, as
     Refuses a non-empty DIR unless --force. Edit 1/model.py where its comments say
     EDIT, then check the result with `modelpack validate DIR`.
     """
-    from modelpack.project.scaffold import init_model_dir
-
     result = init_model_dir(model_dir, model_type, model_id=model_id, force=force)
     if as_json:
         emit_json(result)

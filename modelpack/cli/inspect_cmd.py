@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.image.versions import inspect as inspect_image
 
 
 @click.command("inspect")
@@ -14,8 +15,6 @@ from modelpack.cli._common import emit_json, handle_errors, json_option
 @handle_errors
 def inspect(image: str, remote: bool, as_json: bool) -> None:
     """Show IMAGE's dev.modelpack.* labels, from the local engine or straight from the registry."""
-    from modelpack.image.versions import inspect as inspect_image
-
     result = inspect_image(image, prefer="registry" if remote else "engine")
     if as_json:
         emit_json(result)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.supply.keys import keygen as run_keygen
+from modelpack.supply.keys import resolve_password
 
 
 def _prompt_new_password() -> str:
@@ -34,9 +36,6 @@ def keygen(prefix: str, force: bool, as_json: bool) -> None:
     The private key is encrypted with a password from MODELPACK_KEY_PASSWORD or
     COSIGN_PASSWORD, else asked for on the terminal.
     """
-    from modelpack.supply.keys import keygen as run_keygen
-    from modelpack.supply.keys import resolve_password
-
     password = resolve_password(_prompt_new_password)
     files = run_keygen(prefix, password, force=force)
     if as_json:

@@ -8,6 +8,11 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument, print_diagnostics
+from modelpack.pipeline.locking import LOCK_FILE, lock_status
+from modelpack.pipeline.locking import lock as run_lock
+from modelpack.pipeline.resolver import resolve
+from modelpack.pipeline.settings import BuildSettings
+from modelpack.project.config import load
 
 
 @click.command("lock")
@@ -29,7 +34,8 @@ from modelpack.cli._common import emit_json, handle_errors, json_option, model_d
     "--ca-bundle",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="CA bundle for a TLS-inspecting proxy (default: $SSL_CERT_FILE or the system store).",
+    help="CA bundle for a TLS-inspecting proxy (default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, "
+    "else the system store).",
 )
 @click.option("--base-registry", metavar="PREFIX", default=None, help="Registry prefix for catalog bases.")
 @json_option
@@ -49,23 +55,17 @@ def lock(
     The torch family comes with the base image and is left out; so is clarifai
     unless --keep-clarifai. An up-to-date lock is reused without network access.
     """
-    from modelpack.pipeline.locking import lock as run_lock
-    from modelpack.pipeline.locking import lock_status
-    from modelpack.pipeline.resolver import resolve
-    from modelpack.pipeline.settings import BuildSettings
-    from modelpack.project.config import load
-
+    settings = BuildSettings.from_env(ca_bundle=ca_bundle, index_url=index_url, base_registry=base_registry)
     loaded = load(model_dir)
-    resolved = resolve(loaded, base_registry=base_registry)
+    resolved = resolve(loaded, base_registry=settings.base_registry)
     if check:
         status = lock_status(loaded, resolved, keep_clarifai=keep_clarifai)
-        path = loaded.root / "requirements.lock"
+        path = loaded.root / LOCK_FILE
         if as_json:
             emit_json({"path": str(path), "status": status})
         else:
             click.echo(f"{path}: {status}")
         sys.exit(0 if status == "up-to-date" else 1)
-    settings = BuildSettings(ca_bundle=ca_bundle, index_url=index_url)
     result = run_lock(loaded, resolved=resolved, settings=settings, force=force, keep_clarifai=keep_clarifai)
     if as_json:
         emit_json(result)

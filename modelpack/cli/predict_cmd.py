@@ -14,6 +14,8 @@ import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
 from modelpack.errors import InvalidInputError, RuntimeFailure
+from modelpack.runtime.client import Model
+from modelpack.runtime.server import BackgroundServer
 
 _STRING_TYPES = ("str", "Text", "Optional[str]", "Optional[Text]")
 
@@ -53,8 +55,6 @@ def _show(value: Any) -> str:
 @handle_errors
 def predict(target: str, method: str, inputs: tuple[str, ...], as_json: bool) -> None:
     """Call METHOD of the model served at URL, or of the model directory DIR."""
-    from modelpack.runtime.client import Model
-
     parse_inputs(inputs)  # report malformed pairs before starting anything
     server = None
     if target.startswith(("http://", "https://")):
@@ -63,8 +63,6 @@ def predict(target: str, method: str, inputs: tuple[str, ...], as_json: bool) ->
         directory = Path(target)
         if not (directory / "1" / "model.py").is_file():
             raise InvalidInputError(f"{target}: not a URL and no {directory / '1' / 'model.py'}")
-        from modelpack.runtime.server import BackgroundServer
-
         server = BackgroundServer(directory).start()
         if server.runner.state != "ready":
             server.stop()

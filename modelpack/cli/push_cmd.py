@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from modelpack.cli._common import (
-    CliProgress,
-    echo_image_result,
-    emit_json,
-    handle_errors,
-    json_option,
-    registry_auth,
-)
+from modelpack.cli._common import CliProgress, echo_image_result, emit_json, handle_errors, json_option
+from modelpack.errors import InvalidInputError
+from modelpack.image.builder import push as run_push
+from modelpack.image.results import RegistryAuth
+
+
+def registry_auth(username: str | None, password_stdin: bool) -> RegistryAuth | None:
+    """``--registry-username`` with ``--registry-password-stdin`` as credentials; None when neither is given.
+
+    The password is the first line of stdin. Either option without the other, or an
+    empty password, is invalid input. Kept out of `_common` (shared by `build`) so that
+    commands which never reach a registry do not import the builder.
+    """
+    if not (password_stdin or username):
+        return None
+    if not (password_stdin and username):
+        raise InvalidInputError("--registry-username and --registry-password-stdin go together")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise InvalidInputError("--registry-password-stdin: no password on stdin")
+    return RegistryAuth(username, password)
 
 
 @click.command("push")
@@ -45,8 +60,6 @@ def push(
     with its existing version and nothing is uploaded; new content gets the next
     version. Progress goes to stderr, the result to stdout.
     """
-    from modelpack.image.builder import push as run_push
-
     auth = registry_auth(registry_username, registry_password_stdin)
     result = run_push(image, repository, version=version, auth=auth, progress=CliProgress())
     if as_json:

@@ -1,13 +1,15 @@
 """Render the command-line reference (Markdown) from the click commands themselves.
 
 `docs/cli.md` is generated, never edited by hand; a test fails when it is stale.
-Regenerate with `python -m modelpack.cli.reference > docs/cli.md`. Part of the CLI layer
-(it imports click), kept beside `schema_docs` so both generators are found together.
+Regenerate with `python -m modelpack.cli.reference > docs/cli.md`. Part of the CLI layer:
+it reads the click commands (the config reference is `modelpack.project.config_reference`).
 """
 
 from __future__ import annotations
 
 import click
+
+from modelpack.cli import cli
 
 _WIDTH = 100
 
@@ -21,8 +23,6 @@ def _help(command: click.Command, name: str, parent: click.Context) -> str:
 
 def cli_reference() -> str:
     """The Markdown reference of `modelpack` and every command, exactly as `--help` shows them."""
-    from modelpack.cli import cli
-
     root = click.Context(
         cli, info_name="modelpack", terminal_width=_WIDTH, max_content_width=_WIDTH, **cli.context_settings
     )

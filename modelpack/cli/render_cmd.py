@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument, print_diagnostics
+from modelpack.pipeline.prepare import prepare
+from modelpack.pipeline.rendering import render as run_render
+from modelpack.pipeline.settings import BuildSettings
 
 
 @click.command("render")
@@ -24,13 +27,15 @@ from modelpack.cli._common import emit_json, handle_errors, json_option, model_d
     "--ca-bundle",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="CA bundle for a TLS-inspecting proxy; reaches the dependency builder stage only.",
+    help="CA bundle for a TLS-inspecting proxy; reaches the dependency builder stage only "
+    "(default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE).",
 )
 @click.option(
     "--index-url",
     metavar="URL",
     default=None,
-    help="pip index (may hold credentials): passed as a build argument to the builder stage only.",
+    help="Package index (may hold credentials), for the lock and as a build argument of the builder "
+    "stage only (default: $UV_INDEX_URL, then $PIP_INDEX_URL, else PyPI).",
 )
 @click.option("--use-dockerfile", is_flag=True, help="Build with the model directory's own Dockerfile as-is.")
 @click.option("--base-registry", metavar="PREFIX", default=None, help="Registry prefix for catalog bases.")
@@ -52,37 +57,27 @@ def render(
 
     Runs validate, signature, resolve and lock (reused when up to date) first.
     """
-    from modelpack.pipeline.locking import lock
-    from modelpack.pipeline.rendering import render as run_render
-    from modelpack.pipeline.resolver import resolve
-    from modelpack.pipeline.settings import BuildSettings
-    from modelpack.project.config import load
-    from modelpack.project.methods import signature
-
-    loaded = load(model_dir)
-    sig = signature(loaded.root)
-    resolved = resolve(loaded, base_registry=base_registry)
-    settings = BuildSettings(ca_bundle=ca_bundle, index_url=index_url, use_dockerfile=use_dockerfile)
-    locked = None
-    if not use_dockerfile:
-        locked = lock(loaded, resolved=resolved, settings=settings, keep_clarifai=keep_clarifai)
+    settings = BuildSettings.from_env(
+        ca_bundle=ca_bundle, index_url=index_url, base_registry=base_registry, use_dockerfile=use_dockerfile
+    )
+    prepared = prepare(model_dir, settings=settings, keep_clarifai=keep_clarifai)
     result = run_render(
-        loaded,
+        prepared.model_dir,
         output,
-        resolved=resolved,
-        lock=locked,
-        signature=sig.signature,
+        resolved=prepared.resolved,
+        lock=prepared.lock,
+        signature=prepared.signature.signature,
         settings=settings,
         force=force,
     )
     if as_json:
         emit_json(result)
         return
-    print_diagnostics([*loaded.warnings, *sig.warnings, *result.warnings])
-    if locked is not None:
-        for note in locked.notes:
+    print_diagnostics([*prepared.model_dir.warnings, *prepared.signature.warnings, *result.warnings])
+    if prepared.lock is not None:
+        for note in prepared.lock.notes:
             click.echo(f"note: {note}", err=True)
-    click.echo(f"base image:     {resolved.base_image}")
+    click.echo(f"base image:     {prepared.resolved.base_image}")
     click.echo(f"dockerfile:     {result.dockerfile}")
     click.echo(f"context files:  {len(result.files)}")
     click.echo(f"content digest: {result.content_digest}")

@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument, print_diagnostics
+from modelpack.pipeline.catalog import load_catalog
+from modelpack.pipeline.resolver import resolve as run_resolve
+from modelpack.project.config import load
 
 
 @click.command("resolve")
@@ -33,10 +36,6 @@ def resolve(model_dir: Path, base_registry: str | None, catalog_path: Path | Non
     torch comes from requirements.txt, CPU or GPU from the compute section, and
     build_info.python_version / cuda_version / image from config.yaml.
     """
-    from modelpack.pipeline.catalog import load_catalog
-    from modelpack.pipeline.resolver import resolve as run_resolve
-    from modelpack.project.config import load
-
     loaded = load(model_dir)
     catalog = load_catalog(catalog_path) if catalog_path is not None else None
     result = run_resolve(loaded, base_registry=base_registry, catalog=catalog)

@@ -10,6 +10,7 @@ import click
 
 from modelpack.cli._common import JsonLogFormatter, emit_json, handle_errors, json_option, model_dir_argument
 from modelpack.errors import InvalidInputError
+from modelpack.runtime.server import serve as run_server
 
 
 @click.command("serve")
@@ -39,8 +40,6 @@ def serve(
         logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     else:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from modelpack.runtime.server import serve as run_server
-
     status = run_server(model_dir, host=host, port=port, access_log=access_log, max_body_bytes=max_body_bytes)
     if as_json:
         emit_json({"model_dir": str(model_dir), "exit_status": status})

@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from modelpack.cli._common import CliProgress, emit_json, handle_errors, json_option
+from modelpack.supply.keys import load_signing_key
+from modelpack.supply.signing import sign as run_sign
 
 
-def _prompt_password() -> str:
+def prompt_password() -> str:
+    """Ask for a private key's password on the terminal (also `build --sign`'s prompt)."""
     value: str = click.prompt(
         "Password for the private key", hide_input=True, default="", show_default=False, err=True
     )
@@ -32,10 +35,7 @@ def sign(image: str, key: str | None, manifest_digest: str | None, as_json: bool
     The key password comes from MODELPACK_KEY_PASSWORD or COSIGN_PASSWORD, else a prompt.
     Registry credentials come from ~/.docker/config.json.
     """
-    from modelpack.supply.keys import load_signing_key
-    from modelpack.supply.signing import sign as run_sign
-
-    private = load_signing_key(key, prompt=_prompt_password)
+    private = load_signing_key(key, prompt=prompt_password)
     result = run_sign(image, private, manifest_digest=manifest_digest, progress=CliProgress())
     if as_json:
         emit_json(result)

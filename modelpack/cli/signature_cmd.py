@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option, print_diagnostics
+from modelpack.project.methods import format_method
+from modelpack.project.methods import signature as read_signature
 
 
 @click.command("signature")
@@ -19,9 +21,6 @@ def signature(model_dir: Path, as_json: bool) -> None:
     The file is parsed, never imported, so its dependencies need not be installed.
     Anything not understood is a located warning on stderr.
     """
-    from modelpack.project.methods import format_method
-    from modelpack.project.methods import signature as read_signature
-
     result = read_signature(model_dir)
     if as_json:
         emit_json(result)

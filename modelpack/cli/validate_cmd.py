@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument, print_diagnostics
+from modelpack.pipeline.validate import validate as run_validate
 
 
 @click.command()
@@ -25,8 +26,6 @@ def validate(model_dir: Path, as_json: bool, online: bool) -> None:
     Prints every error as `file:LINE:COL: field.path: message` and exits 2 when
     the directory is invalid; warnings go to stderr and do not fail.
     """
-    from modelpack.project.config import validate as run_validate
-
     report = run_validate(model_dir, online=online)
     if as_json:
         emit_json(report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.supply.verification import verify as run_verify
 
 
 @click.command()
@@ -18,8 +19,6 @@ from modelpack.cli._common import emit_json, handle_errors, json_option
 def verify(image: str, key: str, deep: bool, as_json: bool) -> None:
     """Verify IMAGE: the signature matches its digest and KEY, the modelpack manifest is signed
     by the same key and records this digest. Exit 0 when all hold, 1 with the reason otherwise."""
-    from modelpack.supply.verification import verify as run_verify
-
     result = run_verify(image, key, deep=deep)
     if as_json:
         emit_json(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.image.versions import list_versions
 
 
 @click.command("versions")
@@ -13,8 +14,6 @@ from modelpack.cli._common import emit_json, handle_errors, json_option
 @handle_errors
 def versions(repository: str, as_json: bool) -> None:
     """List REPO's versions (v1, v2, ...), newest first, with digest and creation time."""
-    from modelpack.image.versions import list_versions
-
     result = list_versions(repository)
     if as_json:
         emit_json(result)

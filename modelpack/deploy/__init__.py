@@ -1,1 +1,1 @@
-"""Where built images go next: Kubernetes manifests and GitHub Actions glue."""
+"""Where built images go next: Kubernetes objects (Deployment, Service) and GitHub Actions glue."""

@@ -25,6 +25,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from modelpack.errors import InvalidInputError, ModelpackError
+from modelpack.image.versions import inspect
+from modelpack.oci.reference import ImageRef
+from modelpack.progress import format_size
+from modelpack.project.config import load
+
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 SUMMARY_SWITCH_ENV = "MODELPACK_JOB_SUMMARY"  # "0" turns the automatic summary off
 USERNAME_ENV = "MODELPACK_REGISTRY_USERNAME"
@@ -52,8 +58,6 @@ def _code(text: str) -> str:
 
 
 def _size(count: int) -> str:
-    from modelpack.progress import format_size
-
     return format_size(count, binary=True)
 
 
@@ -116,9 +120,9 @@ def job_summary_markdown(
         signature = f"signed, key {_code(str(sign.get('key_id') or '?'))}"
         if sign.get("signature_tag"):
             signature += f", tag {_code(str(sign['signature_tag']))}"
-        manifests = sign.get("manifests_signed") or []
-        if manifests:
-            signature += f", {len(manifests)} manifest{'s' if len(manifests) != 1 else ''}"
+        records = sign.get("manifests_signed") or []  # the signed records' digests
+        if records:
+            signature += f", {len(records)} manifest{'s' if len(records) != 1 else ''}"
     else:
         signature = "not signed"
     if build.get("pushed"):
@@ -183,9 +187,6 @@ def step_outputs(build: Mapping[str, Any], keys: Sequence[str] = OUTPUT_KEYS) ->
 
 def write_docker_config(repository: str, directory: str | os.PathLike[str]) -> Path:
     """A docker `config.json` holding the registry login from the environment (mode 0600)."""
-    from modelpack.errors import InvalidInputError
-    from modelpack.oci.registry import ImageRef
-
     username = os.environ.get(USERNAME_ENV, "")
     password = os.environ.get(PASSWORD_ENV, "")
     if not username or not password:
@@ -213,20 +214,18 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def _checkpoints_from_dir(model_dir: str) -> str | None:
-    from modelpack.project.config import load
-
     spec = load(model_dir).config.checkpoints
     return f"{spec.repo_id}@{spec.revision} ({spec.when})" if spec else None
 
 
 def _labels_of(image: str) -> dict[str, str]:
-    from modelpack.image.versions import inspect
-
     return dict(inspect(image).labels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelpack.deploy.github", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m modelpack.deploy.github", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     outputs = sub.add_parser("outputs", help="print image=, version=, digest= for $GITHUB_OUTPUT")
     outputs.add_argument("build_json")
@@ -271,8 +270,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:
-        from modelpack.errors import ModelpackError
-
         if isinstance(error, ModelpackError):
             print(f"error: {error.message}", file=sys.stderr)
             return error.exit_code

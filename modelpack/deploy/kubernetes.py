@@ -1,4 +1,4 @@
-"""Kubernetes manifests for a built model image: a `Deployment` plus a `Service`.
+"""Kubernetes objects for a built model image: a `Deployment` plus a `Service`.
 
 `deploy_manifest()` is a pure function of the loaded model directory and the image
 reference, so the output can be checked against the Kubernetes schemas without a
@@ -30,7 +30,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelpack.errors import InvalidInputError
-from modelpack.project.model_dir import ComputeRequirements, ModelDir
+from modelpack.image.versions import image_config, image_manifest, inspect
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import RegistryClient
+from modelpack.project import config as config_stage
+from modelpack.project.compute import gpu_names, lookup_gpu, lookup_instance
+from modelpack.project.config_checks import parse_quantity
+from modelpack.project.model_dir import ComputeRequirements, ModelDir, ModelDirLike
 
 DEFAULT_PORT = 8080
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -67,8 +73,6 @@ def gpu_products(patterns: tuple[str, ...] | list[str]) -> list[str]:
     a plain name is kept as written. Wildcards that match no known GPU are dropped,
     since a label value cannot hold `*`.
     """
-    from modelpack.project.compute import gpu_names, lookup_gpu
-
     known = sorted({found[0] for name in gpu_names() if (found := lookup_gpu(name))})
     values: list[str] = []
     for pattern in patterns:
@@ -81,15 +85,11 @@ def gpu_products(patterns: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def _quantity(value: str | None) -> float | None:
-    from modelpack.project.config import parse_quantity
-
     return parse_quantity(value) if value is not None else None
 
 
 def container_resources(compute: ComputeRequirements) -> dict[str, Any]:
     """requests/limits; a request never exceeds its limit (the API server would refuse it)."""
-    from modelpack.project.compute import lookup_instance
-
     instance = lookup_instance(compute.instance) if compute.instance else None
     cpu_limit = compute.cpu_limit or (instance.cpus if instance else None)
     memory_limit = compute.cpu_memory or (instance.memory if instance else None)
@@ -121,16 +121,19 @@ def _image_version(image: str) -> str | None:
 
 
 def deploy_manifest(
-    model_dir: ModelDir, image: str, *, replicas: int = 1, port: int = DEFAULT_PORT
+    model_dir: ModelDirLike, image: str, *, replicas: int = 1, port: int = DEFAULT_PORT
 ) -> list[dict[str, Any]]:
-    """A `Deployment` and a `Service` serving `image` with `model_dir`'s compute needs."""
+    """A `Deployment` and a `Service` serving `image` with `model_dir`'s compute needs.
+
+    `model_dir` is a path (loaded here) or a loaded ModelDir.
+    """
     if not image or any(c.isspace() for c in image):
         raise InvalidInputError(f"invalid image reference {image!r}")
     if replicas < 0:
         raise InvalidInputError(f"--replicas must be 0 or more, not {replicas}")
     if not 1 <= port <= 65535:
         raise InvalidInputError(f"--port must be between 1 and 65535, not {port}")
-    config = model_dir.config
+    config = config_stage.as_model_dir(model_dir).config
     compute = config.compute
     name = resource_name(config.model.id)
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
@@ -296,10 +299,6 @@ def model_dir_from_image(image: str, workdir: Path) -> tuple[ModelDir, dict[str,
     Checks the `dev.modelpack.*` labels first, then pulls the top layers (config
     and model code, small) and loads them like a model directory under `workdir`.
     """
-    from modelpack.image.versions import image_config, image_manifest, inspect
-    from modelpack.oci.registry import ImageRef, RegistryClient
-    from modelpack.project import config as config_stage
-
     info = inspect(image, prefer="registry")
     if "dev.modelpack.model-id" not in info.labels:
         raise InvalidInputError(f"{image} has no dev.modelpack.* labels: not built by modelpack")
@@ -329,9 +328,7 @@ def model_dir_from_image(image: str, workdir: Path) -> tuple[ModelDir, dict[str,
     return config_stage.load(root), info.labels
 
 
-def deploy_manifest_for_image(
-    image: str, *, replicas: int = 1, port: int = DEFAULT_PORT
-) -> list[dict[str, Any]]:
+def objects_for_image(image: str, *, replicas: int = 1, port: int = DEFAULT_PORT) -> list[dict[str, Any]]:
     """`deploy_manifest` for an image in a registry, with the config read from the image."""
     with tempfile.TemporaryDirectory(prefix="modelpack-deploy-") as tmp:
         model_dir, labels = model_dir_from_image(image, Path(tmp))

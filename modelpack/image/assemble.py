@@ -7,7 +7,7 @@ health check, entrypoint, labels). The classic builder spends a container per in
 that stage; here a code change costs one small tar and a few registry requests.
 
 Everything in this module is pure file and JSON work; the registry and the engine stay in
-modelpack.image.builder.
+modelpack.image.push (`AssembledPush`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from modelpack.image.weights_layer import write_layer
-from modelpack.pipeline.rendering import DOCKERFILE, MANIFEST, FinalStage
+from modelpack.pipeline.rendering import CONTEXT_DIGESTS, DOCKERFILE, FinalStage, RenderResult
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -46,7 +46,7 @@ class AssemblyPlan:
     base_image: str
 
 
-def plan_assembly(rendered: Any, build_args: dict[str, str], base_image: str) -> AssemblyPlan | None:
+def plan_assembly(rendered: RenderResult, build_args: dict[str, str], base_image: str) -> AssemblyPlan | None:
     """The plan for a rendered context (rendering.RenderResult); None for a user's own Dockerfile.
 
     `runtime_key` covers the Dockerfile up to the final stage, every context file outside the
@@ -63,7 +63,7 @@ def plan_assembly(rendered: Any, build_args: dict[str, str], base_image: str) ->
     if not marker:
         return None
     files = {}
-    for line in (context / MANIFEST).read_text(encoding="utf-8").splitlines():
+    for line in (context / CONTEXT_DIGESTS).read_text(encoding="utf-8").splitlines():
         digest, _, rel = line.partition("  ")
         if rel and rel != DOCKERFILE and not rel.startswith(f"{stage.code_source}/"):
             files[rel] = digest
@@ -109,7 +109,7 @@ def write_code_layer(context_dir: Path, stage: FinalStage, work: Path) -> CodeLa
 
 
 class _Hashing:
-    def __init__(self, out: Any, digest: Any) -> None:
+    def __init__(self, out: IO[bytes], digest: hashlib._Hash) -> None:
         self._out, self._digest = out, digest
 
     def write(self, data: bytes) -> int:

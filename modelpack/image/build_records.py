@@ -21,6 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelpack.errors import RegistryError
+from modelpack.image.results import BuildResult, RegistryAuth
+from modelpack.image.session import registry_for
+from modelpack.oci.reference import ImageRef
+from modelpack.pipeline.locking import LockResult
+from modelpack.progress import Reporter
+from modelpack.project.model_dir import Concept, ModelDir
+from modelpack.resources import cache_dir, data_dir, read_cache, write_cache
+from modelpack.supply.attach import PublishResult
+
 RECORD_FORMAT = "modelpack-build-record/1"
 # Model directories bigger than this are not fingerprinted: on a miss the hashing (about
 # 70 ms for 64 MiB here) is spent on top of the pipeline.
@@ -53,8 +63,6 @@ class BuildOptions:
 
 
 def records_dir() -> Path:
-    from modelpack.resources import cache_dir
-
     return cache_dir("builds")
 
 
@@ -67,8 +75,6 @@ def installation_id() -> str | None:
             return hashlib.sha256(record.read_bytes()).hexdigest()
         except OSError:
             return None
-    from modelpack.resources import data_dir
-
     folders = [package]
     for name in ("schemas", "templates", "base-images"):
         try:
@@ -166,8 +172,6 @@ def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, 
 
 def find(fingerprint: str) -> dict[str, Any] | None:
     """The recorded result (BuildResult.to_dict() form) of the push with this fingerprint."""
-    from modelpack.resources import read_cache
-
     data = read_cache(records_dir() / f"{fingerprint}.json")
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
         return None
@@ -177,8 +181,6 @@ def find(fingerprint: str) -> dict[str, Any] | None:
 
 def remember(fingerprint: str, result: dict[str, Any]) -> None:
     """Record a finished push (atomically); a cache that cannot be written is no error."""
-    from modelpack.resources import write_cache
-
     write_cache(records_dir() / f"{fingerprint}.json", {"format": RECORD_FORMAT, "result": result})
 
 
@@ -189,4 +191,85 @@ def forget(fingerprint: str) -> None:
         pass
 
 
-__all__ = ["BuildOptions", "Inputs", "find", "forget", "inputs", "records_dir", "remember"]
+def remember_build(inputs: Inputs, model_dir: ModelDir, lock: LockResult, result: BuildResult) -> None:
+    """Record a finished push under its inputs as they are now: a lock the build wrote is one of them."""
+    lock_path = Path(lock.path).absolute()
+    root = Path(model_dir.root).absolute()
+    if not lock.up_to_date_before and root in lock_path.parents:  # this build wrote the lock
+        inputs = inputs.with_file(lock_path.relative_to(root).as_posix(), lock_path)
+    remember(inputs.fingerprint(), result.to_dict())
+
+
+def reuse(fingerprint: str, repo: ImageRef, auth: RegistryAuth | None, report: Reporter) -> BuildResult | None:
+    """The recorded push of identical inputs, when the registry still holds it exactly so.
+
+    Content tag, version tag and attached record are checked by HEAD; a record the
+    registry contradicts is dropped and the full pipeline runs.
+    """
+    recorded = find(fingerprint)
+    if recorded is None:
+        return None
+    try:
+        result = result_from_record(recorded)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        forget(fingerprint)
+        return None
+    chain = result.supply_chain
+    if chain is None or result.image != f"{repo.name}:{result.version}":
+        forget(fingerprint)
+        return None
+    try:
+        with registry_for(repo, auth) as registry:
+            for reference, digest in (
+                (result.content_tag, result.digest),
+                (result.version, result.digest),
+                (chain.manifest_digest, chain.manifest_digest),
+            ):
+                found = registry.head_manifest(repo.repository, reference)
+                if found is None or found.digest != digest:
+                    forget(fingerprint)
+                    return None
+    except RegistryError:
+        return None  # the pipeline reports what is wrong with the registry
+    report("done", f"unchanged: {result.image} already has this content; nothing pushed")
+    report("note", f"existing manifest: {chain.manifest_digest}")
+    return result
+
+
+def result_from_record(data: dict[str, Any]) -> BuildResult:
+    """A recorded BuildResult.to_dict(), as the result of a build that reused it."""
+    chain = data["supply_chain"]
+    supply_chain = None
+    if chain is not None:
+        supply_chain = PublishResult(
+            image_digest=str(chain["image_digest"]),
+            manifest_digest=str(chain["manifest_digest"]),
+            sbom_digest=chain.get("sbom_digest"),
+            reused_manifest=True,
+        )
+    return BuildResult(
+        image=str(data["image"]),
+        version=str(data["version"]),
+        digest=str(data["digest"]),
+        tags=tuple(str(t) for t in data["tags"]),
+        pushed=False,
+        content_tag=str(data["content_tag"]),
+        reused=True,
+        supply_chain=supply_chain,
+        concepts=tuple(Concept(str(c["id"]), str(c["name"])) for c in data.get("concepts") or ()),
+        base_image=str(data.get("base_image") or ""),
+    )
+
+
+__all__ = [
+    "BuildOptions",
+    "Inputs",
+    "find",
+    "forget",
+    "inputs",
+    "records_dir",
+    "remember",
+    "remember_build",
+    "result_from_record",
+    "reuse",
+]

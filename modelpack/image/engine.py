@@ -11,9 +11,14 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import EngineError, RegistryError
+from modelpack.progress import Reporter
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 # Build/push events are forwarded as (kind, message) pairs; kind is "step", "log" or "push".
 EventSink = Callable[[str, str], None]
@@ -28,7 +33,7 @@ _PIP_FAILURE_PATTERNS = (
 )
 
 
-def _docker() -> Any:
+def _docker() -> ModuleType:
     try:
         import docker
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -40,7 +45,7 @@ def engine_location() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def connect(timeout: int = 600, *, request_timeout: int | None = None) -> Any:
+def connect(timeout: int = 600, *, request_timeout: int | None = None) -> DockerClient:
     """A docker client from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY, ...), checked with ping.
 
     The ping waits `timeout` seconds; later requests `request_timeout` (default the same), so a
@@ -59,7 +64,7 @@ def connect(timeout: int = 600, *, request_timeout: int | None = None) -> Any:
     return client
 
 
-def default_network_mode(client: Any, endpoints: Iterable[str | None] = ()) -> str | None:
+def default_network_mode(client: DockerClient, endpoints: Iterable[str | None] = ()) -> str | None:
     """`host` when a build must reach a loopback service or the engine has no bridge network."""
     for endpoint in endpoints:
         if endpoint and is_loopback_url(endpoint):
@@ -86,7 +91,7 @@ class BuildOutput:
 
 
 def build_image(
-    client: Any,
+    client: DockerClient,
     context_dir: str,
     *,
     tag: str,
@@ -214,7 +219,7 @@ class PushOutput:
 
 
 def push_image(
-    client: Any,
+    client: DockerClient,
     repository: str,
     tag: str,
     *,
@@ -257,14 +262,11 @@ def push_image(
 
 
 def _report_bytes(on_event: EventSink, layer: str, detail: dict[str, Any]) -> None:
-    """Upload progress of one layer, for observers that take byte counts (see modelpack.progress)."""
-    from modelpack.progress import reporter
-
-    report = reporter(on_event)
+    """Upload progress of one layer: byte counts only go to a `Reporter` (a plain sink takes two strings)."""
     current, total = detail.get("current"), detail.get("total")
-    if report.takes_counts and isinstance(current, int) and isinstance(total, int) and total > 0:
+    if isinstance(on_event, Reporter) and isinstance(current, int) and isinstance(total, int) and total > 0:
         # the engine counts compressed bytes sent against the layer's uncompressed size
-        report("push", f"{layer}: Pushing", min(current, total), total, "bytes")
+        on_event("push", f"{layer}: Pushing", min(current, total), total, "bytes")
 
 
 def _push_failure(repository: str, message: str) -> str:
@@ -276,7 +278,7 @@ def _push_failure(repository: str, message: str) -> str:
     return f"pushing {repository} failed: {message.splitlines()[0] if message else 'unknown error'}"
 
 
-def load_image(client: Any, archive: str | os.PathLike[str]) -> None:
+def load_image(client: DockerClient, archive: str | os.PathLike[str]) -> None:
     """`docker load` an image archive; raises EngineError with the engine's reason."""
     try:
         with open(archive, "rb") as data:
@@ -287,7 +289,9 @@ def load_image(client: Any, archive: str | os.PathLike[str]) -> None:
         raise EngineError(f"loading the image failed: {failure}")
 
 
-def pull_image(client: Any, repository: str, tag: str, *, auth_config: dict[str, str] | None = None) -> None:
+def pull_image(
+    client: DockerClient, repository: str, tag: str, *, auth_config: dict[str, str] | None = None
+) -> None:
     """Pull `repository:tag` into the engine; raises RegistryError."""
     try:
         events = client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth_config)
@@ -298,7 +302,7 @@ def pull_image(client: Any, repository: str, tag: str, *, auth_config: dict[str,
         raise RegistryError(f"pulling {repository}:{tag} failed: {failure}")
 
 
-def _first_error(events: Iterable[Any] | None) -> str | None:
+def _first_error(events: Iterable[object] | None) -> str | None:
     """The message of the first error in an engine progress stream (read to its end otherwise)."""
     for event in events or ():
         if isinstance(event, dict) and ("error" in event or "errorDetail" in event):
@@ -307,14 +311,14 @@ def _first_error(events: Iterable[Any] | None) -> str | None:
     return None
 
 
-def tag_image(client: Any, image_id: str, repository: str, tag: str) -> None:
+def tag_image(client: DockerClient, image_id: str, repository: str, tag: str) -> None:
     try:
         client.api.tag(image_id, repository, tag=tag, force=True)
     except Exception as error:
         raise EngineError(f"tagging {repository}:{tag} failed: {_short(error)}") from error
 
 
-def untag(client: Any, reference: str) -> None:
+def untag(client: DockerClient, reference: str) -> None:
     """Remove a local tag we created; the image itself stays if other tags use it."""
     try:
         client.api.remove_image(reference, noprune=True)
@@ -322,7 +326,7 @@ def untag(client: Any, reference: str) -> None:
         pass
 
 
-def inspect_image(client: Any, reference: str) -> dict[str, Any] | None:
+def inspect_image(client: DockerClient, reference: str) -> dict[str, Any] | None:
     docker = _docker()
     try:
         return dict(client.api.inspect_image(reference))
@@ -332,7 +336,22 @@ def inspect_image(client: Any, reference: str) -> dict[str, Any] | None:
         raise EngineError(f"inspecting {reference} failed: {_short(error)}") from error
 
 
-def local_tags(client: Any, repository: str) -> list[str]:
+def image_digest(client: DockerClient, reference: str) -> str | None:
+    """The image's digest as the engine knows it: a repo digest, else the local image id (None: no image).
+
+    The supply-chain record names the base image by it.
+    """
+    image = inspect_image(client, reference)
+    if not image:
+        return None
+    for entry in image.get("RepoDigests") or []:
+        if "@" in str(entry):
+            return str(entry).rsplit("@", 1)[1]
+    found = image.get("Id")
+    return str(found) if found else None
+
+
+def local_tags(client: DockerClient, repository: str) -> list[str]:
     """Tags of `repository` in the local engine."""
     try:  # the low-level call: images.list() asks the engine once more for every image
         images = client.api.images(name=repository)

@@ -2,62 +2,210 @@
 
 A version tag is only ever created for new content and never moved; the content
 tag (derived from the rendered context's digest) is how a rebuild of unchanged
-inputs finds the version it already has. Registry traffic goes through
-`modelpack.oci.registry`.
+inputs finds the version it already has. The rules here need only a registry client
+(and, for a local build, the engine), so they are tested with fakes; the tag names
+themselves are `modelpack.tags`.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.image import engine
+from modelpack.image.results import BuildResult, LayerInfo
+from modelpack.image.session import PushTarget
+from modelpack.oci.reference import ImageRef, parse_repository
 from modelpack.oci.registry import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
-    ImageRef,
     Manifest,
     RegistryClient,
 )
+from modelpack.progress import Reporter
+from modelpack.tags import is_content_tag, newest_first, next_version
 
-VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
-CONTENT_TAG_PREFIX = "c-"
+if TYPE_CHECKING:
+    from docker import DockerClient
+
 LABEL_PREFIX = "dev.modelpack."
 
 
-def content_tag(content_digest: str) -> str:
-    """`c-` plus the first 16 hex digits of the content digest (`sha256:...` or bare hex)."""
-    hexpart = content_digest.split(":", 1)[-1].lower()
-    if not re.fullmatch(r"[0-9a-f]{16,}", hexpart):
-        raise ValueError(f"not a content digest: {content_digest!r}")
-    return CONTENT_TAG_PREFIX + hexpart[:16]
+# --------------------------------------------------------------------------- choosing a version
 
 
-def version_number(tag: str) -> int | None:
-    match = VERSION_RE.match(tag)
-    return int(match.group(1)) if match else None
+def pick_version(
+    name: str,
+    requested: str | None,
+    remote_tags: Iterable[str],
+    local_tags: Iterable[str],
+    preferred: str | None = None,
+) -> str:
+    """The version new content asks for: `requested` (refused when the registry has it), else
+    `preferred` when the registry lacks it, else the version after every one seen here or there."""
+    remote = set(remote_tags)
+    if requested is not None:
+        if requested in remote:
+            raise InvalidInputError(f"version {requested} already exists in {name} with other content")
+        return requested
+    if preferred is not None and preferred not in remote:
+        return preferred
+    return next_version(remote | set(local_tags))
 
 
-def next_version(tags: list[str] | set[str]) -> str:
-    """The version after the highest `vN` among `tags` (`v1` when there is none)."""
-    numbers = [n for n in (version_number(t) for t in tags) if n is not None]
-    return f"v{max(numbers, default=0) + 1}"
+def free_version(
+    registry: RegistryClient, repo: ImageRef, wanted: str | None, tags: Iterable[str], notes: list[str]
+) -> str:
+    """`wanted` (or the next version) if the registry does not have it; else the next free one."""
+    current = set(registry.list_tags(repo.repository)) | set(tags)
+    chosen = wanted or next_version(current)
+    if chosen in current:
+        taken = chosen
+        chosen = next_version(current)
+        notes.append(f"version {taken} was taken meanwhile; using {chosen}")
+    return chosen
 
 
-def check_version(version: str) -> str:
-    if version_number(version) is None:
-        raise InvalidInputError(f"invalid version {version!r}: use v1, v2, ...")
-    return version
+@dataclass(frozen=True)
+class PushedManifest:
+    """A manifest the registry holds under its content tag, waiting for its version tag."""
+
+    raw: bytes
+    media_type: str
+    digest: str
+    tags_before: tuple[str, ...] = ()  # the repository's tags seen before it was pushed
 
 
-def parse_repository(repository: str) -> ImageRef:
-    """`registry/name` without tag or digest, for `--tag REPO` and `versions REPO`."""
-    ref = ImageRef.parse(repository)
-    if ref.digest or (ref.tag and ":" in repository.rsplit("/", 1)[-1]):
-        raise InvalidInputError(f"expected a repository without tag or digest, got {repository!r}")
-    return ImageRef(ref.registry, ref.repository)
+def tag_version(
+    registry: RegistryClient, target: PushTarget, pushed: PushedManifest, notes: list[str], report: Reporter
+) -> str:
+    """Point the first free version tag (`target.version` unless taken meanwhile) at the pushed manifest.
+
+    A version tag is never moved: a taken version becomes the next free one, or an error
+    when the user asked for that version explicitly.
+    """
+    final = free_version(registry, target.repo, target.version, pushed.tags_before, notes)
+    if final != target.version:
+        if target.explicit:
+            raise InvalidInputError(
+                f"version {target.version} was taken in {target.name} meanwhile; "
+                f"content pushed as {target.content_tag}"
+            )
+        report("note", notes[-1])
+    registry.put_manifest(target.repo.repository, final, pushed.raw, pushed.media_type)
+    check = registry.head_manifest(target.repo.repository, final)
+    if check is None or check.digest != pushed.digest:
+        raise RegistryError(f"{target.ref(final)} does not point at the pushed content {pushed.digest}")
+    return final
+
+
+# --------------------------------------------------------------------------- content seen before
+
+
+def reuse_remote(
+    registry: RegistryClient,
+    repo: ImageRef,
+    ctag: str,
+    remote_tags: list[str],
+    requested: str | None,
+    report: Reporter,
+) -> BuildResult:
+    """The registry has this content already: report its version (adding one if it has none)."""
+    descriptor = registry.head_manifest(repo.repository, ctag)
+    if descriptor is None:  # deleted meanwhile; treat as not present is too subtle for a rare race
+        raise RegistryError(f"{repo.name}:{ctag} disappeared while building; run the build again")
+    for tag in newest_first(remote_tags):
+        found = registry.head_manifest(repo.repository, tag)
+        if found is not None and found.digest == descriptor.digest:
+            if requested and requested != tag:
+                raise InvalidInputError(
+                    f"this content is already {repo.name}:{tag}; a version is never duplicated"
+                )
+            report("done", f"unchanged: {repo.name}:{tag} already has this content; nothing pushed")
+            return BuildResult(
+                image=f"{repo.name}:{tag}",
+                version=tag,
+                digest=descriptor.digest,
+                tags=(tag, ctag),
+                pushed=False,
+                bytes_pushed=0,
+                content_tag=ctag,
+                reused=True,
+            )
+    # content pushed earlier but its version tag never landed (interrupted push): tag it now
+    notes: list[str] = []
+    manifest = registry.get_manifest(repo.repository, descriptor.digest)
+    if requested and requested in set(registry.list_tags(repo.repository)) | set(remote_tags):
+        # an explicit version is never silently replaced by another (as in tag_version)
+        raise InvalidInputError(f"version {requested} already exists in {repo.name} with other content")
+    chosen = free_version(registry, repo, requested, remote_tags, notes)
+    registry.put_manifest(repo.repository, chosen, manifest.raw, manifest.media_type)
+    report("done", f"{repo.name}:{chosen} tagged (content was already in the registry)")
+    return BuildResult(
+        image=f"{repo.name}:{chosen}",
+        version=chosen,
+        digest=descriptor.digest,
+        tags=(chosen, ctag),
+        pushed=True,
+        bytes_pushed=len(manifest.raw),
+        content_tag=ctag,
+        reused=True,
+        notes=tuple(notes),
+    )
+
+
+def reuse_local(
+    docker_client: DockerClient, name: str, ctag: str, requested: str | None, report: Reporter
+) -> BuildResult | None:
+    """A local build of content the engine already has: report its local version, build nothing."""
+    image = engine.inspect_image(docker_client, f"{name}:{ctag}")
+    if image is None:
+        return None
+    tags = newest_first(r.rsplit(":", 1)[1] for r in image.get("RepoTags") or [] if r.startswith(name + ":"))
+    if not tags or (requested and requested not in tags):
+        return None
+    chosen = requested or tags[0]
+    report("done", f"unchanged: {name}:{chosen} already has this content (local)")
+    return BuildResult(
+        image=f"{name}:{chosen}",
+        version=chosen,
+        digest=str(image.get("Id")),
+        tags=(chosen, ctag),
+        pushed=False,
+        layers=local_layers(image),
+        content_tag=ctag,
+        reused=True,
+    )
+
+
+def local_layers(image: dict[str, Any]) -> tuple[LayerInfo, ...]:
+    """The layers of an image the engine inspected (none of them pushed)."""
+    return tuple(LayerInfo(diff_id=d) for d in (image.get("RootFS") or {}).get("Layers") or [])
+
+
+def newest_version_blobs(
+    registry: RegistryClient, repo: ImageRef, tags: Iterable[str]
+) -> dict[str, tuple[str, int, str]]:
+    """diff_id -> (blob digest, size, media type) for the layers of the newest version in the registry."""
+    for tag in newest_first(tags)[:1]:
+        try:
+            manifest = image_manifest(registry, repo.repository, tag)
+            config = image_config(registry, repo.repository, manifest)
+        except RegistryError:
+            return {}
+        layers = manifest.json.get("layers") or []
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        return {
+            str(d): (str(layer["digest"]), int(layer["size"]), str(layer.get("mediaType") or ""))
+            for d, layer in zip(diff_ids, layers, strict=False)
+        }
+    return {}
+
+
+# --------------------------------------------------------------------------- listing and inspecting
 
 
 @dataclass(frozen=True)
@@ -132,12 +280,12 @@ def list_versions(repository: str, *, client: RegistryClient | None = None) -> V
     tags = client.list_tags(ref.repository)
     digests_by_content: dict[str, str] = {}
     for tag in tags:
-        if tag.startswith(CONTENT_TAG_PREFIX):
+        if is_content_tag(tag):
             descriptor = client.head_manifest(ref.repository, tag)
             if descriptor:
                 digests_by_content[descriptor.digest] = tag
     versions: list[VersionInfo] = []
-    for tag in sorted((t for t in tags if version_number(t)), key=lambda t: -(version_number(t) or 0)):
+    for tag in newest_first(tags):
         manifest = client.find_manifest(ref.repository, tag)
         if manifest is None:  # deleted between listing and reading
             continue
@@ -186,7 +334,6 @@ def inspect(image: str, *, prefer: str = "engine") -> InspectResult:
 def _inspect_local(image: str) -> InspectResult | None:
     """None when there is no engine or it does not have the image."""
     try:
-        from modelpack.image import engine
         client = engine.connect(timeout=30)
     except Exception:
         return None

@@ -16,7 +16,10 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from modelpack.errors import RegistryError
+from modelpack.oci.registry import OCI_MANIFEST, RegistryClient, canonical_json, sha256_digest
 
 DEFAULT_PREFIX = "app/1/checkpoints/"  # render.CHECKPOINTS_DIR, where Clarifai-style model.py looks
 _BUFFER = 1 << 20  # 1 MiB tar copy buffer
@@ -36,7 +39,7 @@ class LayerInfo:
 class _HashingWriter:
     """A write-only file that hashes and counts what passes through it."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._digest = hashlib.sha256()
         self.size = 0
@@ -178,7 +181,7 @@ def layer_key(
 
 
 def append_layer(
-    registry: Any,
+    registry: RegistryClient,
     repository: str,
     base_reference: str,
     layer: LayerInfo | Callable[[], LayerInfo],
@@ -195,8 +198,6 @@ def append_layer(
     history entry; the manifest gets an uncompressed layer descriptor. Nothing is tagged:
     the manifest is stored by digest, and the caller tags it.
     """
-    from modelpack.oci.registry import OCI_MANIFEST, canonical_json, sha256_digest
-
     base = registry.get_manifest(repository, base_reference)
     manifest = base.json
     if manifest.get("layers") is None or not isinstance(manifest.get("config"), dict):
@@ -238,12 +239,14 @@ def append_layer(
     return AppendedImage(descriptor.digest, media_type, raw, digest, size, layer_pushed, pushed_bytes)
 
 
-def upload_file(registry: Any, repository: str, path: Path, digest: str, size: int) -> None:
+def upload_file(registry: RegistryClient, repository: str, path: Path, digest: str, size: int) -> None:
     """One streamed monolithic upload (POST, then PUT of the file) of a blob whose digest is known."""
     from urllib.parse import urlencode, urljoin
 
     scope = f"repository:{repository}:pull,push"
     start = registry.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
+    if start is None:  # only requests that allow a missing resource come back empty
+        raise RegistryError(f"the registry did not start an upload to {repository}")
     location = urljoin(registry.base_url + "/", start.headers.get("Location") or "")
     url = location + ("&" if "?" in location else "?") + urlencode({"digest": digest})
     with open(path, "rb") as body:

@@ -5,7 +5,8 @@ signing, verification and tag listing work on machines without a daemon.
 
 Usage::
 
-    from modelpack.oci.registry import ImageRef, RegistryClient
+    from modelpack.oci.reference import ImageRef
+    from modelpack.oci.registry import RegistryClient
 
     ref = ImageRef.parse("127.0.0.1:5000/acme/sentiment:1.0")
     client = RegistryClient.for_ref(ref)          # credentials from ~/.docker/config.json
@@ -49,6 +50,7 @@ from urllib.parse import urljoin
 
 from modelpack.digests import sha256_file_and_size
 from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.oci.reference import DEFAULT_REGISTRY, ImageRef, is_digest
 
 if TYPE_CHECKING:
     import requests
@@ -61,12 +63,8 @@ OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON = b"{}"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
 
-DEFAULT_REGISTRY = "docker.io"
 _DOCKER_HUB_API = "registry-1.docker.io"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 MONOLITHIC_LIMIT = 16 * 1024 * 1024  # blobs above this are uploaded in PATCH chunks
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -76,77 +74,10 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def is_digest(value: str) -> bool:
-    return bool(_DIGEST_RE.match(value))
-
-
 def fallback_tag(digest: str) -> str:
     """The OCI 1.1 referrers fallback tag of ``digest``: ``sha256-<hex>``."""
     algorithm, _, hexpart = digest.partition(":")
     return f"{algorithm}-{hexpart}"
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """A parsed image reference ``[registry/]repository[:tag][@digest]``."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def parse(cls, reference: str) -> ImageRef:
-        text = reference.strip()
-        if not text or any(c.isspace() for c in text):
-            raise InvalidInputError(f"invalid image reference {reference!r}")
-        digest = None
-        if "@" in text:
-            text, digest = text.split("@", 1)
-            if not is_digest(digest):
-                raise InvalidInputError(f"invalid digest in image reference {reference!r}")
-        tag = None
-        last = text.rsplit("/", 1)[-1]
-        if ":" in last:
-            text, tag = text.rsplit(":", 1)
-            if not _TAG_RE.match(tag):
-                raise InvalidInputError(f"invalid tag in image reference {reference!r}")
-        first, sep, rest = text.partition("/")
-        if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-            registry, repository = first, rest
-        else:
-            registry, repository = DEFAULT_REGISTRY, text
-            if "/" not in repository:
-                repository = "library/" + repository
-        if not _REPO_RE.match(repository):
-            raise InvalidInputError(f"invalid repository name in image reference {reference!r}")
-        if tag is None and digest is None:
-            tag = "latest"
-        return cls(registry, repository, tag, digest)
-
-    @property
-    def name(self) -> str:
-        """``registry/repository`` without tag or digest (cosign's docker-reference)."""
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def reference(self) -> str:
-        """What goes in ``/manifests/<reference>``: the digest when known, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    def with_digest(self, digest: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, None, digest)
-
-    def with_tag(self, tag: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, tag, None)
-
-    def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
 
 
 @dataclass(frozen=True)

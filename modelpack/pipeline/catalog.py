@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelpack.errors import ResolveError
+from modelpack.resources import read_text
 
 CATALOG_FILE = "catalog.json"
 SCHEMA_VERSION = 1
@@ -234,8 +235,6 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
 
 @functools.lru_cache(maxsize=1)
 def _shipped_catalog() -> Catalog:
-    from modelpack.resources import read_text
-
     return _parse(read_text("base-images", CATALOG_FILE), f"base-images/{CATALOG_FILE}")
 
 

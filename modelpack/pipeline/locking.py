@@ -26,20 +26,23 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from modelpack.errors import InvalidInputError, LockError
 from modelpack.pipeline.resolve_types import ResolveResult
-from modelpack.project.model_dir import ModelDir, RequirementLine
-
-if TYPE_CHECKING:
-    from modelpack.pipeline.settings import BuildSettings
-    from modelpack.progress import ProgressLike
+from modelpack.pipeline.resolver import resolve
+from modelpack.pipeline.settings import BuildSettings
+from modelpack.progress import ProgressObserver, Reporter, reporter
+from modelpack.project.config import as_model_dir
+from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
 
 LOCK_FILE = "requirements.lock"
 PLATFORM = "x86_64-manylinux_2_28"
 LOCK_FORMAT = "modelpack-lock/1"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# uv's own index variables: left out of uv's environment, since the indexes come from
+# BuildSettings (which reads UV_INDEX_URL and UV_EXTRA_INDEX_URL) and must be the image's too.
+_UV_INDEX_VARIABLES = frozenset({"UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_INDEX", "UV_DEFAULT_INDEX"})
 
 # Provided by torch base images; constrained, never emitted into the lock.
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton")
@@ -233,12 +236,20 @@ def _header(
 
 
 def lock_status(
-    model_dir: ModelDir, resolved: ResolveResult, *, keep_clarifai: bool | None = None
+    model_dir: ModelDirLike,
+    resolved: ResolveResult | None = None,
+    *,
+    keep_clarifai: bool | None = None,
+    settings: BuildSettings | None = None,
 ) -> LockStatus:
     """Whether DIR/requirements.lock exists and matches the current inputs (no network).
 
-    `keep_clarifai=None` judges the lock by the choice it was made with.
+    `keep_clarifai=None` judges the lock by the choice it was made with. Without
+    `resolved`, the directory is loaded and resolved here (`settings`' base registry).
     """
+    model_dir = as_model_dir(model_dir)
+    if resolved is None:
+        resolved = _resolved(model_dir, settings)
     path = model_dir.root / LOCK_FILE
     if not path.is_file():
         return "missing"
@@ -336,16 +347,6 @@ def redact(text: str) -> str:
     """Hide credentials in URLs (`https://user:secret@host` → `https://***@host`)."""
     # up to the last `@` of the authority: a password may itself hold an unescaped `@`
     return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@", r"\1***@", text)
-
-
-def _index_settings(settings: BuildSettings | None) -> tuple[str | None, tuple[str, ...]]:
-    index = (settings.index_url if settings else None) or os.environ.get("UV_INDEX_URL") or None
-    index = index or os.environ.get("PIP_INDEX_URL") or None
-    extras: tuple[str, ...] = tuple(settings.extra_index_urls) if settings else ()
-    if not extras:
-        env = os.environ.get("UV_EXTRA_INDEX_URL") or os.environ.get("PIP_EXTRA_INDEX_URL") or ""
-        extras = tuple(env.split())
-    return index, extras
 
 
 def _uv_input(model_dir: ModelDir, resolved: ResolveResult, keep_clarifai: bool) -> tuple[str, list[str]]:
@@ -499,14 +500,16 @@ def _culprit(message: str, requirements: tuple[RequirementLine, ...]) -> Require
 
 
 def _run_uv(
-    model_dir: ModelDir, resolved: ResolveResult, settings: BuildSettings | None, keep_clarifai: bool
+    model_dir: ModelDir, resolved: ResolveResult, settings: BuildSettings, keep_clarifai: bool
 ) -> tuple[tuple[LockedPackage, ...], list[str]]:
+    """`uv pip compile` with the settings' indexes: uv's own index variables are not consulted,
+    so the lock asks the very index the image's pip is given (BuildSettings.from_env)."""
     uv = find_uv()
-    index, extras = _index_settings(settings)
+    index, extras = settings.index_url, settings.extra_index_urls
     source, excluded = _uv_input(model_dir, resolved, keep_clarifai)
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in _UV_INDEX_VARIABLES}
     env.update({"NO_COLOR": "1", "UV_NO_PROGRESS": "1"})
-    ca_bundle = settings.ca_bundle if settings else None
+    ca_bundle = settings.ca_bundle
     if ca_bundle is not None:
         if not Path(ca_bundle).is_file():
             raise LockError(f"CA bundle {ca_bundle} does not exist")
@@ -566,20 +569,24 @@ def _run_uv(
 
 
 def lock(
-    model_dir: ModelDir,
+    model_dir: ModelDirLike,
     *,
-    resolved: ResolveResult,
+    resolved: ResolveResult | None = None,
     settings: BuildSettings | None = None,
     force: bool = False,
     keep_clarifai: bool = False,
-    progress: ProgressLike = None,
+    progress: ProgressObserver | Reporter | None = None,
 ) -> LockResult:
     """Write DIR/requirements.lock, or reuse it (no network) when it is up to date.
 
-    ``progress`` receives "lock" events (see `modelpack.progress`).
+    ``model_dir`` is a path or a loaded ModelDir; without ``resolved`` it is resolved here.
+    ``settings`` default to `BuildSettings.from_env()`, the same indexes `render` and `build`
+    use. ``progress`` receives "lock" events (see `modelpack.progress`).
     """
-    from modelpack.progress import reporter
-
+    model_dir = as_model_dir(model_dir)
+    settings = settings if settings is not None else BuildSettings.from_env()
+    if resolved is None:
+        resolved = _resolved(model_dir, settings)
     report = reporter(progress)
     path = model_dir.root / LOCK_FILE
     digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
@@ -613,6 +620,12 @@ def lock(
         excluded=excluded,
         notes=_notes(excluded),
     )
+
+
+def _resolved(model_dir: ModelDir, settings: BuildSettings | None) -> ResolveResult:
+    """The resolve stage run for a caller that did not: the lock depends on its Python and torch."""
+    settings = settings if settings is not None else BuildSettings.from_env()
+    return resolve(model_dir, base_registry=settings.base_registry)
 
 
 def _excluded_from_header(text: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ CA bundle as a context file under `builder/`, the index URL as a build argument
 returned in `RenderResult.build_args` and never written to any file.
 
 Rendering is deterministic: sorted files, normalized modes and mtimes, and a
-`context.sha256` manifest; the output appears atomically (temp dir + rename).
+`context.sha256` digest list; the output appears atomically (temp dir + rename).
 """
 
 from __future__ import annotations
@@ -24,22 +24,29 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelpack._version import __version__
 from modelpack.digests import sha256_file
 from modelpack.errors import Diagnostic, RenderError
 from modelpack.pipeline.locking import LOCK_FILE, LockResult, read_lock
+from modelpack.pipeline.prepare import prepare
 from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.pipeline.runtime_library import runtime_library_files
 from modelpack.pipeline.settings import BuildSettings
+from modelpack.project.config import as_model_dir
 from modelpack.project.ignore import IGNORE_FILE, is_virtualenv, load_rules
 from modelpack.project.method_types import ModelSignature
-from modelpack.project.model_dir import Concept, ModelDir
+from modelpack.project.model_dir import Concept, ModelDir, ModelDirLike
+from modelpack.resources import data_dir
+
+if TYPE_CHECKING:
+    import jinja2
+    import yaml
 
 # In-image layout, shared with the runtime and the checkpoint stage.
 APP_DIR = "/app"
@@ -47,7 +54,7 @@ VENV_DIR = "/opt/venv"
 LIB_DIR = "/opt/modelpack/lib"
 CHECKPOINTS_DIR = "/app/1/checkpoints"  # where the Clarifai SDK's model.py files expect them
 CHECKPOINT_CACHE_DIR = "/var/cache/modelpack/checkpoints"  # `when: runtime` download cache (mount a volume)
-CHECKPOINT_MANIFEST = "/opt/modelpack/checkpoints.json"  # `when: build`: commit + file sha256s
+CHECKPOINT_RECORD = "/opt/modelpack/checkpoints.json"  # `when: build`: commit + file sha256s
 # build args of the discarded checkpoint stage (`when: build`); never declared in the final stage
 CHECKPOINT_BUILD_ARGS = ("HF_TOKEN", "HF_ENDPOINT")
 RUNTIME_USER = "modelpack"
@@ -62,13 +69,11 @@ CTX_RUNTIME = "runtime"
 CTX_CHECKPOINTS = "checkpoints"
 CTX_APP = "app"
 CTX_CONFIG = "config/config.yaml"
-MANIFEST = "context.sha256"
+CONTEXT_DIGESTS = "context.sha256"
 DOCKERFILE = "Dockerfile"
 
 # Files of the model directory that do not go into the code layer.
 _NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, IGNORE_FILE}
-# Data folders the runtime may need inside the image (examples stay out).
-_RUNTIME_DATA = ("schemas", "templates", "base-images")
 # Labels that name a build rather than its content: left out of content_digest.
 _VOLATILE_LABELS = (
     "org.opencontainers.image.version",
@@ -135,7 +140,7 @@ class FinalStage:
         return lines
 
 
-def exec_form(argv: Any) -> str:
+def exec_form(argv: Iterable[object]) -> str:
     """A Dockerfile exec-form argument list (JSON, unlike Jinja's tojson without HTML escapes)."""
     return json.dumps([str(a) for a in argv])
 
@@ -172,7 +177,7 @@ def _sha256_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def dockerfile_quote(value: Any) -> str:
+def dockerfile_quote(value: object) -> str:
     """A double-quoted Dockerfile word: `\\`, `"` and `$` escaped, newlines kept out of the file."""
     text = str(value)
     text = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
@@ -200,11 +205,9 @@ def _source_date_epoch(settings: BuildSettings) -> int | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _template_env() -> Any:
+def _template_env() -> jinja2.Environment:
     """One Environment per process, so the compiled template is reused."""
     import jinja2
-
-    from modelpack.resources import data_dir
 
     templates = data_dir("templates")
 
@@ -283,35 +286,7 @@ def collect_model_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[_Sou
 
 def _is_rendered_context(path: Path) -> bool:
     """An earlier `modelpack render` output left inside the model directory: never nested."""
-    return (path / MANIFEST).is_file() and (path / DOCKERFILE).is_file()
-
-
-def _iter_traversable(node: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
-    for child in sorted(node.iterdir(), key=lambda c: c.name):
-        if child.name == "__pycache__" or child.name.endswith((".pyc", ".pyo")):
-            continue
-        rel = prefix + child.name
-        if child.is_dir():
-            yield from _iter_traversable(child, rel + "/")
-        elif child.is_file():
-            yield rel, child
-
-
-def runtime_library_files() -> list[tuple[str, Traversable]]:
-    """The installed modelpack package (without `__pycache__`) plus the data it reads at runtime."""
-    from importlib import resources as importlib_resources
-
-    from modelpack.resources import data_dir
-
-    package = importlib_resources.files("modelpack")
-    files = [(rel, node) for rel, node in _iter_traversable(package) if not rel.startswith("_data/")]
-    for name in _RUNTIME_DATA:
-        try:
-            folder = data_dir(name)
-        except FileNotFoundError:
-            continue
-        files.extend((f"_data/{name}/{rel}", node) for rel, node in _iter_traversable(folder))
-    return files
+    return (path / CONTEXT_DIGESTS).is_file() and (path / DOCKERFILE).is_file()
 
 
 # --------------------------------------------------------------------------- labels
@@ -373,25 +348,39 @@ def build_labels(
 
 
 def render(
-    model_dir: ModelDir,
-    out_dir: Path,
+    model_dir: ModelDirLike,
+    out_dir: str | os.PathLike[str],
     *,
-    resolved: ResolveResult,
-    lock: LockResult | None,
+    resolved: ResolveResult | None = None,
+    lock: LockResult | None = None,
     signature: ModelSignature | None = None,
-    settings: BuildSettings = BuildSettings(),
+    settings: BuildSettings | None = None,
     force: bool = False,
     checkpoints_from: Path | None = None,
     checkpoint_commit: str | None = None,
     concepts: tuple[Concept, ...] | None = None,
+    keep_clarifai: bool = False,
 ) -> RenderResult:
-    """Write the Dockerfile and build context for `model_dir` to `out_dir` (atomically).
+    """Write the Dockerfile and build context for `model_dir` (a path or a ModelDir) to `out_dir`.
 
+    Without `resolved`, the stages before run first as `modelpack render` runs them
+    (`prepare`: load, signature, resolve, and the lock used or made, with `keep_clarifai`).
+    With `resolved`, the caller ran them: `lock=None` then means the requirements.lock on
+    disk (a RenderError when there is none) and `signature=None` no signature label.
+    `settings` default to `BuildSettings.from_env()`, the indexes `lock` resolved against.
     `checkpoints_from`: a directory of checkpoint files fetched on the host
     (`checkpoints.when: upload`), copied into the weights layer and covered by the digest.
     `checkpoint_commit`: the commit the checkpoint revision resolved to (the `when: build`
     stage fetches exactly it). `concepts`: the final concept list, for the image labels.
+    The output appears atomically.
     """
+    settings = settings if settings is not None else BuildSettings.from_env()
+    if resolved is None:
+        prepared = prepare(model_dir, settings=settings, lock_result=lock, keep_clarifai=keep_clarifai)
+        model_dir, resolved, lock = prepared.model_dir, prepared.resolved, prepared.lock
+        signature = signature or prepared.signature.signature
+    else:
+        model_dir = as_model_dir(model_dir)
     root = model_dir.root.resolve()
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
@@ -402,7 +391,7 @@ def render(
         if not _is_rendered_context(out):  # --force replaces a render, never an arbitrary folder
             raise RenderError(
                 f"output directory {out} is not empty and is not an earlier `modelpack render` output "
-                f"(no {DOCKERFILE} and {MANIFEST}); --force only replaces those: remove it or pick another"
+                f"(no {DOCKERFILE} and {CONTEXT_DIGESTS}); --force only replaces those: remove it or pick another"
             )
     if out.resolve() == root or out.resolve() in root.parents:
         raise RenderError(f"output directory {out} must not be the model directory or contain it")
@@ -502,12 +491,12 @@ def render(
             (tmp / DOCKERFILE).write_text(dockerfile_text, encoding="utf-8")
 
         digests = _normalize_and_hash(tmp, epoch if epoch is not None else DEFAULT_EPOCH)
-        manifest = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(digests))
-        (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
-        _set_mode_and_time(tmp / MANIFEST, False, epoch if epoch is not None else DEFAULT_EPOCH)
+        listing = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(digests))
+        (tmp / CONTEXT_DIGESTS).write_text(listing, encoding="utf-8")
+        _set_mode_and_time(tmp / CONTEXT_DIGESTS, False, epoch if epoch is not None else DEFAULT_EPOCH)
         _set_mode_and_time(tmp, True, epoch if epoch is not None else DEFAULT_EPOCH)
         content_digest = _content_digest(resolved.base_image, digests, volatile_free)
-        files = tuple(sorted([*digests, MANIFEST]))
+        files = tuple(sorted([*digests, CONTEXT_DIGESTS]))
         _finalize(tmp, out)
     except OSError as error:  # unreadable model file, full disk, ...: one line, not a traceback
         shutil.rmtree(tmp, ignore_errors=True)
@@ -597,7 +586,7 @@ def _blank_token_value(text: str) -> str:
     return text
 
 
-def _mapping_values(node: Any, key: str) -> list[Any]:
+def _mapping_values(node: yaml.Node | None, key: str) -> list[yaml.Node]:
     import yaml
 
     if not isinstance(node, yaml.MappingNode):
@@ -662,7 +651,7 @@ def _render_dockerfile(
                 checkpoint_args=[shell_quote(a) for a in fetch_args],
                 checkpoint_arg_names=list(CHECKPOINT_BUILD_ARGS),
                 checkpoint_cache_dir=CHECKPOINT_CACHE_DIR,
-                checkpoint_manifest=CHECKPOINT_MANIFEST,
+                checkpoint_record=CHECKPOINT_RECORD,
                 checkpoint_epoch=_source_date_epoch(settings) or 0,
                 final=FinalStage(labels=dict(labels)),
             )

@@ -20,7 +20,8 @@ from packaging.version import InvalidVersion, Version
 from modelpack.errors import ResolveError
 from modelpack.pipeline.catalog import Catalog, TorchRelease, load_catalog, parse_cuda_version, with_registry
 from modelpack.pipeline.resolve_types import ResolveResult
-from modelpack.project.model_dir import ModelDir, RequirementLine
+from modelpack.project.config import as_model_dir
+from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
 
 BASE_REGISTRY_ENV = "MODELPACK_BASE_REGISTRY"
 
@@ -45,13 +46,14 @@ class _TorchRequest:
 
 
 def resolve(
-    model_dir: ModelDir, *, base_registry: str | None = None, catalog: Catalog | None = None
+    model_dir: ModelDirLike, *, base_registry: str | None = None, catalog: Catalog | None = None
 ) -> ResolveResult:
-    """Choose the base image for ``model_dir``.
+    """Choose the base image for ``model_dir`` (a path, loaded here, or a loaded ModelDir).
 
     ``base_registry`` is prepended to catalog image names; when None it comes
     from ``$MODELPACK_BASE_REGISTRY`` (empty: no prefix). Raises ResolveError.
     """
+    model_dir = as_model_dir(model_dir)
     config = model_dir.config
     build = config.build_info
     compute = config.compute

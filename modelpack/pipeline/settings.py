@@ -53,32 +53,27 @@ class BuildSettings:
         environ: Mapping[str, str] | None = None,
     ) -> BuildSettings:
         """Explicit values first, then the environment, in the order the module docstring gives."""
-        env = os.environ if environ is None else environ
+        environ = os.environ if environ is None else environ
+        index = index_url or ""
+        for index_variable in INDEX_URL_VARIABLES:
+            index = index or environ.get(index_variable, "").strip()
         extras = tuple(u for u in extra_index_urls if u)
-        if not extras:
-            extras = tuple(_first(env, EXTRA_INDEX_URL_VARIABLES).split())
+        for extras_variable in EXTRA_INDEX_URL_VARIABLES:
+            extras = extras or tuple(environ.get(extras_variable, "").split())
         return cls(
-            ca_bundle=ca_bundle or env_ca_bundle(env),
-            index_url=index_url or _first(env, INDEX_URL_VARIABLES) or None,
+            ca_bundle=ca_bundle or env_ca_bundle(environ),
+            index_url=index or None,
             extra_index_urls=extras,
             use_dockerfile=use_dockerfile,
-            base_registry=base_registry or env.get(BASE_REGISTRY_VARIABLE) or None,
+            base_registry=base_registry or environ.get(BASE_REGISTRY_VARIABLE) or None,
         )
 
 
 def env_ca_bundle(environ: Mapping[str, str] | None = None) -> Path | None:
     """The CA bundle the user's tools already use: PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE."""
-    env = os.environ if environ is None else environ
-    for var in CA_BUNDLE_VARIABLES:
-        value = env.get(var)
+    environ = os.environ if environ is None else environ
+    for name in CA_BUNDLE_VARIABLES:
+        value = environ.get(name)
         if value and Path(value).is_file():
             return Path(value)
     return None
-
-
-def _first(env: Mapping[str, str], names: tuple[str, ...]) -> str:
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    return ""

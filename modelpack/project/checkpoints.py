@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -33,7 +33,7 @@ from typing import Any
 
 from modelpack.digests import FileRecord, sha256_file
 from modelpack.errors import ConfigError, HubError, ModelpackError
-from modelpack.progress import ProgressLike
+from modelpack.progress import ProgressEvent, ProgressObserver, Reporter, reporter
 from modelpack.project.model_dir import CheckpointSpec
 
 logger = logging.getLogger("modelpack.project.checkpoints")
@@ -43,10 +43,6 @@ SAFETENSORS_SUFFIX = ".safetensors"
 DUPLICATE_SUFFIXES = (".bin", ".pth", ".pt")  # other serializations of the same weights
 DUPLICATE_FOLDERS = ("original/",)  # e.g. the original (consolidated) checkpoint next to the HF one
 RUNTIME_CACHE_ENV = "MODELPACK_CHECKPOINT_CACHE"
-
-# progress(event, path, done, total): event is "checkpoint" after each file (done/total are file
-# counts); fetch_checkpoint also takes any observer modelpack.progress accepts (ProgressEvent).
-Progress = Callable[[str, str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -86,12 +82,12 @@ class CheckpointInfo:
         }
 
 
-CheckpointFile = FileRecord  # a downloaded file, as the manifest records it
+CheckpointFile = FileRecord  # a downloaded file, as the signed record lists it
 
 
 @dataclass(frozen=True)
 class CheckpointResult:
-    """A fetched checkpoint; ``to_dict()`` goes into the signed manifest (no local paths, no token)."""
+    """A fetched checkpoint; ``to_dict()`` goes into the signed record (no local paths, no token)."""
 
     repo_id: str
     revision: str
@@ -186,7 +182,7 @@ def select_files(
 # -- errors --------------------------------------------------------------------------------
 
 
-def _translate(
+def hub_failure(
     error: BaseException, spec: CheckpointSpec, endpoint: str, token: str | None
 ) -> ModelpackError:
     """Map a huggingface_hub / transport error to one precise line and the right exit code."""
@@ -285,7 +281,7 @@ def check_checkpoint(
     except ModelpackError:
         raise
     except Exception as error:
-        raise _translate(error, spec, url, token) from None
+        raise hub_failure(error, spec, url, token) from None
     if not selected:
         raise ConfigError(
             f"checkpoints: no file of {spec.repo_id}@{spec.revision} matches allowed_file_patterns/"
@@ -307,7 +303,7 @@ def fetch_checkpoint(
     spec: CheckpointSpec,
     dest: str | os.PathLike[str] | None = None,
     token: str | None = None,
-    progress: ProgressLike | Progress = None,
+    progress: ProgressObserver | Reporter | None = None,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     endpoint: str | None = None,
@@ -320,12 +316,11 @@ def fetch_checkpoint(
     with ``dest`` they are then placed there (hard-linked when possible, else copied) and
     ``local_dir`` is ``dest``; without it, ``local_dir`` is the cache snapshot folder. A
     warm cache downloads nothing; an interrupted transfer is resumed with a Range request.
+    ``progress`` sees a "checkpoint" event per file (current/total count files).
     """
     from huggingface_hub import hf_hub_download
 
-    from modelpack.progress import reporter
-
-    report = reporter(progress)  # the legacy 4-argument callable, or an event observer
+    report = reporter(progress)
     url = hub_endpoint(endpoint)
     info = info or check_checkpoint(spec, token, endpoint=url)
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
@@ -345,7 +340,7 @@ def fetch_checkpoint(
                 endpoint=url,
             )
         except Exception as error:
-            raise _translate(error, spec, url, token) from None
+            raise hub_failure(error, spec, url, token) from None
         with lock:
             done += 1
             report("checkpoint", remote.path, done, len(info.files), "files")
@@ -395,7 +390,7 @@ def fetch_for_build_context(
     spec: CheckpointSpec,
     context_dir: str | os.PathLike[str],
     *,
-    progress: Progress | None = None,
+    progress: ProgressObserver | None = None,
     endpoint: str | None = None,
 ) -> CheckpointResult:
     """``when: upload``: fetch on the host into the HF cache, then into ``<context>/checkpoints/``."""
@@ -432,8 +427,8 @@ def fetch_at_startup(
         info.total_size,
     )
 
-    def report(event: str, path: str, done: int, total: int) -> None:
-        log.info("checkpoint %d/%d: %s", done, total, path)
+    def report(event: ProgressEvent) -> None:
+        log.info("checkpoint %d/%d: %s", event.current, event.total, event.message)
 
     result = fetch_checkpoint(spec, dest, token, report, cache_dir=cache, endpoint=endpoint, info=info)
     log.info("checkpoint ready in %s", result.local_dir)
@@ -442,7 +437,7 @@ def fetch_at_startup(
 
 # -- image builds ---------------------------------------------------------------------------
 
-BUILD_RECORD_PATH = "opt/modelpack/checkpoints.json"  # rendering.CHECKPOINT_MANIFEST, relative
+BUILD_RECORD_PATH = "opt/modelpack/checkpoints.json"  # rendering.CHECKPOINT_RECORD, relative
 
 
 @dataclass(frozen=True)
@@ -471,7 +466,7 @@ def prepare_build(
     spec: CheckpointSpec,
     work_dir: str | os.PathLike[str],
     *,
-    progress: ProgressLike | Progress = None,
+    progress: ProgressObserver | Reporter | None = None,
     endpoint: str | None = None,
     info: CheckpointInfo | None = None,
 ) -> BuildCheckpoint:
@@ -596,8 +591,8 @@ def _cli(argv: Sequence[str] | None = None) -> int:
     cache = args.cache_dir or args.dest.parent / f".{args.dest.name}-hf-cache"
     temporary_cache = args.cache_dir is None
 
-    def report(event: str, path: str, done: int, total: int) -> None:
-        print(f"checkpoint {done}/{total}: {path}", file=sys.stderr, flush=True)
+    def report(event: ProgressEvent) -> None:
+        print(f"checkpoint {event.current}/{event.total}: {event.message}", file=sys.stderr, flush=True)
 
     try:
         result = fetch_checkpoint(spec, args.dest, token, report, cache_dir=cache)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelpack.errors import ConfigError, Diagnostic, HubError
-from modelpack.project.model_dir import Concept, ModelConfig
+from modelpack.project.checkpoints import hub_cache_dir, hub_endpoint, hub_failure, resolve_token
+from modelpack.project.config import as_model_dir
+from modelpack.project.model_dir import Concept, ModelConfig, ModelDirLike
 
 CONCEPT_MODEL_TYPES = frozenset(
     {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
@@ -127,7 +129,7 @@ def _read_config_json(path: Path, origin: str) -> tuple[tuple[Concept, ...], lis
 
 
 def infer_concepts(
-    config: ModelConfig,
+    config: ModelConfig | ModelDirLike,
     *,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     online: bool = True,
@@ -139,8 +141,11 @@ def infer_concepts(
 
     ``checkpoint_dir``: the fetched checkpoint (upload/build time); its ``config.json``
     is read. Without it (or when it lacks config.json) and ``online``, only
-    ``config.json`` is downloaded from the hub at the configured revision.
+    ``config.json`` is downloaded from the hub at the configured revision. ``config`` is the
+    model directory (a path or a loaded ModelDir) or its loaded config.
     """
+    if not isinstance(config, ModelConfig):
+        config = as_model_dir(config).config
     if config.concepts:
         return ConceptsResult("config", tuple(config.concepts), "config.yaml")
     model_type = config.model.model_type_id
@@ -171,8 +176,6 @@ def _download_config_json(
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub import errors as hf
 
-    from modelpack.project.checkpoints import _translate, hub_cache_dir, hub_endpoint, resolve_token
-
     spec = config.checkpoints
     assert spec is not None
     url = hub_endpoint(endpoint)
@@ -194,7 +197,7 @@ def _download_config_json(
             f"{spec.repo_id}@{spec.revision} has no config.json to infer concepts from; {_ASK}"
         ) from None
     except Exception as error:
-        translated = _translate(error, spec, url, token)
+        translated = hub_failure(error, spec, url, token)
         if isinstance(translated, HubError):
             raise HubError(
                 f"cannot infer concepts for this {config.model.model_type_id}: {translated.message}; "

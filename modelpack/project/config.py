@@ -1,87 +1,30 @@
-"""Load and validate a model directory: structure by JSON Schema, then semantic checks.
+"""Load a model directory: config.yaml by JSON Schema and semantic checks, requirements, model.py.
 
-`schemas/config.schema.json` is the single source of truth for structure. What a
-schema cannot say (concept rules, quantities, accelerator consistency, YAML's
-float reading of 3.10) is checked here. Every finding is located: file, line,
-column, field path, and a message that says how to fix it.
+`schemas/config.schema.json` is the single source of truth for structure; what a schema
+cannot say is checked in `modelpack.project.config_checks`. Every finding is located: file,
+line, column, field path, and a message that says how to fix it. Only the directory itself
+is read here: checks that need later stages (resolve, lock, the hub) are in
+`modelpack.pipeline.validate`, so this stage depends on nothing after it.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
+import hashlib
 import json
 import os
-import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from modelpack.errors import ConfigError, Diagnostic, ModelpackError
-from modelpack.project import compute as compute_table
-from modelpack.project.model_dir import (
-    DEFAULT_APP_ID,
-    DEFAULT_MODEL_TYPE,
-    DEFAULT_PYTHON_VERSION,
-    BuildInfo,
-    CheckpointSpec,
-    ComputeRequirements,
-    Concept,
-    ModelConfig,
-    ModelDir,
-    ModelInfo,
-    RequirementLine,
-    SecretSpec,
-    ValidationReport,
-)
+from modelpack.errors import ConfigError, Diagnostic
+from modelpack.project.config_checks import Checker, check_sections, did_you_mean, short, type_name
+from modelpack.project.model_dir import ModelConfig, ModelDir, ModelDirLike, RequirementLine, model_dir_root
 from modelpack.project.requirements import parse_requirements
 from modelpack.project.yamlloc import PathKey, YamlDocument, YamlSyntaxError, format_path, load_yaml
-from modelpack.resources import read_text
+from modelpack.resources import cache_dir, read_text
 
-KNOWN_MODEL_TYPES = (
-    "any-to-any",
-    "text-to-text",
-    "multimodal-to-text",
-    "text-to-image",
-    "image-to-text",
-    "image-to-image",
-    "text-to-audio",
-    "audio-to-text",
-    "text-embedder",
-    "multimodal-embedder",
-    "visual-embedder",
-    "visual-classifier",
-    "visual-detector",
-    "visual-segmenter",
-    "visual-keypointer",
-    "text-classifier",
-    "mcp",
-)
-CONCEPT_MODEL_TYPES = frozenset(
-    {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
-)
 _SECRET_VALUE_KEYS = frozenset({"value", "secret", "default", "token", "password"})
-_QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-_QUANTITY_FACTORS = {
-    "": 1.0,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-    "Ti": 2.0**40,
-    "Pi": 2.0**50,
-    "Ei": 2.0**60,
-}
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
-_CUDA_VERSION = re.compile(r"^\d{2}\.\d{1,2}$")
 
 
 @lru_cache(maxsize=1)
@@ -97,10 +40,6 @@ def _valid_memo(schema_text: str, data: Any) -> Path | None:
     Importing jsonschema and validating costs a rebuild more than the rest of `load`; the
     marker is keyed by the digest of schema and document, so any change validates again.
     """
-    import hashlib
-
-    from modelpack.resources import cache_dir
-
     if not _plain_json(data):  # dates, NaN, non-string keys: always validate
         return None
     document = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -119,76 +58,9 @@ def _plain_json(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, bool))
 
 
-def _display(root: Path, *parts: str) -> str:
+def display_path(root: Path, *parts: str) -> str:
+    """How findings name a file of the model directory."""
     return os.path.normpath(os.path.join(str(root), *parts))
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {matches[0]!r}?" if matches else ""
-
-
-def parse_quantity(value: Any) -> float | None:
-    """A Kubernetes quantity ("500m", "2Gi", 1) as a number, or None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if value >= 0 else None
-    if not isinstance(value, str):
-        return None
-    match = _QUANTITY.match(value.strip())
-    if not match:
-        return None
-    number, suffix = match.group(1), match.group(3) or ""
-    if suffix[:1] in ("e", "E") and suffix not in _QUANTITY_FACTORS:
-        return float(number + suffix)
-    return float(number) * _QUANTITY_FACTORS[suffix]
-
-
-@dataclass
-class _Checker:
-    """Collects located findings for one config.yaml."""
-
-    file: str
-    doc: YamlDocument
-    findings: list[Diagnostic]
-
-    def _add(self, path: PathKey, message: str, severity: str, *, key: bool) -> None:
-        position = self.doc.locate(path, key=key)
-        self.findings.append(
-            Diagnostic(
-                self.file,
-                position.line if position else 1,
-                position.column if position else 1,
-                format_path(path),
-                message,
-                "error" if severity == "error" else "warning",
-            )
-        )
-
-    def error(self, path: PathKey, message: str, *, key: bool = False) -> None:
-        self._add(path, message, "error", key=key)
-
-    def warning(self, path: PathKey, message: str, *, key: bool = False) -> None:
-        self._add(path, message, "warning", key=key)
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +68,7 @@ class _Checker:
 # ---------------------------------------------------------------------------
 
 
-def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
+def _schema_findings(data: dict[str, Any], checker: Checker) -> None:
     schema_text = read_text("schemas", "config.schema.json")
     memo = _valid_memo(schema_text, data)
     if memo is not None and memo.exists():
@@ -219,7 +91,7 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
         hidden = _sensitive(path)
 
         def show(value: Any, hidden: bool = hidden) -> str:  # never echo a credential
-            return "<hidden>" if hidden else _short(value)
+            return "<hidden>" if hidden else short(value)
 
         if kind == "additionalProperties":
             allowed = sorted(schema.get("properties", {}))
@@ -237,8 +109,8 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
                 section = format_path(path) or "the top level"
                 checker.error(
                     child,
-                    f"unknown key {extra!r} in {section}{_did_you_mean(str(extra), allowed)}"
-                    + ("" if _did_you_mean(str(extra), allowed) else f"; allowed keys: {', '.join(allowed)}"),
+                    f"unknown key {extra!r} in {section}{did_you_mean(str(extra), allowed)}"
+                    + ("" if did_you_mean(str(extra), allowed) else f"; allowed keys: {', '.join(allowed)}"),
                     key=True,
                 )
         elif kind == "required":
@@ -269,10 +141,10 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
                 "null": "null",
             }
             wanted = " or ".join(names.get(str(t), str(t)) for t in expected_list)
-            checker.error(path, f"expected {wanted}, got {_type_name(instance)} ({show(instance)})")
+            checker.error(path, f"expected {wanted}, got {type_name(instance)} ({show(instance)})")
         elif kind == "enum":
             choices = [str(c) for c in error.validator_value]
-            hint = _did_you_mean(str(instance), choices)
+            hint = did_you_mean(str(instance), choices)
             checker.error(path, f"{show(instance)} is not allowed; use one of: {', '.join(choices)}{hint}")
         elif kind in ("pattern", "minLength"):
             fix = schema.get("x-fix")
@@ -281,7 +153,7 @@ def _schema_findings(data: dict[str, Any], checker: _Checker) -> None:
         elif kind == "minimum":
             checker.error(path, f"{show(instance)} is too small; use a number >= {error.validator_value}")
         elif kind == "oneOf":
-            checker.error(path, f"expected a glob pattern or a list of them, got {_type_name(instance)}")
+            checker.error(path, f"expected a glob pattern or a list of them, got {type_name(instance)}")
         else:  # jsonschema's own message quotes the value
             checker.error(path, f"<hidden> fails the schema's {kind} rule" if hidden else error.message)
 
@@ -294,397 +166,8 @@ def _sensitive(path: PathKey) -> bool:
     return any(str(p).lower() in _SENSITIVE_KEYS for p in path)
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# ---------------------------------------------------------------------------
-# semantics
-# ---------------------------------------------------------------------------
-
-
-def _version_text(
-    checker: _Checker, path: PathKey, value: Any, pattern: re.Pattern[str], example: str
-) -> str | None:
-    """Read a version written as a string or an unquoted YAML number; catch 3.10 read as 3.1."""
-    raw = checker.doc.raw_scalars.get(path)
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        written = raw.text if raw else str(value)
-        if written != str(value) and written.rstrip("0") != written:
-            checker.error(
-                path,
-                f'{written} is read by YAML as the number {value}; quote it: {path[-1]}: "{written}"',
-            )
-            return None
-        text = written
-    else:
-        text = str(value).strip()
-    if not pattern.match(text):
-        checker.error(
-            path, f'{_short(value)} is not a version like {example}; write it as {path[-1]}: "{example}"'
-        )
-        return None
-    return text
-
-
-def _check_model(section: Any, checker: _Checker) -> ModelInfo | None:
-    if not isinstance(section, dict) or not isinstance(section.get("id"), str):
-        return None
-    type_id = section.get("model_type_id", DEFAULT_MODEL_TYPE)
-    if isinstance(type_id, str) and type_id not in KNOWN_MODEL_TYPES:
-        checker.warning(
-            ("model", "model_type_id"),
-            f"unknown model type {type_id!r}{_did_you_mean(type_id, KNOWN_MODEL_TYPES)} "
-            f"(known: {', '.join(KNOWN_MODEL_TYPES)})",
-        )
-    return ModelInfo(
-        id=section["id"],
-        user_id=section.get("user_id") if isinstance(section.get("user_id"), str) else None,
-        app_id=str(section["app_id"]) if isinstance(section.get("app_id"), str) else DEFAULT_APP_ID,
-        model_type_id=type_id if isinstance(type_id, str) else DEFAULT_MODEL_TYPE,
-    )
-
-
-def _check_build_info(section: Any, checker: _Checker) -> BuildInfo:
-    if not isinstance(section, dict):
-        return BuildInfo()
-    python_version = DEFAULT_PYTHON_VERSION
-    if "python_version" in section:
-        text = _version_text(
-            checker, ("build_info", "python_version"), section["python_version"], _PYTHON_VERSION, "3.11"
-        )
-        python_version = text or DEFAULT_PYTHON_VERSION
-    cuda_version = None
-    if section.get("cuda_version") is not None:
-        cuda_version = _version_text(
-            checker, ("build_info", "cuda_version"), section["cuda_version"], _CUDA_VERSION, "12.4"
-        )
-    image = section.get("image")
-    base_image = section.get("base_image")
-    if isinstance(image, str) and isinstance(base_image, str) and image != base_image:
-        checker.error(
-            ("build_info", "base_image"),
-            "image and base_image name different images; keep one of them",
-            key=True,
-        )
-    chosen = image if isinstance(image, str) else base_image if isinstance(base_image, str) else None
-    if chosen and "python_version" in section:
-        checker.warning(
-            ("build_info", "python_version"),
-            "build_info.image names a ready base image: python_version must be that image's Python; "
-            "modelpack cannot check it, and locks requirements.txt for this version",
-            key=True,
-        )
-    known = {"python_version", "image", "base_image", "cuda_version"}
-    extra = {k: v for k, v in section.items() if k not in known}
-    for key in sorted(extra, key=str):
-        checker.warning(
-            ("build_info", key),
-            f"build_info.{key} = {_short(extra[key])} is recorded but not used by modelpack",
-            key=True,
-        )
-    return BuildInfo(python_version=python_version, image=chosen, cuda_version=cuda_version, extra=extra)
-
-
-def _quantity(
-    checker: _Checker, section: dict[str, Any], key: str, example: str
-) -> tuple[str | None, float | None]:
-    if key not in section:
-        return None, None
-    value = section[key]
-    number = parse_quantity(value)
-    if number is None:
-        if not isinstance(value, (dict, list)):
-            checker.error(
-                ("inference_compute_info", key),
-                f'{_short(value)} is not a Kubernetes quantity; write e.g. {key}: "{example}"',
-            )
-        return None, None
-    return (str(value) if not isinstance(value, float) else repr(value)), number
-
-
-def _check_compute(ici: Any, block: Any, checker: _Checker) -> ComputeRequirements:
-    fields: dict[str, Any] = {}
-    if isinstance(ici, dict):
-        cpu_limit, cpu_limit_n = _quantity(checker, ici, "cpu_limit", "1")
-        cpu_req, cpu_req_n = _quantity(checker, ici, "cpu_requests", "500m")
-        mem, mem_n = _quantity(checker, ici, "cpu_memory", "2Gi")
-        mem_req, mem_req_n = _quantity(checker, ici, "cpu_memory_requests", "500Mi")
-        acc_mem, _ = _quantity(checker, ici, "accelerator_memory", "16Gi")
-        if cpu_limit_n is not None and cpu_req_n is not None and cpu_req_n > cpu_limit_n:
-            checker.error(
-                ("inference_compute_info", "cpu_requests"),
-                f"cpu_requests ({cpu_req}) is more than cpu_limit ({cpu_limit}); lower the request or raise the limit",
-            )
-        if mem_n is not None and mem_req_n is not None and mem_req_n > mem_n:
-            checker.error(
-                ("inference_compute_info", "cpu_memory_requests"),
-                f"cpu_memory_requests ({mem_req}) is more than cpu_memory ({mem}); lower the request or raise the limit",
-            )
-        types = ici.get("accelerator_type", [])
-        types = (
-            [types]
-            if isinstance(types, str)
-            else [t for t in types if isinstance(t, str)]
-            if isinstance(types, list)
-            else []
-        )
-        count = ici.get("num_accelerators", 0)
-        count = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
-        if types and count == 0:
-            checker.warning(
-                ("inference_compute_info", "accelerator_type"),
-                "accelerator_type is ignored while num_accelerators is 0; set num_accelerators to use a GPU",
-                key=True,
-            )
-        if acc_mem and count == 0:
-            checker.warning(
-                ("inference_compute_info", "accelerator_memory"),
-                "accelerator_memory is ignored while num_accelerators is 0",
-                key=True,
-            )
-        fields.update(
-            accelerator="gpu" if count > 0 else "cpu",
-            num_accelerators=count,
-            accelerator_types=tuple(types) if count > 0 else (),
-            accelerator_memory=acc_mem if count > 0 else None,
-            cpu_limit=cpu_limit,
-            cpu_memory=mem,
-        )
-        if cpu_req:
-            fields["cpu_requests"] = cpu_req
-        if mem_req:
-            fields["cpu_memory_requests"] = mem_req
-    if isinstance(block, dict):
-        fields.update(_check_compute_block(block, checker, fields))
-    return ComputeRequirements(**fields)
-
-
-def _check_compute_block(
-    block: dict[str, Any], checker: _Checker, from_ici: dict[str, Any]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    gpu_type: str | None = None
-    gpu_memory: str | None = None
-    count = 0
-    instance_name = block.get("instance")
-    if isinstance(instance_name, str):
-        instance = compute_table.lookup_instance(instance_name)
-        if instance is None:
-            hint = compute_table.suggest(instance_name, compute_table.instance_names())
-            checker.error(
-                ("compute", "instance"),
-                f"unknown instance {instance_name!r}"
-                + (
-                    f"; did you mean {hint!r}?"
-                    if hint
-                    else f"; known: {', '.join(compute_table.instance_names())}"
-                ),
-            )
-            return out
-        out.update(instance=instance.name, cloud=instance.cloud)
-        gpu_type, gpu_memory, count = instance.gpu_type, instance.gpu_memory, instance.num_gpus
-        cloud = block.get("cloud")
-        if isinstance(cloud, str) and instance.cloud and cloud.lower() != instance.cloud:
-            checker.error(
-                ("compute", "cloud"), f"instance {instance.name!r} is on {instance.cloud}, not {cloud!r}"
-            )
-        elif isinstance(cloud, str):
-            out["cloud"] = cloud.lower()
-    gpu_name = block.get("gpu")
-    if isinstance(gpu_name, str):
-        gpu = compute_table.lookup_gpu(gpu_name)
-        if gpu is None:
-            hint = compute_table.suggest(gpu_name.lower().removeprefix("nvidia-"), compute_table.gpu_names())
-            checker.error(
-                ("compute", "gpu"),
-                f"unknown GPU {gpu_name!r}"
-                + (
-                    f"; did you mean {hint!r}?"
-                    if hint
-                    else f"; known: {', '.join(compute_table.gpu_names())}"
-                ),
-            )
-            return out
-        if gpu_type and gpu[0] != gpu_type:
-            checker.error(
-                ("compute", "gpu"),
-                f"instance {instance_name!r} has {gpu_type}, not {gpu[0]}; remove one of them",
-            )
-            return out
-        gpu_type, gpu_memory = gpu
-        count = max(count, 1)
-    num_gpus = block.get("num_gpus")
-    if isinstance(num_gpus, int) and not isinstance(num_gpus, bool) and num_gpus >= 0:
-        if num_gpus > 0 and gpu_type is None:
-            checker.error(
-                ("compute", "num_gpus"),
-                f"instance {instance_name!r} has no GPU; choose a GPU instance (e.g. a10g, l40s) or set num_gpus: 0",
-            )
-            return out
-        count = num_gpus if gpu_type else 0
-        if num_gpus == 0:
-            gpu_type = gpu_memory = None
-    if (
-        from_ici.get("num_accelerators", 0) > 0
-        and count == 0
-        and ("instance" in block or "num_gpus" in block)
-    ):
-        checker.error(
-            ("compute",),
-            "inference_compute_info asks for GPUs but the compute block names a CPU instance; make them agree",
-            key=True,
-        )
-        return out
-    if from_ici:
-        checker.warning(
-            ("compute",),
-            "both inference_compute_info and compute are set; the compute block decides the hardware",
-            key=True,
-        )
-    out.update(
-        accelerator="gpu" if count > 0 else "cpu",
-        num_accelerators=count,
-        accelerator_types=(gpu_type,) if gpu_type and count > 0 else (),
-        accelerator_memory=gpu_memory if count > 0 else None,
-    )
-    return out
-
-
-def _patterns(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list):
-        return tuple(v for v in value if isinstance(v, str))
-    return ()
-
-
-def _check_checkpoints(section: Any, checker: _Checker) -> CheckpointSpec | None:
-    if not isinstance(section, dict) or not isinstance(section.get("repo_id"), str):
-        return None
-    token = section.get("hf_token")
-    if isinstance(token, str) and token.strip():
-        checker.warning(
-            ("checkpoints", "hf_token"),
-            "a token in config.yaml ends up in version control; remove hf_token and set the HF_TOKEN "
-            "environment variable instead",
-            key=True,
-        )
-    when = section.get("when", "runtime")
-    return CheckpointSpec(
-        type=str(section.get("type", "huggingface")),
-        repo_id=section["repo_id"],
-        revision=str(section["revision"]) if isinstance(section.get("revision"), str) else "main",
-        when=when if when in ("runtime", "build", "upload") else "runtime",
-        allowed_file_patterns=_patterns(section.get("allowed_file_patterns")),
-        ignore_file_patterns=_patterns(section.get("ignore_file_patterns")),
-        hf_token=token.strip() if isinstance(token, str) and token.strip() else None,
-    )
-
-
-def _check_concepts(
-    section: Any, model: ModelInfo | None, has_checkpoint: bool, present: bool, checker: _Checker
-) -> tuple[Concept, ...]:
-    concepts: list[Concept] = []
-    model_type = model.model_type_id if model else DEFAULT_MODEL_TYPE
-    if present and model_type not in CONCEPT_MODEL_TYPES and model:
-        checker.error(
-            ("concepts",),
-            f"concepts are only for {', '.join(sorted(CONCEPT_MODEL_TYPES))} models, not {model_type!r}; "
-            "remove the concepts section or change model.model_type_id",
-            key=True,
-        )
-        return ()
-    if model and model_type in CONCEPT_MODEL_TYPES and not present and not has_checkpoint:
-        checker.error(
-            ("model", "model_type_id"),
-            f"a {model_type} needs concepts; add `concepts: [{{id: cat, name: cat}}, ...]` or a checkpoints "
-            "section whose config.json has id2label",
-        )
-    if not isinstance(section, list):
-        return ()
-    ids: dict[str, int] = {}
-    names: dict[str, int] = {}
-    for index, item in enumerate(section):
-        if (
-            not isinstance(item, dict)
-            or "id" not in item
-            or isinstance(item.get("id"), (bool, float, list, dict))
-        ):
-            continue
-        concept_id = str(item["id"]).strip()
-        name = item.get("name", concept_id)
-        if not isinstance(name, str):
-            continue
-        if not concept_id:
-            checker.error(("concepts", index, "id"), "concept id is empty; give every concept an id")
-            continue
-        if not name.strip():
-            checker.error(
-                ("concepts", index, "name"), "concept name is empty; give it a name or drop the name key"
-            )
-            continue
-        if concept_id in ids:
-            checker.error(
-                ("concepts", index, "id"),
-                f"duplicate concept id {concept_id!r} (also concepts[{ids[concept_id]}]); ids must be unique",
-            )
-            continue
-        folded = " ".join(name.split()).lower()
-        if folded in names:
-            checker.error(
-                ("concepts", index, "name"),
-                f"concept name {name!r} differs from concepts[{names[folded]}] only by spacing or case; make names distinct",
-            )
-            continue
-        ids[concept_id] = index
-        names[folded] = index
-        concepts.append(Concept(id=concept_id, name=" ".join(name.split())))
-    return tuple(concepts)
-
-
-def _check_secrets(section: Any, checker: _Checker) -> tuple[SecretSpec, ...]:
-    if not isinstance(section, list):
-        return ()
-    secrets: list[SecretSpec] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(section):
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("id"), str)
-            or not isinstance(item.get("env_var"), str)
-        ):
-            continue
-        env_var = item["env_var"]
-        if not _ENV_VAR.match(env_var):
-            checker.error(
-                ("secrets", index, "env_var"),
-                f"{env_var!r} is not a valid environment variable name; use letters, digits and _, e.g. API_KEY",
-            )
-            continue
-        if item["id"] in seen:
-            checker.error(
-                ("secrets", index, "id"),
-                f"duplicate secret id {item['id']!r} (also secrets[{seen[item['id']]}])",
-            )
-            continue
-        seen[item["id"]] = index
-        description = item.get("description", "")
-        secrets.append(
-            SecretSpec(
-                id=item["id"],
-                env_var=env_var,
-                description=description if isinstance(description, str) else "",
-            )
-        )
-    return tuple(secrets)
-
-
 def _check_config(doc: YamlDocument, file: str, findings: list[Diagnostic]) -> ModelConfig | None:
-    checker = _Checker(file, doc, findings)
+    checker = Checker(file, doc, findings)
     data = doc.data
     for path, position in doc.duplicate_keys:
         findings.append(
@@ -703,31 +186,10 @@ def _check_config(doc: YamlDocument, file: str, findings: list[Diagnostic]) -> M
             checker.warning(
                 (key,),
                 f"unknown section {key!r} is kept in the image but not used by modelpack"
-                + _did_you_mean(str(key), sorted(known)),
+                + did_you_mean(str(key), sorted(known)),
                 key=True,
             )
-    model = _check_model(data.get("model"), checker)
-    build_info = _check_build_info(data.get("build_info"), checker)
-    compute = _check_compute(data.get("inference_compute_info"), data.get("compute"), checker)
-    checkpoint = _check_checkpoints(data.get("checkpoints"), checker)
-    concepts = _check_concepts(
-        data.get("concepts"), model, checkpoint is not None, "concepts" in data, checker
-    )
-    secrets = _check_secrets(data.get("secrets"), checker)
-    num_threads = data.get("num_threads")
-    if model is None or any(f.severity == "error" for f in findings):
-        return None
-    return ModelConfig(
-        model=model,
-        build_info=build_info,
-        compute=compute,
-        checkpoints=checkpoint,
-        concepts=concepts,
-        secrets=secrets,
-        num_threads=num_threads if isinstance(num_threads, int) else None,
-        extra_sections=tuple(sorted(str(k) for k in data if k not in known)),
-        raw=data,
-    )
+    return check_sections(data, checker, tuple(sorted(str(k) for k in data if k not in known)))
 
 
 # ---------------------------------------------------------------------------
@@ -757,7 +219,7 @@ def _read(path: Path, display: str, findings: list[Diagnostic], what: str) -> st
 
 
 def _load_config_file(root: Path, findings: list[Diagnostic]) -> ModelConfig | None:
-    display = _display(root, "config.yaml")
+    display = display_path(root, "config.yaml")
     text = _read(root / "config.yaml", display, findings, "config.yaml")
     if text is None:
         return None
@@ -788,7 +250,7 @@ def _load_config_file(root: Path, findings: list[Diagnostic]) -> ModelConfig | N
                 position.line if position else 1,
                 position.column if position else 1,
                 "",
-                f"the top level must be a mapping of sections (model:, build_info:, ...), not {_type_name(doc.data)}",
+                f"the top level must be a mapping of sections (model:, build_info:, ...), not {type_name(doc.data)}",
             )
         )
         return None
@@ -796,7 +258,7 @@ def _load_config_file(root: Path, findings: list[Diagnostic]) -> ModelConfig | N
 
 
 def _load_requirements(root: Path, findings: list[Diagnostic]) -> tuple[RequirementLine, ...]:
-    display = _display(root, "requirements.txt")
+    display = display_path(root, "requirements.txt")
     text = _read(root / "requirements.txt", display, findings, "requirements.txt")
     if text is None:
         return ()
@@ -806,7 +268,7 @@ def _load_requirements(root: Path, findings: list[Diagnostic]) -> tuple[Requirem
 
 
 def _check_model_py(root: Path, findings: list[Diagnostic]) -> None:
-    display = _display(root, "1", "model.py")
+    display = display_path(root, "1", "model.py")
     text = _read(root / "1" / "model.py", display, findings, "1/model.py")
     if text is None:
         return
@@ -816,7 +278,8 @@ def _check_model_py(root: Path, findings: list[Diagnostic]) -> None:
         findings.append(Diagnostic(display, exc.lineno, exc.offset, "", f"Python syntax error: {exc.msg}"))
 
 
-def _inspect(path: str | os.PathLike[str]) -> tuple[ModelDir | None, list[Diagnostic]]:
+def read_model_dir(path: str | os.PathLike[str]) -> tuple[ModelDir | None, list[Diagnostic]]:
+    """The model directory (None when it has errors) and every finding, in reading order."""
     root = Path(path)
     findings: list[Diagnostic] = []
     if not root.is_dir():
@@ -827,12 +290,13 @@ def _inspect(path: str | os.PathLike[str]) -> tuple[ModelDir | None, list[Diagno
     requirements = _load_requirements(root, findings)
     _check_model_py(root, findings)
     if config is None or any(f.severity == "error" for f in findings):
-        return None, findings
+        return None, in_reading_order(findings)
     warnings = tuple(f for f in findings if f.severity == "warning")
-    return ModelDir(root=root, config=config, requirements=requirements, warnings=warnings), findings
+    model_dir = ModelDir(root=root, config=config, requirements=requirements, warnings=warnings)
+    return model_dir, in_reading_order(findings)
 
 
-def _in_reading_order(findings: list[Diagnostic]) -> list[Diagnostic]:
+def in_reading_order(findings: list[Diagnostic]) -> list[Diagnostic]:
     """Sort by file (in the order files were read), then line and column."""
     files: dict[str, int] = {}
     for finding in findings:
@@ -840,91 +304,28 @@ def _in_reading_order(findings: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(findings, key=lambda f: (files[f.file], f.line or 0, f.column or 0))
 
 
-def validate(path: str | os.PathLike[str], *, online: bool = False) -> ValidationReport:
-    """Check a model directory; every error and warning, located. Never raises for bad input.
+def load(path: ModelDirLike) -> ModelDir:
+    """Load a valid model directory, or raise ConfigError carrying every located error.
 
-    ``online`` also runs the checkpoint preflight against the hub (repo, revision, token
-    access) and reports its finding at ``checkpoints.repo_id``/``checkpoints.revision``;
-    an unreachable hub raises HubError (a runtime failure, not bad input).
+    A loaded ModelDir is read again from its root (the files may have changed since).
     """
-    model_dir, findings = _inspect(path)
-    if model_dir is not None:
-        findings.extend(lock_findings(model_dir))
-    if online and model_dir is not None and model_dir.config.checkpoints is not None:
-        findings.extend(checkpoint_findings(model_dir))
-    findings = _in_reading_order(findings)
-    errors = tuple(f for f in findings if f.severity == "error")
-    warnings = tuple(f for f in findings if f.severity == "warning")
-    return ValidationReport(valid=not errors, errors=errors, warnings=warnings)
-
-
-def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
-    """A warning when requirements.lock no longer matches its inputs (no network).
-
-    Without a lock there is nothing to report: `build` locks on demand. When no base
-    image resolves, `modelpack resolve` is the command that explains why.
-    """
-    from modelpack.pipeline.locking import LOCK_FILE, lock_status
-    from modelpack.pipeline.resolver import resolve
-
-    if not (model_dir.root / LOCK_FILE).is_file():
-        return []
-    try:
-        status = lock_status(model_dir, resolve(model_dir))
-    except (ModelpackError, ValueError):
-        return []
-    if status != "stale":
-        return []
-    return [
-        Diagnostic(
-            _display(model_dir.root, LOCK_FILE),
-            None,
-            None,
-            "",
-            "requirements.lock no longer matches requirements.txt, the Python version or modelpack's "
-            f"runtime requirements; refresh it with `modelpack lock {os.path.normpath(str(model_dir.root))}`",
-            "warning",
-        )
-    ]
-
-
-def checkpoint_findings(model_dir: ModelDir) -> list[Diagnostic]:
-    """The checkpoint preflight's verdict as located errors in config.yaml (empty when fine)."""
-    from modelpack.project.checkpoints import check_checkpoint, resolve_token
-
-    spec = model_dir.config.checkpoints
-    if spec is None:
-        return []
-    try:
-        check_checkpoint(spec, resolve_token(spec))
-    except ConfigError as error:
-        message = error.message
-        field = "revision" if message.startswith("checkpoints.revision") else "repo_id"
-        for prefix in ("checkpoints.revision: ", "checkpoints.repo_id: ", "checkpoints: "):
-            message = message.removeprefix(prefix)
-        position = None
-        try:
-            position = load_yaml(model_dir.config_path.read_text(encoding="utf-8")).locate(
-                ("checkpoints", field)
-            )
-        except (OSError, YamlSyntaxError):
-            pass
-        display = _display(model_dir.root, "config.yaml")
-        line = position.line if position else None
-        column = position.column if position else None
-        return [Diagnostic(display, line, column, f"checkpoints.{field}", message)]
-    return []
-
-
-def load(path: str | os.PathLike[str]) -> ModelDir:
-    """Load a valid model directory, or raise ConfigError carrying every located error."""
-    model_dir, findings = _inspect(path)
-    findings = _in_reading_order(findings)
+    root = model_dir_root(path)
+    model_dir, findings = read_model_dir(root)
     if model_dir is None:
         errors = [f for f in findings if f.severity == "error"]
         count = len(errors)
         raise ConfigError(
-            f"{os.path.normpath(str(path))}: {count} error{'s' if count != 1 else ''} in the model directory",
+            f"{os.path.normpath(str(root))}: {count} error{'s' if count != 1 else ''} in the model directory",
             findings,
         )
     return model_dir
+
+
+def as_model_dir(model_dir: ModelDirLike) -> ModelDir:
+    """What every stage function starts with: a loaded ModelDir as is, a path loaded.
+
+    So tools can pass either; a wrong type is a TypeError that names the accepted types.
+    """
+    if isinstance(model_dir, ModelDir):
+        return model_dir
+    return load(model_dir)

@@ -20,6 +20,7 @@ from typing import Any
 
 from modelpack.errors import Diagnostic, SignatureError
 from modelpack.project.method_types import DATA_TYPES, InputSpec, MethodKind, MethodSignature, ModelSignature
+from modelpack.project.model_dir import ModelDirLike, model_dir_root
 
 BASE_CLASSES = ("ModelClass", "OpenAIModelClass", "VisualClassifierClass", "VisualDetectorClass")
 
@@ -600,13 +601,14 @@ def _locate(path: str | Path) -> tuple[Path, str]:
     return path, str(path)
 
 
-def signature(path: str | Path) -> SignatureResult:
+def signature(path: ModelDirLike) -> SignatureResult:
     """Read the model class and its ``@<Base>.method`` methods from ``1/model.py``.
 
-    ``path`` is the model directory or the model.py file. Raises
-    ``SignatureError`` when the file is missing, does not parse or has no model
+    ``path`` is the model directory (a path or a loaded ModelDir) or the model.py file.
+    Raises ``SignatureError`` when the file is missing, does not parse or has no model
     class; everything else not understood is a located warning.
     """
+    path = model_dir_root(path)
     model_py, display = _locate(path)
     if not model_py.is_file():
         message = f"{display} not found in {path}" if Path(path).is_dir() else f"{model_py} not found"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from modelpack.errors import Diagnostic
 
@@ -117,9 +118,21 @@ class ModelDir:
     def requirements_path(self) -> Path:
         return self.root / "requirements.txt"
 
-    @property
-    def model_py_path(self) -> Path:
-        return self.root / "1" / "model.py"
+
+# What every library function that takes a model directory accepts: its path, or the loaded view.
+ModelDirLike: TypeAlias = "str | os.PathLike[str] | ModelDir"
+
+
+def model_dir_root(model_dir: ModelDirLike) -> Path:
+    """The directory a path or a loaded ModelDir names; a TypeError names the accepted types."""
+    if isinstance(model_dir, ModelDir):
+        return model_dir.root
+    if isinstance(model_dir, (str, os.PathLike)):
+        return Path(model_dir)
+    raise TypeError(
+        "expected a model directory: a path (str or os.PathLike) or a loaded modelpack ModelDir, "
+        f"not {type(model_dir).__name__}"
+    )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpack.errors import InvalidInputError, RenderError
+from modelpack.resources import data_dir
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ def _template_files(folder: Traversable, prefix: str = "") -> list[tuple[str, Tr
 def render_scaffold(model_type: str, model_id: str) -> dict[str, str]:
     """The files of a scaffold (relative path -> text), rendered in memory."""
     import jinja2
-
-    from modelpack.resources import data_dir
 
     spec = SCAFFOLDS[model_type]
     folder = data_dir("templates").joinpath("init", model_type)

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from modelpack.runtime.server import serve
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -29,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.model_dir / '1' / 'model.py'} does not exist", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from modelpack.runtime.server import serve
-
     return serve(
         args.model_dir,
         host=args.host,

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from modelpack.errors import ModelpackError
+from modelpack.runtime.introspect import encode
 
 
 class ModelCallError(ModelpackError):
@@ -32,12 +33,6 @@ class ModelCallError(ModelpackError):
         self.status = status
         self.code = code
         self.exit_code = 2 if status is not None and 400 <= status < 500 else 1
-
-
-def _encode(value: Any) -> Any:
-    from modelpack.runtime.introspect import encode
-
-    return encode(value)
 
 
 def _without_credentials(url: str) -> str:
@@ -185,7 +180,7 @@ class Model:
         Positional-only, so a model argument may itself be called ``name`` or ``batch``."""
         method = self._method(name)
         if batch is not None:
-            items = [{k: _encode(v) for k, v in item.items()} for item in batch]
+            items = [{k: encode(v) for k, v in item.items()} for item in batch]
             return self._request("POST", f"/v1/methods/{name}", json=items)["results"]
         if method["kind"] == "stream-stream":
             stream_arg = next(s["name"] for s in method["inputs"] if s["type"].startswith("Iterator["))
@@ -193,7 +188,7 @@ class Model:
             # a string or mapping is one value, not a stream of items: the server judges it
             if value is not None and not isinstance(value, (list, tuple, str, bytes, dict)):
                 return self._bidi(name, stream_arg, value, kwargs)
-        payload = {k: _encode(list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+        payload = {k: encode(list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
         if method["kind"] == "unary-unary":
             return self._request("POST", f"/v1/methods/{name}", json=payload)["result"]
         return self._stream(name, payload)
@@ -251,7 +246,7 @@ class Model:
         from websockets.exceptions import WebSocketException
 
         ws_url = "ws" + self.url[4:] + f"/v1/methods/{name}/stream"
-        args = {k: _encode(v) for k, v in kwargs.items() if k != stream_arg}
+        args = {k: encode(v) for k, v in kwargs.items() if k != stream_arg}
         try:
             yield from self._bidi_session(ws_url, args, items)
         except (WebSocketException, OSError) as error:
@@ -268,7 +263,7 @@ class Model:
             def send_items() -> None:
                 try:
                     for item in items:
-                        socket.send(json.dumps({"item": _encode(item)}))
+                        socket.send(json.dumps({"item": encode(item)}))
                     socket.send(json.dumps({"end": True}))
                 except Exception:  # the socket closed (server error); the reader reports it
                     pass

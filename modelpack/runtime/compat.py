@@ -15,28 +15,19 @@ import logging
 import sys
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+
+import modelpack.runtime
+from modelpack.runtime import helpers
 
 
-def _runtime(*names: str) -> Callable[[], dict[str, Any]]:
-    def attrs() -> dict[str, Any]:
-        import modelpack.runtime as runtime
-
-        return {name: getattr(runtime, name) for name in names}
-
-    return attrs
-
-
-def _helpers(*names: str) -> Callable[[], dict[str, Any]]:
-    def attrs() -> dict[str, Any]:
-        from modelpack.runtime import helpers
-
-        return {name: getattr(helpers, name) for name in names}
+def _attrs(module: types.ModuleType, *names: str) -> Callable[[], dict[str, object]]:
+    def attrs() -> dict[str, object]:
+        return {name: getattr(module, name) for name in names}
 
     return attrs
 
 
-def _logging() -> dict[str, Any]:
+def _logging() -> dict[str, object]:
     return {"logger": logging.getLogger("clarifai")}
 
 
@@ -49,14 +40,14 @@ _PACKAGES = {
 }
 _DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
 
-_MODULES: dict[str, Callable[[], dict[str, Any]]] = {
-    "clarifai.runners.models.model_class": _runtime("ModelClass"),
-    "clarifai.runners.models.openai_class": _runtime("OpenAIModelClass"),
-    "clarifai.runners.models.visual_classifier_class": _runtime("VisualClassifierClass"),
-    "clarifai.runners.models.visual_detector_class": _runtime("VisualDetectorClass"),
-    "clarifai.runners.utils.data_types": _runtime(*_DATA_TYPES),
-    "clarifai.runners.utils.data_utils": _runtime("Param"),
-    "clarifai.runners.utils.openai_convertor": _helpers("build_openai_messages"),
+_MODULES: dict[str, Callable[[], dict[str, object]]] = {
+    "clarifai.runners.models.model_class": _attrs(modelpack.runtime, "ModelClass"),
+    "clarifai.runners.models.openai_class": _attrs(modelpack.runtime, "OpenAIModelClass"),
+    "clarifai.runners.models.visual_classifier_class": _attrs(modelpack.runtime, "VisualClassifierClass"),
+    "clarifai.runners.models.visual_detector_class": _attrs(modelpack.runtime, "VisualDetectorClass"),
+    "clarifai.runners.utils.data_types": _attrs(modelpack.runtime, *_DATA_TYPES),
+    "clarifai.runners.utils.data_utils": _attrs(modelpack.runtime, "Param"),
+    "clarifai.runners.utils.openai_convertor": _attrs(helpers, "build_openai_messages"),
     "clarifai.utils.logging": _logging,
 }
 

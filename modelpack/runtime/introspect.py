@@ -16,10 +16,11 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
+from modelpack.project.methods import canonical_type
 from modelpack.runtime.model_class import (
     PARAMS_ATTR,
     REQUIRED,
@@ -28,7 +29,7 @@ from modelpack.runtime.model_class import (
     ParamSpec,
     method_options,
 )
-from modelpack.runtime.types import DATA_TYPE_CLASSES
+from modelpack.runtime.types import DATA_TYPE_CLASSES, Image
 
 _ITERATOR_ORIGINS = (
     cabc.Iterator,
@@ -38,7 +39,6 @@ _ITERATOR_ORIGINS = (
     cabc.AsyncIterable,
     cabc.AsyncGenerator,
 )
-_ITERATOR_NAMES = {"Iterator", "Iterable", "Generator", "AsyncIterator", "AsyncIterable", "AsyncGenerator"}
 _BUILTIN_NAMES = {str: "str", int: "int", float: "float", bool: "bool", bytes: "bytes"}
 _DATA_CLASS_NAMES = {cls: name for name, cls in DATA_TYPE_CLASSES.items()}
 
@@ -137,10 +137,6 @@ def _string_annotation(text: str, namespace: dict[str, Any] | None = None) -> st
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
         return text
-    try:
-        from modelpack.project.methods import canonical_type
-    except ImportError:  # pragma: no cover - the static reader ships with modelpack
-        return _node_string(node)
     aliases: dict[str, str] = {}
     for name in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}:
         value = (namespace or {}).get(name)
@@ -149,83 +145,6 @@ def _string_annotation(text: str, namespace: dict[str, Any] | None = None) -> st
         elif isinstance(value, type) and value.__module__.startswith(("modelpack", "typing", "collections")):
             aliases[name] = f"{value.__module__}.{value.__qualname__}"
     return canonical_type(node, aliases)
-
-
-_NAME_MAP = {
-    "list": "List[Any]",
-    "dict": "Dict[Any, Any]",
-    "tuple": "Tuple[Any, ...]",
-    "List": "List[Any]",
-    "Dict": "Dict[Any, Any]",
-    "Tuple": "Tuple[Any, ...]",
-}
-
-
-def _dotted(node: ast.expr) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
-    return ast.unparse(node)
-
-
-def _node_string(node: ast.expr) -> str:
-    if isinstance(node, ast.Constant):
-        if node.value is None:
-            return "None"
-        if isinstance(node.value, str):
-            return _string_annotation(node.value)
-        return repr(node.value)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        members: list[ast.expr] = []
-
-        def flatten(n: ast.expr) -> None:
-            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr):
-                flatten(n.left)
-                flatten(n.right)
-            else:
-                members.append(n)
-
-        flatten(node)
-        return _union_string(members)
-    if isinstance(node, ast.Subscript):
-        base = _dotted(node.value).rsplit(".", 1)[-1]
-        elts = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
-        if base == "Optional":
-            return _union_string([*elts, ast.Constant(None)])
-        if base == "Union":
-            return _union_string(elts)
-        if base in _ITERATOR_NAMES:
-            return f"Iterator[{_node_string(elts[0])}]"
-        if base in ("List", "list"):
-            return f"List[{_node_string(elts[0])}]"
-        if base in ("Dict", "dict") and len(elts) == 2:
-            return f"Dict[{_node_string(elts[0])}, {_node_string(elts[1])}]"
-        if base in ("Tuple", "tuple"):
-            if len(elts) == 2 and isinstance(elts[1], ast.Constant) and elts[1].value is Ellipsis:
-                return f"Tuple[{_node_string(elts[0])}, ...]"
-            return f"Tuple[{', '.join(_node_string(e) for e in elts)}]"
-        return f"{_dotted(node.value)}[{', '.join(_node_string(e) for e in elts)}]"
-    dotted = _dotted(node)
-    last = dotted.rsplit(".", 1)[-1]
-    if dotted in _NAME_MAP:
-        return _NAME_MAP[dotted]
-    if last in _ITERATOR_NAMES:
-        return "Iterator[Any]"
-    if last == "ndarray":
-        return "ndarray"
-    if dotted in ("PIL.Image.Image", "Image.Image"):
-        return "PIL.Image"
-    if last == "Any":
-        return "Any"
-    return dotted
-
-
-def _union_string(members: list[ast.expr]) -> str:
-    optional = any(isinstance(m, ast.Constant) and m.value is None for m in members)
-    rest = [m for m in members if not (isinstance(m, ast.Constant) and m.value is None)]
-    inner = _node_string(rest[0]) if len(rest) == 1 else f"Union[{', '.join(_node_string(m) for m in rest)}]"
-    return f"Optional[{inner}]" if optional else inner
 
 
 # ---------------------------------------------------------------- decoding
@@ -285,7 +204,7 @@ def make_decoder(tp: Any) -> Decoder:
     if special == "ndarray":
         return _decode_ndarray
     if special == "PIL.Image":
-        return lambda v: DATA_TYPE_CLASSES["Image"].from_json(v).to_pil()
+        return lambda v: Image.from_json(v).to_pil()
     return _identity
 
 
@@ -421,14 +340,12 @@ def encode(value: Any) -> Any:
     if special == "ndarray":
         return value.tolist()
     if special == "PIL.Image":
-        return DATA_TYPE_CLASSES["Image"].from_pil(value).to_json()
+        return Image.from_pil(value).to_json()
     if hasattr(value, "item") and type(value).__module__.startswith("numpy"):
         return value.item()
     if to_json is not None:
         return encode(to_json())
     if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
         return encode(asdict(value))
     raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
 
@@ -528,14 +445,14 @@ def _choices(value: Any) -> list[Any] | None:
     return literal if ok else None
 
 
-def _description(func: Any) -> str:
+def _description(func: Callable[..., Any]) -> str:
     doc = inspect.getdoc(func) if func.__doc__ else None
     if not doc:
         return ""
     return doc.strip().split("\n\n", 1)[0].strip()
 
 
-def _hints(func: Any) -> dict[str, Any]:
+def _hints(func: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(func)
     except Exception:  # unresolvable names: evaluate one by one, keep strings for the rest
@@ -550,13 +467,13 @@ def _hints(func: Any) -> dict[str, Any]:
         return hints
 
 
-def _annotation_string(annotation: Any, func: Any) -> str:
+def _annotation_string(annotation: Any, func: Callable[..., Any]) -> str:
     if isinstance(annotation, str):
         return _string_annotation(annotation, getattr(func, "__globals__", None))
     return type_string(annotation)
 
 
-def plan_method(name: str, func: Any, options: MethodOptions) -> MethodPlan:
+def plan_method(name: str, func: Callable[..., Any], options: MethodOptions) -> MethodPlan:
     sig = inspect.signature(func)
     hints = _hints(func)
     params_meta: dict[str, ParamSpec] = getattr(func, PARAMS_ATTR, {}) or {}
@@ -637,14 +554,14 @@ def sdk_base_name(cls: type) -> str:
 
 def plan_class(cls: type) -> tuple[ModelSignature, dict[str, MethodPlan]]:
     """The signature and call plans of every marked method of a model class (source order)."""
-    found: dict[str, tuple[Any, MethodOptions]] = {}
+    found: dict[str, tuple[Callable[..., Any], MethodOptions]] = {}
     for klass in reversed(cls.__mro__):
         # like the static reader: only classes of the model's own file count
         if _is_sdk_class(klass) or klass.__module__ != cls.__module__:
             continue
         for name, attr in vars(klass).items():
             options = method_options(attr)
-            if options is not None:
+            if options is not None and callable(attr):
                 found[name] = (attr, options)
             elif name in found and callable(attr):
                 del found[name]  # overridden without the decorator: no longer exposed
@@ -655,7 +572,7 @@ def plan_class(cls: type) -> tuple[ModelSignature, dict[str, MethodPlan]]:
     return signature, plans
 
 
-def find_model_class(module: types.ModuleType) -> type:
+def find_model_class(module: types.ModuleType) -> type[ModelClass]:
     """The model class defined in ``module``: the most derived subclass of ModelClass."""
     candidates = [
         obj

@@ -132,17 +132,21 @@ class ModelClass:
 
     @staticmethod
     def method(
-        func: Any = None, *, batch: bool = False, max_batch_size: int = 32, max_wait_ms: float = 5.0
-    ) -> Any:
+        func: F | None = None, *, batch: bool = False, max_batch_size: int = 32, max_wait_ms: float = 5.0
+    ) -> F | Callable[[F], F]:
         """Mark a method as callable over the API (usable with or without arguments)."""
         options = MethodOptions(
             batch=batch, max_batch_size=max(1, int(max_batch_size)), max_wait_ms=max_wait_ms
         )
         if func is None:
-            return lambda f: _mark(f, options)
+
+            def mark(f: F) -> F:
+                return _mark(f, options)
+
+            return mark
         return _mark(func, options)
 
 
-def method_options(func: Any) -> MethodOptions | None:
+def method_options(func: object) -> MethodOptions | None:
     options = getattr(func, METHOD_ATTR, None)
     return options if isinstance(options, MethodOptions) else None

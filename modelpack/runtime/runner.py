@@ -17,9 +17,13 @@ import threading
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
+from modelpack.project import checkpoints
 from modelpack.project.method_types import ModelSignature
+from modelpack.project.model_dir import CheckpointSpec
+from modelpack.runtime import compat
 from modelpack.runtime.introspect import MethodPlan, find_model_class, plan_class
 from modelpack.runtime.model_class import ModelClass
 
@@ -29,10 +33,8 @@ _counter = itertools.count()
 State = Literal["loading", "ready", "failed"]
 
 
-def import_model_module(model_dir: Path) -> Any:
+def import_model_module(model_dir: Path) -> ModuleType:
     """Import ``MODEL_DIR/1/model.py`` (its folder first on sys.path, like the Clarifai runner)."""
-    from modelpack.runtime import compat
-
     compat.install()
     path = Path(model_dir) / "1" / "model.py"
     if not path.is_file():
@@ -78,10 +80,8 @@ def fetch_runtime_checkpoint(model_dir: Path) -> Path | None:
         return None
     if not isinstance(section.get("repo_id"), str):
         return None
-    from modelpack.project.checkpoints import fetch_at_startup
-    from modelpack.project.model_dir import CheckpointSpec
 
-    def patterns(value: Any) -> tuple[str, ...]:
+    def patterns(value: object) -> tuple[str, ...]:
         if isinstance(value, str):
             return (value,)
         return tuple(str(v) for v in value) if isinstance(value, list) else ()
@@ -97,7 +97,7 @@ def fetch_runtime_checkpoint(model_dir: Path) -> Path | None:
         hf_token=token.strip() if isinstance(token, str) and token.strip() else None,
     )
     dest = os.environ.get("MODELPACK_CHECKPOINTS")
-    result = fetch_at_startup(spec, dest=dest or None, log=log)
+    result = checkpoints.fetch_at_startup(spec, dest=dest or None, log=log)
     if not dest:  # a local run: leave the model directory alone (a build would copy the weights)
         os.environ["MODELPACK_CHECKPOINTS"] = str(result.local_dir)
     return result.local_dir

@@ -37,7 +37,7 @@ import threading
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -47,9 +47,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from modelpack.runtime.fetch import FetchError
-from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks
+from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks, completion_response
 from modelpack.runtime.introspect import ArgumentError, MethodPlan, encode, make_decoder
+from modelpack.runtime.openapi import openapi_document
 from modelpack.runtime.runner import Runner, iterate
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("modelpack.runtime")
 
@@ -153,8 +157,6 @@ class ModelServer:
         except HTTPError as error:
             return error.response()
         if self._openapi is None:
-            from modelpack.runtime.openapi import openapi_document
-
             assert self.runner.signature is not None
             self._openapi = openapi_document(self.runner.signature, self.runner.plans, self._is_openai())
         return JSONResponse(self._openapi)
@@ -494,7 +496,7 @@ class ModelServer:
         )
 
 
-def _user_defined(instance: Any, name: str) -> bool:
+def _user_defined(instance: object, name: str) -> bool:
     """Whether the model's own code (not modelpack's SDK) defines ``name``."""
     attr = getattr(type(instance), name, None)
     return attr is not None and not str(getattr(attr, "__module__", "")).startswith("modelpack.runtime")
@@ -506,8 +508,6 @@ def _collect_chunks(chunks: Any) -> dict[str, Any]:
         model = chunk.get("model", model)
         for choice in chunk.get("choices", []):
             text.append((choice.get("delta") or {}).get("content") or "")
-    from modelpack.runtime.helpers import completion_response
-
     return completion_response("".join(text), model)
 
 
@@ -563,8 +563,8 @@ def create_app(
 
 
 def uvicorn_config(
-    app: Any, host: str, port: int, *, access_log: bool = False, log_level: str = "info"
-) -> Any:
+    app: Starlette, host: str, port: int, *, access_log: bool = False, log_level: str = "info"
+) -> uvicorn.Config:
     import uvicorn
 
     return uvicorn.Config(
@@ -592,16 +592,15 @@ def serve(
     import uvicorn
 
     runner = Runner(Path(model_dir))
-    holder: dict[str, Any] = {}
+    failed = threading.Event()
 
     def on_loaded(r: Runner) -> None:
-        if r.state == "failed" and exit_on_load_failure and "server" in holder:
-            holder["failed"] = True
-            holder["server"].should_exit = True
+        if r.state == "failed" and exit_on_load_failure:
+            failed.set()
+            server.should_exit = True
 
     app = create_app(runner, max_body_bytes=max_body_bytes, on_loaded=on_loaded)
     server = uvicorn.Server(uvicorn_config(app, host, port, access_log=access_log))
-    holder["server"] = server
     if threading.current_thread() is threading.main_thread():
         import signal
 
@@ -609,7 +608,7 @@ def serve(
         # SIGTERM shutdown is a clean exit (status 0), not a death by signal
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
-    return 1 if holder.get("failed") else 0
+    return 1 if failed.is_set() else 0
 
 
 class BackgroundServer:

@@ -38,7 +38,11 @@ import base64
 import builtins
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from modelpack.runtime.fetch import check_url_syntax, fetch_url
+
+_M = TypeVar("_M", bound="_Media")
 
 
 def _b64(data: bytes) -> str:
@@ -59,8 +63,6 @@ class _Media:
         if self._bytes is None:
             if not self.url:
                 return b""
-            from modelpack.runtime.fetch import fetch_url
-
             self._bytes = fetch_url(self.url)
         return self._bytes
 
@@ -77,7 +79,7 @@ class _Media:
         return data
 
     @classmethod
-    def from_json(cls, value: Any) -> Any:
+    def from_json(cls: type[_M], value: Any) -> _M:
         if isinstance(value, cls):
             return value
         if not isinstance(value, dict):
@@ -95,18 +97,16 @@ class _Media:
             url = value["url"]
             if not isinstance(url, str):
                 raise TypeError("url must be a string")
-            from modelpack.runtime.fetch import check_url_syntax
-
             check_url_syntax(url)
             return cls(url=url)
         raise TypeError(f'expected "url" or "base64" for {cls.__name__}')
 
     @classmethod
-    def from_url(cls, url: str) -> Any:
+    def from_url(cls: type[_M], url: str) -> _M:
         return cls(url=url)
 
     @classmethod
-    def from_bytes(cls, data: builtins.bytes) -> Any:
+    def from_bytes(cls: type[_M], data: builtins.bytes) -> _M:
         return cls(bytes=data)
 
     def __eq__(self, other: object) -> bool:
@@ -167,8 +167,6 @@ class Text:
     @property
     def text(self) -> str:
         if not self._text and self.url:
-            from modelpack.runtime.fetch import fetch_url
-
             self._text = fetch_url(self.url).decode("utf-8", errors="replace")
         return self._text
 
@@ -192,8 +190,6 @@ class Text:
             if not isinstance(text, str) or (url is not None and not isinstance(url, str)):
                 raise TypeError("text and url must be strings")
             if url:
-                from modelpack.runtime.fetch import check_url_syntax
-
                 check_url_syntax(url)
             return cls(text, url)
         raise TypeError('expected a string or an object {"text": ...} for Text')
@@ -317,7 +313,8 @@ class Frame:
         )
 
 
-DATA_TYPE_CLASSES: dict[str, Any] = {
+DataType = _Media | Text | Concept | Region | Frame
+DATA_TYPE_CLASSES: dict[str, type[DataType]] = {
     "Text": Text,
     "Image": Image,
     "Audio": Audio,

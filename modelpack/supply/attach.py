@@ -20,24 +20,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import RegistryError
-from modelpack.oci.registry import ImageRef, RegistryClient, sha256_digest
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import Descriptor, RegistryClient, sha256_digest
 from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.project.checkpoints import CheckpointResult
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir
+from modelpack.supply import sbom as sbom_stage
+from modelpack.supply import signing
 from modelpack.supply.record import (
     CheckpointRecord,
     CodeRecord,
     FileRecord,
-    ManifestError,
-    SignedManifestDoc,
-    build_manifest,
+    ImageRecord,
+    InputDigests,
+    RecordError,
+    RecordSource,
+    SignedRecord,
+    build_record,
     build_time_from_env,
     digest_file,
-    fetch_manifest,
+    fetch_record,
     file_records,
-    find_manifests,
+    find_records,
     input_digest,
-    push_manifest,
+    push_record,
 )
 
 if TYPE_CHECKING:
@@ -84,8 +91,8 @@ def code_record(context_dir: Path) -> CodeRecord:
     return CodeRecord(APP_ROOT, tuple(records))
 
 
-def checkpoint_records(checkpoints: Sequence[Any], *, in_image: bool) -> list[CheckpointRecord]:
-    """Records for the build's checkpoints (``checkpoints.CheckpointResult``-like objects).
+def checkpoint_records(checkpoints: Sequence[CheckpointResult], *, in_image: bool) -> list[CheckpointRecord]:
+    """Records for the build's fetched checkpoints.
 
     Checkpoints baked into the weights layer (``when: build`` / ``upload``) get their in-image
     root, so ``--deep`` checks them; ones fetched at runtime get ``root=None``.
@@ -93,24 +100,23 @@ def checkpoint_records(checkpoints: Sequence[Any], *, in_image: bool) -> list[Ch
     records = []
     for item in checkpoints:
         files = tuple(FileRecord(str(f.path), int(f.size), str(f.sha256)) for f in item.files)
-        repo = str(getattr(item, "repo_id", "") or getattr(item, "repo", ""))
-        revision = str(getattr(item, "commit", "") or getattr(item, "revision", ""))
-        records.append(CheckpointRecord(repo, revision, files, CHECKPOINTS_ROOT if in_image else None))
+        revision = item.commit or item.revision  # the resolved commit, when known
+        records.append(CheckpointRecord(item.repo_id, revision, files, CHECKPOINTS_ROOT if in_image else None))
     return records
 
 
-def existing_manifest(
+def existing_record(
     client: RegistryClient,
     repository: str,
     image_digest: str,
-    accept: Callable[[SignedManifestDoc], bool] | None = None,
-) -> tuple[str, SignedManifestDoc] | None:
+    accept: Callable[[SignedRecord], bool] | None = None,
+) -> tuple[str, SignedRecord] | None:
     """A modelpack manifest already attached to ``image_digest`` (and that ``accept`` takes):
     (artifact digest, document)."""
-    for candidate in find_manifests(client, repository, image_digest):
+    for candidate in find_records(client, repository, image_digest):
         try:
-            artifact, doc = fetch_manifest(client, repository, candidate.digest)
-        except (ManifestError, RegistryError):
+            artifact, doc = fetch_record(client, repository, candidate.digest)
+        except (RecordError, RegistryError):
             continue
         subject = (artifact.get("subject") or {}).get("digest")
         if doc.image.digest == image_digest and subject == image_digest and (accept is None or accept(doc)):
@@ -118,66 +124,75 @@ def existing_manifest(
     return None
 
 
+@dataclass(frozen=True)
+class BuiltFrom:
+    """What a pushed image was built from, as its record states it.
+
+    ``context_dir`` is the rendered build context (its lock, code and config are what the image
+    holds); ``image_reference`` (default ``repo@digest``) is the name the record gives the image,
+    e.g. ``repo:v3``; ``build_time`` defaults to ``SOURCE_DATE_EPOCH``, else now.
+    """
+
+    model_dir: ModelDir
+    resolved: ResolveResult
+    context_dir: Path
+    signature: ModelSignature | None = None
+    base_image_digest: str | None = None
+    checkpoints: Sequence[CheckpointResult] = ()
+    concepts: Sequence[Concept] | None = None  # None: the config's
+    image_reference: str | None = None
+    build_time: str | None = None
+
+
 def publish_supply_chain(
     client: RegistryClient,
     repository: ImageRef | str,
     image_digest: str,
+    built: BuiltFrom,
     *,
-    model_dir: ModelDir,
-    resolved: ResolveResult,
-    context_dir: Path,
-    signature: ModelSignature | None = None,
-    base_image_digest: str | None = None,
-    checkpoints: Sequence[Any] = (),
-    concepts: Sequence[Concept] | None = None,
     key: EllipticCurvePrivateKey | None = None,
-    build_time: str | None = None,
-    image_reference: str | None = None,
 ) -> PublishResult:
-    """Attach SBOM + manifest to the pushed image ``repository@image_digest``; sign when ``key``.
+    """Attach SBOM + record to the pushed image ``repository@image_digest``; sign when ``key``.
 
-    ``context_dir`` is the rendered build context the image was built from (its lock, code and
-    config are what the image holds); ``image_reference`` (default ``repo@digest``) is the
-    name the manifest records, e.g. ``repo:v3``. Raises ``RegistryError``/``SigningError`` (exit 1).
+    Raises ``RegistryError``/``SigningError`` (exit 1).
     """
-    from modelpack.supply import sbom as sbom_stage
-    from modelpack.supply import signing
     repo = repository if isinstance(repository, ImageRef) else ImageRef.parse(repository)
     subject = client.head_manifest(repo.repository, image_digest)
     if subject is None:
         raise RegistryError(f"image {repo.name}@{image_digest} not found in the registry")
 
-    lock_path = context_dir / "builder" / "requirements.lock"
+    model_dir = built.model_dir
+    lock_path = built.context_dir / "builder" / "requirements.lock"
     lock_text = lock_path.read_text(encoding="utf-8") if lock_path.is_file() else ""
     subject_name = f"{repo.name}@{image_digest}"
 
-    def compose(when: str, sbom: Any) -> SignedManifestDoc:
-        return build_manifest(
-            image_ref=image_reference or subject_name,
-            image_digest=image_digest,
-            base_image_ref=resolved.base_image,
-            base_image_digest=base_image_digest,
-            config_digest=input_digest(model_dir.config_path) or "sha256:" + "0" * 64,
-            requirements_digest=input_digest(model_dir.requirements_path),
-            lock_digest=input_digest(lock_path),
-            resolve=resolved,
-            checkpoints=checkpoint_records(checkpoints, in_image=_baked(model_dir)),
-            code=code_record(context_dir),
-            concepts=tuple(model_dir.config.concepts if concepts is None else concepts),
-            signature=signature,
-            sbom=sbom,
-            build_time=when,
-        )
+    source = RecordSource(
+        image=ImageRecord(built.image_reference or subject_name, image_digest),
+        base_image=ImageRecord(built.resolved.base_image, built.base_image_digest),
+        inputs=InputDigests(
+            input_digest(model_dir.config_path) or "sha256:" + "0" * 64,
+            input_digest(model_dir.requirements_path),
+            input_digest(lock_path),
+        ),
+        resolve=built.resolved,
+        checkpoints=checkpoint_records(built.checkpoints, in_image=_baked(model_dir)),
+        code=code_record(built.context_dir),
+        concepts=tuple(model_dir.config.concepts if built.concepts is None else built.concepts),
+        methods=built.signature,
+    )
 
-    def ours(doc: SignedManifestDoc) -> bool:  # never sign what someone else attached
+    def compose(when: str, sbom: Descriptor) -> SignedRecord:
+        return build_record(source, sbom=sbom, build_time=when)
+
+    def ours(doc: SignedRecord) -> bool:  # never sign what someone else attached
         return _says_what_this_build_says(client, repo.repository, doc, compose, lock_text, subject_name)
 
-    found = existing_manifest(client, repo.repository, image_digest, accept=ours if key is not None else None)
+    found = existing_record(client, repo.repository, image_digest, accept=ours if key is not None else None)
     if found is not None:
         manifest_digest, doc = found
         sbom_digest = doc.sbom.digest if doc.sbom else None
     else:
-        when = build_time or build_time_from_env()
+        when = built.build_time or build_time_from_env()
         sbom_desc = sbom_stage.push_sbom(
             client,
             repo.repository,
@@ -186,7 +201,7 @@ def publish_supply_chain(
         )
         sbom_digest = sbom_desc.digest
         doc = compose(when, sbom_desc)
-        manifest_digest = push_manifest(client, repo.repository, subject, doc).digest
+        manifest_digest = push_record(client, repo.repository, subject, doc).digest
     reused = found is not None
 
     if key is None:
@@ -207,8 +222,8 @@ def publish_supply_chain(
 def _says_what_this_build_says(
     client: RegistryClient,
     repository: str,
-    attached: SignedManifestDoc,
-    compose: Callable[[str, Any], SignedManifestDoc],
+    attached: SignedRecord,
+    compose: Callable[[str, Descriptor], SignedRecord],
     lock_text: str,
     subject: str,
 ) -> bool:
@@ -216,7 +231,6 @@ def _says_what_this_build_says(
 
     Only its build time may differ from now: the comparison rebuilds both records with it.
     """
-    from modelpack.supply import sbom as sbom_stage
     if attached.sbom is None:
         return False
     expected_sbom = sbom_stage.sbom_bytes(lock_text, subject=subject, build_time=attached.build_time)
@@ -235,17 +249,4 @@ def _baked(model_dir: ModelDir) -> bool:
     return spec is not None and spec.when != "runtime"
 
 
-def base_image_digest(docker_client: Any, base_image: str) -> str | None:
-    """The base image's digest as the engine knows it: a repo digest, else the local image id."""
-    from modelpack.image import engine
-    image = engine.inspect_image(docker_client, base_image)
-    if not image:
-        return None
-    for entry in image.get("RepoDigests") or []:
-        if "@" in str(entry):
-            return str(entry).rsplit("@", 1)[1]
-    found = image.get("Id")
-    return str(found) if found else None
-
-
-__all__ = ["PublishResult", "base_image_digest", "code_record", "publish_supply_chain"]
+__all__ = ["BuiltFrom", "PublishResult", "code_record", "publish_supply_chain"]

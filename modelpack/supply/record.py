@@ -1,4 +1,7 @@
-"""The modelpack manifest: a signed, canonical record of what went into an image.
+"""The signed record: a canonical account of what went into an image.
+
+Users know it as the "modelpack manifest" (``verify --json``'s ``manifest``, ``--manifest-digest``,
+the artifact type); in the code "manifest" means only the OCI manifest, and this is the record.
 
 It records the image and base image (reference + digest), digests of config.yaml,
 requirements.txt and the lock, every checkpoint file (repo, resolved commit, path, size, sha256),
@@ -9,8 +12,8 @@ Serialisation is canonical JSON (sorted keys, UTF-8, no insignificant whitespace
 and therefore its digest and signature -- are reproducible. The JSON Schema is
 ``schemas/manifest.schema.json``.
 
-In the registry the manifest is an OCI artifact that refers to the image (OCI 1.1 ``subject``,
-``artifactType`` :data:`MANIFEST_ARTIFACT_TYPE`, one layer holding the JSON); it is found from the
+In the registry the record is an OCI artifact that refers to the image (OCI 1.1 ``subject``,
+``artifactType`` :data:`RECORD_ARTIFACT_TYPE`, one layer holding the JSON); it is found from the
 image alone through the referrers API or its ``sha256-<hex>`` tag fallback. Its signature is a
 cosign signature of the artifact's digest (tag ``sha256-<artifact hex>.sig``), see ``modelpack.supply.signing``.
 """
@@ -40,14 +43,15 @@ from modelpack.oci.registry import (
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept
+from modelpack.resources import read_text
 
-MANIFEST_ARTIFACT_TYPE = "application/vnd.modelpack.manifest.v1+json"
+RECORD_ARTIFACT_TYPE = "application/vnd.modelpack.manifest.v1+json"
 SCHEMA_VERSION = 1
 _ANNOTATION_CREATED = "org.opencontainers.image.created"
 
 
-class ManifestError(SigningError):
-    """A manifest document is malformed or does not match its schema (exit 1)."""
+class RecordError(SigningError):
+    """A record document is malformed or does not match its schema (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,8 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
-class SignedManifestDoc:
-    """The manifest document. ``to_bytes()`` is what is stored, hashed and signed."""
+class SignedRecord:
+    """The record document. ``to_bytes()`` is what is stored, hashed and signed."""
 
     image: ImageRecord
     base_image: ImageRecord
@@ -135,10 +139,10 @@ class SignedManifestDoc:
         return sha256_digest(self.to_bytes())
 
     @classmethod
-    def from_dict(cls, data: Any) -> SignedManifestDoc:
+    def from_dict(cls, data: Any) -> SignedRecord:
         problems = schema_errors(data)
         if problems:
-            raise ManifestError(f"invalid modelpack manifest: {problems[0]}")
+            raise RecordError(f"invalid modelpack manifest: {problems[0]}")
         known = {
             "schema_version", "image", "base_image", "inputs", "checkpoints", "code", "concepts",
             "signature", "resolve", "modelpack_version", "build_time", "sbom",
@@ -171,11 +175,11 @@ class SignedManifestDoc:
         )
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> SignedManifestDoc:
+    def from_bytes(cls, raw: bytes) -> SignedRecord:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise ManifestError("invalid modelpack manifest: not UTF-8 JSON") from None
+            raise RecordError("invalid modelpack manifest: not UTF-8 JSON") from None
         return cls.from_dict(data)
 
     def image_files(self) -> list[tuple[str, FileRecord]]:
@@ -206,54 +210,69 @@ def build_time_from_env(now: _dt.datetime | None = None) -> str:
         try:
             moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
         except (ValueError, OverflowError, OSError):
-            raise ManifestError(f"SOURCE_DATE_EPOCH is not a valid epoch: {epoch!r}") from None
+            raise RecordError(f"SOURCE_DATE_EPOCH is not a valid epoch: {epoch!r}") from None
     else:
         moment = now or _dt.datetime.now(tz=_dt.timezone.utc)
     return moment.astimezone(_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_manifest(
-    *,
-    image_ref: str,
-    image_digest: str,
-    base_image_ref: str,
-    base_image_digest: str | None,
-    config_digest: str,
-    requirements_digest: str | None,
-    lock_digest: str | None,
-    resolve: ResolveResult,
-    checkpoints: Sequence[CheckpointRecord] = (),
-    code: CodeRecord | None = None,
-    concepts: Sequence[Concept] = (),
-    signature: ModelSignature | None = None,
-    sbom: Descriptor | None = None,
-    build_time: str | None = None,
-) -> SignedManifestDoc:
-    """Assemble the manifest from typed inputs. Pure apart from reading the clock/``SOURCE_DATE_EPOCH``
-    when ``build_time`` is not given. File lists are sorted so the bytes do not depend on walk order.
+@dataclass(frozen=True)
+class InputDigests:
+    """``sha256:<hex>`` of the files the build read (None: the model has no such file)."""
 
-    The schema is checked where manifests are read (`SignedManifestDoc.from_dict`, so `verify`
+    config_yaml: str
+    requirements_txt: str | None = None
+    lock: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"config_yaml": self.config_yaml, "requirements_txt": self.requirements_txt, "lock": self.lock}
+
+
+@dataclass(frozen=True)
+class RecordSource:
+    """What a build knows about the image it made, typed; `build_record` makes the record of it.
+
+    Apart from the SBOM and the build time, which a rebuild compares against what is attached.
+    """
+
+    image: ImageRecord
+    base_image: ImageRecord
+    inputs: InputDigests
+    resolve: ResolveResult
+    checkpoints: Sequence[CheckpointRecord] = ()
+    code: CodeRecord | None = None
+    concepts: Sequence[Concept] = ()
+    methods: ModelSignature | None = None  # the model's method signatures (the JSON's "signature")
+
+
+def build_record(
+    source: RecordSource, *, sbom: Descriptor | None = None, build_time: str | None = None
+) -> SignedRecord:
+    """Assemble the record. Pure apart from reading the clock/``SOURCE_DATE_EPOCH`` when
+    ``build_time`` is not given. File lists are sorted so the bytes do not depend on walk order.
+
+    The schema is checked where records are read (`SignedRecord.from_dict`, so `verify`
     rejects a malformed one); what this builds is checked against it in the tests, which keeps
     jsonschema out of every build."""
-    doc = SignedManifestDoc(
-        image=ImageRecord(image_ref, image_digest),
-        base_image=ImageRecord(base_image_ref, base_image_digest),
-        inputs={"config_yaml": config_digest, "requirements_txt": requirements_digest, "lock": lock_digest},
+    code = source.code
+    return SignedRecord(
+        image=source.image,
+        base_image=source.base_image,
+        inputs=source.inputs.to_dict(),
         checkpoints=tuple(
             CheckpointRecord(
                 c.repo, c.revision, tuple(sorted(c.files, key=lambda f: f.path)), c.root, c.source
             )
-            for c in checkpoints
+            for c in source.checkpoints
         ),
         code=CodeRecord(code.root, tuple(sorted(code.files, key=lambda f: f.path))) if code else None,
-        concepts=tuple(concepts),
-        signature=signature.to_dict() if signature else None,
-        resolve=resolve.to_dict(),
+        concepts=tuple(source.concepts),
+        signature=source.methods.to_dict() if source.methods else None,
+        resolve=source.resolve.to_dict(),
         modelpack_version=__version__,
         build_time=build_time or build_time_from_env(),
         sbom=sbom,
     )
-    return doc
 
 
 def digest_file(path: Path) -> tuple[str, int]:
@@ -283,11 +302,9 @@ def input_digest(path: Path) -> str | None:
 _SCHEMA: dict[str, Any] | None = None
 
 
-def manifest_schema() -> dict[str, Any]:
+def record_schema() -> dict[str, Any]:
     global _SCHEMA
     if _SCHEMA is None:
-        from modelpack.resources import read_text
-
         _SCHEMA = json.loads(read_text("schemas", "manifest.schema.json"))
     return _SCHEMA
 
@@ -296,7 +313,7 @@ def schema_errors(data: Any) -> list[str]:
     """Schema violations as ``path: message`` strings (empty when valid)."""
     from jsonschema import Draft202012Validator
 
-    validator = Draft202012Validator(manifest_schema())
+    validator = Draft202012Validator(record_schema())
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         location = ".".join(str(p) for p in error.absolute_path) or "(root)"
@@ -338,25 +355,25 @@ def push_artifact(
     return Descriptor(stored.media_type, stored.digest, stored.size, dict(annotations or {}), artifact_type)
 
 
-def push_manifest(
-    client: RegistryClient, repository: str, subject: Descriptor, doc: SignedManifestDoc
+def push_record(
+    client: RegistryClient, repository: str, subject: Descriptor, doc: SignedRecord
 ) -> Descriptor:
     """Attach ``doc`` to the image ``subject``; returns the artifact's descriptor."""
     if subject.digest != doc.image.digest:
-        raise ManifestError(f"manifest records image {doc.image.digest}, not {subject.digest}")
+        raise RecordError(f"manifest records image {doc.image.digest}, not {subject.digest}")
     return push_artifact(
         client,
         repository,
         subject,
-        MANIFEST_ARTIFACT_TYPE,
+        RECORD_ARTIFACT_TYPE,
         doc.to_bytes(),
         annotations={_ANNOTATION_CREATED: doc.build_time},
     )
 
 
-def find_manifests(client: RegistryClient, repository: str, image_digest: str) -> list[Descriptor]:
-    """Descriptors of the modelpack manifest artifacts attached to an image."""
-    return client.referrers(repository, image_digest, artifact_type=MANIFEST_ARTIFACT_TYPE)
+def find_records(client: RegistryClient, repository: str, image_digest: str) -> list[Descriptor]:
+    """Descriptors of the record artifacts attached to an image."""
+    return client.referrers(repository, image_digest, artifact_type=RECORD_ARTIFACT_TYPE)
 
 
 def fetch_artifact_payload(
@@ -366,12 +383,12 @@ def fetch_artifact_payload(
     artifact = client.get_manifest(repository, artifact_digest).json
     layers = [layer for layer in artifact.get("layers") or [] if layer.get("mediaType") == artifact_type]
     if not layers:
-        raise ManifestError(f"artifact {artifact_digest} has no {artifact_type} layer")
+        raise RecordError(f"artifact {artifact_digest} has no {artifact_type} layer")
     return artifact, client.get_blob(repository, str(layers[0]["digest"]))
 
 
-def fetch_manifest(
+def fetch_record(
     client: RegistryClient, repository: str, artifact_digest: str
-) -> tuple[dict[str, Any], SignedManifestDoc]:
-    artifact, raw = fetch_artifact_payload(client, repository, artifact_digest, MANIFEST_ARTIFACT_TYPE)
-    return artifact, SignedManifestDoc.from_bytes(raw)
+) -> tuple[dict[str, Any], SignedRecord]:
+    artifact, raw = fetch_artifact_payload(client, repository, artifact_digest, RECORD_ARTIFACT_TYPE)
+    return artifact, SignedRecord.from_bytes(raw)

@@ -3,7 +3,7 @@
 The lock (``requirements.lock``) has lines ``name==version --hash=sha256:<hex> ...`` (backslash
 continuations allowed, ``; marker`` kept). The SBOM is canonical JSON with a serial number derived
 from its content, so the same lock and build time give the same bytes. It is attached to the image
-as an OCI artifact (:data:`SBOM_ARTIFACT_TYPE`) and listed in the modelpack manifest.
+as an OCI artifact (:data:`SBOM_ARTIFACT_TYPE`) and listed in the signed record.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from modelpack._version import __version__
 from modelpack.errors import InvalidInputError
 from modelpack.oci.registry import Descriptor, RegistryClient, canonical_json
+from modelpack.supply.record import push_artifact
 
 SBOM_ARTIFACT_TYPE = "application/vnd.cyclonedx+json"
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*===?\s*([^\s;]+)")
@@ -108,7 +109,5 @@ def sbom_bytes(lock_text: str, *, subject: str, build_time: str) -> bytes:
 
 
 def push_sbom(client: RegistryClient, repository: str, subject: Descriptor, sbom: bytes) -> Descriptor:
-    """Attach the SBOM to the image ``subject`` as an OCI artifact; list the result in the manifest."""
-    from modelpack.supply.record import push_artifact
-
+    """Attach the SBOM to the image ``subject`` as an OCI artifact; the record lists the result."""
     return push_artifact(client, repository, subject, SBOM_ARTIFACT_TYPE, sbom)

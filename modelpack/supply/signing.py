@@ -1,4 +1,4 @@
-"""Sign an image and its modelpack manifest in cosign's format.
+"""Sign an image and its signed record (the "modelpack manifest") in cosign's format.
 
 Image signature (what ``cosign verify --key`` checks):
 
@@ -12,11 +12,11 @@ Image signature (what ``cosign verify --key`` checks):
   payload as blob); the config is cosign's minimal image config listing the layers' diff_ids.
   Signing again appends a layer (as cosign does), unless this key already signed this digest.
 
-Manifest signature: the modelpack manifest artifact attached to the image (see
-``modelpack.supply.record``) is signed the same way, with the same key: a cosign signature of the
-*artifact manifest's* digest under tag ``sha256-<artifact hex>.sig``. The artifact's digest covers
-its layer digest, i.e. the manifest JSON, so any change to the manifest breaks it; and
-``cosign verify --key PUB REPO@<artifact digest>`` checks it too.
+Record signature: the record artifact attached to the image (see ``modelpack.supply.record``) is
+signed the same way, with the same key: a cosign signature of the *artifact manifest's* digest under
+tag ``sha256-<artifact hex>.sig``. The artifact's digest covers its layer digest, i.e. the record
+JSON, so any change to the record breaks it; and ``cosign verify --key PUB REPO@<artifact digest>``
+checks it too.
 """
 
 from __future__ import annotations
@@ -28,21 +28,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import InvalidInputError, RegistryError, SigningError
+from modelpack.oci.reference import ImageRef, is_digest
 from modelpack.oci.registry import (
     OCI_MANIFEST,
     Descriptor,
-    ImageRef,
     RegistryClient,
     canonical_json,
     fallback_tag,
-    is_digest,
 )
+from modelpack.progress import ProgressObserver, Reporter, reporter
 from modelpack.supply.keys import key_id, load_signing_key, sign_bytes, verify_bytes
+from modelpack.supply.record import RecordError, fetch_record, find_records
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
-
-    from modelpack.progress import ProgressLike
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -161,7 +160,7 @@ class SignResult:
     digest: str
     key_id: str
     signature_tag: str
-    manifests_signed: tuple[str, ...]  # digests of the modelpack manifest artifacts signed
+    manifests_signed: tuple[str, ...]  # digests of the record artifacts signed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -191,18 +190,16 @@ def sign(
     client: RegistryClient | None = None,
     manifest_digest: str | None = None,
     sign_manifest: bool = True,
-    progress: ProgressLike = None,
+    progress: ProgressObserver | None = None,
 ) -> SignResult:
-    """Sign the image's digest and its modelpack manifest with one key.
+    """Sign the image's digest and its signed record (the "modelpack manifest") with one key.
 
     ``key``: a loaded private key, a key file, ``env://VAR``, or None for ``MODELPACK_SIGNING_KEY``.
-    ``manifest_digest``: the manifest artifact to sign (what ``build`` just pushed); when None,
-    every modelpack manifest attached to the image whose recorded image digest matches is signed.
+    ``manifest_digest``: the record artifact to sign (what ``build`` just pushed); when None,
+    every record attached to the image whose recorded image digest matches is signed.
     ``progress`` receives "sign" events (see `modelpack.progress`).
     """
     from cryptography.hazmat.primitives.asymmetric import ec
-
-    from modelpack.progress import reporter
 
     report = reporter(progress)
     if manifest_digest is not None and not is_digest(manifest_digest):
@@ -217,28 +214,7 @@ def sign(
         attach_signature(client, ref.repository, ref.name, target.digest, private)
         signed: list[str] = []
         if sign_manifest:
-            from modelpack.supply.record import ManifestError, fetch_manifest, find_manifests
-
-            candidates = [manifest_digest] if manifest_digest else [d.digest for d in find_manifests(
-                client, ref.repository, target.digest
-            )]  # fmt: skip
-            for candidate in candidates:
-                try:
-                    artifact, doc = fetch_manifest(client, ref.repository, candidate)
-                except (ManifestError, RegistryError):
-                    if manifest_digest:
-                        raise
-                    continue
-                subject = (artifact.get("subject") or {}).get("digest")
-                if doc.image.digest != target.digest or subject != target.digest:
-                    if manifest_digest:
-                        raise SigningError(
-                            f"manifest {candidate} describes another image ({doc.image.digest})"
-                        )
-                    continue
-                report("sign", f"signing modelpack manifest {candidate}")
-                attach_signature(client, ref.repository, ref.name, candidate, private)
-                signed.append(candidate)
+            signed = _sign_records(client, ref, target.digest, private, manifest_digest, report)
         return SignResult(
             image=f"{ref.name}@{target.digest}",
             digest=target.digest,
@@ -249,3 +225,38 @@ def sign(
     finally:
         if own_client:
             client.close()
+
+
+def _sign_records(
+    client: RegistryClient,
+    ref: ImageRef,
+    image_digest: str,
+    private: EllipticCurvePrivateKey,
+    only: str | None,
+    report: Reporter,
+) -> list[str]:
+    """Sign the record ``only``, else every readable record of this image; their digests.
+
+    A record that describes another image is never signed: asked for by digest, that is an error.
+    """
+    if only:
+        candidates = [only]
+    else:
+        candidates = [d.digest for d in find_records(client, ref.repository, image_digest)]
+    signed = []
+    for candidate in candidates:
+        try:
+            artifact, doc = fetch_record(client, ref.repository, candidate)
+        except (RecordError, RegistryError):
+            if only:
+                raise
+            continue
+        subject = (artifact.get("subject") or {}).get("digest")
+        if doc.image.digest != image_digest or subject != image_digest:
+            if only:
+                raise SigningError(f"manifest {candidate} describes another image ({doc.image.digest})")
+            continue
+        report("sign", f"signing modelpack manifest {candidate}")
+        attach_signature(client, ref.repository, ref.name, candidate, private)
+        signed.append(candidate)
+    return signed

@@ -1,14 +1,14 @@
-"""Verify an image: its cosign signature, its signed modelpack manifest, and (``deep``) its files.
+"""Verify an image: its cosign signature, its signed record ("modelpack manifest"), its files (``deep``).
 
 Passes only when all of these hold:
 
 1. a signature under ``sha256-<image hex>.sig`` verifies with the public key and its payload names
    the image's current digest (catches: unsigned image, wrong key, a tag moved to other content,
    a signature copied from another image);
-2. a modelpack manifest artifact refers to the image and carries a signature by the same key over
-   the artifact's digest (catches: tampered or replaced manifest);
-3. the manifest records the image's digest;
-4. with ``deep``: every file the manifest records inside the image (code, checkpoints baked in at
+2. a record artifact refers to the image and carries a signature by the same key over
+   the artifact's digest (catches: tampered or replaced record);
+3. the record names the image's digest;
+4. with ``deep``: every file the record lists inside the image (code, checkpoints baked in at
    build) is found in the image's layers (later layers and whiteouts win, as in the unpacked
    filesystem) and hashes to the recorded size and sha256; the SBOM blob, when listed, exists with
    its recorded digest.
@@ -25,17 +25,26 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from modelpack.errors import InvalidInputError, RegistryError, SigningError
-from modelpack.oci.registry import DOCKER_MANIFEST_LIST, OCI_INDEX, ImageRef, RegistryClient
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import DOCKER_MANIFEST_LIST, OCI_INDEX, RegistryClient
 from modelpack.supply.keys import key_id, load_verification_key
-from modelpack.supply.record import ManifestError, SignedManifestDoc, fetch_manifest, find_manifests
+from modelpack.supply.record import (
+    RecordError,
+    SignedRecord,
+    fetch_artifact_payload,
+    fetch_record,
+    find_records,
+)
+from modelpack.supply.sbom import SBOM_ARTIFACT_TYPE
 from modelpack.supply.signing import payload_digest, read_signatures, resolve_digest, signature_tag
+from modelpack.tags import version_number
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 
 class VerificationFailed(SigningError):
-    """The image, its signature or its manifest did not verify (exit 1)."""
+    """The image, its signature or its record did not verify (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class VerifyResult:
     key_id: str
     signature_tag: str
     manifest_digest: str
-    manifest: SignedManifestDoc
+    manifest: SignedRecord
     deep: bool = False
     files_checked: int = 0
     files_not_in_image: int = 0  # recorded files fetched at runtime, so not checkable in the image
@@ -99,18 +108,18 @@ def verify(
         digest = target.digest
         check_signature(client, ref.repository, digest, public)
 
-        candidates = find_manifests(client, ref.repository, digest)
+        candidates = find_records(client, ref.repository, digest)
         if not candidates:
             raise VerificationFailed(f"no modelpack manifest is attached to {digest}")
-        chosen: tuple[str, SignedManifestDoc] | None = None
+        chosen: tuple[str, SignedRecord] | None = None
         reason = "the modelpack manifest is not signed by this key"
         for candidate in candidates:
             try:
                 check_signature(client, ref.repository, candidate.digest, public)
-                artifact, doc = fetch_manifest(client, ref.repository, candidate.digest)
+                artifact, doc = fetch_record(client, ref.repository, candidate.digest)
             except VerificationFailed:
                 continue
-            except (ManifestError, RegistryError) as error:
+            except (RecordError, RegistryError) as error:
                 reason = f"the modelpack manifest {candidate.digest} is unreadable: {error.message}"
                 continue
             subject = (artifact.get("subject") or {}).get("digest")
@@ -146,14 +155,12 @@ def verify(
 
 
 def _check_version_tag(ref: ImageRef, recorded_reference: str, digest: str) -> None:
-    """A version tag asked for must be the one the signed manifest was made for.
+    """A version tag asked for must be the one the signed record was made for.
 
     modelpack gives each content exactly one version and never moves a version tag, so
-    `repo:v1` resolving to content whose manifest says `repo:v2` means the tag was moved
+    `repo:v1` resolving to content whose record says `repo:v2` means the tag was moved
     onto other (even validly signed) content.
     """
-    from modelpack.image.versions import version_number
-
     if ref.digest is not None or ref.tag is None or version_number(ref.tag) is None:
         return
     try:
@@ -168,13 +175,10 @@ def _check_version_tag(ref: ImageRef, recorded_reference: str, digest: str) -> N
 
 
 def check_sbom(client: RegistryClient, repository: str, digest: str) -> None:
-    """The SBOM artifact the manifest lists exists, with intact content (digests are checked on fetch)."""
-    from modelpack.supply.record import fetch_artifact_payload
-    from modelpack.supply.sbom import SBOM_ARTIFACT_TYPE
-
+    """The SBOM artifact the record lists exists, with intact content (digests are checked on fetch)."""
     try:
         fetch_artifact_payload(client, repository, digest, SBOM_ARTIFACT_TYPE)
-    except (ManifestError, RegistryError) as error:
+    except (RecordError, RegistryError) as error:
         raise VerificationFailed(f"the SBOM listed in the manifest is not intact: {error.message}") from None
 
 
@@ -283,7 +287,7 @@ def layer_file_hashes(
 
 
 def verify_files(
-    client: RegistryClient, repository: str, image_digest: str, doc: SignedManifestDoc
+    client: RegistryClient, repository: str, image_digest: str, doc: SignedRecord
 ) -> tuple[int, int]:
     """Check every recorded in-image file; returns (files checked, recorded files not in the image)."""
     files = doc.image_files()

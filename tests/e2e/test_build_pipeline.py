@@ -184,7 +184,7 @@ def test_final_image_holds_no_secrets(
         repository=registry_repo.ref,
         push=push,
         settings=_settings(ca_bundle=bundle, index_url=index_url),
-        progress=lambda stage, message: steps.append(message) if stage == "step" else None,
+        progress=lambda event: steps.append(event.message) if event.stage == "step" else None,
     )
     # the builder stage did get both (so the scan below is not vacuous)
     assert any("ca-bundle" in step for step in steps) and any("PIP_INDEX_URL" in step for step in steps)

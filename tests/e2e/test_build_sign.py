@@ -72,10 +72,10 @@ def _signature_layers(registry_repo: Any, digest: str) -> int:
 
 def _manifests(registry_repo: Any, digest: str) -> list[str]:
     from modelpack.oci.registry import RegistryClient
-    from modelpack.supply.record import find_manifests
+    from modelpack.supply.record import find_records
 
     with RegistryClient(registry_repo.registry) as client:
-        return [d.digest for d in find_manifests(client, registry_repo.name, digest)]
+        return [d.digest for d in find_records(client, registry_repo.name, digest)]
 
 
 def test_build_push_sign_then_verify_and_cosign(
@@ -229,8 +229,9 @@ def test_signed_manifest_records_baked_checkpoints(
 ) -> None:
     import hashlib
 
-    from modelpack.image.builder import build, env_ca_bundle
+    from modelpack.image.builder import build
     from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import env_ca_bundle
     from modelpack.supply.keys import generate_private_key
     from modelpack.supply.verification import verify
 

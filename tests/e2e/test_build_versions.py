@@ -14,6 +14,7 @@ import pytest
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
 from modelpack.image.builder import build_context
 from modelpack.oci.registry import RegistryClient
+from modelpack.progress import ProgressEvent
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +56,7 @@ def test_first_build_pushes_v1_and_content_tag(
         content_digest=digest,
         push=True,
         client=docker_client,
-        progress=lambda stage, message: events.append((stage, message)),
+        progress=lambda event: events.append((event.stage, event.message)),
     )
     assert result.version == "v1"
     assert result.pushed and not result.reused
@@ -110,9 +111,9 @@ def test_version_taken_meanwhile_moves_to_next_free(
     context, digest = make_context(tmp_path / "mine", "print('mine')\n", registry_repo.name)
     registry = _registry_client(registry_repo)
 
-    def grab_v1(stage: str, message: str) -> None:
+    def grab_v1(event: ProgressEvent) -> None:
         # Someone else pushes v1 after we chose it but before we tag it.
-        if stage == "push" and "already in the registry" in message:
+        if event.stage == "push" and "already in the registry" in event.message:
             docker_client.images.push(registry_repo.ref, tag=other.content_tag)
             manifest = registry.get_manifest(registry_repo.name, other.content_tag)
             registry.put_manifest(registry_repo.name, "v1", manifest.raw, manifest.media_type)

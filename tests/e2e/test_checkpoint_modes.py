@@ -31,6 +31,7 @@ pytest.importorskip("huggingface_hub")
 
 from modelpack.image import builder
 from modelpack.pipeline.rendering import BuildSettings
+from modelpack.pipeline.settings import env_ca_bundle
 from modelpack.progress import ProgressRecorder
 
 TOKEN = "hf_modes_secret_token_5b1e9d"
@@ -102,7 +103,7 @@ def model_dir(
 
 
 def settings() -> BuildSettings:
-    bundle = builder.env_ca_bundle()
+    bundle = env_ca_bundle()
     return BuildSettings(ca_bundle=Path(bundle) if bundle else None)
 
 
@@ -484,7 +485,7 @@ def test_validate_online_locates_the_finding(
     field: str,
     words: str,
 ) -> None:
-    from modelpack.project.config import validate
+    from modelpack.pipeline.validate import validate
 
     path = model_dir(tmp_path / "m", "upload", repo=repo)
     config = path / "config.yaml"

@@ -53,8 +53,9 @@ def images(
     copy_example: Callable[..., Path],
 ) -> Iterator[dict[str, tuple[str, Path]]]:
     """Both examples built locally (not pushed): name -> (image reference, model directory)."""
-    from modelpack.image.builder import build, env_ca_bundle
+    from modelpack.image.builder import build
     from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import env_ca_bundle
 
     # like the CLI: the host's CA bundle and index reach the (discarded) builder stage
     ca_bundle = env_ca_bundle()
@@ -185,6 +186,18 @@ def test_server_runs_as_the_unprivileged_user(hello: Running) -> None:
     assert code == 0
     uid_line = next(line for line in status.decode().splitlines() if line.startswith("Uid:"))
     assert set(uid_line.split()[1:]) == {str(RUNTIME_UID)}
+
+
+def test_the_image_carries_only_the_runtime_library(hello: Running) -> None:
+    """The library folder holds the runtime's import closure: no build, registry or signing code."""
+    from modelpack.pipeline.runtime_library import runtime_library_files
+
+    code, output = hello.container.exec_run(["find", "/opt/modelpack/lib/modelpack", "-type", "f"])
+    assert code == 0, output
+    shipped = {line.removeprefix("/opt/modelpack/lib/modelpack/") for line in output.decode().split()}
+    assert shipped == {rel for rel, _ in runtime_library_files()}
+    assert "runtime/client.py" not in shipped
+    assert not any(rel.startswith(("image/", "oci/", "supply/", "cli/")) for rel in shipped)
 
 
 def test_sigterm_stops_the_container_cleanly(docker_client: Any, images: dict[str, tuple[str, Path]]) -> None:

@@ -19,18 +19,26 @@ PASSWORD = "library-e2e"
 
 def _settings() -> Any:
     """What the CLI would use: the CA bundle the environment names (a TLS-inspecting proxy)."""
-    from modelpack.image.builder import env_ca_bundle
+    from modelpack.pipeline.settings import env_ca_bundle
 
     bundle = env_ca_bundle()
     return modelpack.BuildSettings(ca_bundle=Path(bundle) if bundle else None)
 
 
-def _attach_manifest(registry_repo: Any, image: str, hello_dir: Path) -> str:
+def _attach_record(registry_repo: Any, image: str, hello_dir: Path) -> str:
     """A modelpack manifest for the pushed image, as `build --push` attaches one."""
     import hashlib
 
     from modelpack.oci.registry import RegistryClient, sha256_digest
-    from modelpack.supply.record import CodeRecord, FileRecord, build_manifest, push_manifest
+    from modelpack.supply.record import (
+        CodeRecord,
+        FileRecord,
+        ImageRecord,
+        InputDigests,
+        RecordSource,
+        build_record,
+        push_record,
+    )
 
     model_py = (hello_dir / "1" / "model.py").read_bytes()
     with RegistryClient(registry_repo.registry) as client:
@@ -38,23 +46,22 @@ def _attach_manifest(registry_repo: Any, image: str, hello_dir: Path) -> str:
         descriptor = client.head_manifest(registry_repo.name, tag)
         assert descriptor is not None
         resolved = modelpack.resolve(modelpack.load(hello_dir))
-        doc = build_manifest(
-            image_ref=image,
-            image_digest=descriptor.digest,
-            base_image_ref=resolved.base_image,
-            base_image_digest=None,
-            config_digest=sha256_digest((hello_dir / "config.yaml").read_bytes()),
-            requirements_digest=sha256_digest((hello_dir / "requirements.txt").read_bytes()),
-            lock_digest=sha256_digest((hello_dir / "requirements.lock").read_bytes()),
+        source = RecordSource(
+            image=ImageRecord(image, descriptor.digest),
+            base_image=ImageRecord(resolved.base_image, None),
+            inputs=InputDigests(
+                sha256_digest((hello_dir / "config.yaml").read_bytes()),
+                sha256_digest((hello_dir / "requirements.txt").read_bytes()),
+                sha256_digest((hello_dir / "requirements.lock").read_bytes()),
+            ),
             resolve=resolved,
             checkpoints=[],
             code=CodeRecord(
                 "/app", (FileRecord("1/model.py", len(model_py), hashlib.sha256(model_py).hexdigest()),)
             ),
-            sbom=None,
-            build_time="2024-01-01T00:00:00Z",
         )
-        return push_manifest(client, registry_repo.name, descriptor, doc).digest
+        doc = build_record(source, sbom=None, build_time="2024-01-01T00:00:00Z")
+        return push_record(client, registry_repo.name, descriptor, doc).digest
 
 
 def test_build_push_sign_verify_through_the_library(
@@ -94,14 +101,16 @@ def test_build_push_sign_verify_through_the_library(
     with pytest.raises(InvalidInputError, match="never duplicated"):
         modelpack.push(built.image, version="v7")
 
-    # sign and verify, with the key from keygen and a legacy (stage, message) observer
+    # sign and verify, with the key from keygen and a lambda as the observer
     from modelpack.supply.keys import keygen
 
     monkeypatch.setenv("MODELPACK_KEY_PASSWORD", PASSWORD)
     keys = keygen(tmp_path / "signer", PASSWORD.encode())
-    manifest_digest = _attach_manifest(registry_repo, pushed.image, hello_dir)
+    manifest_digest = _attach_record(registry_repo, pushed.image, hello_dir)
     signing: list[tuple[str, str]] = []
-    signed = modelpack.sign(pushed.image, keys.private_key, progress=lambda s, m: signing.append((s, m)))
+    signed = modelpack.sign(
+        pushed.image, keys.private_key, progress=lambda e: signing.append((e.stage, e.message))
+    )
     assert isinstance(signed, modelpack.SignResult)
     assert signed.digest == pushed.digest
     assert signed.manifests_signed == (manifest_digest,)

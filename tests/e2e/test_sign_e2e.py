@@ -29,11 +29,14 @@ from modelpack.supply.record import (
     CheckpointRecord,
     CodeRecord,
     FileRecord,
-    SignedManifestDoc,
-    build_manifest,
-    find_manifests,
+    ImageRecord,
+    InputDigests,
+    RecordSource,
+    SignedRecord,
+    build_record,
+    find_records,
     push_artifact,
-    push_manifest,
+    push_record,
 )
 from modelpack.supply.sbom import push_sbom, sbom_bytes
 from modelpack.supply.signing import sign, signature_tag
@@ -125,23 +128,20 @@ def record(path: str, data: bytes) -> FileRecord:
 
 def make_doc(
     registry: str, repo: str, image: Descriptor, sbom: Descriptor | None = None, tag: str = "v1"
-) -> SignedManifestDoc:
-    return build_manifest(
-        image_ref=f"{registry}/{repo}:{tag}",
-        image_digest=image.digest,
-        base_image_ref="modelpack-base/python:3.11",
-        base_image_digest=None,
-        config_digest=sha256_digest(b"config"),
-        requirements_digest=sha256_digest(b"requirements"),
-        lock_digest=sha256_digest(LOCK.encode()),
+) -> SignedRecord:
+    source = RecordSource(
+        image=ImageRecord(f"{registry}/{repo}:{tag}", image.digest),
+        base_image=ImageRecord("modelpack-base/python:3.11", None),
+        inputs=InputDigests(
+            sha256_digest(b"config"), sha256_digest(b"requirements"), sha256_digest(LOCK.encode())
+        ),
         resolve=ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "test"),
         checkpoints=[
             CheckpointRecord("acme/tiny", "a" * 40, (record("w.bin", WEIGHTS),), root="/models/ckpt")
         ],
         code=CodeRecord("/app", (record("1/model.py", MODEL_PY),)),
-        sbom=sbom,
-        build_time="2024-01-01T00:00:00Z",
     )
+    return build_record(source, sbom=sbom, build_time="2024-01-01T00:00:00Z")
 
 
 @dataclass
@@ -158,7 +158,7 @@ def build_and_attach(
     sbom = push_sbom(
         client, repo, image, sbom_bytes(LOCK, subject=f"{registry}/{repo}", build_time="2024-01-01T00:00:00Z")
     )
-    manifest = push_manifest(client, repo, image, make_doc(registry, repo, image, sbom, tag=tag))
+    manifest = push_record(client, repo, image, make_doc(registry, repo, image, sbom, tag=tag))
     return Built(f"{registry}/{repo}:{tag}", image, manifest)
 
 
@@ -269,7 +269,7 @@ def test_tampered_manifest_fails(client, registry, repo, keypair) -> None:
         client, repo, built.image, "application/vnd.modelpack.manifest.v1+json", canonical_json(data)
     )
     client.remove_fallback_referrer(repo, built.image.digest, built.manifest.digest)
-    assert [d.digest for d in find_manifests(client, repo, built.image.digest)] == [forged.digest]
+    assert [d.digest for d in find_records(client, repo, built.image.digest)] == [forged.digest]
     sig = client.get_manifest(repo, signature_tag(built.manifest.digest))
     client.put_manifest(repo, signature_tag(forged.digest), sig.raw, sig.media_type)
     code, _, err = run_cli("verify", built.ref, "--key", str(keypair[1]))
@@ -304,9 +304,9 @@ def test_signing_key_from_environment(client, registry, repo, keypair, monkeypat
 
 
 def _manifest_payload(client: RegistryClient, repo: str, digest: str) -> tuple[dict, bytes]:
-    from modelpack.supply.record import MANIFEST_ARTIFACT_TYPE, fetch_artifact_payload
+    from modelpack.supply.record import RECORD_ARTIFACT_TYPE, fetch_artifact_payload
 
-    return fetch_artifact_payload(client, repo, digest, MANIFEST_ARTIFACT_TYPE)
+    return fetch_artifact_payload(client, repo, digest, RECORD_ARTIFACT_TYPE)
 
 
 # --- cosign interoperability ----------------------------------------------------------------------

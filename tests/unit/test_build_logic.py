@@ -1,16 +1,15 @@
-"""Pure logic of the build stage: versions, content tags, failure messages, progress printing."""
+"""Pure logic of the build stage: versions, content tags and failure messages."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
-from modelpack.cli.build_cmd import ProgressPrinter
 from modelpack.errors import InvalidInputError
 from modelpack.image import engine
-from modelpack.image.builder import BuildResult, LayerInfo, RegistryAuth
-from modelpack.image.versions import content_tag, next_version, parse_repository, version_number
+from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
+from modelpack.image.versions import reuse_remote
+from modelpack.oci.reference import parse_repository
+from modelpack.tags import content_tag, next_version, version_number
 
 
 def test_content_tag_takes_16_hex_digits() -> None:
@@ -96,20 +95,6 @@ def test_auth_never_in_repr() -> None:
     assert "hunter2" not in repr(RegistryAuth("me", "hunter2"))
 
 
-def test_progress_printer_plain_lines_without_tty() -> None:
-    out = io.StringIO()
-    printer = ProgressPrinter(out)
-    printer("step", "Step 1/2 : FROM scratch")
-    printer("log", " ---> abc")
-    printer("push", "abc: Pushed")
-    printer("done", "r/m:v1 pushed")
-    assert out.getvalue().splitlines() == [
-        "  Step 1/2 : FROM scratch",
-        "  push abc: Pushed",
-        "[done] r/m:v1 pushed",
-    ]
-
-
 def test_missing_base_image_is_named() -> None:
     tail = ["Step 1/20 : FROM modelpack-base/python:3.11 AS deps"]
     message = engine._build_failure('Get "https://registry-1.docker.io/v2/": no such host', tail)
@@ -143,15 +128,13 @@ class _StubRegistry:
 
 
 def test_reused_content_never_takes_an_explicit_version_that_is_taken() -> None:
-    from modelpack.image.builder import _reuse_remote
-
     repo = parse_repository("127.0.0.1:5000/acme/m")
     content, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     registry = _StubRegistry({"c-1": content, "v1": other})
     with pytest.raises(InvalidInputError, match="v1 already exists"):
-        _reuse_remote(registry, repo, "c-1", ["c-1", "v1"], "v1", lambda *a: None)  # type: ignore[arg-type]
+        reuse_remote(registry, repo, "c-1", ["c-1", "v1"], "v1", lambda *a: None)  # type: ignore[arg-type]
     assert registry.puts == []  # nothing tagged
-    result = _reuse_remote(registry, repo, "c-1", ["c-1", "v1"], None, lambda *a: None)  # type: ignore[arg-type]
+    result = reuse_remote(registry, repo, "c-1", ["c-1", "v1"], None, lambda *a: None)  # type: ignore[arg-type]
     assert result.version == "v2" and registry.puts == ["v2"]
 
 

@@ -9,7 +9,9 @@ import pytest
 
 import modelpack
 from modelpack.errors import ConfigError
-from modelpack.project.config import load, parse_quantity, validate
+from modelpack.pipeline.validate import validate
+from modelpack.project.config import load
+from modelpack.project.config_checks import parse_quantity
 
 MODEL_PY = "from modelpack.runtime import ModelClass\n\nclass M(ModelClass):\n    def load_model(self):\n        pass\n"
 

@@ -86,7 +86,7 @@ def test_scaffold_config(tmp_path: Path, model_type: str) -> None:
 
 @pytest.mark.parametrize("model_type", SCAFFOLD_TYPES)
 def test_scaffold_passes_validate(tmp_path: Path, model_type: str) -> None:
-    from modelpack.project.config import validate
+    from modelpack.pipeline.validate import validate
 
     report = validate(init_model_dir(tmp_path / "m", model_type).directory)
     assert report.valid, [d.format() for d in report.errors]

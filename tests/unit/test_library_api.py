@@ -5,6 +5,7 @@ prints, exits or imports click, reading only the documented environment variable
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import json
 import re
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 import modelpack
 from modelpack.cli import cli
 from modelpack.cli._common import to_jsonable
-from modelpack.progress import ProgressEvent, ProgressRecorder, Reporter, reporter
+from modelpack.progress import ProgressEvent, ProgressRecorder, reporter
 from modelpack.resources import data_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,7 +145,7 @@ def test_render_matches_cli(model_dir: Path, tmp_path: Path) -> None:
         resolved=resolved,
         lock=modelpack.lock(loaded, resolved=resolved),
         signature=modelpack.signature(loaded.root).signature,
-        settings=modelpack.BuildSettings(),
+        settings=modelpack.BuildSettings.from_env(),  # what the CLI uses
     )
     assert same_json(result.to_dict()) == cli_json("render", str(model_dir), "-o", str(out), "--force")
 
@@ -158,10 +159,71 @@ def test_deploy_manifest_matches_cli(model_dir: Path) -> None:
     assert same_json(to_list(objects)) == expected
 
 
+# --- a path is enough ---------------------------------------------------------------------------
+
+
+def test_a_tool_calls_every_stage_with_just_a_path(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the order a tool would, each function computing the stages before it (offline:
+    the example's up-to-date lock is reused, never re-resolved)."""
+    _up_to_date_lock(model_dir)
+    locking = importlib.import_module("modelpack.pipeline.locking")
+
+    def no_uv(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the up-to-date lock must be reused, not re-resolved")
+
+    monkeypatch.setattr(locking, "_run_uv", no_uv)
+    text, path = str(model_dir), Path(model_dir)
+    assert modelpack.validate(text).valid
+    loaded = modelpack.load(text)
+    assert loaded.root == path
+    assert modelpack.signature(loaded) == modelpack.signature(text)
+    resolved = modelpack.resolve(path)
+    assert resolved == modelpack.resolve(loaded)
+    locked = modelpack.lock(text)
+    assert locked.up_to_date_before and locked == modelpack.lock(loaded, resolved=resolved)
+    assert modelpack.lock_status(path) == "up-to-date" == modelpack.lock_status(loaded, resolved)
+    concepts = modelpack.infer_concepts(text, online=False)
+    assert concepts == modelpack.infer_concepts(loaded.config, online=False)
+    out = tmp_path / "context"
+    rendered = modelpack.render(text, out)
+    assert same_json(rendered.to_dict()) == cli_json("render", text, "-o", str(out), "--force")
+    image = "127.0.0.1:5000/acme/hello:v1"
+    assert modelpack.deploy_manifest(path, image) == modelpack.deploy_manifest(loaded, image=image)
+    assert modelpack.validate(loaded).to_dict() == modelpack.validate(text).to_dict()
+
+
+MODEL_DIR_FUNCTIONS = (
+    "validate",
+    "load",
+    "signature",
+    "resolve",
+    "lock",
+    "lock_status",
+    "infer_concepts",
+    "render",
+    "deploy_manifest",
+)
+
+
+@pytest.mark.parametrize("name", MODEL_DIR_FUNCTIONS)
+def test_a_wrong_type_is_a_type_error_naming_the_accepted_types(name: str, tmp_path: Path) -> None:
+    function = getattr(modelpack, name)
+    extra: tuple[object, ...] = {"render": (tmp_path / "out",), "deploy_manifest": ("r.example/m:v1",)}.get(
+        name, ()
+    )
+    with pytest.raises(TypeError) as raised:
+        function(42, *extra)
+    message = str(raised.value)
+    assert "str" in message and "os.PathLike" in message and "ModelDir" in message and "int" in message
+    assert not (tmp_path / "out").exists()
+
+
 # --- progress protocol --------------------------------------------------------------------------
 
 
-def test_reporter_adapts_to_every_kind_of_progress() -> None:
+def test_reporter_sends_events_to_one_observer() -> None:
     events: list[ProgressEvent] = []
     reporter(events.append)("push", "layer", 1, 2, "bytes")
     assert events == [ProgressEvent("push", "layer", 1, 2, "bytes")]
@@ -170,21 +232,9 @@ def test_reporter_adapts_to_every_kind_of_progress() -> None:
     reporter(recorder)("build", "step")
     assert recorder.events == [ProgressEvent("build", "step")]
 
-    pairs: list[tuple[str, str]] = []
-    reporter(lambda stage, message: pairs.append((stage, message)))("lock", "done", 3, 4)
-    assert pairs == [("lock", "done")]
-
-    quads: list[tuple[Any, ...]] = []
-
-    def legacy(event: str, path: str, done: int, total: int) -> None:
-        quads.append((event, path, done, total))
-
-    reporter(legacy)("checkpoint", "a.bin", 1, 3)
-    assert quads == [("checkpoint", "a.bin", 1, 3)]
-
     reporter(None)("anything", "ignored")  # silently nothing
     wrapped = reporter(recorder)
-    assert reporter(wrapped) is wrapped and Reporter(wrapped).active
+    assert reporter(wrapped) is wrapped
     with pytest.raises(TypeError):
         reporter(42)  # type: ignore[arg-type]
 

@@ -28,9 +28,9 @@ from modelpack.project.model_dir import (
     ModelDir,
     ModelInfo,
 )
-from modelpack.supply.attach import code_record, publish_supply_chain
+from modelpack.supply.attach import BuiltFrom, code_record, publish_supply_chain
 from modelpack.supply.keys import generate_private_key
-from modelpack.supply.record import fetch_manifest, find_manifests
+from modelpack.supply.record import fetch_record, find_records
 from modelpack.supply.signing import read_signatures
 from modelpack.supply.verification import VerificationFailed, verify
 
@@ -140,18 +140,20 @@ def test_unsigned_publish_records_everything(client: RegistryClient, model: Mode
         client,
         f"127.0.0.1:5000/{REPO}",
         digest,
-        model_dir=model,
-        resolved=RESOLVED,
-        context_dir=context,
-        signature=SIGNATURE,
-        base_image_digest="sha256:" + "1" * 64,
-        checkpoints=[_checkpoint("weights.bin")],
-        image_reference=f"127.0.0.1:5000/{REPO}:v1",
-        build_time="2024-01-01T00:00:00Z",
+        BuiltFrom(
+            model_dir=model,
+            resolved=RESOLVED,
+            context_dir=context,
+            signature=SIGNATURE,
+            base_image_digest="sha256:" + "1" * 64,
+            checkpoints=[_checkpoint("weights.bin")],
+            image_reference=f"127.0.0.1:5000/{REPO}:v1",
+            build_time="2024-01-01T00:00:00Z",
+        ),
     )
     assert not result.signed and not result.reused_manifest and result.sbom_digest
-    assert [d.digest for d in find_manifests(client, REPO, digest)] == [result.manifest_digest]
-    _, doc = fetch_manifest(client, REPO, result.manifest_digest)
+    assert [d.digest for d in find_records(client, REPO, digest)] == [result.manifest_digest]
+    _, doc = fetch_record(client, REPO, result.manifest_digest)
     assert doc.image.reference == f"127.0.0.1:5000/{REPO}:v1" and doc.image.digest == digest
     assert (doc.base_image.reference, doc.base_image.digest) == (
         "modelpack-base/python:3.11",
@@ -186,14 +188,13 @@ def test_sign_and_republish_is_idempotent(client: RegistryClient, model: ModelDi
         "context_dir": context,
         "signature": SIGNATURE,
         "checkpoints": [_checkpoint("weights.bin")],
-        "key": key,
     }
-    first = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, **common)
-    again = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, **common)
+    first = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, BuiltFrom(**common), key=key)
+    again = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, BuiltFrom(**common), key=key)
     assert first.signed and again.signed and again.reused_manifest and not first.reused_manifest
     assert again.manifest_digest == first.manifest_digest and again.sbom_digest == first.sbom_digest
     assert first.signature_tag == "sha256-" + digest.split(":", 1)[1] + ".sig"
-    assert len(find_manifests(client, REPO, digest)) == 1
+    assert len(find_records(client, REPO, digest)) == 1
     assert len(read_signatures(client, REPO, digest) or []) == 1
     assert len(read_signatures(client, REPO, first.manifest_digest) or []) == 1
     checked = verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), deep=True, client=client)
@@ -214,23 +215,20 @@ def test_a_foreign_manifest_attached_first_is_never_signed(
     }
     # someone with push access attaches a manifest that claims another base image
     foreign = publish_supply_chain(
-        client, f"127.0.0.1:5000/{REPO}", digest, base_image_digest="sha256:" + "e" * 64, **common
+        client, f"127.0.0.1:5000/{REPO}", digest, BuiltFrom(base_image_digest="sha256:" + "e" * 64, **common)
     )
     key = generate_private_key()
-    signed = publish_supply_chain(
-        client, f"127.0.0.1:5000/{REPO}", digest, base_image_digest="sha256:" + "1" * 64, key=key, **common
-    )
+    ours = BuiltFrom(base_image_digest="sha256:" + "1" * 64, **common)
+    signed = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, ours, key=key)
     assert signed.signed and not signed.reused_manifest
     assert signed.manifest_digest != foreign.manifest_digest
     assert read_signatures(client, REPO, foreign.manifest_digest) in (None, [])
-    _, doc = fetch_manifest(client, REPO, signed.manifest_digest)
+    _, doc = fetch_record(client, REPO, signed.manifest_digest)
     assert doc.base_image.digest == "sha256:" + "1" * 64
     checked = verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), client=client)
     assert checked.manifest_digest == signed.manifest_digest
     # the build's own manifest, attached earlier, is what a signed rebuild reuses
-    again = publish_supply_chain(
-        client, f"127.0.0.1:5000/{REPO}", digest, base_image_digest="sha256:" + "1" * 64, key=key, **common
-    )
+    again = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, ours, key=key)
     assert again.reused_manifest and again.manifest_digest == signed.manifest_digest
 
 
@@ -243,9 +241,7 @@ def test_deep_verify_catches_code_that_differs_from_the_context(
         client,
         f"127.0.0.1:5000/{REPO}",
         digest,
-        model_dir=model,
-        resolved=RESOLVED,
-        context_dir=context,
+        BuiltFrom(model_dir=model, resolved=RESOLVED, context_dir=context),
         key=key,
     )
     verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), client=client)
@@ -260,9 +256,7 @@ def test_missing_image_is_a_registry_error(client: RegistryClient, model: ModelD
             client,
             f"127.0.0.1:5000/{REPO}",
             "sha256:" + "9" * 64,
-            model_dir=model,
-            resolved=RESOLVED,
-            context_dir=context,
+            BuiltFrom(model_dir=model, resolved=RESOLVED, context_dir=context),
         )
 
 
@@ -285,24 +279,28 @@ def test_runtime_checkpoints_are_not_recorded_in_the_image(
         client,
         f"127.0.0.1:5000/{REPO}",
         digest,
-        model_dir=runtime_model,
-        resolved=RESOLVED,
-        context_dir=context,
-        checkpoints=[_checkpoint("weights.bin")],
-        concepts=(),
+        BuiltFrom(
+            model_dir=runtime_model,
+            resolved=RESOLVED,
+            context_dir=context,
+            checkpoints=[_checkpoint("weights.bin")],
+            concepts=(),
+        ),
     )
-    _, doc = fetch_manifest(client, REPO, result.manifest_digest)
+    _, doc = fetch_record(client, REPO, result.manifest_digest)
     assert [c.root for c in doc.checkpoints] == [None] and doc.concepts == ()
     key = generate_private_key()
     signed = publish_supply_chain(
         client,
         f"127.0.0.1:5000/{REPO}",
         digest,
-        model_dir=runtime_model,
-        resolved=RESOLVED,
-        context_dir=context,
-        checkpoints=[_checkpoint("weights.bin")],
-        concepts=(),
+        BuiltFrom(
+            model_dir=runtime_model,
+            resolved=RESOLVED,
+            context_dir=context,
+            checkpoints=[_checkpoint("weights.bin")],
+            concepts=(),
+        ),
         key=key,
     )
     assert signed.reused_manifest and signed.manifest_digest == result.manifest_digest

@@ -21,11 +21,11 @@ from requests.structures import CaseInsensitiveDict
 
 from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.oci import registry as registry_mod
+from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import (
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
-    ImageRef,
     RegistryClient,
     canonical_json,
     docker_credentials,
@@ -420,7 +420,7 @@ def test_parse_challenge() -> None:
 
 def test_sign_and_verify_over_fake_registry_with_referrers_api() -> None:
     from modelpack.pipeline.resolve_types import ResolveResult
-    from modelpack.supply.record import build_manifest, push_manifest
+    from modelpack.supply.record import ImageRecord, InputDigests, RecordSource, build_record, push_record
     from modelpack.supply.signing import sign, signature_tag
     from modelpack.supply.verification import VerificationFailed, verify
 
@@ -434,18 +434,14 @@ def test_sign_and_verify_over_fake_registry_with_referrers_api() -> None:
             {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_dict(), "layers": []}
         ),
     )
-    doc = build_manifest(
-        image_ref="127.0.0.1:5000/a/b:v1",
-        image_digest=image.digest,
-        base_image_ref="python:3.11",
-        base_image_digest=None,
-        config_digest=sha256_digest(b"c"),
-        requirements_digest=None,
-        lock_digest=None,
+    source = RecordSource(
+        image=ImageRecord("127.0.0.1:5000/a/b:v1", image.digest),
+        base_image=ImageRecord("python:3.11", None),
+        inputs=InputDigests(sha256_digest(b"c")),
         resolve=ResolveResult("3.11", None, None, "cpu", "python:3.11", "test"),
-        build_time="2024-01-01T00:00:00Z",
     )
-    artifact = push_manifest(client, "a/b", image, doc)
+    doc = build_record(source, build_time="2024-01-01T00:00:00Z")
+    artifact = push_record(client, "a/b", image, doc)
     key = generate_private_key()
     result = sign("127.0.0.1:5000/a/b:v1", key, client=client)
     assert result.manifests_signed == (artifact.digest,)

@@ -144,18 +144,12 @@ def test_layer_order_and_runtime_settings(model: ModelDir, tmp_path: Path) -> No
         "app/requirements.txt",
         "config/config.yaml",
         "runtime/modelpack/__init__.py",
-        "runtime/modelpack/pipeline/rendering.py",
+        "runtime/modelpack/runtime/server.py",
     }
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in result.files)
     assert not any(
         f.startswith("app/") and f.endswith(("config.yaml", "requirements.lock")) for f in result.files
     )
-
-
-def test_runtime_library_ships_its_data(model: ModelDir, tmp_path: Path) -> None:
-    result = do_render(model, tmp_path / "out")
-    assert "runtime/modelpack/_data/templates/Dockerfile.j2" in result.files
-    assert not any(f.startswith("runtime/modelpack/_data/examples/") for f in result.files)
 
 
 def test_model_code_change_keeps_dependency_layers(model: ModelDir, tmp_path: Path) -> None:

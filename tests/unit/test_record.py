@@ -1,9 +1,10 @@
-"""The manifest document (canonical JSON, schema) and the CycloneDX SBOM built from the lock."""
+"""The signed record (canonical JSON, schema) and the CycloneDX SBOM built from the lock."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,13 +18,16 @@ from modelpack.supply.record import (
     CheckpointRecord,
     CodeRecord,
     FileRecord,
-    ManifestError,
-    SignedManifestDoc,
-    build_manifest,
+    ImageRecord,
+    InputDigests,
+    RecordError,
+    RecordSource,
+    SignedRecord,
+    build_record,
     build_time_from_env,
     file_records,
     input_digest,
-    manifest_schema,
+    record_schema,
     schema_errors,
 )
 from modelpack.supply.sbom import build_sbom, parse_lock, sbom_bytes
@@ -37,7 +41,7 @@ SIGNATURE = ModelSignature(
 )
 
 
-def make_doc(**overrides: object) -> SignedManifestDoc:
+def make_doc(**overrides: object) -> SignedRecord:
     arguments: dict[str, object] = {
         "image_ref": "127.0.0.1:5000/acme/m:v1",
         "image_digest": DIGEST,
@@ -62,7 +66,18 @@ def make_doc(**overrides: object) -> SignedManifestDoc:
         "build_time": "2024-05-01T12:00:00Z",
     }
     arguments.update(overrides)
-    return build_manifest(**arguments)  # type: ignore[arg-type]
+    a: dict[str, Any] = arguments
+    source = RecordSource(
+        image=ImageRecord(a["image_ref"], a["image_digest"]),
+        base_image=ImageRecord(a["base_image_ref"], a["base_image_digest"]),
+        inputs=InputDigests(a["config_digest"], a["requirements_digest"], a["lock_digest"]),
+        resolve=a["resolve"],
+        checkpoints=a["checkpoints"],
+        code=a["code"],
+        concepts=a["concepts"],
+        methods=a["signature"],
+    )
+    return build_record(source, sbom=a["sbom"], build_time=a["build_time"])
 
 
 def test_canonical_bytes_are_sorted_compact_and_stable() -> None:
@@ -86,7 +101,7 @@ def test_non_ascii_is_utf8_not_escaped() -> None:
 
 def test_roundtrip_through_bytes() -> None:
     doc = make_doc()
-    again = SignedManifestDoc.from_bytes(doc.to_bytes())
+    again = SignedRecord.from_bytes(doc.to_bytes())
     assert again == doc
     assert again.to_bytes() == doc.to_bytes()
 
@@ -106,26 +121,26 @@ def test_build_time_from_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> N
     assert build_time_from_env() == "2023-11-14T22:13:20Z"
     assert make_doc(build_time=None).build_time == "2023-11-14T22:13:20Z"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(ManifestError, match="SOURCE_DATE_EPOCH"):
+    with pytest.raises(RecordError, match="SOURCE_DATE_EPOCH"):
         build_time_from_env()
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     assert build_time_from_env().endswith("Z")
 
 
 def test_schema_is_shipped_and_rejects_bad_documents() -> None:
-    assert manifest_schema()["title"] == "modelpack manifest"
+    assert record_schema()["title"] == "modelpack manifest"
     data = make_doc().to_dict()
     assert schema_errors(data) == []
     data["checkpoints"][0]["files"][0]["sha256"] = "not-hex"
     problems = schema_errors(data)
     assert problems and problems[0].startswith("checkpoints.0.files.0.sha256:")
-    with pytest.raises(ManifestError, match="invalid modelpack manifest"):
-        SignedManifestDoc.from_dict(data)
-    with pytest.raises(ManifestError, match="not UTF-8 JSON"):
-        SignedManifestDoc.from_bytes(b"\xff")
+    with pytest.raises(RecordError, match="invalid modelpack manifest"):
+        SignedRecord.from_dict(data)
+    with pytest.raises(RecordError, match="not UTF-8 JSON"):
+        SignedRecord.from_bytes(b"\xff")
     bad = make_doc(image_digest="latest")  # built as asked; refused wherever it is read
-    with pytest.raises(ManifestError, match=r"invalid modelpack manifest: image\.digest"):
-        SignedManifestDoc.from_bytes(bad.to_bytes())
+    with pytest.raises(RecordError, match=r"invalid modelpack manifest: image\.digest"):
+        SignedRecord.from_bytes(bad.to_bytes())
 
 
 def test_file_records_and_input_digest(tmp_path: Path) -> None:
@@ -186,8 +201,8 @@ def test_sbom_is_cyclonedx_and_deterministic() -> None:
         {"base_image_digest": None, "requirements_digest": None, "lock_digest": "sha256:" + "6" * 64},
     ],
 )
-def test_what_build_manifest_makes_matches_the_schema(overrides: dict[str, object]) -> None:
-    # build_manifest does not validate (it keeps jsonschema out of builds); readers do
+def test_what_build_record_makes_matches_the_schema(overrides: dict[str, object]) -> None:
+    # build_record does not validate (it keeps jsonschema out of builds); readers do
     data = make_doc(**overrides).to_dict()
     assert schema_errors(data) == []
-    assert SignedManifestDoc.from_dict(data).to_dict() == data
+    assert SignedRecord.from_dict(data).to_dict() == data

@@ -1,0 +1,402 @@
+"""Pushing a built image: one interface, three ways to get the content into the registry.
+
+Every push ends the same way: the registry holds the image's manifest under its content tag,
+the first free version tag is pointed at it (`versions.tag_version`), and the local engine is
+left with the image under that version. `ImagePush.run` does that part, and makes the result,
+for each way of sending the content:
+
+* `EnginePush`: the engine pushes the image it built (`docker push`);
+* `AssembledPush`: the engine pushes only the runtime stage (if the registry lacks it) and
+  modelpack composes the final stage in the registry (modelpack.image.assemble);
+* `WeightsPush`: the engine pushes the image without weights and modelpack adds the weights
+  layer straight to the registry (`checkpoints.when: upload`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelpack.errors import EngineError, RegistryError
+from modelpack.image import assemble, engine
+from modelpack.image import weights_layer as wl
+from modelpack.image.assemble import AssemblyPlan
+from modelpack.image.caches import RUNTIME_TAG, cached_layer, remember_layer
+from modelpack.image.checkpointing import WeightsPlan
+from modelpack.image.results import BuildResult, LayerInfo
+from modelpack.image.session import BuildSession, PushTarget
+from modelpack.image.versions import (
+    PushedManifest,
+    image_config_blob,
+    image_manifest,
+    newest_version_blobs,
+    tag_version,
+)
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import DOCKER_MANIFEST, Manifest, RegistryClient, sha256_digest
+
+
+@dataclass(frozen=True)
+class SentImage:
+    """What a push put into the registry before the version tag: the manifest and its layers."""
+
+    manifest: PushedManifest
+    layers: tuple[LayerInfo, ...]
+    bytes_pushed: int  # everything uploaded: layers, config and manifests
+
+
+class ImagePush(ABC):
+    """One way of pushing the image of `target.content_tag`; `run()` is the same for all."""
+
+    def __init__(self, session: BuildSession, target: PushTarget) -> None:
+        self.session = session
+        self.target = target
+
+    @abstractmethod
+    def send(self) -> SentImage:
+        """Put the image into the registry under its content tag (no version tag yet)."""
+
+    @abstractmethod
+    def settle(self, version: str | None, notes: list[str]) -> None:
+        """Leave the engine (and the registry's scratch tags) as they should be after the push:
+        `version` is the version tag it got, None when the push failed. Must not raise."""
+
+    def run(self) -> BuildResult:
+        """Send, tag the version, settle: the one place where a pushed image's result is made."""
+        target, report = self.target, self.session.report
+        notes: list[str] = []
+        version: str | None = None
+        try:
+            sent = self.send()
+            version = tag_version(self.session.registry, target, sent.manifest, notes, report)
+        finally:
+            self.settle(version, notes)
+        report("done", f"{target.ref(version)} pushed ({sent.bytes_pushed} bytes uploaded)")
+        return BuildResult(
+            image=target.ref(version),
+            version=version,
+            digest=sent.manifest.digest,
+            tags=(version, target.content_tag),
+            pushed=True,
+            layers=sent.layers,
+            bytes_pushed=sent.bytes_pushed,
+            content_tag=target.content_tag,
+            notes=tuple(notes),
+        )
+
+
+class EnginePush(ImagePush):
+    """The engine pushes the content tag (all blobs + manifest); the version tag is a manifest PUT.
+
+    `created`: local references the caller made for this push, removed again if it fails.
+    """
+
+    def __init__(self, session: BuildSession, target: PushTarget, created: tuple[str, ...] = ()) -> None:
+        super().__init__(session, target)
+        self.created = created
+
+    def send(self) -> SentImage:
+        registry, repo, ctag = self.session.registry, self.target.repo, self.target.content_tag
+        sent = engine_push(self.session, repo, ctag, ctag)
+        digest = registry.head_manifest(repo.repository, ctag)
+        manifest_digest = digest.digest if digest else (sent.engine_digest or sent.manifest.digest)
+        bytes_pushed = sent.layer_bytes
+        if not sent.config_present_before:
+            bytes_pushed += int((sent.manifest.json.get("config") or {}).get("size") or 0)
+        raw = registry.get_manifest(repo.repository, manifest_digest)
+        pushed = PushedManifest(raw.raw, raw.media_type, manifest_digest, sent.tags_before)
+        return SentImage(pushed, tuple(sent.layers), bytes_pushed + len(raw.raw))
+
+    def settle(self, version: str | None, notes: list[str]) -> None:
+        client, target = self.session.engine, self.target
+        if version is None:
+            for reference in self.created:
+                engine.untag(client, reference)
+        elif version != target.version:  # taken meanwhile: the local tag follows the registry's
+            engine.untag(client, target.ref(target.version))
+            try:
+                engine.tag_image(client, target.ref(target.content_tag), target.name, version)
+            except EngineError as error:
+                notes.append(f"pushed, but the local engine has no {target.ref(version)}: {error.message}")
+
+
+class WeightsPush(ImagePush):
+    """Push the engine-built image (no weights) under a scratch tag, add the weights layer in the
+    registry (uncompressed, uploaded once: HEAD first), then tag the composed manifest.
+
+    Compressing and pushing gigabytes through the engine is what makes `docker push` slow; the
+    weights layer is deterministic, so a code-only change finds it in the registry and sends nothing.
+    Local tags of the weightless engine image are removed afterwards: they would lie.
+    """
+
+    def __init__(self, session: BuildSession, target: PushTarget, weights: WeightsPlan) -> None:
+        super().__init__(session, target)
+        self.weights = weights
+        self.base_tag = f"{target.content_tag}-base"
+
+    def send(self) -> SentImage:
+        session, target, weights = self.session, self.target, self.weights
+        registry, report, repo = session.registry, session.report, target.repo
+        engine.tag_image(session.engine, target.ref(target.content_tag), target.name, self.base_tag)
+        sent = engine_push(session, repo, target.content_tag, self.base_tag)
+        layers = list(sent.layers)
+        bytes_pushed = len(sent.manifest.raw) + sent.layer_bytes
+
+        key = wl.layer_key(weights.files)
+
+        def write() -> wl.LayerInfo:
+            report("checkpoint", "writing the weights layer")
+            return wl.write_layer(weights.files_dir, weights.work / "weights.tar")
+
+        appended = wl.append_layer(
+            registry,
+            repo.repository,
+            sent.manifest.digest,
+            write,
+            known=cached_layer(key),
+            created_by=f"modelpack: checkpoint {weights.label} -> /app/1/checkpoints",
+        )
+        remember_layer(key, appended.layer_digest, appended.layer_size)
+        status = "pushed" if appended.layer_pushed else "present"
+        report("push", f"weights layer {appended.layer_digest[:19]} ({appended.layer_size} bytes): {status}")
+        layers.append(LayerInfo(appended.layer_digest, appended.layer_digest, appended.layer_size, status))
+        bytes_pushed += appended.bytes_pushed
+        registry.put_manifest(repo.repository, target.content_tag, appended.raw, appended.media_type)
+        pushed = PushedManifest(appended.raw, appended.media_type, appended.digest, sent.tags_before)
+        return SentImage(pushed, tuple(layers), bytes_pushed)
+
+    def settle(self, version: str | None, notes: list[str]) -> None:
+        target = self.target
+        problem = delete_scratch(self.session.registry, target.repo, self.base_tag)
+        if problem:
+            notes.append(problem)
+        for tag in (self.base_tag, target.content_tag, target.version):
+            engine.untag(self.session.engine, target.ref(tag))
+
+
+class AssembledPush(ImagePush):
+    """Push the runtime-stage image, compose the final stage on it in the registry, load it locally.
+
+    Runtime layers the registry has (found through the newest version's manifest, checked by
+    HEAD) are not pushed again and the engine is not asked to; otherwise the engine pushes the
+    runtime image under a scratch tag, deleted afterwards. The code layer, config and manifest
+    are modelpack's (modelpack.image.assemble). The engine gets the final image by `docker load`.
+    """
+
+    def __init__(
+        self, session: BuildSession, target: PushTarget, runtime_id: str, plan: AssemblyPlan, context_dir: Path
+    ) -> None:
+        super().__init__(session, target)
+        self.runtime_id, self.plan, self.context_dir = runtime_id, plan, context_dir
+        self._work: tempfile.TemporaryDirectory[str] | None = None
+        self._loading: _LocalLoad | None = None
+
+    def send(self) -> SentImage:
+        session, target = self.session, self.target
+        registry, report, repository = session.registry, session.report, target.repo.repository
+        runtime = _runtime_in_registry(session, target, self.runtime_id)
+        bytes_pushed = runtime.bytes_pushed
+        self._work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+        work = Path(self._work.name)
+        try:
+            code = assemble.write_code_layer(self.context_dir, self.plan.stage, work)
+            config = assemble.final_config(runtime.config, self.plan.stage, code.diff_id)
+            diff_ids = [*runtime.diff_ids, code.diff_id]
+            archive = assemble.write_load_archive(
+                work / "image.tar", config, diff_ids, code, [target.ref(target.content_tag)]
+            )
+        except OSError as error:  # a full disk, most likely
+            raise EngineError(f"writing the code layer failed: {error.strerror or error}") from None
+        # the engine loads the image while the registry receives it
+        self._loading = _LocalLoad(session, target, archive)
+        _, code_sent = registry.ensure_blob(repository, code.blob_path)
+        bytes_pushed += code.size if code_sent else 0
+        status = "pushed" if code_sent else "present"
+        report("push", f"code layer {code.digest[7:19]} ({code.size} bytes): {status}")
+        _, config_sent = registry.ensure_blob(repository, config)
+        bytes_pushed += len(config) if config_sent else 0
+        code_descriptor = {"mediaType": assemble.DOCKER_GZIP_LAYER, "digest": code.digest, "size": code.size}
+        manifest = assemble.image_manifest(config, [*runtime.descriptors, code_descriptor])
+        raw = json.dumps(manifest, separators=(",", ":")).encode()
+        registry.put_manifest(repository, target.content_tag, raw, DOCKER_MANIFEST)
+        layers = (*runtime.layers, LayerInfo(code.diff_id, code.digest, code.size, status))
+        pushed = PushedManifest(raw, DOCKER_MANIFEST, sha256_digest(raw), target.remote_tags)
+        return SentImage(pushed, layers, bytes_pushed + len(raw))
+
+    def settle(self, version: str | None, notes: list[str]) -> None:
+        try:
+            if self._loading is not None:
+                if version is None:
+                    self._loading.undo()
+                else:
+                    self._loading.finish(version, notes)
+        finally:
+            if self._work is not None:
+                self._work.cleanup()
+            if version is None:  # nothing of a failed push stays
+                engine.untag(self.session.engine, self.target.ref(RUNTIME_TAG))
+
+
+# --------------------------------------------------------------------------- the engine's part
+
+
+@dataclass
+class _EngineSent:
+    """What an engine push sent: the pushed manifest and config, each layer's status."""
+
+    manifest: Manifest
+    config: bytes  # the config blob as the registry holds it
+    layers: list[LayerInfo]
+    layer_bytes: int  # bytes of the layers the registry did not have
+    config_present_before: bool
+    engine_digest: str | None
+    tags_before: tuple[str, ...]
+
+
+def engine_push(session: BuildSession, repo: ImageRef, local_tag: str, push_tag: str) -> _EngineSent:
+    """Push `name:push_tag` through the engine, telling which layers the registry already had.
+
+    `local_tag` names the same image locally (its layers are read from the engine). The engine
+    says "exists"/"mounted" only for what it checked itself; layers of the newest version found
+    by HEAD before the push count as present too, so `bytes_pushed` is exact.
+    """
+    registry, report, name = session.registry, session.report, repo.name
+    tags_before = tuple(registry.list_tags(repo.repository))
+    image = engine.inspect_image(session.engine, f"{name}:{local_tag}") or {}
+    local_diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+    known = newest_version_blobs(registry, repo, tags_before)
+    present_before = {
+        d
+        for d in local_diff_ids
+        if d in known and registry.head_blob(repo.repository, known[d][0]) is not None
+    }
+    # the local image id is the digest of the config blob the push will upload
+    image_id = str(image.get("Id") or "")
+    config_present = bool(image_id) and registry.head_blob(repo.repository, image_id) is not None
+    report("push", f"{len(present_before)} of {len(local_diff_ids)} layers already in the registry")
+    pushed = engine.push_image(
+        session.engine, name, push_tag, auth_config=session.docker_auth(), on_event=report
+    )
+    manifest = image_manifest(registry, repo.repository, push_tag)
+    config_raw, config = image_config_blob(registry, repo.repository, manifest)
+    diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+    layers: list[LayerInfo] = []
+    layer_bytes = 0
+    for diff_id, layer in zip(diff_ids, manifest.json.get("layers") or [], strict=False):
+        engine_status = pushed.layer_status.get(diff_id.split(":", 1)[-1][:12])
+        if diff_id in present_before or engine_status == "exists":
+            status = "present"
+        elif engine_status == "mounted":
+            status = "mounted"
+        else:
+            status = "pushed"
+            layer_bytes += int(layer["size"])
+        layers.append(LayerInfo(diff_id, str(layer["digest"]), int(layer["size"]), status))
+    return _EngineSent(manifest, config_raw, layers, layer_bytes, config_present, pushed.digest, tags_before)
+
+
+def delete_scratch(registry: RegistryClient, repo: ImageRef, tag: str) -> str | None:
+    """Delete a scratch manifest (a step of composing the final one; its blobs stay, the final
+    image uses them). Returns what went wrong, for a note, or None."""
+    try:
+        found = registry.head_manifest(repo.repository, tag)
+        if found is not None:
+            registry.delete_manifest(repo.repository, found.digest)
+    except RegistryError:
+        return f"could not delete the scratch tag {repo.name}:{tag}"
+    return None
+
+
+@dataclass(frozen=True)
+class _RuntimeImage:
+    """The runtime-stage image as the registry holds it."""
+
+    config: bytes  # its config blob, exactly
+    diff_ids: list[str]
+    descriptors: list[dict[str, str | int]]  # layer descriptors, in order
+    layers: list[LayerInfo]
+    bytes_pushed: int
+
+
+def _runtime_in_registry(session: BuildSession, target: PushTarget, runtime_id: str) -> _RuntimeImage:
+    """Make sure the registry has the runtime image's layers and config; push through the engine if not."""
+    registry, repo = session.registry, target.repo
+    image = engine.inspect_image(session.engine, runtime_id) or {}
+    diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+    known = newest_version_blobs(registry, repo, target.remote_tags)
+    # layers of the newest version are in the registry (a manifest keeps its blobs); the
+    # runtime config blob is referenced by no manifest once the scratch tag is gone: asked for
+    config_there = registry.head_blob(repo.repository, runtime_id) is not None
+    if config_there and diff_ids and all(d in known for d in diff_ids):
+        session.report("push", f"{len(diff_ids)} of {len(diff_ids)} runtime layers already in the registry")
+        return _RuntimeImage(
+            registry.get_blob(repo.repository, runtime_id),
+            diff_ids,
+            [{"mediaType": known[d][2], "digest": known[d][0], "size": known[d][1]} for d in diff_ids],
+            [LayerInfo(d, known[d][0], known[d][1], "present") for d in diff_ids],
+            0,
+        )
+    scratch = f"{target.content_tag}-runtime"
+    engine.tag_image(session.engine, runtime_id, repo.name, scratch)
+    try:
+        sent = engine_push(session, repo, scratch, scratch)
+        pushed = (
+            sent.layer_bytes
+            + (0 if sent.config_present_before else len(sent.config))
+            + len(sent.manifest.raw)
+        )
+        return _RuntimeImage(
+            sent.config,
+            [layer.diff_id for layer in sent.layers],
+            list(sent.manifest.json.get("layers") or []),
+            list(sent.layers),
+            pushed,
+        )
+    finally:
+        engine.untag(session.engine, target.ref(scratch))
+        problem = delete_scratch(registry, repo, scratch)
+        if problem:
+            session.report("note", problem)
+
+
+class _LocalLoad:
+    """`docker load` of the composed image in a background thread (only the config and the code
+    layer travel: the engine has the runtime layers). A pull from the registry is the fallback."""
+
+    def __init__(self, session: BuildSession, target: PushTarget, archive: Path) -> None:
+        self._session, self._target, self._archive = session, target, archive
+        self._error: EngineError | None = None
+        self._thread = threading.Thread(target=self._load, name="modelpack-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            engine.load_image(self._session.engine, self._archive)
+        except EngineError as error:
+            self._error = error
+
+    def undo(self) -> None:
+        """The push failed: no local tag of it may stay behind."""
+        self._thread.join()
+        engine.untag(self._session.engine, self._target.ref(self._target.content_tag))
+
+    def finish(self, version: str, notes: list[str]) -> None:
+        """Wait for the load (pull if it failed), then tag the local image with its version."""
+        self._thread.join()
+        session, target = self._session, self._target
+        try:
+            if self._error is not None:
+                session.report("note", f"{self._error.message}; pulling the image instead")
+                engine.pull_image(
+                    session.engine, target.name, target.content_tag, auth_config=session.docker_auth()
+                )
+            engine.tag_image(session.engine, target.ref(target.content_tag), target.name, version)
+        except (EngineError, RegistryError) as error:
+            notes.append(f"pushed, but the local engine has no copy: {error.message}")
+
+
+__all__ = ["AssembledPush", "EnginePush", "ImagePush", "SentImage", "WeightsPush", "engine_push"]

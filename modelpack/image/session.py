@@ -1,0 +1,76 @@
+"""What one build or push talks through, and where its new content goes.
+
+The engine and registry clients are opened once by `build`/`push` and handed down as a
+`BuildSession`, so every step uses the same connections and tests can hand in fakes. A
+`PushTarget` carries the tags a push writes: its content tag and the version it asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from modelpack.errors import RegistryError
+from modelpack.image.results import RegistryAuth
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import RegistryClient
+from modelpack.progress import Reporter
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+
+@dataclass(frozen=True)
+class BuildSession:
+    """The engine and registry clients of one build or push, its credentials and its reporter."""
+
+    engine: DockerClient
+    registry: RegistryClient
+    auth: RegistryAuth | None
+    report: Reporter
+
+    def docker_auth(self) -> dict[str, str] | None:
+        """The credentials as the engine's push and pull take them (None: the engine's own)."""
+        return self.auth.docker_auth() if self.auth else None
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Where new content goes: the repository, its content tag and the version picked for it."""
+
+    repo: ImageRef
+    content_tag: str
+    version: str  # the requested version, else the next free one when the push started
+    explicit: bool  # the user asked for `version`: it is never replaced by another
+    remote_tags: tuple[str, ...] = ()  # the repository's tags when the build started
+
+    @property
+    def name(self) -> str:
+        return self.repo.name
+
+    def ref(self, tag: str) -> str:
+        """`registry/repository:tag`, as the engine names it."""
+        return f"{self.repo.name}:{tag}"
+
+
+def registry_for(repo: ImageRef, auth: RegistryAuth | None) -> RegistryClient:
+    """A client for the repository's registry: explicit credentials, else the Docker config's."""
+    return RegistryClient(
+        repo.registry, username=auth.username if auth else None, password=auth.password if auth else None
+    )
+
+
+def ping(registry: RegistryClient) -> None:
+    """Fail early, in one line, when the registry is down or refuses the credentials."""
+    try:
+        registry.ping()
+    except RegistryError as error:
+        if " 401" in error.message or " 403" in error.message:
+            raise RegistryError(
+                f"registry {registry.registry} refused authentication (use `docker login` or "
+                f"--registry-username/--registry-password-stdin): {error.message}"
+            ) from None
+        raise
+
+
+__all__ = ["BuildSession", "PushTarget", "ping", "registry_for"]

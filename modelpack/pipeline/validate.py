@@ -1,0 +1,90 @@
+"""`modelpack validate`: the model directory's own findings plus what later stages can tell early.
+
+Loading (`modelpack.project.config`) reads only the directory. Validation adds the checks
+that need later stages: a requirements.lock gone stale against resolve's Python version
+(no network), and with ``online`` the checkpoint preflight against the hub. They live here
+so the project stage depends on nothing after it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from modelpack.errors import ConfigError, Diagnostic, ModelpackError
+from modelpack.pipeline.locking import LOCK_FILE, lock_status
+from modelpack.pipeline.resolver import resolve
+from modelpack.project.checkpoints import check_checkpoint, resolve_token
+from modelpack.project.config import display_path, in_reading_order, read_model_dir
+from modelpack.project.model_dir import ModelDir, ModelDirLike, ValidationReport, model_dir_root
+from modelpack.project.yamlloc import YamlSyntaxError, load_yaml
+
+
+def validate(path: ModelDirLike, *, online: bool = False) -> ValidationReport:
+    """Check a model directory; every error and warning, located. Never raises for bad input.
+
+    ``online`` also runs the checkpoint preflight against the hub (repo, revision, token
+    access) and reports its finding at ``checkpoints.repo_id``/``checkpoints.revision``;
+    an unreachable hub raises HubError (a runtime failure, not bad input).
+    """
+    model_dir, findings = read_model_dir(model_dir_root(path))
+    if model_dir is not None:
+        findings.extend(lock_findings(model_dir))
+    if online and model_dir is not None and model_dir.config.checkpoints is not None:
+        findings.extend(checkpoint_findings(model_dir))
+    findings = in_reading_order(findings)
+    errors = tuple(f for f in findings if f.severity == "error")
+    warnings = tuple(f for f in findings if f.severity == "warning")
+    return ValidationReport(valid=not errors, errors=errors, warnings=warnings)
+
+
+def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
+    """A warning when requirements.lock no longer matches its inputs (no network).
+
+    Without a lock there is nothing to report: `build` locks on demand. When no base
+    image resolves, `modelpack resolve` is the command that explains why.
+    """
+    if not (model_dir.root / LOCK_FILE).is_file():
+        return []
+    try:
+        status = lock_status(model_dir, resolve(model_dir))
+    except (ModelpackError, ValueError):
+        return []
+    if status != "stale":
+        return []
+    return [
+        Diagnostic(
+            display_path(model_dir.root, LOCK_FILE),
+            None,
+            None,
+            "",
+            "requirements.lock no longer matches requirements.txt, the Python version or modelpack's "
+            f"runtime requirements; refresh it with `modelpack lock {os.path.normpath(str(model_dir.root))}`",
+            "warning",
+        )
+    ]
+
+
+def checkpoint_findings(model_dir: ModelDir) -> list[Diagnostic]:
+    """The checkpoint preflight's verdict as located errors in config.yaml (empty when fine)."""
+    spec = model_dir.config.checkpoints
+    if spec is None:
+        return []
+    try:
+        check_checkpoint(spec, resolve_token(spec))
+    except ConfigError as error:
+        message = error.message
+        field = "revision" if message.startswith("checkpoints.revision") else "repo_id"
+        for prefix in ("checkpoints.revision: ", "checkpoints.repo_id: ", "checkpoints: "):
+            message = message.removeprefix(prefix)
+        position = None
+        try:
+            position = load_yaml(model_dir.config_path.read_text(encoding="utf-8")).locate(
+                ("checkpoints", field)
+            )
+        except (OSError, YamlSyntaxError):
+            pass
+        display = display_path(model_dir.root, "config.yaml")
+        line = position.line if position else None
+        column = position.column if position else None
+        return [Diagnostic(display, line, column, f"checkpoints.{field}", message)]
+    return []

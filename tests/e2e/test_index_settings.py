@@ -1,0 +1,194 @@
+"""One package index for the lock and the image: `modelpack lock` (uv on the host) and the pip
+inside `modelpack build` ask the index named by UV_INDEX_URL, or else PIP_INDEX_URL.
+
+A PEP 503 "simple" index on loopback serves one tiny wheel made here, with a token unique to
+the test, and records every request. The model requires that wheel; the rest of what the lock
+needs (modelpack's runtime dependencies) comes from PyPI as the extra index.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PROBE = "modelpack-e2e-index-probe"  # not on PyPI: only the loopback index has it
+PROBE_MODULE = PROBE.replace("-", "_")
+VERSION = "0.1.0"
+PYPI = "https://pypi.org/simple"
+INDEX_VARIABLES = ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+
+
+def make_wheel(folder: Path, token: str) -> Path:
+    """A minimal valid pure-Python wheel whose module holds `token`."""
+    dist_info = f"{PROBE_MODULE}-{VERSION}.dist-info"
+    files = {
+        f"{PROBE_MODULE}/__init__.py": f'TOKEN = "{token}"\n'.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: {VERSION}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: modelpack-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = folder / f"{PROBE_MODULE}-{VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return wheel
+
+
+class SimpleIndex:
+    """`/simple/<project>/` pages and `/files/<wheel>` downloads on 127.0.0.1; logs every path."""
+
+    def __init__(self, wheel: Path) -> None:
+        self.wheel = wheel
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/simple"
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return list(self.requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def __enter__(self) -> SimpleIndex:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        index = self
+        digest = hashlib.sha256(self.wheel.read_bytes()).hexdigest()
+        page = (
+            "<!DOCTYPE html><html><body>"
+            f'<a href="/files/{self.wheel.name}#sha256={digest}">{html.escape(self.wheel.name)}</a>'
+            "</body></html>"
+        ).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, with_body: bool) -> None:
+                path = self.path.split("?", 1)[0]
+                with index._lock:
+                    index.requests.append(path)
+                if path.rstrip("/") == f"/simple/{PROBE}":
+                    body, kind = page, "text/html"
+                elif path == "/simple/" or path == "/simple":
+                    body, kind = f'<a href="/simple/{PROBE}/">{PROBE}</a>'.encode(), "text/html"
+                elif path == f"/files/{index.wheel.name}":
+                    body, kind = index.wheel.read_bytes(), "application/octet-stream"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def probe_index(tmp_path: Path) -> Iterator[SimpleIndex]:
+    token = secrets.token_hex(8)  # a new wheel hash each time: no engine cache can answer for pip
+    (tmp_path / "wheels").mkdir()
+    with SimpleIndex(make_wheel(tmp_path / "wheels", token)) as index:
+        yield index
+
+
+@pytest.fixture
+def probe_model(tmp_path: Path, local_base_image: str, copy_example: Callable[..., Path]) -> Path:
+    model = copy_example("hello", tmp_path / "probe-model", skip=("requirements.lock",))
+    requirements = model / "requirements.txt"
+    requirements.write_text(requirements.read_text() + f"{PROBE}=={VERSION}\n")
+    return model
+
+
+def modelpack(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess, with the index variables of `env` only."""
+    clean = {k: v for k, v in os.environ.items() if k not in INDEX_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "-m", "modelpack", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd="/",
+        timeout=1800,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("prefix", ["UV", "PIP"])
+def test_lock_and_the_build_ask_the_index_from_the_environment(
+    prefix: str, probe_index: SimpleIndex, probe_model: Path, registry_repo: Any, docker_client: Any
+) -> None:
+    env = {f"{prefix}_INDEX_URL": probe_index.url, f"{prefix}_EXTRA_INDEX_URL": PYPI}
+    page = f"/simple/{PROBE}/"
+    download = f"/files/{probe_index.wheel.name}"
+
+    locked = modelpack(["lock", str(probe_model), "--json"], env)
+    assert locked.returncode == 0, locked.stderr
+    assert page in probe_index.paths(), probe_index.paths()  # uv asked the loopback index
+    wheel_hash = "sha256:" + hashlib.sha256(probe_index.wheel.read_bytes()).hexdigest()
+    pinned = {p["name"]: p for p in json.loads(locked.stdout)["packages"]}
+    assert pinned[PROBE]["version"] == VERSION and pinned[PROBE]["hashes"] == [wheel_hash]
+
+    probe_index.clear()  # from here on, only the pip inside the build asks (the lock is reused)
+    built = modelpack(
+        ["build", str(probe_model), "--tag", registry_repo.ref, "--network", "host", "--json"], env
+    )
+    assert built.returncode == 0, built.stderr
+    requested = probe_index.paths()
+    assert page in requested and download in requested, requested
+
+    image = json.loads(built.stdout)["image"]
+    output = docker_client.containers.run(
+        image,
+        entrypoint=["/opt/venv/bin/python", "-c", f"import {PROBE_MODULE}; print({PROBE_MODULE}.TOKEN)"],
+        network_mode="none",
+        remove=True,
+    )
+    with zipfile.ZipFile(probe_index.wheel) as archive:
+        expected = archive.read(f"{PROBE_MODULE}/__init__.py").decode().split('"')[1]
+    assert output.decode().strip() == expected  # the image holds the wheel this index served

@@ -1,0 +1,346 @@
+"""The version and push rules of `build`/`push`, against the in-memory registry and engine of fakes.py.
+
+A version tag names one content forever: new content gets the next free `vN` (or the one asked
+for), unchanged content gets the version it already has and nothing is pushed, and a version
+taken by someone else between listing and tagging is never overwritten.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.image import builder
+from modelpack.image.push import ImagePush, SentImage
+from modelpack.image.results import BuildResult
+from modelpack.image.session import BuildSession, PushTarget
+from modelpack.image.versions import (
+    PushedManifest,
+    free_version,
+    pick_version,
+    reuse_remote,
+    tag_version,
+)
+from modelpack.oci.reference import parse_repository
+from modelpack.progress import ProgressEvent, Reporter
+from modelpack.tags import check_version, content_tag, newest_first, next_version
+
+
+def _load_fakes() -> Any:
+    """fakes.py, loaded by path (tests are not a package)."""
+    spec = importlib.util.spec_from_file_location("_mp_tests_fakes", Path(__file__).with_name("fakes.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fakes = _load_fakes()
+REPO = parse_repository("127.0.0.1:5000/acme/m")
+NAME = REPO.name  # 127.0.0.1:5000/acme/m
+REPOSITORY = REPO.repository  # acme/m
+
+
+@pytest.fixture
+def registry() -> Any:
+    return fakes.FakeRegistry()
+
+
+@pytest.fixture
+def events() -> list[ProgressEvent]:
+    return []
+
+
+@pytest.fixture
+def session(registry: Any, events: list[ProgressEvent]) -> BuildSession:
+    return BuildSession(fakes.FakeEngine(registry), registry, None, Reporter(events.append))
+
+
+def notes_of(events: list[ProgressEvent]) -> list[str]:
+    return [e.message for e in events if e.stage == "note"]
+
+
+# --------------------------------------------------------------------------- tag names
+
+
+def test_the_version_order_is_by_number_and_skips_other_tags() -> None:
+    tags = ["v2", "latest", "v10", "c-0123456789abcdef", "v9", "v01", "v1"]
+    assert newest_first(tags) == ["v10", "v9", "v2", "v1"]
+    assert next_version(tags) == "v11"
+    assert check_version("v3") == "v3"
+    with pytest.raises(InvalidInputError, match="invalid --version 'v0'"):
+        check_version("v0")
+    assert content_tag("sha256:" + "0123456789abcdef" * 4) == "c-0123456789abcdef"
+
+
+# --------------------------------------------------------------------------- choosing a version
+
+
+def test_next_free_version_is_after_every_tag_seen(registry: Any) -> None:
+    registry.add_image(REPOSITORY, ["v1", "v2", "c-1"], "old")
+    notes: list[str] = []
+    # tags seen earlier count too (a tag listed at the start of the build may be gone now)
+    assert free_version(registry, REPO, None, ["v3"], notes) == "v4"
+    assert free_version(registry, REPO, "v7", [], notes) == "v7"
+    assert notes == []
+    assert free_version(registry, REPO, "v2", [], notes) == "v3"
+    assert notes == ["version v2 was taken meanwhile; using v3"]
+
+
+def test_pick_version_for_new_content() -> None:
+    remote = ["v1", "v2", "c-1"]
+    assert pick_version(NAME, None, remote, ["v5", "c-2"]) == "v6"  # local versions count too
+    assert pick_version(NAME, "v9", remote, []) == "v9"
+    with pytest.raises(InvalidInputError, match=r"version v2 already exists in .* with other content"):
+        pick_version(NAME, "v2", remote, [])
+    # `push` of a locally built vN keeps that number unless the registry has it
+    assert pick_version(NAME, None, remote, ["v3"], preferred="v3") == "v3"
+    assert pick_version(NAME, None, remote, ["v2"], preferred="v2") == "v3"
+
+
+# --------------------------------------------------------------------------- content the registry has
+
+
+def test_unchanged_content_reuses_its_version_and_pushes_nothing(registry: Any) -> None:
+    digest = registry.add_image(REPOSITORY, ["v1", "c-1"], "same")
+    registry.add_image(REPOSITORY, ["v2"], "newer")
+    events: list[ProgressEvent] = []
+    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, Reporter(events.append))
+    assert (result.version, result.digest, result.reused, result.pushed) == ("v1", digest, True, False)
+    assert result.bytes_pushed == 0 and registry.puts == []
+    assert events[-1].message.startswith(f"unchanged: {NAME}:v1")
+
+
+def test_explicit_version_that_exists_with_the_same_content_is_that_content(registry: Any) -> None:
+    registry.add_image(REPOSITORY, ["v1", "c-1"], "same")
+    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), "v1", lambda *a: None)
+    assert (result.version, result.reused, result.pushed) == ("v1", True, False)
+    assert registry.puts == []
+
+
+def test_content_is_never_given_a_second_version(registry: Any) -> None:
+    registry.add_image(REPOSITORY, ["v1", "c-1"], "same")
+    with pytest.raises(InvalidInputError, match=r"already .*:v1; a version is never duplicated"):
+        reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), "v2", lambda *a: None)
+    assert registry.puts == []
+
+
+def test_content_whose_version_tag_never_landed_gets_the_next_free_one(registry: Any) -> None:
+    registry.add_image(REPOSITORY, ["v1"], "other")
+    digest = registry.add_image(REPOSITORY, ["c-1"], "interrupted")
+    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, lambda *a: None)
+    assert (result.version, result.digest, result.pushed, result.reused) == ("v2", digest, True, True)
+    assert registry.digest_of(REPOSITORY, "v2") == digest and registry.puts == ["v2"]
+    assert result.bytes_pushed == len(registry.manifests[digest][0])
+
+
+# --------------------------------------------------------------------------- tagging pushed content
+
+
+def _pushed(registry: Any) -> PushedManifest:
+    digest = registry.add_image(REPOSITORY, ["c-new"], "new")
+    raw, media_type = registry.manifests[digest]
+    return PushedManifest(raw, media_type, digest, tags_before=("c-new",))
+
+
+def test_version_taken_meanwhile_moves_to_the_next_free_one(registry: Any) -> None:
+    pushed = _pushed(registry)
+    target = PushTarget(REPO, "c-new", "v1", explicit=False)  # v1 was free when the build started
+    other = registry.add_image(REPOSITORY, ["v1"], "another build")  # ... and taken since
+    events: list[ProgressEvent] = []
+    notes: list[str] = []
+    assert tag_version(registry, target, pushed, notes, Reporter(events.append)) == "v2"
+    assert notes == ["version v1 was taken meanwhile; using v2"] == notes_of(events)
+    assert registry.digest_of(REPOSITORY, "v1") == other  # never moved
+    assert registry.digest_of(REPOSITORY, "v2") == pushed.digest
+
+
+def test_explicit_version_taken_meanwhile_is_an_error(registry: Any) -> None:
+    pushed = _pushed(registry)
+    other = registry.add_image(REPOSITORY, ["v4"], "another build")
+    target = PushTarget(REPO, "c-new", "v4", explicit=True)
+    with pytest.raises(InvalidInputError, match=r"version v4 was taken in .* meanwhile; content pushed as c-new"):
+        tag_version(registry, target, pushed, [], lambda *a: None)
+    assert registry.digest_of(REPOSITORY, "v4") == other and registry.puts == []
+
+
+def test_a_version_tag_moved_right_after_tagging_is_reported(registry: Any) -> None:
+    pushed = _pushed(registry)
+
+    def move_it(repository: str, reference: str) -> None:
+        if reference == "v1":
+            registry.tags[repository]["v1"] = registry.add_image(REPOSITORY, [], "someone else")
+
+    registry.on_put.append(move_it)
+    with pytest.raises(RegistryError, match="v1 does not point at the pushed content"):
+        tag_version(registry, PushTarget(REPO, "c-new", "v1", False), pushed, [], lambda *a: None)
+
+
+class _Recorded(ImagePush):
+    """A push that sends a prepared manifest (or fails) and records how it was settled."""
+
+    def __init__(self, session: BuildSession, target: PushTarget, sent: SentImage | None) -> None:
+        super().__init__(session, target)
+        self.sent = sent
+        self.settled: list[str | None] = []
+
+    def send(self) -> SentImage:
+        if self.sent is None:
+            raise RegistryError("the registry went away")
+        return self.sent
+
+    def settle(self, version: str | None, notes: list[str]) -> None:
+        self.settled.append(version)
+
+
+def test_every_push_ends_with_one_version_tag_and_one_result(session: BuildSession, registry: Any) -> None:
+    pushed = _pushed(registry)
+    registry.add_image(REPOSITORY, ["v1"], "another build")
+    sent = SentImage(pushed, (), bytes_pushed=123)
+    push = _Recorded(session, PushTarget(REPO, "c-new", "v1", False), sent)
+    result = push.run()
+    assert push.settled == ["v2"]
+    assert result == BuildResult(
+        image=f"{NAME}:v2",
+        version="v2",
+        digest=pushed.digest,
+        tags=("v2", "c-new"),
+        pushed=True,
+        bytes_pushed=123,
+        content_tag="c-new",
+        notes=("version v1 was taken meanwhile; using v2",),
+    )
+    failing = _Recorded(session, PushTarget(REPO, "c-new", "v3", False), None)
+    with pytest.raises(RegistryError, match="went away"):
+        failing.run()
+    assert failing.settled == [None] and "v3" not in registry.list_tags(REPOSITORY)
+
+
+# --------------------------------------------------------------------------- `push` of a local image
+
+
+def test_push_keeps_the_local_version_and_then_pushes_nothing(session: BuildSession, registry: Any) -> None:
+    api = session.engine.api
+    api.add_image({"app.py": b"print(1)"}, [f"{NAME}:v3", f"{NAME}:c-0123456789abcdef"])
+    first = builder.push_local(session, f"{NAME}:v3", REPO, None)
+    assert (first.version, first.pushed, first.reused) == ("v3", True, False)
+    assert registry.list_tags(REPOSITORY) == ["c-0123456789abcdef", "v3"]
+    assert [layer.status for layer in first.layers] == ["pushed"] and first.bytes_pushed > 0
+    assert registry.digest_of(REPOSITORY, "v3") == first.digest
+
+    puts, pushes = list(registry.puts), list(api.pushes)
+    again = builder.push_local(session, f"{NAME}:v3", REPO, None)
+    assert (again.version, again.digest, again.reused, again.pushed) == ("v3", first.digest, True, False)
+    assert registry.puts == puts and api.pushes == pushes  # nothing sent
+
+
+def test_push_of_an_image_id_gets_the_next_version_and_its_content_tag(
+    session: BuildSession, registry: Any
+) -> None:
+    registry.add_image(REPOSITORY, ["v1", "v2"], "older")
+    image_id = session.engine.api.add_image({"app.py": b"print(2)"}, [])
+    result = builder.push_local(session, image_id, REPO, None)
+    assert (result.version, result.content_tag) == ("v3", content_tag(image_id))
+    assert {f"{NAME}:v3", f"{NAME}:{content_tag(image_id)}"} <= session.engine.api.refs()
+
+
+def test_push_whose_version_is_taken_meanwhile_moves_on(session: BuildSession, registry: Any) -> None:
+    api = session.engine.api
+    api.add_image({"app.py": b"print(3)"}, [f"{NAME}:v1", f"{NAME}:c-00000000000000aa"])
+
+    def another_build(repository: str, reference: str) -> None:
+        if reference == "c-00000000000000aa":  # while this push sends its content
+            registry.add_image(repository, ["v1"], "another build")
+
+    registry.on_put.append(another_build)
+    result = builder.push_local(session, f"{NAME}:v1", REPO, None)
+    assert result.version == "v2" and result.notes == ("version v1 was taken meanwhile; using v2",)
+    assert registry.digest_of(REPOSITORY, "v2") == result.digest != registry.digest_of(REPOSITORY, "v1")
+    assert f"{NAME}:v2" in api.refs() and f"{NAME}:v1" not in api.refs()  # the local tag follows
+
+
+def test_explicit_push_version_taken_meanwhile_fails_and_leaves_no_local_tags(
+    session: BuildSession, registry: Any
+) -> None:
+    api = session.engine.api
+    image_id = api.add_image({"app.py": b"print(4)"}, [])
+    ctag = content_tag(image_id)
+
+    def another_build(repository: str, reference: str) -> None:
+        if reference == ctag:
+            registry.add_image(repository, ["v4"], "another build")
+
+    registry.on_put.append(another_build)
+    with pytest.raises(InvalidInputError, match=rf"version v4 was taken in .* meanwhile; content pushed as {ctag}"):
+        builder.push_local(session, image_id, REPO, "v4")
+    assert api.refs() == set()  # the tags this push made are gone
+    assert registry.digest_of(REPOSITORY, ctag) is not None  # the content is there, without a version
+
+
+def test_a_failed_engine_push_leaves_no_local_tags(session: BuildSession, registry: Any) -> None:
+    api = session.engine.api
+    image_id = api.add_image({"app.py": b"print(5)"}, [])
+    api.fail_push = True
+    with pytest.raises(RegistryError, match="refused authentication"):
+        builder.push_local(session, image_id, REPO, None)
+    assert api.refs() == set() and registry.list_tags(REPOSITORY) == []
+
+
+# --------------------------------------------------------------------------- build of a rendered context
+
+
+def _context(root: Path, code: str) -> tuple[Path, str]:
+    (root / "deps").mkdir(parents=True, exist_ok=True)
+    (root / "deps" / "lib.py").write_text("DEPS = 1\n")
+    (root / "app.py").write_text(code)
+    return root, fakes.content_digest(code)
+
+
+def test_build_push_and_rebuild(session: BuildSession, registry: Any, tmp_path: Path) -> None:
+    api = session.engine.api
+    request = builder.BuildRequest(REPO, push=True)
+    context, digest = _context(tmp_path, "print('one')\n")
+    first = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    assert (first.version, first.pushed, first.content_tag) == ("v1", True, content_tag(digest))
+    assert [layer.status for layer in first.layers] == ["pushed", "pushed"]
+    assert registry.list_tags(REPOSITORY) == sorted(["v1", first.content_tag])
+    assert {f"{NAME}:v1", f"{NAME}:{first.content_tag}"} <= api.refs()
+
+    # unchanged: the registry has the content tag, so nothing is built or pushed
+    builds, puts = list(api.builds), list(registry.puts)
+    again = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    assert (again.version, again.digest, again.reused, again.pushed) == ("v1", first.digest, True, False)
+    assert api.builds == builds and registry.puts == puts
+
+    # a code change: the next version; the deps layer is found in the registry by HEAD before
+    # the push, even when the engine does not say so
+    api.says_exists = False
+    context, changed = _context(tmp_path, "print('two')\n")
+    second = builder.build_or_reuse(session, builder.ContextSpec(context, changed), request)
+    assert second.version == "v2" and second.digest != first.digest
+    assert sorted(layer.status for layer in second.layers) == ["present", "pushed"]
+
+    # an explicit version that exists holds other content: refused before anything is tagged
+    context, third = _context(tmp_path, "print('three')\n")
+    with pytest.raises(InvalidInputError, match=r"version v1 already exists in .* with other content"):
+        builder.build_or_reuse(
+            session, builder.ContextSpec(context, third), builder.BuildRequest(REPO, True, "v1")
+        )
+    assert "v1" in registry.list_tags(REPOSITORY) and registry.digest_of(REPOSITORY, "v1") == first.digest
+
+
+def test_local_rebuild_of_unchanged_content_keeps_its_version(
+    session: BuildSession, registry: Any, tmp_path: Path, events: list[ProgressEvent]
+) -> None:
+    request = builder.BuildRequest(REPO)
+    context, digest = _context(tmp_path, "print('local')\n")
+    first = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    assert (first.version, first.pushed, first.reused) == ("v1", False, False)
+    again = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    assert (again.version, again.digest, again.reused) == ("v1", first.digest, True)
+    assert session.engine.api.builds == [f"{NAME}:{first.content_tag}"]  # built once
+    assert registry.puts == []
