@@ -8,20 +8,28 @@ the files to the image build (`build`) or to the container (`runtime`).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
+import tarfile
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from modelpack.errors import HubError
 from modelpack.image import engine
 from modelpack.image.results import BuildResult
 from modelpack.image.session import BuildSession
 from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import RegistryClient
 from modelpack.progress import Reporter
 from modelpack.project import checkpoints as ckpt
 from modelpack.project.concepts import infer_concepts
 from modelpack.project.model_dir import CheckpointSpec, Concept, ModelDir
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 
 def checkpoint_preflight(model_dir: ModelDir, report: Reporter) -> ckpt.CheckpointInfo | None:
@@ -114,8 +122,44 @@ def _build_record(
 ) -> ckpt.CheckpointResult:
     """`when: build`: the files were fetched inside the build; read their record from the image."""
     if engine.inspect_image(session.engine, result.image) is not None:
-        return ckpt.record_from_image(session.engine, result.image, spec)
-    return ckpt.record_from_registry(session.registry, repo.repository, result.digest, spec)
+        return _record_from_image(session.engine, result.image, spec)
+    return _record_from_registry(session.registry, repo.repository, result.digest, spec)
+
+
+def _record_from_image(docker_client: DockerClient, image: str, spec: CheckpointSpec) -> ckpt.CheckpointResult:
+    """Read the ``build`` stage's record from a local image (a created, never started, container)."""
+    container = docker_client.containers.create(image, entrypoint=["/bin/true"], network_disabled=True)
+    try:
+        stream, _ = container.get_archive("/" + ckpt.BUILD_RECORD_PATH)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(PurePosixPath(ckpt.BUILD_RECORD_PATH).name)
+            data = member.read() if member is not None else b""
+    finally:
+        container.remove(force=True)
+    return ckpt.parse_build_record(data, spec, "/app/1/checkpoints")
+
+
+def _record_from_registry(
+    registry: RegistryClient, repository: str, reference: str, spec: CheckpointSpec
+) -> ckpt.CheckpointResult:
+    """Read the ``build`` stage's record from a pushed image: it is in one small layer near the top."""
+    manifest = registry.get_manifest(repository, reference).json
+    for layer in reversed(manifest.get("layers") or []):
+        if int(layer.get("size") or 0) > 1 << 20:
+            continue
+        blob = registry.get_blob(repository, str(layer["digest"]))
+        if blob[:2] == b"\x1f\x8b":
+            blob = gzip.decompress(blob)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+                for member in tar.getmembers():
+                    if member.name.lstrip("./") == ckpt.BUILD_RECORD_PATH and member.isfile():
+                        handle = tar.extractfile(member)
+                        if handle is not None:
+                            return ckpt.parse_build_record(handle.read(), spec, "/app/1/checkpoints")
+        except tarfile.TarError:
+            continue
+    raise HubError(f"checkpoints: {repository}@{reference} has no checkpoint record ({ckpt.BUILD_RECORD_PATH})")
 
 
 __all__ = [

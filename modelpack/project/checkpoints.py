@@ -515,49 +515,6 @@ def parse_build_record(data: bytes, spec: CheckpointSpec, local_dir: str = "") -
     return CheckpointResult(spec.repo_id, spec.revision, commit, files, Path(local_dir or "/"))
 
 
-def record_from_image(docker_client: Any, image: str, spec: CheckpointSpec) -> CheckpointResult:
-    """Read the ``build`` stage's record from a local image (a created, never started, container)."""
-    import io
-    import tarfile
-
-    container = docker_client.containers.create(image, entrypoint=["/bin/true"], network_disabled=True)
-    try:
-        stream, _ = container.get_archive("/" + BUILD_RECORD_PATH)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.extractfile(PurePosixPath(BUILD_RECORD_PATH).name)
-            data = member.read() if member is not None else b""
-    finally:
-        container.remove(force=True)
-    return parse_build_record(data, spec, "/app/1/checkpoints")
-
-
-def record_from_registry(
-    registry: Any, repository: str, reference: str, spec: CheckpointSpec
-) -> CheckpointResult:
-    """Read the ``build`` stage's record from a pushed image: it is in one small layer near the top."""
-    import gzip
-    import io
-    import tarfile
-
-    manifest = registry.get_manifest(repository, reference).json
-    for layer in reversed(manifest.get("layers") or []):
-        if int(layer.get("size") or 0) > 1 << 20:
-            continue
-        blob = registry.get_blob(repository, str(layer["digest"]))
-        if blob[:2] == b"\x1f\x8b":
-            blob = gzip.decompress(blob)
-        try:
-            with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-                for member in tar.getmembers():
-                    if member.name.lstrip("./") == BUILD_RECORD_PATH and member.isfile():
-                        handle = tar.extractfile(member)
-                        if handle is not None:
-                            return parse_build_record(handle.read(), spec, "/app/1/checkpoints")
-        except tarfile.TarError:
-            continue
-    raise HubError(f"checkpoints: {repository}@{reference} has no checkpoint record ({BUILD_RECORD_PATH})")
-
-
 # -- command line for the builder stage ----------------------------------------------------
 
 

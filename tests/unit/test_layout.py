@@ -35,6 +35,8 @@ MAX_PARAMS = 8
 def modules() -> Iterator[tuple[str, Path, ast.Module]]:
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE)
+        if rel.parts[0] == "_data":  # shipped examples and templates, not the package's code
+            continue
         yield ".".join(rel.with_suffix("").parts), path, ast.parse(path.read_text(encoding="utf-8"))
 
 
