@@ -26,6 +26,12 @@ from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import registry_for
 from modelpack.oci.reference import ImageRef
 from modelpack.pipeline.locking import LockResult
+from modelpack.pipeline.settings import (
+    BASE_REGISTRY_VARIABLE,
+    CA_BUNDLE_VARIABLES,
+    EXTRA_INDEX_URL_VARIABLES,
+    INDEX_URL_VARIABLES,
+)
 from modelpack.progress import Reporter
 from modelpack.project.model_dir import Concept, ModelDir
 from modelpack.resources import cache_dir, data_dir, read_cache, write_cache
@@ -37,14 +43,12 @@ RECORD_FORMAT = "modelpack-build-record/1"
 MAX_BYTES = 64 * 2**20
 MAX_FILES = 5000
 # Environment that changes what the pipeline produces (see docs/environment.md).
-_ENVIRONMENT = (
+_ENVIRONMENT = (  # what shapes the image besides the options: BuildSettings.from_env reads these
     "SOURCE_DATE_EPOCH",
-    "MODELPACK_BASE_REGISTRY",
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_CERT",
-    "REQUESTS_CA_BUNDLE",
-    "SSL_CERT_FILE",
+    BASE_REGISTRY_VARIABLE,
+    *INDEX_URL_VARIABLES,
+    *EXTRA_INDEX_URL_VARIABLES,
+    *CA_BUNDLE_VARIABLES,
     "HF_ENDPOINT",
 )
 

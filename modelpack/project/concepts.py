@@ -18,11 +18,8 @@ from typing import Any, Literal
 from modelpack.errors import ConfigError, Diagnostic, HubError
 from modelpack.project.checkpoints import hub_cache_dir, hub_endpoint, hub_failure, resolve_token
 from modelpack.project.config import as_model_dir
-from modelpack.project.model_dir import Concept, ModelConfig, ModelDirLike
+from modelpack.project.model_dir import CONCEPT_MODEL_TYPES, Concept, ModelConfig, ModelDirLike
 
-CONCEPT_MODEL_TYPES = frozenset(
-    {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
-)
 ConceptSource = Literal["config", "checkpoint", "none"]
 _ASK = "add a `concepts:` section to config.yaml (e.g. `concepts: [{id: cat, name: cat}]`)"
 

@@ -17,6 +17,7 @@ from typing import Any
 from modelpack.errors import Diagnostic
 from modelpack.project import compute as compute_table
 from modelpack.project.model_dir import (
+    CONCEPT_MODEL_TYPES,
     DEFAULT_APP_ID,
     DEFAULT_MODEL_TYPE,
     DEFAULT_PYTHON_VERSION,
@@ -48,9 +49,6 @@ KNOWN_MODEL_TYPES = (
     "visual-keypointer",
     "text-classifier",
     "mcp",
-)
-CONCEPT_MODEL_TYPES = frozenset(
-    {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
 )
 _QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
 _QUANTITY_FACTORS = {

@@ -17,6 +17,11 @@ DEFAULT_APP_ID = "main"
 DEFAULT_MODEL_TYPE = "any-to-any"
 
 
+# model types whose outputs are concepts (labels): they need them, from config.yaml or a checkpoint
+CONCEPT_MODEL_TYPES = frozenset(
+    {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
+)
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str

