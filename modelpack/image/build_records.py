@@ -26,12 +26,6 @@ from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import registry_for
 from modelpack.oci.reference import ImageRef
 from modelpack.pipeline.locking import LockResult
-from modelpack.pipeline.settings import (
-    BASE_REGISTRY_VARIABLE,
-    CA_BUNDLE_VARIABLES,
-    EXTRA_INDEX_URL_VARIABLES,
-    INDEX_URL_VARIABLES,
-)
 from modelpack.progress import Reporter
 from modelpack.project.model_dir import Concept, ModelDir
 from modelpack.resources import cache_dir, data_dir, read_cache, write_cache
@@ -43,12 +37,18 @@ RECORD_FORMAT = "modelpack-build-record/1"
 MAX_BYTES = 64 * 2**20
 MAX_FILES = 5000
 # Environment that changes what the pipeline produces (see docs/environment.md).
-_ENVIRONMENT = (  # what shapes the image besides the options: BuildSettings.from_env reads these
+# what shapes the image besides the options: every variable BuildSettings.from_env reads
+# (tests/unit/test_build_records.py holds the two lists together), the epoch and the hub
+_ENVIRONMENT = (
     "SOURCE_DATE_EPOCH",
-    BASE_REGISTRY_VARIABLE,
-    *INDEX_URL_VARIABLES,
-    *EXTRA_INDEX_URL_VARIABLES,
-    *CA_BUNDLE_VARIABLES,
+    "MODELPACK_BASE_REGISTRY",
+    "UV_INDEX_URL",
+    "PIP_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
     "HF_ENDPOINT",
 )
 

@@ -9,6 +9,7 @@ import pytest
 
 from modelpack.image import build_records
 from modelpack.image.build_records import BuildOptions, find, forget, inputs, remember
+from modelpack.pipeline import settings
 
 OPTIONS = BuildOptions(
     repository="127.0.0.1:5000/acme/m",
@@ -138,3 +139,13 @@ def test_installation_is_identified(tmp_path: Path) -> None:
     first = build_records.installation_id()
     assert first is not None and len(first) == 64
     assert build_records.installation_id() == first
+
+
+def test_the_fingerprint_covers_every_variable_build_settings_read() -> None:
+    read = {
+        *settings.INDEX_URL_VARIABLES,
+        *settings.EXTRA_INDEX_URL_VARIABLES,
+        *settings.CA_BUNDLE_VARIABLES,
+        settings.BASE_REGISTRY_VARIABLE,
+    }
+    assert read <= set(build_records._ENVIRONMENT)
