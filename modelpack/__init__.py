@@ -22,7 +22,7 @@ _EXPORTS: dict[str, str] = {
     "lock": "modelpack.pipeline.locking",
     "render": "modelpack.pipeline.rendering",
     "build": "modelpack.image.builder",
-    "push": "modelpack.image.builder",
+    "push": "modelpack.image.stages",
     "sign": "modelpack.supply.signing",
     "verify": "modelpack.supply.verification",
     # around the pipeline

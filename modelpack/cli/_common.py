@@ -383,3 +383,11 @@ def handle_errors(func: F) -> F:
 model_dir_argument = click.argument(
     "model_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR"
 )
+
+
+def prompt_password() -> str:
+    """Ask for a private key's password on the terminal (also `build --sign`'s prompt)."""
+    value: str = click.prompt(
+        "Password for the private key", hide_input=True, default="", show_default=False, err=True
+    )
+    return value

@@ -15,10 +15,10 @@ from modelpack.cli._common import (
     handle_errors,
     json_option,
     model_dir_argument,
+    prompt_password,
 )
-from modelpack.cli.push_cmd import registry_auth
-from modelpack.cli.sign_cmd import prompt_password
-from modelpack.deploy.github import maybe_write_job_summary
+from modelpack.cli.registry_options import registry_auth
+from modelpack.deploy.job_summary import maybe_write_job_summary
 from modelpack.errors import InvalidInputError
 from modelpack.image.builder import build as run_build
 from modelpack.pipeline.settings import BuildSettings

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from modelpack.cli._common import CliProgress, echo_image_result, emit_json, handle_errors, json_option
-from modelpack.errors import InvalidInputError
-from modelpack.image.builder import push as run_push
-from modelpack.image.results import RegistryAuth
-
-
-def registry_auth(username: str | None, password_stdin: bool) -> RegistryAuth | None:
-    """``--registry-username`` with ``--registry-password-stdin`` as credentials; None when neither is given.
-
-    The password is the first line of stdin. Either option without the other, or an
-    empty password, is invalid input. Kept out of `_common` (shared by `build`) so that
-    commands which never reach a registry do not import the builder.
-    """
-    if not (password_stdin or username):
-        return None
-    if not (password_stdin and username):
-        raise InvalidInputError("--registry-username and --registry-password-stdin go together")
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise InvalidInputError("--registry-password-stdin: no password on stdin")
-    return RegistryAuth(username, password)
+from modelpack.cli.registry_options import registry_auth
+from modelpack.image.stages import push as run_push
 
 
 @click.command("push")

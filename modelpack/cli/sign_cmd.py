@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import click
 
-from modelpack.cli._common import CliProgress, emit_json, handle_errors, json_option
+from modelpack.cli._common import CliProgress, emit_json, handle_errors, json_option, prompt_password
 from modelpack.supply.keys import load_signing_key
 from modelpack.supply.signing import sign as run_sign
-
-
-def prompt_password() -> str:
-    """Ask for a private key's password on the terminal (also `build --sign`'s prompt)."""
-    value: str = click.prompt(
-        "Password for the private key", hide_input=True, default="", show_default=False, err=True
-    )
-    return value
 
 
 @click.command()

@@ -19,17 +19,20 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import RegistryError
 from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import registry_for
 from modelpack.oci.reference import ImageRef
-from modelpack.pipeline.locking import LockResult
 from modelpack.progress import Reporter
-from modelpack.project.model_dir import Concept, ModelDir
+from modelpack.project.model_dir import Concept
 from modelpack.resources import cache_dir, data_dir, read_cache, write_cache
-from modelpack.supply.attach import PublishResult
+from modelpack.supply.results import PublishResult
+
+if TYPE_CHECKING:  # annotations only: a record hit loads no pipeline module
+    from modelpack.pipeline.locking import LockResult
+    from modelpack.project.model_dir import ModelDir
 
 RECORD_FORMAT = "modelpack-build-record/1"
 # Model directories bigger than this are not fingerprinted: on a miss the hashing (about

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelpack.project.checkpoints import CheckpointResult
 from modelpack.project.model_dir import Concept
-from modelpack.supply.attach import PublishResult
+from modelpack.supply.results import PublishResult
 
 
 @dataclass(frozen=True)

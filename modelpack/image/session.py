@@ -7,16 +7,18 @@ The engine and registry clients are opened once by `build`/`push` and handed dow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from modelpack.errors import RegistryError
 from modelpack.image.results import RegistryAuth
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient
+from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import Reporter
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
     from docker import DockerClient
 
 
@@ -53,6 +55,20 @@ class PushTarget:
         return f"{self.repo.name}:{tag}"
 
 
+@dataclass(frozen=True)
+class BuildRequest:
+    """What the caller asked of the engine and registry part, checked."""
+
+    repo: ImageRef
+    push: bool = False
+    version: str | None = None  # a valid version tag the user asked for
+    auth: RegistryAuth | None = None
+    settings: BuildSettings = field(default_factory=BuildSettings)
+    base_registry: str | None = None  # None: resolve reads MODELPACK_BASE_REGISTRY
+    network_mode: str | None = None
+    signing_key: EllipticCurvePrivateKey | None = None
+
+
 def registry_for(repo: ImageRef, auth: RegistryAuth | None) -> RegistryClient:
     """A client for the repository's registry: explicit credentials, else the Docker config's."""
     return RegistryClient(
@@ -73,4 +89,4 @@ def ping(registry: RegistryClient) -> None:
         raise
 
 
-__all__ = ["BuildSession", "PushTarget", "ping", "registry_for"]
+__all__ = ["BuildRequest", "BuildSession", "PushTarget", "ping", "registry_for"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from modelpack.errors import RegistryError
 from modelpack.oci.reference import ImageRef
@@ -46,38 +46,13 @@ from modelpack.supply.record import (
     input_digest,
     push_record,
 )
+from modelpack.supply.results import PublishResult
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 APP_ROOT = "/app"
 CHECKPOINTS_ROOT = "/app/1/checkpoints"
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """What was attached to (and signed for) one image digest."""
-
-    image_digest: str
-    manifest_digest: str
-    sbom_digest: str | None
-    reused_manifest: bool  # an earlier build already attached the manifest for this digest
-    signed: bool = False
-    key_id: str | None = None
-    signature_tag: str | None = None  # sha256-<image hex>.sig
-    manifest_signature_tag: str | None = None  # sha256-<manifest hex>.sig
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "image_digest": self.image_digest,
-            "manifest_digest": self.manifest_digest,
-            "sbom_digest": self.sbom_digest,
-            "reused_manifest": self.reused_manifest,
-            "signed": self.signed,
-            "key_id": self.key_id,
-            "signature_tag": self.signature_tag,
-            "manifest_signature_tag": self.manifest_signature_tag,
-        }
 
 
 def code_record(context_dir: Path) -> CodeRecord:

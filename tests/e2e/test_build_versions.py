@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
-from modelpack.image.builder import build_context
+from modelpack.image.stages import build_context
 from modelpack.oci.registry import RegistryClient
 from modelpack.progress import ProgressEvent
 

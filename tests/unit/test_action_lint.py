@@ -130,7 +130,7 @@ def test_every_input_used_is_declared_and_every_input_is_used() -> None:
 
 
 def test_outputs_map_to_outputs_their_steps_write() -> None:
-    from modelpack.deploy.github import OUTPUT_KEYS
+    from modelpack.deploy.job_summary import OUTPUT_KEYS
 
     action = _action()
     scripts = {step["id"]: step["run"] for step in action["runs"]["steps"] if "id" in step}

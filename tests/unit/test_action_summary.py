@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from modelpack.deploy import github
-from modelpack.deploy.github import (
+from modelpack.deploy.github import write_docker_config
+from modelpack.deploy.job_summary import (
     job_summary_markdown,
     maybe_write_job_summary,
     step_outputs,
-    write_docker_config,
     write_job_summary,
 )
 
@@ -172,7 +172,7 @@ def test_command_line(tmp_path: Path) -> None:
 
 
 def test_summary_from_a_build_result_dict_alone() -> None:
-    from modelpack.deploy.github import job_summary_markdown
+    from modelpack.deploy.job_summary import job_summary_markdown
 
     build = {
         "image": "127.0.0.1:5000/m:v2",

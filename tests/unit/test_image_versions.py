@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from modelpack.errors import InvalidInputError, RegistryError
-from modelpack.image import builder
+from modelpack.image import stages
 from modelpack.image.push import ImagePush, SentImage
 from modelpack.image.results import BuildResult
-from modelpack.image.session import BuildSession, PushTarget
+from modelpack.image.session import BuildRequest, BuildSession, PushTarget
+from modelpack.image.stages import ContextSpec
 from modelpack.image.versions import (
     PushedManifest,
     free_version,
@@ -226,14 +227,14 @@ def test_every_push_ends_with_one_version_tag_and_one_result(session: BuildSessi
 def test_push_keeps_the_local_version_and_then_pushes_nothing(session: BuildSession, registry: Any) -> None:
     api = session.engine.api
     api.add_image({"app.py": b"print(1)"}, [f"{NAME}:v3", f"{NAME}:c-0123456789abcdef"])
-    first = builder.push_local(session, f"{NAME}:v3", REPO, None)
+    first = stages.push_local(session, f"{NAME}:v3", REPO, None)
     assert (first.version, first.pushed, first.reused) == ("v3", True, False)
     assert registry.list_tags(REPOSITORY) == ["c-0123456789abcdef", "v3"]
     assert [layer.status for layer in first.layers] == ["pushed"] and first.bytes_pushed > 0
     assert registry.digest_of(REPOSITORY, "v3") == first.digest
 
     puts, pushes = list(registry.puts), list(api.pushes)
-    again = builder.push_local(session, f"{NAME}:v3", REPO, None)
+    again = stages.push_local(session, f"{NAME}:v3", REPO, None)
     assert (again.version, again.digest, again.reused, again.pushed) == ("v3", first.digest, True, False)
     assert registry.puts == puts and api.pushes == pushes  # nothing sent
 
@@ -243,7 +244,7 @@ def test_push_of_an_image_id_gets_the_next_version_and_its_content_tag(
 ) -> None:
     registry.add_image(REPOSITORY, ["v1", "v2"], "older")
     image_id = session.engine.api.add_image({"app.py": b"print(2)"}, [])
-    result = builder.push_local(session, image_id, REPO, None)
+    result = stages.push_local(session, image_id, REPO, None)
     assert (result.version, result.content_tag) == ("v3", content_tag(image_id))
     assert {f"{NAME}:v3", f"{NAME}:{content_tag(image_id)}"} <= session.engine.api.refs()
 
@@ -257,7 +258,7 @@ def test_push_whose_version_is_taken_meanwhile_moves_on(session: BuildSession, r
             registry.add_image(repository, ["v1"], "another build")
 
     registry.on_put.append(another_build)
-    result = builder.push_local(session, f"{NAME}:v1", REPO, None)
+    result = stages.push_local(session, f"{NAME}:v1", REPO, None)
     assert result.version == "v2" and result.notes == ("version v1 was taken meanwhile; using v2",)
     assert registry.digest_of(REPOSITORY, "v2") == result.digest != registry.digest_of(REPOSITORY, "v1")
     assert f"{NAME}:v2" in api.refs() and f"{NAME}:v1" not in api.refs()  # the local tag follows
@@ -276,7 +277,7 @@ def test_explicit_push_version_taken_meanwhile_fails_and_leaves_no_local_tags(
 
     registry.on_put.append(another_build)
     with pytest.raises(InvalidInputError, match=rf"version v4 was taken in .* meanwhile; content pushed as {ctag}"):
-        builder.push_local(session, image_id, REPO, "v4")
+        stages.push_local(session, image_id, REPO, "v4")
     assert api.refs() == set()  # the tags this push made are gone
     assert registry.digest_of(REPOSITORY, ctag) is not None  # the content is there, without a version
 
@@ -286,7 +287,7 @@ def test_a_failed_engine_push_leaves_no_local_tags(session: BuildSession, regist
     image_id = api.add_image({"app.py": b"print(5)"}, [])
     api.fail_push = True
     with pytest.raises(RegistryError, match="refused authentication"):
-        builder.push_local(session, image_id, REPO, None)
+        stages.push_local(session, image_id, REPO, None)
     assert api.refs() == set() and registry.list_tags(REPOSITORY) == []
 
 
@@ -302,9 +303,9 @@ def _context(root: Path, code: str) -> tuple[Path, str]:
 
 def test_build_push_and_rebuild(session: BuildSession, registry: Any, tmp_path: Path) -> None:
     api = session.engine.api
-    request = builder.BuildRequest(REPO, push=True)
+    request = BuildRequest(REPO, push=True)
     context, digest = _context(tmp_path, "print('one')\n")
-    first = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    first = stages.build_or_reuse(session, ContextSpec(context, digest), request)
     assert (first.version, first.pushed, first.content_tag) == ("v1", True, content_tag(digest))
     assert [layer.status for layer in first.layers] == ["pushed", "pushed"]
     assert registry.list_tags(REPOSITORY) == sorted(["v1", first.content_tag])
@@ -312,7 +313,7 @@ def test_build_push_and_rebuild(session: BuildSession, registry: Any, tmp_path: 
 
     # unchanged: the registry has the content tag, so nothing is built or pushed
     builds, puts = list(api.builds), list(registry.puts)
-    again = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    again = stages.build_or_reuse(session, ContextSpec(context, digest), request)
     assert (again.version, again.digest, again.reused, again.pushed) == ("v1", first.digest, True, False)
     assert api.builds == builds and registry.puts == puts
 
@@ -320,15 +321,15 @@ def test_build_push_and_rebuild(session: BuildSession, registry: Any, tmp_path: 
     # the push, even when the engine does not say so
     api.says_exists = False
     context, changed = _context(tmp_path, "print('two')\n")
-    second = builder.build_or_reuse(session, builder.ContextSpec(context, changed), request)
+    second = stages.build_or_reuse(session, ContextSpec(context, changed), request)
     assert second.version == "v2" and second.digest != first.digest
     assert sorted(layer.status for layer in second.layers) == ["present", "pushed"]
 
     # an explicit version that exists holds other content: refused before anything is tagged
     context, third = _context(tmp_path, "print('three')\n")
     with pytest.raises(InvalidInputError, match=r"version v1 already exists in .* with other content"):
-        builder.build_or_reuse(
-            session, builder.ContextSpec(context, third), builder.BuildRequest(REPO, True, "v1")
+        stages.build_or_reuse(
+            session, ContextSpec(context, third), BuildRequest(REPO, True, "v1")
         )
     assert "v1" in registry.list_tags(REPOSITORY) and registry.digest_of(REPOSITORY, "v1") == first.digest
 
@@ -336,11 +337,11 @@ def test_build_push_and_rebuild(session: BuildSession, registry: Any, tmp_path: 
 def test_local_rebuild_of_unchanged_content_keeps_its_version(
     session: BuildSession, registry: Any, tmp_path: Path, events: list[ProgressEvent]
 ) -> None:
-    request = builder.BuildRequest(REPO)
+    request = BuildRequest(REPO)
     context, digest = _context(tmp_path, "print('local')\n")
-    first = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    first = stages.build_or_reuse(session, ContextSpec(context, digest), request)
     assert (first.version, first.pushed, first.reused) == ("v1", False, False)
-    again = builder.build_or_reuse(session, builder.ContextSpec(context, digest), request)
+    again = stages.build_or_reuse(session, ContextSpec(context, digest), request)
     assert (again.version, again.digest, again.reused) == ("v1", first.digest, True)
     assert session.engine.api.builds == [f"{NAME}:{first.content_tag}"]  # built once
     assert registry.puts == []

@@ -29,6 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "top": {"cli", "deploy", "image", "supply", "pipeline", "project", "oci", "runtime", "leaf"},
 }
 MAX_LINES = 800
+# The one deferred import of an own module, and why: `build()` answers an unchanged rebuild
+# from its record before the stages load (about half of that answer's time otherwise).
+DEFERRED_IMPORTS = {"image.builder.build imports image"}
 MAX_PARAMS = 8
 
 
@@ -120,7 +123,7 @@ def test_no_own_module_imported_inside_a_function() -> None:
             if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 inner = ast.Module(body=list(func.body), type_ignores=[])
                 found |= {f"{name}.{func.name} imports {target}" for _, target in own_imports(inner)}
-    assert sorted(found) == []
+    assert sorted(found - DEFERRED_IMPORTS) == []
 
 
 def test_modules_stay_small() -> None:

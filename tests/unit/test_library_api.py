@@ -250,7 +250,7 @@ def test_progress_event_serializes() -> None:
 
 
 def test_local_reference_parsing() -> None:
-    from modelpack.image.builder import _local_reference
+    from modelpack.image.stages import _local_reference
 
     assert _local_reference("127.0.0.1:5000/acme/m:v3") == ("127.0.0.1:5000/acme/m", "v3")
     assert _local_reference("127.0.0.1:5000/acme/m") == ("127.0.0.1:5000/acme/m", None)

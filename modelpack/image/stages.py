@@ -1,0 +1,422 @@
+"""The stages of a build after its record check, and the engine-and-registry part alone.
+
+`run()` is `build()` once no record answers it: load (validate), method signatures, resolve,
+lock, checkpoints, render, then `build_or_reuse` (engine build, version, push) and, on a
+push, the supply-chain records. `build_context()` is that engine-and-registry part for a
+context rendered elsewhere; `push()` pushes an image already in the engine.
+
+Versions: new content gets the next `vN` (or `--version`) plus the immutable content tag
+`c-<hex16>` of the rendered context digest. When the registry already has the content tag,
+nothing is built or pushed and the existing version is reported. A version tag never moves to
+other content: if it was taken between choosing and pushing, the next free one is used and a
+note says so (modelpack.image.versions; the three ways of pushing are modelpack.image.push).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.image import build_records, engine
+from modelpack.image.assemble import AssemblyPlan, plan_assembly
+from modelpack.image.caches import RUNTIME_TAG, cached_runtime, remember_runtime
+from modelpack.image.checkpointing import (
+    WeightsPlan,
+    checkpoint_preflight,
+    final_concepts,
+    prepare_checkpoint,
+    with_checkpoints,
+)
+from modelpack.image.push import AssembledPush, EnginePush, WeightsPush
+from modelpack.image.results import BuildResult, RegistryAuth
+from modelpack.image.session import BuildRequest, BuildSession, PushTarget, ping, registry_for
+from modelpack.image.versions import local_layers, pick_version, reuse_local, reuse_remote
+from modelpack.oci.reference import ImageRef, parse_repository
+from modelpack.oci.registry import RegistryClient
+from modelpack.pipeline import locking as lock_stage
+from modelpack.pipeline import rendering as render_stage
+from modelpack.pipeline import resolver as resolve_stage
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.progress import ProgressObserver, Reporter, reporter
+from modelpack.project import config as config_stage
+from modelpack.project import methods as signature_stage
+from modelpack.project.checkpoints import BuildCheckpoint
+from modelpack.project.method_types import ModelSignature
+from modelpack.project.model_dir import ModelDir
+from modelpack.supply.attach import BuiltFrom, publish_supply_chain
+from modelpack.tags import check_version, content_tag, is_content_tag, newest_first
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """A rendered build context and how the engine builds it."""
+
+    context_dir: Path
+    content_digest: str  # what the content tag is made from (covers the weights layer, if any)
+    build_args: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    dockerfile: str | None = None  # relative to the context; None: the engine's default
+    network_mode: str | None = None  # None: host when needed (engine.default_network_mode)
+    loopback_endpoints: tuple[str | None, ...] = ()
+    weights: WeightsPlan | None = None  # push only: the weights layer modelpack adds in the registry
+    assembly: AssemblyPlan | None = None  # push only: the final stage modelpack composes
+
+
+def run(
+    model_dir_path: str | os.PathLike[str],
+    request: BuildRequest,
+    inputs: build_records.Inputs | None,
+    report: Reporter,
+) -> BuildResult:
+    """`build()` after its record check: load, the stages, and a record of the result."""
+    model_dir = config_stage.load(model_dir_path)
+    report("validate", f"{model_dir.root}: valid")
+    session = _open_session(request, report)
+    try:
+        result, lock_result = _build_checked(session, model_dir, request)
+    finally:
+        session.engine.close()
+        session.registry.close()
+    if inputs is not None and model_dir.config.checkpoints is None:
+        build_records.remember_build(inputs, model_dir, lock_result, result)
+    return result
+
+
+
+
+def _open_session(request: BuildRequest, report: Reporter) -> BuildSession:
+    """Fail in a second, not after locking and rendering, when the engine or registry is down.
+
+    The engine client's requests may wait as long as a build step.
+    """
+    docker_client = engine.connect(timeout=30, request_timeout=600)
+    registry = registry_for(request.repo, request.auth)
+    if request.push:
+        try:
+            ping(registry)
+        except BaseException:
+            docker_client.close()
+            registry.close()
+            raise
+    return BuildSession(docker_client, registry, request.auth, report)
+
+
+def _build_checked(
+    session: BuildSession, model_dir: ModelDir, request: BuildRequest
+) -> tuple[BuildResult, lock_stage.LockResult]:
+    """The pipeline after validation and the service checks: (result, the lock it used)."""
+    report = session.report
+    preflight = checkpoint_preflight(model_dir, report)  # fails fast, before locking
+    sig = signature_stage.signature(model_dir.root)
+    report("signature", f"{sig.signature.class_name}: {len(sig.signature.methods)} method(s)")
+    resolved = resolve_stage.resolve(model_dir, base_registry=request.base_registry)
+    report("resolve", f"base {resolved.base_image}")
+    lock_result = lock_stage.lock(model_dir, resolved=resolved, settings=request.settings)
+    locked = len(lock_result.packages)
+    report("lock", "lock up to date" if lock_result.up_to_date_before else f"locked {locked} packages")
+    with tempfile.TemporaryDirectory(prefix="modelpack-context-") as tmp:
+        work = Path(tmp)
+        checkpoint = prepare_checkpoint(model_dir, preflight, work, report)
+        concepts = final_concepts(model_dir, checkpoint)
+        # upload + push: the weights layer goes straight to the registry (not through the engine)
+        weights = WeightsPlan.make(checkpoint, work) if request.push else None
+        rendered = render_stage.render(
+            model_dir,
+            work / "context",
+            resolved=resolved,
+            lock=lock_result,
+            signature=sig.signature,
+            settings=request.settings,
+            checkpoints_from=checkpoint.staging if checkpoint and weights is None else None,
+            checkpoint_commit=checkpoint.info.commit if checkpoint else None,
+            concepts=concepts,
+        )
+        report("render", f"context {rendered.content_digest}")
+        spec = _context_spec(rendered, checkpoint, weights, resolved.base_image, request)
+        result = build_or_reuse(session, spec, request)
+        result = with_checkpoints(session, request.repo, result, checkpoint, concepts)
+        result = replace(result, base_image=resolved.base_image)
+        if request.push:
+            result = _publish(session, request, result, model_dir, resolved, sig.signature, rendered.out_dir)
+    return result, lock_result
+
+
+def _context_spec(
+    rendered: render_stage.RenderResult,
+    checkpoint: BuildCheckpoint | None,
+    weights: WeightsPlan | None,
+    base_image: str,
+    request: BuildRequest,
+) -> ContextSpec:
+    """How the engine builds the rendered context, and what modelpack adds on a push."""
+    build_args = {**rendered.build_args, **(checkpoint.build_args if checkpoint else {})}
+    settings = request.settings
+    assembly = plan_assembly(rendered, build_args, base_image) if request.push and weights is None else None
+    return ContextSpec(
+        context_dir=rendered.out_dir,
+        content_digest=weights.content_digest(rendered.content_digest) if weights else rendered.content_digest,
+        build_args=build_args,
+        dockerfile=_relative_dockerfile(rendered),
+        network_mode=request.network_mode,
+        loopback_endpoints=(settings.index_url, *settings.extra_index_urls, os.environ.get("HF_ENDPOINT")),
+        weights=weights,
+        assembly=assembly,
+    )
+
+
+def _relative_dockerfile(rendered: render_stage.RenderResult) -> str | None:
+    path = Path(rendered.dockerfile)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path(rendered.out_dir)))
+        except ValueError:
+            return None
+    return str(path) if path.suffix or "/" in str(path) or path.name.startswith("Dockerfile") else None
+
+
+def _publish(
+    session: BuildSession,
+    request: BuildRequest,
+    result: BuildResult,
+    model_dir: ModelDir,
+    resolved: ResolveResult,
+    signature: ModelSignature,
+    context_dir: Path,
+) -> BuildResult:
+    """Attach SBOM + record to the pushed digest (reused when already there); sign with the key."""
+    built = BuiltFrom(
+        model_dir=model_dir,
+        resolved=resolved,
+        context_dir=context_dir,
+        signature=signature,
+        base_image_digest=engine.image_digest(session.engine, resolved.base_image),
+        checkpoints=result.checkpoints,
+        concepts=result.concepts or None,
+        image_reference=result.image,
+    )
+    published = publish_supply_chain(session.registry, request.repo, result.digest, built, key=request.signing_key)
+    what = "existing manifest" if published.reused_manifest else "SBOM + manifest attached"
+    message = f"{what}: {published.manifest_digest}"
+    if published.signed:
+        message += f"; image and manifest signed (key {published.key_id})"
+    session.report("sign" if published.signed else "note", message)
+    return replace(result, supply_chain=published)
+
+
+# --------------------------------------------------------------------------- engine + registry
+
+
+def build_context(
+    context_dir: str | os.PathLike[str],
+    *,
+    repository: ImageRef | str,
+    content_digest: str,
+    push: bool = False,
+    version: str | None = None,
+    auth: RegistryAuth | None = None,
+    progress: ProgressObserver | Reporter | None = None,
+    client: DockerClient | None = None,
+) -> BuildResult:
+    """Build a context rendered elsewhere into `repository:<version>` and `repository:c-<hex16>`
+    (`content_digest`'s content tag), with its own Dockerfile; push if asked.
+
+    `client` is an engine client to use (and leave open); by default one is connected, and
+    only when the registry does not already have the content.
+    """
+    report = reporter(progress)
+    repo = repository if isinstance(repository, ImageRef) else parse_repository(repository)
+    if version is not None:
+        check_version(version)
+    request = BuildRequest(repo, push, version, auth)
+    spec = ContextSpec(Path(context_dir), content_digest)
+    ctag = content_tag(content_digest)
+    with registry_for(repo, auth) as registry:
+        if push:
+            ping(registry)
+        remote_tags = _remote_tags(registry, request, report)
+        if push and ctag in remote_tags:
+            return reuse_remote(registry, repo, ctag, remote_tags, version, report)
+        docker_client = client or engine.connect()
+        try:
+            session = BuildSession(docker_client, registry, auth, report)
+            return _build_new(session, spec, request, ctag, remote_tags)
+        finally:
+            if client is None:
+                docker_client.close()
+
+
+def build_or_reuse(session: BuildSession, spec: ContextSpec, request: BuildRequest) -> BuildResult:
+    """The content's existing version when the registry has it (push only), else a new build."""
+    ctag = content_tag(spec.content_digest)
+    remote_tags = _remote_tags(session.registry, request, session.report)
+    if request.push and ctag in remote_tags:
+        return reuse_remote(session.registry, request.repo, ctag, remote_tags, request.version, session.report)
+    return _build_new(session, spec, request, ctag, remote_tags)
+
+
+def _remote_tags(registry: RegistryClient, request: BuildRequest, report: Reporter) -> list[str]:
+    """The repository's tags; a push needs them, a local build only notes when they are missing."""
+    if request.push:
+        return registry.list_tags(request.repo.repository)
+    try:
+        return registry.list_tags(request.repo.repository)
+    except RegistryError as error:
+        report("note", f"registry not consulted for versions: {error.message}")
+        return []
+
+
+def _build_new(
+    session: BuildSession, spec: ContextSpec, request: BuildRequest, ctag: str, remote_tags: list[str]
+) -> BuildResult:
+    """Build (engine errors before anything is tagged), pick the version, tag and push."""
+    client, name = session.engine, request.repo.name
+    if not request.push:
+        reused = reuse_local(client, name, ctag, request.version, session.report)
+        if reused is not None:
+            return reused
+    image_id = _engine_build(session, spec, name, ctag)
+    chosen = pick_version(name, request.version, remote_tags, engine.local_tags(client, name))
+    target = PushTarget(request.repo, ctag, chosen, request.version is not None, tuple(remote_tags))
+    if spec.assembly is not None:
+        return AssembledPush(session, target, image_id, spec.assembly, spec.context_dir).run()
+    engine.tag_image(client, image_id, name, chosen)
+    if not request.push:
+        image = engine.inspect_image(client, image_id) or {}
+        session.report("done", f"{target.ref(chosen)} built (not pushed)")
+        return BuildResult(
+            image=target.ref(chosen),
+            version=chosen,
+            digest=image_id,
+            tags=(chosen, ctag),
+            pushed=False,
+            layers=local_layers(image),
+            content_tag=ctag,
+        )
+    if spec.weights is not None:
+        return WeightsPush(session, target, spec.weights).run()
+    return EnginePush(session, target, created=(target.ref(chosen),)).run()
+
+
+def _engine_build(session: BuildSession, spec: ContextSpec, name: str, ctag: str) -> str:
+    """The image id of the context built by the engine (only up to the runtime stage when
+    modelpack composes the final one; a cached runtime image is not built again)."""
+    client, report = session.engine, session.report
+    network_mode = spec.network_mode
+    if network_mode is None:
+        network_mode = engine.default_network_mode(client, spec.loopback_endpoints)
+    plan = spec.assembly
+    image_id = cached_runtime(client, name, plan) if plan is not None else None
+    if image_id is not None:
+        report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
+        return image_id
+    what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
+    network = f" (network {network_mode})" if network_mode else ""
+    report("build", f"building {what}{name}:{ctag}{network}")
+    image_id = engine.build_image(
+        client,
+        str(spec.context_dir),
+        # the runtime image keeps a local tag: the build cache of its last step lives with it
+        tag=f"{name}:{RUNTIME_TAG}" if plan is not None else f"{name}:{ctag}",
+        buildargs=dict(spec.build_args),
+        network_mode=network_mode,
+        dockerfile=spec.dockerfile,
+        target=plan.stage.runtime_stage if plan is not None else None,
+        on_event=report,
+    ).image_id
+    if plan is not None:
+        remember_runtime(client, plan, image_id)
+    return image_id
+
+
+# --------------------------------------------------------------------------- push of a local image
+
+
+def push(
+    image: str,
+    repository: str | None = None,
+    *,
+    version: str | None = None,
+    auth: RegistryAuth | None = None,
+    progress: ProgressObserver | None = None,
+    client: DockerClient | None = None,
+) -> BuildResult:
+    """Push an image already in the local engine (e.g. from `build(push=False)`) as a version.
+
+    The rules are those of `build --push`: content the registry already has (same
+    content tag `c-<hex16>`) is reported with its existing version and nothing is
+    pushed; new content gets `version`, else the image's local `vN` when the registry
+    does not have it, else the next free version. An image modelpack did not build
+    gets its content tag from its image id. `repository` defaults to the image's own.
+    """
+    report = reporter(progress)
+    if version is not None:
+        check_version(version)
+    source, _ = _local_reference(image)
+    if repository is None and source is None:
+        raise InvalidInputError(f"{image} is an image id: pass the repository to push to")
+    repo = parse_repository(repository or str(source))
+    docker_client = client or engine.connect(timeout=30)
+    try:
+        with registry_for(repo, auth) as registry:
+            return push_local(BuildSession(docker_client, registry, auth, report), image, repo, version)
+    finally:
+        if client is None:
+            docker_client.close()
+
+
+def push_local(session: BuildSession, image: str, repo: ImageRef, version: str | None) -> BuildResult:
+    """`push` with the engine and registry clients of `session` (`version`: checked)."""
+    client, registry, report, name = session.engine, session.registry, session.report, repo.name
+    data = engine.inspect_image(client, image)
+    if data is None:
+        raise InvalidInputError(f"image {image} is not in the local engine; build it first")
+    image_id = str(data.get("Id") or "")
+    local_refs = [str(t) for t in data.get("RepoTags") or []]
+    content_tags = [r.rsplit(":", 1)[1] for r in local_refs if is_content_tag(r.rsplit(":", 1)[-1])]
+    own = [t for t in content_tags if f"{name}:{t}" in local_refs]
+    ctag = (own or content_tags or [content_tag(image_id)])[0]
+    ping(registry)
+    remote_tags = registry.list_tags(repo.repository)
+    if ctag in remote_tags:
+        return reuse_remote(registry, repo, ctag, remote_tags, version, report)
+    local_versions = newest_first(r.rsplit(":", 1)[1] for r in local_refs if r.startswith(name + ":"))
+    source_tag = _local_reference(image)[1]
+    if source_tag in local_versions:
+        local_versions.insert(0, source_tag)
+    chosen = pick_version(
+        name,
+        version,
+        remote_tags,
+        engine.local_tags(client, name),
+        preferred=local_versions[0] if local_versions else None,
+    )
+    target = PushTarget(repo, ctag, chosen, version is not None, tuple(remote_tags))
+    created: list[str] = []
+    for tag in (ctag, chosen):
+        if target.ref(tag) not in local_refs:
+            engine.tag_image(client, image_id, name, tag)
+            created.append(target.ref(tag))
+    report("push", f"pushing {image} as {target.ref(chosen)}")
+    return EnginePush(session, target, created=tuple(created)).run()
+
+
+def _local_reference(image: str) -> tuple[str | None, str | None]:
+    """(repository, tag) of a local image reference; (None, None) for an image id."""
+    if image.startswith("sha256:") or re.fullmatch(r"[0-9a-f]{12,64}", image):
+        return None, None
+    name = image.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        repository, tag = name.rsplit(":", 1)
+        return repository, tag
+    return name, None
+
+
+__all__ = ["ContextSpec", "build_context", "build_or_reuse", "push", "push_local", "run"]
