@@ -273,6 +273,7 @@ def _publish(
         checkpoints=result.checkpoints,
         concepts=result.concepts or None,
         image_reference=result.image,
+        content_tag=result.content_tag or None,
     )
     published = publish_supply_chain(session.registry, request.repo, result.digest, built, key=request.signing_key)
     what = "existing manifest" if published.reused_manifest else "SBOM + manifest attached"
