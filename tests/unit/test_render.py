@@ -167,7 +167,7 @@ def test_model_code_change_keeps_dependency_layers(model: ModelDir, tmp_path: Pa
     assert first.content_digest != second.content_digest
 
 
-def test_labels(model: ModelDir, tmp_path: Path) -> None:
+def test_labels(model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = BuildSettings(version="v3", revision="abc123", source_date_epoch=1700000000)
     result = do_render(model, tmp_path / "out", settings)
     labels = result.labels
@@ -191,7 +191,7 @@ def test_labels(model: ModelDir, tmp_path: Path) -> None:
     for key, value in labels.items():
         assert f"{dockerfile_quote(key)}={dockerfile_quote(value)}" in dockerfile
     # without SOURCE_DATE_EPOCH there is no creation time: renders stay byte-identical
-    os.environ.pop("SOURCE_DATE_EPOCH", None)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     plain = do_render(model, tmp_path / "plain")
     assert "org.opencontainers.image.created" not in plain.labels
 
