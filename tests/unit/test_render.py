@@ -372,6 +372,22 @@ def test_default_ignores_and_modelpackignore(model: ModelDir, tmp_path: Path) ->
     assert app == ["1/helper.py", "1/model.py", "data/keep.bin", "requirements.txt"]
 
 
+def test_credential_files_are_ignored_by_default(model: ModelDir, tmp_path: Path) -> None:
+    root = model.root
+    credentials = (
+        ".netrc", ".envrc", ".pypirc", ".npmrc", ".git-credentials", "1/server.pem", "1/tls.key",
+        "id_ed25519", ".ssh/config", ".aws/credentials", ".config/gcloud/credentials.db",
+        "1/application_default_credentials.json", ".kube/config", ".docker/config.json", "1/cert.p12",
+    )  # fmt: skip
+    for rel in (*credentials, "1/public.pem"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("secret", encoding="utf-8")
+    (root / ".modelpackignore").write_text("!1/public.pem\n", encoding="utf-8")  # re-included on purpose
+    result = do_render(model, tmp_path / "out")
+    app = sorted(f[len("app/") :] for f in result.files if f.startswith("app/"))
+    assert app == ["1/model.py", "1/public.pem", "requirements.txt"]
+
+
 def test_output_inside_model_dir_is_not_copied_into_itself(model: ModelDir) -> None:
     first = do_render(model, model.root / "build")
     assert not any(f.startswith("app/build/") for f in first.files)
