@@ -42,8 +42,12 @@ def private_urls_allowed() -> bool:
 
 
 def check_url_syntax(url: str) -> None:
-    """Refuse what is wrong without any network access (scheme, credentials, host)."""
-    parts = urlsplit(url)
+    """Refuse what is wrong without any network access (scheme, credentials, host, port)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port out of range or not a number raises here)
+    except ValueError as error:
+        raise FetchError(f"invalid URL: {error}") from None
     if parts.scheme not in ("http", "https"):
         raise FetchError(f"URL scheme {parts.scheme or '(none)'!r} is not allowed; use http or https")
     if parts.username is not None or parts.password is not None:

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -111,11 +112,20 @@ async def _read_json(request: Request, limit: int) -> Any:
                 raise HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
         body = bytes(chunks)
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise HTTPError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
     except RecursionError:
         raise HTTPError(400, "invalid_json", "request body is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(body):  # only a `\uD8xx` escape can make a lone surrogate
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPError(400, "invalid_json", "request body holds a lone UTF-16 surrogate") from None
+    return payload
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
 def _dumps(value: Any) -> str:
@@ -481,7 +491,11 @@ class ModelServer:
             payload = await _read_json(request, self.max_body_bytes)
             if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
                 raise HTTPError(422, "invalid_argument", "'messages' must be a list", argument="messages")
-            stream = bool(payload.get("stream"))
+            stream = payload.get("stream", False)
+            if stream is None:
+                stream = False
+            if not isinstance(stream, bool):
+                raise HTTPError(422, "invalid_argument", "'stream' must be true or false", argument="stream")
             own = type(instance).chat_completion is not OpenAIModelClass.chat_completion
             if not own and _user_defined(
                 instance, "openai_stream_transport" if stream else "openai_transport"

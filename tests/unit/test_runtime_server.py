@@ -124,6 +124,23 @@ def test_media_url_must_be_http(kitchen: TestClient) -> None:
     assert response.json()["error"]["argument"] == "image"
 
 
+def test_client_mistakes_are_4xx_not_model_errors(kitchen: TestClient) -> None:
+    """A lone surrogate in a string and a URL with an impossible port are the client's fault."""
+    lone = kitchen.post(
+        "/v1/methods/predict", content=b'{"prompt": "\\ud800"}', headers={"Content-Type": "application/json"}
+    )
+    assert lone.status_code == 400 and "surrogate" in lone.json()["error"]["message"]
+    pair = kitchen.post(
+        "/v1/methods/predict",
+        content=b'{"prompt": "\\ud83d\\ude00"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert pair.json() == {"result": "\U0001f600"}
+    for url in ("http://example.com:99999/x.png", "http://example.com:port/x.png"):
+        response = kitchen.post("/v1/methods/media", json={"image": {"url": url}, "text": "x"})
+        assert 400 <= response.status_code < 500, response.text
+
+
 def test_private_media_url_is_refused_when_fetched(
     kitchen: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +336,11 @@ def test_openai_model_implementing_chat_itself() -> None:
         assert client.post("/v1/methods/predict", json={"prompt": "a b"}).json() == {"result": "a b"}
         bad = client.post("/v1/chat/completions", json={"messages": "nope"})
         assert bad.status_code == 422
+        as_string = client.post("/v1/chat/completions", json={**body, "stream": "false"})  # not a stream
+        assert as_string.status_code == 422 and as_string.json()["error"]["argument"] == "stream"
+        assert client.post("/v1/chat/completions", json={**body, "stream": None}).json()["object"] == (
+            "chat.completion"
+        )
 
 
 def test_clarifai_model_serves() -> None:
