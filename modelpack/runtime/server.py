@@ -54,6 +54,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from modelpack.errors import RuntimeFailure
 from modelpack.runtime.fetch import FetchError
 from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks, completion_response
 from modelpack.runtime.introspect import ArgumentError, MethodPlan, encode, make_decoder
@@ -697,6 +698,7 @@ def serve(
             failed.set()
             server.should_exit = True
 
+    listening = listen_socket(host, port)  # before anything starts: a bad address is one line
     app = create_app(runner, max_body_bytes=max_body_bytes, on_loaded=on_loaded)
     server = uvicorn.Server(uvicorn_config(app, host, port, access_log=access_log))
     if threading.current_thread() is threading.main_thread():
@@ -705,8 +707,34 @@ def serve(
         # uvicorn re-raises the signal after its graceful shutdown; a finished
         # SIGTERM shutdown is a clean exit (status 0), not a death by signal
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run()
+    server.run(sockets=[listening])
     return 1 if failed.is_set() else 0
+
+
+def listen_socket(host: str, port: int) -> Any:
+    """A socket bound to ``host:port``; a port in use or a host that does not resolve is a
+    `RuntimeFailure` with one line (uvicorn would log it and exit with its own status)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError) as error:
+        raise RuntimeFailure(f"cannot listen on {host}:{port}: {_reason(error)}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.set_inheritable(True)
+    except OSError as error:
+        sock.close()
+        raise RuntimeFailure(f"cannot listen on {host}:{port}: {_reason(error)}") from None
+    return sock
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)
 
 
 class BackgroundServer:
