@@ -20,7 +20,7 @@ from typing import Any
 from modelpack.errors import ConfigError, Diagnostic
 from modelpack.project.config_checks import Checker, check_sections, did_you_mean, short, type_name
 from modelpack.project.model_dir import ModelConfig, ModelDir, ModelDirLike, RequirementLine, model_dir_root
-from modelpack.project.requirements import parse_requirements
+from modelpack.project.requirements import local_reads, parse_requirements
 from modelpack.project.yamlloc import PathKey, YamlDocument, YamlSyntaxError, format_path, load_yaml
 from modelpack.resources import cache_dir, read_text
 
@@ -264,6 +264,7 @@ def _load_requirements(root: Path, findings: list[Diagnostic]) -> tuple[Requirem
         return ()
     lines, problems = parse_requirements(text, display)
     findings.extend(problems)
+    findings.extend(local_reads(root, lines, display))
     return tuple(lines)
 
 

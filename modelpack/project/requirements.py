@@ -167,6 +167,76 @@ def included_files(root: Path, lines: Iterable[RequirementLine]) -> set[str]:
     return found
 
 
+_FILE_READING = ("-r", "--requirement", "-c", "--constraint", "--find-links")
+
+
+def local_reads(root: Path, lines: Iterable[RequirementLine], filename: str) -> list[Diagnostic]:
+    """Lines that would make pip or uv read outside the model directory (`-r /etc/passwd`,
+    `-c ../x`, `file:///...`) or install the directory's own files in place (`-e .`): each
+    is a located error, found without reading its target."""
+    found: list[Diagnostic] = []
+    top = root.resolve()
+    for line in lines:
+        if line.name is None and line.url is not None:
+            if line.url.lower().startswith("file:") or "://" not in line.url:
+                found.append(
+                    Diagnostic(
+                        filename,
+                        line.line,
+                        None,
+                        "",
+                        f"{line.url}: a local path cannot be installed in an "
+                        "image from a lock; publish the package to an index, or move its code into 1/",
+                    )
+                )
+            continue
+        if line.name is not None:
+            if line.url is not None and line.url.lower().startswith("file:"):
+                found.append(
+                    Diagnostic(filename, line.line, None, "", f"{line.url}: a file: URL reads the host")
+                )
+            continue
+        option = option_value(line.text)
+        if option is None:
+            continue
+        name, value = option
+        if name in ("-e", "--editable"):
+            if "://" not in value or value.lower().startswith("file:"):
+                found.append(
+                    Diagnostic(
+                        filename,
+                        line.line,
+                        None,
+                        "",
+                        f"{name} {value}: an editable local install "
+                        "cannot go into an image; move the code into 1/ or publish the package",
+                    )
+                )
+            continue
+        if name not in _FILE_READING or not value:
+            continue
+        if value.lower().startswith("file:"):
+            found.append(
+                Diagnostic(filename, line.line, None, "", f"{name} {value}: a file: URL reads the host")
+            )
+        elif "://" in value:
+            continue
+        elif Path(value).is_absolute() or not _inside(top, top / value):
+            found.append(
+                Diagnostic(filename, line.line, None, "", f"{name} {value}: outside the model directory")
+            )
+    return found
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """`path` (resolved, symlinks followed, never read) is `root` or below it."""
+    try:
+        path.resolve().relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
 def shipped_requirements(text: str) -> str:
     """requirements.txt as an image ships it: index options blanked (their values may be
     credentials; the lock says what was installed), credentials in other URLs redacted.
