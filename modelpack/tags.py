@@ -11,12 +11,13 @@ from collections.abc import Iterable
 
 from modelpack.errors import InvalidInputError
 
-VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
+VERSION_RE = re.compile(r"^v([1-9][0-9]{0,17})$")  # at most 18 digits: an int, never a huge one
 CONTENT_TAG_PREFIX = "c-"
+CLAIM_MARK = ".claim."  # `v4.claim.<nonce>`: a build's claim on v4 while it tags (modelpack.image.versions)
 
 
 def version_number(tag: str) -> int | None:
-    """N for a version tag `vN` (no leading zero, N >= 1); None for any other tag."""
+    """N for a version tag `vN` (no leading zero, 1 <= N < 10**18); None for any other tag."""
     match = VERSION_RE.match(tag)
     return int(match.group(1)) if match else None
 
@@ -34,9 +35,21 @@ def newest_first(tags: Iterable[str]) -> list[str]:
 
 
 def next_version(tags: Iterable[str]) -> str:
-    """The version after the highest `vN` among `tags` (`v1` when there is none)."""
-    numbers = [n for n in (version_number(t) for t in tags) if n is not None]
+    """The version after the highest `vN` among `tags`, claims on a version included (`v1` when
+    there is none)."""
+    numbers = [n for n in (version_number(claimed_version(t) or t) for t in tags) if n is not None]
     return f"v{max(numbers, default=0) + 1}"
+
+
+def claim_tag(version: str, nonce: str) -> str:
+    """The tag by which one build claims `version` before pointing it at its content."""
+    return f"{version}{CLAIM_MARK}{nonce}"
+
+
+def claimed_version(tag: str) -> str | None:
+    """The version a claim tag claims; None for any other tag."""
+    version, mark, nonce = tag.partition(CLAIM_MARK)
+    return version if mark and nonce and version_number(version) is not None else None
 
 
 def content_tag(content_digest: str) -> str:
@@ -52,9 +65,12 @@ def is_content_tag(tag: str) -> bool:
 
 
 __all__ = [
+    "CLAIM_MARK",
     "CONTENT_TAG_PREFIX",
     "VERSION_RE",
     "check_version",
+    "claim_tag",
+    "claimed_version",
     "content_tag",
     "is_content_tag",
     "newest_first",

@@ -7,12 +7,14 @@ Values are parsed as JSON when they parse, else taken as strings.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from modelpack.cli._common import emit_json, handle_errors, json_option
+from modelpack.cli._common import emit_json, handle_errors, json_option, output_settings
 from modelpack.errors import InvalidInputError, RuntimeFailure
 from modelpack.runtime.client import Model
 from modelpack.runtime.server import BackgroundServer
@@ -41,6 +43,16 @@ def parse_inputs(pairs: tuple[str, ...], string_args: frozenset[str] = frozenset
     return inputs
 
 
+def _quiet_server_log() -> None:
+    """The in-process server logs a model's exception with its traceback; here the error comes
+    back as the call's one-line answer, so the log shows it only with --verbose or MODELPACK_DEBUG."""
+    if os.environ.get("MODELPACK_DEBUG") or output_settings().verbose:
+        return
+    logger = logging.getLogger("modelpack.runtime")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
 def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
@@ -63,6 +75,7 @@ def predict(target: str, method: str, inputs: tuple[str, ...], as_json: bool) ->
         directory = Path(target)
         if not (directory / "1" / "model.py").is_file():
             raise InvalidInputError(f"{target}: not a URL and no {directory / '1' / 'model.py'}")
+        _quiet_server_log()
         server = BackgroundServer(directory).start()
         if server.runner.state != "ready":
             server.stop()

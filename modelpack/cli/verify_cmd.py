@@ -14,12 +14,19 @@ from modelpack.supply.verification import verify as run_verify
 @click.option(
     "--deep", is_flag=True, help="Also pull the layers and re-hash every file the manifest records."
 )
+@click.option(
+    "--source-repository",
+    metavar="REPO",
+    help="The repository the image was built and signed for, when IMAGE is a mirror or a deliberate "
+    "copy (default: IMAGE's own repository).",
+)
 @json_option
 @handle_errors
-def verify(image: str, key: str, deep: bool, as_json: bool) -> None:
-    """Verify IMAGE: the signature matches its digest and KEY, the modelpack manifest is signed
-    by the same key and records this digest. Exit 0 when all hold, 1 with the reason otherwise."""
-    result = run_verify(image, key, deep=deep)
+def verify(image: str, key: str, deep: bool, source_repository: str | None, as_json: bool) -> None:
+    """Verify IMAGE: the signature matches its digest and KEY and was made for IMAGE's repository,
+    the modelpack manifest is signed by the same key and records this digest, repository and tag.
+    Exit 0 when all hold, 1 with the reason otherwise."""
+    result = run_verify(image, key, deep=deep, source_repository=source_repository)
     if as_json:
         emit_json(result)
         return

@@ -49,6 +49,7 @@ from modelpack.project import methods as signature_stage
 from modelpack.project.checkpoints import BuildCheckpoint
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import ModelDir
+from modelpack.project.requirements import requirement_indexes
 from modelpack.supply.attach import BuiltFrom, publish_supply_chain
 from modelpack.tags import check_version, content_tag, is_content_tag, newest_first
 
@@ -114,6 +115,9 @@ def _build_checked(
 ) -> tuple[BuildResult, lock_stage.LockResult]:
     """The pipeline after validation and the service checks: (result, the lock it used)."""
     report = session.report
+    # the indexes requirements.txt names: for the lock, the builder stage and the engine's network
+    settings = request.settings.with_requirement_indexes(requirement_indexes(model_dir.requirements))
+    request = replace(request, settings=settings)
     preflight = checkpoint_preflight(model_dir, report)  # fails fast, before locking
     sig = signature_stage.signature(model_dir.root)
     report("signature", f"{sig.signature.class_name}: {len(sig.signature.methods)} method(s)")
@@ -201,6 +205,7 @@ def _publish(
         checkpoints=result.checkpoints,
         concepts=result.concepts or None,
         image_reference=result.image,
+        content_tag=result.content_tag or None,
     )
     published = publish_supply_chain(session.registry, request.repo, result.digest, built, key=request.signing_key)
     what = "existing manifest" if published.reused_manifest else "SBOM + manifest attached"

@@ -10,7 +10,10 @@ themselves are `modelpack.tags`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +24,22 @@ from modelpack.image.session import PushTarget
 from modelpack.oci.reference import ImageRef, parse_repository
 from modelpack.oci.registry import (
     DOCKER_MANIFEST_LIST,
+    EMPTY_JSON,
+    OCI_EMPTY,
     OCI_INDEX,
+    OCI_MANIFEST,
     Manifest,
     RegistryClient,
+    canonical_json,
 )
 from modelpack.progress import Reporter
-from modelpack.tags import is_content_tag, newest_first, next_version
+from modelpack.tags import claim_tag, claimed_version, is_content_tag, newest_first, next_version
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
 LABEL_PREFIX = "dev.modelpack."
+CLAIM_ARTIFACT_TYPE = "application/vnd.modelpack.version-claim.v1"
 
 
 # --------------------------------------------------------------------------- choosing a version
@@ -79,26 +87,136 @@ class PushedManifest:
     tags_before: tuple[str, ...] = ()  # the repository's tags seen before it was pushed
 
 
+CLAIM_ATTEMPTS = 12
+
+
+@dataclass(frozen=True)
+class VersionClaim:
+    """How one build asks for a version tag: which one, and whether only that one will do."""
+
+    repo: ImageRef
+    wanted: str | None  # None: the next free one
+    explicit: bool  # the user asked for `wanted`: never replaced by another
+    content_tag: str  # where the content stays when no version can be had
+
+
+def claim_version(
+    registry: RegistryClient,
+    claim: VersionClaim,
+    pushed: PushedManifest,
+    notes: list[str],
+    pause: Callable[[float], None] = time.sleep,
+) -> str:
+    """Point a version tag no other build takes at `pushed`, on a registry without conditional writes.
+
+    A plain distribution registry lets the last PUT of a tag win, so two builds that list the
+    same tags would both take the same `vN`. Each build therefore first writes a claim tag
+    `vN.claim.<nonce>` (a tiny manifest of its own), then lists the tags again: it tags `vN`
+    only when no version `vN` and no other claim on it is there. Of two builds that claim the
+    same version, the later lister always sees the earlier claim, so at most one of them tags
+    it; when both see each other, both withdraw and try again after a random pause. A claim is
+    deleted once its version is tagged (where the registry allows deletes; a claim left behind
+    only makes the next build skip that number). A version some build already gave this
+    content (a concurrent build of the same inputs) is reported instead of a second one.
+    """
+    repository = claim.repo.repository
+    nonce = secrets.token_hex(6)
+    for attempt in range(CLAIM_ATTEMPTS):
+        tags = set(registry.list_tags(repository))
+        new_tags = tags - set(pushed.tags_before)
+        existing = _version_of(registry, repository, pushed.digest, newest_first(new_tags))
+        if existing is not None:
+            if claim.explicit and existing != claim.wanted:
+                raise InvalidInputError(
+                    f"this content is already {claim.repo.name}:{existing}; a version is never duplicated"
+                )
+            return existing
+        seen = tags | set(pushed.tags_before)
+        if claim.explicit and claim.wanted is not None:
+            if claim.wanted in seen:
+                raise InvalidInputError(
+                    f"version {claim.wanted} was taken in {claim.repo.name} meanwhile; "
+                    f"content pushed as {claim.content_tag}"
+                )
+            candidate = claim.wanted
+        elif claim.wanted is not None and not _claimed(claim.wanted, seen):
+            candidate = claim.wanted
+        else:
+            candidate = next_version(seen)
+        mine = claim_tag(candidate, nonce)
+        claim_digest = _put_claim(registry, repository, mine, candidate, pushed.digest)
+        after = set(registry.list_tags(repository))
+        rivals = [t for t in after if t != mine and claimed_version(t) == candidate]
+        if candidate not in after and not rivals:
+            registry.put_manifest(repository, candidate, pushed.raw, pushed.media_type)
+            _drop_claim(registry, repository, claim_digest)
+            check = registry.head_manifest(repository, candidate)
+            if check is None or check.digest != pushed.digest:
+                raise RegistryError(
+                    f"{claim.repo.name}:{candidate} does not point at the pushed content {pushed.digest}"
+                )
+            if claim.wanted is not None and candidate != claim.wanted:
+                notes.append(f"version {claim.wanted} was taken meanwhile; using {candidate}")
+            return candidate
+        _drop_claim(registry, repository, claim_digest)
+        if candidate in after and claim.explicit:
+            continue  # the next round reports it as taken
+        pause(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise RegistryError(
+        f"no version could be claimed in {claim.repo.name} after {CLAIM_ATTEMPTS} tries (other builds "
+        f"kept taking them); content pushed as {claim.content_tag}"
+    )
+
+
+def _claimed(version: str, tags: set[str]) -> bool:
+    """The registry has `version`, or some build claims it."""
+    return version in tags or any(claimed_version(t) == version for t in tags)
+
+
+def _version_of(registry: RegistryClient, repository: str, digest: str, versions: list[str]) -> str | None:
+    """The first of `versions` that points at `digest`."""
+    for tag in versions:
+        found = registry.head_manifest(repository, tag)
+        if found is not None and found.digest == digest:
+            return tag
+    return None
+
+
+def _put_claim(registry: RegistryClient, repository: str, tag: str, version: str, digest: str) -> str:
+    """Store the claim manifest under `tag`; returns its digest (unique to this claim)."""
+    config, _ = registry.ensure_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": CLAIM_ARTIFACT_TYPE,
+        "config": config.to_dict(),
+        "layers": [],
+        "annotations": {f"{LABEL_PREFIX}claim.version": version, f"{LABEL_PREFIX}claim.for": digest},
+    }
+    return registry.put_manifest(repository, tag, canonical_json(body), OCI_MANIFEST).digest
+
+
+def _drop_claim(registry: RegistryClient, repository: str, digest: str) -> None:
+    """Delete a claim; a registry that refuses deletes keeps it (the number is then skipped)."""
+    try:
+        registry.delete_manifest(repository, digest)
+    except RegistryError:
+        pass
+
+
 def tag_version(
     registry: RegistryClient, target: PushTarget, pushed: PushedManifest, notes: list[str], report: Reporter
 ) -> str:
     """Point the first free version tag (`target.version` unless taken meanwhile) at the pushed manifest.
 
-    A version tag is never moved: a taken version becomes the next free one, or an error
-    when the user asked for that version explicitly.
+    A version tag is never moved and never taken by two builds (`claim_version`): a taken
+    version becomes the next free one, or an error when the user asked for that version.
     """
-    final = free_version(registry, target.repo, target.version, pushed.tags_before, notes)
-    if final != target.version:
-        if target.explicit:
-            raise InvalidInputError(
-                f"version {target.version} was taken in {target.name} meanwhile; "
-                f"content pushed as {target.content_tag}"
-            )
-        report("note", notes[-1])
-    registry.put_manifest(target.repo.repository, final, pushed.raw, pushed.media_type)
-    check = registry.head_manifest(target.repo.repository, final)
-    if check is None or check.digest != pushed.digest:
-        raise RegistryError(f"{target.ref(final)} does not point at the pushed content {pushed.digest}")
+    claim = VersionClaim(target.repo, target.version, target.explicit, target.content_tag)
+    before = len(notes)
+    final = claim_version(registry, claim, pushed, notes)
+    for note in notes[before:]:
+        report("note", note)
     return final
 
 
@@ -141,8 +259,10 @@ def reuse_remote(
     if requested and requested in set(registry.list_tags(repo.repository)) | set(remote_tags):
         # an explicit version is never silently replaced by another (as in tag_version)
         raise InvalidInputError(f"version {requested} already exists in {repo.name} with other content")
-    chosen = free_version(registry, repo, requested, remote_tags, notes)
-    registry.put_manifest(repo.repository, chosen, manifest.raw, manifest.media_type)
+    pushed = PushedManifest(manifest.raw, manifest.media_type, descriptor.digest, tuple(remote_tags))
+    chosen = claim_version(
+        registry, VersionClaim(repo, requested, requested is not None, ctag), pushed, notes
+    )
     report("done", f"{repo.name}:{chosen} tagged (content was already in the registry)")
     return BuildResult(
         image=f"{repo.name}:{chosen}",

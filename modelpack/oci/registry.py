@@ -393,8 +393,13 @@ class RegistryClient:
             response = self.request("GET", path, scope=_pull(repository), allow_missing=True)
             if response is None:
                 return []
-            body = response.json()
-            tags.extend(body.get("tags") or [])
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or not isinstance(body.get("tags") or [], list):
+                raise RegistryError(f"registry {self.registry}: the tag list of {repository} is not JSON")
+            tags.extend(str(tag) for tag in body.get("tags") or [])
             link = response.links.get("next", {}).get("url")
             path = urljoin(self.base_url + "/", link) if link else None
         return tags

@@ -35,6 +35,7 @@ from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import ProgressObserver, Reporter, reporter
 from modelpack.project.config import as_model_dir
 from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
+from modelpack.project.requirements import is_index_option, option_value, requirement_indexes
 
 LOCK_FILE = "requirements.lock"
 PLATFORM = "x86_64-manylinux_2_28"
@@ -365,6 +366,10 @@ def _uv_input(model_dir: ModelDir, resolved: ResolveResult, keep_clarifai: bool)
                 "requirement cannot be locked for the image; publish the package to an index, or move "
                 "its code into 1/ and import it from there"
             )
+        if requirement.name is None and requirement.url is None and is_index_option(text):
+            found = option_value(text)
+            if found is not None and found[0] in ("--index-url", "--extra-index-url"):
+                continue  # given to uv as options, with the settings' (BuildSettings.with_requirement_indexes)
         if requirement.name is None:
             lines.append(_absolutize_option(text, model_dir.root))
             continue
@@ -585,6 +590,7 @@ def lock(
     """
     model_dir = as_model_dir(model_dir)
     settings = settings if settings is not None else BuildSettings.from_env()
+    settings = settings.with_requirement_indexes(requirement_indexes(model_dir.requirements))
     if resolved is None:
         resolved = _resolved(model_dir, settings)
     report = reporter(progress)

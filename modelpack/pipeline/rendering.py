@@ -42,6 +42,7 @@ from modelpack.project.config import as_model_dir
 from modelpack.project.ignore import IGNORE_FILE, is_virtualenv, load_rules
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir, ModelDirLike
+from modelpack.project.requirements import included_files, requirement_indexes, shipped_requirements
 from modelpack.resources import data_dir
 
 if TYPE_CHECKING:
@@ -381,6 +382,7 @@ def render(
         signature = signature or prepared.signature.signature
     else:
         model_dir = as_model_dir(model_dir)
+    settings = settings.with_requirement_indexes(requirement_indexes(model_dir.requirements))
     root = model_dir.root.resolve()
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
@@ -473,7 +475,8 @@ def render(
                 checkpoint_commit=checkpoint_commit,
             )
             build_args = _build_args(settings)
-            _populate(tmp, sources, lock.path, settings, token)
+            shipped = {"requirements.txt", *included_files(root, model_dir.requirements)}
+            _populate(tmp, sources, lock.path, settings, _Blanked(token, frozenset(shipped)))
             if checkpoints_from is not None:
                 _copy_checkpoints(Path(checkpoints_from), tmp / CTX_CHECKPOINTS)
             dockerfile_text = _render_dockerfile(
@@ -531,10 +534,20 @@ def _build_args(settings: BuildSettings) -> dict[str, str]:
     return args
 
 
+@dataclass(frozen=True)
+class _Blanked:
+    """What the image's copies of model files leave out: the hub token in config.yaml, and index
+    options (with their credentials) in requirements.txt and the files it includes."""
+
+    token: str | None
+    requirement_files: frozenset[str]
+
+
 def _populate(
-    tmp: Path, sources: list[_SourceFile], lock_path: Path, settings: BuildSettings, token: str | None
+    tmp: Path, sources: list[_SourceFile], lock_path: Path, settings: BuildSettings, blanked: _Blanked
 ) -> None:
-    """Fill the context; `token` (checkpoints.hf_token) is blanked in the image's config.yaml."""
+    """Fill the context, without the secrets of `blanked`."""
+    token = blanked.token
     _copy(lock_path, tmp / CTX_LOCK, False)
     if settings.ca_bundle is not None:
         ca_bundle = Path(settings.ca_bundle)
@@ -552,6 +565,11 @@ def _populate(
             _copy(source.path, tmp / CTX_CONFIG, False)
             if token:
                 _blank_token(tmp / CTX_CONFIG, token)
+        elif source.rel in blanked.requirement_files:
+            target = tmp / CTX_APP / source.rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = source.path.read_text(encoding="utf-8", errors="replace")
+            target.write_text(shipped_requirements(text), encoding="utf-8")
         elif source.rel not in _NOT_IN_APP:
             _copy(source.path, tmp / CTX_APP / source.rel, source.executable)
     for required in (CTX_CONFIG, f"{CTX_APP}/1/model.py"):

@@ -11,16 +11,19 @@ command takes its settings from `BuildSettings.from_env()`, which applies one pr
   ``SSL_CERT_FILE`` that names an existing file, else none;
 * base registry: the explicit prefix, then ``MODELPACK_BASE_REGISTRY``, else none.
 
-Index URLs may hold credentials and the CA bundle is the build host's: both reach only the
-discarded builder stage of an image, never a layer of the result.
+Index options inside requirements.txt (`--index-url`, `--extra-index-url`) count too
+(`with_requirement_indexes`). Index URLs may hold credentials and the CA bundle is the build
+host's: both reach only the discarded builder stage of an image, never a layer of the result.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from modelpack.project.requirements import RequirementIndexes
 
 INDEX_URL_VARIABLES = ("UV_INDEX_URL", "PIP_INDEX_URL")
 EXTRA_INDEX_URL_VARIABLES = ("UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
@@ -67,6 +70,14 @@ class BuildSettings:
             use_dockerfile=use_dockerfile,
             base_registry=base_registry or environ.get(BASE_REGISTRY_VARIABLE) or None,
         )
+
+
+    def with_requirement_indexes(self, indexes: RequirementIndexes) -> BuildSettings:
+        """These settings with the indexes requirements.txt names, as pip combines them: the
+        file's `--index-url` replaces the index, its `--extra-index-url`s are added. Like every
+        index URL, they reach only the builder stage, never the image (`shipped_requirements`)."""
+        extras = tuple(dict.fromkeys((*self.extra_index_urls, *indexes.extra_index_urls)))
+        return replace(self, index_url=indexes.index_url or self.index_url, extra_index_urls=extras)
 
 
 def env_ca_bundle(environ: Mapping[str, str] | None = None) -> Path | None:

@@ -9,7 +9,6 @@ is read here: checks that need later stages (resolve, lock, the hub) are in
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -20,7 +19,8 @@ from typing import Any
 from modelpack.errors import ConfigError, Diagnostic
 from modelpack.project.config_checks import Checker, check_sections, did_you_mean, short, type_name
 from modelpack.project.model_dir import ModelConfig, ModelDir, ModelDirLike, RequirementLine, model_dir_root
-from modelpack.project.requirements import parse_requirements
+from modelpack.project.pysource import SourceError, parse_source, read_source
+from modelpack.project.requirements import local_reads, parse_requirements
 from modelpack.project.yamlloc import PathKey, YamlDocument, YamlSyntaxError, format_path, load_yaml
 from modelpack.resources import cache_dir, read_text
 
@@ -264,16 +264,23 @@ def _load_requirements(root: Path, findings: list[Diagnostic]) -> tuple[Requirem
         return ()
     lines, problems = parse_requirements(text, display)
     findings.extend(problems)
+    findings.extend(local_reads(root, lines, display))
     return tuple(lines)
 
 
 def _check_model_py(root: Path, findings: list[Diagnostic]) -> None:
     display = display_path(root, "1", "model.py")
-    text = _read(root / "1" / "model.py", display, findings, "1/model.py")
-    if text is None:
+    path = root / "1" / "model.py"
+    if not path.is_file():
+        findings.append(Diagnostic(display, None, None, "", f"1/model.py not found; create {display}"))
         return
     try:
-        ast.parse(text, filename=display)
+        text = read_source(path)
+    except SourceError as exc:
+        findings.append(Diagnostic(display, exc.line, None, "", exc.message))
+        return
+    try:
+        parse_source(text, display)
     except SyntaxError as exc:
         findings.append(Diagnostic(display, exc.lineno, exc.offset, "", f"Python syntax error: {exc.msg}"))
 

@@ -2,9 +2,11 @@
 
 `.modelpackignore` uses gitignore syntax (matched with `pathspec`'s GitIgnoreSpec,
 so negation, anchoring and directory-only patterns behave as in git). A set of
-defaults always applies first, so that VCS data, caches, virtualenvs and `.env`
-files never reach an image even without an ignore file; a user pattern starting
-with `!` can re-include a default-ignored file.
+defaults always applies first, so that VCS data, caches, virtualenvs, `.env` files and
+credential files (`.netrc`, `.pypirc`, `.npmrc`, `.git-credentials`, `.envrc`, `*.pem`/`*.key`
+and other private keys, `~/.aws`-, gcloud-, Azure-, kube- and docker-login files) never reach an
+image even without an ignore file; a user pattern starting with `!` can re-include a
+default-ignored file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,27 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     ".ruff_cache/",
     ".ipynb_checkpoints/",
     ".DS_Store",
+    # credentials: package indexes, git, shells, private keys, cloud and cluster logins
+    ".netrc",
+    "_netrc",
+    ".envrc",
+    ".pypirc",
+    ".npmrc",
+    ".git-credentials",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "id_rsa",
+    "id_ecdsa",
+    "id_ed25519",
+    ".ssh/",
+    ".aws/",
+    ".azure/",
+    ".config/gcloud/",
+    "application_default_credentials.json",
+    ".kube/",
+    ".docker/config.json",
 )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from modelpack.errors import Diagnostic, SignatureError
 from modelpack.project.method_types import DATA_TYPES, InputSpec, MethodKind, MethodSignature, ModelSignature
 from modelpack.project.model_dir import ModelDirLike, model_dir_root
+from modelpack.project.pysource import SourceError, parse_source, read_source
 
 BASE_CLASSES = ("ModelClass", "OpenAIModelClass", "VisualClassifierClass", "VisualDetectorClass")
 
@@ -615,13 +616,13 @@ def signature(path: ModelDirLike) -> SignatureResult:
         location = f"not found in {path}" if Path(path).is_dir() else "not found"
         raise SignatureError(message, [Diagnostic(display, None, None, "", location)])
     try:
-        source = model_py.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        source = read_source(model_py)
+    except SourceError as error:
         raise SignatureError(
-            f"{display}: cannot read: {error}", [Diagnostic(display, None, None, "", f"cannot read: {error}")]
+            f"{display}: {error.message}", [Diagnostic(display, error.line, None, "", error.message)]
         ) from None
     try:
-        tree = ast.parse(source, filename=display)
+        tree = parse_source(source, display)
     except SyntaxError as error:
         column = f" (column {error.offset})" if error.offset else ""
         message = f"syntax error: {error.msg}{column}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -37,6 +40,12 @@ _FILE_OPTIONS: dict[str, bool] = {
     "--use-feature": True,
 }
 _PER_REQUIREMENT_OPTIONS = ("--hash", "--config-settings", "--global-option", "--install-option")
+# options that say where packages come from: their values may hold credentials, so they
+# reach only the build's discarded builder stage, never the requirements.txt an image ships
+INDEX_OPTIONS = frozenset(
+    {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "--no-index"}
+)
+_LONG_NAMES = {"-i": "--index-url", "-f": "--find-links"}
 
 
 def _redact(text: str) -> str:
@@ -81,6 +90,168 @@ def _option_line(lineno: int, line: str, filename: str) -> tuple[RequirementLine
     if takes_value and not has_value:
         return None, Diagnostic(filename, lineno, 1, "", f"option {name} needs a value")
     return RequirementLine(line=lineno, text=line, name=None), None
+
+
+def option_value(text: str) -> tuple[str, str] | None:
+    """(long option name, value) of an option line (`-i URL`, `--index-url=URL`, `-iURL`)."""
+    try:
+        parts = shlex.split(text)
+    except ValueError:
+        return None
+    if not parts or not parts[0].startswith("-"):
+        return None
+    name, eq, value = parts[0].partition("=")
+    if not eq and name not in _FILE_OPTIONS and not name.startswith("--") and _FILE_OPTIONS.get(name[:2]):
+        name, value = name[:2], name[2:]
+    elif not eq and len(parts) > 1:
+        value = parts[1]
+    return _LONG_NAMES.get(name, name), value
+
+
+@dataclass(frozen=True)
+class RequirementIndexes:
+    """The package indexes requirements.txt names itself (pip's own options, as pip reads them)."""
+
+    index_url: str | None = field(default=None, repr=False)  # the last `--index-url`, as pip takes it
+    extra_index_urls: tuple[str, ...] = field(default=(), repr=False)
+
+
+def requirement_indexes(lines: Iterable[RequirementLine]) -> RequirementIndexes:
+    """The `--index-url` and `--extra-index-url` options among the parsed lines."""
+    index: str | None = None
+    extras: list[str] = []
+    for line in lines:
+        if line.name is not None or line.url is not None:
+            continue
+        found = option_value(line.text)
+        if found is None:
+            continue
+        name, value = found
+        if name == "--index-url" and value:
+            index = value
+        elif name == "--extra-index-url" and value and value not in extras:
+            extras.append(value)
+    return RequirementIndexes(index, tuple(extras))
+
+
+def is_index_option(text: str) -> bool:
+    """A line that says where packages come from (`--index-url`, `--find-links`, ...)."""
+    found = option_value(text.strip())
+    return found is not None and (found[0] in INDEX_OPTIONS or _LONG_NAMES.get(found[0], "") in INDEX_OPTIONS)
+
+
+def included_files(root: Path, lines: Iterable[RequirementLine]) -> set[str]:
+    """Paths (relative to `root`, inside it) of the files `-r`/`-c` lines pull in, recursively."""
+    found: set[str] = set()
+    pending = [(line.text, root) for line in lines if line.name is None and line.url is None]
+    while pending:
+        text, base = pending.pop()
+        option = option_value(text.strip())
+        if option is None or option[0] not in ("-r", "--requirement", "-c", "--constraint"):
+            continue
+        if "://" in option[1]:
+            continue
+        target = (base / option[1]).resolve()
+        try:
+            rel = target.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue  # outside the model directory: refused by validate, never read
+        if rel in found or not target.is_file():
+            continue
+        found.add(rel)
+        try:
+            nested = target.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        pending.extend((t, target.parent) for _, t in _logical_lines(nested) if t.startswith("-"))
+    return found
+
+
+_FILE_READING = ("-r", "--requirement", "-c", "--constraint", "--find-links")
+
+
+def local_reads(root: Path, lines: Iterable[RequirementLine], filename: str) -> list[Diagnostic]:
+    """Lines that would make pip or uv read outside the model directory (`-r /etc/passwd`,
+    `-c ../x`, `file:///...`) or install the directory's own files in place (`-e .`): each
+    is a located error, found without reading its target."""
+    found: list[Diagnostic] = []
+    top = root.resolve()
+    for line in lines:
+        if line.name is None and line.url is not None:
+            if line.url.lower().startswith("file:") or "://" not in line.url:
+                found.append(
+                    Diagnostic(
+                        filename,
+                        line.line,
+                        None,
+                        "",
+                        f"{line.url}: a local path cannot be installed in an "
+                        "image from a lock; publish the package to an index, or move its code into 1/",
+                    )
+                )
+            continue
+        if line.name is not None:
+            if line.url is not None and line.url.lower().startswith("file:"):
+                found.append(
+                    Diagnostic(filename, line.line, None, "", f"{line.url}: a file: URL reads the host")
+                )
+            continue
+        option = option_value(line.text)
+        if option is None:
+            continue
+        name, value = option
+        if name in ("-e", "--editable"):
+            if "://" not in value or value.lower().startswith("file:"):
+                found.append(
+                    Diagnostic(
+                        filename,
+                        line.line,
+                        None,
+                        "",
+                        f"{name} {value}: an editable local install "
+                        "cannot go into an image; move the code into 1/ or publish the package",
+                    )
+                )
+            continue
+        if name not in _FILE_READING or not value:
+            continue
+        if value.lower().startswith("file:"):
+            found.append(
+                Diagnostic(filename, line.line, None, "", f"{name} {value}: a file: URL reads the host")
+            )
+        elif "://" in value:
+            continue
+        elif Path(value).is_absolute() or not _inside(top, top / value):
+            found.append(
+                Diagnostic(filename, line.line, None, "", f"{name} {value}: outside the model directory")
+            )
+    return found
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """`path` (resolved, symlinks followed, never read) is `root` or below it."""
+    try:
+        path.resolve().relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def shipped_requirements(text: str) -> str:
+    """requirements.txt as an image ships it: index options blanked (their values may be
+    credentials; the lock says what was installed), credentials in other URLs redacted.
+    Line numbers stay as they were, so messages about the file still point at the right line."""
+    out: list[str] = []
+    continued = False
+    for raw in text.splitlines():
+        line = _COMMENT.sub("", raw).strip()
+        starts_option = not continued and is_index_option(line.rstrip("\\").strip())
+        if starts_option or (continued and out and out[-1].startswith("# (index option")):
+            out.append("# (index option removed by modelpack)")
+        else:
+            out.append(_redact(raw))
+        continued = raw.rstrip().endswith("\\")
+    return "\n".join(out) + ("\n" if text.endswith("\n") or not text else "")
 
 
 def _split_requirement_options(line: str) -> tuple[str, list[str]]:

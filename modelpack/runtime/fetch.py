@@ -42,8 +42,12 @@ def private_urls_allowed() -> bool:
 
 
 def check_url_syntax(url: str) -> None:
-    """Refuse what is wrong without any network access (scheme, credentials, host)."""
-    parts = urlsplit(url)
+    """Refuse what is wrong without any network access (scheme, credentials, host, port)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port out of range or not a number raises here)
+    except ValueError as error:
+        raise FetchError(f"invalid URL: {error}") from None
     if parts.scheme not in ("http", "https"):
         raise FetchError(f"URL scheme {parts.scheme or '(none)'!r} is not allowed; use http or https")
     if parts.username is not None or parts.password is not None:
@@ -54,9 +58,28 @@ def check_url_syntax(url: str) -> None:
 
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:  # judged by the IPv4 address the packets reach
+            ip = embedded
     return ip.is_global and not ip.is_multicast
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix (RFC 6052)
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # local-use prefix (RFC 8215)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, NAT64, 6to4 or Teredo address carries, if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64 or ip in _NAT64_LOCAL:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def _resolve(host: str, port: int) -> str:

@@ -185,9 +185,10 @@ class Runner:
             return [await func(**kwargs) for kwargs in items]
         return await run_in_threadpool(lambda: [func(**kwargs) for kwargs in items])
 
-    def stream(self, plan: MethodPlan, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """The items of a streaming method, produced as the model yields them."""
-        return iterate(self.bound[plan.name], kwargs, plan.is_async)
+    def stream(self, plan: MethodPlan, kwargs: dict[str, Any], limiter: Any = None) -> AsyncIterator[Any]:
+        """The items of a streaming method, produced as the model yields them; a sync method's
+        thread hops borrow from ``limiter`` (an ``anyio.CapacityLimiter``; None: anyio's default)."""
+        return iterate(self.bound[plan.name], kwargs, plan.is_async, limiter)
 
 
 _DONE = object()
@@ -197,8 +198,13 @@ def _next(iterator: Iterator[Any]) -> Any:
     return next(iterator, _DONE)
 
 
-async def iterate(func: Callable[..., Any], kwargs: dict[str, Any], is_async: bool) -> AsyncIterator[Any]:
+async def iterate(
+    func: Callable[..., Any], kwargs: dict[str, Any], is_async: bool, limiter: Any = None
+) -> AsyncIterator[Any]:
     """Drive a sync generator in worker threads (one item per hop) or an async one directly.
+
+    A stream's hops borrow from ``limiter`` (an ``anyio.CapacityLimiter``), so streams that wait
+    for input hold their own threads, never those unary calls are served from.
 
     Cancellation (client gone) waits for the item being computed, then closes the
     generator so the model's ``finally``/``with`` blocks run and it stops working.
@@ -219,11 +225,11 @@ async def iterate(func: Callable[..., Any], kwargs: dict[str, Any], is_async: bo
     if inspect.isgeneratorfunction(func):  # creating the generator runs no model code
         result = func(**kwargs)
     else:
-        result = await anyio.to_thread.run_sync(lambda: func(**kwargs))
+        result = await anyio.to_thread.run_sync(lambda: func(**kwargs), limiter=limiter)
     iterator = iter(result)
     try:
         while True:
-            item = await anyio.to_thread.run_sync(_next, iterator)
+            item = await anyio.to_thread.run_sync(_next, iterator, limiter=limiter)
             if item is _DONE:
                 break
             yield item
@@ -231,7 +237,7 @@ async def iterate(func: Callable[..., Any], kwargs: dict[str, Any], is_async: bo
         close = getattr(iterator, "close", None)
         if close is not None:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(close)
+                await anyio.to_thread.run_sync(close, limiter=limiter)
 
 
 async def run_batch(func: Callable[..., Any], plan: MethodPlan, items: list[dict[str, Any]]) -> list[Any]:

@@ -24,7 +24,14 @@ Endpoints:
 Errors are ``{"error": {"code", "message", ...}}``: 400 bad JSON, 404 unknown method,
 413 body over ``max_body_bytes`` (``MODELPACK_MAX_BODY_BYTES``, default 64 MiB),
 422 bad arguments (``"argument"`` names it), 500 the model raised (the server keeps
-serving), 503 not loaded yet.
+serving), 503 not loaded yet, or ``too_many_streams``.
+
+Streams cannot starve unary calls: each streaming method serves at most
+``MODELPACK_MAX_STREAMS`` streams at once (default 16; past it a stream is refused with
+``too_many_streams``, WebSocket close code 1013), a sync method's streams run on threads of
+their own (not the pool unary calls use), and a WebSocket stream that sends nothing for
+``MODELPACK_STREAM_IDLE_TIMEOUT`` seconds (default 120) is closed with ``idle_timeout``.
+``/ready`` answers 503 ``{"status": "busy"}`` while every worker thread for calls is taken.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -46,6 +54,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from modelpack.errors import RuntimeFailure
 from modelpack.runtime.fetch import FetchError
 from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks, completion_response
 from modelpack.runtime.introspect import ArgumentError, MethodPlan, encode, make_decoder
@@ -58,6 +67,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelpack.runtime")
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_STREAMS = 16  # per streaming method
+DEFAULT_STREAM_IDLE_SECONDS = 120.0
+
+
+def _env_positive(name: str, default: float) -> float:
+    """A positive number from the environment, else ``default``."""
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 class HTTPError(Exception):
@@ -93,11 +113,20 @@ async def _read_json(request: Request, limit: int) -> Any:
                 raise HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
         body = bytes(chunks)
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise HTTPError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
     except RecursionError:
         raise HTTPError(400, "invalid_json", "request body is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(body):  # only a `\uD8xx` escape can make a lone surrogate
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPError(400, "invalid_json", "request body holds a lone UTF-16 surrogate") from None
+    return payload
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
 def _dumps(value: Any) -> str:
@@ -115,14 +144,24 @@ class ModelServer:
         )
         self._openapi: dict[str, Any] | None = None
         self._openai_model: str | None = None
+        self.max_streams = int(_env_positive("MODELPACK_MAX_STREAMS", DEFAULT_MAX_STREAMS))
+        self.stream_idle_seconds = _env_positive("MODELPACK_STREAM_IDLE_TIMEOUT", DEFAULT_STREAM_IDLE_SECONDS)
+        self._streams: dict[str, int] = {}  # method -> open streams (touched on the event loop only)
+        self._stream_limiters: dict[str, Any] = {}  # method -> anyio.CapacityLimiter for its threads
 
     # -- probes --------------------------------------------------------------
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
+        import anyio.to_thread
+
         runner = self.runner
         if runner.state == "ready":
+            if anyio.to_thread.current_default_thread_limiter().available_tokens < 1:
+                return JSONResponse(
+                    {"status": "busy", "error": "every worker thread is serving a call"}, status_code=503
+                )
             return JSONResponse({"status": "ready"})
         body: dict[str, Any] = {"status": runner.state}
         if runner.error:
@@ -204,13 +243,34 @@ class ModelServer:
             log.exception("method %s failed", plan.name)
             raise _model_error(error) from None
 
+    def _open_stream(self, plan: MethodPlan) -> Any:
+        """Count a new stream of ``plan`` (refused past the bound); its threads' limiter."""
+        import anyio
+
+        open_now = self._streams.get(plan.name, 0)
+        if open_now >= self.max_streams:
+            raise HTTPError(
+                503,
+                "too_many_streams",
+                f"method {plan.name!r} already serves {open_now} streams (MODELPACK_MAX_STREAMS); try again later",
+            )
+        self._streams[plan.name] = open_now + 1
+        limiter = self._stream_limiters.get(plan.name)
+        if limiter is None:
+            limiter = self._stream_limiters[plan.name] = anyio.CapacityLimiter(self.max_streams)
+        return limiter
+
+    def _close_stream(self, plan: MethodPlan) -> None:
+        self._streams[plan.name] = max(0, self._streams.get(plan.name, 1) - 1)
+
     def _stream_response(self, request: Request, plan: MethodPlan, kwargs: dict[str, Any]) -> Response:
         ndjson = "application/x-ndjson" in request.headers.get("accept", "")
         items = self._async_input(plan, kwargs)
+        limiter = self._open_stream(plan)
 
         async def body() -> AsyncIterator[str]:
             try:
-                async for item in self.runner.stream(plan, items):
+                async for item in self.runner.stream(plan, items, limiter):
                     data = _dumps({"result": encode(item)})
                     yield f"{data}\n" if ndjson else f"data: {data}\n\n"
             except Exception as error:
@@ -219,6 +279,8 @@ class ModelServer:
                 data = _dumps({"error": {"code": http.code, "message": http.message}})
                 yield f"{data}\n" if ndjson else f"event: error\ndata: {data}\n\n"
                 return
+            finally:
+                self._close_stream(plan)
             if not ndjson:
                 yield "event: done\ndata: {}\n\n"
 
@@ -248,7 +310,8 @@ class ModelServer:
             arg = plan.stream_arg
             if arg is None:
                 raise HTTPError(422, "not_streaming", f"method {plan.name!r} takes no input stream; use POST")
-            first = await self._receive_json(websocket)
+            with anyio.fail_after(self.stream_idle_seconds):
+                first = await self._receive_json(websocket)
             if not isinstance(first, dict) or not isinstance(first.get("args", {}), dict):
                 raise HTTPError(422, "invalid_argument", 'the first message must be {"args": {...}}')
             args = dict(first.get("args", {}))
@@ -268,7 +331,35 @@ class ModelServer:
             return
         except WebSocketDisconnect:
             return
+        except TimeoutError:
+            await self._ws_close_with_error(websocket, "idle_timeout", self._idle_message(), 1008)
+            return
+        try:
+            limiter = self._open_stream(plan)
+        except HTTPError as error:
+            await self._ws_close_with_error(websocket, error.code, error.message, 1013)
+            return
+        try:
+            await self._bidirectional(websocket, plan, kwargs, decode_item, limiter)
+        finally:
+            self._close_stream(plan)
 
+    def _idle_message(self) -> str:
+        return f"no message for {self.stream_idle_seconds:g} s (MODELPACK_STREAM_IDLE_TIMEOUT)"
+
+    async def _bidirectional(
+        self,
+        websocket: WebSocket,
+        plan: MethodPlan,
+        kwargs: dict[str, Any],
+        decode_item: Callable[[Any], Any],
+        limiter: Any,
+    ) -> None:
+        """Feed the client's items to the method and send its results, until either side ends."""
+        import anyio
+
+        arg = plan.stream_arg
+        assert arg is not None
         sentinel = object()
         if plan.is_async:
             import asyncio
@@ -291,7 +382,8 @@ class ModelServer:
         async def receive_items(scope: anyio.CancelScope) -> None:
             try:
                 while True:
-                    message = await self._receive_json(websocket)
+                    with anyio.fail_after(self.stream_idle_seconds):
+                        message = await self._receive_json(websocket)
                     if isinstance(message, dict) and message.get("end"):
                         break
                     if not isinstance(message, dict) or "item" not in message:
@@ -307,6 +399,9 @@ class ModelServer:
             except WebSocketDisconnect:
                 failure.append(("disconnected", "client went away"))
                 scope.cancel()
+            except TimeoutError:
+                failure.append(("idle_timeout", self._idle_message()))
+                scope.cancel()
             except HTTPError as error:  # an oversized or malformed message: say so, then close
                 failure.append((error.code, error.message))
                 scope.cancel()
@@ -317,7 +412,7 @@ class ModelServer:
         async with anyio.create_task_group() as group:
             group.start_soon(receive_items, group.cancel_scope)
             try:
-                async for item in iterate(self.runner.bound[plan.name], kwargs, plan.is_async):
+                async for item in iterate(self.runner.bound[plan.name], kwargs, plan.is_async, limiter):
                     await websocket.send_text(_dumps({"result": encode(item)}))
             except (WebSocketDisconnect, OSError):
                 failure.append(("disconnected", "client went away"))
@@ -397,7 +492,11 @@ class ModelServer:
             payload = await _read_json(request, self.max_body_bytes)
             if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
                 raise HTTPError(422, "invalid_argument", "'messages' must be a list", argument="messages")
-            stream = bool(payload.get("stream"))
+            stream = payload.get("stream", False)
+            if stream is None:
+                stream = False
+            if not isinstance(stream, bool):
+                raise HTTPError(422, "invalid_argument", "'stream' must be true or false", argument="stream")
             own = type(instance).chat_completion is not OpenAIModelClass.chat_completion
             if not own and _user_defined(
                 instance, "openai_stream_transport" if stream else "openai_transport"
@@ -599,6 +698,7 @@ def serve(
             failed.set()
             server.should_exit = True
 
+    listening = listen_socket(host, port)  # before anything starts: a bad address is one line
     app = create_app(runner, max_body_bytes=max_body_bytes, on_loaded=on_loaded)
     server = uvicorn.Server(uvicorn_config(app, host, port, access_log=access_log))
     if threading.current_thread() is threading.main_thread():
@@ -607,8 +707,34 @@ def serve(
         # uvicorn re-raises the signal after its graceful shutdown; a finished
         # SIGTERM shutdown is a clean exit (status 0), not a death by signal
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run()
+    server.run(sockets=[listening])
     return 1 if failed.is_set() else 0
+
+
+def listen_socket(host: str, port: int) -> Any:
+    """A socket bound to ``host:port``; a port in use or a host that does not resolve is a
+    `RuntimeFailure` with one line (uvicorn would log it and exit with its own status)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError) as error:
+        raise RuntimeFailure(f"cannot listen on {host}:{port}: {_reason(error)}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.set_inheritable(True)
+    except OSError as error:
+        sock.close()
+        raise RuntimeFailure(f"cannot listen on {host}:{port}: {_reason(error)}") from None
+    return sock
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)
 
 
 class BackgroundServer:

@@ -117,6 +117,7 @@ class BuiltFrom:
     concepts: Sequence[Concept] | None = None  # None: the config's
     image_reference: str | None = None
     build_time: str | None = None
+    content_tag: str | None = None  # the image's content tag, which verify holds to it
 
 
 def publish_supply_chain(
@@ -142,7 +143,7 @@ def publish_supply_chain(
     subject_name = f"{repo.name}@{image_digest}"
 
     source = RecordSource(
-        image=ImageRecord(built.image_reference or subject_name, image_digest),
+        image=ImageRecord(built.image_reference or subject_name, image_digest, built.content_tag),
         base_image=ImageRecord(built.resolved.base_image, built.base_image_digest),
         inputs=InputDigests(
             input_digest(model_dir.config_path) or "sha256:" + "0" * 64,

@@ -88,11 +88,15 @@ class CodeRecord:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    reference: str
+    reference: str  # the repository (and version tag) the image was built for
     digest: str | None
+    content_tag: str | None = None  # the image's immutable content tag `c-<hex16>`, when it has one
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "digest": self.digest}
+        data: dict[str, Any] = {"reference": self.reference, "digest": self.digest}
+        if self.content_tag is not None:
+            data["content_tag"] = self.content_tag
+        return data
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,9 @@ class SignedRecord:
         code = data.get("code")
         sbom = data.get("sbom")
         return cls(
-            image=ImageRecord(data["image"]["reference"], data["image"]["digest"]),
+            image=ImageRecord(
+                data["image"]["reference"], data["image"]["digest"], data["image"].get("content_tag")
+            ),
             base_image=ImageRecord(data["base_image"]["reference"], data["base_image"]["digest"]),
             inputs=dict(data["inputs"]),
             checkpoints=tuple(

@@ -80,6 +80,14 @@ def payload_digest(payload: bytes) -> str | None:
         return None
 
 
+def payload_reference(payload: bytes) -> str | None:
+    """The ``docker-reference`` (the repository signed for) of a simple-signing payload."""
+    try:
+        return str(json.loads(payload)["critical"]["identity"]["docker-reference"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass(frozen=True)
 class SignatureLayer:
     """One signature in a ``.sig`` manifest: payload bytes plus the base64 signature."""

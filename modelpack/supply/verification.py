@@ -8,7 +8,13 @@ Passes only when all of these hold:
 2. a record artifact refers to the image and carries a signature by the same key over
    the artifact's digest (catches: tampered or replaced record);
 3. the record names the image's digest;
-4. with ``deep``: every file the record lists inside the image (code, checkpoints baked in at
+4. the image is verified in the repository it was built and signed for: the signature's
+   ``docker-reference`` and the record's image reference name it (catches: a validly signed image
+   copied, with its signatures, into another repository); ``source_repository`` names that
+   repository when a mirror or a deliberate copy is verified;
+5. a version tag (``vN``) or content tag (``c-<hex16>``) asked for is the one the record names
+   (catches: a tag moved onto other, even validly signed, content);
+6. with ``deep``: every file the record lists inside the image (code, checkpoints baked in at
    build) is found in the image's layers (later layers and whiteouts win, as in the unpacked
    filesystem) and hashes to the recorded size and sha256; the SBOM blob, when listed, exists with
    its recorded digest.
@@ -36,8 +42,14 @@ from modelpack.supply.record import (
     find_records,
 )
 from modelpack.supply.sbom import SBOM_ARTIFACT_TYPE
-from modelpack.supply.signing import payload_digest, read_signatures, resolve_digest, signature_tag
-from modelpack.tags import version_number
+from modelpack.supply.signing import (
+    payload_digest,
+    payload_reference,
+    read_signatures,
+    resolve_digest,
+    signature_tag,
+)
+from modelpack.tags import is_content_tag, version_number
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -75,18 +87,31 @@ class VerifyResult:
 
 
 def check_signature(
-    client: RegistryClient, repository: str, digest: str, key: EllipticCurvePublicKey
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    key: EllipticCurvePublicKey,
+    signed_for: str | None = None,
 ) -> None:
-    """Raise unless a signature by ``key`` over ``digest`` is stored for ``digest``."""
+    """Raise unless a signature by ``key`` over ``digest`` is stored for ``digest`` (and, given
+    ``signed_for``, made for that repository)."""
     layers = read_signatures(client, repository, digest)
     if not layers:
         raise VerificationFailed(f"no signature found for {digest} (tag {signature_tag(digest)})")
     by_key = [layer for layer in layers if layer.verifies_with(key)]
     if not by_key:
         raise VerificationFailed(f"no signature for {digest} matches the key")
-    if not any(payload_digest(layer.payload) == digest for layer in by_key):
+    vouching = [layer for layer in by_key if payload_digest(layer.payload) == digest]
+    if not vouching:
         other = payload_digest(by_key[0].payload)
         raise VerificationFailed(f"the signature stored for {digest} was made for another image ({other})")
+    if signed_for is not None:
+        names = [payload_reference(layer.payload) for layer in vouching]
+        if not any(_same_repository(name, signed_for) for name in names):
+            raise VerificationFailed(
+                f"the signature for {digest} was made for {names[0]}, not {signed_for} "
+                f"(to verify a deliberate copy, pass --source-repository {names[0]})"
+            )
 
 
 def verify(
@@ -95,18 +120,24 @@ def verify(
     *,
     deep: bool = False,
     client: RegistryClient | None = None,
+    source_repository: str | None = None,
 ) -> VerifyResult:
-    """Verify ``image_ref`` with the public ``key`` (object, PEM file or ``env://VAR``)."""
+    """Verify ``image_ref`` with the public ``key`` (object, PEM file or ``env://VAR``).
+
+    The image must have been built and signed for its own repository, or for
+    ``source_repository`` when it is a mirror or a deliberate copy of an image from there.
+    """
     from cryptography.hazmat.primitives.asymmetric import ec
 
     public = key if isinstance(key, ec.EllipticCurvePublicKey) else load_verification_key(key)
     ref = ImageRef.parse(image_ref)
+    signed_for = ImageRef.parse(source_repository).name if source_repository else ref.name
     own_client = client is None
     client = client or RegistryClient.for_ref(ref)
     try:
         target = resolve_digest(client, ref)
         digest = target.digest
-        check_signature(client, ref.repository, digest, public)
+        check_signature(client, ref.repository, digest, public, signed_for)
 
         candidates = find_records(client, ref.repository, digest)
         if not candidates:
@@ -115,7 +146,7 @@ def verify(
         reason = "the modelpack manifest is not signed by this key"
         for candidate in candidates:
             try:
-                check_signature(client, ref.repository, candidate.digest, public)
+                check_signature(client, ref.repository, candidate.digest, public, signed_for)
                 artifact, doc = fetch_record(client, ref.repository, candidate.digest)
             except VerificationFailed:
                 continue
@@ -126,12 +157,19 @@ def verify(
             if doc.image.digest != digest or subject != digest:
                 reason = f"the signed manifest records image {doc.image.digest}, not {digest}"
                 continue
+            if not _same_repository(doc.image.reference, signed_for):
+                reason = (
+                    f"the signed manifest was made for {doc.image.reference}, not {signed_for} "
+                    "(to verify a deliberate copy, pass --source-repository)"
+                )
+                continue
             chosen = (candidate.digest, doc)
             break
         if chosen is None:
             raise VerificationFailed(reason)
         manifest_digest, doc = chosen
         _check_version_tag(ref, doc.image.reference, digest)
+        _check_content_tag(ref, doc.image.content_tag, digest)
 
         checked = skipped = 0
         if deep:
@@ -172,6 +210,31 @@ def _check_version_tag(ref: ImageRef, recorded_reference: str, digest: str) -> N
             f"tag {ref.tag} was moved: it points at {digest}, whose signed manifest was made for "
             f"{recorded.tag} ({recorded_reference})"
         )
+
+
+def _check_content_tag(ref: ImageRef, recorded: str | None, digest: str) -> None:
+    """A content tag asked for must be the one the signed record names: content tags never move."""
+    if ref.digest is not None or ref.tag is None or not is_content_tag(ref.tag):
+        return
+    if recorded is None:
+        raise VerificationFailed(
+            f"the signed manifest of {digest} names no content tag, so {ref.tag} cannot be checked; "
+            "verify the image by its version tag or digest"
+        )
+    if recorded != ref.tag:
+        raise VerificationFailed(
+            f"tag {ref.tag} was moved: it points at {digest}, whose signed manifest was made for {recorded}"
+        )
+
+
+def _same_repository(reference: str | None, repository: str) -> bool:
+    """``reference`` (a name, with or without tag or digest) names ``repository``."""
+    if not reference:
+        return False
+    try:
+        return ImageRef.parse(reference).name == repository
+    except InvalidInputError:
+        return False
 
 
 def check_sbom(client: RegistryClient, repository: str, digest: str) -> None:

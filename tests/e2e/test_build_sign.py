@@ -103,7 +103,7 @@ def test_build_push_sign_then_verify_and_cosign(
     assert deep["deep"] and deep["files_checked"] >= 3
 
     doc = deep["manifest"]
-    assert doc["image"] == {"reference": image, "digest": digest}
+    assert doc["image"] == {"reference": image, "digest": digest, "content_tag": result["content_tag"]}
     assert doc["base_image"]["reference"] == "modelpack-base/python:3.11"
     assert str(doc["base_image"]["digest"]).startswith("sha256:")
     for name, key in (("config.yaml", "config_yaml"), ("requirements.txt", "requirements_txt")):
@@ -255,6 +255,8 @@ def test_signed_manifest_records_baked_checkpoints(
     )
     assert result.supply_chain is not None and result.supply_chain.signed
     checked = verify(f"{registry_repo.ref}:{result.version}", key.public_key(), deep=True)
+    assert checked.manifest.image.content_tag == result.content_tag  # the content tag is signed too
+    assert verify(f"{registry_repo.ref}:{result.content_tag}", key.public_key()).digest == result.digest
     (checkpoint,) = checked.manifest.checkpoints
     assert checkpoint.repo == "acme/signed-tiny" and len(checkpoint.revision) == 40
     assert checkpoint.root == "/app/1/checkpoints"

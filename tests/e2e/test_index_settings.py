@@ -59,8 +59,9 @@ def make_wheel(folder: Path, token: str) -> Path:
 class SimpleIndex:
     """`/simple/<project>/` pages and `/files/<wheel>` downloads on 127.0.0.1; logs every path."""
 
-    def __init__(self, wheel: Path) -> None:
+    def __init__(self, wheel: Path, credentials: str | None = None) -> None:
         self.wheel = wheel
+        self.credentials = credentials  # "user:password" the index requires (basic auth), if any
         self.requests: list[str] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -100,6 +101,14 @@ class SimpleIndex:
                 path = self.path.split("?", 1)[0]
                 with index._lock:
                     index.requests.append(path)
+                if index.credentials is not None:
+                    expected = "Basic " + base64.b64encode(index.credentials.encode()).decode()
+                    if self.headers.get("Authorization") != expected:
+                        self.send_response(401)
+                        self.send_header("WWW-Authenticate", 'Basic realm="probe"')
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 if path.rstrip("/") == f"/simple/{PROBE}":
                     body, kind = page, "text/html"
                 elif path == "/simple/" or path == "/simple":
@@ -192,3 +201,66 @@ def test_lock_and_the_build_ask_the_index_from_the_environment(
     with zipfile.ZipFile(probe_index.wheel) as archive:
         expected = archive.read(f"{PROBE_MODULE}/__init__.py").decode().split('"')[1]
     assert output.decode().strip() == expected  # the image holds the wheel this index served
+
+
+def _registry_blobs(registry: str, repository: str, digest: str) -> list[bytes]:
+    """Every manifest and blob the registry holds for an image and what is attached to it
+    (record, SBOM, signatures), layers decompressed."""
+    import gzip
+
+    from modelpack.oci.registry import RegistryClient
+
+    found: list[bytes] = []
+    with RegistryClient(registry) as client:
+        pending, seen = [digest], set()
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            manifest = client.get_manifest(repository, current)
+            found.append(manifest.raw)
+            body = manifest.json
+            for blob in [body.get("config") or {}, *(body.get("layers") or [])]:
+                if blob.get("digest"):
+                    data = client.get_blob(repository, str(blob["digest"]))
+                    found.append(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+            pending.extend(str(m["digest"]) for m in body.get("manifests") or [])
+            pending.extend(d.digest for d in client.referrers(repository, current))
+    return found
+
+
+def test_index_credentials_written_in_requirements_reach_no_part_of_the_image(
+    tmp_path: Path,
+    local_base_image: str,
+    copy_example: Callable[..., Path],
+    registry_repo: Any,
+    docker_client: Any,
+) -> None:
+    """`--extra-index-url http://user:TOKEN@host/simple` in requirements.txt: lock and build use it
+    (the index answers only with those credentials), and the token is in no layer, no history entry,
+    no config, not in the signed record or the SBOM."""
+    token = "tok-" + secrets.token_hex(8)
+    (tmp_path / "wheels").mkdir()
+    with SimpleIndex(make_wheel(tmp_path / "wheels", "x"), credentials=f"ci:{token}") as index:
+        model = copy_example("hello", tmp_path / "cred-model", skip=("requirements.lock",))
+        requirements = model / "requirements.txt"
+        url = index.url.replace("http://", f"http://ci:{token}@")
+        requirements.write_text(requirements.read_text() + f"--extra-index-url {url}\n{PROBE}=={VERSION}\n")
+        env = {"UV_INDEX_URL": PYPI}
+        locked = modelpack(["lock", str(model), "--json"], env)
+        assert locked.returncode == 0, locked.stderr
+        index.clear()
+        built = modelpack(["build", str(model), "--tag", registry_repo.ref, "--push", "--json"], env)
+        assert built.returncode == 0, built.stderr
+        assert f"/files/{index.wheel.name}" in index.paths()  # the build's pip used the credentials
+    result = json.loads(built.stdout)
+    assert token not in built.stdout + built.stderr + locked.stdout + locked.stderr
+    for blob in _registry_blobs(registry_repo.registry, registry_repo.name, result["digest"]):
+        assert token.encode() not in blob
+    image = docker_client.images.get(result["image"])
+    assert token not in json.dumps(image.attrs) and token not in json.dumps(image.history())
+    shipped = docker_client.containers.run(
+        result["image"], entrypoint=["cat", "/app/requirements.txt"], network_mode="none", remove=True
+    )
+    assert token.encode() not in shipped and PROBE.encode() in shipped

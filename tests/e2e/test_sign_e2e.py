@@ -127,10 +127,15 @@ def record(path: str, data: bytes) -> FileRecord:
 
 
 def make_doc(
-    registry: str, repo: str, image: Descriptor, sbom: Descriptor | None = None, tag: str = "v1"
+    registry: str,
+    repo: str,
+    image: Descriptor,
+    sbom: Descriptor | None = None,
+    tag: str = "v1",
+    content_tag: str | None = None,
 ) -> SignedRecord:
     source = RecordSource(
-        image=ImageRecord(f"{registry}/{repo}:{tag}", image.digest),
+        image=ImageRecord(f"{registry}/{repo}:{tag}", image.digest, content_tag),
         base_image=ImageRecord("modelpack-base/python:3.11", None),
         inputs=InputDigests(
             sha256_digest(b"config"), sha256_digest(b"requirements"), sha256_digest(LOCK.encode())
@@ -152,13 +157,22 @@ class Built:
 
 
 def build_and_attach(
-    client: RegistryClient, registry: str, repo: str, tag: str = "v1", weights: bytes = WEIGHTS
+    client: RegistryClient,
+    registry: str,
+    repo: str,
+    tag: str = "v1",
+    weights: bytes = WEIGHTS,
+    content_tag: str | None = None,
 ) -> Built:
     image = push_image(client, repo, tag, {"app/1/model.py": MODEL_PY, "models/ckpt/w.bin": weights})
+    if content_tag is not None:
+        raw = client.get_manifest(repo, image.digest)
+        client.put_manifest(repo, content_tag, raw.raw, raw.media_type)
     sbom = push_sbom(
         client, repo, image, sbom_bytes(LOCK, subject=f"{registry}/{repo}", build_time="2024-01-01T00:00:00Z")
     )
-    manifest = push_record(client, repo, image, make_doc(registry, repo, image, sbom, tag=tag))
+    doc = make_doc(registry, repo, image, sbom, tag=tag, content_tag=content_tag)
+    manifest = push_record(client, repo, image, doc)
     return Built(f"{registry}/{repo}:{tag}", image, manifest)
 
 
@@ -242,6 +256,83 @@ def test_version_tag_moved_to_other_signed_content_fails(client, registry, repo,
     assert code == 1 and "was moved" in err and len(err.strip().splitlines()) == 1
     # by digest, the same content still verifies
     assert verify(f"{registry}/{repo}@{v2.image.digest}", keypair[1]).digest == v2.image.digest
+
+
+def copy_repository(client: RegistryClient, source: str, target: str) -> None:
+    """Copy every tag of ``source`` (manifests, the manifests an index lists, every blob) to ``target``,
+    as `crane copy` or a registry mirror does: signatures and attached records come along."""
+
+    def copy(reference: str) -> str:
+        manifest = client.get_manifest(source, reference)
+        body = manifest.json
+        for blob in [body.get("config") or {}, *(body.get("layers") or [])]:
+            if blob.get("digest"):
+                client.upload_blob(target, client.get_blob(source, str(blob["digest"])))
+        for entry in body.get("manifests") or []:
+            copy(str(entry["digest"]))
+        client.put_manifest(target, manifest.digest, manifest.raw, manifest.media_type)
+        return manifest.digest
+
+    for tag in client.list_tags(source):
+        manifest = client.get_manifest(source, copy(tag))
+        client.put_manifest(target, tag, manifest.raw, manifest.media_type)
+
+
+def test_a_signed_image_copied_into_another_repository_fails_unless_named(
+    client, registry, repo, keypair
+) -> None:
+    """An image built and signed for `.../evil`, copied with its signatures and record into
+    `.../good` as v1: every signature is valid, but it was not made for `good`."""
+    evil = build_and_attach(client, registry, repo + "-evil", tag="v1")
+    sign(evil.ref, keypair[0])
+    copy_repository(client, repo + "-evil", repo)
+    try:
+        good = f"{registry}/{repo}:v1"
+        code, _, err = run_cli("verify", good, "--key", str(keypair[1]), "--deep")
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"made for {registry}/{repo}-evil, not {registry}/{repo}" in err
+        # a deliberate copy, named as such, verifies
+        code, _, err = run_cli(
+            "verify",
+            good,
+            "--key",
+            str(keypair[1]),
+            "--deep",
+            "--source-repository",
+            f"{registry}/{repo}-evil",
+        )
+        assert code == 0, err
+        assert (
+            json.loads(
+                run_cli(
+                    "verify",
+                    good,
+                    "--key",
+                    str(keypair[1]),
+                    "--source-repository",
+                    f"{registry}/{repo}-evil",
+                    "--json",
+                )[1]
+            )["digest"]
+            == evil.image.digest
+        )
+    finally:
+        delete_repository_manifests(client, repo + "-evil")
+
+
+def test_a_moved_content_tag_fails(client, registry, repo, keypair) -> None:
+    """Content tags are immutable: `c-…` pointing at another (validly signed) image is refused."""
+    first, second = "c-" + "1" * 16, "c-" + "2" * 16
+    v1 = build_and_attach(client, registry, repo, tag="v1", content_tag=first)
+    sign(v1.ref, keypair[0])
+    v2 = build_and_attach(client, registry, repo, tag="v2", weights=b"other", content_tag=second)
+    sign(v2.ref, keypair[0])
+    assert verify(f"{registry}/{repo}:{first}", keypair[1]).digest == v1.image.digest
+    raw = client.get_manifest(repo, v2.image.digest)
+    client.put_manifest(repo, first, raw.raw, raw.media_type)
+    with pytest.raises(VerificationFailed, match=f"tag {first} was moved"):
+        verify(f"{registry}/{repo}:{first}", keypair[1])
+    assert verify(f"{registry}/{repo}:{second}", keypair[1]).digest == v2.image.digest
 
 
 def test_signature_copied_from_another_image_fails(client, registry, repo, keypair) -> None:

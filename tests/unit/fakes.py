@@ -72,7 +72,7 @@ class FakeRegistry:
         return None
 
     def list_tags(self, repository: str) -> list[str]:
-        return sorted(self.tags.get(repository, {}))
+        return sorted(dict(self.tags.get(repository, {})))
 
     def _digest(self, repository: str, reference: str) -> str | None:
         if reference.startswith("sha256:"):
@@ -109,8 +109,8 @@ class FakeRegistry:
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         tags = self.tags.get(repository, {})
-        for tag in [t for t, d in tags.items() if d == digest]:
-            del tags[tag]
+        for tag in [t for t, d in list(tags.items()) if d == digest]:
+            tags.pop(tag, None)
 
     def head_blob(self, repository: str, digest: str) -> int | None:
         return len(self.blobs[digest]) if digest in self.blobs else None
@@ -120,7 +120,7 @@ class FakeRegistry:
             raise RegistryError(f"blob {digest} not found")
         return self.blobs[digest]
 
-    def ensure_blob(self, repository: str, data: bytes | Path) -> tuple[Descriptor, bool]:
+    def ensure_blob(self, repository: str, data: bytes | Path, **kwargs: Any) -> tuple[Descriptor, bool]:
         body = data.read_bytes() if isinstance(data, Path) else data
         digest = sha256_digest(body)
         sent = digest not in self.blobs

@@ -122,8 +122,9 @@ def test_final_config_applies_the_stage_like_a_dockerfile_build() -> None:
     assert all(h["empty_layer"] and h["created"] == RUNTIME_CONFIG["created"] for h in history[4:])
     # the engine counts one non-empty history entry per layer
     assert sum(not h.get("empty_layer") for h in history) == len(config["rootfs"]["diff_ids"])
-    # same runtime, same code: the same config bytes (the image id does not drift)
-    assert final_config(raw, STAGE, code) == final_config(raw, STAGE, code)
+    # same runtime, same code: the same config bytes (the image id does not drift), in another
+    # interpreter too (another hash seed: no set or dict order leaks into the bytes)
+    assert _final_config_elsewhere(raw, code) == final_config(raw, STAGE, code)
 
 
 def test_manifest_uses_docker_schema_2_types() -> None:
@@ -211,3 +212,27 @@ def test_code_folder_follows_the_stage(tmp_path: Path, name: str) -> None:
     layer = write_code_layer(context, stage, tmp_path)
     with tarfile.open(layer.tar_path) as tar:
         assert tar.getnames() == ["srv", "srv/model", "srv/model/m.py"]
+
+
+def _final_config_elsewhere(raw: bytes, code: Any) -> bytes:
+    """`final_config(raw, STAGE, code)` computed by a fresh interpreter with another hash seed."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    script = (
+        "import pickle, sys\n"
+        "from modelpack.image.assemble import final_config\n"
+        "raw, stage, code = pickle.loads(sys.stdin.buffer.read())\n"
+        "sys.stdout.buffer.write(final_config(raw, stage, code))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        input=pickle.dumps((raw, STAGE, code)),
+        capture_output=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        check=True,
+        timeout=120,
+    )
+    return proc.stdout

@@ -7,7 +7,6 @@ import pytest
 from modelpack.errors import InvalidInputError
 from modelpack.image import engine
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
-from modelpack.image.versions import reuse_remote
 from modelpack.oci.reference import parse_repository
 from modelpack.tags import content_tag, next_version, version_number
 
@@ -99,43 +98,6 @@ def test_missing_base_image_is_named() -> None:
     tail = ["Step 1/20 : FROM modelpack-base/python:3.11 AS deps"]
     message = engine._build_failure('Get "https://registry-1.docker.io/v2/": no such host', tail)
     assert message.startswith("base image modelpack-base/python:3.11 is not in the engine")
-
-
-class _StubRegistry:
-    """Just what `_reuse_remote` asks: content tag c-1 is in the registry without a version tag."""
-
-    def __init__(self, tags: dict[str, str]) -> None:
-        self.tags = dict(tags)  # tag -> digest
-        self.puts: list[str] = []
-
-    def head_manifest(self, repository: str, reference: str) -> object | None:
-        from modelpack.oci.registry import Descriptor
-
-        digest = self.tags.get(reference)
-        return Descriptor("application/vnd.oci.image.manifest.v1+json", digest, 2) if digest else None
-
-    def list_tags(self, repository: str) -> list[str]:
-        return list(self.tags)
-
-    def get_manifest(self, repository: str, reference: str) -> object:
-        from modelpack.oci.registry import Manifest
-
-        return Manifest(reference, "application/vnd.oci.image.manifest.v1+json", b"{}")
-
-    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> None:
-        self.puts.append(reference)
-        self.tags[reference] = "sha256:" + "c" * 64
-
-
-def test_reused_content_never_takes_an_explicit_version_that_is_taken() -> None:
-    repo = parse_repository("127.0.0.1:5000/acme/m")
-    content, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
-    registry = _StubRegistry({"c-1": content, "v1": other})
-    with pytest.raises(InvalidInputError, match="v1 already exists"):
-        reuse_remote(registry, repo, "c-1", ["c-1", "v1"], "v1", lambda *a: None)  # type: ignore[arg-type]
-    assert registry.puts == []  # nothing tagged
-    result = reuse_remote(registry, repo, "c-1", ["c-1", "v1"], None, lambda *a: None)  # type: ignore[arg-type]
-    assert result.version == "v2" and registry.puts == ["v2"]
 
 
 def test_build_output_and_errors_never_show_secret_build_args() -> None:

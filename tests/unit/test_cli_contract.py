@@ -15,6 +15,7 @@ import json
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -340,3 +341,57 @@ def test_cli_reference_covers_every_command() -> None:
     for name in ALL:
         assert f"## modelpack {name}\n" in text
     assert "| 2 | invalid input or usage" in text
+
+
+def _cli(*args: str, timeout: int = 120) -> Any:
+    """The installed CLI in a subprocess (these commands start servers and configure logging)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MODELPACK_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "modelpack", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=timeout,
+    )
+
+
+def _raising_model(root: Path) -> Path:
+    (root / "1").mkdir(parents=True)
+    (root / "config.yaml").write_text("model: {id: m}\n")
+    (root / "requirements.txt").write_text("")
+    (root / "1" / "model.py").write_text(
+        "from modelpack.runtime import ModelClass\n\n"
+        "class M(ModelClass):\n"
+        "    @ModelClass.method\n"
+        "    def predict(self, x: str = 'a') -> str:\n"
+        "        raise ValueError('boom')\n"
+    )
+    return root
+
+
+def test_predict_on_a_directory_whose_model_raises_is_one_line(tmp_path: Path) -> None:
+    done = _cli("predict", str(_raising_model(tmp_path / "m")), "predict")
+    assert done.returncode == 1
+    assert lines(done.stderr) == ["error: HTTP 500: ValueError: boom"], done.stderr
+
+
+def test_serve_on_a_port_in_use_or_a_bad_host_is_one_line(tmp_path: Path) -> None:
+    model = _raising_model(tmp_path / "m")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _cli("serve", str(model), "--port", str(port))
+        assert done.returncode == 1 and lines(done.stderr) == [
+            f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        ], done.stderr
+        as_json = _cli("serve", str(model), "--port", str(port), "--json")
+        assert as_json.returncode == 1 and json.loads(as_json.stdout)["error"]["exit_code"] == 1
+    bad_host = _cli("serve", str(model), "--host", "999.1.1.1", "--port", "1")
+    assert bad_host.returncode == 1 and len(lines(bad_host.stderr)) == 1
+    assert lines(bad_host.stderr)[0].startswith("error: cannot listen on 999.1.1.1:1: ")

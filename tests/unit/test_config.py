@@ -277,6 +277,8 @@ INVALID = [
     ),
     ("missing-id", "model:\n  user_id: me\n", 1, 1, "model", "missing required field 'id'"),
     ("dot-in-id", "model:\n  id: my.model\n", 2, 7, "model.id", "invalid format"),
+    ("bidi-in-id", 'model:\n  id: "ab\\u202ecd"\n', 2, 7, "model.id", "invalid format"),
+    ("slash-in-id", "model:\n  id: a/b\n", 2, 7, "model.id", "invalid format"),
     ("empty-id", "model:\n  id: ''\n", 2, 7, "model.id", "is empty"),
     ("id-not-string", "model:\n  id: [a]\n", 2, 7, "model.id", "expected a string, got a list"),
     ("unknown-model-key", "model:\n  id: m\n  userid: me\n", 3, 3, "model.userid", "did you mean 'user_id'"),

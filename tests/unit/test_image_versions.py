@@ -8,6 +8,7 @@ taken by someone else between listing and tagging is never overwritten.
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,15 @@ from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.image.stages import ContextSpec
 from modelpack.image.versions import (
     PushedManifest,
-    free_version,
+    VersionClaim,
+    claim_version,
     pick_version,
     reuse_remote,
     tag_version,
 )
 from modelpack.oci.reference import parse_repository
 from modelpack.progress import ProgressEvent, Reporter
-from modelpack.tags import check_version, content_tag, newest_first, next_version
+from modelpack.tags import check_version, claimed_version, content_tag, newest_first, next_version
 
 
 def _load_fakes() -> Any:
@@ -83,13 +85,98 @@ def test_the_version_order_is_by_number_and_skips_other_tags() -> None:
 
 def test_next_free_version_is_after_every_tag_seen(registry: Any) -> None:
     registry.add_image(REPOSITORY, ["v1", "v2", "c-1"], "old")
+    pushed = _pushed(registry)
     notes: list[str] = []
     # tags seen earlier count too (a tag listed at the start of the build may be gone now)
-    assert free_version(registry, REPO, None, ["v3"], notes) == "v4"
-    assert free_version(registry, REPO, "v7", [], notes) == "v7"
+    seen_before = PushedManifest(pushed.raw, pushed.media_type, pushed.digest, ("v3",))
+    assert claim_version(registry, VersionClaim(REPO, None, False, "c-new"), seen_before, notes) == "v4"
     assert notes == []
-    assert free_version(registry, REPO, "v2", [], notes) == "v3"
+
+
+def test_a_version_taken_meanwhile_becomes_the_next_free_one(registry: Any) -> None:
+    registry.add_image(REPOSITORY, ["v1", "v2", "c-1"], "old")
+    notes: list[str] = []
+    assert claim_version(registry, VersionClaim(REPO, "v2", False, "c-new"), _pushed(registry), notes) == "v3"
     assert notes == ["version v2 was taken meanwhile; using v3"]
+
+
+def test_a_claim_is_deleted_once_its_version_is_tagged(registry: Any) -> None:
+    pushed = _pushed(registry)
+    assert claim_version(registry, VersionClaim(REPO, "v7", True, "c-new"), pushed, []) == "v7"
+    assert registry.digest_of(REPOSITORY, "v7") == pushed.digest
+    assert [t for t in registry.list_tags(REPOSITORY) if claimed_version(t)] == []
+    assert any(claimed_version(t) == "v7" for t in registry.puts)  # it was claimed first
+
+
+def test_a_build_that_lists_while_another_claims_takes_the_next_version(registry: Any) -> None:
+    """B runs start to end in the moment after A wrote its claim on v1: B must not take v1."""
+    mine, theirs = _pushed(registry), _other_pushed(registry, "theirs")
+    results: dict[str, str] = {}
+
+    def other_build(repository: str, reference: str) -> None:
+        if claimed_version(reference) == "v1" and "b" not in results:
+            results["b"] = "running"
+            results["b"] = claim_version(registry, VersionClaim(REPO, "v1", False, "c-b"), theirs, [])
+
+    registry.on_put.append(other_build)
+    results["a"] = claim_version(registry, VersionClaim(REPO, "v1", False, "c-a"), mine, [])
+    assert {results["a"], results["b"]} == {"v1", "v2"}
+    assert registry.digest_of(REPOSITORY, results["a"]) == mine.digest
+    assert registry.digest_of(REPOSITORY, results["b"]) == theirs.digest
+
+
+def test_two_builds_that_see_each_others_claim_both_withdraw(registry: Any) -> None:
+    """A rival claim on v1 that is never tagged: A withdraws, pauses, and takes v2; v1 stays free."""
+    mine = _pushed(registry)
+    rival = _other_pushed(registry, "rival")
+    pauses: list[float] = []
+
+    def rival_claims(repository: str, reference: str) -> None:
+        if claimed_version(reference) == "v1" and "v1.claim.rival" not in registry.tags[repository]:
+            registry.tags[repository]["v1.claim.rival"] = rival.digest
+
+    registry.on_put.append(rival_claims)
+    notes: list[str] = []
+    chosen = claim_version(registry, VersionClaim(REPO, "v1", False, "c-a"), mine, notes, pause=pauses.append)
+    assert chosen == "v2" and len(pauses) == 1
+    assert registry.digest_of(REPOSITORY, "v1") is None
+    assert notes == ["version v1 was taken meanwhile; using v2"]
+
+
+def test_a_version_another_build_gave_the_same_content_is_reported_not_duplicated(registry: Any) -> None:
+    pushed = _pushed(registry)
+    registry.tags[REPOSITORY]["v1"] = pushed.digest  # a concurrent build of the same inputs tagged it
+    assert claim_version(registry, VersionClaim(REPO, None, False, "c-new"), pushed, []) == "v1"
+    assert [t for t in registry.list_tags(REPOSITORY) if t.startswith("v")] == ["v1"]
+
+
+def test_parallel_builds_each_get_their_own_version(registry: Any) -> None:
+    """Threads racing on one registry: every version names exactly the content of the build that got it."""
+    import threading
+
+    pushed = [_other_pushed(registry, f"build {i}") for i in range(6)]
+    real_list = registry.list_tags
+
+    def slow_list(repository: str) -> list[str]:
+        tags = real_list(repository)
+        time.sleep(0.002)  # let the others interleave between listing and tagging
+        return tags
+
+    registry.list_tags = slow_list
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        target = PushTarget(REPO, f"c-{i}", "v1", explicit=False)
+        results[i] = tag_version(registry, target, pushed[i], [], lambda *a: None)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(pushed))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == len(pushed) and len(set(results.values())) == len(pushed)
+    for i, version in results.items():
+        assert registry.digest_of(REPOSITORY, version) == pushed[i].digest
 
 
 def test_pick_version_for_new_content() -> None:
@@ -110,7 +197,9 @@ def test_unchanged_content_reuses_its_version_and_pushes_nothing(registry: Any) 
     digest = registry.add_image(REPOSITORY, ["v1", "c-1"], "same")
     registry.add_image(REPOSITORY, ["v2"], "newer")
     events: list[ProgressEvent] = []
-    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, Reporter(events.append))
+    result = reuse_remote(
+        registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, Reporter(events.append)
+    )
     assert (result.version, result.digest, result.reused, result.pushed) == ("v1", digest, True, False)
     assert result.bytes_pushed == 0 and registry.puts == []
     assert events[-1].message.startswith(f"unchanged: {NAME}:v1")
@@ -135,8 +224,19 @@ def test_content_whose_version_tag_never_landed_gets_the_next_free_one(registry:
     digest = registry.add_image(REPOSITORY, ["c-1"], "interrupted")
     result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, lambda *a: None)
     assert (result.version, result.digest, result.pushed, result.reused) == ("v2", digest, True, True)
-    assert registry.digest_of(REPOSITORY, "v2") == digest and registry.puts == ["v2"]
+    assert registry.digest_of(REPOSITORY, "v2") == digest
+    assert [p for p in registry.puts if not claimed_version(p)] == ["v2"]
     assert result.bytes_pushed == len(registry.manifests[digest][0])
+
+
+def test_reused_content_never_takes_an_explicit_version_that_is_taken(registry: Any) -> None:
+    other = registry.add_image(REPOSITORY, ["v1"], "other")
+    digest = registry.add_image(REPOSITORY, ["c-1"], "interrupted")
+    with pytest.raises(InvalidInputError, match="v1 already exists"):
+        reuse_remote(registry, REPO, "c-1", ["c-1", "v1"], "v1", lambda *a: None)
+    assert registry.puts == [] and registry.digest_of(REPOSITORY, "v1") == other
+    result = reuse_remote(registry, REPO, "c-1", ["c-1", "v1"], None, lambda *a: None)
+    assert result.version == "v2" and registry.digest_of(REPOSITORY, "v2") == digest
 
 
 # --------------------------------------------------------------------------- tagging pushed content
@@ -146,6 +246,12 @@ def _pushed(registry: Any) -> PushedManifest:
     digest = registry.add_image(REPOSITORY, ["c-new"], "new")
     raw, media_type = registry.manifests[digest]
     return PushedManifest(raw, media_type, digest, tags_before=("c-new",))
+
+
+def _other_pushed(registry: Any, seed: str) -> PushedManifest:
+    digest = registry.add_image(REPOSITORY, [], seed)
+    raw, media_type = registry.manifests[digest]
+    return PushedManifest(raw, media_type, digest)
 
 
 def test_version_taken_meanwhile_moves_to_the_next_free_one(registry: Any) -> None:
@@ -164,7 +270,9 @@ def test_explicit_version_taken_meanwhile_is_an_error(registry: Any) -> None:
     pushed = _pushed(registry)
     other = registry.add_image(REPOSITORY, ["v4"], "another build")
     target = PushTarget(REPO, "c-new", "v4", explicit=True)
-    with pytest.raises(InvalidInputError, match=r"version v4 was taken in .* meanwhile; content pushed as c-new"):
+    with pytest.raises(
+        InvalidInputError, match=r"version v4 was taken in .* meanwhile; content pushed as c-new"
+    ):
         tag_version(registry, target, pushed, [], lambda *a: None)
     assert registry.digest_of(REPOSITORY, "v4") == other and registry.puts == []
 
@@ -276,7 +384,9 @@ def test_explicit_push_version_taken_meanwhile_fails_and_leaves_no_local_tags(
             registry.add_image(repository, ["v4"], "another build")
 
     registry.on_put.append(another_build)
-    with pytest.raises(InvalidInputError, match=rf"version v4 was taken in .* meanwhile; content pushed as {ctag}"):
+    with pytest.raises(
+        InvalidInputError, match=rf"version v4 was taken in .* meanwhile; content pushed as {ctag}"
+    ):
         stages.push_local(session, image_id, REPO, "v4")
     assert api.refs() == set()  # the tags this push made are gone
     assert registry.digest_of(REPOSITORY, ctag) is not None  # the content is there, without a version

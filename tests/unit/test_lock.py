@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,23 @@ def test_local_path_requirement_is_refused_before_resolving(
     )
     assert info.value.exit_code == 2
     assert not (model.root / "requirements.lock").exists()
+
+
+def test_index_options_in_requirements_are_the_ones_uv_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `--index-url` line is given to uv as its index, and a failure names that index (redacted)."""
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    for variable in ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    model = make_model(tmp_path / "m", "six", f"--index-url http://ci:t0k3n@127.0.0.1:{port}/simple")
+    source, _ = lock_mod._uv_input(model, CPU, keep_clarifai=False)
+    assert "--index-url" not in source  # given as uv's own option, not left in the input
+    with pytest.raises(LockError) as info:
+        lock(model, resolved=CPU)
+    assert info.value.message.startswith(f"cannot reach the package index http://***@127.0.0.1:{port}/simple")
+    assert "t0k3n" not in info.value.message and "pypi.org" not in info.value.message

@@ -18,6 +18,7 @@ from modelpack.pipeline.locking import LockedPackage, LockResult
 from modelpack.pipeline.rendering import RenderResult, dockerfile_quote, render
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.settings import BuildSettings
+from modelpack.project.config import load
 from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
 from modelpack.project.model_dir import (
     BuildInfo,
@@ -27,6 +28,7 @@ from modelpack.project.model_dir import (
     ModelInfo,
     RequirementLine,
 )
+from modelpack.project.requirements import shipped_requirements
 
 render_mod = importlib.import_module("modelpack.pipeline.rendering")
 
@@ -165,7 +167,7 @@ def test_model_code_change_keeps_dependency_layers(model: ModelDir, tmp_path: Pa
     assert first.content_digest != second.content_digest
 
 
-def test_labels(model: ModelDir, tmp_path: Path) -> None:
+def test_labels(model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = BuildSettings(version="v3", revision="abc123", source_date_epoch=1700000000)
     result = do_render(model, tmp_path / "out", settings)
     labels = result.labels
@@ -189,7 +191,7 @@ def test_labels(model: ModelDir, tmp_path: Path) -> None:
     for key, value in labels.items():
         assert f"{dockerfile_quote(key)}={dockerfile_quote(value)}" in dockerfile
     # without SOURCE_DATE_EPOCH there is no creation time: renders stay byte-identical
-    os.environ.pop("SOURCE_DATE_EPOCH", None)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     plain = do_render(model, tmp_path / "plain")
     assert "org.opencontainers.image.created" not in plain.labels
 
@@ -256,6 +258,38 @@ def test_secrets_stay_in_the_builder_stage(model: ModelDir, tmp_path: Path) -> N
     assert SECRET not in json.dumps(as_dict) and SECRET not in repr(result)
     # host-specific builder settings do not change what the image is
     assert do_render(model, tmp_path / "plain").content_digest == result.content_digest
+
+
+def test_index_options_in_requirements_reach_only_the_builder_stage(tmp_path: Path) -> None:
+    """`--extra-index-url http://user:TOKEN@host/simple` written in requirements.txt (and in a file it
+    includes) is how the build reaches a private index, and is in no file of the image."""
+    root = tmp_path / "model"
+    make_model(root)
+    extra = f"http://ci:{SECRET}@pypi.internal.example/simple"
+    (root / "requirements.txt").write_text(
+        f"six==1.17.0\n--extra-index-url {extra}\n-i https://u:{SECRET}9@main.example/simple\n-r more.txt\n",
+        encoding="utf-8",
+    )
+    (root / "more.txt").write_text(f"--extra-index-url=https://t:{SECRET}8@third.example/simple\n")
+    model = load(root)
+    result = do_render(model, tmp_path / "out")
+    assert result.build_args == {
+        "PIP_INDEX_URL": f"https://u:{SECRET}9@main.example/simple",
+        "PIP_EXTRA_INDEX_URL": extra,
+    }
+    for rel in result.files:
+        assert SECRET.encode() not in (result.out_dir / rel).read_bytes(), rel
+    shipped = (result.out_dir / "app" / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert shipped[0] == "six==1.17.0" and shipped[3] == "-r more.txt" and len(shipped) == 4
+    assert "index" not in (result.out_dir / "app" / "more.txt").read_text().replace("index option", "")
+
+
+def test_shipped_requirements_keep_lines_and_drop_credentials() -> None:
+    text = "a==1\n--index-url \\\n  https://u:p@h/simple\nb @ https://u:tok@h/b.whl\n--trusted-host h\n"
+    shipped = shipped_requirements(text)
+    assert shipped.splitlines()[0] == "a==1" and len(shipped.splitlines()) == 5
+    assert "u:p@" not in shipped and "tok" not in shipped and "trusted" not in shipped
+    assert "b @ https://***@h/b.whl" in shipped
 
 
 def test_missing_ca_bundle_is_an_input_error(model: ModelDir, tmp_path: Path) -> None:
@@ -336,6 +370,22 @@ def test_default_ignores_and_modelpackignore(model: ModelDir, tmp_path: Path) ->
     result = do_render(model, tmp_path / "out")
     app = sorted(f[len("app/") :] for f in result.files if f.startswith("app/"))
     assert app == ["1/helper.py", "1/model.py", "data/keep.bin", "requirements.txt"]
+
+
+def test_credential_files_are_ignored_by_default(model: ModelDir, tmp_path: Path) -> None:
+    root = model.root
+    credentials = (
+        ".netrc", ".envrc", ".pypirc", ".npmrc", ".git-credentials", "1/server.pem", "1/tls.key",
+        "id_ed25519", ".ssh/config", ".aws/credentials", ".config/gcloud/credentials.db",
+        "1/application_default_credentials.json", ".kube/config", ".docker/config.json", "1/cert.p12",
+    )  # fmt: skip
+    for rel in (*credentials, "1/public.pem"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("secret", encoding="utf-8")
+    (root / ".modelpackignore").write_text("!1/public.pem\n", encoding="utf-8")  # re-included on purpose
+    result = do_render(model, tmp_path / "out")
+    app = sorted(f[len("app/") :] for f in result.files if f.startswith("app/"))
+    assert app == ["1/model.py", "1/public.pem", "requirements.txt"]
 
 
 def test_output_inside_model_dir_is_not_copied_into_itself(model: ModelDir) -> None:

@@ -124,6 +124,23 @@ def test_media_url_must_be_http(kitchen: TestClient) -> None:
     assert response.json()["error"]["argument"] == "image"
 
 
+def test_client_mistakes_are_4xx_not_model_errors(kitchen: TestClient) -> None:
+    """A lone surrogate in a string and a URL with an impossible port are the client's fault."""
+    lone = kitchen.post(
+        "/v1/methods/predict", content=b'{"prompt": "\\ud800"}', headers={"Content-Type": "application/json"}
+    )
+    assert lone.status_code == 400 and "surrogate" in lone.json()["error"]["message"]
+    pair = kitchen.post(
+        "/v1/methods/predict",
+        content=b'{"prompt": "\\ud83d\\ude00"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert pair.json() == {"result": "\U0001f600"}
+    for url in ("http://example.com:99999/x.png", "http://example.com:port/x.png"):
+        response = kitchen.post("/v1/methods/media", json={"image": {"url": url}, "text": "x"})
+        assert 400 <= response.status_code < 500, response.text
+
+
 def test_private_media_url_is_refused_when_fetched(
     kitchen: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +336,11 @@ def test_openai_model_implementing_chat_itself() -> None:
         assert client.post("/v1/methods/predict", json={"prompt": "a b"}).json() == {"result": "a b"}
         bad = client.post("/v1/chat/completions", json={"messages": "nope"})
         assert bad.status_code == 422
+        as_string = client.post("/v1/chat/completions", json={**body, "stream": "false"})  # not a stream
+        assert as_string.status_code == 422 and as_string.json()["error"]["argument"] == "stream"
+        assert client.post("/v1/chat/completions", json={**body, "stream": None}).json()["object"] == (
+            "chat.completion"
+        )
 
 
 def test_clarifai_model_serves() -> None:
@@ -362,3 +384,84 @@ def test_openai_scaffold_chat_through_its_transports(tmp_path: Path, monkeypatch
         assert datas[-1] == "[DONE]"
         text = "".join(json.loads(d)["choices"][0]["delta"].get("content", "") for d in datas[:-1])
         assert text == "one two three"
+
+
+def _answered(call: Any) -> Any:
+    """The result of `call()` run in a thread; None when it never returns (a starved server)."""
+    import threading
+
+    box: list[Any] = []
+    worker = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    worker.start()
+    worker.join(60)  # a guard against hanging the suite, not a speed check
+    return box[0] if box else None
+
+
+def test_idle_streams_never_starve_unary_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More idle WebSocket streams to a sync stream-stream method than the server has worker
+    threads for calls (anyio's 40): unary calls are still answered, /ready still says ready."""
+    from contextlib import ExitStack
+
+    monkeypatch.setenv("MODELPACK_MAX_STREAMS", "45")
+    with ExitStack() as stack:
+        client = stack.enter_context(contextlib_closing_client("kitchen"))
+        for _ in range(45):
+            ws = stack.enter_context(client.websocket_connect("/v1/methods/upper/stream"))
+            ws.send_json({"args": {}})
+            ws.send_json({"item": "x"})
+            assert ws.receive_json() == {"result": "X"}  # its thread now waits for the next item
+        answer = _answered(lambda: client.post("/v1/methods/ping", json={}).json())
+        assert answer == {"result": "pong"}
+        assert client.get("/ready").json() == {"status": "ready"}
+        # one more stream than the bound is refused, in words
+        with client.websocket_connect("/v1/methods/upper/stream") as extra:
+            extra.send_json({"args": {}})
+            error = extra.receive_json()["error"]
+            assert error["code"] == "too_many_streams" and "MODELPACK_MAX_STREAMS" in error["message"]
+        refused = client.post("/v1/methods/upper", json={"chunks": ["a"]})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "too_many_streams"
+
+
+def test_an_idle_stream_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELPACK_STREAM_IDLE_TIMEOUT", "0.2")
+    with contextlib_closing_client("kitchen") as client:
+        with client.websocket_connect("/v1/methods/upper/stream") as ws:
+            ws.send_json({"args": {}})
+            error = ws.receive_json()["error"]  # nothing sent after the arguments
+            assert error["code"] == "idle_timeout" and "MODELPACK_STREAM_IDLE_TIMEOUT" in error["message"]
+        with client.websocket_connect("/v1/methods/upper/stream") as ws:
+            assert ws.receive_json()["error"]["code"] == "idle_timeout"  # not even the arguments
+        assert client.post("/v1/methods/upper", json={"chunks": ["a"]}).status_code == 200
+
+
+def test_ready_says_busy_when_no_worker_thread_is_free() -> None:
+    import anyio.to_thread
+
+    with contextlib_closing_client("kitchen") as client:
+        limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+        saved = limiter.total_tokens
+        client.portal.call(setattr, limiter, "total_tokens", 1)
+        gate = client.portal.call(anyio.Event)
+        try:
+            client.portal.start_task_soon(_hold_a_thread, limiter, gate)
+            while client.portal.call(lambda: limiter.borrowed_tokens) < 1:
+                pass
+            response = client.get("/ready")
+            assert response.status_code == 503 and response.json()["status"] == "busy"
+        finally:
+            client.portal.call(gate.set)
+        while client.portal.call(lambda: limiter.borrowed_tokens) > 0:
+            pass
+        client.portal.call(setattr, limiter, "total_tokens", saved)
+        assert client.get("/ready").json() == {"status": "ready"}
+
+
+async def _hold_a_thread(limiter: Any, gate: Any) -> None:
+    async with limiter:
+        await gate.wait()
+
+
+def contextlib_closing_client(name: str) -> Any:
+    from contextlib import contextmanager
+
+    return contextmanager(_client)(name)

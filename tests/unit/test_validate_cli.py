@@ -78,3 +78,57 @@ def test_json_stays_parseable_on_github_actions_with_warnings(
     json.loads(result.stdout)  # nothing but the JSON document on stdout
     assert "::warning" not in result.stdout
     assert "warning:" in result.stderr  # the warnings still reach the user
+
+
+def test_requirement_lines_that_read_outside_the_directory_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "m").mkdir()
+    root = _dir(tmp_path / "m", "model:\n  id: m\n")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("six\n")
+    (root / "ok.txt").write_text("six\n")
+    (root / "requirements.txt").write_text(
+        f"-r {outside}\n-c ../outside.txt\nfoo @ file:///etc/foo.whl\n-e .\n--find-links /etc\n-r ok.txt\n"
+        "idna @ https://example.com/idna-3.7-py3-none-any.whl\n"
+    )
+    read: list[str] = []
+    original = Path.read_text
+
+    def watched(self: Path, *args: object, **kwargs: object) -> str:
+        read.append(str(self))
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", watched)
+    result = CliRunner().invoke(cli, ["validate", str(root)])
+    assert result.exit_code == 2, result.output
+    problems = result.stderr.splitlines()
+    assert [p.split(":")[1] for p in problems] == ["1", "2", "3", "4", "5"], problems
+    assert all(p.split(":")[0].endswith("requirements.txt") for p in problems)
+    assert str(outside) not in read  # the target is never read
+
+
+def test_model_py_is_read_in_its_declared_coding(tmp_path: Path) -> None:
+    root = _dir(tmp_path, "model:\n  id: m\n")
+    (root / "1" / "model.py").write_bytes(
+        b"# -*- coding: latin-1 -*-\n"
+        b"from modelpack.runtime import ModelClass\n\n"
+        b"class M(ModelClass):\n"
+        b"    @ModelClass.method\n"
+        b"    def predict(self, x: str = '\xe9t\xe9') -> str:\n"
+        b"        return x\n"
+    )
+    assert CliRunner().invoke(cli, ["validate", str(root)]).exit_code == 0
+    signature = CliRunner().invoke(cli, ["signature", str(root), "--json"])
+    assert signature.exit_code == 0, signature.output
+    assert "\u00e9t\u00e9" in signature.stdout.encode().decode("unicode_escape") or "été" in signature.stdout
+
+
+def test_model_py_nested_too_deeply_is_a_located_error(tmp_path: Path) -> None:
+    root = _dir(tmp_path, "model:\n  id: m\n")
+    (root / "1" / "model.py").write_text("x = 1" + " + 1" * 100000 + "\n")  # RecursionError in ast
+    for command in ("validate", "signature"):
+        result = CliRunner().invoke(cli, [command, str(root)])
+        assert result.exit_code == 2, (command, result.output)
+        assert "Traceback" not in result.output and "internal error" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

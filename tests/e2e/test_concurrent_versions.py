@@ -1,0 +1,61 @@
+"""Builds that push different content to one repository at the same moment (a CI matrix) each get
+their own version, and every version points at the content of the build that reported it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelpack.oci.registry import RegistryClient
+from modelpack.tags import claimed_version, is_content_tag, version_number
+
+pytestmark = pytest.mark.e2e
+
+BUILDS = 3  # parallel builds per round
+ROUNDS = 2
+
+
+def _start_build(model_dir: Path, repository: str, cache: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelpack", "build", str(model_dir), "--tag", repository, "--push", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+    )
+
+
+def test_parallel_builds_of_different_content_never_share_a_version(
+    tmp_path: Path, registry_repo: Any, local_base_image: str, copy_example: Any
+) -> None:
+    dirs = [copy_example("hello", tmp_path / f"m{i}") for i in range(BUILDS)]
+    reported: dict[str, str] = {}  # version -> digest the build reported
+    for round_ in range(ROUNDS):
+        for i, model_dir in enumerate(dirs):
+            model = model_dir / "1" / "model.py"
+            model.write_text(model.read_text() + f"\n# build {i}, round {round_}\n")
+        procs = [_start_build(d, registry_repo.ref, tmp_path / f"cache{i}") for i, d in enumerate(dirs)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=900)
+            assert proc.returncode == 0, err
+            result = json.loads(out)
+            assert result["version"] not in reported, f"{result['version']} reported twice"
+            reported[result["version"]] = result["digest"]
+    assert len(reported) == BUILDS * ROUNDS
+    tags = registry_repo.tags()
+    assert not [t for t in tags if claimed_version(t)], "claims left behind"
+    with RegistryClient(registry_repo.registry) as client:
+        for version, digest in reported.items():
+            found = client.head_manifest(registry_repo.name, version)
+            assert found is not None and found.digest == digest, f"{version} does not point at its build"
+        versioned = {client.head_manifest(registry_repo.name, t).digest for t in tags if version_number(t)}  # type: ignore[union-attr]
+        for tag in (t for t in tags if is_content_tag(t)):
+            head = client.head_manifest(registry_repo.name, tag)
+            assert head is not None and head.digest in versioned, f"content {tag} has no version"
