@@ -12,6 +12,7 @@ method decorator: `modelpack.runtime.model_class`; HTTP API: `modelpack.runtime.
 from __future__ import annotations
 
 from modelpack.runtime.helpers import OpenAIModelClass, VisualClassifierClass, VisualDetectorClass
+from modelpack.runtime.mcp import MCPModelClass, StdioMCPModelClass
 from modelpack.runtime.model_class import ModelClass, Param
 from modelpack.runtime.types import Audio, Concept, Frame, Image, Region, Text, Video
 
@@ -20,10 +21,12 @@ __all__ = [
     "Concept",
     "Frame",
     "Image",
+    "MCPModelClass",
     "ModelClass",
     "OpenAIModelClass",
     "Param",
     "Region",
+    "StdioMCPModelClass",
     "Text",
     "Video",
     "VisualClassifierClass",

@@ -43,6 +43,8 @@ _DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
 _MODULES: dict[str, Callable[[], dict[str, object]]] = {
     "clarifai.runners.models.model_class": _attrs(modelpack.runtime, "ModelClass"),
     "clarifai.runners.models.openai_class": _attrs(modelpack.runtime, "OpenAIModelClass"),
+    "clarifai.runners.models.mcp_class": _attrs(modelpack.runtime, "MCPModelClass"),
+    "clarifai.runners.models.stdio_mcp_class": _attrs(modelpack.runtime, "StdioMCPModelClass"),
     "clarifai.runners.models.visual_classifier_class": _attrs(modelpack.runtime, "VisualClassifierClass"),
     "clarifai.runners.models.visual_detector_class": _attrs(modelpack.runtime, "VisualDetectorClass"),
     "clarifai.runners.utils.data_types": _attrs(modelpack.runtime, *_DATA_TYPES),

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
+from modelpack.project.method_types import MCP_BASES, InputSpec, MethodSignature, ModelSignature
 from modelpack.project.methods import canonical_type
 from modelpack.runtime.model_class import (
     PARAMS_ATTR,
@@ -556,8 +556,12 @@ def plan_class(cls: type) -> tuple[ModelSignature, dict[str, MethodPlan]]:
     """The signature and call plans of every marked method of a model class (source order)."""
     found: dict[str, tuple[Callable[..., Any], MethodOptions]] = {}
     for klass in reversed(cls.__mro__):
+        if _is_sdk_class(klass):  # the SDK's own methods of a base (e.g. mcp_transport)
+            for name in vars(klass).get("SDK_METHODS", ()):
+                found[name] = (vars(klass)[name], method_options(vars(klass)[name]) or MethodOptions())
+            continue
         # like the static reader: only classes of the model's own file count
-        if _is_sdk_class(klass) or klass.__module__ != cls.__module__:
+        if klass.__module__ != cls.__module__:
             continue
         for name, attr in vars(klass).items():
             options = method_options(attr)
@@ -566,8 +570,12 @@ def plan_class(cls: type) -> tuple[ModelSignature, dict[str, MethodPlan]]:
             elif name in found and callable(attr):
                 del found[name]  # overridden without the decorator: no longer exposed
     plans = {name: plan_method(name, func, options) for name, (func, options) in found.items()}
+    base = sdk_base_name(cls)
     signature = ModelSignature(
-        class_name=cls.__name__, base=sdk_base_name(cls), methods=tuple(p.signature for p in plans.values())
+        class_name=cls.__name__,
+        base=base,
+        methods=tuple(p.signature for p in plans.values()),
+        tools=() if base in MCP_BASES else None,
     )
     return signature, plans
 
@@ -586,7 +594,7 @@ def find_model_class(module: types.ModuleType) -> type[ModelClass]:
     if not leaves:
         raise LookupError(
             "no model class found: expected a subclass of ModelClass, OpenAIModelClass, "
-            "VisualClassifierClass or VisualDetectorClass"
+            "VisualClassifierClass, VisualDetectorClass, MCPModelClass or StdioMCPModelClass"
         )
     return leaves[-1]
 

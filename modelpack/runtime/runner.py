@@ -16,6 +16,7 @@ import sys
 import threading
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import CheckpointSpec
 from modelpack.runtime import compat
 from modelpack.runtime.introspect import MethodPlan, find_model_class, plan_class
+from modelpack.runtime.mcp import MCPModelClass
 from modelpack.runtime.model_class import ModelClass
 
 log = logging.getLogger("modelpack.runtime")
@@ -136,6 +138,8 @@ class Runner:
                 self.signature, self.plans = plan_class(type(self.instance))
             self.bound = {name: getattr(self.instance, name) for name in self.plans}
             self.instance.load_model()
+            if isinstance(self.instance, MCPModelClass):  # the tools the running server lists
+                self.signature = replace(self.signature, tools=self.instance.mcp_tools())
             self.state = "ready"
             log.info("model %s ready", self.signature.class_name)
         except BaseException as error:  # model code may raise anything, SystemExit included

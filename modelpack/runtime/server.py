@@ -17,6 +17,7 @@ Endpoints:
   (the other arguments), then ``{"item": value}`` per input item and ``{"end": true}``;
   the server sends ``{"result": item}`` per output, then ``{"done": true}``, or
   ``{"error": {...}}`` and closes.
+- ``/mcp``: MCP over streamable HTTP, for `MCPModelClass` models (stateless; JSON answers).
 - ``POST /v1/chat/completions``, ``GET /v1/models``: OpenAI-compatible, for
   `OpenAIModelClass` models (``stream: true`` → ``chat.completion.chunk`` events and
   ``data: [DONE]``).
@@ -49,6 +50,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from modelpack.runtime.fetch import FetchError
 from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks, completion_response
 from modelpack.runtime.introspect import ArgumentError, MethodPlan, encode, make_decoder
+from modelpack.runtime.mcp import MCPModelClass
 from modelpack.runtime.openapi import openapi_document
 from modelpack.runtime.runner import Runner, iterate
 
@@ -80,6 +82,16 @@ def _model_error(error: BaseException) -> HTTPError:
 
 
 async def _read_json(request: Request, limit: int) -> Any:
+    body = await _read_body(request, limit)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HTTPError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise HTTPError(400, "invalid_json", "request body is nested too deeply") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit():
         if int(length) > limit:
@@ -92,12 +104,7 @@ async def _read_json(request: Request, limit: int) -> Any:
             if len(chunks) > limit:
                 raise HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
         body = bytes(chunks)
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise HTTPError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
-    except RecursionError:
-        raise HTTPError(400, "invalid_json", "request body is nested too deeply") from None
+    return body
 
 
 def _dumps(value: Any) -> str:
@@ -364,6 +371,29 @@ class ModelServer:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
 
+    # -- MCP -------------------------------------------------------------------
+    async def mcp(self, request: Request) -> Response:
+        """Streamable HTTP: each request goes to the model's MCP server app as it came."""
+        try:
+            self._require_ready()
+            instance = self.runner.instance
+            if not isinstance(instance, MCPModelClass):
+                raise HTTPError(404, "not_found", "this model is not an MCP server")
+            body = await _read_body(request, self.max_body_bytes)
+            headers = [(k, v) for k, v in request.headers.items() if k not in _HOP_HEADERS]
+            bridge = await run_in_threadpool(instance.mcp_bridge)
+            answer = await bridge.forward(request.method, headers, body)
+        except HTTPError as error:
+            return error.response()
+        except Exception as error:
+            log.exception("MCP request failed")
+            return error_response(500, "model_error", f"{type(error).__name__}: {error}")
+        response = Response(answer.body, status_code=answer.status)
+        for key, value in answer.headers:
+            if key.lower() not in _HOP_HEADERS:
+                response.headers.append(key, value)
+        return response
+
     # -- OpenAI-compatible ---------------------------------------------------
     def _is_openai(self) -> bool:
         return isinstance(self.runner.instance, OpenAIModelClass)
@@ -496,6 +526,9 @@ class ModelServer:
         )
 
 
+_HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive"})
+
+
 def _user_defined(instance: object, name: str) -> bool:
     """Whether the model's own code (not modelpack's SDK) defines ``name``."""
     attr = getattr(type(instance), name, None)
@@ -541,6 +574,7 @@ def create_app(
         WebSocketRoute("/v1/methods/{name}/stream", server.websocket),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route("/v1/models", server.openai_models, methods=["GET"]),
+        Route("/mcp", server.mcp, methods=["GET", "POST", "DELETE"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
