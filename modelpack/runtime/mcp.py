@@ -301,10 +301,22 @@ class StdioMCPModelClass(MCPModelClass):
             spec = read_stdio_spec(self.model_dir(), os.environ)
             log.info("starting the stdio MCP server: %s %s", spec.command, " ".join(spec.args))
             transport = StdioTransport(
-                command=spec.command,
+                command=_interpreter(spec.command),
                 args=list(spec.args),
                 env=_child_environment(spec, os.environ),
                 cwd=str(self.model_dir()),
             )
             self._stdio_server = create_proxy(transport, name=type(self).__name__)
         return self._stdio_server
+
+    def load_model(self) -> None:
+        super().load_model()
+        if not self.mcp_tools():  # the proxy only logs a child that failed: fail the load instead
+            raise RuntimeError("the stdio MCP server listed no tools (see its output above)")
+
+
+def _interpreter(command: str) -> str:
+    """``python``/``python3`` is the model's own Python (the image's venv), not whatever PATH finds first."""
+    import sys
+
+    return sys.executable if command in ("python", "python3") else command

@@ -111,3 +111,48 @@ def test_a_plain_model_has_no_mcp_route(tmp_path: Path) -> None:
     with BackgroundServer(hello) as running:
         response = httpx.post(running.url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert response.status_code == 404
+
+
+def test_stdio_server_bridged_with_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp import Client
+
+    monkeypatch.setenv("NOTES_OWNER", "alice")
+    monkeypatch.setenv("UNLISTED_VARIABLE", "not for the child")
+    example = Path(str(data_dir("examples").joinpath("mcp-stdio")))
+
+    async def run(url: str) -> list[str]:
+        async with Client(url + "/mcp") as client:
+            out = [(await client.call_tool("add_note", {"text": "one"})).content[0].text]
+            out.append((await client.call_tool("add_note", {"text": "two"})).content[0].text)
+            out.append((await client.call_tool("whoami", {})).content[0].text)
+            return out
+
+    with BackgroundServer(example) as running:
+        assert running.runner.state == "ready", running.runner.error
+        tools = [t["name"] for t in running.runner.signature.to_dict()["tools"]]
+        assert asyncio.run(run(running.url)) == ["note-1", "note-2", "alice"]
+    assert tools == ["add_note", "list_notes", "whoami"]
+    assert signature(example).signature.tools == ()  # known only once the child runs
+
+
+def test_child_environment_has_only_listed_variables() -> None:
+    from modelpack.runtime.mcp import _child_environment, read_stdio_spec
+
+    example = Path(str(data_dir("examples").joinpath("mcp-stdio")))
+    environ = {"PATH": "/usr/bin", "NOTES_OWNER": "bob", "AWS_SECRET_ACCESS_KEY": "x"}
+    env = _child_environment(read_stdio_spec(example, environ), environ)
+    assert env == {"PATH": "/usr/bin", "NOTES_OWNER": "bob", "NOTES_PREFIX": "note"}
+
+
+def test_a_stdio_server_that_dies_fails_the_load(tmp_path: Path) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "config.yaml").write_text(
+        "model: {id: broken}\nmcp_server: {command: python, args: ['-c', 'raise SystemExit(3)']}\n"
+    )
+    (tmp_path / "1" / "model.py").write_text(
+        "from modelpack.runtime import StdioMCPModelClass\n\n\nclass Broken(StdioMCPModelClass):\n    pass\n"
+    )
+    with BackgroundServer(tmp_path) as running:
+        assert running.runner.state == "failed"
+        assert "no tools" in (running.runner.error or "")
+        assert httpx.get(running.url + "/ready").status_code == 503
