@@ -300,9 +300,10 @@ class StdioMCPModelClass(MCPModelClass):
 
             spec = read_stdio_spec(self.model_dir(), os.environ)
             log.info("starting the stdio MCP server: %s %s", spec.command, " ".join(spec.args))
+            command, args = _installed_npx(spec, os.environ.get("MODELPACK_NODE_DIR"))
             transport = StdioTransport(
-                command=_interpreter(spec.command),
-                args=list(spec.args),
+                command=_interpreter(command),
+                args=list(args),
                 env=_child_environment(spec, os.environ),
                 cwd=str(self.model_dir()),
             )
@@ -313,6 +314,27 @@ class StdioMCPModelClass(MCPModelClass):
         super().load_model()
         if not self.mcp_tools():  # the proxy only logs a child that failed: fail the load instead
             raise RuntimeError("the stdio MCP server listed no tools (see its output above)")
+
+
+def _installed_npx(spec: StdioServerSpec, node_dir: str | None) -> tuple[str, tuple[str, ...]]:
+    """``npx [-y] PACKAGE ARGS`` → ``node BIN ARGS`` when the image installed PACKAGE (no network)."""
+    if node_dir is None or Path(spec.command).name != "npx":
+        return spec.command, spec.args
+    position = next((i for i, a in enumerate(spec.args) if not a.startswith("-")), None)
+    if position is None or any(a not in ("-y", "--yes") for a in spec.args[:position]):
+        return spec.command, spec.args  # npx options we do not model: let npx run
+    package = spec.args[position]
+    name = package if not package[1:].count("@") else package[: package.rindex("@")]  # drop @version
+    manifest = Path(node_dir) / "lib" / "node_modules" / name / "package.json"
+    if not manifest.is_file():
+        return spec.command, spec.args
+    bins = json.loads(manifest.read_text(encoding="utf-8")).get("bin")
+    if isinstance(bins, dict):
+        bins = bins.get(name.rsplit("/", 1)[-1]) or next(iter(bins.values()), None)
+    if not isinstance(bins, str):
+        return spec.command, spec.args
+    after = spec.args[position + 1 :]
+    return str(Path(node_dir) / "bin" / "node"), (str(manifest.parent / bins), *after)
 
 
 def _interpreter(command: str) -> str:

@@ -120,7 +120,7 @@ def test_runtime_hook_fetches_only_for_runtime_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from modelpack.project import checkpoints
-    from modelpack.runtime import runner
+    from modelpack.runtime import weights as runner
 
     calls: list[tuple[CheckpointSpec, Path]] = []
 
@@ -135,6 +135,14 @@ def test_runtime_hook_fetches_only_for_runtime_checkpoints(
         " allowed_file_patterns: ['*.json']}\n"
     )
     assert runner.fetch_runtime_checkpoint(tmp_path) == tmp_path / "ck"
+    # model code written for the Clarifai SDK asks again: the same folder, no second download
+    from modelpack.runtime import compat
+
+    compat.install()
+    from clarifai.runners.models.model_builder import ModelBuilder
+
+    builder = ModelBuilder(str(tmp_path), download_validation_only=True)
+    assert builder.download_checkpoints(stage="runtime") == str(tmp_path / "ck")
     ((spec, dest),) = calls
     assert (spec.repo_id, spec.revision, spec.allowed_file_patterns, dest) == (
         "acme/w",

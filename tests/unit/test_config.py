@@ -227,15 +227,15 @@ def test_concepts_secrets_threads_and_unknown_sections(tmp_path: Path) -> None:
         description: Key for the backend
     num_threads: 4
     toolkit: {provider: x}
-    mcp_server: {}
+    agents: {}
     """
     model_dir = load(make_dir(tmp_path, config))
     config_ = model_dir.config
     assert [(c.id, c.name) for c in config_.concepts] == [("cat", "Cat"), ("7", "7")]
     assert config_.secrets[0].env_var == "OPENAI_API_KEY"
     assert config_.num_threads == 4
-    assert config_.extra_sections == ("mcp_server", "toolkit")
-    assert sorted(w.path for w in model_dir.warnings) == ["mcp_server", "toolkit"]
+    assert config_.extra_sections == ("agents", "toolkit")
+    assert sorted(w.path for w in model_dir.warnings) == ["agents", "toolkit"]
 
 
 def test_classifier_concepts_may_come_from_checkpoint(tmp_path: Path) -> None:
