@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 
-from modelpack.errors import Diagnostic
+from modelpack.errors import Diagnostic, Severity
 
 SHIM_PACKAGES = frozenset(
     {"clarifai", "clarifai.runners", "clarifai.runners.models", "clarifai.runners.utils", "clarifai.utils"}
@@ -63,7 +63,7 @@ def unprovided_imports(tree: ast.AST, display: str) -> list[Diagnostic]:
     findings: list[Diagnostic] = []
 
     def report(node: ast.stmt, what: str) -> None:
-        severity = "warning" if node.lineno in guarded else "error"
+        severity: Severity = "warning" if node.lineno in guarded else "error"
         message = f"{what} is not provided by modelpack's Clarifai compatibility layer"
         if severity == "warning":
             message += " (the import is guarded; its fallback runs)"

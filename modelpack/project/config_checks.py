@@ -548,7 +548,8 @@ def _check_mcp_server(section: Any, secrets: tuple[SecretSpec, ...], checker: Ch
         return None
     args = section.get("args") or []
     args = [args] if isinstance(args, str) else [str(a) for a in args if isinstance(a, str)]
-    env = section.get("env") if isinstance(section.get("env"), dict) else {}
+    raw_env = section.get("env")
+    env: dict[Any, Any] = raw_env if isinstance(raw_env, dict) else {}
     secret_vars = {s.env_var for s in secrets}
     for key, value in env.items():
         if _SECRET_NAME.search(str(key)) and str(value).strip():

@@ -20,8 +20,13 @@ import modelpack.runtime
 from modelpack.project.clarifai_compat import SHIM_MODULES, SHIM_PACKAGES
 from modelpack.runtime import helpers, weights
 
+
+def _runtime_attr(name: str) -> Callable[[], object]:
+    return lambda: getattr(modelpack.runtime, name)
+
+
 _OBJECTS: dict[str, Callable[[], object]] = {
-    **{name: (lambda name=name: getattr(modelpack.runtime, name)) for name in modelpack.runtime.__all__},
+    **{name: _runtime_attr(name) for name in modelpack.runtime.__all__},
     "ModelBuilder": lambda: weights.ModelBuilder,
     "build_openai_messages": lambda: helpers.build_openai_messages,
     "logger": lambda: logging.getLogger("clarifai"),

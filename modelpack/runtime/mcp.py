@@ -270,6 +270,7 @@ def read_stdio_spec(model_dir: Path, environ: Mapping[str, str]) -> StdioServerS
     args = section.get("args") or []
     args = [args] if isinstance(args, str) else args
     env = {str(k): str(v) for k, v in (section.get("env") or {}).items()}
+    assert isinstance(data, dict)  # a dict holds the mcp_server section read above
     for secret in data.get("secrets") or []:
         name = secret.get("env_var") if isinstance(secret, dict) else None
         if isinstance(name, str) and name in environ:

@@ -164,3 +164,64 @@ def test_stdio_server_in_the_image(
     assert [t["name"] for t in served["tools"]] == ["add_note", "list_notes", "whoami"]
     image = docker_client.images.get(images["mcp-stdio"][0])
     assert "owner-from-the-environment" not in json.dumps(image.attrs)
+
+
+NPM_MODEL = Path(__file__).parent / "models" / "mcp-npm"
+_IN_CONTAINER_CLIENT = """
+import asyncio, json
+from mcp import Client
+
+async def main():
+    async with Client("http://127.0.0.1:8080/mcp") as client:
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+        entity = {"name": "modelpack", "entityType": "tool", "observations": ["builds images"]}
+        await client.call_tool("create_entities", {"entities": [entity]})
+        graph = await client.call_tool("read_graph", {})
+        print(json.dumps({"tools": names, "graph": graph.content[0].text}))
+
+asyncio.run(main())
+"""
+
+
+def test_npm_stdio_server_runs_without_network(
+    docker_client: Any, local_base_image: str, registry: str, tmp_path: Path
+) -> None:
+    """Node.js and the npx package are in the image: the container starts with no network at all."""
+    import shutil
+
+    from modelpack.image.builder import build
+    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import env_ca_bundle
+
+    model_dir = tmp_path / "mcp-npm"
+    shutil.copytree(NPM_MODEL, model_dir)
+    ca_bundle = env_ca_bundle()
+    settings = BuildSettings(ca_bundle=Path(ca_bundle) if ca_bundle else None)
+    repository = f"{registry}/modelpack-test/mcp-npm-{uuid.uuid4().hex[:8]}"
+    result = build(model_dir, repository=repository, push=False, settings=settings)
+    container = docker_client.containers.run(result.image, detach=True, network_mode="none")
+    try:
+        deadline = time.monotonic() + 180
+        probe = [
+            "python",
+            "-c",
+            "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/ready', timeout=2)",
+        ]
+        while container.exec_run(probe).exit_code != 0:
+            container.reload()
+            assert container.status == "running", container.logs(tail=40).decode(errors="replace")
+            assert time.monotonic() < deadline, container.logs(tail=40).decode(errors="replace")
+            time.sleep(0.5)
+        code, output = container.exec_run(["python", "-c", _IN_CONTAINER_CLIENT])
+        assert code == 0, output.decode(errors="replace")
+        answer = json.loads(output.decode().strip().splitlines()[-1])
+        assert {"create_entities", "read_graph", "search_nodes"} <= set(answer["tools"])
+        assert "builds images" in answer["graph"]
+        code, processes = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\\\0' ' '"])
+        assert b"/opt/modelpack/node/bin/node" in processes and b"npx" not in processes
+    finally:
+        container.remove(force=True)
+        for image in docker_client.images.list():
+            for tag in image.tags:
+                if tag.startswith(repository + ":"):
+                    docker_client.images.remove(tag, force=True)

@@ -1,4 +1,4 @@
-from typing import Iterator, List
+from collections.abc import Iterator
 
 from clarifai.runners.models.model_class import ModelClass
 from clarifai.runners.utils.data_types import Concept, Image, Text
@@ -19,7 +19,7 @@ class Styles(ModelClass):
         return Image(bytes=image.bytes[:size])
 
     @ModelClass.method
-    def tags(self, text: str) -> List[Concept]:
+    def tags(self, text: str) -> list[Concept]:
         return [Concept(name=word, value=1.0) for word in text.split()]
 
     @ModelClass.method
