@@ -308,7 +308,9 @@ class StdioMCPModelClass(MCPModelClass):
                 env=_child_environment(spec, os.environ),
                 cwd=str(self.model_dir()),
             )
-            self._stdio_server = create_proxy(transport, name=type(self).__name__)
+            # the child negotiates its own protocol version ("auto"), whatever era a client speaks
+            options = _supported(create_proxy, {"mode": "auto"})
+            self._stdio_server = create_proxy(transport, name=type(self).__name__, **options)
         return self._stdio_server
 
     def load_model(self) -> None:
