@@ -39,7 +39,7 @@ from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.runtime_library import runtime_library_files
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.config import as_model_dir
-from modelpack.project.ignore import IGNORE_FILE, is_virtualenv, load_rules
+from modelpack.project.ignore import IGNORE_FILES, is_virtualenv, load_rules
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir, ModelDirLike
 from modelpack.resources import data_dir
@@ -74,7 +74,7 @@ CONTEXT_DIGESTS = "context.sha256"
 DOCKERFILE = "Dockerfile"
 
 # Files of the model directory that do not go into the code layer.
-_NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, IGNORE_FILE}
+_NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, *IGNORE_FILES}
 # Labels that name a build rather than its content: left out of content_digest.
 _VOLATILE_LABELS = (
     "org.opencontainers.image.version",
