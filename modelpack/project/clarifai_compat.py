@@ -15,7 +15,7 @@ from modelpack.errors import Diagnostic, Severity
 SHIM_PACKAGES = frozenset(
     {"clarifai", "clarifai.runners", "clarifai.runners.models", "clarifai.runners.utils", "clarifai.utils"}
 )
-DATA_TYPE_NAMES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
+DATA_TYPE_NAMES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame", "JSON", "NamedFields")
 SHIM_MODULES: dict[str, tuple[str, ...]] = {
     "clarifai.runners.models.model_class": ("ModelClass",),
     "clarifai.runners.models.openai_class": ("OpenAIModelClass",),

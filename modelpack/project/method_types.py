@@ -8,7 +8,8 @@ Type strings are canonical so both sides agree:
 - ``Optional[T]`` for ``Optional[T]``, ``Union[T, None]`` and ``T | None``;
   ``Union[A, B]`` otherwise (members in written order, ``None`` removed into Optional)
 - ``Iterator[T]`` for Iterator, Iterable, Generator[T, ...] and their async forms
-- model data types: ``Text Image Audio Video Concept Region Frame``
+- model data types: ``Text Image Audio Video Concept Region Frame JSON``; ``NamedFields(a=str, b=int)``
+  is ``NamedFields[a: str, b: int]``
 - ``ndarray`` for numpy arrays, ``PIL.Image`` for PIL images
 - anything else: its dotted name as written, reported as a warning.
 
@@ -40,7 +41,7 @@ from typing import Any, Literal
 
 MethodKind = Literal["unary-unary", "unary-stream", "stream-stream"]
 
-DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
+DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame", "JSON")
 
 
 @dataclass(frozen=True)

@@ -195,8 +195,16 @@ def _canon(node: ast.expr | None, aliases: Mapping[str, str], problems: list[Pro
         return _canon_name(node, aliases, problems)
     if isinstance(node, ast.Subscript):
         return _canon_subscript(node, aliases, problems)
+    if isinstance(node, ast.Call) and _is_named_fields(node.func, aliases) and not node.args:
+        fields = [f"{k.arg}: {_canon(k.value, aliases, problems)}" for k in node.keywords if k.arg]
+        return "NamedFields[" + ", ".join(fields) + "]"
     problems.append((node, f"unsupported type {ast.unparse(node)}"))
     return ast.unparse(node)
+
+
+def _is_named_fields(node: ast.expr, aliases: Mapping[str, str]) -> bool:
+    module, last = _split(qualified_name(node, aliases) or "")
+    return last == "NamedFields" and _from_known_package(module)
 
 
 def _forward_ref(

@@ -29,7 +29,7 @@ from modelpack.runtime.model_class import (
     ParamSpec,
     method_options,
 )
-from modelpack.runtime.types import DATA_TYPE_CLASSES, Image
+from modelpack.runtime.types import DATA_TYPE_CLASSES, Image, NamedFields
 
 _ITERATOR_ORIGINS = (
     cabc.Iterator,
@@ -87,6 +87,8 @@ def type_string(tp: Any) -> str:
         return _BUILTIN_NAMES[tp]
     if tp in _DATA_CLASS_NAMES:
         return _DATA_CLASS_NAMES[tp]
+    if isinstance(tp, type) and issubclass(tp, NamedFields):
+        return "NamedFields[" + ", ".join(f"{k}: {type_string(v)}" for k, v in tp.FIELDS.items()) + "]"
     if tp in (list, typing.List):  # noqa: UP006
         return "List[Any]"
     if tp in (dict, typing.Dict):  # noqa: UP006
@@ -184,6 +186,8 @@ def make_decoder(tp: Any) -> Decoder:
         return _decode_bytes
     if tp in _DATA_CLASS_NAMES:
         return tp.from_json
+    if isinstance(tp, type) and issubclass(tp, NamedFields):
+        return _named_fields_decoder(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if _is_union(tp):
         return _union_decoder([make_decoder(a) for a in args], type_string(tp))
@@ -210,6 +214,25 @@ def make_decoder(tp: Any) -> Decoder:
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def _named_fields_decoder(tp: type[NamedFields]) -> Decoder:
+    decoders = {name: make_decoder(field) for name, field in tp.FIELDS.items()}
+
+    def decode(value: Any) -> NamedFields:
+        if not isinstance(value, dict) or not set(value) <= set(decoders):
+            raise TypeError(f"expected an object with fields {', '.join(decoders)}")
+        out = {}
+        for name, decoder in decoders.items():
+            if name not in value:
+                raise TypeError(f"missing field {name!r}")
+            try:
+                out[name] = decoder(value[name])
+            except TypeError as error:
+                raise TypeError(f"field {name!r}: {error}") from None
+        return tp(**out)
+
+    return decode
 
 
 def _decode_none(value: Any) -> None:
