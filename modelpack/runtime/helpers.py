@@ -267,7 +267,7 @@ def video_to_frames(video_bytes: bytes) -> Iterator[Frame]:
 
     import av
 
-    with av.open(io.BytesIO(video_bytes)) as container:
+    with av.open(io.BytesIO(video_bytes), mode="r") as container:
         for index, frame in enumerate(container.decode(video=0)):
             buffer = io.BytesIO()
             frame.to_image().convert("RGB").save(buffer, format="JPEG")
