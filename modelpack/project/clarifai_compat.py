@@ -24,6 +24,7 @@ SHIM_MODULES: dict[str, tuple[str, ...]] = {
     "clarifai.runners.models.mcp_class": ("MCPModelClass",),
     "clarifai.runners.models.stdio_mcp_class": ("StdioMCPModelClass",),
     "clarifai.runners.models.model_builder": ("ModelBuilder",),
+    "clarifai.runners.models.agentic_class": ("AgenticModelClass",),
     "clarifai.runners.utils.data_types": DATA_TYPE_NAMES,
     "clarifai.runners.utils.data_utils": ("Param",),
     "clarifai.runners.utils.openai_convertor": ("build_openai_messages",),

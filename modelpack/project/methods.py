@@ -36,6 +36,7 @@ BASE_CLASSES = (
     "OpenAIModelClass",
     "VisualClassifierClass",
     "VisualDetectorClass",
+    "AgenticModelClass",
     *MCP_BASES,
 )
 

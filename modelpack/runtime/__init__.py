@@ -11,6 +11,7 @@ method decorator: `modelpack.runtime.model_class`; HTTP API: `modelpack.runtime.
 
 from __future__ import annotations
 
+from modelpack.runtime.agentic import AgenticModelClass
 from modelpack.runtime.helpers import OpenAIModelClass, VisualClassifierClass, VisualDetectorClass
 from modelpack.runtime.mcp import MCPModelClass, StdioMCPModelClass
 from modelpack.runtime.model_class import ModelClass, Param
@@ -18,6 +19,7 @@ from modelpack.runtime.types import JSON, Audio, Concept, Frame, Image, NamedFie
 
 __all__ = [
     "JSON",
+    "AgenticModelClass",
     "Audio",
     "Concept",
     "Frame",

@@ -617,7 +617,7 @@ def find_model_class(module: types.ModuleType) -> type[ModelClass]:
     if not leaves:
         raise LookupError(
             "no model class found: expected a subclass of ModelClass, OpenAIModelClass, "
-            "VisualClassifierClass, VisualDetectorClass, MCPModelClass or StdioMCPModelClass"
+            "VisualClassifierClass, VisualDetectorClass, AgenticModelClass, MCPModelClass or StdioMCPModelClass"
         )
     return leaves[-1]
 

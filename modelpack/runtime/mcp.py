@@ -157,7 +157,7 @@ def _protocol_version(message: str) -> str | None:
 
 
 def _parameters(tool: Any) -> dict[str, Any]:
-    for name in ("parameters", "inputSchema", "input_schema"):
+    for name in ("parameters", "input_schema", "inputSchema"):
         value = getattr(tool, name, None)
         if isinstance(value, dict):
             return value
