@@ -93,11 +93,11 @@ def build_openai_messages(
     video: Video | None = None,
     videos: Sequence[Video] | None = None,
     messages: Sequence[Mapping[str, Any]] | None = None,
-    chat_history: Sequence[Mapping[str, Any]] | None = None,
+    **older: Any,
 ) -> list[dict[str, Any]]:
-    """The earlier messages (``messages``, or ``chat_history``) plus a user message with the
-    prompt and any media, in OpenAI's chat format (text alone stays a plain string)."""
-    result = [dict(m) for m in (messages or chat_history or [])]
+    """The earlier messages (``messages``, or the older ``chat_history=``) plus a user message
+    with the prompt and any media, in OpenAI's chat format (text alone stays a plain string)."""
+    result = [dict(m) for m in (messages or older.get("chat_history") or [])]
     media = _media_parts(
         [*([image] if image else []), *(images or [])],
         [*([audio] if audio else []), *(audios or [])],

@@ -18,7 +18,7 @@ Concept    ``{"id": "cat", "name": "cat", "value": 0.97}`` (``id`` defaults to `
 Region     ``{"box": [x1, y1, x2, y2], "concepts": [Concept, ...], "id": "", "text": ""}``;
            the box is relative (0..1) left, top, right, bottom; optional ``"mask": Image``,
            ``"point": [x, y, z]`` and ``"track_id"``
-Frame      ``{"image": Image, "regions": [Region, ...], "time": 1.5, "index": 0}`` (seconds)
+Frame      ``{"image": Image, "regions": [Region, ...], "time": 1.5}`` (seconds; ``"index": 3`` when set)
 JSON       any JSON value, as it is
 NamedFields an object of its fields (``NamedFields(label=str, score=float)``), each in its wire format
 List[T]    a JSON array; ``Tuple[...]`` too
@@ -307,12 +307,14 @@ class Frame:
     index: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "image": self.image.to_json(),
             "regions": [r.to_json() for r in self.regions],
             "time": self.time,
-            "index": self.index,
         }
+        if self.index:
+            data["index"] = self.index
+        return data
 
     @classmethod
     def from_json(cls, value: Any) -> Frame:
