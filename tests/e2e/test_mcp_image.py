@@ -55,13 +55,21 @@ def images(
             built[name] = (result.image, model_dir)
         yield built
     finally:
-        for image in docker_client.images.list():
-            for tag in image.tags:
-                if tag.startswith(repo_base + "/"):
-                    try:
-                        docker_client.images.remove(tag, force=True)
-                    except Exception:
-                        pass
+        for name in ("mcp-tools", "mcp-stdio"):
+            _remove_tags(docker_client, f"{repo_base}/{name}")
+
+
+def _remove_tags(docker_client: Any, repository: str) -> None:
+    """Untag this test's images (listed by name: other builds share the engine)."""
+    import docker
+
+    for image in docker_client.images.list(name=repository):
+        for tag in image.tags:
+            if tag.startswith(repository + ":"):
+                try:
+                    docker_client.images.remove(tag, force=True)
+                except docker.errors.NotFound:
+                    pass
 
 
 def _run(docker_client: Any, image: str, environment: dict[str, str]) -> Iterator[str]:
@@ -221,7 +229,4 @@ def test_npm_stdio_server_runs_without_network(
         assert b"/opt/modelpack/node/bin/node" in processes and b"npx" not in processes
     finally:
         container.remove(force=True)
-        for image in docker_client.images.list():
-            for tag in image.tags:
-                if tag.startswith(repository + ":"):
-                    docker_client.images.remove(tag, force=True)
+        _remove_tags(docker_client, repository)

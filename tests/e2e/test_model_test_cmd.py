@@ -58,7 +58,6 @@ def test_every_method_then_the_models_own_test(
         ]
         assert leftovers == []
     finally:
-        for image in docker_client.images.list():
+        for image in docker_client.images.list(name=repository):
             for tag in image.tags:
-                if tag.startswith(repository + ":"):
-                    docker_client.images.remove(tag, force=True)
+                docker_client.images.remove(tag, force=True)
