@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "signature": ("modelpack.cli.signature_cmd", "signature", "Print the method signatures of 1/model.py."),
     "init": ("modelpack.cli.init_cmd", "init", "Create a new model directory from a scaffold."),
     "serve": ("modelpack.cli.serve_cmd", "serve", "Serve a model directory over HTTP."),
+    "test": ("modelpack.cli.test_cmd", "test", "Build a model's image, start it and call every method."),
     "predict": (
         "modelpack.cli.predict_cmd",
         "predict",

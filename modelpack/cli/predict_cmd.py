@@ -82,7 +82,7 @@ def predict(target: str, method: str, inputs: tuple[str, ...], as_json: bool) ->
             raise RuntimeFailure(f"the model failed to load: {server.runner.error}")
         url = server.url
     try:
-        with Model(url) as model:
+        with Model(url, typed=False) as model:  # printed as JSON
             spec = next((m for m in model.signature()["methods"] if m["name"] == method), None)
             if spec is None:
                 names = ", ".join(model.available_methods())

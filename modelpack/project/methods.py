@@ -19,11 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from modelpack.errors import Diagnostic, SignatureError
-from modelpack.project.method_types import DATA_TYPES, InputSpec, MethodKind, MethodSignature, ModelSignature
+from modelpack.project.mcp_tools import read_tools
+from modelpack.project.method_types import (
+    DATA_TYPES,
+    MCP_BASES,
+    MCP_TRANSPORT,
+    InputSpec,
+    MethodKind,
+    MethodSignature,
+    ModelSignature,
+)
 from modelpack.project.model_dir import ModelDirLike, model_dir_root
 from modelpack.project.pysource import SourceError, parse_source, read_source
 
-BASE_CLASSES = ("ModelClass", "OpenAIModelClass", "VisualClassifierClass", "VisualDetectorClass")
+BASE_CLASSES = (
+    "ModelClass",
+    "OpenAIModelClass",
+    "VisualClassifierClass",
+    "VisualDetectorClass",
+    "AgenticModelClass",
+    *MCP_BASES,
+)
 
 # Packages whose ModelClass, Param and data types we recognise (plus unimported bare names).
 _KNOWN_PACKAGES = ("modelpack", "clarifai")
@@ -181,8 +197,16 @@ def _canon(node: ast.expr | None, aliases: Mapping[str, str], problems: list[Pro
         return _canon_name(node, aliases, problems)
     if isinstance(node, ast.Subscript):
         return _canon_subscript(node, aliases, problems)
+    if isinstance(node, ast.Call) and _is_named_fields(node.func, aliases) and not node.args:
+        fields = [f"{k.arg}: {_canon(k.value, aliases, problems)}" for k in node.keywords if k.arg]
+        return "NamedFields[" + ", ".join(fields) + "]"
     problems.append((node, f"unsupported type {ast.unparse(node)}"))
     return ast.unparse(node)
+
+
+def _is_named_fields(node: ast.expr, aliases: Mapping[str, str]) -> bool:
+    module, last = _split(qualified_name(node, aliases) or "")
+    return last == "NamedFields" and _from_known_package(module)
 
 
 def _forward_ref(
@@ -634,10 +658,17 @@ def signature(path: ModelDirLike) -> SignatureResult:
     base, chain = reader.find_model_class()
     model = chain[-1]
     methods = tuple(reader.method(cls, model.name, fn) for cls, fn in reader.methods(chain))
+    tools = None
+    if base in MCP_BASES:  # the SDK's transport method, and the tools (a stdio server's come at run time)
+        methods = (MCP_TRANSPORT, *(m for m in methods if m.name != MCP_TRANSPORT.name))
+        aliases = reader.aliases
+        tools = (
+            () if base != "MCPModelClass" else read_tools(tree, lambda node: canonical_type(node, aliases))
+        )
     if not methods:
         reader.warn(model, model.name, "no method is decorated with @" + base + ".method")
     return SignatureResult(
-        signature=ModelSignature(class_name=model.name, base=base, methods=methods),
+        signature=ModelSignature(class_name=model.name, base=base, methods=methods, tools=tools),
         warnings=tuple(sorted(reader.warnings, key=lambda d: (d.line or 0, d.column or 0))),
     )
 

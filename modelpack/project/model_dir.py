@@ -35,7 +35,8 @@ class BuildInfo:
     python_version: str = DEFAULT_PYTHON_VERSION
     image: str | None = None  # `build_info.image` or `build_info.base_image`: a ready base image
     cuda_version: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # other keys (node_version, ...), reported
+    node_version: str | None = None  # Node.js in the image (for an npx mcp_server)
+    extra: dict[str, Any] = field(default_factory=dict)  # other keys, reported
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,22 @@ class SecretSpec:
 
 
 @dataclass(frozen=True)
+class MCPServerSpec:
+    """``mcp_server``: the stdio MCP server a StdioMCPModelClass starts."""
+
+    command: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def npx_package(self) -> str | None:
+        """The package ``npx [-y] PACKAGE ...`` runs (installed at build time), or None."""
+        if self.command.rsplit("/", 1)[-1] != "npx":
+            return None
+        return next((a for a in self.args if not a.startswith("-")), None)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     model: ModelInfo
     build_info: BuildInfo
@@ -88,6 +105,7 @@ class ModelConfig:
     concepts: tuple[Concept, ...] = ()
     secrets: tuple[SecretSpec, ...] = ()
     num_threads: int | None = None
+    mcp_server: MCPServerSpec | None = None
     extra_sections: tuple[str, ...] = ()  # unknown top-level sections, accepted with a warning
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -11,19 +11,26 @@ method decorator: `modelpack.runtime.model_class`; HTTP API: `modelpack.runtime.
 
 from __future__ import annotations
 
+from modelpack.runtime.agentic import AgenticModelClass
 from modelpack.runtime.helpers import OpenAIModelClass, VisualClassifierClass, VisualDetectorClass
+from modelpack.runtime.mcp import MCPModelClass, StdioMCPModelClass
 from modelpack.runtime.model_class import ModelClass, Param
-from modelpack.runtime.types import Audio, Concept, Frame, Image, Region, Text, Video
+from modelpack.runtime.types import JSON, Audio, Concept, Frame, Image, NamedFields, Region, Text, Video
 
 __all__ = [
+    "JSON",
+    "AgenticModelClass",
     "Audio",
     "Concept",
     "Frame",
     "Image",
+    "MCPModelClass",
     "ModelClass",
+    "NamedFields",
     "OpenAIModelClass",
     "Param",
     "Region",
+    "StdioMCPModelClass",
     "Text",
     "Video",
     "VisualClassifierClass",

@@ -23,6 +23,7 @@ from typing import Any
 
 from modelpack.errors import ModelpackError
 from modelpack.runtime.introspect import encode
+from modelpack.runtime.types import DATA_TYPE_CLASSES, Text
 
 
 class ModelCallError(ModelpackError):
@@ -59,12 +60,77 @@ def format_signature(method: dict[str, Any]) -> str:
     return line
 
 
+def _inner(type_string: str, prefix: str) -> str | None:
+    return (
+        type_string[len(prefix) : -1]
+        if type_string.startswith(prefix) and type_string.endswith("]")
+        else None
+    )
+
+
+def _item_type(type_string: str) -> str:
+    return _inner(type_string, "Iterator[") or "Any"
+
+
+def decode_result(value: Any, type_string: str) -> Any:
+    """A JSON result as the data types its declared type names (``Text``, ``List[Concept]``, ...)."""
+    if value is None:
+        return None
+    optional = _inner(type_string, "Optional[")
+    if optional is not None:
+        return decode_result(value, optional)
+    if type_string in DATA_TYPE_CLASSES and isinstance(value, dict):
+        return DATA_TYPE_CLASSES[type_string].from_json(value)
+    item = _inner(type_string, "List[")
+    if item is not None and isinstance(value, list):
+        return [decode_result(v, item) for v in value]
+    return value
+
+
+def _plain(value: Any, type_string: str) -> Any:
+    """A ``Text`` where ``str`` is declared is its text; ``Image``/... where ``bytes`` is, its bytes."""
+    if type_string == "str" and isinstance(value, Text):
+        return value.text
+    if type_string == "bytes" and hasattr(value, "bytes") and type(value) in DATA_TYPE_CLASSES.values():
+        return value.bytes
+    item = _inner(type_string, "List[")
+    if item is not None and isinstance(value, (list, tuple)):
+        return [_plain(v, item) for v in value]
+    item = _inner(type_string, "Iterator[")
+    if (
+        item is not None
+        and not isinstance(value, (list, tuple, str, bytes, dict))
+        and hasattr(value, "__iter__")
+    ):
+        return (_plain(v, item) for v in value)
+    if item is not None and isinstance(value, (list, tuple)):
+        return [_plain(v, item) for v in value]
+    return value
+
+
+def _wire_args(
+    arguments: dict[str, Any], inputs: list[dict[str, Any]], *, encode_values: bool = True
+) -> dict[str, Any]:
+    types = {spec["name"]: spec["type"] for spec in inputs}
+    out = {k: _plain(v, types.get(k, "Any")) for k, v in arguments.items()}
+    return {k: encode(v) for k, v in out.items()} if encode_values else out
+
+
+def _is_batch(value: Any, inputs: list[dict[str, Any]]) -> bool:
+    """One positional list of argument objects is a batch, unless the first input takes a list or dict."""
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        return False
+    first = inputs[0]["type"] if inputs else "Any"
+    return not first.startswith(("List[", "Dict[", "Optional[List", "Optional[Dict", "Any"))
+
+
 class Model:
     """A model served at ``url``; its methods are attributes."""
 
-    def __init__(self, url: str, *, timeout: float = 600.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 600.0, typed: bool = True) -> None:
         import httpx
 
+        self.typed = typed  # results of data types as Text, Image, ... objects (False: plain JSON)
         self.url = url.rstrip("/")
         self._shown_url = _without_credentials(self.url)  # for messages: never user:password
         self.timeout = timeout
@@ -174,14 +240,27 @@ class Model:
         return "\n".join(lines) + "\n"
 
     # -- calls ---------------------------------------------------------------
-    def call(self, name: str, batch: list[dict[str, Any]] | None = None, /, **kwargs: Any) -> Any:
+    def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``name``: a result, a list of results (batch) or an iterator (streaming).
 
-        Positional-only, so a model argument may itself be called ``name`` or ``batch``."""
+        Arguments go by name or, as the SDK's docs show, by position (``model.predict("hi")``);
+        one list of argument objects is a batch. ``Text``/``Image``... objects are accepted
+        where a method takes ``str``/``bytes``; results of data types come back as those
+        classes (``.text``, ``.bytes``, ``.url``) unless the client was made ``typed=False``.
+        """
         method = self._method(name)
-        if batch is not None:
-            items = [{k: encode(v) for k, v in item.items()} for item in batch]
-            return self._request("POST", f"/v1/methods/{name}", json=items)["results"]
+        inputs = method["inputs"]
+        if len(args) == 1 and _is_batch(args[0], inputs):
+            items = [_wire_args(item, inputs) for item in args[0]]
+            results = self._request("POST", f"/v1/methods/{name}", json=items)["results"]
+            return [self._typed(r, method["output"]) for r in results]
+        if len(args) > len(inputs):
+            raise ModelCallError(f"{name}() takes {len(inputs)} arguments, {len(args)} given", status=422)
+        for spec, value in zip(inputs, args, strict=False):
+            if spec["name"] in kwargs:
+                raise ModelCallError(f"{name}() got argument {spec['name']!r} twice", status=422)
+            kwargs[spec["name"]] = value
+        kwargs = _wire_args(kwargs, inputs, encode_values=False)
         if method["kind"] == "stream-stream":
             stream_arg = next(s["name"] for s in method["inputs"] if s["type"].startswith("Iterator["))
             value = kwargs.get(stream_arg)
@@ -190,8 +269,13 @@ class Model:
                 return self._bidi(name, stream_arg, value, kwargs)
         payload = {k: encode(list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
         if method["kind"] == "unary-unary":
-            return self._request("POST", f"/v1/methods/{name}", json=payload)["result"]
-        return self._stream(name, payload)
+            return self._typed(
+                self._request("POST", f"/v1/methods/{name}", json=payload)["result"], method["output"]
+            )
+        return (self._typed(item, _item_type(method["output"])) for item in self._stream(name, payload))
+
+    def _typed(self, value: Any, type_string: str) -> Any:
+        return decode_result(value, type_string) if self.typed else value
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -199,8 +283,8 @@ class Model:
         if name not in self.available_methods():
             raise AttributeError(f"the model has no method {name!r}")
 
-        def method(batch: list[dict[str, Any]] | None = None, /, **kwargs: Any) -> Any:
-            return self.call(name, batch, **kwargs)
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return self.call(name, *args, **kwargs)
 
         method.__name__ = name
         method.__doc__ = self.method_signature(name)
@@ -274,7 +358,7 @@ class Model:
             for message in socket:
                 data = json.loads(message)
                 if "result" in data:
-                    yield data["result"]
+                    yield data["result"]  # typed by the caller (`call`)
                 elif data.get("done"):
                     done = True
                     break

@@ -17,38 +17,32 @@ import types
 from collections.abc import Callable, Sequence
 
 import modelpack.runtime
-from modelpack.runtime import helpers
+from modelpack.project.clarifai_compat import SHIM_MODULES, SHIM_PACKAGES
+from modelpack.runtime import helpers, weights
 
 
-def _attrs(module: types.ModuleType, *names: str) -> Callable[[], dict[str, object]]:
+def _runtime_attr(name: str) -> Callable[[], object]:
+    return lambda: getattr(modelpack.runtime, name)
+
+
+_OBJECTS: dict[str, Callable[[], object]] = {
+    **{name: _runtime_attr(name) for name in modelpack.runtime.__all__},
+    "ModelBuilder": lambda: weights.ModelBuilder,
+    "build_openai_messages": lambda: helpers.build_openai_messages,
+    "logger": lambda: logging.getLogger("clarifai"),
+}
+_PACKAGES = SHIM_PACKAGES
+
+
+def _module_attrs(names: tuple[str, ...]) -> Callable[[], dict[str, object]]:
     def attrs() -> dict[str, object]:
-        return {name: getattr(module, name) for name in names}
+        return {name: _OBJECTS[name]() for name in names}
 
     return attrs
 
 
-def _logging() -> dict[str, object]:
-    return {"logger": logging.getLogger("clarifai")}
-
-
-_PACKAGES = {
-    "clarifai",
-    "clarifai.runners",
-    "clarifai.runners.models",
-    "clarifai.runners.utils",
-    "clarifai.utils",
-}
-_DATA_TYPES = ("Text", "Image", "Audio", "Video", "Concept", "Region", "Frame")
-
 _MODULES: dict[str, Callable[[], dict[str, object]]] = {
-    "clarifai.runners.models.model_class": _attrs(modelpack.runtime, "ModelClass"),
-    "clarifai.runners.models.openai_class": _attrs(modelpack.runtime, "OpenAIModelClass"),
-    "clarifai.runners.models.visual_classifier_class": _attrs(modelpack.runtime, "VisualClassifierClass"),
-    "clarifai.runners.models.visual_detector_class": _attrs(modelpack.runtime, "VisualDetectorClass"),
-    "clarifai.runners.utils.data_types": _attrs(modelpack.runtime, *_DATA_TYPES),
-    "clarifai.runners.utils.data_utils": _attrs(modelpack.runtime, "Param"),
-    "clarifai.runners.utils.openai_convertor": _attrs(helpers, "build_openai_messages"),
-    "clarifai.utils.logging": _logging,
+    module: _module_attrs(names) for module, names in SHIM_MODULES.items()
 }
 
 

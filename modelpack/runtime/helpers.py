@@ -17,6 +17,7 @@ helpers (pure Python; Pillow only where images are decoded).
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import math
 import time
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelpack.runtime.model_class import ModelClass
-from modelpack.runtime.types import Concept, Region
+from modelpack.runtime.types import Audio, Concept, Frame, Image, Region, Video
 
 if TYPE_CHECKING:
     import subprocess
@@ -64,14 +65,50 @@ def completion_chunks(deltas: Iterable[str], model: str) -> Iterator[dict[str, A
     yield chunk({}, "stop")
 
 
-def build_openai_messages(
-    prompt: str | None = None, chat_history: Sequence[Mapping[str, Any]] | None = None, **_: Any
+def _media_url(media: Any, mime: str) -> str:
+    """The media's URL, else its bytes as a data URI."""
+    if getattr(media, "url", None):
+        return str(media.url)
+    return f"data:{mime};base64,{base64.b64encode(media.bytes).decode('ascii')}"
+
+
+def _media_parts(
+    images: Sequence[Image], audios: Sequence[Audio], videos: Sequence[Video]
 ) -> list[dict[str, Any]]:
-    """Chat history plus the new user prompt, in OpenAI message form."""
-    messages = [dict(m) for m in (chat_history or [])]
-    if prompt:
-        messages.append({"role": "user", "content": prompt})
-    return messages
+    parts: list[dict[str, Any]] = []
+    parts += [{"type": "image_url", "image_url": {"url": _media_url(i, "image/jpeg")}} for i in images]
+    for audio in audios:
+        data = base64.b64encode(audio.bytes).decode("ascii")
+        parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
+    parts += [{"type": "video_url", "video_url": {"url": _media_url(v, "video/mp4")}} for v in videos]
+    return parts
+
+
+def build_openai_messages(
+    prompt: str | None = None,
+    image: Image | None = None,
+    images: Sequence[Image] | None = None,
+    audio: Audio | None = None,
+    audios: Sequence[Audio] | None = None,
+    video: Video | None = None,
+    videos: Sequence[Video] | None = None,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    **older: Any,
+) -> list[dict[str, Any]]:
+    """The earlier messages (``messages``, or the older ``chat_history=``) plus a user message
+    with the prompt and any media, in OpenAI's chat format (text alone stays a plain string)."""
+    result = [dict(m) for m in (messages or older.get("chat_history") or [])]
+    media = _media_parts(
+        [*([image] if image else []), *(images or [])],
+        [*([audio] if audio else []), *(audios or [])],
+        [*([video] if video else []), *(videos or [])],
+    )
+    text = [{"type": "text", "text": prompt}] if prompt and prompt.strip() else []
+    if media:
+        result.append({"role": "user", "content": text + media})
+    elif text:
+        result.append({"role": "user", "content": prompt})
+    return result
 
 
 class OpenAIModelClass(ModelClass):
@@ -224,8 +261,24 @@ def _label(labels: Mapping[int, str] | Sequence[str] | None, index: int) -> str:
     return str(labels[index]) if index < len(labels) else str(index)
 
 
+def video_to_frames(video_bytes: bytes) -> Iterator[Frame]:
+    """Decode a video (needs PyAV, ``av``): each frame as a JPEG `Frame` with its time in ms and index."""
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(video_bytes), mode="r") as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            buffer = io.BytesIO()
+            frame.to_image().convert("RGB").save(buffer, format="JPEG")
+            millis = float(frame.time or 0.0) * 1000.0
+            yield Frame(image=Image(bytes=buffer.getvalue()), time=millis, index=index)
+
+
 class VisualClassifierClass(ModelClass):
     """An image classifier: images in, concepts with scores out."""
+
+    video_to_frames = staticmethod(video_to_frames)
 
     @staticmethod
     def preprocess_image(image_bytes: bytes) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
+from modelpack.project.method_types import MCP_BASES, InputSpec, MethodSignature, ModelSignature
 from modelpack.project.methods import canonical_type
 from modelpack.runtime.model_class import (
     PARAMS_ATTR,
@@ -29,7 +29,7 @@ from modelpack.runtime.model_class import (
     ParamSpec,
     method_options,
 )
-from modelpack.runtime.types import DATA_TYPE_CLASSES, Image
+from modelpack.runtime.types import DATA_TYPE_CLASSES, Image, NamedFields
 
 _ITERATOR_ORIGINS = (
     cabc.Iterator,
@@ -87,6 +87,8 @@ def type_string(tp: Any) -> str:
         return _BUILTIN_NAMES[tp]
     if tp in _DATA_CLASS_NAMES:
         return _DATA_CLASS_NAMES[tp]
+    if isinstance(tp, type) and issubclass(tp, NamedFields):
+        return "NamedFields[" + ", ".join(f"{k}: {type_string(v)}" for k, v in tp.FIELDS.items()) + "]"
     if tp in (list, typing.List):  # noqa: UP006
         return "List[Any]"
     if tp in (dict, typing.Dict):  # noqa: UP006
@@ -184,6 +186,8 @@ def make_decoder(tp: Any) -> Decoder:
         return _decode_bytes
     if tp in _DATA_CLASS_NAMES:
         return tp.from_json
+    if isinstance(tp, type) and issubclass(tp, NamedFields):
+        return _named_fields_decoder(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if _is_union(tp):
         return _union_decoder([make_decoder(a) for a in args], type_string(tp))
@@ -210,6 +214,25 @@ def make_decoder(tp: Any) -> Decoder:
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def _named_fields_decoder(tp: type[NamedFields]) -> Decoder:
+    decoders = {name: make_decoder(field) for name, field in tp.FIELDS.items()}
+
+    def decode(value: Any) -> NamedFields:
+        if not isinstance(value, dict) or not set(value) <= set(decoders):
+            raise TypeError(f"expected an object with fields {', '.join(decoders)}")
+        out = {}
+        for name, decoder in decoders.items():
+            if name not in value:
+                raise TypeError(f"missing field {name!r}")
+            try:
+                out[name] = decoder(value[name])
+            except TypeError as error:
+                raise TypeError(f"field {name!r}: {error}") from None
+        return tp(**out)
+
+    return decode
 
 
 def _decode_none(value: Any) -> None:
@@ -556,8 +579,12 @@ def plan_class(cls: type) -> tuple[ModelSignature, dict[str, MethodPlan]]:
     """The signature and call plans of every marked method of a model class (source order)."""
     found: dict[str, tuple[Callable[..., Any], MethodOptions]] = {}
     for klass in reversed(cls.__mro__):
+        if _is_sdk_class(klass):  # the SDK's own methods of a base (e.g. mcp_transport)
+            for name in vars(klass).get("SDK_METHODS", ()):
+                found[name] = (vars(klass)[name], method_options(vars(klass)[name]) or MethodOptions())
+            continue
         # like the static reader: only classes of the model's own file count
-        if _is_sdk_class(klass) or klass.__module__ != cls.__module__:
+        if klass.__module__ != cls.__module__:
             continue
         for name, attr in vars(klass).items():
             options = method_options(attr)
@@ -566,8 +593,12 @@ def plan_class(cls: type) -> tuple[ModelSignature, dict[str, MethodPlan]]:
             elif name in found and callable(attr):
                 del found[name]  # overridden without the decorator: no longer exposed
     plans = {name: plan_method(name, func, options) for name, (func, options) in found.items()}
+    base = sdk_base_name(cls)
     signature = ModelSignature(
-        class_name=cls.__name__, base=sdk_base_name(cls), methods=tuple(p.signature for p in plans.values())
+        class_name=cls.__name__,
+        base=base,
+        methods=tuple(p.signature for p in plans.values()),
+        tools=() if base in MCP_BASES else None,
     )
     return signature, plans
 
@@ -586,7 +617,7 @@ def find_model_class(module: types.ModuleType) -> type[ModelClass]:
     if not leaves:
         raise LookupError(
             "no model class found: expected a subclass of ModelClass, OpenAIModelClass, "
-            "VisualClassifierClass or VisualDetectorClass"
+            "VisualClassifierClass, VisualDetectorClass, AgenticModelClass, MCPModelClass or StdioMCPModelClass"
         )
     return leaves[-1]
 

@@ -16,16 +16,17 @@ import sys
 import threading
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from modelpack.project import checkpoints
 from modelpack.project.method_types import ModelSignature
-from modelpack.project.model_dir import CheckpointSpec
 from modelpack.runtime import compat
 from modelpack.runtime.introspect import MethodPlan, find_model_class, plan_class
+from modelpack.runtime.mcp import MCPModelClass
 from modelpack.runtime.model_class import ModelClass
+from modelpack.runtime.weights import fetch_runtime_checkpoint
 
 log = logging.getLogger("modelpack.runtime")
 _counter = itertools.count()
@@ -57,50 +58,6 @@ def import_model_module(model_dir: Path) -> ModuleType:
 
 def load_model_class(model_dir: Path) -> type[ModelClass]:
     return find_model_class(import_model_module(model_dir))
-
-
-def fetch_runtime_checkpoint(model_dir: Path) -> Path | None:
-    """``checkpoints.when: runtime``: download the checkpoint before the model loads.
-
-    Files go to the cache ``$MODELPACK_CHECKPOINT_CACHE`` (a volume: a restart downloads
-    nothing) and are placed in ``$MODELPACK_CHECKPOINTS`` (set in the image), where model.py
-    reads them; without it (a local run) that variable is pointed at the cache snapshot.
-    The token comes from the container's ``HF_TOKEN``.
-    """
-    import os
-
-    import yaml
-
-    path = Path(model_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    section = data.get("checkpoints") if isinstance(data, dict) else None
-    if not isinstance(section, dict) or section.get("when", "runtime") != "runtime":
-        return None
-    if not isinstance(section.get("repo_id"), str):
-        return None
-
-    def patterns(value: object) -> tuple[str, ...]:
-        if isinstance(value, str):
-            return (value,)
-        return tuple(str(v) for v in value) if isinstance(value, list) else ()
-
-    token = section.get("hf_token")
-    spec = CheckpointSpec(
-        type=str(section.get("type", "huggingface")),
-        repo_id=section["repo_id"],
-        revision=str(section.get("revision") or "main"),
-        when="runtime",
-        allowed_file_patterns=patterns(section.get("allowed_file_patterns")),
-        ignore_file_patterns=patterns(section.get("ignore_file_patterns")),
-        hf_token=token.strip() if isinstance(token, str) and token.strip() else None,
-    )
-    dest = os.environ.get("MODELPACK_CHECKPOINTS")
-    result = checkpoints.fetch_at_startup(spec, dest=dest or None, log=log)
-    if not dest:  # a local run: leave the model directory alone (a build would copy the weights)
-        os.environ["MODELPACK_CHECKPOINTS"] = str(result.local_dir)
-    return result.local_dir
 
 
 class Runner:
@@ -136,6 +93,8 @@ class Runner:
                 self.signature, self.plans = plan_class(type(self.instance))
             self.bound = {name: getattr(self.instance, name) for name in self.plans}
             self.instance.load_model()
+            if isinstance(self.instance, MCPModelClass):  # the tools the running server lists
+                self.signature = replace(self.signature, tools=self.instance.mcp_tools())
             self.state = "ready"
             log.info("model %s ready", self.signature.class_name)
         except BaseException as error:  # model code may raise anything, SystemExit included

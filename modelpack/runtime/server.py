@@ -17,6 +17,7 @@ Endpoints:
   (the other arguments), then ``{"item": value}`` per input item and ``{"end": true}``;
   the server sends ``{"result": item}`` per output, then ``{"done": true}``, or
   ``{"error": {...}}`` and closes.
+- ``/mcp``: MCP over streamable HTTP, for `MCPModelClass` models (stateless; JSON answers).
 - ``POST /v1/chat/completions``, ``GET /v1/models``: OpenAI-compatible, for
   `OpenAIModelClass` models (``stream: true`` → ``chat.completion.chunk`` events and
   ``data: [DONE]``).
@@ -40,7 +41,6 @@ import json
 import logging
 import os
 import queue
-import re
 import threading
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -55,11 +55,19 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from modelpack.errors import RuntimeFailure
-from modelpack.runtime.fetch import FetchError
 from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks, completion_response
 from modelpack.runtime.introspect import ArgumentError, MethodPlan, encode, make_decoder
+from modelpack.runtime.mcp import MCPModelClass
 from modelpack.runtime.openapi import openapi_document
 from modelpack.runtime.runner import Runner, iterate
+from modelpack.runtime.wire import (
+    HTTPError,
+    dumps,
+    error_response,
+    model_error,
+    read_body,
+    read_json,
+)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -71,66 +79,13 @@ DEFAULT_MAX_STREAMS = 16  # per streaming method
 DEFAULT_STREAM_IDLE_SECONDS = 120.0
 
 
-def _env_positive(name: str, default: float) -> float:
+def env_positive(name: str, default: float) -> float:
     """A positive number from the environment, else ``default``."""
     try:
         value = float(os.environ.get(name, ""))
     except ValueError:
         return default
     return value if value > 0 else default
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status, self.code, self.message, **self.extra)
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
-
-
-def _model_error(error: BaseException) -> HTTPError:
-    if isinstance(error, FetchError):
-        return HTTPError(400, "url_fetch_failed", str(error))
-    return HTTPError(500, "model_error", f"{type(error).__name__}: {error}")
-
-
-async def _read_json(request: Request, limit: int) -> Any:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit():
-        if int(length) > limit:
-            raise HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
-        body = await request.body()
-    else:
-        chunks = bytearray()
-        async for chunk in request.stream():
-            chunks += chunk
-            if len(chunks) > limit:
-                raise HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
-        body = bytes(chunks)
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise HTTPError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
-    except RecursionError:
-        raise HTTPError(400, "invalid_json", "request body is nested too deeply") from None
-    if _SURROGATE_ESCAPE.search(body):  # only a `\uD8xx` escape can make a lone surrogate
-        try:
-            json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise HTTPError(400, "invalid_json", "request body holds a lone UTF-16 surrogate") from None
-    return payload
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class ModelServer:
@@ -144,8 +99,8 @@ class ModelServer:
         )
         self._openapi: dict[str, Any] | None = None
         self._openai_model: str | None = None
-        self.max_streams = int(_env_positive("MODELPACK_MAX_STREAMS", DEFAULT_MAX_STREAMS))
-        self.stream_idle_seconds = _env_positive("MODELPACK_STREAM_IDLE_TIMEOUT", DEFAULT_STREAM_IDLE_SECONDS)
+        self.max_streams = int(env_positive("MODELPACK_MAX_STREAMS", DEFAULT_MAX_STREAMS))
+        self.stream_idle_seconds = env_positive("MODELPACK_STREAM_IDLE_TIMEOUT", DEFAULT_STREAM_IDLE_SECONDS)
         self._streams: dict[str, int] = {}  # method -> open streams (touched on the event loop only)
         self._stream_limiters: dict[str, Any] = {}  # method -> anyio.CapacityLimiter for its threads
 
@@ -204,7 +159,7 @@ class ModelServer:
     async def call(self, request: Request) -> Response:
         try:
             plan = self._plan(request.path_params["name"])
-            payload = await _read_json(request, self.max_body_bytes)
+            payload = await read_json(request, self.max_body_bytes)
             if isinstance(payload, list):
                 return await self._call_batch(plan, payload)
             kwargs = plan.decode_args(payload)
@@ -215,7 +170,7 @@ class ModelServer:
                 return JSONResponse({"result": encode(result)})
             except Exception as error:
                 log.exception("method %s failed", plan.name)
-                raise _model_error(error) from None
+                raise model_error(error) from None
         except HTTPError as error:
             return error.response()
         except ArgumentError as error:
@@ -241,7 +196,7 @@ class ModelServer:
             return JSONResponse({"results": [encode(r) for r in results]})
         except Exception as error:
             log.exception("method %s failed", plan.name)
-            raise _model_error(error) from None
+            raise model_error(error) from None
 
     def _open_stream(self, plan: MethodPlan) -> Any:
         """Count a new stream of ``plan`` (refused past the bound); its threads' limiter."""
@@ -271,12 +226,12 @@ class ModelServer:
         async def body() -> AsyncIterator[str]:
             try:
                 async for item in self.runner.stream(plan, items, limiter):
-                    data = _dumps({"result": encode(item)})
+                    data = dumps({"result": encode(item)})
                     yield f"{data}\n" if ndjson else f"data: {data}\n\n"
             except Exception as error:
                 log.exception("method %s failed", plan.name)
-                http = _model_error(error)
-                data = _dumps({"error": {"code": http.code, "message": http.message}})
+                http = model_error(error)
+                data = dumps({"error": {"code": http.code, "message": http.message}})
                 yield f"{data}\n" if ndjson else f"event: error\ndata: {data}\n\n"
                 return
             finally:
@@ -413,7 +368,7 @@ class ModelServer:
             group.start_soon(receive_items, group.cancel_scope)
             try:
                 async for item in iterate(self.runner.bound[plan.name], kwargs, plan.is_async, limiter):
-                    await websocket.send_text(_dumps({"result": encode(item)}))
+                    await websocket.send_text(dumps({"result": encode(item)}))
             except (WebSocketDisconnect, OSError):
                 failure.append(("disconnected", "client went away"))
             except Exception as error:
@@ -421,7 +376,7 @@ class ModelServer:
             group.cancel_scope.cancel()
         if errors:
             log.error("method %s failed: %s", plan.name, errors[0])
-            http = _model_error(errors[0])
+            http = model_error(errors[0])
             await self._ws_close_with_error(websocket, http.code, http.message, 1011)
             return
         if failure:
@@ -430,7 +385,7 @@ class ModelServer:
                 await self._ws_close_with_error(websocket, code, message, 1008, argument=arg.name)
             return
         try:
-            await websocket.send_text(_dumps({"done": True}))
+            await websocket.send_text(dumps({"done": True}))
             await websocket.close(1000)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
@@ -454,10 +409,33 @@ class ModelServer:
         websocket: WebSocket, code: str, message: str, close_code: int, **extra: Any
     ) -> None:
         try:
-            await websocket.send_text(_dumps({"error": {"code": code, "message": message, **extra}}))
+            await websocket.send_text(dumps({"error": {"code": code, "message": message, **extra}}))
             await websocket.close(close_code)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
+
+    # -- MCP -------------------------------------------------------------------
+    async def mcp(self, request: Request) -> Response:
+        """Streamable HTTP: each request goes to the model's MCP server app as it came."""
+        try:
+            self._require_ready()
+            instance = self.runner.instance
+            if not isinstance(instance, MCPModelClass):
+                raise HTTPError(404, "not_found", "this model is not an MCP server")
+            body = await read_body(request, self.max_body_bytes)
+            headers = [(k, v) for k, v in request.headers.items() if k not in _HOP_HEADERS]
+            bridge = await run_in_threadpool(instance.mcp_bridge)
+            answer = await bridge.forward(request.method, headers, body)
+        except HTTPError as error:
+            return error.response()
+        except Exception as error:
+            log.exception("MCP request failed")
+            return error_response(500, "model_error", f"{type(error).__name__}: {error}")
+        response = Response(answer.body, status_code=answer.status)
+        for key, value in answer.headers:
+            if key.lower() not in _HOP_HEADERS:
+                response.headers.append(key, value)
+        return response
 
     # -- OpenAI-compatible ---------------------------------------------------
     def _is_openai(self) -> bool:
@@ -489,7 +467,7 @@ class ModelServer:
     async def chat_completions(self, request: Request) -> Response:
         try:
             instance = self._openai_instance()
-            payload = await _read_json(request, self.max_body_bytes)
+            payload = await read_json(request, self.max_body_bytes)
             if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
                 raise HTTPError(422, "invalid_argument", "'messages' must be a list", argument="messages")
             stream = payload.get("stream", False)
@@ -510,7 +488,7 @@ class ModelServer:
                 raise HTTPError(501, "not_implemented", str(error)) from None
             except Exception as error:
                 log.exception("chat_completion failed")
-                raise _model_error(error) from None
+                raise model_error(error) from None
             if not stream:
                 if not isinstance(result, dict):
                     result = await run_in_threadpool(_collect_chunks, result)
@@ -533,7 +511,7 @@ class ModelServer:
             return JSONResponse(json.loads(text))
         except Exception as error:
             log.exception("openai_transport failed")
-            raise _model_error(error) from None
+            raise model_error(error) from None
 
     def _sse_chunks(self, chunks: Any, message: str | None = None) -> Response:
         """SSE ``data:`` events for chunk dicts (or JSON texts from a transport), then ``[DONE]``."""
@@ -542,10 +520,10 @@ class ModelServer:
         async def body() -> AsyncIterator[str]:
             try:
                 async for chunk in iterate(produce, {}, False):
-                    yield f"data: {chunk if isinstance(chunk, str) else _dumps(chunk)}\n\n"
+                    yield f"data: {chunk if isinstance(chunk, str) else dumps(chunk)}\n\n"
             except Exception as error:
                 log.exception("chat_completion stream failed")
-                yield f"data: {_dumps({'error': {'code': 'model_error', 'message': str(error)}})}\n\n"
+                yield f"data: {dumps({'error': {'code': 'model_error', 'message': str(error)}})}\n\n"
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(
@@ -595,6 +573,9 @@ class ModelServer:
         )
 
 
+_HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive"})
+
+
 def _user_defined(instance: object, name: str) -> bool:
     """Whether the model's own code (not modelpack's SDK) defines ``name``."""
     attr = getattr(type(instance), name, None)
@@ -640,6 +621,7 @@ def create_app(
         WebSocketRoute("/v1/methods/{name}/stream", server.websocket),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route("/v1/models", server.openai_models, methods=["GET"]),
+        Route("/mcp", server.mcp, methods=["GET", "POST", "DELETE"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -16,8 +16,11 @@ Audio      same as Image
 Video      same as Image
 Concept    ``{"id": "cat", "name": "cat", "value": 0.97}`` (``id`` defaults to ``name``)
 Region     ``{"box": [x1, y1, x2, y2], "concepts": [Concept, ...], "id": "", "text": ""}``;
-           the box is relative (0..1) left, top, right, bottom
-Frame      ``{"image": Image, "regions": [Region, ...], "time": 1.5}`` (seconds)
+           the box is relative (0..1) left, top, right, bottom; optional ``"mask": Image``,
+           ``"point": [x, y, z]`` and ``"track_id"``
+Frame      ``{"image": Image, "regions": [Region, ...], "time": 1.5}`` (seconds; ``"index": 3`` when set)
+JSON       any JSON value, as it is
+NamedFields an object of its fields (``NamedFields(label=str, score=float)``), each in its wire format
 List[T]    a JSON array; ``Tuple[...]`` too
 Dict[K, V] a JSON object (keys are strings on the wire)
 Optional   the value or ``null``
@@ -38,7 +41,7 @@ import base64
 import builtins
 import io
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from modelpack.runtime.fetch import check_url_syntax, fetch_url
 
@@ -246,38 +249,51 @@ class Concept:
 
 @dataclass
 class Region:
-    """A box (relative x1, y1, x2, y2) with concepts, an optional id and text."""
+    """A box (relative x1, y1, x2, y2) with concepts; optionally a mask, a point, a track id and text."""
 
     box: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0, 1.0])
     concepts: list[Concept] = field(default_factory=list)
     id: str = ""
     text: str = ""
+    mask: Image | None = None  # a segmentation mask, as an image of the region
+    point: list[float] | None = None  # a keypoint: relative x, y and z (or visibility)
+    track_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"box": list(self.box), "concepts": [c.to_json() for c in self.concepts]}
-        if self.id:
-            data["id"] = self.id
-        if self.text:
-            data["text"] = self.text
+        for key in ("id", "text", "track_id"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        if self.mask is not None:
+            data["mask"] = self.mask.to_json()
+        if self.point is not None:
+            data["point"] = list(self.point)
         return data
 
     @classmethod
     def from_json(cls, value: Any) -> Region:
         if isinstance(value, Region):
             return value
-        if not isinstance(value, dict) or not set(value) <= {"box", "concepts", "id", "text"}:
-            raise TypeError('expected an object {"box", "concepts"} for Region')
+        keys = {"box", "concepts", "id", "text", "mask", "point", "track_id"}
+        if not isinstance(value, dict) or not set(value) <= keys:
+            raise TypeError('expected an object {"box", "concepts", "mask", "point", ...} for Region')
         box = value.get("box", [0.0, 0.0, 1.0, 1.0])
         if not isinstance(box, list) or len(box) != 4:
             raise TypeError("Region box must be a list [x1, y1, x2, y2]")
         concepts = value.get("concepts", [])
         if not isinstance(concepts, list):
             raise TypeError("Region concepts must be a list")
+        point = value.get("point")
+        if point is not None and (not isinstance(point, list) or len(point) not in (2, 3)):
+            raise TypeError("Region point must be a list [x, y] or [x, y, z]")
         return cls(
             box=[_number(v, "box coordinate") for v in box],
             concepts=[Concept.from_json(c) for c in concepts],
             id=str(value.get("id", "")),
             text=str(value.get("text", "")),
+            mask=Image.from_json(value["mask"]) if value.get("mask") is not None else None,
+            point=[_number(v, "point coordinate") for v in point] if point is not None else None,
+            track_id=str(value.get("track_id", "")),
         )
 
 
@@ -288,20 +304,27 @@ class Frame:
     image: Image = field(default_factory=Image)
     regions: list[Region] = field(default_factory=list)
     time: float = 0.0
+    index: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "image": self.image.to_json(),
             "regions": [r.to_json() for r in self.regions],
             "time": self.time,
         }
+        if self.index:
+            data["index"] = self.index
+        return data
 
     @classmethod
     def from_json(cls, value: Any) -> Frame:
         if isinstance(value, Frame):
             return value
-        if not isinstance(value, dict) or not set(value) <= {"image", "regions", "time"}:
-            raise TypeError('expected an object {"image", "regions", "time"} for Frame')
+        if not isinstance(value, dict) or not set(value) <= {"image", "regions", "time", "index"}:
+            raise TypeError('expected an object {"image", "regions", "time", "index"} for Frame')
+        index = value.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError("Frame index must be an integer")
         regions = value.get("regions", [])
         if not isinstance(regions, list):
             raise TypeError("Frame regions must be a list")
@@ -310,11 +333,91 @@ class Frame:
             image=image,
             regions=[Region.from_json(r) for r in regions],
             time=_number(value.get("time", 0.0), "Frame time"),
+            index=index,
         )
 
 
-DataType = _Media | Text | Concept | Region | Frame
+class JSON:
+    """Any JSON value, passed as it is (``JSON({"a": 1}).value``)."""
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == (other.value if isinstance(other, JSON) else other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self.value))
+
+    def __repr__(self) -> str:
+        return f"JSON({self.value!r})"
+
+    def to_json(self) -> Any:
+        return self.value
+
+    @classmethod
+    def from_json(cls, value: Any) -> JSON:
+        return value if isinstance(value, JSON) else cls(value)
+
+
+class _NamedFieldsType(type):
+    """``NamedFields(a=str, b=int)`` (types as values) makes a type for annotations; with
+    values it makes an instance."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if (
+            kwargs
+            and not args
+            and all(isinstance(v, type) or hasattr(v, "__origin__") for v in kwargs.values())
+        ):
+            label = ", ".join(f"{k}={getattr(v, '__name__', v)}" for k, v in kwargs.items())
+            return type(
+                f"NamedFields({label})", (cls,), {"__annotations__": dict(kwargs), "FIELDS": dict(kwargs)}
+            )
+        return super().__call__(*args, **kwargs)
+
+
+class NamedFields(metaclass=_NamedFieldsType):
+    """Named values: ``-> NamedFields(label=str, score=float)``; an object on the wire."""
+
+    FIELDS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def keys(self) -> Any:
+        return self.__dict__.keys()
+
+    def values(self) -> Any:
+        return self.__dict__.values()
+
+    def items(self) -> Any:
+        return self.__dict__.items()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.__dict__
+
+    def __getitem__(self, key: str) -> Any:
+        return self.__dict__[key]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, NamedFields):
+            return dict(self.items()) == dict(other.items())
+        return isinstance(other, dict) and dict(self.items()) == other
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.keys())))
+
+    def __repr__(self) -> str:
+        return "NamedFields(" + ", ".join(f"{k}={v!r}" for k, v in self.items()) + ")"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.items())  # values are encoded by the caller (`introspect.encode`)
+
+
+DataType = _Media | Text | Concept | Region | Frame | JSON
 DATA_TYPE_CLASSES: dict[str, type[DataType]] = {
+    "JSON": JSON,
     "Text": Text,
     "Image": Image,
     "Audio": Audio,

@@ -38,18 +38,20 @@ WEIGHTS = bytes(range(256)) * 1024  # 256 KiB, deterministic
 CLASSIFIER = {"architectures": ["ViTForImageClassification"], "id2label": {"1": "dog", "0": "cat"}}
 DETECTOR = {"architectures": ["DetrForObjectDetection"], "id2label": {"1": "person", "0": "N/A", "2": "car"}}
 
-MODEL_PY = '''"""Serves the sha256 of a checkpoint file, read from MODELPACK_CHECKPOINTS."""
+MODEL_PY = '''"""Serves the sha256 of a checkpoint file, found as Clarifai models find it."""
 
 import hashlib
 import os
 from pathlib import Path
 
-from modelpack.runtime import ModelClass
+from clarifai.runners.models.model_builder import ModelBuilder
+from clarifai.runners.models.model_class import ModelClass
 
 
 class CheckpointModel(ModelClass):
     def load_model(self) -> None:
-        folder = Path(os.environ.get("MODELPACK_CHECKPOINTS") or Path(__file__).parent / "checkpoints")
+        builder = ModelBuilder(os.path.dirname(os.path.dirname(__file__)), download_validation_only=True)
+        folder = Path(builder.download_checkpoints(stage="runtime"))
         self.digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
     @ModelClass.method
@@ -331,7 +333,7 @@ def _get(url: str) -> int:
         return 0
 
 
-def _run_runtime(image: str, hub: Any, cache: Path) -> tuple[str, int]:
+def _run_runtime(image: str, hub: Any, cache: Path, endpoint: str | None = None) -> tuple[str, int]:
     port = free_port()
     name = f"modelpack-runtime-{os.getpid()}-{time.monotonic_ns()}"
     docker(
@@ -344,7 +346,7 @@ def _run_runtime(image: str, hub: Any, cache: Path) -> tuple[str, int]:
         "-e",
         f"PORT={port}",
         "-e",
-        f"HF_ENDPOINT={hub.url}",
+        f"HF_ENDPOINT={endpoint or hub.url}",
         "-e",
         f"HF_TOKEN={TOKEN}",
         "-v",
@@ -423,6 +425,21 @@ def test_runtime_mode_downloads_on_start_into_the_cache_volume(
     try:
         _wait_ready(name, port)
         assert hub.file_downloads() == 0
+    finally:
+        docker("rm", "-f", name, check=False)
+
+    # and with the hub out of reach it starts from the cache (commit and sha256 recorded at download)
+    name, port = _run_runtime(result.image, hub, cache, endpoint=f"http://127.0.0.1:{free_port()}")
+    try:
+        _wait_ready(name, port)
+        assert "starting from the cached commit" in docker("logs", name).stderr
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/methods/predict",
+            data=json.dumps({"text": "x"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["result"] == hashlib.sha256(WEIGHTS).hexdigest()
     finally:
         docker("rm", "-f", name, check=False)
 

@@ -260,6 +260,8 @@ def test_module_entry_point_uses_port_env() -> None:
     try:
         with Model(served.url) as model:
             assert model.predict(prompt="x") == "x@0.7"
+            assert [t.text for t in model.generate(prompt="a b")] == ["a", "b"]  # typed: Text results
+        with Model(served.url, typed=False) as model:
             assert list(model.generate(prompt="a b")) == [{"text": "a"}, {"text": "b"}]
     finally:
         assert served.stop() == 0

@@ -120,7 +120,7 @@ def test_runtime_hook_fetches_only_for_runtime_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from modelpack.project import checkpoints
-    from modelpack.runtime import runner
+    from modelpack.runtime import weights as runner
 
     calls: list[tuple[CheckpointSpec, Path]] = []
 
@@ -135,6 +135,14 @@ def test_runtime_hook_fetches_only_for_runtime_checkpoints(
         " allowed_file_patterns: ['*.json']}\n"
     )
     assert runner.fetch_runtime_checkpoint(tmp_path) == tmp_path / "ck"
+    # model code written for the Clarifai SDK asks again: the same folder, no second download
+    from modelpack.runtime import compat
+
+    compat.install()
+    from clarifai.runners.models.model_builder import ModelBuilder
+
+    builder = ModelBuilder(str(tmp_path), download_validation_only=True)
+    assert builder.download_checkpoints(stage="runtime") == str(tmp_path / "ck")
     ((spec, dest),) = calls
     assert (spec.repo_id, spec.revision, spec.allowed_file_patterns, dest) == (
         "acme/w",
@@ -257,3 +265,48 @@ def test_layer_key_depends_on_files_only() -> None:
     a = layer_key([("b", "2"), ("a", "1")], mtime=0)
     assert a == layer_key([("a", "1"), ("b", "2")], mtime=0)
     assert a != layer_key([("a", "1"), ("b", "3")], mtime=0) != layer_key([("a", "1"), ("b", "2")], mtime=5)
+
+
+def test_runtime_start_falls_back_to_the_recorded_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub out of reach at start-up: the files a previous start recorded (commit, sha256) serve."""
+    import hashlib
+    import logging
+
+    from modelpack.errors import ConfigError, HubError
+    from modelpack.project import checkpoints
+
+    spec = CheckpointSpec(type="huggingface", repo_id="acme/w", revision="main", when="runtime")
+    cache = tmp_path / "cache"
+    snapshot = cache / "models--acme--w" / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (snapshot / "w.bin").write_bytes(b"weights")
+    record = checkpoints.CheckpointResult(
+        "acme/w",
+        "main",
+        COMMIT,
+        (checkpoints.CheckpointFile("w.bin", 7, hashlib.sha256(b"weights").hexdigest()),),
+        snapshot,
+    )
+    assert checkpoints.cached_runtime_checkpoint(spec, cache) is None  # nothing recorded yet
+    checkpoints._write_record(checkpoints._runtime_record_path(spec, cache), record.to_dict())
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise HubError("checkpoints: cannot reach the hub")
+
+    monkeypatch.setattr(checkpoints, "check_checkpoint", unreachable)
+    result = checkpoints.fetch_at_startup(spec, cache, dest=tmp_path / "dest", log=logging.getLogger("t"))
+    assert result.commit == COMMIT and (tmp_path / "dest" / "w.bin").read_bytes() == b"weights"
+
+    (snapshot / "w.bin").write_bytes(b"changed")  # a file that no longer matches its sha256 is not used
+    with pytest.raises(HubError):
+        checkpoints.fetch_at_startup(spec, cache, dest=tmp_path / "dest2")
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("checkpoints: the hub rejected the token")
+
+    (snapshot / "w.bin").write_bytes(b"weights")
+    monkeypatch.setattr(checkpoints, "check_checkpoint", refused)
+    with pytest.raises(ConfigError):  # a token or config problem is never papered over
+        checkpoints.fetch_at_startup(spec, cache)

@@ -117,6 +117,7 @@ def invalid_args(name: str, tmp: Path) -> list[str]:
         "signature": [missing],
         "init": [str(busy), "--type", "generic"],
         "serve": [missing],
+        "test": [missing],
         "predict": [missing, "predict"],
         "lock": [missing],
         "render": [missing, "-o", str(tmp / "out")],

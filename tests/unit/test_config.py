@@ -143,11 +143,53 @@ def test_build_info_image_and_extra_keys(tmp_path: Path) -> None:
     build_info:
       image: "nvcr.io/nvidia/pytorch:24.05-py3"
       node_version: "20"
+      toolkit_version: "1"
     """
     model_dir = load(make_dir(tmp_path, config))
     assert model_dir.config.build_info.image == "nvcr.io/nvidia/pytorch:24.05-py3"
-    assert model_dir.config.build_info.extra == {"node_version": "20"}
-    assert [(w.path, w.line) for w in model_dir.warnings] == [("build_info.node_version", 5)]
+    assert model_dir.config.build_info.node_version == "20"
+    assert model_dir.config.build_info.extra == {"toolkit_version": "1"}
+    assert [(w.path, w.line) for w in model_dir.warnings] == [("build_info.toolkit_version", 6)]
+
+
+def test_mcp_server_section(tmp_path: Path) -> None:
+    config = """
+    model: {id: m}
+    build_info: {python_version: "3.11", node_version: 20}
+    mcp_server:
+      command: npx
+      args: ["-y", "@modelcontextprotocol/server-memory"]
+      env: {MEMORY_FILE_PATH: /tmp/memory.json}
+    secrets:
+      - {id: gh, env_var: GITHUB_TOKEN}
+    """
+    server = load(make_dir(tmp_path, config)).config.mcp_server
+    assert server is not None
+    assert server.args == ("-y", "@modelcontextprotocol/server-memory")
+    assert server.npx_package == "@modelcontextprotocol/server-memory"
+    assert server.env == (("MEMORY_FILE_PATH", "/tmp/memory.json"),)
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "line", "needle"),
+    [
+        ("mcp_server: {args: [x]}", "mcp_server", 2, "command"),
+        ("mcp_server: {command: python, argz: [x]}", "mcp_server.argz", 2, "args"),
+        ("mcp_server:\n  command: npx\n  args: [-y, some-server]", "mcp_server.command", 3, "node_version"),
+        (
+            "mcp_server:\n  command: python\n  env:\n    GITHUB_TOKEN: ghp_abc",
+            "mcp_server.env.GITHUB_TOKEN",
+            5,
+            "secrets",
+        ),
+    ],
+)
+def test_mcp_server_errors_are_located(tmp_path: Path, section: str, path: str, line: int, needle: str) -> None:
+    report = validate(make_dir(tmp_path, "model: {id: m}\n" + section + "\n"))
+    assert not report.valid
+    found = [(e.path, e.line, e.message) for e in report.errors]
+    assert any(p == path and ln == line and needle in m for p, ln, m in found), found
+    assert all("ghp_abc" not in m for _, _, m in found)
 
 
 def test_image_with_python_version_warns_that_the_lock_uses_it(tmp_path: Path) -> None:
@@ -185,15 +227,15 @@ def test_concepts_secrets_threads_and_unknown_sections(tmp_path: Path) -> None:
         description: Key for the backend
     num_threads: 4
     toolkit: {provider: x}
-    mcp_server: {}
+    agents: {}
     """
     model_dir = load(make_dir(tmp_path, config))
     config_ = model_dir.config
     assert [(c.id, c.name) for c in config_.concepts] == [("cat", "Cat"), ("7", "7")]
     assert config_.secrets[0].env_var == "OPENAI_API_KEY"
     assert config_.num_threads == 4
-    assert config_.extra_sections == ("mcp_server", "toolkit")
-    assert sorted(w.path for w in model_dir.warnings) == ["mcp_server", "toolkit"]
+    assert config_.extra_sections == ("agents", "toolkit")
+    assert sorted(w.path for w in model_dir.warnings) == ["agents", "toolkit"]
 
 
 def test_classifier_concepts_may_come_from_checkpoint(tmp_path: Path) -> None:

@@ -388,6 +388,18 @@ def test_credential_files_are_ignored_by_default(model: ModelDir, tmp_path: Path
     assert app == ["1/model.py", "1/public.pem", "requirements.txt"]
 
 
+def test_clarifaiignore_is_honoured_and_modelpackignore_wins(model: ModelDir, tmp_path: Path) -> None:
+    root = model.root
+    for rel in ("data/a.bin", "data/b.bin", "scratch/x.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x", encoding="utf-8")
+    (root / ".clarifaiignore").write_text("scratch/\ndata/*.bin\n", encoding="utf-8")
+    (root / ".modelpackignore").write_text("!data/b.bin\n", encoding="utf-8")
+    result = do_render(model, tmp_path / "out")
+    app = sorted(f[len("app/") :] for f in result.files if f.startswith("app/"))
+    assert app == ["1/model.py", "data/b.bin", "requirements.txt"]
+
+
 def test_output_inside_model_dir_is_not_copied_into_itself(model: ModelDir) -> None:
     first = do_render(model, model.root / "build")
     assert not any(f.startswith("app/build/") for f in first.files)

@@ -1,0 +1,232 @@
+"""MCP model images: `examples/mcp-tools` (a FastMCP server) and `examples/mcp-stdio` (a
+Python stdio server bridged by StdioMCPModelClass) built by modelpack, started with
+`docker run --network host`, and used with the real `mcp` and `fastmcp` clients at /mcp
+and through the SDK's `mcp_transport` method. The stdio image gets its secret only
+as an environment variable of the container; the image itself never holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def images(
+    docker_client: Any,
+    registry: str,
+    local_base_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    copy_example: Callable[..., Path],
+) -> Iterator[dict[str, tuple[str, Path]]]:
+    from modelpack.image.builder import build
+    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import env_ca_bundle
+
+    ca_bundle = env_ca_bundle()
+    settings = BuildSettings(
+        ca_bundle=Path(ca_bundle) if ca_bundle else None, index_url=os.environ.get("PIP_INDEX_URL") or None
+    )
+    root = tmp_path_factory.mktemp("mcp-examples")
+    repo_base = f"{registry}/modelpack-test/mcp-{uuid.uuid4().hex[:8]}"
+    built: dict[str, tuple[str, Path]] = {}
+    try:
+        for name in ("mcp-tools", "mcp-stdio"):
+            model_dir = root / name
+            copy_example(name, model_dir)
+            result = build(model_dir, repository=f"{repo_base}/{name}", push=False, settings=settings)
+            built[name] = (result.image, model_dir)
+        yield built
+    finally:
+        for name in ("mcp-tools", "mcp-stdio"):
+            _remove_tags(docker_client, f"{repo_base}/{name}")
+
+
+def _remove_tags(docker_client: Any, repository: str) -> None:
+    """Untag this test's images (listed by name: other builds share the engine)."""
+    import docker
+
+    for image in docker_client.images.list(name=repository):
+        for tag in image.tags:
+            if tag.startswith(repository + ":"):
+                try:
+                    docker_client.images.remove(tag, force=True)
+                except docker.errors.NotFound:
+                    pass
+
+
+def _run(docker_client: Any, image: str, environment: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    container = docker_client.containers.run(
+        image, detach=True, network_mode="host", environment={"PORT": str(port), **environment}
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            container.reload()
+            logs = container.logs(tail=30).decode(errors="replace")
+            assert container.status in ("created", "running"), logs
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"not ready after 180 s:\n{logs}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def tools_url(docker_client: Any, images: dict[str, tuple[str, Path]]) -> Iterator[str]:
+    yield from _run(docker_client, images["mcp-tools"][0], {})
+
+
+@pytest.fixture(scope="module")
+def stdio_url(docker_client: Any, images: dict[str, tuple[str, Path]]) -> Iterator[str]:
+    yield from _run(docker_client, images["mcp-stdio"][0], {"NOTES_OWNER": "owner-from-the-environment"})
+
+
+def test_mcp_client_lists_and_calls_the_tools_in_the_image(
+    tools_url: str, images: dict[str, tuple[str, Path]]
+) -> None:
+    from mcp import Client
+
+    from modelpack.project.methods import signature
+
+    async def run() -> tuple[list[str], list[str]]:
+        async with Client(tools_url + "/mcp") as client:
+            names = [t.name for t in (await client.list_tools()).tools]
+            texts = []
+            for name, arguments in (
+                ("add", {"a": 40, "b": 2}),
+                ("word_count", {"text": "one two"}),
+                ("change_case", {"text": "MiXeD", "case": "title"}),
+                ("repeat", {"text": "x", "times": 3}),
+            ):
+                result = await client.call_tool(name, arguments)
+                assert not result.is_error
+                texts.append(result.content[0].text)
+            return names, texts
+
+    names, texts = asyncio.run(run())
+    assert names == ["add", "word_count", "change_case", "repeat"]
+    assert texts == ["42.0", "2", "Mixed", "x x x"]
+    served = httpx.get(tools_url + "/v1/methods", timeout=10).json()
+    assert served == signature(images["mcp-tools"][1]).signature.to_dict()
+
+
+def test_mcp_transport_in_the_image(tools_url: str) -> None:
+    message = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "word_count", "arguments": {"text": "a b c"}},
+    }
+    response = httpx.post(
+        f"{tools_url}/v1/methods/mcp_transport", json={"msg": json.dumps(message)}, timeout=30
+    )
+    answer = json.loads(response.json()["result"])
+    assert answer["id"] == 3 and answer["result"]["content"][0]["text"] == "3"
+
+
+def test_stdio_server_in_the_image(
+    stdio_url: str, docker_client: Any, images: dict[str, tuple[str, Path]]
+) -> None:
+    from fastmcp import Client
+
+    async def run() -> tuple[set[str], str, Any, str]:
+        async with Client(stdio_url + "/mcp") as client:
+            tools = {t.name for t in await client.list_tools()}
+            first = (await client.call_tool("add_note", {"text": "milk"})).data
+            await client.call_tool("add_note", {"text": "eggs"})
+            listed = (await client.call_tool("list_notes", {})).data
+            owner = (await client.call_tool("whoami", {})).data
+            return tools, first, listed, owner
+
+    tools, first, listed, owner = asyncio.run(run())
+    assert tools == {"add_note", "list_notes", "whoami"}
+    assert first == "note-1"  # NOTES_PREFIX from mcp_server.env
+    assert listed == ["milk", "eggs"]  # one long-lived child process
+    assert owner == "owner-from-the-environment"  # the secret, from the container's environment
+    served = httpx.get(stdio_url + "/v1/methods", timeout=10).json()
+    assert [t["name"] for t in served["tools"]] == ["add_note", "list_notes", "whoami"]
+    image = docker_client.images.get(images["mcp-stdio"][0])
+    assert "owner-from-the-environment" not in json.dumps(image.attrs)
+
+
+NPM_MODEL = Path(__file__).parent / "models" / "mcp-npm"
+_IN_CONTAINER_CLIENT = """
+import asyncio, json
+from mcp import Client
+
+async def main():
+    async with Client("http://127.0.0.1:8080/mcp") as client:
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+        entity = {"name": "modelpack", "entityType": "tool", "observations": ["builds images"]}
+        await client.call_tool("create_entities", {"entities": [entity]})
+        graph = await client.call_tool("read_graph", {})
+        print(json.dumps({"tools": names, "graph": graph.content[0].text}))
+
+asyncio.run(main())
+"""
+
+
+def test_npm_stdio_server_runs_without_network(
+    docker_client: Any, local_base_image: str, registry: str, tmp_path: Path
+) -> None:
+    """Node.js and the npx package are in the image: the container starts with no network at all."""
+    import shutil
+
+    from modelpack.image.builder import build
+    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import env_ca_bundle
+
+    model_dir = tmp_path / "mcp-npm"
+    shutil.copytree(NPM_MODEL, model_dir)
+    ca_bundle = env_ca_bundle()
+    settings = BuildSettings(ca_bundle=Path(ca_bundle) if ca_bundle else None)
+    repository = f"{registry}/modelpack-test/mcp-npm-{uuid.uuid4().hex[:8]}"
+    result = build(model_dir, repository=repository, push=False, settings=settings)
+    container = docker_client.containers.run(result.image, detach=True, network_mode="none")
+    try:
+        deadline = time.monotonic() + 180
+        probe = [
+            "python",
+            "-c",
+            "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/ready', timeout=2)",
+        ]
+        while container.exec_run(probe).exit_code != 0:
+            container.reload()
+            assert container.status == "running", container.logs(tail=40).decode(errors="replace")
+            assert time.monotonic() < deadline, container.logs(tail=40).decode(errors="replace")
+            time.sleep(0.5)
+        code, output = container.exec_run(["python", "-c", _IN_CONTAINER_CLIENT])
+        assert code == 0, output.decode(errors="replace")
+        answer = json.loads(output.decode().strip().splitlines()[-1])
+        assert {"create_entities", "read_graph", "search_nodes"} <= set(answer["tools"])
+        assert "builds images" in answer["graph"]
+        code, processes = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\\\0' ' '"])
+        assert b"/opt/modelpack/node/bin/node" in processes and b"npx" not in processes
+    finally:
+        container.remove(force=True)
+        _remove_tags(docker_client, repository)
