@@ -50,6 +50,7 @@ _ENVIRONMENT = (  # what shapes the image besides the options: BuildSettings.fro
     *EXTRA_INDEX_URL_VARIABLES,
     *CA_BUNDLE_VARIABLES,
     "HF_ENDPOINT",
+    "MODELPACK_TORCH_INDEX_URL",  # which torch variant (so which base) a model resolves to
 )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
-from modelpack.image import build_records, engine
+from modelpack.image import bases, build_records, engine
 from modelpack.image.assemble import AssemblyPlan, plan_assembly
 from modelpack.image.caches import RUNTIME_TAG, cached_runtime, remember_runtime
 from modelpack.image.checkpointing import (
@@ -46,6 +46,7 @@ from modelpack.oci.registry import RegistryClient
 from modelpack.pipeline import locking as lock_stage
 from modelpack.pipeline import rendering as render_stage
 from modelpack.pipeline import resolver as resolve_stage
+from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import ProgressObserver, Reporter, reporter
@@ -74,6 +75,8 @@ class BuildRequest:
     base_registry: str | None = None  # None: resolve reads MODELPACK_BASE_REGISTRY
     network_mode: str | None = None
     signing_key: EllipticCurvePrivateKey | None = None
+    build_base: bool = True  # build a missing catalog base (else: fail naming `modelpack base build`)
+    base_settings: BaseSettings = field(default_factory=BaseSettings)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def build(
     auth: RegistryAuth | None = None,
     progress: ProgressObserver | None = None,
     signing_key: EllipticCurvePrivateKey | None = None,
+    build_base: bool = True,
+    base_settings: BaseSettings | None = None,
 ) -> BuildResult:
     """Validate, read the signature, resolve, lock, render and build `model_dir_path`.
 
@@ -113,6 +118,8 @@ def build(
     `network_mode` overrides the engine network used while building (default: host when
     needed, see engine). With `push`, the SBOM and the modelpack record are attached to the
     pushed image and, given `signing_key` (a loaded private key), image and record are signed.
+    A catalog base missing from the engine is pulled from the base registry, else built from
+    its recipe (`base_settings`, default from the environment) unless `build_base` is False.
     """
     report = reporter(progress)
     repo = parse_repository(repository)
@@ -123,7 +130,18 @@ def build(
     if settings is None:
         settings = BuildSettings.from_env(base_registry=base_registry)
     registry_prefix = base_registry if base_registry is not None else settings.base_registry
-    request = BuildRequest(repo, push, version, auth, settings, registry_prefix, network_mode, signing_key)
+    request = BuildRequest(
+        repo,
+        push,
+        version,
+        auth,
+        settings,
+        registry_prefix,
+        network_mode,
+        signing_key,
+        build_base,
+        base_settings if base_settings is not None else BaseSettings.from_env(),
+    )
     inputs = _record_inputs(model_dir_path, request) if push and signing_key is None else None
     if inputs is not None:
         recorded = build_records.reuse(inputs.fingerprint(), repo, auth, report)
@@ -185,8 +203,13 @@ def _build_checked(
     preflight = checkpoint_preflight(model_dir, report)  # fails fast, before locking
     sig = signature_stage.signature(model_dir.root)
     report("signature", f"{sig.signature.class_name}: {len(sig.signature.methods)} method(s)")
-    resolved = resolve_stage.resolve(model_dir, base_registry=request.base_registry)
+    resolved = resolve_stage.resolve(
+        model_dir, base_registry=request.base_registry, torch_index=request.base_settings.torch_index
+    )
     report("resolve", f"base {resolved.base_image}")
+    for note in resolved.notes:
+        report("note", note)
+    _ensure_base(session, resolved, request)
     lock_result = lock_stage.lock(model_dir, resolved=resolved, settings=request.settings)
     locked = len(lock_result.packages)
     report("lock", "lock up to date" if lock_result.up_to_date_before else f"locked {locked} packages")
@@ -215,6 +238,22 @@ def _build_checked(
         if request.push:
             result = _publish(session, request, result, model_dir, resolved, sig.signature, rendered.out_dir)
     return result, lock_result
+
+
+def _ensure_base(session: BuildSession, resolved: ResolveResult, request: BuildRequest) -> None:
+    """The "base" stage: the catalog base in the engine (pulled, or built and shared) before anything else."""
+    if resolved.base_from_config or not resolved.base_name:
+        return
+    prefix = request.base_registry or None
+    same_registry = prefix is not None and prefix.split("/", 1)[0] == request.repo.registry
+    auth = request.auth if same_registry else None  # the model registry's login goes nowhere else
+    job = bases.BaseJob(
+        session.engine, request.base_settings, session.report, prefix, auth, request.settings.ca_bundle
+    )
+    outcome = bases.ensure(job, resolved.base_name, build_missing=request.build_base)
+    if outcome.source != "engine" or outcome.pushed:
+        pushed = f", pushed to {outcome.reference}" if outcome.pushed else ""
+        session.report("base", f"{outcome.name}: {outcome.source}{pushed}")
 
 
 def _context_spec(
