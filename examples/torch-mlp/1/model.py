@@ -2,13 +2,12 @@
 
 The weights are in checkpoints/mlp.safetensors next to this file; every weight is a
 multiple of 1/16, so for inputs with few binary digits float32 arithmetic is exact and
-a test can check the outputs to the last bit.
+a test can check the outputs to the last bit. torch is imported in load_model, so tools
+can read the class (its method signatures) where torch is not installed.
 """
 
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file
+from typing import Any
 
 from modelpack.runtime import ModelClass
 
@@ -17,6 +16,10 @@ class TorchMLP(ModelClass):
     """Runs the network on CPU (or the first GPU when there is one)."""
 
     def load_model(self) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        self.torch: Any = torch
         weights = load_file(str(Path(__file__).parent / "checkpoints" / "mlp.safetensors"))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
@@ -28,6 +31,7 @@ class TorchMLP(ModelClass):
         """The network's 3 outputs for 4 input values."""
         if len(values) != 4:
             raise ValueError("predict takes exactly 4 values")
+        torch = self.torch
         with torch.no_grad():
             out = self.net(torch.tensor([values], dtype=torch.float32, device=self.device))
         return [float(v) for v in out[0].cpu()]
@@ -35,4 +39,4 @@ class TorchMLP(ModelClass):
     @ModelClass.method
     def info(self) -> str:
         """The torch version and device the model runs on."""
-        return f"torch {torch.__version__} on {self.device.type}"
+        return f"torch {self.torch.__version__} on {self.device.type}"
