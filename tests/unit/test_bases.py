@@ -208,3 +208,21 @@ def test_torch_from_the_lock_is_not_left_out_of_the_lock(tmp_path: Path) -> None
     assert "torch==2.3.1" in text.splitlines() and excluded == []
     in_base = ResolveResult("3.11", "2.5.1", None, "cpu", TORCH, "x", torch_source="pypi")
     assert _uv_input(model_dir, in_base, keep_clarifai=False)[1] == ["torch"]
+
+
+# -- scripts/gpu-check.sh --------------------------------------------------------------------------
+
+GPU_CHECK = Path(__file__).resolve().parents[2] / "scripts" / "gpu-check.sh"
+
+
+def test_gpu_check_usage_is_exit_2_and_the_script_is_shellcheck_clean(service_missing: Any) -> None:
+    import shutil
+    import subprocess
+
+    usage = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, check=False)
+    assert (usage.returncode, usage.stderr) == (2, "gpu-check: usage: scripts/gpu-check.sh IMAGE\n")
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        service_missing("shellcheck is not installed (scripts/setup.sh installs it)")
+    linted = subprocess.run([shellcheck, str(GPU_CHECK)], capture_output=True, text=True, check=False)
+    assert linted.returncode == 0, linted.stdout
