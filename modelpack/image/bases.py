@@ -397,9 +397,8 @@ def list_bases(job: BaseJob, patterns: tuple[str, ...], registry_has: Any = None
     statuses: list[BaseStatus] = []
     for image in select(job.catalog, patterns):
         remote = job.remote(image.name)
-        local = engine.inspect_image(job.engine, remote or image.name) or engine.inspect_image(
-            job.engine, image.name
-        )
+        found = [ref for ref in (remote, image.name) if ref and engine.inspect_image(job.engine, ref)]
+        local = engine.inspect_image(job.engine, found[0]) if found else None
         statuses.append(
             BaseStatus(
                 name=image.name,
@@ -410,7 +409,7 @@ def list_bases(job: BaseJob, patterns: tuple[str, ...], registry_has: Any = None
                 in_engine=local is not None,
                 in_registry=bool(registry_has(remote)) if remote and registry_has else None,
                 size=int(local.get("Size") or 0) if local else None,
-                digest=engine.image_digest(job.engine, remote or image.name) if local else None,
+                digest=engine.image_digest(job.engine, found[0]) if found else None,
             )
         )
     buildable: dict[str, list[str]] = {}

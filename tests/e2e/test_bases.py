@@ -196,7 +196,8 @@ def test_torch_example_builds_runs_offline_and_a_second_model_pushes_no_torch_by
     started = time.time() - 1
     pushed = _build(second, repo_two, "--push")
     torch_layer = max(
-        _manifest_layers(registry, repo_one.split("/", 1)[1], built["version"]), key=lambda layer: layer["size"]
+        _manifest_layers(registry, repo_one.split("/", 1)[1], built["version"]),
+        key=lambda layer: layer["size"],
     )
     layers_two = _manifest_layers(registry, repo_two.split("/", 1)[1], pushed["version"])
     assert torch_layer["digest"] in {layer["digest"] for layer in layers_two}
@@ -270,3 +271,29 @@ def test_missing_base_without_a_reachable_source_fails_in_one_line_and_leaves_no
     new = {image.id for image in docker_client.images.list(all=True)} - before
     labels = [docker("image", "inspect", "--format", "{{json .Config.Labels}}", i).stdout for i in new]
     assert not any("python:3.12" in text for text in labels)  # no half-made base (other tests may build)
+
+
+def test_base_registry_copy_is_pulled_and_no_build_base_builds_nothing(
+    py313_base: str, registry: str, registry_repo: Any, tmp_path: Path, copy_example: Callable[..., Path]
+) -> None:
+    prefix = f"{registry}/modelpack-test/bases-{uuid.uuid4().hex[:8]}"
+    remote = f"{prefix}/{py313_base}"
+    pushed = modelpack("base", "push", py313_base, "--base-registry", prefix, "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["bases"][0]["reference"] == remote
+    hello = copy_example("hello", tmp_path / "hello", skip=("requirements.lock",))
+    config = hello / "config.yaml"
+    config.write_text(config.read_text().replace('python_version: "3.11"', 'python_version: "3.13"'))
+    keep = f"modelpack-test/keep-base:{uuid.uuid4().hex[:8]}"  # holds the image while its names are gone
+    assert docker("tag", py313_base, keep).returncode == 0
+    try:
+        docker("rmi", py313_base, remote)
+        done = modelpack(
+            "build", str(hello), "--tag", registry_repo.ref, "--base-registry", prefix, "--no-build-base"
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"pulled {remote}" in done.stderr
+        assert "building modelpack-base" not in done.stderr
+    finally:
+        docker("tag", keep, py313_base)
+        docker("rmi", keep, remote)
