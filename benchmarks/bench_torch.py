@@ -165,6 +165,18 @@ def main() -> int:
         layers = manifest_layers(args.registry, repo_two, str(second_result["version"]))
         torch_bytes = max(int(str(layer["size"])) for layer in layers)
         second_bytes = int(str(second_result.get("bytes_pushed") or 0))
+        for repository in (
+            f"bench/torch-mp-{tag}",
+            f"bench/torch-hand-{tag}",
+            repo_two,
+        ):  # keep the engine lean
+            listed = subprocess.run(
+                ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{args.registry}/{repository}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            subprocess.run(["docker", "rmi", *listed], capture_output=True, check=False)
 
     print(f"build+push, {scenario}:")
     print(
