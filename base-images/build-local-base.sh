@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Build the CPU Python 3.11 base (modelpack-base/python:3.11) without pulling
-# any image: debootstrap a minimal Debian bookworm and `docker import` it.
-# For offline machines and tests; catalog bases built with Dockerfile are the
-# same contract (python3 on PATH with venv and pip; nothing in /opt/venv).
+# Build a CPU Python base without pulling any image: debootstrap a minimal
+# Debian release whose python3 is the wanted version and `docker import` it.
+# Debian bookworm has Python 3.11, trixie has 3.13. `modelpack base build` runs
+# this script when no official python:X.Y-slim image can be pulled; the bases
+# keep the same contract (python3 on PATH with venv and pip; nothing in /opt/venv).
 #
-# Usage: build-local-base.sh [TAG]     (run as root; dockerd must be running)
+# Usage: build-local-base.sh [TAG] [PYTHON_VERSION]   (run as root; dockerd must be running)
+#   TAG defaults to modelpack-base/python:PYTHON_VERSION; PYTHON_VERSION to the
+#   version in a modelpack-base/python:X.Y tag, else 3.11.
 # Environment: MODELPACK_DEBOOTSTRAP_MIRROR (default http://deb.debian.org/debian)
 #              MODELPACK_REBUILD_BASE=1  rebuild even if TAG already exists
 set -euo pipefail
 
-TAG="${1:-modelpack-base/python:3.11}"
-SUITE="bookworm"
-PYTHON_VERSION="3.11"   # python3 of Debian bookworm
+TAG="${1:-modelpack-base/python:${2:-3.11}}"
+PYTHON_VERSION="${2:-}"
+if [[ -z "$PYTHON_VERSION" ]]; then
+  case "$TAG" in
+    *python:*) PYTHON_VERSION="${TAG##*python:}" ;;
+    *) PYTHON_VERSION="3.11" ;;
+  esac
+fi
+case "$PYTHON_VERSION" in
+  3.11) SUITE="bookworm" ;;
+  3.13) SUITE="trixie" ;;
+  *) echo "build-local-base: no Debian release ships Python $PYTHON_VERSION as python3 (bookworm: 3.11, trixie: 3.13)" >&2
+     exit 1 ;;
+esac
 MIRROR="${MODELPACK_DEBOOTSTRAP_MIRROR:-http://deb.debian.org/debian}"
 
 die() {
@@ -48,7 +62,7 @@ echo "build-local-base: debootstrap $SUITE into $ROOTFS"
 debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
   "$SUITE" "$ROOTFS" "$MIRROR"
 
-# The contract: python3 is Python 3.11 with working venv and pip.
+# The contract: python3 is Python $PYTHON_VERSION with working venv and pip.
 chroot "$ROOTFS" /usr/bin/python3 -c \
   "import sys, venv, ensurepip; assert '%d.%d' % sys.version_info[:2] == '$PYTHON_VERSION', sys.version"
 

@@ -63,6 +63,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "sign": ("modelpack.cli.sign_cmd", "sign", "Sign an image and its modelpack manifest (cosign format)."),
     "verify": ("modelpack.cli.verify_cmd", "verify", "Verify an image's signature and its signed manifest."),
     "push": ("modelpack.cli.push_cmd", "push", "Push a locally built image as a new version."),
+    "base": ("modelpack.cli.base_cmd", "base", "List, build or push the catalog's base images."),
 }
 
 

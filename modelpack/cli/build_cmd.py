@@ -21,6 +21,7 @@ from modelpack.cli.registry_options import registry_auth
 from modelpack.deploy.job_summary import maybe_write_job_summary
 from modelpack.errors import InvalidInputError
 from modelpack.image.builder import build as run_build
+from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.supply.keys import load_signing_key
 
@@ -86,6 +87,17 @@ def _signing_key(key: str | None, push: bool, *, interactive: bool) -> EllipticC
 @click.option("--base-registry", metavar="P", help="Registry prefix for base images (mirrors).")
 @click.option("--use-dockerfile", is_flag=True, help="Build with the model directory's own Dockerfile as-is.")
 @click.option(
+    "--no-build-base",
+    is_flag=True,
+    help="Fail instead of building a catalog base that is neither in the engine nor in the base registry.",
+)
+@click.option(
+    "--torch-index-url",
+    metavar="URL",
+    help="PyTorch-style wheel index for torch variants other than the PyPI wheel "
+    "(default: $MODELPACK_TORCH_INDEX_URL, else https://download.pytorch.org/whl).",
+)
+@click.option(
     "--sign",
     "sign",
     is_flag=True,
@@ -113,13 +125,17 @@ def build(
     registry_password_stdin: bool,
     base_registry: str | None,
     use_dockerfile: bool,
+    no_build_base: bool,
+    torch_index_url: str | None,
     sign: bool,
     key: str | None,
 ) -> None:
     """Build DIR into REPO:<version> (and REPO:c-<content>); with --push, upload it.
 
     Unchanged inputs report the existing version and push nothing; a changed
-    model gets the next version. Progress goes to stderr, the result to stdout.
+    model gets the next version. A catalog base missing from the engine is pulled
+    from --base-registry, else built (and pushed there). Progress goes to stderr,
+    the result to stdout.
     """
     auth = registry_auth(registry_username, registry_password_stdin)
     signing_key = _signing_key(key, push, interactive=not registry_password_stdin) if sign or key else None
@@ -134,6 +150,8 @@ def build(
         auth=auth,
         progress=CliProgress(),
         signing_key=signing_key,
+        build_base=not no_build_base,
+        base_settings=BaseSettings.from_env(torch_index_url=torch_index_url),
     )
     maybe_write_job_summary(result.to_dict())  # on GitHub Actions only
     if as_json:

@@ -53,6 +53,7 @@ _ENVIRONMENT = (
     "REQUESTS_CA_BUNDLE",
     "SSL_CERT_FILE",
     "HF_ENDPOINT",
+    "MODELPACK_TORCH_INDEX_URL",  # which torch variant (so which base) a model resolves to
 )
 
 

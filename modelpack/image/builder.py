@@ -21,6 +21,7 @@ from modelpack.image import build_records
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
 from modelpack.image.session import BuildRequest
 from modelpack.oci.reference import parse_repository
+from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import ProgressObserver, reporter
 from modelpack.tags import check_version
@@ -41,6 +42,8 @@ def build(
     auth: RegistryAuth | None = None,
     progress: ProgressObserver | None = None,
     signing_key: EllipticCurvePrivateKey | None = None,
+    build_base: bool = True,
+    base_settings: BaseSettings | None = None,
 ) -> BuildResult:
     """Validate, read the signature, resolve, lock, render and build `model_dir_path`.
 
@@ -49,6 +52,8 @@ def build(
     `network_mode` overrides the engine network used while building (default: host when
     needed, see engine). With `push`, the SBOM and the modelpack record are attached to the
     pushed image and, given `signing_key` (a loaded private key), image and record are signed.
+    A catalog base missing from the engine is pulled from the base registry, else built from
+    its recipe (`base_settings`, default from the environment) unless `build_base` is False.
     """
     report = reporter(progress)
     repo = parse_repository(repository)
@@ -59,7 +64,18 @@ def build(
     if settings is None:
         settings = BuildSettings.from_env(base_registry=base_registry)
     registry_prefix = base_registry if base_registry is not None else settings.base_registry
-    request = BuildRequest(repo, push, version, auth, settings, registry_prefix, network_mode, signing_key)
+    request = BuildRequest(
+        repo,
+        push,
+        version,
+        auth,
+        settings,
+        registry_prefix,
+        network_mode,
+        signing_key,
+        build_base,
+        base_settings if base_settings is not None else BaseSettings.from_env(),
+    )
     inputs = _record_inputs(model_dir_path, request) if push and signing_key is None else None
     if inputs is not None:
         recorded = build_records.reuse(inputs.fingerprint(), repo, auth, report)

@@ -14,6 +14,7 @@ from modelpack.errors import RegistryError
 from modelpack.image.results import RegistryAuth
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient
+from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import Reporter
 
@@ -67,6 +68,8 @@ class BuildRequest:
     base_registry: str | None = None  # None: resolve reads MODELPACK_BASE_REGISTRY
     network_mode: str | None = None
     signing_key: EllipticCurvePrivateKey | None = None
+    build_base: bool = True  # build a missing catalog base (else: fail naming `modelpack base build`)
+    base_settings: BaseSettings = field(default_factory=BaseSettings)
 
 
 def registry_for(repo: ImageRef, auth: RegistryAuth | None) -> RegistryClient:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelpack.errors import InvalidInputError, RegistryError
-from modelpack.image import build_records, engine
+from modelpack.image import bases, build_records, engine
 from modelpack.image.assemble import AssemblyPlan, plan_assembly
 from modelpack.image.caches import RUNTIME_TAG, cached_runtime, remember_runtime
 from modelpack.image.checkpointing import (
@@ -121,8 +121,13 @@ def _build_checked(
     preflight = checkpoint_preflight(model_dir, report)  # fails fast, before locking
     sig = signature_stage.signature(model_dir.root)
     report("signature", f"{sig.signature.class_name}: {len(sig.signature.methods)} method(s)")
-    resolved = resolve_stage.resolve(model_dir, base_registry=request.base_registry)
+    resolved = resolve_stage.resolve(
+        model_dir, base_registry=request.base_registry, torch_index=request.base_settings.torch_index
+    )
     report("resolve", f"base {resolved.base_image}")
+    for note in resolved.notes:
+        report("note", note)
+    _ensure_base(session, resolved, request)
     lock_result = lock_stage.lock(model_dir, resolved=resolved, settings=request.settings)
     locked = len(lock_result.packages)
     report("lock", "lock up to date" if lock_result.up_to_date_before else f"locked {locked} packages")
@@ -151,6 +156,22 @@ def _build_checked(
         if request.push:
             result = _publish(session, request, result, model_dir, resolved, sig.signature, rendered.out_dir)
     return result, lock_result
+
+
+def _ensure_base(session: BuildSession, resolved: ResolveResult, request: BuildRequest) -> None:
+    """The "base" stage: the catalog base in the engine (pulled, or built and shared) before anything else."""
+    if resolved.base_from_config or not resolved.base_name:
+        return
+    prefix = request.base_registry or None
+    same_registry = prefix is not None and prefix.split("/", 1)[0] == request.repo.registry
+    auth = request.auth if same_registry else None  # the model registry's login goes nowhere else
+    job = bases.BaseJob(
+        session.engine, request.base_settings, session.report, prefix, auth, request.settings.ca_bundle
+    )
+    outcome = bases.ensure(job, resolved.base_name, build_missing=request.build_base)
+    if outcome.source != "engine" or outcome.pushed:
+        pushed = f", pushed to {outcome.reference}" if outcome.pushed else ""
+        session.report("base", f"{outcome.name}: {outcome.source}{pushed}")
 
 
 def _context_spec(

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +27,9 @@ from modelpack.resources import read_text
 CATALOG_FILE = "catalog.json"
 SCHEMA_VERSION = 1
 PYTORCH_INDEX_URL = "https://download.pytorch.org/whl/{variant}"
+TORCH_INDEX_VARIABLE = "MODELPACK_TORCH_INDEX_URL"
+DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl"
+PYPI_SIMPLE = "https://pypi.org/simple"
 
 ImageKind = Literal["python", "cuda", "torch"]
 
@@ -62,6 +69,45 @@ def with_registry(name: str, prefix: str | None) -> str:
 
 
 _REGISTRY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+
+
+@dataclass(frozen=True)
+class TorchIndex:
+    """A PyTorch-style wheel index: ``{url}/{variant}`` (``cpu``, ``cu118``, ...) is a simple index.
+
+    Variants other than a release's default CUDA come from here (a company mirror in a
+    closed network). ``reachable`` answers without the network when given (tests, callers
+    that already know); otherwise the variant's index is probed once per process.
+    """
+
+    url: str = DEFAULT_TORCH_INDEX
+    reachable: bool | None = None
+
+    @classmethod
+    def from_env(cls, url: str | None = None, environ: Mapping[str, str] | None = None) -> TorchIndex:
+        """The explicit URL, else ``$MODELPACK_TORCH_INDEX_URL``, else download.pytorch.org."""
+        environ = os.environ if environ is None else environ
+        chosen = url or environ.get(TORCH_INDEX_VARIABLE, "").strip() or DEFAULT_TORCH_INDEX
+        return cls(chosen.rstrip("/"))
+
+    def variant_url(self, variant: str) -> str:
+        return f"{self.url.rstrip('/')}/{variant}"
+
+    def has(self, variant: str) -> bool:
+        """Whether the variant's index answers (a probe of ``{url}/{variant}/torch/``)."""
+        if self.reachable is not None:
+            return self.reachable
+        return _answers(self.variant_url(variant) + "/torch/")
+
+
+@functools.lru_cache(maxsize=32)
+def _answers(url: str, timeout: float = 5.0) -> bool:
+    """True when an HTTP GET of ``url`` succeeds; DNS, TLS, HTTP errors and timeouts are False."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
+            return 200 <= int(response.status) < 300
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)

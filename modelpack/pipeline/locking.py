@@ -167,7 +167,7 @@ def checkpoint_requirements(model_dir: ModelDir) -> tuple[str, ...]:
 
 def torch_constraint(resolved: ResolveResult) -> str | None:
     """`torch==X` for the base image's torch (local label such as +cu121 dropped)."""
-    if not resolved.torch_version:
+    if not resolved.torch_version or not resolved.torch_in_base:
         return None
     return f"torch=={resolved.torch_version.split('+', 1)[0]}"
 
@@ -354,7 +354,7 @@ def _uv_input(model_dir: ModelDir, resolved: ResolveResult, keep_clarifai: bool)
     """The requirements text handed to uv and the names left out of it."""
     lines: list[str] = []
     excluded: list[str] = []
-    with_torch = resolved.torch_version is not None
+    with_torch = resolved.torch_in_base
     for requirement in model_dir.requirements:
         text = requirement.text.strip()
         if not text:

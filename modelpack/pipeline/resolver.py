@@ -18,7 +18,15 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from modelpack.errors import ResolveError
-from modelpack.pipeline.catalog import Catalog, TorchRelease, load_catalog, parse_cuda_version, with_registry
+from modelpack.pipeline.catalog import (
+    Catalog,
+    TorchIndex,
+    TorchRelease,
+    cuda_variant,
+    load_catalog,
+    parse_cuda_version,
+    with_registry,
+)
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.project.config import as_model_dir
 from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
@@ -46,12 +54,18 @@ class _TorchRequest:
 
 
 def resolve(
-    model_dir: ModelDirLike, *, base_registry: str | None = None, catalog: Catalog | None = None
+    model_dir: ModelDirLike,
+    *,
+    base_registry: str | None = None,
+    catalog: Catalog | None = None,
+    torch_index: TorchIndex | None = None,
 ) -> ResolveResult:
     """Choose the base image for ``model_dir`` (a path, loaded here, or a loaded ModelDir).
 
     ``base_registry`` is prepended to catalog image names; when None it comes
-    from ``$MODELPACK_BASE_REGISTRY`` (empty: no prefix). Raises ResolveError.
+    from ``$MODELPACK_BASE_REGISTRY`` (empty: no prefix). ``torch_index`` is where
+    torch variants other than the PyPI wheel come from (default: `TorchIndex.from_env`);
+    a CPU model whose CPU index is unreachable gets the PyPI wheel. Raises ResolveError.
     """
     model_dir = as_model_dir(model_dir)
     config = model_dir.config
@@ -79,6 +93,9 @@ def resolve(
     if request is None:
         return _without_torch(catalog, python, gpu, wanted_cuda, base_registry, requirements_name)
 
+    outside = _outside_catalog(catalog, request, python, base_registry, gpu)
+    if outside is not None:
+        return outside
     release, torch_phrase = _pick_release(catalog, request, requirements_name)
     if python not in release.python_versions:
         raise ResolveError(
@@ -96,18 +113,46 @@ def resolve(
                 "compute section of config.yaml"
             )
         note = f" (build_info.cuda_version {wanted_cuda} ignored on CPU)" if wanted_cuda else ""
-        image = catalog.torch_image(release.version, python, None)
+        index = torch_index if torch_index is not None else TorchIndex.from_env()
+        if request.local == "cpu" or index.has("cpu"):
+            image = catalog.torch_image(release.version, python, None)
+            return ResolveResult(
+                python_version=python,
+                torch_version=release.version,
+                cuda_version=None,
+                accelerator="cpu",
+                base_image=with_registry(image, base_registry),
+                reason=f"{torch_phrase}; CPU only, so the CPU build of torch with Python {python}{note}.",
+                base_name=image,
+                torch_variant="cpu",
+                torch_source="index",
+                torch_index_url=index.variant_url("cpu"),
+            )
+        # no CPU wheel index: the PyPI wheel (the default CUDA build) runs on CPU too
+        image = catalog.torch_image(release.version, python, release.default_cuda)
+        fallback = (
+            f"the CPU wheel index {index.variant_url('cpu')} is unreachable, so torch is the PyPI wheel "
+            f"(the CUDA {release.default_cuda} build, which runs on CPU); set $MODELPACK_TORCH_INDEX_URL "
+            "to a PyTorch-style index for the smaller CPU build"
+        )
         return ResolveResult(
             python_version=python,
             torch_version=release.version,
             cuda_version=None,
             accelerator="cpu",
             base_image=with_registry(image, base_registry),
-            reason=f"{torch_phrase}; CPU only, so the CPU build of torch with Python {python}{note}.",
+            reason=f"{torch_phrase}; CPU only, and {fallback}; Python {python}{note}.",
+            base_name=image,
+            torch_variant=cuda_variant(release.default_cuda),
+            torch_source="pypi",
+            notes=(fallback,),
         )
 
     cuda, cuda_phrase = _pick_cuda(release, request, wanted_cuda, requirements_name)
     image = catalog.torch_image(release.version, python, cuda)
+    variant = cuda_variant(cuda)
+    index = torch_index if torch_index is not None else TorchIndex.from_env()
+    from_pypi = cuda == release.default_cuda
     return ResolveResult(
         python_version=python,
         torch_version=release.version,
@@ -115,6 +160,49 @@ def resolve(
         accelerator="gpu",
         base_image=with_registry(image, base_registry),
         reason=f"{torch_phrase}; GPU requested, CUDA {cuda} {cuda_phrase}; Python {python}.",
+        base_name=image,
+        torch_variant=variant,
+        torch_source="pypi" if from_pypi else "index",
+        torch_index_url=None if from_pypi else index.variant_url(variant),
+    )
+
+
+def _outside_catalog(
+    catalog: Catalog, request: _TorchRequest, python: str, base_registry: str, gpu: bool
+) -> ResolveResult | None:
+    """An exact torch pin the catalog has no base for: the Python base, torch from the lock."""
+    pins = {
+        spec.version
+        for t in request.lines
+        for spec in t.specifier
+        if spec.operator in ("==", "===") and not spec.version.endswith("*")
+    }
+    if len(pins) != 1 or not catalog.torch:
+        return None
+    version = pins.pop()
+    if catalog.torch_release(version) is not None or _matching(catalog, [t.specifier for t in request.lines]):
+        return None
+    if python not in catalog.python_versions:
+        return None  # _pick_release names the nearest releases
+    image = catalog.python_image(python)
+    nearest = ", ".join(_nearest(catalog, SpecifierSet(f"=={version}"))) or catalog.torch[-1].version
+    warning = (
+        f"no prebuilt base has torch {version} (the catalog has {catalog.torch[0].version} to "
+        f"{catalog.torch[-1].version}; nearest: {nearest}): torch is installed from the lock on the "
+        f"Python {python} base, in the model's own layer"
+    )
+    return ResolveResult(
+        python_version=python,
+        torch_version=version,
+        cuda_version=None,
+        accelerator="gpu" if gpu else "cpu",
+        base_image=with_registry(image, base_registry),
+        reason=f"torch {version} is pinned and {warning}.",
+        base_name=image,
+        torch_variant=None,
+        torch_source="lock",
+        torch_index_url=None,
+        notes=(warning,),
     )
 
 
@@ -364,6 +452,7 @@ def _without_torch(
             accelerator="cpu",
             base_image=with_registry(catalog.python_image(python), base_registry),
             reason=f"no torch in {requirements_name} and CPU only: the CPU Python {python} base{note}.",
+            base_name=catalog.python_image(python),
         )
     if wanted_cuda is not None and wanted_cuda not in catalog.cuda_versions:
         raise ResolveError(
@@ -386,6 +475,7 @@ def _without_torch(
         base_image=with_registry(catalog.cuda_image(cuda, python), base_registry),
         reason=f"no torch in {requirements_name} and GPU requested: the CUDA {cuda} runtime base ({why}) "
         f"with Python {python}.",
+        base_name=catalog.cuda_image(cuda, python),
     )
 
 

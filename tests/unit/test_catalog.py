@@ -271,80 +271,6 @@ def test_committed_catalog_is_what_the_generator_renders() -> None:
     assert generator.render(json.loads(text)) == text
 
 
-# -- build_bases.py --------------------------------------------------------------------------
-
-
-def test_build_bases_dry_run_prints_the_docker_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    build_bases = load_script("build_bases.py")
-    argv = [
-        "--dry-run",
-        "--base-registry",
-        "127.0.0.1:5000/ml",
-        "--only",
-        "modelpack-base/torch:2.6.0-py3.11-cu124",
-        "modelpack-base/python:3.11",
-    ]
-    assert build_bases.main(argv) == 0
-    dockerfile = BASE_IMAGES / "Dockerfile"
-    assert capsys.readouterr().out.splitlines() == [
-        f"docker build --file {dockerfile} --build-arg FROM_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 "
-        "--build-arg PYTHON_VERSION=3.11 --build-arg TORCH_VERSION=2.6.0 --build-arg TORCH_VARIANT=cu124 "
-        "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 "
-        "--label org.modelpack.base.name=modelpack-base/torch:2.6.0-py3.11-cu124 "
-        "--label org.modelpack.base.python=3.11 --label org.modelpack.base.cuda=12.4 "
-        "--label org.modelpack.base.torch=2.6.0 "
-        f"--tag 127.0.0.1:5000/ml/modelpack-base/torch:2.6.0-py3.11-cu124 {BASE_IMAGES}",
-        "docker push 127.0.0.1:5000/ml/modelpack-base/torch:2.6.0-py3.11-cu124",
-        f"docker build --file {dockerfile} --build-arg FROM_IMAGE=debian:bookworm-slim "
-        "--build-arg PYTHON_VERSION=3.11 --label org.modelpack.base.name=modelpack-base/python:3.11 "
-        f"--label org.modelpack.base.python=3.11 --tag 127.0.0.1:5000/ml/modelpack-base/python:3.11 {BASE_IMAGES}",
-        "docker push 127.0.0.1:5000/ml/modelpack-base/python:3.11",
-    ]
-
-
-def test_build_bases_patterns_no_push_and_uv_image(capsys: pytest.CaptureFixture[str]) -> None:
-    build_bases = load_script("build_bases.py")
-    argv = [
-        "--dry-run",
-        "--no-push",
-        "--uv-image",
-        "uv:local",
-        "--only",
-        "modelpack-base/torch:2.6.0-py3.1[12]-cpu",
-    ]
-    assert build_bases.main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2
-    assert all(line.startswith("docker build ") and "docker push" not in line for line in lines)
-    assert lines[0].endswith(f"--tag modelpack-base/torch:2.6.0-py3.11-cpu {BASE_IMAGES}")
-    assert lines[1].endswith(f"--tag modelpack-base/torch:2.6.0-py3.12-cpu {BASE_IMAGES}")
-    assert (
-        "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu --build-arg UV_IMAGE=uv:local"
-        in lines[0]
-    )
-
-
-def test_build_bases_usage_errors(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("MODELPACK_BASE_REGISTRY", raising=False)
-    build_bases = load_script("build_bases.py")
-    assert build_bases.main(["--dry-run", "--only", "modelpack-base/nope:1"]) == 2
-    assert capsys.readouterr().err == (
-        "build_bases: no catalog image matches 'modelpack-base/nope:1' (names look like modelpack-base/python:3.10)\n"
-    )
-    assert build_bases.main(["--only", "modelpack-base/python:3.11"]) == 2
-    assert "give --base-registry PREFIX" in capsys.readouterr().err
-
-
-def test_build_bases_list(capsys: pytest.CaptureFixture[str]) -> None:
-    build_bases = load_script("build_bases.py")
-    assert build_bases.main(["--list", "--only", "modelpack-base/cuda:12.4-*"]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        f"modelpack-base/cuda:12.4-py{py}" for py in load_catalog().cuda_python_versions
-    ]
-
-
 # -- build-local-base.sh ---------------------------------------------------------------------
 
 LOCAL_BUILDER = BASE_IMAGES / "build-local-base.sh"
@@ -380,3 +306,11 @@ def test_local_builder_is_shellcheck_clean(service_missing: Callable[[str], None
         service_missing("shellcheck is not installed (apt-get install shellcheck; scripts/setup.sh does)")
     result = subprocess.run([shellcheck, str(LOCAL_BUILDER)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_local_builder_knows_which_debian_release_has_which_python(tmp_path: Path) -> None:
+    result = run_builder(str(tmp_path), "my/base:1", "3.12")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "build-local-base: no Debian release ships Python 3.12 as python3 (bookworm: 3.11, trixie: 3.13)\n"
+    )

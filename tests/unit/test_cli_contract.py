@@ -131,6 +131,7 @@ def invalid_args(name: str, tmp: Path) -> list[str]:
         "sign": ["127.0.0.1:5000/acme/m:v1", "--key", missing],
         "verify": ["not an image", "--key", missing],
         "push": ["127.0.0.1:5000/acme/m:v1", "--version", "latest"],
+        "base": ["build", "modelpack-base/no-such:1"],
     }
     assert set(table) == set(_COMMANDS), "add the new command to this table"
     return table[name]

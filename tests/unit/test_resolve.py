@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from modelpack.errors import ResolveError
-from modelpack.pipeline.catalog import Catalog, load_catalog
+from modelpack.pipeline.catalog import Catalog, TorchIndex, load_catalog
 from modelpack.pipeline.resolver import resolve
 from modelpack.project.model_dir import (
     BuildInfo,
@@ -72,6 +72,9 @@ def catalog() -> Catalog:
 @pytest.fixture(autouse=True)
 def _no_registry_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODELPACK_BASE_REGISTRY", raising=False)
+    monkeypatch.delenv("MODELPACK_TORCH_INDEX_URL", raising=False)
+    # the PyTorch index counts as reachable unless a test says otherwise: no network in unit tests
+    monkeypatch.setattr(TorchIndex, "has", lambda self, variant: self.reachable is not False)
 
 
 def req(line: int, text: str) -> RequirementLine:
@@ -140,6 +143,11 @@ def test_cpu_without_torch_uses_the_python_base(catalog: Catalog) -> None:
         "accelerator": "cpu",
         "base_image": "modelpack-base/python:3.11",
         "reason": "no torch in requirements.txt and CPU only: the CPU Python 3.11 base.",
+        "base_name": "modelpack-base/python:3.11",
+        "torch_variant": None,
+        "torch_source": None,
+        "torch_index_url": None,
+        "notes": [],
     }
     assert result.base_from_config is False
 
@@ -154,6 +162,11 @@ def test_gpu_without_torch_uses_the_default_cuda_runtime(catalog: Catalog) -> No
         "base_image": "modelpack-base/cuda:12.6-py3.12",
         "reason": "no torch in requirements.txt and GPU requested: the CUDA 12.6 runtime base "
         "(the catalog default) with Python 3.12.",
+        "base_name": "modelpack-base/cuda:12.6-py3.12",
+        "torch_variant": None,
+        "torch_source": None,
+        "torch_index_url": None,
+        "notes": [],
     }
 
 
@@ -200,6 +213,11 @@ def test_pinned_torch_on_gpu_uses_the_release_default_cuda(catalog: Catalog) -> 
         "base_image": "modelpack-base/torch:2.6.0-py3.11-cu124",
         "reason": "torch 2.6.0 is pinned (requirements.txt:2); GPU requested, "
         "CUDA 12.4 is the default of torch 2.6.0; Python 3.11.",
+        "base_name": "modelpack-base/torch:2.6.0-py3.11-cu124",
+        "torch_variant": "cu124",
+        "torch_source": "pypi",
+        "torch_index_url": None,
+        "notes": [],
     }
 
 
@@ -212,6 +230,11 @@ def test_pinned_torch_on_cpu_uses_the_cpu_build(catalog: Catalog) -> None:
         "accelerator": "cpu",
         "base_image": "modelpack-base/torch:2.4.0-py3.10-cpu",
         "reason": "torch 2.4.0 is pinned (requirements.txt:1); CPU only, so the CPU build of torch with Python 3.10.",
+        "base_name": "modelpack-base/torch:2.4.0-py3.10-cpu",
+        "torch_variant": "cpu",
+        "torch_source": "index",
+        "torch_index_url": "https://download.pytorch.org/whl/cpu",
+        "notes": [],
     }
 
 
@@ -305,6 +328,11 @@ def test_local_version_selects_the_cuda_variant(catalog: Catalog) -> None:
         "base_image": "modelpack-base/torch:2.5.1-py3.11-cu121",
         "reason": "torch 2.5.1 is pinned (requirements.txt:1); GPU requested, "
         "CUDA 12.1 from torch==2.5.1+cu121; Python 3.11.",
+        "base_name": "modelpack-base/torch:2.5.1-py3.11-cu121",
+        "torch_variant": "cu121",
+        "torch_source": "index",
+        "torch_index_url": "https://download.pytorch.org/whl/cu121",
+        "notes": [],
     }
 
 
@@ -340,19 +368,45 @@ def test_cpu_local_version_on_cpu(catalog: Catalog) -> None:
 # -- errors -----------------------------------------------------------------------------------
 
 
-def test_torch_version_not_in_catalog_names_the_nearest(catalog: Catalog) -> None:
-    assert error_of(model("torch==2.3.1"), catalog) == (
-        "torch==2.3.1 (requirements.txt:1) matches no release in the base-image catalog; nearest supported: "
-        "2.4.0 (the catalog has 2.4.0 to 2.7.1): change the requirement or set build_info.image"
-    )
-    assert error_of(model("torch==2.5.0"), catalog) == (
-        "torch==2.5.0 (requirements.txt:1) matches no release in the base-image catalog; nearest supported: "
-        "2.4.0, 2.5.1 (the catalog has 2.4.0 to 2.7.1): change the requirement or set build_info.image"
-    )
+def test_torch_range_outside_the_catalog_names_the_nearest(catalog: Catalog) -> None:
     assert error_of(model("torch>=3.0"), catalog) == (
         "torch>=3.0 (requirements.txt:1) matches no release in the base-image catalog; nearest supported: "
         "2.7.1 (the catalog has 2.4.0 to 2.7.1): change the requirement or set build_info.image"
     )
+
+
+def test_torch_pin_outside_the_catalog_builds_on_the_python_base_with_torch_from_the_lock(
+    catalog: Catalog,
+) -> None:
+    result = resolve(model("torch==2.3.1"), catalog=catalog)
+    assert result.base_image == result.base_name == "modelpack-base/python:3.11"
+    assert (result.torch_version, result.torch_source, result.torch_in_base) == ("2.3.1", "lock", False)
+    assert result.notes == (
+        "no prebuilt base has torch 2.3.1 (the catalog has 2.4.0 to 2.7.1; nearest: 2.4.0): torch is "
+        "installed from the lock on the Python 3.11 base, in the model's own layer",
+    )
+    between = resolve(model("torch==2.5.0", gpu=True), catalog=catalog)
+    assert between.torch_source == "lock" and "nearest: 2.4.0, 2.5.1" in between.notes[0]
+
+
+def test_cpu_model_without_a_reachable_cpu_index_gets_the_pypi_wheel(catalog: Catalog) -> None:
+    unreachable = TorchIndex("http://127.0.0.1:9/whl", reachable=False)
+    result = resolve(model("torch==2.5.1"), catalog=catalog, torch_index=unreachable)
+    assert result.base_image == "modelpack-base/torch:2.5.1-py3.11-cu124"  # shared with GPU models
+    assert (result.accelerator, result.cuda_version) == ("cpu", None)
+    assert (result.torch_variant, result.torch_source, result.torch_index_url) == ("cu124", "pypi", None)
+    assert result.notes and "http://127.0.0.1:9/whl/cpu is unreachable" in result.notes[0]
+    pinned_cpu = resolve(model("torch==2.5.1+cpu"), catalog=catalog, torch_index=unreachable)
+    assert pinned_cpu.torch_variant == "cpu"  # asked for explicitly: no silent swap
+
+
+def test_gpu_variants_other_than_the_default_come_from_the_torch_index(catalog: Catalog) -> None:
+    mirror = TorchIndex("https://mirror.example/whl", reachable=False)
+    result = resolve(model("torch==2.6.0", gpu=True, cuda="11.8"), catalog=catalog, torch_index=mirror)
+    assert (result.torch_variant, result.torch_source) == ("cu118", "index")
+    assert result.torch_index_url == "https://mirror.example/whl/cu118"
+    default = resolve(model("torch==2.6.0", gpu=True), catalog=catalog, torch_index=mirror)
+    assert (default.torch_variant, default.torch_source, default.torch_index_url) == ("cu124", "pypi", None)
 
 
 def test_python_not_supported_by_the_release_names_the_supported_ones(catalog: Catalog) -> None:
@@ -453,6 +507,11 @@ def test_config_image_is_used_as_given(catalog: Catalog) -> None:
         "accelerator": "gpu",
         "base_image": "ghcr.io/acme/base:1",
         "reason": "build_info.image is used as given; the base-image catalog is not consulted.",
+        "base_name": "",
+        "torch_variant": None,
+        "torch_source": None,
+        "torch_index_url": None,
+        "notes": [],
     }
 
 
@@ -496,7 +555,7 @@ def test_shipped_catalog_resolves_common_cases() -> None:
 
 def test_shipped_catalog_errors_name_supported_versions() -> None:
     with pytest.raises(ResolveError, match=r"nearest supported: 2\.4\.0 \(the catalog has 2\.4\.0 to "):
-        resolve(model("torch==2.3.0"))
+        resolve(model("torch>=1.0,<2.0"))
     with pytest.raises(ResolveError, match=r"it supports Python 3\.8, 3\.9, 3\.10, 3\.11, 3\.12:"):
         resolve(model("torch==2.4.0", python="3.13"))
     with pytest.raises(ResolveError, match=r"published CUDA variants: 12\.6, 12\.8, 12\.9 \(default 12\.8\)"):
@@ -543,6 +602,7 @@ def test_cli_human_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "base_image:     modelpack-base/torch:2.6.0-py3.11-cu124",
         "reason:         torch 2.6.0 is pinned (requirements.txt:2); GPU requested, CUDA 12.4 is the default "
         "of torch 2.6.0; Python 3.11.",
+        "torch_source:   cu124 from PyPI",
     ]
     result = runner.invoke(cli, ["resolve", str(model_dir), "--json", "--base-registry", "127.0.0.1:5000"])
     assert result.exit_code == 0, result.output
@@ -554,6 +614,11 @@ def test_cli_human_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "base_image": "127.0.0.1:5000/modelpack-base/torch:2.6.0-py3.11-cu124",
         "reason": "torch 2.6.0 is pinned (requirements.txt:2); GPU requested, CUDA 12.4 is the default "
         "of torch 2.6.0; Python 3.11.",
+        "base_name": "modelpack-base/torch:2.6.0-py3.11-cu124",
+        "torch_variant": "cu124",
+        "torch_source": "pypi",
+        "torch_index_url": None,
+        "notes": [],
     }
 
 
@@ -570,14 +635,14 @@ def test_cli_cpu_without_torch_prints_none(tmp_path: Path) -> None:
 def test_cli_error_is_one_line_exit_2(tmp_path: Path) -> None:
     from modelpack.cli import cli
 
-    model_dir = write_model_dir(tmp_path / "m", "torch==1.13.1\n", gpu=True)
+    model_dir = write_model_dir(tmp_path / "m", "torch<2\n", gpu=True)
     result = CliRunner().invoke(cli, ["resolve", str(model_dir)])
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(
-        "error: torch==1.13.1 (requirements.txt:1) matches no release in the base-image catalog; "
+        "error: torch<2 (requirements.txt:1) matches no release in the base-image catalog; "
         "nearest supported: 2.4.0 (the catalog has 2.4.0 to "
     )
 

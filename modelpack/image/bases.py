@@ -1,0 +1,428 @@
+"""Base images in the engine and a base registry: find, pull, build (from recipes) and push them.
+
+`ensure` is what `modelpack build` calls before the engine build: the base a model resolved to
+is used from the engine, else pulled from the base registry (``PREFIX/NAME``), else built from
+its recipe (`modelpack.pipeline.base_recipes`) and pushed there, so other machines reuse it.
+Builds run BuildKit through the docker CLI: the CA bundle is a secret mount and uv a bind
+mount, so neither reaches a layer; a failed build tags nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelpack.errors import EngineError, RegistryError, RuntimeFailure
+from modelpack.image import engine
+from modelpack.image.results import RegistryAuth
+from modelpack.pipeline.base_recipes import (
+    DEBIAN_SUITES,
+    BaseRecipe,
+    BaseSettings,
+    python_sources,
+    recipe,
+    select,
+)
+from modelpack.pipeline.catalog import Catalog, load_catalog, with_registry
+from modelpack.pipeline.locking import SYSTEM_CA_BUNDLE, find_uv
+from modelpack.progress import Reporter
+from modelpack.resources import data_dir
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+DOCKER_CLI_VARIABLE = "MODELPACK_DOCKER_CLI"
+
+
+class BaseSourceError(RuntimeFailure):
+    """No source of a base was reachable, or its build failed; exit 1."""
+
+
+@dataclass(frozen=True)
+class BaseJob:
+    """What base work needs: the engine, where ingredients and copies live, how to report."""
+
+    engine: DockerClient
+    settings: BaseSettings
+    report: Reporter
+    base_registry: str | None = None  # PREFIX: pull PREFIX/NAME first, push built bases there
+    auth: RegistryAuth | None = None
+    ca_bundle: Path | None = None  # reaches the install step as a BuildKit secret only
+    catalog: Catalog = field(default_factory=load_catalog)
+
+    def remote(self, name: str) -> str | None:
+        return with_registry(name, self.base_registry) if self.base_registry else None
+
+
+@dataclass(frozen=True)
+class BaseOutcome:
+    """Where a base came from (engine, registry, built) and the reference and digest used."""
+
+    name: str
+    reference: str
+    source: str  # "engine", "registry" or "built:<how>"
+    digest: str | None
+    pushed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reference": self.reference,
+            "source": self.source,
+            "digest": self.digest,
+            "pushed": self.pushed,
+        }
+
+
+# --------------------------------------------------------------------------- ensure
+
+
+def ensure(job: BaseJob, name: str, *, build_missing: bool = True, push: bool = True) -> BaseOutcome:
+    """Have `name` (a catalog name) in the engine, under ``PREFIX/NAME`` when a registry is set."""
+    remote = job.remote(name)
+    wanted = remote or name
+    if engine.inspect_image(job.engine, wanted) is not None:
+        return BaseOutcome(name, wanted, "engine", engine.image_digest(job.engine, wanted))
+    if remote is not None and engine.inspect_image(job.engine, name) is not None:
+        _tag(job, name, remote)
+        pushed = _push(job, remote) if push else False
+        return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote), pushed)
+    if remote is not None and _pull(job, remote):
+        job.report("base", f"pulled {remote}")
+        return BaseOutcome(name, remote, "registry", engine.image_digest(job.engine, remote))
+    if not build_missing:
+        where = f" nor in {job.base_registry}" if job.base_registry else ""
+        raise EngineError(
+            f"base image {name} is not in the engine{where}; build it with `modelpack base build {name}` "
+            "or leave out --no-build-base"
+        )
+    how = build(job, recipe(name, job.settings, job.catalog))
+    pushed = False
+    if remote is not None:
+        _tag(job, name, remote)
+        pushed = _push(job, remote) if push else False
+    return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted), pushed)
+
+
+def _tag(job: BaseJob, source: str, reference: str) -> None:
+    repository, tag = reference.rsplit(":", 1)
+    engine.tag_image(job.engine, source, repository, tag)
+
+
+def _pull(job: BaseJob, reference: str) -> bool:
+    repository, tag = reference.rsplit(":", 1)
+    try:
+        engine.pull_image(
+            job.engine, repository, tag, auth_config=job.auth.docker_auth() if job.auth else None
+        )
+    except RegistryError:
+        return False
+    return True
+
+
+def _push(job: BaseJob, reference: str) -> bool:
+    repository, tag = reference.rsplit(":", 1)
+    job.report("base", f"pushing {reference}")
+    engine.push_image(
+        job.engine,
+        repository,
+        tag,
+        auth_config=job.auth.docker_auth() if job.auth else None,
+        on_event=job.report,
+    )
+    return True
+
+
+def push(job: BaseJob, name: str) -> BaseOutcome:
+    """Publish the built base `name` as ``PREFIX/NAME``."""
+    remote = job.remote(name)
+    if remote is None:
+        raise BaseSourceError("pushing a base needs --base-registry PREFIX (or $MODELPACK_BASE_REGISTRY)")
+    recipe(name, job.settings, job.catalog)  # an unknown name is exit 2
+    if engine.inspect_image(job.engine, name) is None and engine.inspect_image(job.engine, remote) is None:
+        raise EngineError(
+            f"base image {name} is not in the engine; build it with `modelpack base build {name}`"
+        )
+    if engine.inspect_image(job.engine, remote) is None:
+        _tag(job, name, remote)
+    _push(job, remote)
+    return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote), pushed=True)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build(job: BaseJob, plan: BaseRecipe) -> str:
+    """Build `plan` into the engine under its catalog name; how it was made ("debootstrap", ...)."""
+    if plan.kind == "python":
+        return _build_python(job, plan)
+    if plan.kind == "cuda" and plan.cuda_image and _pull_source(job, plan.cuda_image):
+        _buildkit(job, plan.name, plan.image_dockerfile(plan.cuda_image), with_uv=False)
+        return f"image {plan.cuda_image}"
+    assert plan.parent is not None
+    parent = ensure(job, plan.parent, push=False).reference
+    if plan.extra_index_url and not job.settings.torch_index.has(plan.torch_variant or "cpu"):
+        raise BaseSourceError(
+            f"cannot build {plan.name}: the torch wheel index {plan.extra_index_url} is unreachable; set "
+            "$MODELPACK_TORCH_INDEX_URL (or --torch-index-url) to a PyTorch-style mirror, or use the "
+            "release's default CUDA, which comes from PyPI"
+        )
+    job.report("base", f"building {plan.name} on {parent}: uv pip install {' '.join(plan.packages)}")
+    _buildkit(job, plan.name, plan.install_dockerfile(parent), with_uv=True)
+    return "uv"
+
+
+def _build_python(job: BaseJob, plan: BaseRecipe) -> str:
+    failures: list[str] = []
+    for source in plan.python_sources:
+        if source.kind == "image":
+            if _pull_source(job, source.detail):
+                job.report("base", f"building {plan.name} from {source.detail}")
+                _buildkit(job, plan.name, plan.image_dockerfile(source.detail), with_uv=False)
+                return f"image {source.detail}"
+            failures.append(f"{source.detail} could not be pulled (${source.setting} names another image)")
+        elif source.kind == "debootstrap":
+            job.report("base", f"building {plan.name} with debootstrap (Debian {source.detail})")
+            _debootstrap(job, plan)
+            return f"debootstrap {source.detail}"
+        else:
+            os_image = _local_os_image(job)
+            if os_image is None:
+                failures.append(
+                    "uv-managed CPython needs a Debian base made by debootstrap, and none could be made"
+                )
+                continue
+            job.report("base", f"building {plan.name}: uv-managed CPython from {source.detail} on {os_image}")
+            _buildkit(
+                job,
+                plan.name,
+                plan.uv_python_dockerfile(os_image),
+                with_uv=True,
+                build_args={"UV_PYTHON_INSTALL_MIRROR": source.detail},
+            )
+            return "uv python"
+    kinds = {s.kind for s in plan.python_sources}
+    if "debootstrap" not in kinds:
+        suites = ", ".join(f"{suite} has {py}" for py, suite in DEBIAN_SUITES.items())
+        reason = (
+            "debootstrap needs root and the debootstrap package"
+            if plan.python_version in DEBIAN_SUITES
+            else (f"no Debian release ships Python {plan.python_version} for debootstrap ({suites})")
+        )
+        failures.append(reason)
+    if "uv" not in kinds:
+        failures.append("no uv Python mirror is set ($UV_PYTHON_INSTALL_MIRROR)")
+    raise BaseSourceError(f"cannot build {plan.name}: " + "; ".join(failures))
+
+
+def _pull_source(job: BaseJob, reference: str) -> bool:
+    if engine.inspect_image(job.engine, reference) is not None:
+        return True
+    repository, _, tag = reference.rpartition(":")
+    if not repository or "/" in tag:
+        repository, tag = reference, "latest"
+    try:
+        engine.pull_image(job.engine, repository, tag)
+    except RegistryError:
+        return False
+    return True
+
+
+def _local_os_image(job: BaseJob) -> str | None:
+    """A debootstrapped Python base to put uv's CPython on (made when none is in the engine)."""
+    for python in DEBIAN_SUITES:
+        name = job.catalog.python_image(python)
+        if engine.inspect_image(job.engine, name) is not None:
+            return name
+    if not job.settings.debootstrap:
+        return None
+    python = next(iter(DEBIAN_SUITES))
+    name = job.catalog.python_image(python)
+    _debootstrap(job, recipe(name, job.settings, job.catalog))
+    return name
+
+
+def _debootstrap(job: BaseJob, plan: BaseRecipe) -> None:
+    script = data_dir("base-images") / "build-local-base.sh"
+    env = {**os.environ, "MODELPACK_REBUILD_BASE": "0"}
+    mirror = os.environ.get("MODELPACK_DEBOOTSTRAP_MIRROR", "").strip()
+    if mirror:
+        env["MODELPACK_DEBOOTSTRAP_MIRROR"] = mirror
+    _stream(job, ["bash", str(script), plan.name, plan.python_version], env, f"debootstrap of {plan.name}")
+
+
+def docker_cli() -> tuple[str, dict[str, str]]:
+    """A docker client that builds with BuildKit: ``$MODELPACK_DOCKER_CLI``, else the first on PATH
+    with buildx, else one older than 23 (its built-in BuildKit needs ``DOCKER_BUILDKIT=1``)."""
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    explicit = os.environ.get(DOCKER_CLI_VARIABLE, "").strip()
+    candidates = [explicit] if explicit else _on_path("docker")
+    for candidate in candidates:
+        if subprocess.run([candidate, "buildx", "version"], capture_output=True, check=False).returncode == 0:
+            return candidate, env
+        version = subprocess.run(
+            [candidate, "version", "--format", "{{.Client.Version}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) < 23:
+            return candidate, env
+    raise EngineError(
+        "no docker client that builds with BuildKit was found: install docker buildx, or set "
+        f"${DOCKER_CLI_VARIABLE} to a docker client older than 23.0"
+    )
+
+
+def _on_path(name: str) -> list[str]:
+    found: list[str] = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(directory or ".") / name
+        resolved = str(path.resolve()) if path.exists() else ""
+        if resolved and os.access(path, os.X_OK) and resolved not in {str(Path(f).resolve()) for f in found}:
+            found.append(str(path))
+    return found
+
+
+def _buildkit(
+    job: BaseJob, tag: str, dockerfile: str, *, with_uv: bool, build_args: dict[str, str] | None = None
+) -> None:
+    """`docker build` of a one-file context (plus uv) with the CA bundle as a secret; tags `tag`."""
+    cli, env = docker_cli()
+    with tempfile.TemporaryDirectory(prefix="modelpack-base-") as tmp:
+        context = Path(tmp) / "context"
+        context.mkdir()
+        (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
+        if with_uv:
+            shutil.copy2(find_uv(), context / "uv")
+        secret = Path(tmp) / "ca.crt"
+        # the host's trust (a TLS-inspecting proxy's CA is there): a secret mount, never a layer
+        bundle = job.ca_bundle or (SYSTEM_CA_BUNDLE if SYSTEM_CA_BUNDLE.is_file() else None)
+        if bundle is not None:
+            shutil.copyfile(bundle, secret)
+        else:
+            secret.write_bytes(b"")
+        command = [
+            cli,
+            "build",
+            "--network",
+            "host",
+            "--progress",
+            "plain",
+            "--secret",
+            f"id=ca,src={secret}",
+        ]
+        for key, value in (build_args or {}).items():
+            command += ["--build-arg", f"{key}={value}"]
+        command += ["--tag", tag, str(context)]
+        _stream(job, command, env, f"building {tag}")
+
+
+def _stream(job: BaseJob, command: list[str], env: dict[str, str], what: str) -> None:
+    """Run `command`, its output as "log" progress; EngineError with its last lines on failure."""
+    tail: list[str] = []
+    try:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
+        )
+    except OSError as error:
+        raise EngineError(f"{what} could not start: {error}") from None
+    assert process.stdout is not None
+    with process:
+        for raw in process.stdout:
+            line = raw.rstrip()
+            if not line:
+                continue
+            tail.append(line)
+            del tail[:-40]
+            job.report("log", line)
+    if process.returncode != 0:
+        raise BaseSourceError(f"{what} failed: {_failure_line(tail)}")
+
+
+def _failure_line(tail: list[str]) -> str:
+    for line in reversed(tail):
+        lowered = line.lower()
+        if "error" in lowered or "failed" in lowered or "unreachable" in lowered or "die" in lowered:
+            return line.split(" ", 1)[1] if line.startswith("#") and " " in line else line
+    return tail[-1] if tail else "no output"
+
+
+# --------------------------------------------------------------------------- list
+
+
+@dataclass(frozen=True)
+class BaseStatus:
+    name: str
+    kind: str
+    python_version: str
+    torch_version: str | None
+    torch_variant: str | None
+    in_engine: bool
+    in_registry: bool | None  # None: no base registry given
+    size: int | None  # bytes in the engine
+    digest: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "python_version": self.python_version,
+            "torch_version": self.torch_version,
+            "torch_variant": self.torch_variant,
+            "in_engine": self.in_engine,
+            "in_registry": self.in_registry,
+            "size": self.size,
+            "digest": self.digest,
+        }
+
+
+@dataclass(frozen=True)
+class BaseList:
+    bases: tuple[BaseStatus, ...]
+    buildable_python: dict[str, list[str]]  # Python version -> how this machine can make its base
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bases": [b.to_dict() for b in self.bases], "buildable_python": self.buildable_python}
+
+
+def list_bases(job: BaseJob, patterns: tuple[str, ...], registry_has: Any = None) -> BaseList:
+    """The catalog's bases (matching `patterns`) with where they are; `registry_has(ref) -> bool`."""
+    statuses: list[BaseStatus] = []
+    for image in select(job.catalog, patterns):
+        remote = job.remote(image.name)
+        found = [ref for ref in (remote, image.name) if ref and engine.inspect_image(job.engine, ref)]
+        local = engine.inspect_image(job.engine, found[0]) if found else None
+        statuses.append(
+            BaseStatus(
+                name=image.name,
+                kind=image.kind,
+                python_version=image.python_version,
+                torch_version=image.torch_version,
+                torch_variant=image.torch_variant,
+                in_engine=local is not None,
+                in_registry=bool(registry_has(remote)) if remote and registry_has else None,
+                size=int(local.get("Size") or 0) if local else None,
+                digest=engine.image_digest(job.engine, found[0]) if found else None,
+            )
+        )
+    buildable: dict[str, list[str]] = {}
+    for python in job.catalog.python_versions:
+        ways: list[str] = []
+        if engine.inspect_image(job.engine, job.catalog.python_image(python)) is not None:
+            ways.append("in engine")
+        for source in python_sources(python, job.settings):
+            if source.kind == "image":
+                ways.append(f"{source.detail} (if pullable)")
+            elif source.kind == "debootstrap":
+                ways.append(f"debootstrap {source.detail}")
+            else:
+                ways.append(f"uv python from {source.detail}")
+        buildable[python] = ways
+    return BaseList(tuple(statuses), buildable)

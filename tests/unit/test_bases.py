@@ -1,0 +1,228 @@
+"""Base recipes (sources, Dockerfiles) and the order `ensure` tries engine, registry and build in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelpack.errors import EngineError
+from modelpack.image import bases
+from modelpack.pipeline.base_recipes import BaseSettings, UnknownBaseError, python_sources, recipe
+from modelpack.pipeline.catalog import TorchIndex
+from modelpack.pipeline.locking import _uv_input
+from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.progress import ProgressRecorder, reporter
+from modelpack.project.model_dir import (
+    BuildInfo,
+    ComputeRequirements,
+    ModelConfig,
+    ModelDir,
+    ModelInfo,
+    RequirementLine,
+)
+
+TORCH = "modelpack-base/torch:2.5.1-py3.11-cu124"
+OFFLINE = BaseSettings(torch_index=TorchIndex("http://mirror.example/whl", reachable=False), debootstrap=True)
+
+
+# -- recipes --------------------------------------------------------------------------------------
+
+
+def test_default_cuda_torch_comes_from_pypi_in_one_install_layer_on_the_python_base() -> None:
+    plan = recipe(TORCH, OFFLINE)
+    assert (plan.parent, plan.packages, plan.extra_index_url) == (
+        "modelpack-base/python:3.11",
+        ("torch==2.5.1",),
+        None,
+    )
+    text = plan.install_dockerfile("modelpack-base/python:3.11")
+    assert text.count("\nRUN ") == 1 and "FROM modelpack-base/python:3.11\n" in text
+    assert "--mount=type=secret,id=ca" in text and "COPY" not in text and "ca-certificates.crt" not in text
+    assert plan.labels["org.modelpack.base.torch-variant"] == "cu124"
+
+
+def test_other_variants_come_from_the_torch_index() -> None:
+    cpu = recipe("modelpack-base/torch:2.5.1-py3.11-cpu", OFFLINE)
+    assert cpu.packages == ("torch==2.5.1+cpu",)
+    assert cpu.extra_index_url == "http://mirror.example/whl/cpu"
+    cu118 = recipe("modelpack-base/torch:2.5.1-py3.11-cu118", OFFLINE)
+    assert cu118.extra_index_url == "http://mirror.example/whl/cu118"
+
+
+def test_python_sources_in_order_and_which_debian_release_has_which_python() -> None:
+    kinds = [(s.kind, s.detail) for s in python_sources("3.13", OFFLINE)]
+    assert kinds == [("image", "python:3.13-slim"), ("debootstrap", "trixie")]
+    assert [s.kind for s in python_sources("3.12", OFFLINE)] == ["image"]
+    mirrored = BaseSettings(
+        python_image="mirror.example/python:{python}-slim", uv_python_mirror="http://m/pbs"
+    )
+    assert [(s.kind, s.detail) for s in python_sources("3.12", mirrored)] == [
+        ("image", "mirror.example/python:3.12-slim"),
+        ("uv", "http://m/pbs"),
+    ]
+
+
+def test_unknown_base_is_invalid_input() -> None:
+    with pytest.raises(UnknownBaseError, match="not a base of the catalog"):
+        recipe("modelpack-base/torch:0.1-py3.11-cpu", OFFLINE)
+
+
+def test_settings_from_the_environment() -> None:
+    settings = BaseSettings.from_env(
+        environ={"MODELPACK_PYTHON_IMAGE": "m/python:{python}", "MODELPACK_TORCH_INDEX_URL": "http://t/whl/"}
+    )
+    assert settings.python_image == "m/python:{python}"
+    assert settings.torch_index.variant_url("cpu") == "http://t/whl/cpu"
+
+
+# -- ensure ---------------------------------------------------------------------------------------
+
+
+class FakeEngine:
+    """Which references the engine has, and what was pulled, pushed, tagged and built."""
+
+    def __init__(self, present: set[str], pullable: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.present = set(present)
+        self.pullable = set(pullable)
+        self.calls: list[str] = []
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def install(engine_state: FakeEngine) -> FakeEngine:
+        def inspect(client: Any, reference: str) -> dict[str, Any] | None:
+            return {"Id": "sha256:" + "a" * 64, "Size": 1} if reference in engine_state.present else None
+
+        def pull(client: Any, repository: str, tag: str, **kwargs: Any) -> None:
+            reference = f"{repository}:{tag}"
+            engine_state.calls.append(f"pull {reference}")
+            if reference not in engine_state.pullable:
+                raise bases.RegistryError("not found")
+            engine_state.present.add(reference)
+
+        def push(client: Any, repository: str, tag: str, **kwargs: Any) -> None:
+            engine_state.calls.append(f"push {repository}:{tag}")
+
+        def tag(client: Any, source: str, repository: str, tag: str) -> None:
+            engine_state.calls.append(f"tag {source} {repository}:{tag}")
+            engine_state.present.add(f"{repository}:{tag}")
+
+        def build(job: Any, plan: Any) -> str:
+            engine_state.calls.append(f"build {plan.name}")
+            engine_state.present.add(plan.name)
+            return "uv"
+
+        monkeypatch.setattr(bases.engine, "inspect_image", inspect)
+        monkeypatch.setattr(bases.engine, "image_digest", lambda client, ref: "sha256:d")
+        monkeypatch.setattr(bases.engine, "pull_image", pull)
+        monkeypatch.setattr(bases.engine, "push_image", push)
+        monkeypatch.setattr(bases.engine, "tag_image", tag)
+        monkeypatch.setattr(bases, "build", build)
+        return engine_state
+
+    return install
+
+
+def job(prefix: str | None = None) -> bases.BaseJob:
+    return bases.BaseJob(
+        engine=None, settings=OFFLINE, report=reporter(ProgressRecorder()), base_registry=prefix
+    )  # type: ignore[arg-type]
+
+
+def test_a_base_in_the_engine_is_used_as_it_is(fake: Any) -> None:
+    state = fake(FakeEngine({TORCH}))
+    assert bases.ensure(job(), TORCH).source == "engine"
+    assert state.calls == []
+
+
+def test_with_a_registry_the_copy_there_is_pulled_before_anything_is_built(fake: Any) -> None:
+    state = fake(FakeEngine(set(), pullable={f"reg:5000/team/{TORCH}"}))
+    outcome = bases.ensure(job("reg:5000/team"), TORCH)
+    assert (outcome.source, outcome.reference) == ("registry", f"reg:5000/team/{TORCH}")
+    assert state.calls == [f"pull reg:5000/team/{TORCH}"]
+
+
+def test_a_built_base_is_pushed_to_the_registry(fake: Any) -> None:
+    state = fake(FakeEngine({"modelpack-base/python:3.11"}))
+    outcome = bases.ensure(job("reg:5000/team"), TORCH)
+    assert outcome.source == "built:uv" and outcome.pushed
+    assert state.calls == [
+        f"pull reg:5000/team/{TORCH}",
+        f"build {TORCH}",
+        f"tag {TORCH} reg:5000/team/{TORCH}",
+        f"push reg:5000/team/{TORCH}",
+    ]
+
+
+def test_a_local_base_is_shared_when_the_registry_lacks_it(fake: Any) -> None:
+    state = fake(FakeEngine({TORCH}))
+    assert bases.ensure(job("reg:5000/team"), TORCH).pushed
+    assert state.calls == [f"tag {TORCH} reg:5000/team/{TORCH}", f"push reg:5000/team/{TORCH}"]
+
+
+def test_no_build_base_fails_naming_the_command(fake: Any) -> None:
+    state = fake(FakeEngine(set()))
+    with pytest.raises(EngineError, match=r"nor in reg:5000/team; build it with `modelpack base build "):
+        bases.ensure(job("reg:5000/team"), TORCH, build_missing=False)
+    assert [c for c in state.calls if c.startswith("build")] == []
+
+
+def test_an_unreachable_torch_index_is_one_line_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bases, "ensure", lambda *a, **k: bases.BaseOutcome("p", "p", "engine", None))
+    with pytest.raises(bases.BaseSourceError) as caught:
+        bases.build(job(), recipe("modelpack-base/torch:2.5.1-py3.11-cpu", OFFLINE))
+    assert "http://mirror.example/whl/cpu is unreachable" in caught.value.message
+    assert "MODELPACK_TORCH_INDEX_URL" in caught.value.message and caught.value.exit_code == 1
+
+
+def test_no_python_source_says_what_failed_and_which_settings_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bases, "_pull_source", lambda job, reference: False)
+    with pytest.raises(bases.BaseSourceError) as caught:
+        bases.build(job(), recipe("modelpack-base/python:3.12", OFFLINE))
+    assert caught.value.message == (
+        "cannot build modelpack-base/python:3.12: python:3.12-slim could not be pulled ($MODELPACK_PYTHON_IMAGE "
+        "names another image); no Debian release ships Python 3.12 for debootstrap (bookworm has 3.11, trixie "
+        "has 3.13); no uv Python mirror is set ($UV_PYTHON_INSTALL_MIRROR)"
+    )
+
+
+# -- torch outside the catalog ---------------------------------------------------------------------
+
+
+def test_torch_from_the_lock_is_not_left_out_of_the_lock(tmp_path: Path) -> None:
+    model_dir = ModelDir(
+        root=tmp_path,
+        config=ModelConfig(
+            model=ModelInfo(id="m"),
+            build_info=BuildInfo(python_version="3.11"),
+            compute=ComputeRequirements(),
+        ),
+        requirements=(RequirementLine(line=1, text="torch==2.3.1", name="torch", specifier="==2.3.1"),),
+    )
+    lock_torch = ResolveResult(
+        "3.11", "2.3.1", None, "cpu", "modelpack-base/python:3.11", "x", torch_source="lock"
+    )
+    text, excluded = _uv_input(model_dir, lock_torch, keep_clarifai=False)
+    assert "torch==2.3.1" in text.splitlines() and excluded == []
+    in_base = ResolveResult("3.11", "2.5.1", None, "cpu", TORCH, "x", torch_source="pypi")
+    assert _uv_input(model_dir, in_base, keep_clarifai=False)[1] == ["torch"]
+
+
+# -- scripts/gpu-check.sh --------------------------------------------------------------------------
+
+GPU_CHECK = Path(__file__).resolve().parents[2] / "scripts" / "gpu-check.sh"
+
+
+def test_gpu_check_usage_is_exit_2_and_the_script_is_shellcheck_clean(service_missing: Any) -> None:
+    import shutil
+    import subprocess
+
+    usage = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, check=False)
+    assert (usage.returncode, usage.stderr) == (2, "gpu-check: usage: scripts/gpu-check.sh IMAGE\n")
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        service_missing("shellcheck is not installed (scripts/setup.sh installs it)")
+    linted = subprocess.run([shellcheck, str(GPU_CHECK)], capture_output=True, text=True, check=False)
+    assert linted.returncode == 0, linted.stdout
