@@ -86,6 +86,19 @@ def _signing_key(key: str | None, push: bool, *, interactive: bool) -> EllipticC
 @click.option("--base-registry", metavar="P", help="Registry prefix for base images (mirrors).")
 @click.option("--use-dockerfile", is_flag=True, help="Build with the model directory's own Dockerfile as-is.")
 @click.option(
+    "--builder",
+    type=click.Choice(["auto", "buildkit", "classic"]),
+    default="auto",
+    show_default=True,
+    help="Engine builder: BuildKit (secret and cache mounts) where the engine runs it, or the classic one.",
+)
+@click.option(
+    "--cache-registry",
+    metavar="REF",
+    help="Share the BuildKit build cache through this image (REPO[:TAG], tag default buildcache): "
+    "exported after the build, imported before it; for runners that start with an empty engine.",
+)
+@click.option(
     "--sign",
     "sign",
     is_flag=True,
@@ -113,6 +126,8 @@ def build(
     registry_password_stdin: bool,
     base_registry: str | None,
     use_dockerfile: bool,
+    builder: str,
+    cache_registry: str | None,
     sign: bool,
     key: str | None,
 ) -> None:
@@ -134,6 +149,8 @@ def build(
         auth=auth,
         progress=CliProgress(),
         signing_key=signing_key,
+        builder=None if builder == "auto" else builder,
+        cache_registry=cache_registry,
     )
     maybe_write_job_summary(result.to_dict())  # on GitHub Actions only
     if as_json:

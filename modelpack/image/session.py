@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from modelpack.errors import RegistryError
+from modelpack.image.engine import ClassicBuilder, ImageBuilder
 from modelpack.image.results import RegistryAuth
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient
@@ -28,6 +29,10 @@ class BuildSession:
     registry: RegistryClient
     auth: RegistryAuth | None
     report: Reporter
+    builder: ImageBuilder | None = None  # None: the classic builder on `engine`
+
+    def image_builder(self) -> ImageBuilder:
+        return self.builder if self.builder is not None else ClassicBuilder(self.engine)
 
     def docker_auth(self) -> dict[str, str] | None:
         """The credentials as the engine's push and pull take them (None: the engine's own)."""

@@ -359,6 +359,7 @@ DYNAMIC_READS_ALLOWED = {
     ("keys.py", "load_signing_key"),  # env://VAR names the variable
     ("keys.py", "load_verification_key"),
     ("locking.py", "_run_uv"),  # uv runs with the caller's environment
+    ("build_records.py", "inputs"),  # _ENVIRONMENT: the variables BuildSettings reads, by their constants
 }
 
 
