@@ -57,7 +57,7 @@ def test_buildkit_dockerfile_mounts_secrets_and_keeps_them_out_of_the_context(
         "modelpack-ca-bundle": (None, ca.absolute()),
     }
     assert not any(i.startswith("ARG") for i in deps + runtime + final)
-    install = deps[-1]
+    install = deps[-2]
     for secret_id in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "modelpack-ca-bundle"):
         assert f"--mount=type=secret,id={secret_id} " in install
     assert "--mount=type=cache,id=modelpack-uv,target=/var/cache/modelpack-uv" in install
@@ -65,7 +65,9 @@ def test_buildkit_dockerfile_mounts_secrets_and_keeps_them_out_of_the_context(
     assert "--require-hashes --no-deps --target" in install  # uv itself, by hash
     # layer order: base, system settings, dependencies; then runtime library, weights, config; code
     assert deps[0] == "FROM modelpack-base/python:3.11 AS deps" and runtime[0] == "FROM deps AS runtime"
-    assert [i.split()[0] for i in deps[1:]] == ["ENV", "RUN", "RUN"]
+    # WORKDIR (an empty layer under BuildKit) in the runtime stage, so the composed image has it too
+    assert [i.split()[0] for i in deps[1:]] == ["ENV", "RUN", "RUN", "WORKDIR"]
+    assert not any(i.startswith("WORKDIR") for i in final)
     assert [i.split()[1] for i in runtime[1:]] == ["runtime/", "checkpoints/", "config/config.yaml"]
     assert final[1] == "COPY app/ /app/"
     # the context holds no secret and no CA bundle; uv's pinned release is there
