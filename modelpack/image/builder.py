@@ -406,6 +406,21 @@ def _build_new(
     image_id = _engine_build(session, spec, request, ctag)
     chosen = pick_version(name, request.version, remote_tags, engine.local_tags(client, name))
     target = PushTarget(request.repo, ctag, chosen, request.version is not None, tuple(remote_tags))
+    cache = request.cache_registry
+    if cache is not None and (spec.weights is not None and request.push):
+        _export_cache(session, image_id, cache)  # the weights push drops the local image afterwards
+        cache = None
+    result = _tag_and_push(session, spec, request, target, image_id)
+    if cache is not None:  # after the push: the cache image's layers are mounted, not sent twice
+        _export_cache(session, image_id, cache)
+    return result
+
+
+def _tag_and_push(
+    session: BuildSession, spec: ContextSpec, request: BuildRequest, target: PushTarget, image_id: str
+) -> BuildResult:
+    """The built image as the next version: composed and pushed, pushed, or only tagged."""
+    client, name, chosen, ctag = session.engine, request.repo.name, target.version, target.content_tag
     if spec.assembly is not None:
         return AssembledPush(session, target, image_id, spec.assembly, spec.context_dir).run()
     engine.tag_image(client, image_id, name, chosen)
@@ -457,8 +472,6 @@ def _engine_build(session: BuildSession, spec: ContextSpec, request: BuildReques
         image_id = session.image_builder().build(job, on_event=report).image_id
         if plan is not None:
             remember_runtime(client, plan, image_id)
-    if cache is not None:
-        _export_cache(session, image_id, cache)
     return image_id
 
 

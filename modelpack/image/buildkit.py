@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from modelpack.errors import EngineError, InvalidInputError
 from modelpack.image.engine import BuildOutput, EngineBuild, EventSink, build_failure, scrubber
 from modelpack.pipeline.settings import BUILDERS, BUILDKIT, CLASSIC
+from modelpack.resources import cache_dir, read_cache, write_cache
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -85,13 +86,45 @@ def _has_buildx(path: str) -> bool:
 @functools.lru_cache(maxsize=4)
 def find_cli(explicit: str | None = None, search_path: str | None = None) -> DockerCli | None:
     """The first docker CLI that can run a BuildKit build: `explicit` ($MODELPACK_DOCKER_CLI),
-    then each `docker` on PATH, then /usr/bin/docker. None when there is none."""
+    then each `docker` on PATH, then /usr/bin/docker. None when there is none.
+
+    Asking a CLI its version costs a second or more on a busy machine, so the answer is kept
+    (`docker-cli.json` in modelpack's cache) for as long as the candidate files are unchanged.
+    """
     candidates: list[str] = [explicit] if explicit else []
     for folder in (search_path if search_path is not None else os.environ.get("PATH", "")).split(os.pathsep):
         found = shutil.which("docker", path=folder) if folder else None
         if found:
             candidates.append(found)
     candidates.extend(_FALLBACK_CLIS)
+    key = _candidates_key(candidates)
+    record = read_cache(cache_dir("docker-cli.json"))
+    if isinstance(record, dict) and record.get("key") == key:
+        found_cli = record.get("cli")
+        if found_cli is None:
+            return None
+        if isinstance(found_cli, dict):
+            return DockerCli(str(found_cli["path"]), str(found_cli["version"]), bool(found_cli["buildx"]))
+    chosen = _probe(candidates)
+    write_cache(cache_dir("docker-cli.json"), {"key": key, "cli": chosen.__dict__ if chosen else None})
+    return chosen
+
+
+def _candidates_key(candidates: list[str]) -> list[list[object]]:
+    """What the answer depends on: each candidate file, and the buildx plugin folders."""
+    plugins = [os.path.expanduser("~/.docker/cli-plugins"), "/usr/local/lib/docker/cli-plugins",
+               "/usr/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins"]  # fmt: skip
+    key: list[list[object]] = []
+    for path in [*candidates, *plugins]:
+        try:
+            info = os.stat(path)
+            key.append([path, os.path.realpath(path), info.st_size, info.st_mtime_ns])
+        except OSError:
+            key.append([path, None])
+    return key
+
+
+def _probe(candidates: list[str]) -> DockerCli | None:
     seen: set[str] = set()
     for path in candidates:
         real = os.path.realpath(path)

@@ -188,6 +188,7 @@ def _fake_docker(folder: Path, version: str, buildx: bool) -> Path:
     script = folder / "docker"
     script.write_text(
         "#!/bin/sh\n"
+        f'echo "$1" >> {folder}/calls\n'
         f'if [ "$1" = "--version" ]; then echo "Docker version {version}, build x"; exit 0; fi\n'
         f'if [ "$1" = "buildx" ]; then exit {0 if buildx else 1}; fi\n'
         "exit 2\n"
@@ -196,7 +197,10 @@ def _fake_docker(folder: Path, version: str, buildx: bool) -> Path:
     return script
 
 
-def test_find_cli_passes_over_a_new_cli_without_buildx(tmp_path: Path) -> None:
+def test_find_cli_passes_over_a_new_cli_without_buildx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     new = _fake_docker(tmp_path / "new", "28.2.2", buildx=False)
     old = _fake_docker(tmp_path / "old", "20.10.24+dfsg1", buildx=False)
     found = buildkit.find_cli.__wrapped__(None, os.pathsep.join([str(new.parent), str(old.parent)]))
@@ -207,6 +211,12 @@ def test_find_cli_passes_over_a_new_cli_without_buildx(tmp_path: Path) -> None:
     assert buildkit.find_cli.__wrapped__(str(old), "") == buildkit.DockerCli(
         str(old), "20.10.24+dfsg1", False
     )
+    # the answer is kept while the candidates are unchanged: no CLI is asked again
+    calls = (old.parent / "calls").read_text()
+    assert buildkit.find_cli.__wrapped__(str(old), "") is not None
+    assert (old.parent / "calls").read_text() == calls
+    old.write_text(old.read_text().replace("20.10.24+dfsg1", "20.10.25"))
+    assert buildkit.find_cli.__wrapped__(str(old), "") == buildkit.DockerCli(str(old), "20.10.25", False)
 
 
 class _Engine:
