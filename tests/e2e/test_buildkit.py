@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 TOKEN = "hf_" + uuid.uuid4().hex  # the hub token of this test run
 PYPI = "https://pypi.org/simple"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-DEPS_STEP = "[deps 3/3] RUN --mount=type=bind,source=builder"
+DEPS_STEP = "] RUN --mount=type=bind,source=builder"  # the dependency step, as the step log names it
 
 
 def modelpack(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
