@@ -181,13 +181,16 @@ def main() -> int:
     parser.add_argument("--registry", default="127.0.0.1:5000")
     parser.add_argument("--light", action="store_true", help="skip the ~200 MB of dependencies")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating who goes first")
+    parser.add_argument(
+        "--by-hand-first", action="store_true", help="the first round starts with the baseline"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mp-bench-", dir="/tmp"))
     engine = Engine(root)
     ratios: dict[str, list[float]] = {case: [] for case in CASES}
     try:
         for index in range(args.rounds):
-            ours_first = index % 2 == 0
+            ours_first = (index % 2 == 0) != args.by_hand_first
             if ours_first:
                 ours, code_bytes = side_modelpack(engine, root, args.registry, args.light)
                 theirs = side_by_hand(engine, root, args.registry, args.light)
