@@ -241,9 +241,7 @@ class FakeApi:
         for diff_id in image.diff_ids:
             blob = b"gzip " + diff_id.encode()
             digest = sha256_digest(blob)
-            status = (
-                "Layer already exists" if self.says_exists and digest in self.registry.blobs else "Pushed"
-            )
+            status = "Layer already exists" if self.says_exists and digest in self.registry.blobs else "Pushed"
             self.registry.blobs[digest] = blob
             layers.append((digest, len(blob)))
             yield {"id": diff_id.split(":", 1)[1][:12], "status": status}

@@ -654,7 +654,6 @@ def test_a_document_valid_once_skips_jsonschema_next_time(
     import jsonschema
 
     from modelpack.project import config as config_mod
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = make_dir(tmp_path, "model:\n  id: memo-test\n")
     load(root)

@@ -109,9 +109,7 @@ def test_unchanged_content_reuses_its_version_and_pushes_nothing(registry: Any) 
     digest = registry.add_image(REPOSITORY, ["v1", "c-1"], "same")
     registry.add_image(REPOSITORY, ["v2"], "newer")
     events: list[ProgressEvent] = []
-    result = reuse_remote(
-        registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, Reporter(events.append)
-    )
+    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, Reporter(events.append))
     assert (result.version, result.digest, result.reused, result.pushed) == ("v1", digest, True, False)
     assert result.bytes_pushed == 0 and registry.puts == []
     assert events[-1].message.startswith(f"unchanged: {NAME}:v1")
@@ -165,9 +163,7 @@ def test_explicit_version_taken_meanwhile_is_an_error(registry: Any) -> None:
     pushed = _pushed(registry)
     other = registry.add_image(REPOSITORY, ["v4"], "another build")
     target = PushTarget(REPO, "c-new", "v4", explicit=True)
-    with pytest.raises(
-        InvalidInputError, match=r"version v4 was taken in .* meanwhile; content pushed as c-new"
-    ):
+    with pytest.raises(InvalidInputError, match=r"version v4 was taken in .* meanwhile; content pushed as c-new"):
         tag_version(registry, target, pushed, [], lambda *a: None)
     assert registry.digest_of(REPOSITORY, "v4") == other and registry.puts == []
 
@@ -279,9 +275,7 @@ def test_explicit_push_version_taken_meanwhile_fails_and_leaves_no_local_tags(
             registry.add_image(repository, ["v4"], "another build")
 
     registry.on_put.append(another_build)
-    with pytest.raises(
-        InvalidInputError, match=rf"version v4 was taken in .* meanwhile; content pushed as {ctag}"
-    ):
+    with pytest.raises(InvalidInputError, match=rf"version v4 was taken in .* meanwhile; content pushed as {ctag}"):
         builder.push_local(session, image_id, REPO, "v4")
     assert api.refs() == set()  # the tags this push made are gone
     assert registry.digest_of(REPOSITORY, ctag) is not None  # the content is there, without a version

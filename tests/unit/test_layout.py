@@ -138,7 +138,9 @@ def _is_click_command(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 def test_no_long_parameter_lists() -> None:
     """Settings travel as objects: past eight parameters only the public API and click commands."""
-    public = {(module.removeprefix("modelpack."), name) for name, module in modelpack._EXPORTS.items()}
+    public = {
+        (module.removeprefix("modelpack."), name) for name, module in modelpack._EXPORTS.items()
+    }
     long = []
     for name, _, tree in modules():
         for node in ast.walk(tree):
