@@ -39,6 +39,10 @@ else
   say "system packages present"
 fi
 
+# BuildKit builds (secret and cache mounts) go through Debian's docker CLI (docker.io 20.10, BuildKit
+# built in): a newer `docker` earlier on PATH without buildx cannot run them. modelpack finds it itself.
+[[ -x /usr/bin/docker ]] || die "/usr/bin/docker (Debian's docker.io) is missing: BuildKit builds need it"
+
 # --- 2. virtualenv with the built wheel ---------------------------------------
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtualenv $VENV"

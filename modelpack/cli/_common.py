@@ -296,6 +296,8 @@ def echo_image_result(result: BuildResult) -> None:
     click.echo(f"digest:  {result.digest}")
     if result.pushed:
         click.echo(f"pushed:  {result.bytes_pushed} bytes")
+    if result.builder is not None:
+        click.echo(f"builder: {result.builder.name} ({result.builder.reason})")
 
 
 def _annotation_escape(text: str, *, property_value: bool = False) -> str:

@@ -98,6 +98,19 @@ def _signing_key(key: str | None, push: bool, *, interactive: bool) -> EllipticC
     "(default: $MODELPACK_TORCH_INDEX_URL, else https://download.pytorch.org/whl).",
 )
 @click.option(
+    "--builder",
+    type=click.Choice(["auto", "buildkit", "classic"]),
+    default="auto",
+    show_default=True,
+    help="Engine builder: BuildKit (secret and cache mounts) where the engine runs it, or the classic one.",
+)
+@click.option(
+    "--cache-registry",
+    metavar="REF",
+    help="Share the BuildKit build cache through this image (REPO[:TAG], tag default buildcache): "
+    "exported after the build, imported before it; for runners that start with an empty engine.",
+)
+@click.option(
     "--sign",
     "sign",
     is_flag=True,
@@ -127,6 +140,8 @@ def build(
     use_dockerfile: bool,
     no_build_base: bool,
     torch_index_url: str | None,
+    builder: str,
+    cache_registry: str | None,
     sign: bool,
     key: str | None,
 ) -> None:
@@ -152,6 +167,8 @@ def build(
         signing_key=signing_key,
         build_base=not no_build_base,
         base_settings=BaseSettings.from_env(torch_index_url=torch_index_url),
+        builder=None if builder == "auto" else builder,
+        cache_registry=cache_registry,
     )
     maybe_write_job_summary(result.to_dict())  # on GitHub Actions only
     if as_json:

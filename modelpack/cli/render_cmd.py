@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -9,7 +10,7 @@ import click
 from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument, print_diagnostics
 from modelpack.pipeline.prepare import prepare
 from modelpack.pipeline.rendering import render as run_render
-from modelpack.pipeline.settings import BuildSettings
+from modelpack.pipeline.settings import BUILDERS, CLASSIC, BuildSettings
 
 
 @click.command("render")
@@ -40,6 +41,14 @@ from modelpack.pipeline.settings import BuildSettings
 @click.option("--use-dockerfile", is_flag=True, help="Build with the model directory's own Dockerfile as-is.")
 @click.option("--base-registry", metavar="PREFIX", default=None, help="Registry prefix for catalog bases.")
 @click.option("--keep-clarifai", is_flag=True, help="Keep a clarifai requirement in the lock.")
+@click.option(
+    "--builder",
+    type=click.Choice(BUILDERS),
+    default=CLASSIC,
+    show_default=True,
+    help="Write the Dockerfile for this builder: buildkit takes the index URLs and CA bundle as secrets "
+    "(`docker build --secret id=...`), classic as build args and a context file.",
+)
 @json_option
 @handle_errors
 def render(
@@ -51,6 +60,7 @@ def render(
     use_dockerfile: bool,
     base_registry: str | None,
     keep_clarifai: bool,
+    builder: str,
     as_json: bool,
 ) -> None:
     """Write DIR's Dockerfile and complete build context to OUT.
@@ -60,6 +70,7 @@ def render(
     settings = BuildSettings.from_env(
         ca_bundle=ca_bundle, index_url=index_url, base_registry=base_registry, use_dockerfile=use_dockerfile
     )
+    settings = replace(settings, builder=builder)
     prepared = prepare(model_dir, settings=settings, keep_clarifai=keep_clarifai)
     result = run_render(
         prepared.model_dir,
@@ -83,3 +94,5 @@ def render(
     click.echo(f"content digest: {result.content_digest}")
     if result.build_args:
         click.echo(f"build args:     {', '.join(sorted(result.build_args))} (values not shown)")
+    if result.secrets:
+        click.echo(f"secrets:        {', '.join(sorted(s.id for s in result.secrets))} (--secret id=...)")

@@ -54,6 +54,7 @@ _ENVIRONMENT = (
     "SSL_CERT_FILE",
     "HF_ENDPOINT",
     "MODELPACK_TORCH_INDEX_URL",  # which torch variant (so which base) a model resolves to
+    "DOCKER_BUILDKIT",  # DOCKER_BUILDKIT=0 picks the classic builder, a different image
 )
 
 
@@ -68,6 +69,7 @@ class BuildOptions:
     index_url: str | None
     extra_index_urls: tuple[str, ...]
     ca_bundle: Path | None
+    builder: str | None = None  # the requested builder (None: BuildKit where the engine has it)
 
 
 def records_dir() -> Path:
@@ -147,6 +149,7 @@ def inputs(model_dir: str | os.PathLike[str], options: BuildOptions) -> Inputs |
         "index_url": options.index_url,
         "extra_index_urls": list(options.extra_index_urls),
         "ca_bundle": ca_bundle,
+        "builder": options.builder,
         "environment": environment,
     }
     return Inputs(files, json.dumps(document, sort_keys=True, separators=(",", ":")))
@@ -208,7 +211,9 @@ def remember_build(inputs: Inputs, model_dir: ModelDir, lock: LockResult, result
     remember(inputs.fingerprint(), result.to_dict())
 
 
-def reuse(fingerprint: str, repo: ImageRef, auth: RegistryAuth | None, report: Reporter) -> BuildResult | None:
+def reuse(
+    fingerprint: str, repo: ImageRef, auth: RegistryAuth | None, report: Reporter
+) -> BuildResult | None:
     """The recorded push of identical inputs, when the registry still holds it exactly so.
 
     Content tag, version tag and attached record are checked by HEAD; a record the

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 from modelpack.errors import InvalidInputError
 from modelpack.image import build_records
+from modelpack.image.buildkit import check_builder
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
 from modelpack.image.session import BuildRequest
-from modelpack.oci.reference import parse_repository
+from modelpack.oci.reference import ImageRef, parse_repository
 from modelpack.pipeline.base_recipes import BaseSettings
-from modelpack.pipeline.settings import BuildSettings
+from modelpack.pipeline.settings import CLASSIC, BuildSettings
 from modelpack.progress import ProgressObserver, reporter
 from modelpack.tags import check_version
 
@@ -44,6 +45,8 @@ def build(
     signing_key: EllipticCurvePrivateKey | None = None,
     build_base: bool = True,
     base_settings: BaseSettings | None = None,
+    builder: str | None = None,
+    cache_registry: str | None = None,
 ) -> BuildResult:
     """Validate, read the signature, resolve, lock, render and build `model_dir_path`.
 
@@ -54,9 +57,16 @@ def build(
     pushed image and, given `signing_key` (a loaded private key), image and record are signed.
     A catalog base missing from the engine is pulled from the base registry, else built from
     its recipe (`base_settings`, default from the environment) unless `build_base` is False.
+    `builder`: "buildkit" or "classic" (default: BuildKit where the engine runs it; the choice
+    and its reason are in the result). `cache_registry`: an image reference the BuildKit build
+    cache is exported to and imported from (inline cache), for runners that start empty.
     """
     report = reporter(progress)
     repo = parse_repository(repository)
+    builder = check_builder(builder)
+    cache_ref = _cache_ref(cache_registry)
+    if cache_ref is not None and builder == CLASSIC:
+        raise InvalidInputError("--cache-registry needs the BuildKit builder, not --builder classic")
     if version is not None:
         check_version(version)
     if signing_key is not None and not push:
@@ -70,11 +80,13 @@ def build(
         version,
         auth,
         settings,
-        registry_prefix,
-        network_mode,
-        signing_key,
-        build_base,
-        base_settings if base_settings is not None else BaseSettings.from_env(),
+        base_registry=registry_prefix,
+        network_mode=network_mode,
+        signing_key=signing_key,
+        build_base=build_base,
+        base_settings=base_settings if base_settings is not None else BaseSettings.from_env(),
+        builder=builder,
+        cache_registry=cache_ref,
     )
     inputs = _record_inputs(model_dir_path, request) if push and signing_key is None else None
     if inputs is not None:
@@ -101,8 +113,20 @@ def _record_inputs(
         index_url=settings.index_url,
         extra_index_urls=tuple(settings.extra_index_urls),
         ca_bundle=settings.ca_bundle,
+        builder=request.builder,
     )
     return build_records.inputs(model_dir_path, options)
+
+
+def _cache_ref(reference: str | None) -> ImageRef | None:
+    """`--cache-registry REF`: a repository, with the tag `buildcache` unless REF names one."""
+    if not reference:
+        return None
+    name = reference if ":" in reference.rsplit("/", 1)[-1] else f"{reference}:buildcache"
+    ref = ImageRef.parse(name)
+    if ref.digest:
+        raise InvalidInputError(f"--cache-registry {reference}: a tag, not a digest (the cache is rewritten)")
+    return ref
 
 
 __all__ = ["BuildResult", "LayerInfo", "RegistryAuth", "build"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelpack.errors import EngineError, RegistryError
+from modelpack.pipeline.settings import CLASSIC, BuildSecret
 from modelpack.progress import Reporter
 
 if TYPE_CHECKING:
@@ -30,6 +31,11 @@ _PIP_FAILURE_PATTERNS = (
     re.compile(r"Failed building wheel for (?P<req>\S+)"),
     re.compile(r"ResolutionImpossible"),
     re.compile(r"Cannot install (?P<req>.+?) because"),
+    # uv's words for the same
+    re.compile(r"Because (?P<req>\S+) was not found in the package registry"),
+    re.compile(r"Failed to (?:download|fetch|build|prepare distributions)[: ]+`(?P<req>[^`]+)`"),
+    re.compile(r"Hash mismatch for `(?P<req>[^`]+)`"),
+    re.compile(r"No solution found when resolving"),
 )
 
 
@@ -90,6 +96,55 @@ class BuildOutput:
     log_tail: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class EngineBuild:
+    """One image build as every builder takes it: the context, what to build and what it may use."""
+
+    context_dir: str
+    tag: str
+    dockerfile: str | None = None  # relative to the context; None: the engine's default
+    target: str | None = None  # a stage; None: the last
+    network_mode: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    secrets: tuple[BuildSecret, ...] = ()  # BuildKit only: mounted into single RUN steps
+    cache_from: tuple[str, ...] = ()  # BuildKit only: images whose inline build cache is imported
+    inline_cache: bool = False  # BuildKit only: write the build cache into the image config
+
+
+class ImageBuilder(Protocol):
+    """What builds an image in the engine: the classic builder (docker-py) or BuildKit (the CLI)."""
+
+    name: str
+
+    def build(self, job: EngineBuild, on_event: EventSink | None = None) -> BuildOutput:
+        """Build `job` into `job.tag`; raises EngineError naming the failing step or requirement."""
+        ...
+
+
+class ClassicBuilder:
+    """The engine's classic builder through the Docker SDK: build args reach the builder stages,
+    where they stay in the intermediate images' history (no secret mounts, no cache mounts)."""
+
+    name = CLASSIC
+
+    def __init__(self, client: DockerClient) -> None:
+        self.client = client
+
+    def build(self, job: EngineBuild, on_event: EventSink | None = None) -> BuildOutput:
+        if job.secrets or job.cache_from:
+            raise EngineError("the classic builder has no secret mounts or registry cache; use BuildKit")
+        return build_image(
+            self.client,
+            job.context_dir,
+            tag=job.tag,
+            buildargs=dict(job.build_args),
+            network_mode=job.network_mode,
+            dockerfile=job.dockerfile,
+            target=job.target,
+            on_event=on_event,
+        )
+
+
 def build_image(
     client: DockerClient,
     context_dir: str,
@@ -122,13 +177,13 @@ def build_image(
         kwargs["dockerfile"] = dockerfile
     if target:
         kwargs["target"] = target
-    scrub = _scrubber(buildargs)
+    scrub = scrubber(buildargs)
     try:
         for event in client.api.build(**kwargs):
             if "error" in event or "errorDetail" in event:
                 detail = event.get("errorDetail") or {}
                 message = str(detail.get("message") or event.get("error") or "build failed")
-                raise EngineError(_build_failure(scrub(message), tail))
+                raise EngineError(build_failure(scrub(message), tail))
             text = event.get("stream")
             if text:
                 for line in scrub(text).splitlines():
@@ -145,7 +200,7 @@ def build_image(
     except EngineError:
         raise
     except docker.errors.DockerException as error:
-        raise EngineError(_build_failure(scrub(_short(error)), tail)) from None
+        raise EngineError(build_failure(scrub(_short(error)), tail)) from None
     except Exception as error:  # requests/urllib3 connection errors mid-stream
         raise EngineError(f"the Docker engine failed during the build: {scrub(_short(error))}") from None
     if image_id is None:
@@ -159,7 +214,7 @@ def build_image(
 _SECRET_ARG_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "INDEX_URL", "CREDENTIAL", "AUTH")
 
 
-def _scrubber(buildargs: dict[str, str] | None) -> Callable[[str], str]:
+def scrubber(buildargs: Mapping[str, str] | None) -> Callable[[str], str]:
     """Replace the values of secret build args (tokens, index URLs and their passwords) by
     ``<NAME>`` in build output and errors: a failing step may echo them."""
     from urllib.parse import urlsplit
@@ -187,7 +242,7 @@ def _scrubber(buildargs: dict[str, str] | None) -> Callable[[str], str]:
     return scrub
 
 
-def _build_failure(message: str, tail: list[str]) -> str:
+def build_failure(message: str, tail: list[str]) -> str:
     """One line: which requirement failed and pip's own words, or the engine's error."""
     text = message.strip().splitlines()[0] if message.strip() else "build failed"
     if "no space left on device" in message.lower() or any("no space left on device" in t for t in tail):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelpack.image.buildkit import BuilderChoice
 from modelpack.project.checkpoints import CheckpointResult
 from modelpack.project.model_dir import Concept
 from modelpack.supply.results import PublishResult
@@ -42,6 +43,7 @@ class BuildResult:
     checkpoints: tuple[CheckpointResult, ...] = ()
     concepts: tuple[Concept, ...] = ()  # the final concepts (config, or inferred from id2label)
     base_image: str = ""  # what resolve chose ("" for `push` of an image modelpack did not build)
+    builder: BuilderChoice | None = None  # the engine builder and why (None: nothing was built)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class BuildResult:
             "checkpoints": [c.to_dict() for c in self.checkpoints],
             "concepts": [{"id": c.id, "name": c.name} for c in self.concepts],
             "base_image": self.base_image,
+            "builder": self.builder.to_dict() if self.builder else None,
         }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from modelpack.errors import RegistryError
+from modelpack.image.engine import ClassicBuilder, ImageBuilder
 from modelpack.image.results import RegistryAuth
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient
@@ -31,6 +32,10 @@ class BuildSession:
     registry: RegistryClient
     auth: RegistryAuth | None
     report: Reporter
+    builder: ImageBuilder | None = None  # None: the classic builder on `engine`
+
+    def image_builder(self) -> ImageBuilder:
+        return self.builder if self.builder is not None else ClassicBuilder(self.engine)
 
     def docker_auth(self) -> dict[str, str] | None:
         """The credentials as the engine's push and pull take them (None: the engine's own)."""
@@ -70,6 +75,8 @@ class BuildRequest:
     signing_key: EllipticCurvePrivateKey | None = None
     build_base: bool = True  # build a missing catalog base (else: fail naming `modelpack base build`)
     base_settings: BaseSettings = field(default_factory=BaseSettings)
+    builder: str | None = None  # buildkit, classic, None: BuildKit where the engine has it
+    cache_registry: ImageRef | None = None  # BuildKit: the image its build cache is shared through
 
 
 def registry_for(repo: ImageRef, auth: RegistryAuth | None) -> RegistryClient:

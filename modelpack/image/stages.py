@@ -22,9 +22,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.errors import EngineError, InvalidInputError, RegistryError
 from modelpack.image import bases, build_records, engine
 from modelpack.image.assemble import AssemblyPlan, plan_assembly
+from modelpack.image.buildkit import BuilderChoice, BuildKitBuilder, choose_builder
 from modelpack.image.caches import RUNTIME_TAG, cached_runtime, remember_runtime
 from modelpack.image.checkpointing import (
     WeightsPlan,
@@ -43,6 +44,7 @@ from modelpack.pipeline import locking as lock_stage
 from modelpack.pipeline import rendering as render_stage
 from modelpack.pipeline import resolver as resolve_stage
 from modelpack.pipeline.resolve_types import ResolveResult
+from modelpack.pipeline.settings import BUILDKIT, BuildSecret
 from modelpack.progress import ProgressObserver, Reporter, reporter
 from modelpack.project import config as config_stage
 from modelpack.project import methods as signature_stage
@@ -64,6 +66,7 @@ class ContextSpec:
     context_dir: Path
     content_digest: str  # what the content tag is made from (covers the weights layer, if any)
     build_args: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    secrets: tuple[BuildSecret, ...] = field(default=(), repr=False)  # BuildKit's secret mounts
     dockerfile: str | None = None  # relative to the context; None: the engine's default
     network_mode: str | None = None  # None: host when needed (engine.default_network_mode)
     loopback_endpoints: tuple[str | None, ...] = ()
@@ -80,9 +83,12 @@ def run(
     """`build()` after its record check: load, the stages, and a record of the result."""
     model_dir = config_stage.load(model_dir_path)
     report("validate", f"{model_dir.root}: valid")
-    session = _open_session(request, report)
+    session, choice = _open_session(request, report)
+    if not request.settings.use_dockerfile:  # the Dockerfile is written for the builder that runs it
+        request = replace(request, settings=replace(request.settings, builder=choice.name))
     try:
         result, lock_result = _build_checked(session, model_dir, request)
+        result = replace(result, builder=choice)
     finally:
         session.engine.close()
         session.registry.close()
@@ -91,23 +97,29 @@ def run(
     return result
 
 
-
-
-def _open_session(request: BuildRequest, report: Reporter) -> BuildSession:
-    """Fail in a second, not after locking and rendering, when the engine or registry is down.
+def _open_session(request: BuildRequest, report: Reporter) -> tuple[BuildSession, BuilderChoice]:
+    """Fail in a second, not after locking and rendering, when the engine or registry is down;
+    pick the builder (and say which and why).
 
     The engine client's requests may wait as long as a build step.
     """
     docker_client = engine.connect(timeout=30, request_timeout=600)
     registry = registry_for(request.repo, request.auth)
-    if request.push:
-        try:
+    try:
+        if request.push:
             ping(registry)
-        except BaseException:
-            docker_client.close()
-            registry.close()
-            raise
-    return BuildSession(docker_client, registry, request.auth, report)
+        choice = choose_builder(request.builder, docker_client)
+        if request.cache_registry is not None and choice.name != BUILDKIT:
+            raise EngineError(
+                f"--cache-registry needs BuildKit, and the build cannot use it: {choice.reason}"
+            )
+    except BaseException:
+        docker_client.close()
+        registry.close()
+        raise
+    report("build", f"builder: {choice.name} ({choice.reason})")
+    builder = BuildKitBuilder(choice.cli) if choice.cli is not None else None
+    return BuildSession(docker_client, registry, request.auth, report, builder), choice
 
 
 def _build_checked(
@@ -182,13 +194,22 @@ def _context_spec(
     request: BuildRequest,
 ) -> ContextSpec:
     """How the engine builds the rendered context, and what modelpack adds on a push."""
-    build_args = {**rendered.build_args, **(checkpoint.build_args if checkpoint else {})}
     settings = request.settings
-    assembly = plan_assembly(rendered, build_args, base_image) if request.push and weights is None else None
+    build_args = dict(rendered.build_args)
+    secrets = rendered.secrets
+    hub = {k: v for k, v in (checkpoint.build_args if checkpoint else {}).items() if v}
+    if settings.builder == BUILDKIT and not settings.use_dockerfile:  # the hub token: a secret mount
+        secrets += tuple(BuildSecret(name, value=value) for name, value in sorted(hub.items()))
+    else:
+        build_args.update(checkpoint.build_args if checkpoint else {})
+    # the runtime stage's cache key covers the secrets' values (hashed there), as it does build args
+    keyed = {**build_args, **{s.id: s.value or str(s.path) for s in secrets}}
+    assembly = plan_assembly(rendered, keyed, base_image) if request.push and weights is None else None
     return ContextSpec(
         context_dir=rendered.out_dir,
         content_digest=weights.content_digest(rendered.content_digest) if weights else rendered.content_digest,
         build_args=build_args,
+        secrets=secrets,
         dockerfile=_relative_dockerfile(rendered),
         network_mode=request.network_mode,
         loopback_endpoints=(settings.index_url, *settings.extra_index_urls, os.environ.get("HF_ENDPOINT")),
@@ -308,9 +329,24 @@ def _build_new(
         reused = reuse_local(client, name, ctag, request.version, session.report)
         if reused is not None:
             return reused
-    image_id = _engine_build(session, spec, name, ctag)
+    image_id = _engine_build(session, spec, request, ctag)
     chosen = pick_version(name, request.version, remote_tags, engine.local_tags(client, name))
     target = PushTarget(request.repo, ctag, chosen, request.version is not None, tuple(remote_tags))
+    cache = request.cache_registry
+    if cache is not None and (spec.weights is not None and request.push):
+        _export_cache(session, image_id, cache)  # the weights push drops the local image afterwards
+        cache = None
+    result = _tag_and_push(session, spec, request, target, image_id)
+    if cache is not None:  # after the push: the cache image's layers are mounted, not sent twice
+        _export_cache(session, image_id, cache)
+    return result
+
+
+def _tag_and_push(
+    session: BuildSession, spec: ContextSpec, request: BuildRequest, target: PushTarget, image_id: str
+) -> BuildResult:
+    """The built image as the next version: composed and pushed, pushed, or only tagged."""
+    client, name, chosen, ctag = session.engine, request.repo.name, target.version, target.content_tag
     if spec.assembly is not None:
         return AssembledPush(session, target, image_id, spec.assembly, spec.context_dir).run()
     engine.tag_image(client, image_id, name, chosen)
@@ -331,35 +367,53 @@ def _build_new(
     return EnginePush(session, target, created=(target.ref(chosen),)).run()
 
 
-def _engine_build(session: BuildSession, spec: ContextSpec, name: str, ctag: str) -> str:
+def _engine_build(session: BuildSession, spec: ContextSpec, request: BuildRequest, ctag: str) -> str:
     """The image id of the context built by the engine (only up to the runtime stage when
     modelpack composes the final one; a cached runtime image is not built again)."""
-    client, report = session.engine, session.report
+    client, report, name = session.engine, session.report, request.repo.name
     network_mode = spec.network_mode
     if network_mode is None:
         network_mode = engine.default_network_mode(client, spec.loopback_endpoints)
     plan = spec.assembly
+    cache = request.cache_registry
     image_id = cached_runtime(client, name, plan) if plan is not None else None
     if image_id is not None:
         report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
-        return image_id
-    what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
-    network = f" (network {network_mode})" if network_mode else ""
-    report("build", f"building {what}{name}:{ctag}{network}")
-    image_id = engine.build_image(
-        client,
-        str(spec.context_dir),
-        # the runtime image keeps a local tag: the build cache of its last step lives with it
-        tag=f"{name}:{RUNTIME_TAG}" if plan is not None else f"{name}:{ctag}",
-        buildargs=dict(spec.build_args),
-        network_mode=network_mode,
-        dockerfile=spec.dockerfile,
-        target=plan.stage.runtime_stage if plan is not None else None,
-        on_event=report,
-    ).image_id
-    if plan is not None:
-        remember_runtime(client, plan, image_id)
+    else:
+        what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
+        network = f" (network {network_mode})" if network_mode else ""
+        report("build", f"building {what}{name}:{ctag}{network}")
+        job = engine.EngineBuild(
+            context_dir=str(spec.context_dir),
+            # the runtime image keeps a local tag: the build cache of its last step lives with it
+            tag=f"{name}:{RUNTIME_TAG}" if plan is not None else f"{name}:{ctag}",
+            dockerfile=spec.dockerfile,
+            target=plan.stage.runtime_stage if plan is not None else None,
+            network_mode=network_mode,
+            build_args=dict(spec.build_args),
+            secrets=spec.secrets,
+            cache_from=(str(cache),) if cache is not None else (),
+            inline_cache=cache is not None,
+        )
+        image_id = session.image_builder().build(job, on_event=report).image_id
+        if plan is not None:
+            remember_runtime(client, plan, image_id)
     return image_id
+
+
+def _export_cache(session: BuildSession, image_id: str, cache: ImageRef) -> None:
+    """Push the built image, which carries its build cache inline, to the cache reference, so
+    the next build on an empty engine imports it (`--cache-from`). A failure is only a note."""
+    cache_name = cache.name
+    tag = cache.tag or "buildcache"
+    session.report("cache", f"exporting the build cache to {cache_name}:{tag}")
+    try:
+        engine.tag_image(session.engine, image_id, cache_name, tag)
+        engine.push_image(session.engine, cache_name, tag, auth_config=session.docker_auth())
+    except (EngineError, RegistryError) as error:
+        session.report("note", f"build cache not exported: {error.message}")
+    finally:
+        engine.untag(session.engine, f"{cache_name}:{tag}")
 
 
 # --------------------------------------------------------------------------- push of a local image

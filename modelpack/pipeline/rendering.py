@@ -37,13 +37,13 @@ from modelpack.pipeline.locking import LOCK_FILE, LockResult, read_lock
 from modelpack.pipeline.prepare import prepare
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.runtime_library import runtime_library_files
-from modelpack.pipeline.settings import BuildSettings
+from modelpack.pipeline.settings import BUILDKIT, BuildSecret, BuildSettings
 from modelpack.project.config import as_model_dir
 from modelpack.project.ignore import IGNORE_FILES, is_virtualenv, load_rules
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir, ModelDirLike
 from modelpack.project.requirements import included_files, requirement_indexes, shipped_requirements
-from modelpack.resources import data_dir
+from modelpack.resources import data_dir, read_text
 
 if TYPE_CHECKING:
     import jinja2
@@ -67,6 +67,7 @@ PORT = 8080
 CTX_BUILDER = "builder"
 CTX_LOCK = "builder/requirements.lock"
 CTX_CA_BUNDLE = "builder/ca-bundle.crt"
+CTX_UV_LOCK = "builder/uv.lock"  # BuildKit: the hash-pinned uv release that installs the lock
 CTX_RUNTIME = "runtime"
 CTX_CHECKPOINTS = "checkpoints"
 CTX_APP = "app"
@@ -87,6 +88,8 @@ _IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 
 INDEX_URL_ARG = "PIP_INDEX_URL"
 EXTRA_INDEX_URL_ARG = "PIP_EXTRA_INDEX_URL"
+CA_BUNDLE_SECRET = "modelpack-ca-bundle"  # BuildKit secret ids: the index variables, this, HF_*
+UV_CACHE = "/var/cache/modelpack-uv"  # the BuildKit cache mount of uv (never in a layer)
 
 
 RUNTIME_STAGE = "runtime"  # the Dockerfile stage that is the image without the model code
@@ -158,6 +161,8 @@ class RenderResult:
     warnings: tuple[Diagnostic, ...] = ()
     use_dockerfile: bool = False
     final_stage: FinalStage | None = None  # None for the model's own Dockerfile
+    # BuildKit: index URLs and CA bundle as secret mounts (never in the context or a build arg)
+    secrets: tuple[BuildSecret, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +171,7 @@ class RenderResult:
             "files": list(self.files),
             "labels": dict(self.labels),
             "build_args": sorted(self.build_args),  # names only
+            "secrets": sorted(secret.id for secret in self.secrets),  # ids only
             "content_digest": self.content_digest,
             "use_dockerfile": self.use_dockerfile,
             "warnings": [w.to_dict() for w in self.warnings],
@@ -445,6 +451,7 @@ def render(
             if token:
                 _blank_token(tmp / "config.yaml", token)
             build_args: dict[str, str] = {}  # a foreign Dockerfile might leak them into its final stage
+            secrets: tuple[BuildSecret, ...] = ()
             volatile_free = ""
         else:
             if DOCKERFILE in names:
@@ -477,6 +484,10 @@ def render(
             )
             build_args = _build_args(settings)
             shipped = {"requirements.txt", *included_files(root, model_dir.requirements)}
+            secrets = ()
+            if settings.builder == BUILDKIT:  # secret mounts instead of build args and context files
+                secrets = _secrets(settings, build_args)
+                build_args = {}
             _populate(tmp, sources, lock.path, settings, _Blanked(token, frozenset(shipped)))
             if checkpoints_from is not None:
                 _copy_checkpoints(Path(checkpoints_from), tmp / CTX_CHECKPOINTS)
@@ -487,7 +498,7 @@ def render(
             volatile_free = _render_dockerfile(
                 model_dir,
                 resolved,
-                BuildSettings(),
+                BuildSettings(builder=settings.builder),
                 build_args,
                 {k: v for k, v in labels.items() if k not in _VOLATILE_LABELS},
                 checkpoint_commit,
@@ -518,6 +529,7 @@ def render(
         warnings=tuple(warnings),
         use_dockerfile=settings.use_dockerfile,
         final_stage=None if settings.use_dockerfile else FinalStage(labels=dict(labels)),
+        secrets=secrets,
     )
 
 
@@ -544,13 +556,26 @@ class _Blanked:
     requirement_files: frozenset[str]
 
 
+def _secrets(settings: BuildSettings, values: dict[str, str]) -> tuple[BuildSecret, ...]:
+    """The BuildKit secrets of the dependency step: the index URLs (by variable name) and the CA bundle."""
+    found = [BuildSecret(name, value=value) for name, value in sorted(values.items())]
+    if settings.ca_bundle is not None:
+        ca_bundle = Path(settings.ca_bundle)
+        if not ca_bundle.is_file():
+            raise RenderError(f"CA bundle {ca_bundle} does not exist or is not a file")
+        found.append(BuildSecret(CA_BUNDLE_SECRET, path=ca_bundle.absolute()))
+    return tuple(found)
+
+
 def _populate(
     tmp: Path, sources: list[_SourceFile], lock_path: Path, settings: BuildSettings, blanked: _Blanked
 ) -> None:
     """Fill the context, without the secrets of `blanked`."""
     token = blanked.token
     _copy(lock_path, tmp / CTX_LOCK, False)
-    if settings.ca_bundle is not None:
+    if settings.builder == BUILDKIT:
+        (tmp / CTX_UV_LOCK).write_text(read_text("templates", "builder", "uv.lock"), encoding="utf-8")
+    elif settings.ca_bundle is not None:
         ca_bundle = Path(settings.ca_bundle)
         if not ca_bundle.is_file():
             raise RenderError(f"CA bundle {ca_bundle} does not exist or is not a file")
@@ -657,6 +682,16 @@ def _render_dockerfile(
                 build_arg_names=arg_names,
                 ca_bundle_path=CTX_CA_BUNDLE if settings.ca_bundle is not None else None,
                 lock_path=CTX_LOCK,
+                buildkit=settings.builder == BUILDKIT,
+                builder_path=CTX_BUILDER,
+                lock_name=Path(CTX_LOCK).name,
+                uv_lock_path=CTX_UV_LOCK,
+                uv_lock_name=Path(CTX_UV_LOCK).name,
+                uv_cache=UV_CACHE,
+                secret_ids=[*arg_names, CA_BUNDLE_SECRET],
+                index_secret_ids=arg_names,
+                ca_secret_id=CA_BUNDLE_SECRET,
+                checkpoint_secret_ids=list(CHECKPOINT_BUILD_ARGS),
                 python="python3",
                 venv=VENV_DIR,
                 lib_dir=LIB_DIR,

@@ -29,6 +29,9 @@ INDEX_URL_VARIABLES = ("UV_INDEX_URL", "PIP_INDEX_URL")
 EXTRA_INDEX_URL_VARIABLES = ("UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 BASE_REGISTRY_VARIABLE = "MODELPACK_BASE_REGISTRY"
+BUILDKIT = "buildkit"  # the engine's BuildKit: secrets as secret mounts, uv with a cache mount
+CLASSIC = "classic"  # the engine's classic builder: secrets as build args of discarded stages
+BUILDERS = (BUILDKIT, CLASSIC)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class BuildSettings:
     version: str | None = None  # OCI version label
     revision: str | None = None  # OCI revision label
     base_registry: str | None = None  # registry prefix for catalog base images
+    # the builder the Dockerfile is written for (`build` picks BuildKit where the engine has it;
+    # a rendered context defaults to the classic form, which any `docker build` takes as is)
+    builder: str = CLASSIC
 
     @classmethod
     def from_env(
@@ -88,3 +94,13 @@ def env_ca_bundle(environ: Mapping[str, str] | None = None) -> Path | None:
         if value and Path(value).is_file():
             return Path(value)
     return None
+
+
+@dataclass(frozen=True)
+class BuildSecret:
+    """A value a build step needs but no image may keep: BuildKit mounts it at
+    /run/secrets/<id> for one `RUN` (`value` from memory, or the file `path`)."""
+
+    id: str
+    value: str | None = field(default=None, repr=False)
+    path: Path | None = None

@@ -248,6 +248,8 @@ def test_pushed_image_is_what_the_dockerfile_builds(
 ) -> None:
     """`build --push` composes the final stage itself; a plain `docker build` of the rendered
     Dockerfile must give a container the same files and settings."""
+    from dataclasses import replace
+
     from modelpack.image.builder import build
     from modelpack.pipeline.locking import lock
     from modelpack.pipeline.rendering import render
@@ -257,6 +259,8 @@ def test_pushed_image_is_what_the_dockerfile_builds(
 
     settings = _settings(ca_bundle=SYSTEM_CA)
     pushed = build(hello_dir_unlocked, repository=registry_repo.ref, push=True, settings=settings)
+    assert pushed.builder is not None and pushed.builder.name == "buildkit"  # the default here
+    settings = replace(settings, builder=pushed.builder.name)
     model_dir = load(hello_dir_unlocked)
     resolved = resolve(model_dir)
     rendered = render(
@@ -269,7 +273,11 @@ def test_pushed_image_is_what_the_dockerfile_builds(
     )
     assert pushed.content_tag[2:] == rendered.content_digest[7:23]
     by_hand = f"{registry_repo.ref}:by-hand"
-    docker_client.images.build(path=str(rendered.out_dir), tag=by_hand, network_mode="host", rm=True)
+    # by hand: BuildKit through Debian's CLI, the CA bundle as the secret the Dockerfile names
+    command = ["/usr/bin/docker", "build", "--network", "host", "-t", by_hand, str(rendered.out_dir)]
+    command[2:2] = ["--secret", f"id=modelpack-ca-bundle,src={SYSTEM_CA}"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
     try:
         ours = _container_view(docker_client, pushed.image)
         theirs = _container_view(docker_client, by_hand)

@@ -68,7 +68,16 @@ def hub(hubserver: ModuleType) -> Iterator[Any]:
         tags=["v1"],
     )
     det = hubserver.HubRepo("acme/detr-tiny", private=True)
-    det.add_commit({"config.json": json.dumps(DETECTOR).encode(), "model.safetensors": WEIGHTS[::-1]})
+    # a commit of its own per run: BuildKit keeps the `when: build` stage by its command (repo and
+    # commit; the token is a secret mount, outside the cache key), so a repeated commit is not fetched
+    run = os.urandom(8).hex().encode()
+    det.add_commit(
+        {
+            "config.json": json.dumps(DETECTOR).encode(),
+            "model.safetensors": WEIGHTS[::-1],
+            "notes/run.txt": run,
+        }
+    )
     with hubserver.HubServer([clf, det], tokens=[TOKEN]) as server:
         yield server
 

@@ -51,15 +51,15 @@ def test_pip_failure_names_the_requirement() -> None:
         "ERROR: Could not find a version that satisfies the requirement nosuchpkg==9.9 (from versions: none)",
         "ERROR: No matching distribution found for nosuchpkg==9.9",
     ]
-    message = engine._build_failure("The command '/bin/sh -c pip install' returned a non-zero code: 1", tail)
+    message = engine.build_failure("The command '/bin/sh -c pip install' returned a non-zero code: 1", tail)
     assert message.startswith("installing requirement nosuchpkg==9.9 failed:")
     assert "No matching distribution found for nosuchpkg==9.9" in message
     assert "\n" not in message
 
 
 def test_disk_full_and_generic_failures() -> None:
-    assert "out of disk space" in engine._build_failure("write /x: no space left on device", [])
-    assert engine._build_failure("COPY failed: file not found", ["Step 2/3 : COPY a b"]) == (
+    assert "out of disk space" in engine.build_failure("write /x: no space left on device", [])
+    assert engine.build_failure("COPY failed: file not found", ["Step 2/3 : COPY a b"]) == (
         "build failed: COPY failed: file not found"
     )
 
@@ -96,7 +96,7 @@ def test_auth_never_in_repr() -> None:
 
 def test_missing_base_image_is_named() -> None:
     tail = ["Step 1/20 : FROM modelpack-base/python:3.11 AS deps"]
-    message = engine._build_failure('Get "https://registry-1.docker.io/v2/": no such host', tail)
+    message = engine.build_failure('Get "https://registry-1.docker.io/v2/": no such host', tail)
     assert message.startswith("base image modelpack-base/python:3.11 is not in the engine")
 
 

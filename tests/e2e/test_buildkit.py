@@ -1,0 +1,180 @@
+"""BuildKit builds on an engine of the test's own (a second dockerd, see `second_engine`).
+
+* Secrets: a build with a hub token (`checkpoints.when: build`), an index URL with credentials
+  and a CA bundle leaves none of them anywhere in that engine: not in any image (untagged
+  intermediates included: history, config), not in the build cache records, not in any file
+  of its data root.
+* Remote builder: the build and the push go through DOCKER_HOST; the shared engine gets nothing.
+* Registry cache: build and push with --cache-registry, wipe the engine (images and build
+  cache), build again: the dependency step is CACHED (BuildKit's own step log says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "hf_" + uuid.uuid4().hex  # the hub token of this test run
+PYPI = "https://pypi.org/simple"
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+DEPS_STEP = "] RUN --mount=type=bind,source=builder"  # the dependency step, as the step log names it
+
+
+def modelpack(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The installed CLI in a subprocess; index variables only from `env`."""
+    names = ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+    clean = {k: v for k, v in os.environ.items() if k not in names}
+    return subprocess.run(
+        [sys.executable, "-m", "modelpack", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd="/",
+        timeout=1800,
+        check=False,
+    )
+
+
+@pytest.fixture()
+def hub(hubserver: Any) -> Iterator[Any]:
+    repo = hubserver.HubRepo("acme/secret-weights", private=True)  # needs the token
+    repo.add_commit({"config.json": b"{}", "model.safetensors": os.urandom(4096)})
+    with hubserver.HubServer([repo], tokens=[TOKEN]) as server:
+        yield server
+
+
+def _files_containing(root: Path, needles: dict[str, bytes]) -> list[str]:
+    """Every regular file under `root` holding one of `needles` (name: where)."""
+    found: list[str] = []
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = Path(directory, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            found += [f"{label}: {path}" for label, needle in needles.items() if needle in data]
+    return found
+
+
+def test_buildkit_secrets_never_reach_the_engine_and_the_build_runs_remotely(
+    second_engine: Any,
+    hub: Any,
+    registry_repo: Any,
+    docker_client: Any,
+    tmp_path: Path,
+    copy_example: Callable[..., Path],
+    sibling_module: Callable[[str], Any],
+) -> None:
+    index_module = sibling_module("e2e/test_index_settings.py")
+    password = "pw" + uuid.uuid4().hex
+    marker = "modelpack-ca-marker-" + uuid.uuid4().hex
+    bundle = tmp_path / "ca-bundle.crt"  # the system CAs (PyPI must verify) plus a unique marker line
+    bundle.write_text(SYSTEM_CA.read_text() + f"\n# {marker}\n")
+    (tmp_path / "wheels").mkdir()
+    wheel = index_module.make_wheel(tmp_path / "wheels", uuid.uuid4().hex)
+    model = copy_example("hello", tmp_path / "model", skip=("requirements.lock",))
+    requirements = model / "requirements.txt"
+    requirements.write_text(requirements.read_text() + f"{index_module.PROBE}=={index_module.VERSION}\n")
+    config = model / "config.yaml"
+    config.write_text(
+        config.read_text()
+        + "checkpoints:\n  type: huggingface\n  repo_id: acme/secret-weights\n  when: build\n"
+    )
+    with index_module.SimpleIndex(wheel) as index:
+        index_url = index.url.replace("http://", f"http://user:{password}@")
+        env = {
+            "DOCKER_HOST": second_engine.host,
+            "HF_TOKEN": TOKEN,
+            "HF_ENDPOINT": hub.url,
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+            "UV_INDEX_URL": index_url,
+            "UV_EXTRA_INDEX_URL": PYPI,
+        }
+        built = modelpack(
+            ["build", str(model), "--tag", registry_repo.ref, "--push", "--ca-bundle", str(bundle), "--json"],
+            env,
+        )
+        assert built.returncode == 0, built.stderr
+        assert "/files/" + wheel.name in index.paths()  # the build's uv asked the index with the URL
+    result = json.loads(built.stdout)
+    assert result["builder"]["name"] == "buildkit" and result["builder"]["reason"].startswith("default")
+    assert result["pushed"] and result["checkpoints"]
+    assert "builder: buildkit (default" in built.stderr
+
+    needles = {"hub token": TOKEN, "index password": password, "CA bundle": marker}
+    for label, needle in needles.items():
+        assert needle not in built.stdout + built.stderr, label
+    # every image of the engine (untagged intermediates included): history and config
+    ids = sorted(set(second_engine.docker("image", "ls", "--all", "--quiet", "--no-trunc").stdout.split()))
+    assert len(ids) >= 2
+    for image_id in ids:
+        seen = second_engine.docker("history", "--no-trunc", image_id).stdout
+        seen += second_engine.docker("image", "inspect", image_id).stdout
+        for label, needle in needles.items():
+            assert needle not in seen, f"{label} in image {image_id}"
+    # the build cache records it lists
+    import docker
+
+    client = docker.DockerClient(base_url=second_engine.host)
+    try:
+        cache = client.df().get("BuildCache") or []
+    finally:
+        client.close()
+    records = json.dumps(cache)
+    assert any("mount / from exec" in str(r.get("Description")) for r in cache), records[:2000]
+    for label, needle in needles.items():
+        assert needle not in records, f"{label} in the build cache records"
+    # and no file anywhere in the engine's store (layers, cache database, content store)
+    second_engine.stop()  # flushed and closed
+    leaks = _files_containing(second_engine.data_root, {k: v.encode() for k, v in needles.items()})
+    assert leaks == []
+    # the shared engine took no part: the build, the push and the local copy are the remote's
+    assert docker_client.images.list(name=registry_repo.ref) == []
+
+
+def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
+    second_engine: Any, registry: str, registry_repo: Any, tmp_path: Path, copy_example: Callable[..., Path]
+) -> None:
+    # the base image comes from the registry, as on a fresh runner (the wipe removes it)
+    base = f"{registry}/modelpack-test/base-{uuid.uuid4().hex[:8]}/python:3.11"
+    second_engine.docker("tag", "modelpack-base/python:3.11", base)
+    second_engine.docker("push", base)
+    model = copy_example("hello", tmp_path / "model")
+    config = model / "config.yaml"
+    config.write_text(config.read_text().replace("build_info:\n", f"build_info:\n  image: {base}\n", 1))
+    assert base in config.read_text()
+    cache = f"{registry_repo.ref}-cache"
+    env = {"DOCKER_HOST": second_engine.host, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    args = ["build", str(model), "--tag", registry_repo.ref, "--push", "--cache-registry", cache, "--json"]
+
+    first = modelpack(args, env)
+    assert first.returncode == 0, first.stderr
+    assert (
+        f"{DEPS_STEP}" in first.stderr and f"exporting the build cache to {cache}:buildcache" in first.stderr
+    )
+    deps_lines = [line for line in first.stderr.splitlines() if DEPS_STEP in line]
+    assert not any(line.endswith("CACHED") for line in deps_lines), deps_lines
+
+    second_engine.wipe()
+    assert second_engine.docker("image", "ls", "--all", "--quiet").stdout.strip() == ""
+    model_py = model / "1" / "model.py"  # a new version: built, not answered from a record
+    model_py.write_text(model_py.read_text() + "\n# next version\n")
+    again = modelpack([*args[:-1], "--verbose", "--json"], env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["version"] == "v2"
+    deps_lines = [line for line in again.stderr.splitlines() if DEPS_STEP in line]
+    assert any(line.endswith("CACHED") for line in deps_lines), again.stderr[-4000:]
