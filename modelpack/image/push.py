@@ -303,9 +303,9 @@ def delete_scratch(registry: RegistryClient, repo: ImageRef, tag: str) -> str | 
     """Delete a scratch manifest (a step of composing the final one; its blobs stay, the final
     image uses them). Returns what went wrong, for a note, or None."""
     try:
-        found = registry.head_manifest(repo.repository, tag)
-        if found is not None:
-            registry.delete_manifest(repo.repository, found.digest)
+        if registry.head_manifest(repo.repository, tag) is not None:
+            # by tag, never by digest: a concurrent build may hold a scratch tag on the same manifest
+            registry.untag(repo.repository, tag)
     except RegistryError:
         return f"could not delete the scratch tag {repo.name}:{tag}"
     return None

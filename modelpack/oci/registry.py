@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -491,6 +492,25 @@ class RegistryClient:
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         self.request("DELETE", f"/v2/{repository}/manifests/{digest}", scope=_push(repository), ok=(200, 202))
+
+    def untag(self, repository: str, tag: str) -> None:
+        """Remove `tag` without deleting the manifest it names.
+
+        The distribution API deletes manifests by digest, which drops every tag on that
+        manifest, including tags other clients wrote on identical content at the same time.
+        So the tag is first pointed at an empty manifest of its own (unique by a random
+        annotation), and only that one is deleted.
+        """
+        config, _ = self.ensure_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
+        body = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.to_dict(),
+            "layers": [],
+            "annotations": {"org.opencontainers.image.ref.name": f"{tag}.{secrets.token_hex(8)}"},
+        }
+        placeholder = self.put_manifest(repository, tag, canonical_json(body), OCI_MANIFEST)
+        self.delete_manifest(repository, placeholder.digest)
 
     def head_blob(self, repository: str, digest: str) -> int | None:
         """The size of a blob, or None when the repository does not have it."""

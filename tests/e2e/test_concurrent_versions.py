@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from modelpack.oci.registry import RegistryClient
+from modelpack.image.push import delete_scratch
+from modelpack.oci.reference import parse_repository
+from modelpack.oci.registry import EMPTY_JSON, OCI_EMPTY, OCI_MANIFEST, RegistryClient, canonical_json
 from modelpack.tags import claimed_version, is_content_tag, version_number
 
 pytestmark = pytest.mark.e2e
@@ -59,3 +61,22 @@ def test_parallel_builds_of_different_content_never_share_a_version(
         for tag in (t for t in tags if is_content_tag(t)):
             head = client.head_manifest(registry_repo.name, tag)
             assert head is not None and head.digest in versioned, f"content {tag} has no version"
+
+
+def test_removing_a_scratch_tag_keeps_other_tags_on_the_same_manifest(registry_repo: Any) -> None:
+    """Concurrent builds whose runtime stages are identical push identical scratch manifests: one
+    build removing its scratch tag must not delete the manifest the other build's tag names."""
+    repo = parse_repository(registry_repo.ref)
+    with RegistryClient(repo.registry) as client:
+        config, _ = client.ensure_blob(repo.repository, EMPTY_JSON, media_type=OCI_EMPTY)
+        raw = canonical_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_dict(), "layers": []})
+        first = client.put_manifest(repo.repository, "c-0000000000000001-runtime", raw)
+        second = client.put_manifest(repo.repository, "c-0000000000000002-runtime", raw)
+        assert first.digest == second.digest  # one manifest, two builds' scratch tags
+
+        assert delete_scratch(client, repo, "c-0000000000000001-runtime") is None
+
+        assert client.head_manifest(repo.repository, "c-0000000000000001-runtime") is None
+        kept = client.head_manifest(repo.repository, "c-0000000000000002-runtime")
+        assert kept is not None and kept.digest == first.digest
+        assert client.get_manifest(repo.repository, "c-0000000000000002-runtime").json["layers"] == []
