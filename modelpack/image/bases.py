@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import EngineError, RegistryError, RuntimeFailure
 from modelpack.image import engine
+from modelpack.image.buildkit import CLI_VARIABLE, find_cli
 from modelpack.image.results import RegistryAuth
 from modelpack.pipeline.base_recipes import (
     DEBIAN_SUITES,
@@ -36,7 +37,6 @@ from modelpack.resources import data_dir
 if TYPE_CHECKING:
     from docker import DockerClient
 
-DOCKER_CLI_VARIABLE = "MODELPACK_DOCKER_CLI"
 
 
 class BaseSourceError(RuntimeFailure):
@@ -257,37 +257,15 @@ def _debootstrap(job: BaseJob, plan: BaseRecipe) -> None:
 
 
 def docker_cli() -> tuple[str, dict[str, str]]:
-    """A docker client that builds with BuildKit: ``$MODELPACK_DOCKER_CLI``, else the first on PATH
-    with buildx, else one older than 23 (its built-in BuildKit needs ``DOCKER_BUILDKIT=1``)."""
-    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    explicit = os.environ.get(DOCKER_CLI_VARIABLE, "").strip()
-    candidates = [explicit] if explicit else _on_path("docker")
-    for candidate in candidates:
-        if subprocess.run([candidate, "buildx", "version"], capture_output=True, check=False).returncode == 0:
-            return candidate, env
-        version = subprocess.run(
-            [candidate, "version", "--format", "{{.Client.Version}}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        major = version.split(".", 1)[0]
-        if major.isdigit() and int(major) < 23:
-            return candidate, env
-    raise EngineError(
-        "no docker client that builds with BuildKit was found: install docker buildx, or set "
-        f"${DOCKER_CLI_VARIABLE} to a docker client older than 23.0"
-    )
-
-
-def _on_path(name: str) -> list[str]:
-    found: list[str] = []
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        path = Path(directory or ".") / name
-        resolved = str(path.resolve()) if path.exists() else ""
-        if resolved and os.access(path, os.X_OK) and resolved not in {str(Path(f).resolve()) for f in found}:
-            found.append(str(path))
-    return found
+    """The docker client that builds with BuildKit (`buildkit.find_cli`: $MODELPACK_DOCKER_CLI, a
+    client with buildx, or one older than 23.0 with BuildKit built in) and its environment."""
+    cli = find_cli(os.environ.get(CLI_VARIABLE, "").strip() or None)
+    if cli is None:
+        raise EngineError(
+            "no docker client that builds with BuildKit was found: install docker buildx, or set "
+            f"${CLI_VARIABLE} to a docker client older than 23.0"
+        )
+    return cli.path, {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 
 def _buildkit(
