@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import EngineError, RegistryError, RuntimeFailure
 from modelpack.image import engine
-from modelpack.image.buildkit import CLI_VARIABLE, find_cli
+from modelpack.image.buildkit import CLI_VARIABLE, configured_cli
 from modelpack.image.results import RegistryAuth
 from modelpack.pipeline.base_recipes import (
     DEBIAN_SUITES,
@@ -259,7 +259,7 @@ def _debootstrap(job: BaseJob, plan: BaseRecipe) -> None:
 def docker_cli() -> tuple[str, dict[str, str]]:
     """The docker client that builds with BuildKit (`buildkit.find_cli`: $MODELPACK_DOCKER_CLI, a
     client with buildx, or one older than 23.0 with BuildKit built in) and its environment."""
-    cli = find_cli(os.environ.get(CLI_VARIABLE, "").strip() or None)
+    cli = configured_cli()
     if cli is None:
         raise EngineError(
             "no docker client that builds with BuildKit was found: install docker buildx, or set "

@@ -110,6 +110,11 @@ def find_cli(explicit: str | None = None, search_path: str | None = None) -> Doc
     return chosen
 
 
+def configured_cli() -> DockerCli | None:
+    """`find_cli` for the client $MODELPACK_DOCKER_CLI names, else the ones found on PATH."""
+    return find_cli(os.environ.get(CLI_VARIABLE, "").strip() or None)
+
+
 def _candidates_key(candidates: list[str]) -> list[list[object]]:
     """What the answer depends on: each candidate file, and the buildx plugin folders."""
     plugins = [os.path.expanduser("~/.docker/cli-plugins"), "/usr/local/lib/docker/cli-plugins",
@@ -159,7 +164,7 @@ def choose_builder(requested: str | None, client: DockerClient) -> BuilderChoice
     if requested is None and os.environ.get("DOCKER_BUILDKIT", "").strip() == "0":
         return BuilderChoice(CLASSIC, "DOCKER_BUILDKIT=0")
     problem = _engine_problem(client)
-    cli = None if problem else find_cli(os.environ.get(CLI_VARIABLE) or None)
+    cli = None if problem else configured_cli()
     if cli is None and not problem:
         problem = "no docker CLI that runs BuildKit builds (Debian's docker.io, or docker with buildx)"
     if problem:
@@ -354,5 +359,6 @@ __all__ = [
     "DockerCli",
     "check_builder",
     "choose_builder",
+    "configured_cli",
     "find_cli",
 ]
