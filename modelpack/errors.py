@@ -102,7 +102,14 @@ class EngineError(RuntimeFailure):
 
 
 class RegistryError(RuntimeFailure):
-    """The registry is unreachable, refused authentication or rejected a request."""
+    """The registry is unreachable, refused authentication or rejected a request.
+
+    `status` is the HTTP status of the answer that failed, None when there was no answer.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class HubError(RuntimeFailure):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,22 +299,17 @@ def engine_push(session: BuildSession, repo: ImageRef, local_tag: str, push_tag:
     return _EngineSent(manifest, config_raw, layers, layer_bytes, config_present, pushed.digest, tags_before)
 
 
-SCRATCH_DELETE_TRIES = 4
-
-
 def delete_scratch(registry: RegistryClient, repo: ImageRef, tag: str) -> str | None:
     """Delete a scratch manifest (a step of composing the final one; its blobs stay, the final
     image uses them). Returns what went wrong, for a note, or None."""
-    for attempt in range(SCRATCH_DELETE_TRIES):
-        try:
-            if registry.head_manifest(repo.repository, tag) is not None:
-                # by tag, never by digest: a concurrent build may hold a scratch tag on the same manifest
-                registry.untag(repo.repository, tag)
-            return None
-        except RegistryError:
-            # a registry deleting while other builds write tags may fail once (seen: a 500): again
-            time.sleep(0.2 * (attempt + 1))
-    return f"could not delete the scratch tag {repo.name}:{tag}"
+    try:
+        # the tag list, not a HEAD: a tag a failed delete left behind is listed but not served
+        if tag in registry.list_tags(repo.repository):
+            # by tag, never by digest: a concurrent build may hold a scratch tag on the same manifest
+            registry.untag(repo.repository, tag)
+    except RegistryError as error:
+        return f"could not delete the scratch tag {repo.name}:{tag}: {error.message}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ themselves are `modelpack.tags`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import secrets
@@ -28,6 +29,7 @@ from modelpack.oci.registry import (
     OCI_EMPTY,
     OCI_INDEX,
     OCI_MANIFEST,
+    TRANSIENT_STATUSES,
     Manifest,
     RegistryClient,
     canonical_json,
@@ -149,7 +151,7 @@ def claim_version(
         rivals = [t for t in after if t != mine and claimed_version(t) == candidate]
         if candidate not in after and not rivals:
             registry.put_manifest(repository, candidate, pushed.raw, pushed.media_type)
-            _drop_claim(registry, repository, claim_digest)
+            _drop_claim(registry, repository, mine, claim_digest)
             check = registry.head_manifest(repository, candidate)
             if check is None or check.digest != pushed.digest:
                 raise RegistryError(
@@ -158,7 +160,7 @@ def claim_version(
             if claim.wanted is not None and candidate != claim.wanted:
                 notes.append(f"version {claim.wanted} was taken meanwhile; using {candidate}")
             return candidate
-        _drop_claim(registry, repository, claim_digest)
+        _drop_claim(registry, repository, mine, claim_digest)
         if candidate in after and claim.explicit:
             continue  # the next round reports it as taken
         pause(random.uniform(0.05, 0.25) * (attempt + 1))
@@ -196,12 +198,18 @@ def _put_claim(registry: RegistryClient, repository: str, tag: str, version: str
     return registry.put_manifest(repository, tag, canonical_json(body), OCI_MANIFEST).digest
 
 
-def _drop_claim(registry: RegistryClient, repository: str, digest: str) -> None:
-    """Delete a claim; a registry that refuses deletes keeps it (the number is then skipped)."""
+def _drop_claim(registry: RegistryClient, repository: str, tag: str, digest: str) -> None:
+    """Delete a claim; a registry that refuses deletes keeps it (the number is then skipped).
+
+    The claim's manifest is its own, so it goes by digest; when the registry fails that part-way
+    (a 500 under concurrent writes), the tag may outlive its manifest and is removed by name.
+    """
     try:
         registry.delete_manifest(repository, digest)
-    except RegistryError:
-        pass
+    except RegistryError as error:
+        if error.status in TRANSIENT_STATUSES:
+            with contextlib.suppress(RegistryError):
+                registry.untag(repository, tag)
 
 
 def tag_version(

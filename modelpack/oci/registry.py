@@ -43,6 +43,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,11 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 MONOLITHIC_LIMIT = 16 * 1024 * 1024  # blobs above this are uploaded in PATCH chunks
 CHUNK_SIZE = 8 * 1024 * 1024
+# a registry may fail a request that races another client's write (distribution answers 500
+# "invalid checksum digest format" when it reads a tag link being rewritten): reads and tag
+# removals are tried again after these pauses
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+RETRY_PAUSES = (0.1, 0.3, 0.6)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -337,12 +343,31 @@ class RegistryClient:
     ) -> requests.Response | None:
         """Send one request with auth; 401 triggers one challenge round. ``path`` may be a full URL.
 
-        Returns None for a 404 when ``allow_missing``; raises RegistryError for any other status
+        A GET or HEAD answered with a 5xx is tried again (`RETRY_PAUSES`). Returns None for a 404 when ``allow_missing``; raises RegistryError for any other status
         outside ``ok``.
         """
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         shown = path if not path.startswith(("http://", "https://")) else re.sub(r"\?.*$", "", path)
         ok = tuple(ok)
+        pauses = RETRY_PAUSES if method in ("GET", "HEAD") else ()
+        for pause in (*pauses, None):
+            response = self._send(method, url, shown, scope, headers, **kwargs)
+            if response.status_code in ok or response.status_code not in TRANSIENT_STATUSES or pause is None:
+                break
+            response.close()
+            time.sleep(pause)
+        if response.status_code in ok:
+            return response
+        if response.status_code == 404 and allow_missing:
+            return None
+        raise RegistryError(
+            f"registry {self.registry}: {method} {shown}: {_describe_failure(response)}", response.status_code
+        )
+
+    def _send(
+        self, method: str, url: str, shown: str, scope: str, headers: dict[str, str] | None, **kwargs: Any
+    ) -> requests.Response:
+        """One request, with one challenge round on a 401."""
         # credentials and tokens go to the registry itself only, never to another host named
         # by a Location or Link header (blob storage, a CDN)
         same_origin = _origin(url) == _origin(self.base_url)
@@ -370,11 +395,7 @@ class RegistryClient:
             else:
                 break
         assert response is not None
-        if response.status_code in ok:
-            return response
-        if response.status_code == 404 and allow_missing:
-            return None
-        raise RegistryError(f"registry {self.registry}: {method} {shown}: {_describe_failure(response)}")
+        return response
 
     def _must(self, response: requests.Response | None) -> requests.Response:
         assert response is not None
@@ -500,17 +521,28 @@ class RegistryClient:
         manifest, including tags other clients wrote on identical content at the same time.
         So the tag is first pointed at an empty manifest of its own (unique by a random
         annotation), and only that one is deleted.
+
+        A delete the registry fails part-way (a 500 while another client writes tags) can drop
+        the placeholder but keep the tag naming it: listed, yet served to nobody. Writing a new
+        placeholder and deleting it again clears that, so transient failures are tried again.
         """
         config, _ = self.ensure_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
-        body = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": config.to_dict(),
-            "layers": [],
-            "annotations": {"org.opencontainers.image.ref.name": f"{tag}.{secrets.token_hex(8)}"},
-        }
-        placeholder = self.put_manifest(repository, tag, canonical_json(body), OCI_MANIFEST)
-        self.delete_manifest(repository, placeholder.digest)
+        for pause in (*RETRY_PAUSES, None):
+            body = {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": config.to_dict(),
+                "layers": [],
+                "annotations": {"org.opencontainers.image.ref.name": f"{tag}.{secrets.token_hex(8)}"},
+            }
+            try:
+                placeholder = self.put_manifest(repository, tag, canonical_json(body), OCI_MANIFEST)
+                self.delete_manifest(repository, placeholder.digest)
+                return
+            except RegistryError as error:
+                if error.status not in TRANSIENT_STATUSES or pause is None:
+                    raise
+            time.sleep(pause)
 
     def head_blob(self, repository: str, digest: str) -> int | None:
         """The size of a blob, or None when the repository does not have it."""

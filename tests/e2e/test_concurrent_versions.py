@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from modelpack.errors import RegistryError
 from modelpack.image.push import delete_scratch
 from modelpack.oci.reference import parse_repository
 from modelpack.oci.registry import EMPTY_JSON, OCI_EMPTY, OCI_MANIFEST, RegistryClient, canonical_json
@@ -80,3 +82,30 @@ def test_removing_a_scratch_tag_keeps_other_tags_on_the_same_manifest(registry_r
         kept = client.head_manifest(repo.repository, "c-0000000000000002-runtime")
         assert kept is not None and kept.digest == first.digest
         assert client.get_manifest(repo.repository, "c-0000000000000002-runtime").json["layers"] == []
+
+
+def test_tags_removed_while_other_clients_write_tags_are_gone(registry_repo: Any) -> None:
+    """The real registry fails a manifest DELETE now and then while other clients rewrite tags
+    (500, "invalid checksum digest format"), after dropping the manifest but not the tag: the
+    tag stays listed and names nothing. That is how a scratch tag once outlived its build."""
+    repo = parse_repository(registry_repo.ref)
+    failures: list[str] = []
+
+    def churn(worker: int) -> None:
+        with RegistryClient(repo.registry) as client:
+            config, _ = client.ensure_blob(repo.repository, EMPTY_JSON, media_type=OCI_EMPTY)
+            for n in range(30):
+                tag = f"c-{worker:08x}{n:08x}-runtime"
+                body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_dict(), "layers": []}
+                client.put_manifest(repo.repository, tag, canonical_json({**body, "annotations": {"n": tag}}))
+                try:
+                    client.untag(repo.repository, tag)
+                except RegistryError as error:
+                    failures.append(error.message)
+
+    with RegistryClient(repo.registry) as client:  # the shared config blob exists before the race
+        client.ensure_blob(repo.repository, EMPTY_JSON, media_type=OCI_EMPTY)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(churn, range(8)))
+    assert failures == []
+    assert registry_repo.tags() == []

@@ -38,6 +38,7 @@ class FakeRegistry:
         self.blobs: dict[str, bytes] = {}
         self.puts: list[str] = []
         self.on_put: list[Callable[[str, str], None]] = []
+        self.failing_deletes = 0  # deletes that fail part-way (a 500, the tags stay), as distribution's may
 
     # -- what tests set up ------------------------------------------------------------------------
 
@@ -108,9 +109,15 @@ class FakeRegistry:
         return Descriptor(media_type, digest, len(raw))
 
     def delete_manifest(self, repository: str, digest: str) -> None:
+        if self.failing_deletes:
+            self.failing_deletes -= 1
+            raise RegistryError("DELETE failed: 500 (UNKNOWN: invalid checksum digest format)", 500)
         tags = self.tags.get(repository, {})
         for tag in [t for t, d in list(tags.items()) if d == digest]:
             tags.pop(tag, None)
+
+    def untag(self, repository: str, tag: str) -> None:
+        self.tags.get(repository, {}).pop(tag, None)
 
     def head_blob(self, repository: str, digest: str) -> int | None:
         return len(self.blobs[digest]) if digest in self.blobs else None

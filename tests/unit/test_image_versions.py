@@ -108,6 +108,12 @@ def test_a_claim_is_deleted_once_its_version_is_tagged(registry: Any) -> None:
     assert any(claimed_version(t) == "v7" for t in registry.puts)  # it was claimed first
 
 
+def test_a_claim_whose_delete_fails_part_way_is_removed_by_name(registry: Any) -> None:
+    registry.failing_deletes = 1
+    assert claim_version(registry, VersionClaim(REPO, "v1", False, "c-new"), _pushed(registry), []) == "v1"
+    assert [t for t in registry.list_tags(REPOSITORY) if claimed_version(t)] == []
+
+
 def test_a_build_that_lists_while_another_claims_takes_the_next_version(registry: Any) -> None:
     """B runs start to end in the moment after A wrote its claim on v1: B must not take v1."""
     mine, theirs = _pushed(registry), _other_pushed(registry, "theirs")

@@ -706,3 +706,89 @@ def test_a_tag_list_that_is_not_json_is_a_registry_error() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class FlakyRegistry(FakeRegistry):
+    """Fails like distribution does while another client rewrites tags: a read answers 500 once,
+    and a manifest DELETE answers 500 after dropping the manifest but not the tags naming it (they
+    stay listed and are served to nobody)."""
+
+    def __init__(self, failing_reads: int = 0, failing_deletes: int = 0, delete_status: int = 500) -> None:
+        super().__init__()
+        self.failing_reads, self.failing_deletes, self.delete_status = failing_reads, failing_deletes, delete_status
+        self.dangling: set[tuple[str, str]] = set()
+
+    def _manifest(self, method: str, repo: str, ref: str, headers: dict[str, str], data: bytes) -> Any:
+        if method in ("GET", "HEAD") and self.failing_reads:
+            self.failing_reads -= 1
+            return _error(500, "UNKNOWN", "invalid checksum digest format")
+        if method in ("GET", "HEAD") and (repo, ref) in self.dangling:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        if method == "PUT":
+            self.dangling.discard((repo, ref))
+        if method == "DELETE" and self.delete_status == 405:
+            return _error(405, "UNSUPPORTED", "The operation is unsupported.")
+        if method == "DELETE" and self.failing_deletes:
+            self.failing_deletes -= 1
+            store = self.manifests[repo]
+            for key, (raw, _) in list(store.items()):
+                if sha256_digest(raw) == ref:
+                    if key.startswith("sha256:"):
+                        del store[key]
+                    else:
+                        self.dangling.add((repo, key))
+            return _error(500, "UNKNOWN", "invalid checksum digest format")
+        return super()._manifest(method, repo, ref, headers, data)
+
+
+@pytest.fixture
+def no_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_mod, "RETRY_PAUSES", (0.0, 0.0, 0.0))
+
+
+def _tagged(client: RegistryClient, tag: str) -> str:
+    raw = canonical_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [], "annotations": {"t": tag}})
+    return client.put_manifest("a/b", tag, raw, OCI_MANIFEST).digest
+
+
+def test_a_read_the_registry_fails_once_is_tried_again(no_retry_pause: None) -> None:
+    fake = FlakyRegistry()
+    client = make_client(fake)
+    digest = _tagged(client, "v1")
+    fake.failing_reads = 1
+    found = client.head_manifest("a/b", "v1")
+    assert found is not None and found.digest == digest
+
+
+def test_a_read_that_keeps_failing_is_one_registry_error(no_retry_pause: None) -> None:
+    fake = FlakyRegistry()
+    client = make_client(fake)
+    _tagged(client, "v1")
+    fake.failing_reads = 10
+    with pytest.raises(RegistryError) as caught:
+        client.get_manifest("a/b", "v1")
+    assert caught.value.status == 500 and "\n" not in caught.value.message
+    reads = [m for m, url, _ in fake.log if m == "GET" and url.endswith("/manifests/v1")]
+    assert len(reads) == 1 + len(registry_mod.RETRY_PAUSES)
+
+
+def test_untag_after_a_delete_that_failed_part_way_leaves_no_tag(no_retry_pause: None) -> None:
+    """The failure seen in CI: the tag outlived its manifest, listed but unreadable, so a check by
+    HEAD took it for removed."""
+    fake = FlakyRegistry(failing_deletes=1)
+    client = make_client(fake)
+    kept = _tagged(client, "keep")
+    _tagged(client, "c-0000000000000001-runtime")
+    client.untag("a/b", "c-0000000000000001-runtime")
+    assert client.list_tags("a/b") == ["keep"]
+    assert client.get_manifest("a/b", "keep").digest == kept
+
+
+def test_untag_on_a_registry_without_deletes_fails_at_once(no_retry_pause: None) -> None:
+    fake = FlakyRegistry(delete_status=405)
+    client = make_client(fake)
+    _tagged(client, "scratch")
+    with pytest.raises(RegistryError) as caught:
+        client.untag("a/b", "scratch")
+    assert caught.value.status == 405
+    assert len([m for m, _, _ in fake.log if m == "DELETE"]) == 1
