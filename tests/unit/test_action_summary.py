@@ -130,7 +130,7 @@ def test_docker_config_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from modelpack.oci.registry import docker_credentials
 
     monkeypatch.delenv(github.USERNAME_ENV, raising=False)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=f"set {github.USERNAME_ENV} and"):
         write_docker_config("127.0.0.1:5000/a/b", tmp_path / "cfg")
     monkeypatch.setenv(github.USERNAME_ENV, "u")
     monkeypatch.setenv(github.PASSWORD_ENV, "p:w")

@@ -15,7 +15,7 @@ def test_content_tag_takes_16_hex_digits() -> None:
     digest = "sha256:" + "ab" * 32
     assert content_tag(digest) == "c-" + "ab" * 8
     assert content_tag("AB" * 32) == "c-" + "ab" * 8
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a content digest: 'sha256:xyz'"):
         content_tag("sha256:xyz")
 
 
@@ -39,9 +39,9 @@ def test_version_number_rejects_non_versions() -> None:
 
 def test_parse_repository() -> None:
     assert parse_repository("127.0.0.1:5000/acme/m").name == "127.0.0.1:5000/acme/m"
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="without tag or digest, got '127.0.0.1:5000/acme/m:v1'"):
         parse_repository("127.0.0.1:5000/acme/m:v1")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="invalid image reference 'Not A Repo'"):
         parse_repository("Not A Repo")
 
 

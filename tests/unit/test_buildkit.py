@@ -247,5 +247,5 @@ def test_choice_and_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: None)
     monkeypatch.delenv("DOCKER_BUILDKIT")
     assert "no docker CLI" in buildkit.choose_builder(None, modern).reason  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="--builder must be auto, buildkit or classic, not 'kaniko'"):
         buildkit.check_builder("kaniko")

@@ -300,13 +300,14 @@ def test_runtime_start_falls_back_to_the_recorded_cache(
     assert result.commit == COMMIT and (tmp_path / "dest" / "w.bin").read_bytes() == b"weights"
 
     (snapshot / "w.bin").write_bytes(b"changed")  # a file that no longer matches its sha256 is not used
-    with pytest.raises(HubError):
+    with pytest.raises(HubError, match="cannot reach the hub"):  # the hub's own failure, not the cache used
         checkpoints.fetch_at_startup(spec, cache, dest=tmp_path / "dest2")
+    assert not (tmp_path / "dest2" / "w.bin").exists()
 
     def refused(*args: Any, **kwargs: Any) -> Any:
         raise ConfigError("checkpoints: the hub rejected the token")
 
     (snapshot / "w.bin").write_bytes(b"weights")
     monkeypatch.setattr(checkpoints, "check_checkpoint", refused)
-    with pytest.raises(ConfigError):  # a token or config problem is never papered over
+    with pytest.raises(ConfigError, match="rejected the token"):  # a token or config problem is never papered over
         checkpoints.fetch_at_startup(spec, cache)

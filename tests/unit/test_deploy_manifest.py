@@ -259,10 +259,10 @@ def test_build_time_checkpoint_needs_no_token_or_cache(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_input_errors(tmp_path: Path) -> None:
     model_dir = load(make_model(tmp_path / "m", CPU_CONFIG))
-    for kwargs in ({"replicas": -1}, {"port": 0}, {"port": 70000}):
-        with pytest.raises(InvalidInputError):
+    for kwargs, cause in (({"replicas": -1}, "--replicas"), ({"port": 0}, "--port"), ({"port": 70000}, "--port")):
+        with pytest.raises(InvalidInputError, match=f"^{cause} must be"):
             deploy_manifest(model_dir, IMAGE, **kwargs)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="invalid image reference 'bad image'"):
         deploy_manifest(model_dir, "bad image")
 
 
