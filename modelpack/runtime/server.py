@@ -33,6 +33,7 @@ Streams cannot starve unary calls: each streaming method serves at most
 their own (not the pool unary calls use), and a WebSocket stream that sends nothing for
 ``MODELPACK_STREAM_IDLE_TIMEOUT`` seconds (default 120) is closed with ``idle_timeout``.
 ``/ready`` answers 503 ``{"status": "busy"}`` while every worker thread for calls is taken.
+Idle keep-alive connections stay open 75 s, longer than clients and load balancers keep them.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ log = logging.getLogger("modelpack.runtime")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 16  # per streaming method
 DEFAULT_STREAM_IDLE_SECONDS = 120.0
+# An idle keep-alive connection is closed by the client (httpx: 5 s) or the load balancer in front
+# (often 60 s) before the server closes it: a server that closes first races the next request sent
+# on that connection, which is then lost (connection reset). uvicorn's own default is 5 s.
+KEEP_ALIVE_SECONDS = 75
 
 
 def env_positive(name: str, default: float) -> float:
@@ -655,6 +660,7 @@ def uvicorn_config(
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         ws_max_size=DEFAULT_MAX_BODY_BYTES,
         lifespan="on",
     )
