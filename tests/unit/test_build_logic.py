@@ -39,7 +39,7 @@ def test_version_number_rejects_non_versions() -> None:
 
 def test_parse_repository() -> None:
     assert parse_repository("127.0.0.1:5000/acme/m").name == "127.0.0.1:5000/acme/m"
-    with pytest.raises(InvalidInputError, match="without tag or digest, got '127.0.0.1:5000/acme/m:v1'"):
+    with pytest.raises(InvalidInputError, match=r"without tag or digest, got '127\.0\.0\.1:5000/acme/m:v1'"):
         parse_repository("127.0.0.1:5000/acme/m:v1")
     with pytest.raises(InvalidInputError, match="invalid image reference 'Not A Repo'"):
         parse_repository("Not A Repo")

@@ -232,7 +232,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     source.mkdir()
     (source / "a").write_text("a")
     (source / "dangling").symlink_to(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="dangling|nowhere"):
+    with pytest.raises(FileNotFoundError, match=r"dangling|nowhere"):
         write_layer(source, tmp_path / "out" / "x.tar")
     assert list((tmp_path / "out").iterdir()) == []
 
