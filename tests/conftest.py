@@ -71,3 +71,50 @@ def sibling_module() -> Callable[[str], Any]:
         return loaded[relative]
 
     return load
+
+
+def _load_wheelindex() -> Any:
+    import importlib.util
+    import sys
+
+    name = "modelpack_tests_wheelindex"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TESTS_DIR / "wheelindex.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def wheel_folder(service_missing: Callable[[str], None]) -> Path:
+    """modelpack's runtime requirements and the test models' own, as wheels for Python 3.11 and
+    3.12 (tests/wheelindex.py): fetched from PyPI once per cache, then served on loopback."""
+    import subprocess
+
+    from modelpack.pipeline.locking import runtime_requirements
+
+    wheelindex = _load_wheelindex()
+    try:
+        return Path(wheelindex.download([*runtime_requirements(), *wheelindex.EXTRA_REQUIREMENTS]))
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
+        detail = getattr(error, "stderr", "") or str(error)
+        service_missing(f"cannot fetch the test index's wheels with pip download: {str(detail).strip()[-300:]}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def wheel_index(wheel_folder: Path) -> Any:
+    """A PEP 503 index on 127.0.0.1 serving `wheel_folder` (no credentials)."""
+    with _load_wheelindex().WheelIndex(wheel_folder) as index:
+        yield index
+
+
+@pytest.fixture
+def private_wheel_index(wheel_folder: Path) -> Any:
+    """The same wheels behind basic auth: `.credentials` is "user:password", `.url` carries them."""
+    import secrets
+
+    credentials = f"modelpack:fakecred-{secrets.token_hex(6)}"
+    with _load_wheelindex().WheelIndex(wheel_folder, credentials=credentials) as index:
+        yield index

@@ -4,6 +4,7 @@ and the absence of secrets in the final image."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -169,15 +170,20 @@ def _settings(**values: Any) -> Any:
 
 @pytest.mark.parametrize("push", [False, True], ids=["engine-built", "pushed-and-composed"])
 def test_final_image_holds_no_secrets(
-    hello_dir_unlocked: Path, registry_repo: Any, docker_client: Any, tmp_path: Path, push: bool
+    hello_dir_unlocked: Path,
+    registry_repo: Any,
+    docker_client: Any,
+    tmp_path: Path,
+    push: bool,
+    private_wheel_index: Any,
 ) -> None:
     from modelpack.image.builder import build
 
     marker = "MODELPACK-CA-MARKER-5f1d9a"
-    credential = "fakecred-7c2e0b"
+    credential = private_wheel_index.credentials.split(":", 1)[1]  # the loopback index requires it
     bundle = tmp_path / "corporate-ca.pem"
     bundle.write_text(f"# {marker}\n" + SYSTEM_CA.read_text())
-    index_url = f"https://modelpack:{credential}@pypi.org/simple"
+    index_url = private_wheel_index.url
     steps: list[str] = []
     result = build(
         hello_dir_unlocked,
@@ -188,6 +194,10 @@ def test_final_image_holds_no_secrets(
     )
     # the builder stage did get both (so the scan below is not vacuous)
     assert any("ca-bundle" in step for step in steps) and any("PIP_INDEX_URL" in step for step in steps)
+    # the lock (uv) and the builder stage's pip fetched from the index with the credential
+    assert any(path.startswith("/files/six-") for path in private_wheel_index.paths())
+    expected = "Basic " + base64.b64encode(private_wheel_index.credentials.encode()).decode()
+    assert expected in private_wheel_index.authorizations()
     archive = tmp_path / "image.tar"
     with archive.open("wb") as handle:
         for chunk in docker_client.images.get(result.image).save(named=True):

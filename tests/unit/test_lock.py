@@ -1,10 +1,11 @@
-"""Lock stage: header/staleness logic offline, and a few real `uv` resolutions against PyPI."""
+"""Lock stage: header/staleness logic offline, and a few real `uv` resolutions against a loopback index."""
 
 from __future__ import annotations
 
 import importlib
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,12 +213,23 @@ def test_redact() -> None:
     assert redact("`https://u:pw@h/s/six/` and https://h/p@v") == "`https://***@h/s/six/` and https://h/p@v"
 
 
-# --------------------------------------------------------------------------- real uv (PyPI)
+# --------------------------------------------------------------------------- real uv (loopback index)
 
 
-def test_real_lock_for_another_python(tmp_path: Path) -> None:
+@pytest.fixture
+def local_index(wheel_index: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """uv asks the loopback index of tests/wheelindex.py, and nothing else."""
+    for variable in ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("UV_INDEX_URL", wheel_index.url)
+    wheel_index.clear()
+    return wheel_index
+
+
+def test_real_lock_for_another_python(tmp_path: Path, local_index: Any) -> None:
     model = make_model(tmp_path / "m", "six", "clarifai>=10")
     result = lock(model, resolved=CPU)
+    assert "/simple/six/" in local_index.paths()  # the loopback index answered
     names = {p.name: p for p in result.packages}
     assert "six" in names and "starlette" in names and "click" in names
     assert "clarifai" not in names and result.excluded == ("clarifai",)
@@ -230,7 +242,7 @@ def test_real_lock_for_another_python(tmp_path: Path) -> None:
     assert again.up_to_date_before and again.packages == result.packages
 
 
-def test_real_lock_unknown_package_fails_naming_it(tmp_path: Path) -> None:
+def test_real_lock_unknown_package_fails_naming_it(tmp_path: Path, local_index: Any) -> None:
     model = make_model(tmp_path / "m", "idna", "modelpack-no-such-package-zz9")
     with pytest.raises(LockError) as info:
         lock(model, resolved=CPU)
@@ -242,7 +254,7 @@ def test_real_lock_unknown_package_fails_naming_it(tmp_path: Path) -> None:
     assert not (model.root / "requirements.lock").exists()
 
 
-def test_cli_lock_unsatisfiable_requirement_exits_2(tmp_path: Path) -> None:
+def test_cli_lock_unsatisfiable_requirement_exits_2(tmp_path: Path, local_index: Any) -> None:
     from click.testing import CliRunner
 
     from modelpack.cli import cli
@@ -258,6 +270,7 @@ def test_cli_lock_unsatisfiable_requirement_exits_2(tmp_path: Path) -> None:
         "error: requirements.txt:1: modelpack-no-such-package-zz9: cannot be locked"
     )
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert "/simple/modelpack-no-such-package-zz9/" in local_index.paths()
 
 
 def test_attached_short_options_are_made_absolute(tmp_path: Path) -> None:

@@ -1,0 +1,171 @@
+"""A PEP 503 package index on 127.0.0.1 for the tests that lock or install: tests send their
+traffic to loopback only, and an index credential is never sent to a public host.
+
+The wheels are fetched once with `pip download` (the only step that reaches PyPI) into a cache
+directory kept between sessions, for every Python the tests lock for; the server then answers
+`/simple/<project>/` with `#sha256=` links and serves the files, optionally behind basic auth.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+# Python versions the tests lock for (the local base image's, and test_lock's "another Python").
+PYTHONS = ("3.11", "3.12")
+# What the tests' models require on top of modelpack's runtime requirements.
+EXTRA_REQUIREMENTS = ("six==1.16.0", "idna")
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+
+
+def cache_root() -> Path:
+    explicit = os.environ.get("MODELPACK_TEST_WHEELS")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelpack-tests" / "wheels"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def download(requirements: list[str], folder: Path | None = None) -> Path:
+    """The wheels for `requirements` on every Python of PYTHONS, in a folder named by their digest;
+    fetched once (a `.complete` marker says the folder is whole). Raises CalledProcessError."""
+    key = hashlib.sha256(json.dumps([sorted(requirements), PYTHONS, PLATFORMS]).encode()).hexdigest()[:16]
+    target = (folder or cache_root()) / key
+    if (target / ".complete").is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for python in PYTHONS:
+        platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+             "--only-binary=:all:", "--python-version", python, *platforms,
+             "--dest", str(target), *requirements],
+            check=True, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+    (target / ".complete").write_text("\n".join(sorted(requirements)) + "\n")
+    return target
+
+
+def project_of(filename: str) -> str:
+    """The canonical project name of a wheel file name (`name-version-...whl`)."""
+    return canonical(filename.split("-", 1)[0])
+
+
+class WheelIndex:
+    """`/simple/` and `/simple/<project>/` pages for the wheels of a folder, `/files/<name>` for
+    the files; every request path is recorded, and the Authorization header each one carried."""
+
+    def __init__(self, folder: Path, credentials: str | None = None) -> None:
+        self.folder = folder
+        self.credentials = credentials  # "user:password" the index requires, if any
+        self.requests: list[tuple[str, str | None]] = []
+        self._lock = threading.Lock()
+        self._files = {path.name: path for path in folder.iterdir() if path.suffix == ".whl"}
+        self._hashes = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in self._files.items()}
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def url_with(self, credentials: str | None = None) -> str:
+        auth = f"{credentials}@" if credentials else ""
+        return f"http://{auth}127.0.0.1:{self.port}/simple"
+
+    @property
+    def url(self) -> str:
+        return self.url_with(self.credentials)
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [path for path, _ in self.requests]
+
+    def authorizations(self) -> set[str | None]:
+        with self._lock:
+            return {auth for _, auth in self.requests}
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def __enter__(self) -> WheelIndex:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _page(self, path: str) -> bytes | None:
+        parts = [part for part in path.split("/") if part]
+        if parts == ["simple"]:
+            projects = sorted({project_of(name) for name in self._files})
+            links = "".join(f'<a href="/simple/{p}/">{p}</a>' for p in projects)
+        elif len(parts) == 2 and parts[0] == "simple":
+            names = sorted(n for n in self._files if project_of(n) == canonical(parts[1]))
+            if not names:
+                return None
+            links = "".join(
+                f'<a href="/files/{html.escape(n)}#sha256={self._hashes[n]}">{html.escape(n)}</a>' for n in names
+            )
+        else:
+            return None
+        return f"<!DOCTYPE html><html><body>{links}</body></html>".encode()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, with_body: bool) -> None:
+                path = self.path.split("?", 1)[0]
+                authorization = self.headers.get("Authorization")
+                with index._lock:
+                    index.requests.append((path, authorization))
+                if index.credentials is not None:
+                    expected = "Basic " + base64.b64encode(index.credentials.encode()).decode()
+                    if authorization != expected:
+                        self.send_response(401)
+                        self.send_header("WWW-Authenticate", 'Basic realm="wheels"')
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                if path.startswith("/files/") and path[len("/files/") :] in index._files:
+                    body, kind = index._files[path[len("/files/") :]].read_bytes(), "application/octet-stream"
+                else:
+                    page = index._page(path)
+                    if page is None:
+                        self.send_error(404)
+                        return
+                    body, kind = page, "text/html"
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
