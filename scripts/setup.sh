@@ -25,7 +25,7 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$WORK"
 
 # --- 1. system packages ------------------------------------------------------
-PACKAGES=(docker.io docker-registry debootstrap python3-venv python3.11-venv curl ca-certificates shellcheck)
+PACKAGES=(docker.io docker-registry debootstrap python3-venv python3.11-venv curl ca-certificates shellcheck apache2-utils)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
