@@ -260,6 +260,77 @@ def test_a_request_on_a_connection_idle_past_common_client_keepalive_is_served(k
     assert second.startswith(b"HTTP/1.1 200") and second.endswith(b'{"result":9}'), second
 
 
+class MediaHost:
+    """Serves `/bytes/N` (N bytes) and `/slow` (its body 3 s late) on loopback, for URL inputs."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/slow":
+                    time.sleep(3.0)
+                    body = b"x" * 10
+                else:
+                    body = b"x" * int(self.path.rsplit("/", 1)[1])
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_runtime_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MODELPACK_MAX_BODY_BYTES, MODELPACK_MAX_URL_BYTES and MODELPACK_URL_TIMEOUT, as documented
+    in docs/environment.md, each change what a served model accepts; the defaults accept it all."""
+    host = MediaHost()
+    limits = {
+        "MODELPACK_MAX_BODY_BYTES": "4000",
+        "MODELPACK_MAX_URL_BYTES": "1000",
+        "MODELPACK_URL_TIMEOUT": "1",
+    }
+    base = {"MODELPACK_ALLOW_PRIVATE_URLS": "1"}  # the media host is on loopback
+    for name in limits:  # the second server runs with the defaults
+        monkeypatch.delenv(name, raising=False)
+    limited = Served(MODELS / "kitchen", env={**limits, **base})
+    unlimited = Served(MODELS / "kitchen", env=base)
+    try:
+        for served in (limited.wait_ready(), unlimited.wait_ready()):
+            assert served.process.poll() is None
+
+        def media(served: Served, url: str, padding: int = 0) -> httpx.Response:
+            body = {"image": {"url": url}, "text": "p" * padding}
+            return httpx.post(served.url + "/v1/methods/media", json=body, timeout=60)
+
+        small = media(limited, host.url + "/bytes/500")
+        assert small.status_code == 200 and small.json()["result"]["image_bytes"] == 500
+        # MODELPACK_MAX_URL_BYTES
+        big = media(limited, host.url + "/bytes/2000")
+        assert big.status_code >= 400 and "larger than the limit of 1000 bytes" in big.text, big.text
+        assert media(unlimited, host.url + "/bytes/2000").json()["result"]["image_bytes"] == 2000
+        # MODELPACK_URL_TIMEOUT
+        slow = media(limited, host.url + "/slow")
+        assert slow.status_code >= 400 and "timed out after 1s" in slow.text, slow.text
+        assert media(unlimited, host.url + "/slow").json()["result"]["image_bytes"] == 10
+        # MODELPACK_MAX_BODY_BYTES
+        assert media(limited, host.url + "/bytes/1", padding=3000).status_code == 200
+        too_big = media(limited, host.url + "/bytes/1", padding=5000)
+        assert too_big.status_code == 413, too_big.text
+        assert media(unlimited, host.url + "/bytes/1", padding=5000).status_code == 200
+    finally:
+        assert limited.stop() == 0 and unlimited.stop() == 0
+        host.close()
+
+
 def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
     served = Served(MODELS / "kitchen").wait_ready()
     marker = tmp_path / "started"
