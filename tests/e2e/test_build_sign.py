@@ -115,6 +115,7 @@ def test_build_push_sign_then_verify_and_cosign(
     assert [m["name"] for m in doc["signature"]["methods"]] == ["predict", "generate", "echo"]
     assert doc["resolve"]["base_image"] == "modelpack-base/python:3.11"
     assert doc["sbom"]["digest"] == chain["sbom_digest"] and doc["build_time"].endswith("Z")
+    _assert_cyclonedx_1_5(registry_repo, chain["sbom_digest"], hello_dir)
 
     home = tmp_path / "cosign-home"
     home.mkdir()
@@ -139,6 +140,26 @@ def test_build_push_sign_then_verify_and_cosign(
     assert proc.returncode != 0
 
     _assert_no_key_material(registry_repo, private, [build.stdout, build.stderr])
+
+
+def _assert_cyclonedx_1_5(registry_repo: Any, sbom_manifest: str, model_dir: Path) -> None:
+    """The SBOM artifact the registry holds is valid CycloneDX 1.5 JSON (the schema shipped with
+    cyclonedx-python-lib, strict) and names every package of the model's lock."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from modelpack.oci.registry import RegistryClient
+
+    with RegistryClient(registry_repo.registry) as client:
+        manifest = client.get_manifest(registry_repo.name, sbom_manifest).json
+        assert manifest["artifactType"] == "application/vnd.cyclonedx+json"
+        blob = client.get_blob(registry_repo.name, manifest["layers"][0]["digest"])
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(blob.decode()) is None
+    sbom = json.loads(blob)
+    assert sbom["specVersion"] == "1.5"
+    lock = (model_dir / "requirements.lock").read_text()
+    pinned = {line.split("==")[0] for line in lock.splitlines() if "==" in line and not line.startswith("#")}
+    assert pinned and pinned == {component["name"] for component in sbom["components"]}
 
 
 def test_push_attaches_unsigned_manifest_that_sign_finds_and_resigning_is_idempotent(

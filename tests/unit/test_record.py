@@ -193,6 +193,23 @@ def test_sbom_is_cyclonedx_and_deterministic() -> None:
     assert one != sbom_bytes(LOCK, subject="reg/acme/m", build_time="2024-05-02T12:00:00Z")
 
 
+def test_sbom_of_a_real_lock_is_valid_cyclonedx_1_5() -> None:
+    """Against the CycloneDX 1.5 JSON schema (strict) that cyclonedx-python-lib ships."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from modelpack.resources import data_dir
+
+    validator = JsonStrictValidator(SchemaVersion.V1_5)
+    lock = data_dir("examples").joinpath("hello", "requirements.lock").read_text(encoding="utf-8")
+    lock += 'numpy==1.26.4 ; python_version >= "3.9" --hash=sha256:' + "c" * 64 + "\n"  # a marker too
+    sbom = sbom_bytes(lock, subject="127.0.0.1:5000/acme/m", build_time="2024-05-01T12:00:00Z")
+    assert validator.validate_str(sbom.decode()) is None
+    assert any("properties" in c for c in json.loads(sbom)["components"])
+    # the validator is not a yes-man: a hash that is not one fails it
+    assert validator.validate_str(sbom_bytes(LOCK, subject="r/m", build_time="2024-05-01T12:00:00Z").decode())
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
