@@ -16,7 +16,9 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, is_dataclass
@@ -335,6 +337,22 @@ def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
             click.echo(github_annotation(diagnostic))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, `docker stop`, `kill`), raised where the program is, like
+    Ctrl-C: every `with` and `finally` on the way out runs, so temporary directories go."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` (main thread only); a second SIGTERM ends at once."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def handle_errors(func: F) -> F:
     """Turn library errors into one-line messages and exit codes; never a traceback."""
 
@@ -360,9 +378,10 @@ def handle_errors(func: F) -> F:
             sys.exit(error.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
-        except KeyboardInterrupt:
-            echo_error("error: interrupted")
-            sys.exit(130)
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, Terminated)
+            echo_error("error: terminated" if terminated else "error: interrupted")
+            sys.exit(128 + signal.SIGTERM if terminated else 130)
         except BrokenPipeError:
             # the reader of our output went away (`| head`): stop without a traceback, and
             # point stdout at /dev/null so the interpreter's final flush cannot fail again
