@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = (
     "Exit status: 0 success; 1 runtime failure (engine, registry, network, failed check); "
-    "2 invalid input or usage; 130 interrupted."
+    "2 invalid input or usage; 130 interrupted; 143 terminated (SIGTERM)."
 )
 
 _META_KEY = "modelpack.output"
