@@ -11,6 +11,7 @@ Every command gets ``--quiet``, ``--verbose`` and ``--no-color`` from `common_op
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import json
@@ -337,6 +338,10 @@ def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
             click.echo(github_annotation(diagnostic))
 
 
+# file-system failures that are the machine's, not a bug: one line, exit 1
+_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a CI job cancelled, `docker stop`, `kill`), raised where the program is, like
     Ctrl-C: every `with` and `finally` on the way out runs, so temporary directories go."""
@@ -388,7 +393,11 @@ def handle_errors(func: F) -> F:
             with contextlib.suppress(Exception):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
-        except Exception as error:  # a bug in modelpack: say so in one line
+        except Exception as error:  # a bug in modelpack (or the machine's files failing): one line
+            if isinstance(error, OSError) and error.errno in _STORAGE_ERRORS:
+                where = f": {os.fsdecode(error.filename)}" if error.filename else ""
+                echo_error(f"error: {error.strerror or error}{where}")  # a full disk is no bug
+                sys.exit(1)
             if os.environ.get("MODELPACK_DEBUG") or output_settings().verbose:
                 traceback.print_exc(file=output_settings().error_stream or sys.stderr)
             text = str(error).splitlines()[0] if str(error) else ""

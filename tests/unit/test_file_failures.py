@@ -173,3 +173,20 @@ def test_keygen_on_a_full_disk_leaves_no_half_of_a_pair(
     assert json.loads(result.stdout)["error"]["exit_code"] == 1
     assert result.stderr.strip().splitlines() == [f"error: cannot write {tmp_path}/k.{'key' if failing == 1 else 'pub'}: No space left on device"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_any_command_on_a_full_disk_is_one_line_not_an_internal_error(
+    hello: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's last line of defence: a write anywhere that fails for want of space (here in
+    render) is the machine's failure, exit 1, not a bug report."""
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "ctx" / "Dockerfile"))
+
+    monkeypatch.setattr(importlib.import_module("modelpack.cli.render_cmd"), "run_render", full)
+    result = CliRunner().invoke(cli, ["render", str(hello), "-o", str(tmp_path / "ctx")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: No space left on device: {tmp_path}/ctx/Dockerfile"
+    ]
