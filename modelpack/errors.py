@@ -91,10 +91,24 @@ class RenderError(InvalidInputError):
     """The build context cannot be rendered from the inputs."""
 
 
+class ModelFileError(RenderError):
+    """A file of the model directory cannot go into an image (a symlink out or in a loop, not a
+    regular file, unreadable): `rel` names it, so validate can locate what render refuses."""
+
+    def __init__(self, rel: str, detail: str) -> None:
+        super().__init__(f"{rel}: {detail}")
+        self.rel = rel
+        self.detail = detail
+
+
 class RuntimeFailure(ModelpackError):
     """Something outside the user's input failed: engine, registry, network; exit 1."""
 
     exit_code = 1
+
+
+class StorageError(RuntimeFailure):
+    """A file could not be written (a full disk, an I/O error): nothing half-written is left."""
 
 
 class EngineError(RuntimeFailure):

@@ -6,6 +6,7 @@ in a source checkout they sit beside the package, and we fall back to them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from importlib import resources
@@ -48,11 +49,17 @@ def read_cache(path: Path) -> Any:
 
 
 def write_cache(path: Path, value: Any) -> None:
-    """Write a cache's JSON document atomically; a cache that cannot be written is no error."""
+    """Write a cache's JSON document atomically (a temp file, synced, then renamed: a full disk
+    or a crash leaves the old document or none, never a short one); one that cannot be written
+    is no error. A zero-byte or corrupt document reads as a miss (`read_cache`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(value))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

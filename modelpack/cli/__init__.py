@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from modelpack._version import __version__
-from modelpack.cli._common import EXIT_CODES_HELP, common_options, with_output_settings
+from modelpack.cli._common import EXIT_CODES_HELP, common_options, stop_on_sigterm, with_output_settings
 
 # command name -> (module, attribute, one-line help shown by `modelpack --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -129,6 +129,7 @@ _add_group_options()
 
 
 def main(argv: list[str] | None = None) -> Any:
+    stop_on_sigterm()
     return cli.main(args=argv, prog_name="modelpack")
 
 

@@ -11,12 +11,15 @@ Every command gets ``--quiet``, ``--verbose`` and ``--no-color`` from `common_op
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, is_dataclass
@@ -35,7 +38,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = (
     "Exit status: 0 success; 1 runtime failure (engine, registry, network, failed check); "
-    "2 invalid input or usage; 130 interrupted."
+    "2 invalid input or usage; 130 interrupted; 143 terminated (SIGTERM)."
 )
 
 _META_KEY = "modelpack.output"
@@ -335,6 +338,26 @@ def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
             click.echo(github_annotation(diagnostic))
 
 
+# file-system failures that are the machine's, not a bug: one line, exit 1
+_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, `docker stop`, `kill`), raised where the program is, like
+    Ctrl-C: every `with` and `finally` on the way out runs, so temporary directories go."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` (main thread only); a second SIGTERM ends at once."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def handle_errors(func: F) -> F:
     """Turn library errors into one-line messages and exit codes; never a traceback."""
 
@@ -360,16 +383,21 @@ def handle_errors(func: F) -> F:
             sys.exit(error.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
-        except KeyboardInterrupt:
-            echo_error("error: interrupted")
-            sys.exit(130)
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, Terminated)
+            echo_error("error: terminated" if terminated else "error: interrupted")
+            sys.exit(128 + signal.SIGTERM if terminated else 130)
         except BrokenPipeError:
             # the reader of our output went away (`| head`): stop without a traceback, and
             # point stdout at /dev/null so the interpreter's final flush cannot fail again
             with contextlib.suppress(Exception):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
-        except Exception as error:  # a bug in modelpack: say so in one line
+        except Exception as error:  # a bug in modelpack (or the machine's files failing): one line
+            if isinstance(error, OSError) and error.errno in _STORAGE_ERRORS:
+                where = f": {os.fsdecode(error.filename)}" if error.filename else ""
+                echo_error(f"error: {error.strerror or error}{where}")  # a full disk is no bug
+                sys.exit(1)
             if os.environ.get("MODELPACK_DEBUG") or output_settings().verbose:
                 traceback.print_exc(file=output_settings().error_stream or sys.stderr)
             text = str(error).splitlines()[0] if str(error) else ""

@@ -13,7 +13,12 @@ from modelpack.image.versions import list_versions
 @json_option
 @handle_errors
 def versions(repository: str, as_json: bool) -> None:
-    """List REPO's versions (v1, v2, ...), newest first, with digest and creation time."""
+    """List REPO's versions (v1, v2, ...), newest first, with digest and creation time.
+
+    A version's creation time is when `build --push` gave it to its content (recorded beside
+    the image, so reproducible images keep their digest); versions pushed before modelpack
+    recorded it show the image config's `created`.
+    """
     result = list_versions(repository)
     if as_json:
         emit_json(result)

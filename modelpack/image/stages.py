@@ -128,7 +128,7 @@ def _build_checked(
     """The pipeline after validation and the service checks: (result, the lock it used)."""
     report = session.report
     # the indexes requirements.txt names: for the lock, the builder stage and the engine's network
-    settings = request.settings.with_requirement_indexes(requirement_indexes(model_dir.requirements))
+    settings = request.settings.with_requirement_indexes(requirement_indexes(model_dir.requirements, model_dir.root))
     request = replace(request, settings=settings)
     preflight = checkpoint_preflight(model_dir, report)  # fails fast, before locking
     sig = signature_stage.signature(model_dir.root)

@@ -10,6 +10,7 @@ themselves are `modelpack.tags`.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import random
 import secrets
@@ -33,6 +34,7 @@ from modelpack.oci.registry import (
     Manifest,
     RegistryClient,
     canonical_json,
+    sha256_digest,
 )
 from modelpack.progress import Reporter
 from modelpack.tags import claim_tag, claimed_version, is_content_tag, newest_first, next_version
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 
 LABEL_PREFIX = "dev.modelpack."
 CLAIM_ARTIFACT_TYPE = "application/vnd.modelpack.version-claim.v1"
+# a referrer of a version's content: which version it became, and when (`_note_version`)
+VERSION_ARTIFACT_TYPE = "application/vnd.modelpack.version.v1"
+VERSION_ANNOTATION = f"{LABEL_PREFIX}version"
+CREATED_ANNOTATION = "org.opencontainers.image.created"
 
 
 # --------------------------------------------------------------------------- choosing a version
@@ -159,6 +165,7 @@ def claim_version(
                 )
             if claim.wanted is not None and candidate != claim.wanted:
                 notes.append(f"version {claim.wanted} was taken meanwhile; using {candidate}")
+            _note_version(registry, repository, candidate, pushed, notes)
             return candidate
         _drop_claim(registry, repository, mine, claim_digest)
         if candidate in after and claim.explicit:
@@ -196,6 +203,40 @@ def _put_claim(registry: RegistryClient, repository: str, tag: str, version: str
         "annotations": {f"{LABEL_PREFIX}claim.version": version, f"{LABEL_PREFIX}claim.for": digest},
     }
     return registry.put_manifest(repository, tag, canonical_json(body), OCI_MANIFEST).digest
+
+
+def _note_version(
+    registry: RegistryClient, repository: str, version: str, pushed: PushedManifest, notes: list[str]
+) -> None:
+    """Attach to the content a referrer that says when `version` was given to it, by this host's
+    clock. The image itself is reproducible (its config's `created` is SOURCE_DATE_EPOCH, or the
+    time its runtime stage was first built, for every version reusing it), so a version's own time
+    cannot live in it; a referrer leaves the image digest as it is. A registry that refuses it
+    costs only that time (`versions` then shows the config's)."""
+    when = _dt.datetime.now(tz=_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        config, _ = registry.ensure_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
+        body = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": VERSION_ARTIFACT_TYPE,
+            "config": config.to_dict(),
+            "layers": [],
+            "subject": {"mediaType": pushed.media_type, "digest": pushed.digest, "size": len(pushed.raw)},
+            "annotations": {VERSION_ANNOTATION: version, CREATED_ANNOTATION: when},
+        }
+        raw = canonical_json(body)
+        registry.put_manifest(repository, sha256_digest(raw), raw, OCI_MANIFEST)
+    except RegistryError as error:
+        notes.append(f"when {version} was created is not recorded: {error.message}")
+
+
+def version_created(client: RegistryClient, repository: str, digest: str, version: str) -> str | None:
+    """When `version` was given to the content `digest` (its version referrer), None without one."""
+    for found in client.referrers(repository, digest, artifact_type=VERSION_ARTIFACT_TYPE):
+        if found.annotations.get(VERSION_ANNOTATION) == version and found.annotations.get(CREATED_ANNOTATION):
+            return found.annotations[CREATED_ANNOTATION]
+    return None
 
 
 def _drop_claim(registry: RegistryClient, repository: str, tag: str, digest: str) -> None:
@@ -418,10 +459,10 @@ def list_versions(repository: str, *, client: RegistryClient | None = None) -> V
         if manifest is None:  # deleted between listing and reading
             continue
         created: str | None = None
-        try:
-            created = image_config(client, ref.repository, image_manifest(client, ref.repository, tag)).get(
-                "created"
-            )
+        try:  # the version's own time; for one pushed before versions had it, the image's
+            created = version_created(client, ref.repository, manifest.digest, tag) or image_config(
+                client, ref.repository, image_manifest(client, ref.repository, tag)
+            ).get("created")
         except RegistryError:
             created = None
         versions.append(VersionInfo(tag, manifest.digest, created, digests_by_content.get(manifest.digest)))

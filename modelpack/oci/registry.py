@@ -53,6 +53,7 @@ from urllib.parse import urljoin
 from modelpack.digests import sha256_file_and_size
 from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.oci.reference import DEFAULT_REGISTRY, ImageRef, is_digest
+from modelpack.oci.transfer import BlobReader, Deadline, read_body, registry_deadline
 
 if TYPE_CHECKING:
     import requests
@@ -75,6 +76,7 @@ CHUNK_SIZE = 8 * 1024 * 1024
 # removals are tried again after these pauses
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 RETRY_PAUSES = (0.1, 0.3, 0.6)
+MAX_TAG_PAGES = 10_000  # pages of a tag list (1000 tags each where the registry honours `n`)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -250,6 +252,7 @@ class RegistryClient:
         timeout: float = 60.0,
         docker_config: Path | None = None,
         session: requests.Session | None = None,
+        deadline: float | None = None,
     ) -> None:
         try:
             import requests
@@ -263,7 +266,8 @@ class RegistryClient:
         hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
         plain = insecure if insecure is not None else hostname in _LOCAL_HOSTS
         self.base_url = f"{'http' if plain else 'https'}://{host}"
-        self.timeout = timeout
+        self.timeout = timeout  # each socket read
+        self.deadline = deadline if deadline is not None else registry_deadline()  # each answer (transfer)
         self._session = session or requests.Session()
         if username is not None:
             self._credentials: tuple[str, str] | None = (username, password or "")
@@ -312,7 +316,10 @@ class RegistryClient:
                 f"registry {self.registry}: refusing to send credentials to a token service over plain HTTP"
             )
         try:
-            response = self._session.get(realm, params=query, auth=auth, timeout=self.timeout)
+            response = self._session.get(realm, params=query, auth=auth, timeout=self.timeout, stream=True)
+            read_body(response, Deadline(self.deadline, f"registry {self.registry}: token request"))
+        except RegistryError:
+            raise
         except Exception as error:  # requests.RequestException and friends
             raise RegistryError(
                 f"registry {self.registry}: token request failed: {type(error).__name__}"
@@ -376,8 +383,12 @@ class RegistryClient:
             all_headers = {**(headers or {}), **(self._auth_header(scope) if same_origin else {})}
             try:
                 response = self._session.request(
-                    method, url, headers=all_headers, timeout=self.timeout, **kwargs
+                    method, url, headers=all_headers, timeout=self.timeout, **{**kwargs, "stream": True}
                 )
+                if not kwargs.get("stream"):
+                    read_body(response, Deadline(self.deadline, f"registry {self.registry}: {method} {shown}"))
+            except RegistryError:
+                raise
             except Exception as error:
                 reason = type(error).__name__
                 if "ConnectionError" in reason or "ConnectTimeout" in reason:
@@ -411,7 +422,11 @@ class RegistryClient:
         """All tags of ``repository`` (following ``Link`` pagination); [] when it does not exist."""
         tags: list[str] = []
         path: str | None = f"/v2/{repository}/tags/list?n=1000"
+        asked: set[str] = set()
         while path:
+            if path in asked or len(asked) >= MAX_TAG_PAGES:  # a registry whose pages never end
+                raise RegistryError(f"registry {self.registry}: the tag list of {repository} does not end")
+            asked.add(path)
             response = self.request("GET", path, scope=_pull(repository), allow_missing=True)
             if response is None:
                 return []
@@ -569,7 +584,8 @@ class RegistryClient:
             self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=_pull(repository), stream=True)
         )
         response.raw.decode_content = True
-        return BlobReader(response.raw, digest, self.registry)
+        what = f"registry {self.registry}: GET /v2/{repository}/blobs/{digest}"
+        return BlobReader(response.raw, digest, self.registry, Deadline(self.deadline, what))
 
     def upload_blob(
         self, repository: str, data: bytes | Path, *, media_type: str = "application/octet-stream"
@@ -677,39 +693,6 @@ class RegistryClient:
 
 class _NotFound(RegistryError):
     pass
-
-
-class BlobReader:
-    """A file-like reader over a blob stream that checks the digest once fully read."""
-
-    def __init__(self, raw: Any, digest: str, registry: str) -> None:
-        self._raw = raw
-        self._digest = digest
-        self._registry = registry
-        self._hash = hashlib.sha256()
-        self._checked = False
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(None if size is None or size < 0 else size)
-        if data:
-            self._hash.update(data)
-        elif not self._checked:
-            self._checked = True
-            if "sha256:" + self._hash.hexdigest() != self._digest:
-                raise RegistryError(f"registry {self._registry}: blob {self._digest} has wrong content")
-        return bytes(data or b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._raw.close()
-
-    def __enter__(self) -> BlobReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _pull(repository: str) -> str:

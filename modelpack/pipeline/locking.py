@@ -54,6 +54,10 @@ CLARIFAI = "clarifai"
 LockStatus = Literal["missing", "stale", "up-to-date"]
 
 
+class LockFileError(LockError, InvalidInputError):
+    """requirements.lock cannot be read: the user's file, exit 2."""
+
+
 class UnsatisfiableRequirementsError(LockError, InvalidInputError):
     """requirements.txt cannot be resolved (no such package or version, conflicting pins).
 
@@ -254,7 +258,7 @@ def lock_status(
     path = model_dir.root / LOCK_FILE
     if not path.is_file():
         return "missing"
-    header = read_header(path.read_text(encoding="utf-8"))
+    header = read_header(read_lock_text(path))
     keep = header.keep_clarifai if keep_clarifai is None else keep_clarifai
     if header.input_digest != compute_input_digest(model_dir, resolved, keep_clarifai=keep):
         return "stale"
@@ -314,16 +318,45 @@ def _format_packages(packages: tuple[LockedPackage, ...]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def read_lock_text(path: Path) -> str:
+    """requirements.lock's text; one that cannot be read is bad input, located (exit 2)."""
     try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise LockFileError(
+            f"{path}: not UTF-8 text ({error.reason}); delete it and run `modelpack lock`"
+        ) from None
+    except OSError as error:
+        raise LockFileError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A temp file beside `path`, synced, then renamed over it: a full disk or a read-only
+    directory leaves the old lock (or none) and no temp file, and is one line (exit 1)."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as error:
+        raise LockError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before resolving (which may take minutes) when the lock could not be written."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise LockError(f"cannot write {path}: {error.strerror or error}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- uv
@@ -590,14 +623,14 @@ def lock(
     """
     model_dir = as_model_dir(model_dir)
     settings = settings if settings is not None else BuildSettings.from_env()
-    settings = settings.with_requirement_indexes(requirement_indexes(model_dir.requirements))
+    settings = settings.with_requirement_indexes(requirement_indexes(model_dir.requirements, model_dir.root))
     if resolved is None:
         resolved = _resolved(model_dir, settings)
     report = reporter(progress)
     path = model_dir.root / LOCK_FILE
     digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
     if not force and path.is_file():
-        text = path.read_text(encoding="utf-8")
+        text = read_lock_text(path)
         if read_header(text).input_digest == digest:
             report("lock", f"{path}: up to date, reused")
             return LockResult(
@@ -609,6 +642,7 @@ def lock(
                 excluded=_excluded_from_header(text),
                 notes=_notes(_excluded_from_header(text)),
             )
+    _check_writable(path)
     report("lock", f"resolving {model_dir.requirements_path.name} for Python {resolved.python_version}")
     packages, excluded_list = _run_uv(model_dir, resolved, settings, keep_clarifai)
     report("lock", f"{path}: locked {len(packages)} packages")
@@ -660,7 +694,7 @@ def read_lock(model_dir: ModelDir) -> LockResult | None:
     path = model_dir.root / LOCK_FILE
     if not path.is_file():
         return None
-    text = path.read_text(encoding="utf-8")
+    text = read_lock_text(path)
     excluded = _excluded_from_header(text)
     return LockResult(
         path=path,

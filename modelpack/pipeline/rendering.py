@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,12 +33,19 @@ from modelpack._version import __version__
 from modelpack.digests import sha256_file
 from modelpack.errors import Diagnostic, RenderError
 from modelpack.pipeline.locking import LOCK_FILE, LockResult, read_lock
+from modelpack.pipeline.model_files import (
+    CONTEXT_DIGESTS,
+    DOCKERFILE,
+    SourceFile,
+    collect_model_files,
+    is_rendered_context,
+)
 from modelpack.pipeline.prepare import prepare
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.runtime_library import runtime_library_files
 from modelpack.pipeline.settings import BUILDKIT, BuildSecret, BuildSettings
 from modelpack.project.config import as_model_dir
-from modelpack.project.ignore import IGNORE_FILES, is_virtualenv, load_rules
+from modelpack.project.ignore import IGNORE_FILES
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir, ModelDirLike
 from modelpack.project.requirements import included_files, requirement_indexes, shipped_requirements
@@ -72,8 +78,6 @@ CTX_RUNTIME = "runtime"
 CTX_CHECKPOINTS = "checkpoints"
 CTX_APP = "app"
 CTX_CONFIG = "config/config.yaml"
-CONTEXT_DIGESTS = "context.sha256"
-DOCKERFILE = "Dockerfile"
 
 # Files of the model directory that do not go into the code layer.
 _NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, *IGNORE_FILES}
@@ -235,68 +239,6 @@ def _template_env() -> jinja2.Environment:
     return env
 
 
-# --------------------------------------------------------------------------- model files
-
-
-@dataclass(frozen=True)
-class _SourceFile:
-    rel: str  # path relative to the model directory, '/'-separated
-    path: Path
-    executable: bool
-
-
-def collect_model_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[_SourceFile]:
-    """Files of the model directory that belong in the context (ignore rules applied).
-
-    Symlinks are followed when they stay inside the directory and refused otherwise.
-    """
-    root = root.resolve()
-    rules = load_rules(root)
-    skipped = {p.resolve() for p in skip}
-    found: list[_SourceFile] = []
-
-    def visit(directory: Path, prefix: str, seen: frozenset[Path]) -> None:
-        with os.scandir(directory) as scan:
-            entries = sorted(scan, key=lambda e: e.name)
-        for entry in entries:
-            rel = prefix + entry.name
-            path = Path(entry.path)
-            link = entry.is_symlink()
-            is_dir = os.path.isdir(path) if link else entry.is_dir(follow_symlinks=False)
-            if rules.ignored(rel, is_dir=is_dir):
-                continue
-            if link:
-                target_text = os.readlink(path)
-                if not path.exists():
-                    raise RenderError(f"{rel}: broken symlink (-> {target_text})")
-                target = path.resolve()
-                if target != root and root not in target.parents:
-                    raise RenderError(
-                        f"{rel}: symlink points outside the model directory (-> {target_text}); "
-                        "copy the file into the directory or list it in .modelpackignore"
-                    )
-            if is_dir:
-                real = path.resolve()
-                if real in skipped or is_virtualenv(path) or _is_rendered_context(path):
-                    continue
-                if real in seen:
-                    raise RenderError(f"{rel}: symlink loop (-> {os.readlink(path)})")
-                visit(path, rel + "/", seen | {real})
-                continue
-            mode = os.stat(path).st_mode
-            if not stat.S_ISREG(mode):
-                raise RenderError(f"{rel}: not a regular file; remove it or list it in .modelpackignore")
-            found.append(_SourceFile(rel, path, bool(mode & 0o111)))
-
-    visit(root, "", frozenset({root}))
-    return found
-
-
-def _is_rendered_context(path: Path) -> bool:
-    """An earlier `modelpack render` output left inside the model directory: never nested."""
-    return (path / CONTEXT_DIGESTS).is_file() and (path / DOCKERFILE).is_file()
-
-
 # --------------------------------------------------------------------------- labels
 
 
@@ -389,7 +331,7 @@ def render(
         signature = signature or prepared.signature.signature
     else:
         model_dir = as_model_dir(model_dir)
-    settings = settings.with_requirement_indexes(requirement_indexes(model_dir.requirements))
+    settings = settings.with_requirement_indexes(requirement_indexes(model_dir.requirements, model_dir.root))
     root = model_dir.root.resolve()
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
@@ -397,7 +339,7 @@ def render(
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise RenderError(f"output directory {out} is not empty (use --force to replace it)")
-        if not _is_rendered_context(out):  # --force replaces a render, never an arbitrary folder
+        if not is_rendered_context(out):  # --force replaces a render, never an arbitrary folder
             raise RenderError(
                 f"output directory {out} is not empty and is not an earlier `modelpack render` output "
                 f"(no {DOCKERFILE} and {CONTEXT_DIGESTS}); --force only replaces those: remove it or pick another"
@@ -568,7 +510,7 @@ def _secrets(settings: BuildSettings, values: dict[str, str]) -> tuple[BuildSecr
 
 
 def _populate(
-    tmp: Path, sources: list[_SourceFile], lock_path: Path, settings: BuildSettings, blanked: _Blanked
+    tmp: Path, sources: list[SourceFile], lock_path: Path, settings: BuildSettings, blanked: _Blanked
 ) -> None:
     """Fill the context, without the secrets of `blanked`."""
     token = blanked.token

@@ -9,12 +9,16 @@ so the project stage depends on nothing after it.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from pathlib import Path
 
-from modelpack.errors import ConfigError, Diagnostic, ModelpackError
-from modelpack.pipeline.locking import LOCK_FILE, lock_status
+from modelpack.errors import ConfigError, Diagnostic, ModelFileError, ModelpackError, SignatureError
+from modelpack.pipeline.locking import LOCK_FILE, LockFileError, lock_status
+from modelpack.pipeline.model_files import collect_model_files
 from modelpack.pipeline.resolver import resolve
 from modelpack.project.checkpoints import check_checkpoint, resolve_token
 from modelpack.project.config import display_path, in_reading_order, read_model_dir
+from modelpack.project.methods import signature
 from modelpack.project.model_dir import ModelDir, ModelDirLike, ValidationReport, model_dir_root
 from modelpack.project.yamlloc import YamlSyntaxError, load_yaml
 
@@ -26,7 +30,10 @@ def validate(path: ModelDirLike, *, online: bool = False) -> ValidationReport:
     access) and reports its finding at ``checkpoints.repo_id``/``checkpoints.revision``;
     an unreachable hub raises HubError (a runtime failure, not bad input).
     """
-    model_dir, findings = read_model_dir(model_dir_root(path))
+    root = model_dir_root(path)
+    model_dir, findings = read_model_dir(root)
+    if Path(root).is_dir():
+        findings.extend(file_findings(Path(root), findings))
     if model_dir is not None:
         findings.extend(lock_findings(model_dir))
     if online and model_dir is not None and model_dir.config.checkpoints is not None:
@@ -35,6 +42,25 @@ def validate(path: ModelDirLike, *, online: bool = False) -> ValidationReport:
     errors = tuple(f for f in findings if f.severity == "error")
     warnings = tuple(f for f in findings if f.severity == "warning")
     return ValidationReport(valid=not errors, errors=errors, warnings=warnings)
+
+
+def file_findings(root: Path, found: list[Diagnostic]) -> list[Diagnostic]:
+    """What `render` and `build` would refuse in the directory's files (a symlink that leaves it
+    or loops, an unreadable folder) and in model.py (no model class), located, so validate says it
+    first. `found`: the findings so far (a model.py already reported is not read again)."""
+    findings: list[Diagnostic] = []
+    try:
+        collect_model_files(root)
+    except ModelFileError as error:
+        findings.append(Diagnostic(display_path(root, error.rel), None, None, "", error.detail))
+    model_py = display_path(root, "1", "model.py")
+    if any(f.file == model_py and f.severity == "error" for f in found):
+        return findings
+    try:
+        signature(root)
+    except SignatureError as error:
+        findings.extend(replace(d, file=model_py) for d in error.diagnostics)
+    return findings
 
 
 def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
@@ -47,6 +73,12 @@ def lock_findings(model_dir: ModelDir) -> list[Diagnostic]:
         return []
     try:
         status = lock_status(model_dir, resolve(model_dir))
+    except LockFileError as error:
+        return [
+            Diagnostic(
+                display_path(model_dir.root, LOCK_FILE), None, None, "", error.message.split(": ", 1)[1]
+            )
+        ]
     except (ModelpackError, ValueError):
         return []
     if status != "stale":

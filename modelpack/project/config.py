@@ -48,6 +48,14 @@ def _valid_memo(schema_text: str, data: Any) -> Path | None:
     return cache_dir("valid-configs", digest[:2], digest)
 
 
+def _exists(path: Path) -> bool:
+    """A cache marker is there; one that cannot be looked at (no permission) is a miss."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _plain_json(value: Any) -> bool:
     """True for data JSON represents exactly (so equal text means equal data)."""
     if isinstance(value, dict):
@@ -72,7 +80,7 @@ def display_path(root: Path, *parts: str) -> str:
 def _schema_findings(data: dict[str, Any], checker: Checker) -> None:
     schema_text = read_text("schemas", "config.schema.json")
     memo = _valid_memo(schema_text, data)
-    if memo is not None and memo.exists():
+    if memo is not None and _exists(memo):
         return  # this very document passed this very schema before
     from jsonschema import Draft202012Validator
 
@@ -198,9 +206,20 @@ def _check_config(doc: YamlDocument, file: str, findings: list[Diagnostic]) -> M
 # ---------------------------------------------------------------------------
 
 
+def _is_file(path: Path, display: str, findings: list[Diagnostic]) -> bool | None:
+    """Whether `path` is a file; None (and a finding) when its folder cannot be read."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        findings.append(Diagnostic(display, None, None, "", f"cannot read: {exc.strerror}"))
+        return None
+
+
 def _read(path: Path, display: str, findings: list[Diagnostic], what: str) -> str | None:
-    if not path.is_file():
-        findings.append(Diagnostic(display, None, None, "", f"{what} not found; create {display}"))
+    is_file = _is_file(path, display, findings)
+    if not is_file:
+        if is_file is False:
+            findings.append(Diagnostic(display, None, None, "", f"{what} not found; create {display}"))
         return None
     try:
         return path.read_text(encoding="utf-8")
@@ -272,8 +291,10 @@ def _load_requirements(root: Path, findings: list[Diagnostic]) -> tuple[Requirem
 def _check_model_py(root: Path, findings: list[Diagnostic]) -> None:
     display = display_path(root, "1", "model.py")
     path = root / "1" / "model.py"
-    if not path.is_file():
-        findings.append(Diagnostic(display, None, None, "", f"1/model.py not found; create {display}"))
+    is_file = _is_file(path, display, findings)
+    if not is_file:
+        if is_file is False:
+            findings.append(Diagnostic(display, None, None, "", f"1/model.py not found; create {display}"))
         return
     try:
         text = read_source(path)

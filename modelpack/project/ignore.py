@@ -99,5 +99,9 @@ def load_rules(root: Path, extra: Iterable[str] = ()) -> IgnoreRules:
 
 
 def is_virtualenv(path: Path) -> bool:
-    """A directory holding `pyvenv.cfg` is a virtualenv whatever its name."""
-    return (path / "pyvenv.cfg").is_file()
+    """A directory holding `pyvenv.cfg` is a virtualenv whatever its name (an unreadable one is
+    not: reading it is what reports it)."""
+    try:
+        return (path / "pyvenv.cfg").is_file()
+    except OSError:
+        return False

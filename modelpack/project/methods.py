@@ -635,7 +635,14 @@ def signature(path: ModelDirLike) -> SignatureResult:
     """
     path = model_dir_root(path)
     model_py, display = _locate(path)
-    if not model_py.is_file():
+    try:
+        is_file = model_py.is_file()
+    except OSError as error:  # its folder cannot be read
+        raise SignatureError(
+            f"{display}: cannot read: {error.strerror}",
+            [Diagnostic(display, None, None, "", f"cannot read: {error.strerror}")],
+        ) from None
+    if not is_file:
         message = f"{display} not found in {path}" if Path(path).is_dir() else f"{model_py} not found"
         location = f"not found in {path}" if Path(path).is_dir() else "not found"
         raise SignatureError(message, [Diagnostic(display, None, None, "", location)])

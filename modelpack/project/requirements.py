@@ -116,22 +116,45 @@ class RequirementIndexes:
     extra_index_urls: tuple[str, ...] = field(default=(), repr=False)
 
 
-def requirement_indexes(lines: Iterable[RequirementLine]) -> RequirementIndexes:
-    """The `--index-url` and `--extra-index-url` options among the parsed lines."""
+def requirement_indexes(lines: Iterable[RequirementLine], root: Path | None = None) -> RequirementIndexes:
+    """The `--index-url` and `--extra-index-url` options among the parsed lines and, with
+    `root`, in the files their `-r` lines include (inside `root` only), in the order pip reads them."""
     index: str | None = None
     extras: list[str] = []
-    for line in lines:
-        if line.name is not None or line.url is not None:
-            continue
-        found = option_value(line.text)
-        if found is None:
-            continue
-        name, value = found
-        if name == "--index-url" and value:
+    for value_name, value in _index_options(
+        [line.text for line in lines if line.name is None and line.url is None], root, root, set()
+    ):
+        if value_name == "--index-url":
             index = value
-        elif name == "--extra-index-url" and value and value not in extras:
+        elif value not in extras:
             extras.append(value)
     return RequirementIndexes(index, tuple(extras))
+
+
+def _index_options(
+    texts: list[str], root: Path | None, base: Path | None, seen: set[Path]
+) -> list[tuple[str, str]]:
+    """(option, value) of the index options in `texts`, a nested `-r` file's in its place."""
+    found: list[tuple[str, str]] = []
+    for text in texts:
+        option = option_value(text.strip())
+        if option is None or not option[1]:
+            continue
+        name, value = option
+        if name in ("--index-url", "--extra-index-url"):
+            found.append((name, value))
+        elif name in ("-r", "--requirement") and root is not None and base is not None and "://" not in value:
+            target = (base / value).resolve()
+            if target in seen or not _inside(root.resolve(), target) or not target.is_file():
+                continue  # outside the model directory: refused by validate, never read
+            seen.add(target)
+            try:
+                nested = target.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue  # unreadable: the lock reports it
+            lines = [t for _, t in _logical_lines(nested) if t.startswith("-")]
+            found.extend(_index_options(lines, root, target.parent, seen))
+    return found
 
 
 def is_index_option(text: str) -> bool:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelpack.errors import InvalidInputError
+from modelpack.errors import InvalidInputError, StorageError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
@@ -280,6 +280,12 @@ def write_private_file(path: Path, data: bytes, *, force: bool = False, mode: in
     """Write atomically (temp file + rename) with ``mode``; refuse to overwrite unless ``force``."""
     if path.exists() and not force:
         raise InvalidInputError(f"{path} already exists (use --force to overwrite)")
+    _install([_temp_file(path, data, mode)])
+
+
+def _temp_file(path: Path, data: bytes, mode: int) -> tuple[str, Path]:
+    """`data` written and synced to a temp file beside `path`: (temp name, path). A folder that
+    cannot take it is bad input (exit 2); a write that fails (a full disk) is exit 1, no temp left."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -291,11 +297,29 @@ def write_private_file(path: Path, data: bytes, *, force: bool = False, mode: in
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as error:
+        _discard([tmp])
+        if isinstance(error, OSError):
+            raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
         raise
+    return tmp, path
+
+
+def _install(written: list[tuple[str, Path]]) -> None:
+    """Rename the temp files over their targets (the step that cannot run out of space)."""
+    try:
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except OSError as error:
+        raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        _discard([tmp for tmp, _ in written])
+
+
+def _discard(temps: list[str]) -> None:
+    for tmp in temps:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 @dataclass(frozen=True)
@@ -322,8 +346,14 @@ def keygen(prefix: str | Path, password: bytes, *, force: bool = False) -> KeyPa
             if existing.exists():
                 raise InvalidInputError(f"{existing} already exists (use --force to overwrite)")
     key = generate_private_key()
-    write_private_file(private_path, encrypt_private_key(key, password), force=force)
-    write_private_file(public_path, public_key_pem(key), force=force, mode=0o644)
+    # both written before either is in place: a full disk leaves no half of a pair
+    private = _temp_file(private_path, encrypt_private_key(key, password), 0o600)
+    try:
+        public = _temp_file(public_path, public_key_pem(key), 0o644)
+    except BaseException:
+        _discard([private[0]])
+        raise
+    _install([private, public])
     return KeyPairFiles(private_path, public_path, key_id(key))
 
 

@@ -230,7 +230,9 @@ def _registry_blobs(registry: str, repository: str, digest: str) -> list[bytes]:
     return found
 
 
+@pytest.mark.parametrize("where", ["requirements.txt", "nested"])
 def test_index_credentials_written_in_requirements_reach_no_part_of_the_image(
+    where: str,
     tmp_path: Path,
     local_base_image: str,
     copy_example: Callable[..., Path],
@@ -239,14 +241,20 @@ def test_index_credentials_written_in_requirements_reach_no_part_of_the_image(
 ) -> None:
     """`--extra-index-url http://user:TOKEN@host/simple` in requirements.txt: lock and build use it
     (the index answers only with those credentials), and the token is in no layer, no history entry,
-    no config, not in the signed record or the SBOM."""
+    no config, not in the signed record or the SBOM. `nested`: the option sits in a file that
+    requirements.txt includes with `-r`, and counts exactly the same."""
     token = "tok-" + secrets.token_hex(8)
     (tmp_path / "wheels").mkdir()
     with SimpleIndex(make_wheel(tmp_path / "wheels", "x"), credentials=f"ci:{token}") as index:
         model = copy_example("hello", tmp_path / "cred-model", skip=("requirements.lock",))
         requirements = model / "requirements.txt"
         url = index.url.replace("http://", f"http://ci:{token}@")
-        requirements.write_text(requirements.read_text() + f"--extra-index-url {url}\n{PROBE}=={VERSION}\n")
+        option = f"--extra-index-url {url}\n"
+        if where == "nested":
+            (model / "deps").mkdir()
+            (model / "deps" / "private.txt").write_text(option)
+            option = "-r deps/private.txt\n"
+        requirements.write_text(requirements.read_text() + f"{option}{PROBE}=={VERSION}\n")
         env = {"UV_INDEX_URL": PYPI}
         locked = modelpack(["lock", str(model), "--json"], env)
         assert locked.returncode == 0, locked.stderr
@@ -264,3 +272,8 @@ def test_index_credentials_written_in_requirements_reach_no_part_of_the_image(
         result["image"], entrypoint=["cat", "/app/requirements.txt"], network_mode="none", remove=True
     )
     assert token.encode() not in shipped and PROBE.encode() in shipped
+    if where == "nested":
+        nested = docker_client.containers.run(
+            result["image"], entrypoint=["cat", "/app/deps/private.txt"], network_mode="none", remove=True
+        )
+        assert token.encode() not in nested and b"127.0.0.1" not in nested

@@ -10,6 +10,7 @@ import pytest
 
 import modelpack
 from modelpack.errors import InvalidInputError
+from modelpack.oci.registry import fallback_tag
 from modelpack.progress import ProgressEvent, ProgressRecorder
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +86,7 @@ def test_build_push_sign_verify_through_the_library(
     pushed = modelpack.push(built.image, progress=pushing)
     assert pushed.pushed and not pushed.reused
     assert (pushed.image, pushed.version, pushed.content_tag) == (built.image, "v1", built.content_tag)
-    assert registry_repo.tags() == sorted(["v1", built.content_tag])
+    assert registry_repo.tags() == sorted(["v1", built.content_tag, fallback_tag(pushed.digest)])  # + v1's note
     assert "push" in pushing.stages() and pushing.stages()[-1] == "done"
     uploads = [e for e in pushing.events if e.unit == "bytes"]
     assert all(0 < (e.current or 0) <= (e.total or 0) for e in uploads)

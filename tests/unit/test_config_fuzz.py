@@ -94,7 +94,9 @@ def _run(config_text: str) -> tuple[int, str]:
         (root / "1").mkdir()
         (root / "config.yaml").write_text(config_text, encoding="utf-8")
         (root / "requirements.txt").write_text("")
-        (root / "1" / "model.py").write_text("x = 1\n")
+        (root / "1" / "model.py").write_text(  # a valid model: only config.yaml varies
+            "from modelpack.runtime import ModelClass\n\n\nclass M(ModelClass):\n    pass\n"
+        )
         result = CliRunner().invoke(cli, ["validate", str(root)])
         return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
 

@@ -8,6 +8,7 @@ taken by someone else between listing and tagging is never overwritten.
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from modelpack.image.results import BuildResult
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.image.stages import ContextSpec
 from modelpack.image.versions import (
+    CREATED_ANNOTATION,
+    VERSION_ANNOTATION,
+    VERSION_ARTIFACT_TYPE,
     PushedManifest,
     VersionClaim,
     claim_version,
@@ -81,6 +85,20 @@ def test_the_version_order_is_by_number_and_skips_other_tags() -> None:
 
 
 # --------------------------------------------------------------------------- choosing a version
+
+
+def test_a_new_version_notes_when_it_was_created_beside_the_content(registry: Any) -> None:
+    """A version's own time lives in a referrer of its content, not in the reproducible image."""
+    pushed = _pushed(registry)
+    before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    assert claim_version(registry, VersionClaim(REPO, None, False, "c-new"), pushed, []) == "v1"
+    after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+    notes = [json.loads(raw) for raw, _ in registry.manifests.values() if b"subject" in raw]
+    (note,) = [n for n in notes if n.get("artifactType") == VERSION_ARTIFACT_TYPE]
+    assert note["subject"]["digest"] == pushed.digest
+    assert note["annotations"][VERSION_ANNOTATION] == "v1"
+    assert before <= note["annotations"][CREATED_ANNOTATION] <= after
+    assert registry.digest_of(REPOSITORY, "v1") == pushed.digest  # the image is as pushed
 
 
 def test_next_free_version_is_after_every_tag_seen(registry: Any) -> None:
@@ -231,7 +249,8 @@ def test_content_whose_version_tag_never_landed_gets_the_next_free_one(registry:
     result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, lambda *a: None)
     assert (result.version, result.digest, result.pushed, result.reused) == ("v2", digest, True, True)
     assert registry.digest_of(REPOSITORY, "v2") == digest
-    assert [p for p in registry.puts if not claimed_version(p)] == ["v2"]
+    tags = [p for p in registry.puts if not claimed_version(p) and not p.startswith("sha256:")]
+    assert tags == ["v2"]  # (what is put by digest is the version's note)
     assert result.bytes_pushed == len(registry.manifests[digest][0])
 
 

@@ -93,7 +93,9 @@ def test_errors_carry_the_located_issues(tmp_path: Path) -> None:
     from modelpack.errors import ConfigError
 
     (tmp_path / "1").mkdir()
-    (tmp_path / "1" / "model.py").write_text("x = 1\n")
+    (tmp_path / "1" / "model.py").write_text(
+        "from modelpack.runtime import ModelClass\n\n\nclass M(ModelClass):\n    pass\n"
+    )
     (tmp_path / "requirements.txt").write_text("")
     (tmp_path / "config.yaml").write_text("model:\n  id: a.b\n")
     with pytest.raises(ConfigError) as raised:

@@ -72,7 +72,7 @@ class FakeRegistry:
         pass
 
     def get(
-        self, url: str, params: dict[str, str] | None = None, auth: Any = None, timeout: float = 0
+        self, url: str, params: dict[str, str] | None = None, auth: Any = None, timeout: float = 0, **_: Any
     ) -> Any:
         self.token_requests.append({"url": url, "params": params, "auth": auth})
         if auth == (USER, SECRET):

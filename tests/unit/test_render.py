@@ -273,9 +273,9 @@ def test_index_options_in_requirements_reach_only_the_builder_stage(tmp_path: Pa
     (root / "more.txt").write_text(f"--extra-index-url=https://t:{SECRET}8@third.example/simple\n")
     model = load(root)
     result = do_render(model, tmp_path / "out")
-    assert result.build_args == {
+    assert result.build_args == {  # the included file's index counts as if written here
         "PIP_INDEX_URL": f"https://u:{SECRET}9@main.example/simple",
-        "PIP_EXTRA_INDEX_URL": extra,
+        "PIP_EXTRA_INDEX_URL": f"{extra} https://t:{SECRET}8@third.example/simple",
     }
     for rel in result.files:
         assert SECRET.encode() not in (result.out_dir / rel).read_bytes(), rel

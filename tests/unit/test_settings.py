@@ -18,6 +18,7 @@ from modelpack.pipeline.rendering import render
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.config import load
+from modelpack.project.requirements import RequirementIndexes, parse_requirements, requirement_indexes
 from modelpack.resources import data_dir
 
 lock_mod = importlib.import_module("modelpack.pipeline.locking")
@@ -181,3 +182,40 @@ def test_render_from_a_path_uses_the_environment_settings(
     assert (hello / LOCK_FILE).is_file()
     assert json.loads(result.labels["dev.modelpack.signature"])["methods"]  # signature ran too
     assert result.labels["dev.modelpack.model-id"] == load(hello).config.model.id
+
+
+def test_index_options_in_a_nested_requirement_file_count_like_top_level_ones(
+    hello: Path, clean_env: pytest.MonkeyPatch, fake_uv: FakeUv, tmp_path: Path
+) -> None:
+    """`-r private.txt` whose file names the indexes: the lock asks them and the rendered builder
+    stage gets them, exactly as when they sit in requirements.txt; the shipped copy holds neither."""
+    secret = "http://ci:tok-nested@127.0.0.1:9/private/simple"
+    (hello / "deps").mkdir()
+    (hello / "deps" / "private.txt").write_text(
+        f"--index-url http://127.0.0.1:9/first/simple\n-r more.txt\n--extra-index-url {secret}\n"
+    )
+    (hello / "deps" / "more.txt").write_text("--index-url=http://127.0.0.1:9/nested/simple\n")
+    requirements = hello / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "-r deps/private.txt\n")
+    lock(load(hello), resolved=CPU, force=True)
+    assert fake_uv.option("--index-url") == ["http://127.0.0.1:9/nested/simple"]  # the last, as pip reads
+    assert fake_uv.option("--extra-index-url") == [secret]
+
+    context = tmp_path / "ctx"
+    rendered = render(hello, context, resolved=CPU, settings=BuildSettings())
+    assert rendered.build_args == {
+        "PIP_INDEX_URL": "http://127.0.0.1:9/nested/simple",
+        "PIP_EXTRA_INDEX_URL": secret,
+    }
+    shipped = b"".join(p.read_bytes() for p in context.rglob("*") if p.is_file())
+    assert b"tok-nested" not in shipped and b"/private/simple" not in shipped
+
+
+def test_nested_index_options_are_read_only_inside_the_model_directory(tmp_path: Path) -> None:
+    root = tmp_path / "model"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "outside.txt").write_text("--extra-index-url http://127.0.0.1:9/never/simple\n")
+    (root / "sub" / "a.txt").write_text("-r ../../outside.txt\n-r a.txt\n--extra-index-url http://127.0.0.1:9/a\n")
+    lines, _ = parse_requirements("-r sub/a.txt\n-r /etc/hostname\n")
+    assert requirement_indexes(lines, root) == RequirementIndexes(None, ("http://127.0.0.1:9/a",))
+    assert requirement_indexes(lines) == RequirementIndexes()  # no root: the top-level lines only

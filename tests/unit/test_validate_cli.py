@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -15,8 +16,14 @@ def _dir(tmp_path: Path, config: str) -> Path:
     (tmp_path / "1").mkdir()
     (tmp_path / "config.yaml").write_text(config)
     (tmp_path / "requirements.txt").write_text("")
-    (tmp_path / "1" / "model.py").write_text("x = 1\n")
+    (tmp_path / "1" / "model.py").write_text(MODEL_PY)
     return tmp_path
+
+
+MODEL_PY = (
+    "from modelpack.runtime import ModelClass\n\n\nclass M(ModelClass):\n"
+    "    @ModelClass.method\n    def predict(self, text: str) -> str:\n        return text\n"
+)
 
 
 def test_valid_exits_0(tmp_path: Path) -> None:
@@ -132,3 +139,26 @@ def test_model_py_nested_too_deeply_is_a_located_error(tmp_path: Path) -> None:
         assert result.exit_code == 2, (command, result.output)
         assert "Traceback" not in result.output and "internal error" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "where", "message"),
+    [
+        (lambda r: (r / "1" / "out.txt").symlink_to("/etc/hostname"), "1/out.txt", "symlink points outside"),
+        (lambda r: (r / "1" / "up").symlink_to(r.parent), "1/up", "symlink points outside"),
+        (lambda r: ((r / "1" / "a").symlink_to("b"), (r / "1" / "b").symlink_to("a")), "1/a", "symlink loop"),
+        (lambda r: (r / "1" / "self").symlink_to("."), "1/self", "symlink loop"),
+        (lambda r: (r / "1" / "model.py").write_text("def f():\n    return 1\n"), "1/model.py", "no class"),
+    ],
+    ids=["file-out", "dir-out", "loop", "dir-loop", "no-model-class"],
+)
+def test_what_render_refuses_is_a_located_error_at_validate(
+    tmp_path: Path, make: Any, where: str, message: str
+) -> None:
+    """validate used to pass these directories, which render and build then refused."""
+    root = _dir(tmp_path, "model: {id: m}\n")
+    make(root)
+    result = CliRunner().invoke(cli, ["validate", str(root)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{root}/{where}: ") and message in line, line

@@ -1,0 +1,141 @@
+"""Reading a registry's answers under a deadline.
+
+`requests`' timeout bounds each socket read, so a registry that sends one byte a second never
+times out. Every answer body is read here in small reads with a deadline instead: each MiB
+of it (or the whole body, when smaller) must arrive within `MODELPACK_REGISTRY_DEADLINE`
+seconds (default 120). A tag list or manifest arrives whole within the deadline; a large blob
+only has to keep moving (about 9 KB/s at the default), so no real download hits it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from modelpack.errors import InvalidInputError, RegistryError
+
+DEADLINE_VARIABLE = "MODELPACK_REGISTRY_DEADLINE"
+DEFAULT_DEADLINE = 120.0
+DEADLINE_BYTES = 1 << 20  # each MiB of a body gets the whole deadline
+_READ = 64 * 1024
+
+
+def registry_deadline(environ: Mapping[str, str] | None = None) -> float:
+    """`MODELPACK_REGISTRY_DEADLINE` in seconds, else the default; anything else is bad input."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(DEADLINE_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_DEADLINE
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise InvalidInputError(f"{DEADLINE_VARIABLE}={text!r}: give a number of seconds above 0")
+    return value
+
+
+class Deadline:
+    """Each `DEADLINE_BYTES` of a body within `seconds` of the previous ones (or of the start)."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds, self.what = seconds, what
+        self._since = time.monotonic()
+        self._pending = 0
+
+    def arrived(self, size: int) -> None:
+        now = time.monotonic()
+        self._pending += size
+        if self._pending >= DEADLINE_BYTES:
+            self._pending %= DEADLINE_BYTES
+            self._since = now
+        elif now - self._since > self.seconds:
+            raise RegistryError(
+                f"{self.what}: the answer did not arrive within {self.seconds:g} s "
+                f"({DEADLINE_VARIABLE}); the registry sends too slowly"
+            )
+
+
+def read_some(raw: Any, size: int) -> bytes:
+    """What the connection has now, up to `size` bytes: one socket read, never a wait for all."""
+    reader = getattr(raw, "read1", None)
+    data = reader(size) if reader is not None else raw.read(size)
+    return bytes(data or b"")
+
+
+def read_body(response: Any, deadline: Deadline) -> bytes:
+    """The whole (decoded) body of a streamed `requests` response, under `deadline`; the response
+    then answers `.content`, `.json()` and `.text` as if it had been read by requests."""
+    raw = response.raw
+    raw.decode_content = True
+    chunks: list[bytes] = []
+    try:
+        while True:
+            data = read_some(raw, _READ)
+            if not data:
+                break
+            chunks.append(data)
+            deadline.arrived(len(data))
+    except RegistryError:
+        response.close()
+        raise
+    except Exception as error:  # the connection broke or timed out mid-body
+        response.close()
+        raise RegistryError(f"{deadline.what}: reading the answer failed: {type(error).__name__}") from None
+    body = b"".join(chunks)
+    response._content = body  # what requests itself stores once a body is read
+    response._content_consumed = True
+    return body
+
+
+class BlobReader:
+    """A file-like reader over a blob stream that checks the digest once fully read, under the
+    deadline rule (each MiB within the deadline)."""
+
+    def __init__(self, raw: Any, digest: str, registry: str, deadline: Deadline) -> None:
+        self._raw = raw
+        self._digest = digest
+        self._registry = registry
+        self._deadline = deadline
+        self._hash = hashlib.sha256()
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        """`size` bytes (all that is left when negative), fewer only at the end of the blob."""
+        parts: list[bytes] = []
+        left = None if size is None or size < 0 else size
+        while left is None or left > 0:
+            try:
+                data = read_some(self._raw, _READ if left is None else min(left, _READ))
+            except Exception as error:
+                what = self._deadline.what
+                raise RegistryError(f"{what}: reading the blob failed: {type(error).__name__}") from None
+            if not data:
+                self._check()
+                break
+            self._hash.update(data)
+            self._deadline.arrived(len(data))
+            parts.append(data)
+            left = None if left is None else left - len(data)
+        return b"".join(parts)
+
+    def _check(self) -> None:
+        if not self._checked:
+            self._checked = True
+            if "sha256:" + self._hash.hexdigest() != self._digest:
+                raise RegistryError(f"registry {self._registry}: blob {self._digest} has wrong content")
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,141 @@
+"""A registry that drips its answers cannot hold a command: each answer (each MiB of a blob)
+must arrive within MODELPACK_REGISTRY_DEADLINE seconds, and a tag list's pages must end.
+The registry here is a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from modelpack.cli import cli
+from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.oci import registry as registry_mod
+from modelpack.oci.registry import RegistryClient, sha256_digest
+from modelpack.oci.transfer import DEADLINE_VARIABLE, DEFAULT_DEADLINE, registry_deadline
+
+TAGS = json.dumps({"name": "team/m", "tags": ["v1", "v2"]}).encode()
+BIG = bytes(range(256)) * (3 * 4096 + 7)  # a little over 3 MiB
+
+
+class Registry:
+    """Answers /v2/, a tag list and blobs; `drip` sends bodies one byte per 50 ms."""
+
+    def __init__(self) -> None:
+        self.drip = False
+        self.link: str | None = None  # the `Link: <...>; rel="next"` of every tag page
+        self.pages = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                headers = {"Content-Type": "application/json"}
+                if path == "/v2/":
+                    body = b"{}"
+                elif path.endswith("/tags/list"):
+                    owner.pages += 1
+                    body = TAGS
+                    if owner.link:
+                        headers["Link"] = f'<{owner.link.format(n=owner.pages)}>; rel="next"'
+                elif path.endswith("/blobs/" + sha256_digest(BIG)):
+                    body = BIG
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                try:
+                    if not owner.drip:
+                        self.wfile.write(body)
+                        return
+                    for index in range(len(body)):
+                        self.wfile.write(body[index : index + 1])
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                except OSError:
+                    pass  # the client gave up
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    served = Registry()
+    yield served
+    served.close()
+
+
+def test_a_dripping_tag_list_fails_at_the_deadline(registry: Registry) -> None:
+    registry.drip = True  # the whole list would take len(TAGS) / 20 s, each byte well within a read timeout
+    with RegistryClient(registry.host, deadline=0.5) as client:
+        with pytest.raises(RegistryError, match=r"GET /v2/team/m/tags/list.*did not arrive within 0.5 s"):
+            client.list_tags("team/m")
+
+
+def test_versions_on_a_dripping_registry_is_one_line(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.drip = True
+    monkeypatch.setenv(DEADLINE_VARIABLE, "0.5")
+    result = CliRunner().invoke(cli, ["versions", f"{registry.host}/team/m"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: registry ") and f"did not arrive within 0.5 s ({DEADLINE_VARIABLE})" in line
+
+
+def test_a_blob_that_keeps_moving_is_not_cut_off(registry: Registry) -> None:
+    """The deadline is per MiB of a blob: a download longer than it, but moving, completes."""
+    with RegistryClient(registry.host, deadline=2) as client:
+        assert client.get_blob("team/m", sha256_digest(BIG)) == BIG
+        with client.open_blob("team/m", sha256_digest(BIG)) as stream:
+            assert stream.read() == BIG
+    registry.drip = True
+    with RegistryClient(registry.host, deadline=0.5) as client:
+        with client.open_blob("team/m", sha256_digest(BIG)) as stream:
+            with pytest.raises(RegistryError, match="did not arrive within"):
+                stream.read(4096)
+
+
+def test_tag_pages_that_never_end_are_refused(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.link = "/v2/team/m/tags/list?n=1000"  # the same page again and again
+    with RegistryClient(registry.host) as client:
+        with pytest.raises(RegistryError, match="the tag list of team/m does not end"):
+            client.list_tags("team/m")
+    assert registry.pages == 2
+    registry.link, registry.pages = "/v2/team/m/tags/list?n=1000&last={n}", 0  # a new page every time
+    monkeypatch.setattr(registry_mod, "MAX_TAG_PAGES", 5)
+    with RegistryClient(registry.host) as client:
+        with pytest.raises(RegistryError, match="does not end"):
+            client.list_tags("team/m")
+    assert registry.pages == 5
+
+
+def test_the_deadline_setting() -> None:
+    assert registry_deadline({}) == DEFAULT_DEADLINE
+    assert registry_deadline({DEADLINE_VARIABLE: " 2.5 "}) == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(InvalidInputError, match=DEADLINE_VARIABLE):
+            registry_deadline({DEADLINE_VARIABLE: bad})
