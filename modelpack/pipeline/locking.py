@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelpack.errors import InvalidInputError, LockError
+from modelpack.pipeline.node_lock import NodeLock, lock_node, node_input_digest, read_node_lock
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.resolver import resolve
 from modelpack.pipeline.settings import BuildSettings
@@ -36,6 +37,7 @@ from modelpack.progress import ProgressObserver, Reporter, reporter
 from modelpack.project.config import as_model_dir
 from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
 from modelpack.project.requirements import is_index_option, option_value, requirement_indexes
+from modelpack.resources import write_text_atomic
 
 LOCK_FILE = "requirements.lock"
 PLATFORM = "x86_64-manylinux_2_28"
@@ -81,6 +83,7 @@ class LockResult:
     platform: str = PLATFORM
     excluded: tuple[str, ...] = ()  # requirement names deliberately left out of the lock
     notes: tuple[str, ...] = field(default=())  # one-line explanations for the user
+    node: NodeLock | None = None  # node.lock.json, for build_info.node_version
 
     @property
     def reused(self) -> bool:
@@ -96,7 +99,15 @@ class LockResult:
             "packages": [p.to_dict() for p in self.packages],
             "excluded": list(self.excluded),
             "notes": list(self.notes),
+            "node": _node_summary(self.node),
         }
+
+
+def _node_summary(node: NodeLock | None) -> dict[str, Any] | None:
+    if node is None:
+        return None
+    npx = {"package": node.npx_package, "version": node.npx_version} if node.npx_package else None
+    return {"version": node.node_version, "integrity": node.node_integrity, "npx": npx}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -243,7 +254,8 @@ def lock_status(
     keep_clarifai: bool | None = None,
     settings: BuildSettings | None = None,
 ) -> LockStatus:
-    """Whether DIR/requirements.lock exists and matches the current inputs (no network).
+    """Whether DIR/requirements.lock (and node.lock.json, for build_info.node_version) exists
+    and matches the current inputs (no network).
 
     `keep_clarifai=None` judges the lock by the choice it was made with. Without
     `resolved`, the directory is loaded and resolved here (`settings`' base registry).
@@ -258,6 +270,13 @@ def lock_status(
     keep = header.keep_clarifai if keep_clarifai is None else keep_clarifai
     if header.input_digest != compute_input_digest(model_dir, resolved, keep_clarifai=keep):
         return "stale"
+    node_digest = node_input_digest(model_dir)
+    if node_digest is not None:
+        node = read_node_lock(model_dir.root)
+        if node is None:
+            return "missing"
+        if node.input_digest != node_digest:
+            return "stale"
     return "up-to-date"
 
 
@@ -312,18 +331,6 @@ def _format_packages(packages: tuple[LockedPackage, ...]) -> str:
         else:
             out.append(head)
     return "\n".join(out) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- uv
@@ -596,6 +603,7 @@ def lock(
     report = reporter(progress)
     path = model_dir.root / LOCK_FILE
     digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
+    node = lock_node(model_dir, settings, force=force, report=report)
     if not force and path.is_file():
         text = path.read_text(encoding="utf-8")
         if read_header(text).input_digest == digest:
@@ -608,6 +616,7 @@ def lock(
                 python_version=resolved.python_version,
                 excluded=_excluded_from_header(text),
                 notes=_notes(_excluded_from_header(text)),
+                node=node,
             )
     report("lock", f"resolving {model_dir.requirements_path.name} for Python {resolved.python_version}")
     packages, excluded_list = _run_uv(model_dir, resolved, settings, keep_clarifai)
@@ -616,7 +625,7 @@ def lock(
     text = _header(digest, resolved, keep_clarifai=keep_clarifai, excluded=excluded) + _format_packages(
         packages
     )
-    _write_atomic(path, text)
+    write_text_atomic(path, text)
     return LockResult(
         path=path,
         up_to_date_before=False,
@@ -625,6 +634,7 @@ def lock(
         python_version=resolved.python_version,
         excluded=excluded,
         notes=_notes(excluded),
+        node=node,
     )
 
 

@@ -22,6 +22,7 @@ CONCEPT_MODEL_TYPES = frozenset(
     {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
 )
 
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
