@@ -94,8 +94,8 @@ def find_python(version: str) -> Interpreter:
     which = shutil.which(f"python{version}")
     if which:
         candidates.append(which)
-    for candidate in candidates:
-        probe = _run([candidate, "-c", "import platform; print(platform.python_version())"], dict(os.environ))
+    for candidate in candidates:  # the environment inherited as is: only a version is asked
+        probe = _run([candidate, "-c", "import platform; print(platform.python_version())"], None)
         exact = probe.stdout.strip()
         if probe.returncode == 0 and (exact == version or exact.startswith(version + ".")):
             return Interpreter(Path(candidate), exact)
@@ -220,7 +220,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _run(command: list[str], env: dict[str, str], cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: list[str], env: dict[str, str] | None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             command, capture_output=True, text=True, env=env, cwd=cwd, timeout=3600, check=False

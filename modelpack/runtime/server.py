@@ -142,8 +142,9 @@ class ModelServer:
             self._require_ready()
         except HTTPError as error:
             return error.response()
-        assert self.runner.signature is not None
-        return JSONResponse(self.runner.signature.to_dict())
+        current = await run_in_threadpool(self.runner.current_signature)  # an MCP server's tools, now
+        assert current is not None
+        return JSONResponse(current.to_dict())
 
     async def openapi(self, request: Request) -> Response:
         try:
