@@ -338,6 +338,10 @@ class MCPModelClass(ModelClass):
             self._mcp_bridge = MCPBridge(self.get_server()).start()
         return self._mcp_bridge
 
+    def running_bridge(self) -> MCPBridge | None:
+        """The bridge if it is started (no thread hop needed to get it), else None."""
+        return self._mcp_bridge
+
     def mcp_tools(self) -> tuple[ToolSignature, ...]:
         return self.mcp_bridge().tools()
 

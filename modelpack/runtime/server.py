@@ -423,7 +423,9 @@ class ModelServer:
             instance = self.runner.instance
             if not isinstance(instance, MCPModelClass):
                 raise HTTPError(404, "not_found", "this model is not an MCP server")
-            bridge = await run_in_threadpool(instance.mcp_bridge)
+            bridge = instance.running_bridge()
+            if bridge is None:  # not started yet: starting it blocks
+                bridge = await run_in_threadpool(instance.mcp_bridge)
         except HTTPError as error:
             await error.response()(scope, receive, send)
             return
