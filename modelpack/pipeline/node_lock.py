@@ -226,7 +226,7 @@ def _npm_runner(settings: BuildSettings) -> NpmRunner:
             f"`npm` is needed to lock build_info.node_version and the npx package ({NODE_LOCK_FILE}): "
             "install it (apt-get install npm)"
         )
-    env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_cafile")}
+    env = dict(os.environ)  # the user's npm set-up (.npmrc, NPM_CONFIG_*) is the one to lock with
     env.update(
         {"NPM_CONFIG_UPDATE_NOTIFIER": "false", "NPM_CONFIG_FUND": "false", "NPM_CONFIG_AUDIT": "false"}
     )
