@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
 
 
+
 class BaseSourceError(RuntimeFailure):
     """No source of a base was reachable, or its build failed; exit 1."""
 

@@ -126,9 +126,7 @@ def _build_record(
     return _record_from_registry(session.registry, repo.repository, result.digest, spec)
 
 
-def _record_from_image(
-    docker_client: DockerClient, image: str, spec: CheckpointSpec
-) -> ckpt.CheckpointResult:
+def _record_from_image(docker_client: DockerClient, image: str, spec: CheckpointSpec) -> ckpt.CheckpointResult:
     """Read the ``build`` stage's record from a local image (a created, never started, container)."""
     container = docker_client.containers.create(image, entrypoint=["/bin/true"], network_disabled=True)
     try:
@@ -161,9 +159,7 @@ def _record_from_registry(
                             return ckpt.parse_build_record(handle.read(), spec, "/app/1/checkpoints")
         except tarfile.TarError:
             continue
-    raise HubError(
-        f"checkpoints: {repository}@{reference} has no checkpoint record ({ckpt.BUILD_RECORD_PATH})"
-    )
+    raise HubError(f"checkpoints: {repository}@{reference} has no checkpoint record ({ckpt.BUILD_RECORD_PATH})")
 
 
 __all__ = [

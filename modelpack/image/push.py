@@ -188,12 +188,7 @@ class AssembledPush(ImagePush):
     """
 
     def __init__(
-        self,
-        session: BuildSession,
-        target: PushTarget,
-        runtime_id: str,
-        plan: AssemblyPlan,
-        context_dir: Path,
+        self, session: BuildSession, target: PushTarget, runtime_id: str, plan: AssemblyPlan, context_dir: Path
     ) -> None:
         super().__init__(session, target)
         self.runtime_id, self.plan, self.context_dir = runtime_id, plan, context_dir

@@ -207,9 +207,7 @@ def _context_spec(
     assembly = plan_assembly(rendered, keyed, base_image) if request.push and weights is None else None
     return ContextSpec(
         context_dir=rendered.out_dir,
-        content_digest=weights.content_digest(rendered.content_digest)
-        if weights
-        else rendered.content_digest,
+        content_digest=weights.content_digest(rendered.content_digest) if weights else rendered.content_digest,
         build_args=build_args,
         secrets=secrets,
         dockerfile=_relative_dockerfile(rendered),
@@ -251,9 +249,7 @@ def _publish(
         image_reference=result.image,
         content_tag=result.content_tag or None,
     )
-    published = publish_supply_chain(
-        session.registry, request.repo, result.digest, built, key=request.signing_key
-    )
+    published = publish_supply_chain(session.registry, request.repo, result.digest, built, key=request.signing_key)
     what = "existing manifest" if published.reused_manifest else "SBOM + manifest attached"
     message = f"{what}: {published.manifest_digest}"
     if published.signed:
@@ -309,9 +305,7 @@ def build_or_reuse(session: BuildSession, spec: ContextSpec, request: BuildReque
     ctag = content_tag(spec.content_digest)
     remote_tags = _remote_tags(session.registry, request, session.report)
     if request.push and ctag in remote_tags:
-        return reuse_remote(
-            session.registry, request.repo, ctag, remote_tags, request.version, session.report
-        )
+        return reuse_remote(session.registry, request.repo, ctag, remote_tags, request.version, session.report)
     return _build_new(session, spec, request, ctag, remote_tags)
 
 

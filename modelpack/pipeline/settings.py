@@ -77,6 +77,7 @@ class BuildSettings:
             base_registry=base_registry or environ.get(BASE_REGISTRY_VARIABLE) or None,
         )
 
+
     def with_requirement_indexes(self, indexes: RequirementIndexes) -> BuildSettings:
         """These settings with the indexes requirements.txt names, as pip combines them: the
         file's `--index-url` replaces the index, its `--extra-index-url`s are added. Like every

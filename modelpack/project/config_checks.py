@@ -543,9 +543,7 @@ def _check_secrets(section: Any, checker: Checker) -> tuple[SecretSpec, ...]:
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
 
 
-def _check_mcp_server(
-    section: Any, secrets: tuple[SecretSpec, ...], checker: Checker
-) -> MCPServerSpec | None:
+def _check_mcp_server(section: Any, secrets: tuple[SecretSpec, ...], checker: Checker) -> MCPServerSpec | None:
     if not isinstance(section, dict) or not isinstance(section.get("command"), str):
         return None
     args = section.get("args") or []
@@ -585,7 +583,7 @@ def check_sections(
     if mcp_server is not None and mcp_server.npx_package and build_info.node_version is None:
         checker.error(
             ("mcp_server", "command"),
-            'npx needs Node.js in the image: set build_info.node_version, e.g. "20"',
+            "npx needs Node.js in the image: set build_info.node_version, e.g. \"20\"",
         )
     num_threads = data.get("num_threads")
     if model is None or any(f.severity == "error" for f in checker.findings):

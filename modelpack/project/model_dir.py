@@ -22,7 +22,6 @@ CONCEPT_MODEL_TYPES = frozenset(
     {"visual-classifier", "visual-detector", "visual-segmenter", "visual-keypointer", "text-classifier"}
 )
 
-
 @dataclass(frozen=True)
 class ModelInfo:
     id: str

@@ -76,9 +76,7 @@ def checkpoint_records(checkpoints: Sequence[CheckpointResult], *, in_image: boo
     for item in checkpoints:
         files = tuple(FileRecord(str(f.path), int(f.size), str(f.sha256)) for f in item.files)
         revision = item.commit or item.revision  # the resolved commit, when known
-        records.append(
-            CheckpointRecord(item.repo_id, revision, files, CHECKPOINTS_ROOT if in_image else None)
-        )
+        records.append(CheckpointRecord(item.repo_id, revision, files, CHECKPOINTS_ROOT if in_image else None))
     return records
 
 
