@@ -6,9 +6,9 @@ in a source checkout they sit beside the package, and we fall back to them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import tempfile
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -40,6 +40,22 @@ def cache_dir(*parts: str) -> Path:
     return Path(base, "modelpack", *parts)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file beside it, synced, then a rename):
+    a full disk or a crash leaves the old file or none, never a short one. Raises OSError."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def read_cache(path: Path) -> Any:
     """A JSON document of a cache, or None when it is missing or unreadable (caches only save time)."""
     try:
@@ -49,17 +65,10 @@ def read_cache(path: Path) -> Any:
 
 
 def write_cache(path: Path, value: Any) -> None:
-    """Write a cache's JSON document atomically (a temp file, synced, then renamed: a full disk
-    or a crash leaves the old document or none, never a short one); one that cannot be written
+    """Write a cache's JSON document atomically (`write_text_atomic`); one that cannot be written
     is no error. A zero-byte or corrupt document reads as a miss (`read_cache`)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(value))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(value))
     except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        pass

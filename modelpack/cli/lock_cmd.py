@@ -10,6 +10,7 @@ import click
 from modelpack.cli._common import emit_json, handle_errors, json_option, model_dir_argument, print_diagnostics
 from modelpack.pipeline.locking import LOCK_FILE, lock_status
 from modelpack.pipeline.locking import lock as run_lock
+from modelpack.pipeline.node_lock import NODE_LOCK_FILE
 from modelpack.pipeline.resolver import resolve
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.config import load
@@ -73,5 +74,8 @@ def lock(
     print_diagnostics(list(loaded.warnings))
     state = "up to date, reused" if result.up_to_date_before else f"locked {len(result.packages)} packages"
     click.echo(f"{result.path}: {state} (python {resolved.python_version}, {result.platform})")
+    if result.node is not None:
+        npx = f", {result.node.npx_package}@{result.node.npx_version}" if result.node.npx_package else ""
+        click.echo(f"{NODE_LOCK_FILE}: Node.js {result.node.node_version}{npx}")
     for note in result.notes:
         click.echo(f"note: {note}")

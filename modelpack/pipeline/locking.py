@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelpack.errors import InvalidInputError, LockError
+from modelpack.pipeline.node_lock import NodeLock, lock_node, node_input_digest, read_node_lock
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.resolver import resolve
 from modelpack.pipeline.settings import BuildSettings
@@ -36,6 +37,7 @@ from modelpack.progress import ProgressObserver, Reporter, reporter
 from modelpack.project.config import as_model_dir
 from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
 from modelpack.project.requirements import is_index_option, option_value, requirement_indexes
+from modelpack.resources import write_text_atomic
 
 LOCK_FILE = "requirements.lock"
 PLATFORM = "x86_64-manylinux_2_28"
@@ -85,6 +87,7 @@ class LockResult:
     platform: str = PLATFORM
     excluded: tuple[str, ...] = ()  # requirement names deliberately left out of the lock
     notes: tuple[str, ...] = field(default=())  # one-line explanations for the user
+    node: NodeLock | None = None  # node.lock.json, for build_info.node_version
 
     @property
     def reused(self) -> bool:
@@ -100,7 +103,15 @@ class LockResult:
             "packages": [p.to_dict() for p in self.packages],
             "excluded": list(self.excluded),
             "notes": list(self.notes),
+            "node": _node_summary(self.node),
         }
+
+
+def _node_summary(node: NodeLock | None) -> dict[str, Any] | None:
+    if node is None:
+        return None
+    npx = {"package": node.npx_package, "version": node.npx_version} if node.npx_package else None
+    return {"version": node.node_version, "integrity": node.node_integrity, "npx": npx}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -247,7 +258,8 @@ def lock_status(
     keep_clarifai: bool | None = None,
     settings: BuildSettings | None = None,
 ) -> LockStatus:
-    """Whether DIR/requirements.lock exists and matches the current inputs (no network).
+    """Whether DIR/requirements.lock (and node.lock.json, for build_info.node_version) exists
+    and matches the current inputs (no network).
 
     `keep_clarifai=None` judges the lock by the choice it was made with. Without
     `resolved`, the directory is loaded and resolved here (`settings`' base registry).
@@ -262,6 +274,13 @@ def lock_status(
     keep = header.keep_clarifai if keep_clarifai is None else keep_clarifai
     if header.input_digest != compute_input_digest(model_dir, resolved, keep_clarifai=keep):
         return "stale"
+    node_digest = node_input_digest(model_dir)
+    if node_digest is not None:
+        node = read_node_lock(model_dir.root)
+        if node is None:
+            return "missing"
+        if node.input_digest != node_digest:
+            return "stale"
     return "up-to-date"
 
 
@@ -331,22 +350,12 @@ def read_lock_text(path: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """A temp file beside `path`, synced, then renamed over it: a full disk or a read-only
-    directory leaves the old lock (or none) and no temp file, and is one line (exit 1)."""
-    tmp: str | None = None
+    """Write the lock whole or not at all: a full disk or a read-only directory leaves the old
+    lock (or none) and no temp file, and is one line (exit 1)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     except OSError as error:
         raise LockError(f"cannot write {path}: {error.strerror or error}") from None
-    finally:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
 
 
 def _check_writable(path: Path) -> None:
@@ -629,6 +638,7 @@ def lock(
     report = reporter(progress)
     path = model_dir.root / LOCK_FILE
     digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
+    node = lock_node(model_dir, settings, force=force, report=report)
     if not force and path.is_file():
         text = read_lock_text(path)
         if read_header(text).input_digest == digest:
@@ -641,6 +651,7 @@ def lock(
                 python_version=resolved.python_version,
                 excluded=_excluded_from_header(text),
                 notes=_notes(_excluded_from_header(text)),
+                node=node,
             )
     _check_writable(path)
     report("lock", f"resolving {model_dir.requirements_path.name} for Python {resolved.python_version}")
@@ -659,6 +670,7 @@ def lock(
         python_version=resolved.python_version,
         excluded=excluded,
         notes=_notes(excluded),
+        node=node,
     )
 
 

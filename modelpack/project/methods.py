@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpack.errors import Diagnostic, SignatureError
-from modelpack.project.mcp_tools import read_tools
+from modelpack.project.mcp_tools import dynamic_registrations, read_tools
 from modelpack.project.method_types import (
     DATA_TYPES,
     MCP_BASES,
@@ -626,6 +626,12 @@ def _locate(path: str | Path) -> tuple[Path, str]:
     return path, str(path)
 
 
+_DYNAMIC_TOOL = (
+    "a tool registered by this call is not read statically: the running model lists it "
+    "(GET /v1/methods, tools/list at /mcp)"
+)
+
+
 def signature(path: ModelDirLike) -> SignatureResult:
     """Read the model class and its ``@<Base>.method`` methods from ``1/model.py``.
 
@@ -672,6 +678,8 @@ def signature(path: ModelDirLike) -> SignatureResult:
         tools = (
             () if base != "MCPModelClass" else read_tools(tree, lambda node: canonical_type(node, aliases))
         )
+        for call in dynamic_registrations(tree) if base == "MCPModelClass" else ():
+            reader.warn(call, "tools", _DYNAMIC_TOOL)
     if not methods:
         reader.warn(model, model.name, "no method is decorated with @" + base + ".method")
     return SignatureResult(

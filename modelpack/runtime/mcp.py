@@ -6,11 +6,15 @@ child process from ``config.yaml``'s ``mcp_server: {command, args, env}``; the
 ``secrets`` entries reach it as environment variables of the running container.
 
 The protocol itself is the library's: `MCPBridge` runs the server's
-streamable-HTTP app (stateless, JSON answers) on an event loop of its own thread
-and forwards HTTP requests to it, so ``/mcp`` speaks whatever protocol versions
-the installed ``fastmcp``/``mcp`` speak, and ``mcp_transport(msg)`` is one such
-POST (one JSON-RPC message in, its answer out). ``fastmcp`` is imported only
-when a model of these classes loads.
+streamable-HTTP apps on an event loop of its own thread, so ``/mcp`` speaks
+whatever protocol versions the installed ``fastmcp``/``mcp`` speak. ``/mcp`` is the
+stateful app with SSE answers, each exchange streamed both ways (`MCPBridge.handle`):
+clients of the 2026-07-28 protocol need no session but get a tool's progress and log
+notifications; older clients get an ``Mcp-Session-Id`` (initialize → session; GET for
+the server's stream; DELETE ends it) and with it elicitation and the session's state.
+Sessions are bounded in number and idle time (`SessionLimits`). ``mcp_transport(msg)``
+is one POST to a second, stateless app with JSON answers (one JSON-RPC message in, its
+answer out). ``fastmcp`` is imported only when a model of these classes loads.
 """
 
 from __future__ import annotations
@@ -21,20 +25,61 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from modelpack.project.method_types import InputSpec, ToolSignature
 from modelpack.runtime.model_class import ModelClass
 
 log = logging.getLogger("modelpack.runtime.mcp")
+T = TypeVar("T")
 
 MCP_PATH = "/mcp"
 _START_TIMEOUT = 120.0
 _CALL_TIMEOUT = 600.0
+MAX_SESSIONS_VARIABLE = "MODELPACK_MCP_MAX_SESSIONS"
+SESSION_IDLE_VARIABLE = "MODELPACK_MCP_SESSION_IDLE_SECONDS"
+
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+
+class ASGIEndpoint:
+    """A bound ASGI handler as a route's endpoint (a plain method would be taken for a
+    request → response function, which cannot stream both ways)."""
+
+    def __init__(self, handler: Callable[[Any, Receive, Send], Awaitable[None]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """How many MCP sessions may be open at once, and how long an idle one is kept: each
+    holds a few streams and tasks, so neither may grow without bound."""
+
+    max_sessions: int = 100
+    idle_seconds: float = 600.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SessionLimits:
+        """``MODELPACK_MCP_MAX_SESSIONS`` / ``MODELPACK_MCP_SESSION_IDLE_SECONDS``; bad values fall back."""
+        default = cls()
+        count, idle = environ.get(MAX_SESSIONS_VARIABLE, ""), environ.get(SESSION_IDLE_VARIABLE, "")
+        max_sessions = int(count) if count.isdigit() and int(count) > 0 else default.max_sessions
+        try:
+            idle_seconds = float(idle) if idle else default.idle_seconds
+        except ValueError:
+            idle_seconds = default.idle_seconds
+        if not 0 < idle_seconds < float("inf"):
+            idle_seconds = default.idle_seconds
+        return cls(max_sessions, idle_seconds)
 
 
 @dataclass(frozen=True)
@@ -49,12 +94,14 @@ class HTTPAnswer:
 class MCPBridge:
     """A FastMCP server's HTTP app on a private event loop, reachable from any thread or loop."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, limits: SessionLimits | None = None) -> None:
         self.server = server
+        self.limits = limits if limits is not None else SessionLimits.from_env(os.environ)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self._client: Any = None
+        self._app: Any = None  # the stateful app of /mcp
 
     def start(self, timeout: float = _START_TIMEOUT) -> MCPBridge:
         ready: Future[None] = Future()
@@ -77,12 +124,17 @@ class MCPBridge:
     async def _serve(self, ready: Future[None]) -> None:
         import httpx
 
-        app = self.server.http_app(**_supported(self.server.http_app, _APP_OPTIONS))
+        make = self.server.http_app
+        sessions = make(
+            **_supported(make, {**_SESSION_APP, "session_idle_timeout": self.limits.idle_seconds})
+        )
+        single = make(**_supported(make, _TRANSPORT_APP))
         self._stop = asyncio.Event()
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
+        async with sessions.router.lifespan_context(sessions), single.router.lifespan_context(single):
+            _limit_sessions(sessions, self.limits.max_sessions)
+            transport = httpx.ASGITransport(app=single)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-                self._client = client
+                self._client, self._app = client, sessions
                 ready.set_result(None)
                 await self._stop.wait()
 
@@ -96,9 +148,29 @@ class MCPBridge:
         response = await self._client.request(method, MCP_PATH, headers=list(headers), content=body)
         return HTTPAnswer(response.status_code, tuple(response.headers.multi_items()), response.content)
 
-    async def forward(self, method: str, headers: Sequence[tuple[str, str]], body: bytes) -> HTTPAnswer:
-        """Answer one HTTP request to ``/mcp`` (called from the model server's loop)."""
-        return await asyncio.wrap_future(self._submit(self._request(method, headers, body)))
+    async def handle(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
+        """One HTTP exchange at ``/mcp`` (ASGI, on the model server's loop), run by the session
+        app on the bridge's loop and streamed both ways: an SSE answer's progress notifications,
+        a session's GET stream and a server request to the client flow as they happen."""
+        caller = asyncio.get_running_loop()
+        started = False
+
+        async def bridged_receive() -> ASGIMessage:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(receive()), caller))
+
+        async def bridged_send(message: ASGIMessage) -> None:
+            nonlocal started
+            started = started or message.get("type") == "http.response.start"
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(send(message)), caller))
+
+        inner = {k: v for k, v in scope.items() if k not in _ROUTING_KEYS}
+        inner.update(path=MCP_PATH, raw_path=MCP_PATH.encode(), root_path="")
+        try:
+            await asyncio.wrap_future(self._submit(self._app(inner, bridged_receive, bridged_send)))
+        except Exception as error:  # answered as a 500 while nothing was sent
+            log.exception("MCP request failed")
+            if not started:
+                await _send_error(send, f"{type(error).__name__}: {error}")
 
     def transport(self, message: str) -> str:
         """One JSON-RPC message in, its JSON-RPC answer out (``{}`` for a notification)."""
@@ -132,12 +204,43 @@ class MCPBridge:
         self._client = None
 
 
-_APP_OPTIONS: dict[str, Any] = {
+_SESSION_APP: dict[str, Any] = {
     "path": MCP_PATH,
-    "stateless_http": True,  # one request, one answer: what mcp_transport and replicas need
-    "json_response": True,
+    "stateless_http": False,  # sessions for the clients that open one (pre-2026-07-28)
+    "json_response": False,  # SSE answers: notifications and server requests ride them
     "host_origin_protection": False,  # the model server is a network service, not a desktop tool
 }
+_TRANSPORT_APP: dict[str, Any] = {
+    "path": MCP_PATH,
+    "stateless_http": True,  # one request, one answer: what mcp_transport needs
+    "json_response": True,
+    "host_origin_protection": False,
+}
+# what the model server's router put in the scope: the MCP app routes on its own
+_ROUTING_KEYS = frozenset(
+    {"app", "router", "endpoint", "path_params", "route", "state", "starlette.exception_handlers"}
+)
+
+
+def _limit_sessions(app: Any, max_sessions: int) -> None:
+    """The session cap of the app's session manager (``http_app`` takes only the idle time)."""
+    for route in getattr(app, "routes", ()):
+        manager = getattr(getattr(route, "endpoint", None), "session_manager", None)
+        if manager is not None and hasattr(manager, "max_sessions"):
+            manager.max_sessions = max_sessions
+            return
+    log.warning("the MCP library has no session cap; sessions are bounded by idle time only")
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+async def _send_error(send: Send, message: str) -> None:
+    body = json.dumps({"error": {"code": "model_error", "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _supported(func: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,6 +336,10 @@ class MCPModelClass(ModelClass):
         """The running bridge (started on first use, so an overridden load_model needs no super())."""
         if self._mcp_bridge is None:
             self._mcp_bridge = MCPBridge(self.get_server()).start()
+        return self._mcp_bridge
+
+    def running_bridge(self) -> MCPBridge | None:
+        """The bridge if it is started (no thread hop needed to get it), else None."""
         return self._mcp_bridge
 
     def mcp_tools(self) -> tuple[ToolSignature, ...]:

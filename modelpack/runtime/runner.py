@@ -77,6 +77,13 @@ class Runner:
         self.loaded = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def current_signature(self) -> ModelSignature | None:
+        """The signature, with the tools an MCP server lists now: tools may be added at run
+        time (``server.add_tool``), even by a tool call, so they are asked for each time."""
+        if self.state == "ready" and isinstance(self.instance, MCPModelClass) and self.signature is not None:
+            self.signature = replace(self.signature, tools=self.instance.mcp_tools())
+        return self.signature
+
     # -- loading -------------------------------------------------------------
     def load(self) -> None:
         """Load synchronously; never raises (the failure is kept in ``error``)."""

@@ -17,7 +17,7 @@ Endpoints:
   (the other arguments), then ``{"item": value}`` per input item and ``{"end": true}``;
   the server sends ``{"result": item}`` per output, then ``{"done": true}``, or
   ``{"error": {...}}`` and closes.
-- ``/mcp``: MCP over streamable HTTP, for `MCPModelClass` models (stateless; JSON answers).
+- ``/mcp``: MCP over streamable HTTP, for `MCPModelClass` models (sessions, SSE answers; runtime/mcp.py).
 - ``POST /v1/chat/completions``, ``GET /v1/models``: OpenAI-compatible, for
   `OpenAIModelClass` models (``stream: true`` → ``chat.completion.chunk`` events and
   ``data: [DONE]``).
@@ -53,12 +53,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from modelpack.errors import RuntimeFailure
 from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks, completion_response
 from modelpack.runtime.introspect import ArgumentError, MethodPlan, encode, make_decoder
-from modelpack.runtime.mcp import MCPModelClass
+from modelpack.runtime.mcp import ASGIEndpoint, MCPModelClass
 from modelpack.runtime.openapi import openapi_document
 from modelpack.runtime.runner import Runner, iterate
 from modelpack.runtime.wire import (
@@ -66,7 +67,6 @@ from modelpack.runtime.wire import (
     dumps,
     error_response,
     model_error,
-    read_body,
     read_json,
 )
 
@@ -147,8 +147,9 @@ class ModelServer:
             self._require_ready()
         except HTTPError as error:
             return error.response()
-        assert self.runner.signature is not None
-        return JSONResponse(self.runner.signature.to_dict())
+        current = await run_in_threadpool(self.runner.current_signature)  # an MCP server's tools, now
+        assert current is not None
+        return JSONResponse(current.to_dict())
 
     async def openapi(self, request: Request) -> Response:
         try:
@@ -420,27 +421,20 @@ class ModelServer:
             pass
 
     # -- MCP -------------------------------------------------------------------
-    async def mcp(self, request: Request) -> Response:
-        """Streamable HTTP: each request goes to the model's MCP server app as it came."""
+    async def mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Streamable HTTP (ASGI): each exchange streamed to and from the model's MCP app."""
         try:
             self._require_ready()
             instance = self.runner.instance
             if not isinstance(instance, MCPModelClass):
                 raise HTTPError(404, "not_found", "this model is not an MCP server")
-            body = await read_body(request, self.max_body_bytes)
-            headers = [(k, v) for k, v in request.headers.items() if k not in _HOP_HEADERS]
-            bridge = await run_in_threadpool(instance.mcp_bridge)
-            answer = await bridge.forward(request.method, headers, body)
+            bridge = instance.running_bridge()
+            if bridge is None:  # not started yet: starting it blocks
+                bridge = await run_in_threadpool(instance.mcp_bridge)
         except HTTPError as error:
-            return error.response()
-        except Exception as error:
-            log.exception("MCP request failed")
-            return error_response(500, "model_error", f"{type(error).__name__}: {error}")
-        response = Response(answer.body, status_code=answer.status)
-        for key, value in answer.headers:
-            if key.lower() not in _HOP_HEADERS:
-                response.headers.append(key, value)
-        return response
+            await error.response()(scope, receive, send)
+            return
+        await bridge.handle(scope, receive, send)
 
     # -- OpenAI-compatible ---------------------------------------------------
     def _is_openai(self) -> bool:
@@ -578,9 +572,6 @@ class ModelServer:
         )
 
 
-_HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive"})
-
-
 def _user_defined(instance: object, name: str) -> bool:
     """Whether the model's own code (not modelpack's SDK) defines ``name``."""
     attr = getattr(type(instance), name, None)
@@ -626,7 +617,7 @@ def create_app(
         WebSocketRoute("/v1/methods/{name}/stream", server.websocket),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route("/v1/models", server.openai_models, methods=["GET"]),
-        Route("/mcp", server.mcp, methods=["GET", "POST", "DELETE"]),
+        Route("/mcp", ASGIEndpoint(server.mcp), methods=["GET", "POST", "DELETE"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

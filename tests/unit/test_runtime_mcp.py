@@ -156,3 +156,37 @@ def test_a_stdio_server_that_dies_fails_the_load(tmp_path: Path) -> None:
         assert running.runner.state == "failed"
         assert "no tools" in (running.runner.error or "")
         assert httpx.get(running.url + "/ready").status_code == 503
+
+
+DYNAMIC = Path(__file__).parent / "test_runtime_models" / "mcp_dynamic"
+
+
+def test_tools_registered_by_a_call_are_a_located_warning_of_the_signature() -> None:
+    result = signature(DYNAMIC)
+    assert [t.name for t in result.signature.tools or ()] == ["ping", "enable_shout"]
+    located = [(w.line, w.path, w.severity) for w in result.warnings if "not read statically" in w.message]
+    assert located == [(20, "tools", "warning"), (31, "tools", "warning")]  # the two add_tool calls
+    assert not [w for w in signature(EXAMPLE).warnings if "not read statically" in w.message]
+
+
+def test_the_running_model_lists_tools_added_at_run_time() -> None:
+    """GET /v1/methods asks the running server: add_tool at import, and a tool added by a call."""
+    from mcp import Client
+
+    with BackgroundServer(DYNAMIC) as running:
+        assert running.runner.state == "ready", running.runner.error
+
+        def listed() -> list[str]:
+            answer = httpx.get(running.url + "/v1/methods", timeout=30)
+            assert answer.status_code == 200
+            return [t["name"] for t in answer.json()["tools"]]
+
+        assert listed() == ["ping", "reverse", "enable_shout"]
+
+        async def enable() -> str:
+            async with Client(running.url + "/mcp") as client:
+                result = await client.call_tool("enable_shout", {})
+                return str(result.content[0].text)
+
+        assert asyncio.run(enable()) == "enabled"
+        assert listed() == ["ping", "reverse", "enable_shout", "shout"]

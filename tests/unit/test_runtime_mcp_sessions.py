@@ -1,0 +1,153 @@
+"""/mcp sessions, with the real `mcp` and `fastmcp` clients against the model server: a tool's
+progress and log notifications reach the client; a client that opens a session (the pre-2026-07-28
+protocol) gets elicitation and the session's state; sessions end on DELETE, on idle time, and
+no more than the cap are open."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelpack.runtime.mcp import MAX_SESSIONS_VARIABLE, SESSION_IDLE_VARIABLE, SessionLimits
+from modelpack.runtime.server import BackgroundServer
+
+MODEL = Path(__file__).parent / "test_runtime_models" / "mcp_session"
+ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+LEGACY_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[BackgroundServer]:
+    monkeypatch.setenv(MAX_SESSIONS_VARIABLE, "3")
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "1.5")
+    with BackgroundServer(MODEL) as running:
+        assert running.runner.state == "ready", running.runner.error
+        yield running
+
+
+async def _mcp_client(url: str, mode: str) -> dict[str, Any]:
+    from mcp import Client
+    from mcp.types import ElicitResult
+
+    progress: list[float] = []
+    logs: list[Any] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async def on_log(params: Any) -> None:
+        logs.append(params.data["msg"])  # FastMCP's log data: {"msg": ..., "extra": ...}
+
+    async def elicit(context: Any, params: Any) -> ElicitResult:
+        return ElicitResult(action="accept", content={"value": "yes"})
+
+    client = Client(url, elicitation_callback=elicit, logging_callback=on_log, mode=mode)
+    async with client:
+        counted = await client.call_tool("count", {"n": 3}, progress_callback=on_progress)
+        asked = await client.call_tool("ask_user", {"question": "go?"})
+        await client.call_tool("remember", {"value": "v1"})
+        recalled = await client.call_tool("recall", {})
+    return {
+        "count": counted.content[0].text,
+        "progress": progress,
+        "logs": logs,
+        "elicited": asked.content[0].text,
+        "state": recalled.content[0].text,
+    }
+
+
+def test_a_session_client_gets_notifications_elicitation_and_its_state(server: BackgroundServer) -> None:
+    found = asyncio.run(_mcp_client(server.url + "/mcp", "legacy"))
+    assert found == {
+        "count": "3",
+        "progress": [1, 2, 3],
+        "logs": ["step 1", "step 2", "step 3"],
+        "elicited": "elicited: yes",
+        "state": "v1",
+    }
+
+
+def test_current_clients_get_progress_and_logs_without_a_session(server: BackgroundServer) -> None:
+    """The 2026-07-28 protocol has no sessions and no server-initiated requests: a tool's
+    notifications still reach the `mcp` client (progress) and the `fastmcp` client (both)."""
+    from fastmcp import Client
+
+    modern = asyncio.run(_mcp_client(server.url + "/mcp", "auto"))
+    assert modern["count"] == "3" and modern["progress"] == [1, 2, 3]
+
+    progress: list[float] = []
+    logs: list[Any] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async def on_log(message: Any) -> None:
+        logs.append(message.data["msg"])
+
+    async def run() -> str:
+        async with Client(server.url + "/mcp", progress_handler=on_progress, log_handler=on_log) as client:
+            result = await client.call_tool("count", {"n": 2})
+            return str(result.content[0].text)
+
+    assert asyncio.run(run()) == "2" and progress == [1, 2] and logs == ["step 1", "step 2"]
+
+
+def _open(url: str) -> str:
+    answer = httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.headers["mcp-session-id"]
+
+
+def _list(url: str, session: str) -> int:
+    headers = {**ACCEPT, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+    message = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    return httpx.post(url, json=message, headers=headers, timeout=30).status_code
+
+
+def test_sessions_end_on_delete_and_when_idle_and_are_capped(server: BackgroundServer) -> None:
+    url = server.url + "/mcp"
+    first = _open(url)
+    assert _list(url, first) == 200
+    with httpx.stream("GET", url, headers={**ACCEPT, "mcp-session-id": first}, timeout=30) as stream:
+        assert stream.status_code == 200  # the server's stream of the session
+        assert stream.headers["content-type"].startswith("text/event-stream")
+    assert httpx.delete(url, headers={"mcp-session-id": first}, timeout=30).status_code == 200
+    assert _list(url, first) == 404
+
+    sessions = [_open(url) for _ in range(3)]
+    refused = httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30)
+    assert refused.status_code == 503 and "Too many open sessions" in refused.text
+
+    # left idle (any request would keep them): reaped after 1.5 s, and their room is free again;
+    # polled by opening sessions, which touches none of the three
+    deadline = time.monotonic() + 60
+    while httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30).status_code == 503:
+        assert time.monotonic() < deadline, "idle sessions were never closed"
+        time.sleep(0.5)
+    time.sleep(1.5)  # the other two were idle as long, give or take the requests that made them
+    assert [_list(url, s) for s in sessions] == [404, 404, 404]
+
+
+def test_session_limits_come_from_the_environment_and_bad_values_fall_back() -> None:
+    assert SessionLimits.from_env({}) == SessionLimits(100, 600.0)
+    assert SessionLimits.from_env({MAX_SESSIONS_VARIABLE: "7", SESSION_IDLE_VARIABLE: "30"}) == SessionLimits(
+        7, 30.0
+    )
+    bad = {MAX_SESSIONS_VARIABLE: "0", SESSION_IDLE_VARIABLE: "inf"}
+    assert SessionLimits.from_env(bad) == SessionLimits(100, 600.0)
+    assert SessionLimits.from_env({SESSION_IDLE_VARIABLE: "soon"}) == SessionLimits(100, 600.0)
