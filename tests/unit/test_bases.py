@@ -193,6 +193,25 @@ def test_no_python_source_says_what_failed_and_which_settings_help(monkeypatch: 
     )
 
 
+def test_base_list_says_which_python_versions_this_machine_can_build_and_how(fake: Any) -> None:
+    fake(FakeEngine({"modelpack-base/python:3.11"}))
+    settings = BaseSettings(
+        python_image="mirror.example/python:{python}-slim", uv_python_mirror="http://m/pbs"
+    )
+    listed = bases.BaseJob(engine=None, settings=settings, report=reporter(ProgressRecorder()))  # type: ignore[arg-type]
+    buildable = bases.list_bases(listed, ("modelpack-base/python:3.1*",)).to_dict()["buildable_python"]
+    assert buildable["3.11"] == [
+        "in engine",
+        "mirror.example/python:3.11-slim (if pullable)",
+        "debootstrap bookworm",
+        "uv python from http://m/pbs",
+    ]
+    assert buildable["3.12"] == [
+        "mirror.example/python:3.12-slim (if pullable)",
+        "uv python from http://m/pbs",
+    ]
+
+
 # -- one build of a base per machine ---------------------------------------------------------------
 
 WAITING = f"waiting for another build of {TORCH} on this machine"
