@@ -209,7 +209,8 @@ def cold_rounds(work: Path, registry: str, run_tag: str, rounds: int) -> list[di
         for side in order:
             repository = f"bench/torch-{run_tag}-cold{number}-{side}"
             measured[side] = cold_side(side, work, registry, repository)
-            print(f"  cold round {number + 1}, {side}: {measured[side][0]:.1f} s", flush=True)
+            seconds, pushed = measured[side]
+            print(f"  cold round {number + 1}, {side}: {seconds:.1f} s, pushed {pushed:,} bytes", flush=True)
         results.append(measured)
     return results
 
