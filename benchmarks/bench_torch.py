@@ -1,38 +1,45 @@
 """Benchmark a torch model built and pushed by modelpack against what a user writes by hand.
 
 By hand: a Dockerfile ``FROM`` the same OS/Python image modelpack's torch base starts from
-(``modelpack-base/python:3.11``), ``pip install -r requirements.txt``, ``COPY . /app``, then
-``docker build`` + ``docker push``. modelpack: ``modelpack build --push`` of examples/torch-mlp
-on the torch base ``modelpack-base/torch:2.5.1-py3.11-cu124``.
+(``modelpack-base/python:3.11``, the debootstrap image), ``pip install -r requirements.txt``,
+``COPY . /app``, then ``docker build`` + ``docker push``. modelpack: ``modelpack build --push``
+of examples/torch-mlp on the torch base ``modelpack-base/torch:2.5.1-py3.11-cu124``.
+Every model gets a unique requirement comment, so no build cache answers for it.
 
-Scenarios, both ways in the same run, each model with a unique requirement comment so no
-build cache answers for it:
+Scenarios, both ways in the same run:
 
-- warm: the torch base is in the engine (by hand: the Python image is);
-- cold (``--cold``): the torch base's tag is removed first, so modelpack builds it (by hand there
-  is nothing to remove: the Dockerfile installs torch every time anyway). Only a fresh engine
-  gives a true cold number: where model images still hold the base's layers, BuildKit's cache
-  answers the rebuild;
-- second model: another model with the same torch, pushed after the first; the bytes it
-  pushes, against the bytes of the torch layer.
+- cold (``--cold``, rounds alternate which side goes first): each side on a fresh engine of its
+  own (a second dockerd, tests/dockerd.py: own data root and socket) that holds only the OS/Python
+  image, and a fresh cache: modelpack builds the torch base, then the model, then pushes; by hand
+  pip installs torch in the model's image. The engine and its data root are removed after.
+- warm: on the shared engine, where the torch base is present (by hand: the Python image is).
+- second model: another model on the same torch, pushed after the first; the bytes it pushes,
+  against the bytes of the torch layer.
+
+Registry repositories are unique to the run (``bench/torch-<run>-...``); their manifests are
+deleted at the end (the registry keeps the blobs until its garbage collection runs).
 
 Targets: warm build+push at least 3x faster than by hand; the second model pushes under 1%
-of the torch bytes. Needs scripts/setup.sh's services and a few GB of disk; takes about 15
-minutes (the hand-made image installs and pushes torch). Prints seconds, bytes and ratios.
-Usage: python benchmarks/bench_torch.py [--registry 127.0.0.1:5000] [--cold]
+of the torch bytes. Needs scripts/setup.sh's services, root and about 15 GB of disk; the warm
+scenario takes about 10 minutes, each cold round about 15 more (both sides download about
+2.5 GB of wheels and push them). Prints seconds, bytes and ratios, and the spread of rounds.
+Usage: python benchmarks/bench_torch.py [--registry 127.0.0.1:5000] [--cold] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import ModuleType
 
 import requests
 
@@ -94,7 +101,9 @@ def manifest_layers(registry: str, repository: str, tag: str) -> list[dict[str, 
     return layers
 
 
-def modelpack_build(model_dir: Path, repo: str) -> tuple[float, dict[str, object]]:
+def modelpack_build(
+    model_dir: Path, repo: str, env: dict[str, str] | None = None
+) -> tuple[float, dict[str, object]]:
     seconds, out = run(
         [
             sys.executable,
@@ -109,12 +118,15 @@ def modelpack_build(model_dir: Path, repo: str) -> tuple[float, dict[str, object
             "--ca-bundle",
             CA_BUNDLE,
         ],
-        env={"MODELPACK_TORCH_INDEX_URL": "http://127.0.0.1:9/whl"},  # the PyPI wheel, as the test does
+        # the PyPI wheel, as the test does
+        env={"MODELPACK_TORCH_INDEX_URL": "http://127.0.0.1:9/whl", **(env or {})},
     )
     return seconds, json.loads(out)
 
 
-def hand_build(model_dir: Path, registry: str, repository: str) -> tuple[float, int]:
+def hand_build(
+    model_dir: Path, registry: str, repository: str, env: dict[str, str] | None = None
+) -> tuple[float, int]:
     """docker build + docker push of the hand-written Dockerfile; (seconds, bytes uploaded)."""
     (model_dir / "Dockerfile").write_text(HAND_DOCKERFILE.format(python_image=PYTHON_IMAGE))
     reference = f"{registry}/{repository}:v1"
@@ -132,70 +144,167 @@ def hand_build(model_dir: Path, registry: str, repository: str) -> tuple[float, 
             reference,
             str(model_dir),
         ],
-        env={"DOCKER_BUILDKIT": "1"},
+        env={"DOCKER_BUILDKIT": "1", **(env or {})},
     )
-    run([cli, "push", reference])
+    run([cli, "push", reference], env=env)
     seconds = time.perf_counter() - start
     pushed = sum(int(str(layer["size"])) for layer in manifest_layers(registry, repository, "v1"))
     return seconds, pushed
+
+
+def load_dockerd() -> ModuleType:
+    """tests/dockerd.py: the second engine the e2e tests use too."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "dockerd.py"
+    spec = importlib.util.spec_from_file_location("modelpack_tests_dockerd", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cold_side(side: str, work: Path, registry: str, repository: str) -> tuple[float, int]:
+    """One side's cold build+push on a fresh engine holding only the OS/Python image."""
+    engine = load_dockerd().SecondEngine.create(PYTHON_IMAGE)
+    try:
+        model = copy_example(work / repository.rsplit("/", 1)[-1], repository)
+        env = {"DOCKER_HOST": engine.host, "XDG_CACHE_HOME": str(work / f"xdg-{side}")}
+        if side == "modelpack":
+            seconds, result = modelpack_build(model, f"{registry}/{repository}", env)
+            return seconds, int(str(result.get("bytes_pushed") or 0))
+        return hand_build(model, registry, repository, env)
+    finally:
+        engine.remove()
+        shutil.rmtree(work / f"xdg-{side}", ignore_errors=True)
+
+
+def delete_repositories(registry: str, repositories: list[str]) -> None:
+    """Delete every manifest the run pushed (tags of its unique repositories)."""
+    accept = ", ".join(
+        [
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ]
+    )
+    for repository in repositories:
+        listed = requests.get(f"http://{registry}/v2/{repository}/tags/list", timeout=30)
+        tags = (listed.json().get("tags") or []) if listed.ok else []
+        digests = set()
+        for tag in tags:
+            head = requests.head(
+                f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=30
+            )
+            if head.ok and head.headers.get("Docker-Content-Digest"):
+                digests.add(head.headers["Docker-Content-Digest"])
+        for digest in digests:
+            requests.delete(f"http://{registry}/v2/{repository}/manifests/{digest}", timeout=30)
+
+
+def cold_rounds(work: Path, registry: str, run_tag: str, rounds: int) -> list[dict[str, tuple[float, int]]]:
+    """Cold build+push per side and round, alternating which side goes first."""
+    results: list[dict[str, tuple[float, int]]] = []
+    for number in range(rounds):
+        order = ("modelpack", "hand") if number % 2 == 0 else ("hand", "modelpack")
+        measured: dict[str, tuple[float, int]] = {}
+        for side in order:
+            repository = f"bench/torch-{run_tag}-cold{number}-{side}"
+            measured[side] = cold_side(side, work, registry, repository)
+            seconds, pushed = measured[side]
+            print(f"  cold round {number + 1}, {side}: {seconds:.1f} s, pushed {pushed:,} bytes", flush=True)
+        results.append(measured)
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", default="127.0.0.1:5000")
     parser.add_argument(
-        "--cold", action="store_true", help="remove the torch base first (modelpack rebuilds it)"
+        "--cold",
+        action="store_true",
+        help="also build both sides on fresh engines (modelpack builds the base)",
     )
+    parser.add_argument("--rounds", type=int, default=2, help="cold rounds (sides alternate going first)")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory(prefix="bench-torch-") as tmp:
-        work = Path(tmp)
-        if args.cold:
-            removed = subprocess.run(
-                ["docker", "rmi", TORCH_BASE], capture_output=True, text=True, check=False
-            )
-            if removed.returncode != 0 and "No such image" not in removed.stderr:
-                sys.exit(f"--cold: cannot remove {TORCH_BASE}: {removed.stderr.strip()}")
-        first = copy_example(work / "mp1", tag)
-        mp_seconds, mp_result = modelpack_build(first, f"{args.registry}/bench/torch-mp-{tag}")
-        scenario = "cold (torch base built)" if args.cold else "warm (torch base present)"
-
-        hand = copy_example(work / "hand1", tag + "h")
-        hand_seconds, hand_bytes = hand_build(hand, args.registry, f"bench/torch-hand-{tag}")
-
-        second = copy_example(work / "mp2", tag + "b")
-        model_py = second / "1" / "model.py"
-        model_py.write_text(model_py.read_text().replace("The network's 3 outputs", "The 3 outputs"))
-        repo_two = f"bench/torch-mp2-{tag}"
-        _, second_result = modelpack_build(second, f"{args.registry}/{repo_two}")
-        layers = manifest_layers(args.registry, repo_two, str(second_result["version"]))
-        torch_bytes = max(int(str(layer["size"])) for layer in layers)
-        second_bytes = int(str(second_result.get("bytes_pushed") or 0))
-        for repository in (
-            f"bench/torch-mp-{tag}",
-            f"bench/torch-hand-{tag}",
-            repo_two,
-        ):  # keep the engine lean
-            listed = subprocess.run(
-                ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{args.registry}/{repository}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            subprocess.run(["docker", "rmi", *listed], capture_output=True, check=False)
-
-    print(f"build+push, {scenario}:")
-    print(
-        f"  modelpack        {mp_seconds:8.1f} s   pushed {int(str(mp_result.get('bytes_pushed') or 0)):>13,} bytes"
-    )
-    print(f"  by hand          {hand_seconds:8.1f} s   image  {hand_bytes:>13,} bytes (compressed layers)")
-    print(f"  ratio            {hand_seconds / mp_seconds:8.1f}x faster (target: 3x warm)")
-    print("second model on the same torch:")
-    print(f"  modelpack pushed {second_bytes:>13,} bytes; torch layer {torch_bytes:,} bytes")
-    print(
-        f"  share            {100 * second_bytes / torch_bytes:8.3f} % of the torch bytes (target: under 1%)"
-    )
+    repositories: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-torch-") as tmp:
+            work = Path(tmp)
+            cold = cold_rounds(work, args.registry, tag, args.rounds) if args.cold else []
+            repositories += [
+                f"bench/torch-{tag}-cold{n}-{side}"
+                for n in range(len(cold))
+                for side in ("modelpack", "hand")
+            ]
+            warm = warm_and_second(work, args.registry, tag, repositories)
+    finally:
+        delete_repositories(args.registry, repositories)
+    report(cold, warm)
     return 0
+
+
+def warm_and_second(work: Path, registry: str, tag: str, repositories: list[str]) -> dict[str, float]:
+    """The warm scenario on the shared engine and the second model's bytes; engine tags removed."""
+    repo_mp, repo_hand, repo_two = (f"bench/torch-{tag}-{name}" for name in ("warm-mp", "warm-hand", "mp2"))
+    repositories += [repo_mp, repo_hand, repo_two]
+    first = copy_example(work / "mp1", tag)
+    mp_seconds, mp_result = modelpack_build(first, f"{registry}/{repo_mp}")
+    hand = copy_example(work / "hand1", tag + "h")
+    hand_seconds, hand_bytes = hand_build(hand, registry, repo_hand)
+    second = copy_example(work / "mp2", tag + "b")
+    model_py = second / "1" / "model.py"
+    model_py.write_text(model_py.read_text().replace("The network's 3 outputs", "The 3 outputs"))
+    _, second_result = modelpack_build(second, f"{registry}/{repo_two}")
+    layers = manifest_layers(registry, repo_two, str(second_result["version"]))
+    for repository in (repo_mp, repo_hand, repo_two):  # keep the engine lean
+        listed = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{registry}/{repository}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if listed:
+            subprocess.run(["docker", "rmi", *listed], capture_output=True, check=False)
+    return {
+        "mp_seconds": mp_seconds,
+        "mp_bytes": int(str(mp_result.get("bytes_pushed") or 0)),
+        "hand_seconds": hand_seconds,
+        "hand_bytes": hand_bytes,
+        "torch_bytes": max(int(str(layer["size"])) for layer in layers),
+        "second_bytes": int(str(second_result.get("bytes_pushed") or 0)),
+    }
+
+
+def report(cold: list[dict[str, tuple[float, int]]], warm: dict[str, float]) -> None:
+    if cold:
+        print(
+            "build+push, cold (fresh engine with only the OS/Python image; modelpack builds the torch base):"
+        )
+        ratios = []
+        for number, measured in enumerate(cold, 1):
+            (mp_s, mp_b), (hand_s, hand_b) = measured["modelpack"], measured["hand"]
+            ratios.append(hand_s / mp_s)
+            print(
+                f"  round {number}  modelpack {mp_s:7.1f} s, pushed {mp_b:>13,} bytes | by hand {hand_s:7.1f} s, "
+                f"pushed {hand_b:>13,} bytes | {hand_s / mp_s:5.2f}x"
+            )
+        spread = (max(ratios) - min(ratios)) / 2
+        print(
+            f"  ratio            {sum(ratios) / len(ratios):5.2f}x faster (by hand / modelpack), +-{spread:.2f} between rounds"
+        )
+    print("build+push, warm (torch base present):")
+    print(f"  modelpack        {warm['mp_seconds']:8.1f} s   pushed {int(warm['mp_bytes']):>13,} bytes")
+    print(
+        f"  by hand          {warm['hand_seconds']:8.1f} s   image  {int(warm['hand_bytes']):>13,} bytes (compressed layers)"
+    )
+    print(f"  ratio            {warm['hand_seconds'] / warm['mp_seconds']:8.1f}x faster (target: 3x warm)")
+    print("second model on the same torch:")
+    print(
+        f"  modelpack pushed {int(warm['second_bytes']):>13,} bytes; torch layer {int(warm['torch_bytes']):,} bytes"
+    )
+    print(
+        f"  share            {100 * warm['second_bytes'] / warm['torch_bytes']:8.3f} % of the torch bytes (target: under 1%)"
+    )
 
 
 if __name__ == "__main__":

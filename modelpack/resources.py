@@ -6,9 +6,12 @@ in a source checkout they sit beside the package, and we fall back to them.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -72,3 +75,32 @@ def write_cache(path: Path, value: Any) -> None:
         write_text_atomic(path, json.dumps(value))
     except OSError:
         pass
+
+
+@contextmanager
+def cache_lock(*parts: str, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
+    """Hold an exclusive lock file of modelpack's cache while the block runs (True: it is held).
+
+    Processes on one machine that would do the same slow work (a base build) take turns. It is
+    an flock: the kernel drops it when its holder dies, so a crashed build blocks no one. With
+    an unwritable cache the block runs unlocked (False): sharing work is only an optimisation.
+    `on_wait` runs once, before waiting, when another process holds the lock.
+    """
+    path = cache_dir(*parts)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # closed by the with below, after the unlock
+    except OSError:
+        yield False
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

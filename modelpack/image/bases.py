@@ -32,11 +32,12 @@ from modelpack.pipeline.base_recipes import (
 from modelpack.pipeline.catalog import Catalog, load_catalog, with_registry
 from modelpack.pipeline.locking import SYSTEM_CA_BUNDLE, find_uv
 from modelpack.progress import Reporter
-from modelpack.resources import data_dir
+from modelpack.resources import cache_lock, data_dir
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
+BASE_LOCKS = "base-locks"  # cache folder of the per-base build locks
 
 
 class BaseSourceError(RuntimeFailure):
@@ -83,7 +84,34 @@ class BaseOutcome:
 
 
 def ensure(job: BaseJob, name: str, *, build_missing: bool = True, push: bool = True) -> BaseOutcome:
-    """Have `name` (a catalog name) in the engine, under ``PREFIX/NAME`` when a registry is set."""
+    """Have `name` (a catalog name) in the engine, under ``PREFIX/NAME`` when a registry is set.
+
+    A build holds a lock per base name (`cache_lock`), so concurrent builds on this machine make
+    a base once: the next one waits, then finds it in the engine or the base registry; when the
+    first build failed, it builds the base itself.
+    """
+    found = _existing(job, name, push)
+    if found is not None:
+        return found
+    if not build_missing:
+        where = f" nor in {job.base_registry}" if job.base_registry else ""
+        raise EngineError(
+            f"base image {name} is not in the engine{where}; build it with `modelpack base build {name}` "
+            "or leave out --no-build-base"
+        )
+    with cache_lock(
+        BASE_LOCKS,
+        name.replace("/", "_").replace(":", "_") + ".lock",
+        on_wait=lambda: job.report("base", f"waiting for another build of {name} on this machine"),
+    ):
+        found = _existing(job, name, push)  # what the build we waited for made
+        if found is not None:
+            return found
+        return _build_and_share(job, name, push)
+
+
+def _existing(job: BaseJob, name: str, push: bool) -> BaseOutcome | None:
+    """The base from the engine (tagged and shared when the registry lacks it) or the registry."""
     remote = job.remote(name)
     wanted = remote or name
     if engine.inspect_image(job.engine, wanted) is not None:
@@ -95,12 +123,12 @@ def ensure(job: BaseJob, name: str, *, build_missing: bool = True, push: bool = 
     if remote is not None and _pull(job, remote):
         job.report("base", f"pulled {remote}")
         return BaseOutcome(name, remote, "registry", engine.image_digest(job.engine, remote))
-    if not build_missing:
-        where = f" nor in {job.base_registry}" if job.base_registry else ""
-        raise EngineError(
-            f"base image {name} is not in the engine{where}; build it with `modelpack base build {name}` "
-            "or leave out --no-build-base"
-        )
+    return None
+
+
+def _build_and_share(job: BaseJob, name: str, push: bool) -> BaseOutcome:
+    remote = job.remote(name)
+    wanted = remote or name
     how = build(job, recipe(name, job.settings, job.catalog))
     pushed = False
     if remote is not None:

@@ -199,8 +199,12 @@ def registry_repo(
 
 def load_hubserver() -> ModuleType:
     """tests/hubserver.py as a module (tests are not a package; one shared module object)."""
-    path = Path(__file__).resolve().parent.parent / "hubserver.py"
-    spec = importlib.util.spec_from_file_location("modelpack_tests_hubserver", path)
+    return _load_sibling("hubserver.py", "modelpack_tests_hubserver")
+
+
+def _load_sibling(file_name: str, module_name: str) -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / file_name
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     if spec.name in sys.modules:
         return sys.modules[spec.name]
@@ -228,101 +232,21 @@ def hf_env(tmp_path: Path, hub: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # -- a second Docker engine (remote builder host, wiped runner) ------------------------------------
 
-BUILDKIT_CLI = "/usr/bin/docker"  # Debian's docker.io 20.10: BuildKit built in (scripts/setup.sh)
 
-
-class SecondEngine:
-    """A dockerd of the test's own: own data root, exec root, pidfile and unix socket, no bridge.
-
-    Stands in for a remote builder host (reached through DOCKER_HOST) and for a CI runner whose
-    engine starts empty; it can be wiped without touching the shared engine.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data_root = root / "data"
-        self.socket = root / "docker.sock"
-        self.host = f"unix://{self.socket}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import time
-
-        log = open(self.root / "dockerd.log", "wb")
-        self.process = subprocess.Popen(
-            [
-                "dockerd",
-                "--data-root", str(self.data_root),
-                "--exec-root", str(self.root / "exec"),
-                "--pidfile", str(self.root / "dockerd.pid"),
-                "--host", self.host,
-                "--bridge=none", "--iptables=false", "--ip6tables=false",
-                "--storage-driver", "overlay2",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        for _ in range(120):
-            if self.docker("info", check=False).returncode == 0:
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.5)
-        tail = (self.root / "dockerd.log").read_text(errors="replace")[-2000:]
-        self.stop()
-        raise RuntimeError(f"the second dockerd did not start:\n{tail}")
-
-    def docker(self, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [BUILDKIT_CLI, "--host", self.host, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "DOCKER_BUILDKIT": "1"},
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)}: {done.stderr.strip()[-2000:]}")
-        return done
-
-    def load_from_shared(self, image: str) -> None:
-        """Copy an image of the shared engine into this one (`docker save | docker load`)."""
-        archive = self.root / "image.tar"
-        subprocess.run([BUILDKIT_CLI, "save", "-o", str(archive), image], check=True, timeout=600)
-        self.docker("load", "-i", str(archive))
-        archive.unlink()
-
-    def wipe(self) -> None:
-        """Every image and all build cache: what a fresh CI runner starts with."""
-        self.docker("builder", "prune", "--all", "--force")
-        ids = self.docker("image", "ls", "--all", "--quiet").stdout.split()
-        if ids:
-            self.docker("image", "rm", "--force", *sorted(set(ids)))
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+def load_dockerd() -> ModuleType:
+    """tests/dockerd.py as a module (shared with benchmarks/bench_torch.py, which loads it by path)."""
+    return _load_sibling("dockerd.py", "modelpack_tests_dockerd")
 
 
 @pytest.fixture
-def second_engine(service_missing: Callable[[str], None], local_base_image: str) -> Iterator[SecondEngine]:
-    """A started second dockerd holding the local base image; stopped and removed afterwards."""
-    import tempfile
-
-    if shutil.which("dockerd") is None or not os.access(BUILDKIT_CLI, os.X_OK):
-        service_missing(f"dockerd or {BUILDKIT_CLI} is missing; run scripts/setup.sh")
-    root = Path(tempfile.mkdtemp(prefix="mp-engine-", dir="/tmp"))  # short: a unix socket path
-    engine = SecondEngine(root)
+def second_engine(service_missing: Callable[[str], None], local_base_image: str) -> Iterator[Any]:
+    """A started second dockerd (tests/dockerd.py) holding the local base image; removed afterwards."""
+    dockerd = load_dockerd()
+    missing = dockerd.available()
+    if missing:
+        service_missing(missing)
+    engine = dockerd.SecondEngine.create(local_base_image)
     try:
-        engine.start()
-        engine.load_from_shared(local_base_image)
         yield engine
     finally:
-        engine.stop()
-        subprocess.run(["umount", "-R", str(root / "data")], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        engine.remove()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +154,7 @@ def test_a_built_base_is_pushed_to_the_registry(fake: Any) -> None:
     assert outcome.source == "built:uv" and outcome.pushed
     assert state.calls == [
         f"pull reg:5000/team/{TORCH}",
+        f"pull reg:5000/team/{TORCH}",  # again under the build lock: a build it waited for may have pushed it
         f"build {TORCH}",
         f"tag {TORCH} reg:5000/team/{TORCH}",
         f"push reg:5000/team/{TORCH}",
@@ -186,6 +191,145 @@ def test_no_python_source_says_what_failed_and_which_settings_help(monkeypatch: 
         "names another image); no Debian release ships Python 3.12 for debootstrap (bookworm has 3.11, trixie "
         "has 3.13); no uv Python mirror is set ($UV_PYTHON_INSTALL_MIRROR)"
     )
+
+
+def test_base_list_says_which_python_versions_this_machine_can_build_and_how(fake: Any) -> None:
+    fake(FakeEngine({"modelpack-base/python:3.11"}))
+    settings = BaseSettings(
+        python_image="mirror.example/python:{python}-slim", uv_python_mirror="http://m/pbs"
+    )
+    listed = bases.BaseJob(engine=None, settings=settings, report=reporter(ProgressRecorder()))  # type: ignore[arg-type]
+    buildable = bases.list_bases(listed, ("modelpack-base/python:3.1*",)).to_dict()["buildable_python"]
+    assert buildable["3.11"] == [
+        "in engine",
+        "mirror.example/python:3.11-slim (if pullable)",
+        "debootstrap bookworm",
+        "uv python from http://m/pbs",
+    ]
+    assert buildable["3.12"] == [
+        "mirror.example/python:3.12-slim (if pullable)",
+        "uv python from http://m/pbs",
+    ]
+
+
+# -- one build of a base per machine ---------------------------------------------------------------
+
+WAITING = f"waiting for another build of {TORCH} on this machine"
+
+
+class _Waits:
+    """A progress observer that signals when its build starts waiting for another one."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+        self.messages: list[str] = []
+
+    def __call__(self, event: Any) -> None:
+        self.messages.append(event.message)
+        if event.message == WAITING:
+            self.waiting.set()
+
+
+def _job_for(observer: _Waits) -> bases.BaseJob:
+    return bases.BaseJob(engine=None, settings=OFFLINE, report=reporter(observer))  # type: ignore[arg-type]
+
+
+def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = target()
+        except Exception as error:  # handed to the test
+            result["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+@pytest.fixture
+def lock_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("first_fails", [False, True])
+def test_two_builds_needing_one_missing_base_build_it_once(
+    fake: Any, lock_home: Path, monkeypatch: pytest.MonkeyPatch, first_fails: bool
+) -> None:
+    state = fake(FakeEngine({"modelpack-base/python:3.11"}))
+    first, second = _Waits(), _Waits()
+    building = threading.Event()
+
+    def build(job: Any, plan: Any) -> str:
+        state.calls.append(f"build {plan.name}")
+        if not building.is_set():  # the first build: hold the base until the second one waits
+            building.set()
+            second.waiting.wait(timeout=10)
+            if first_fails:
+                raise bases.BaseSourceError("the index went away")
+        state.present.add(plan.name)
+        return "uv"
+
+    monkeypatch.setattr(bases, "build", build)
+    thread_one, one = _in_thread(lambda: bases.ensure(_job_for(first), TORCH))
+    assert building.wait(timeout=10)
+    thread_two, two = _in_thread(lambda: bases.ensure(_job_for(second), TORCH))
+    thread_one.join(timeout=30)
+    thread_two.join(timeout=30)
+    assert WAITING in second.messages and WAITING not in first.messages
+    if first_fails:  # a failed build poisons nothing: the one that waited builds the base itself
+        assert isinstance(one["error"], bases.BaseSourceError)
+        assert two["value"].source == "built:uv"
+        assert state.calls == [f"build {TORCH}", f"build {TORCH}"]
+    else:  # the waiting build uses the base the first one made
+        assert (one["value"].source, two["value"].source) == ("built:uv", "engine")
+        assert state.calls == [f"build {TORCH}"]
+
+
+def test_a_build_that_dies_holding_the_lock_blocks_no_one(
+    fake: Any, lock_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = fake(FakeEngine({"modelpack-base/python:3.11"}))
+    lock_name = TORCH.replace("/", "_").replace(":", "_") + ".lock"
+    holder = subprocess.Popen(  # another process in the middle of building the base
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from modelpack.resources import cache_lock\n"
+            f"with cache_lock({bases.BASE_LOCKS!r}, {lock_name!r}):\n"
+            "    print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(lock_home)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        observer = _Waits()
+        thread, result = _in_thread(lambda: bases.ensure(_job_for(observer), TORCH))
+        assert observer.waiting.wait(timeout=10)  # it waits for the live holder
+        assert state.calls == []
+        holder.kill()  # the holder crashes: the kernel drops its lock
+        holder.wait()
+        thread.join(timeout=30)
+        assert result["value"].source == "built:uv" and state.calls == [f"build {TORCH}"]
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_an_unwritable_cache_builds_without_the_lock(
+    fake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file: no folder can go there
+    state = fake(FakeEngine({"modelpack-base/python:3.11"}))
+    assert bases.ensure(job(), TORCH).source == "built:uv"
+    assert state.calls == [f"build {TORCH}"]
 
 
 # -- torch outside the catalog ---------------------------------------------------------------------
