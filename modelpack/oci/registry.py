@@ -53,7 +53,7 @@ from urllib.parse import urljoin
 from modelpack.digests import sha256_file_and_size
 from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.oci.reference import DEFAULT_REGISTRY, ImageRef, is_digest
-from modelpack.oci.transfer import BlobReader, Deadline, read_body, registry_deadline
+from modelpack.oci.transfer import BlobReader, Deadline, headers_within, read_body, registry_deadline
 
 if TYPE_CHECKING:
     import requests
@@ -382,9 +382,7 @@ class RegistryClient:
         for attempt in range(2):
             all_headers = {**(headers or {}), **(self._auth_header(scope) if same_origin else {})}
             try:
-                response = self._session.request(
-                    method, url, headers=all_headers, timeout=self.timeout, **{**kwargs, "stream": True}
-                )
+                response = self._answer(method, url, shown, all_headers, kwargs)
                 if not kwargs.get("stream"):
                     read_body(response, Deadline(self.deadline, f"registry {self.registry}: {method} {shown}"))
             except RegistryError:
@@ -407,6 +405,22 @@ class RegistryClient:
                 break
         assert response is not None
         return response
+
+    def _answer(
+        self, method: str, url: str, shown: str, headers: dict[str, str], kwargs: dict[str, Any]
+    ) -> requests.Response:
+        """The request's status and headers, streamed; within the deadline unless it uploads a
+        stream (a large blob, whose sending time is not the registry's answer time)."""
+
+        def send() -> requests.Response:
+            return self._session.request(
+                method, url, headers=headers, timeout=self.timeout, **{**kwargs, "stream": True}
+            )
+
+        data = kwargs.get("data")
+        if data is not None and not isinstance(data, (bytes, bytearray, str)):
+            return send()
+        return headers_within(self.deadline, f"registry {self.registry}: {method} {shown}", send)
 
     def _must(self, response: requests.Response | None) -> requests.Response:
         assert response is not None

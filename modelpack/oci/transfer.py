@@ -1,7 +1,8 @@
 """Reading a registry's answers under a deadline.
 
 `requests`' timeout bounds each socket read, so a registry that sends one byte a second never
-times out. Every answer body is read here in small reads with a deadline instead: each MiB
+times out. The status line and headers must arrive within the deadline (`headers_within`).
+Every answer body is read here in small reads with a deadline instead: each MiB
 of it (or the whole body, when smaller) must arrive within `MODELPACK_REGISTRY_DEADLINE`
 seconds (default 120). A tag list or manifest arrives whole within the deadline; a large blob
 only has to keep moving (about 9 KB/s at the default), so no real download hits it.
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from modelpack.errors import InvalidInputError, RegistryError
 
@@ -21,6 +23,7 @@ DEADLINE_VARIABLE = "MODELPACK_REGISTRY_DEADLINE"
 DEFAULT_DEADLINE = 120.0
 DEADLINE_BYTES = 1 << 20  # each MiB of a body gets the whole deadline
 _READ = 64 * 1024
+T = TypeVar("T")
 
 
 def registry_deadline(environ: Mapping[str, str] | None = None) -> float:
@@ -57,6 +60,31 @@ class Deadline:
                 f"{self.what}: the answer did not arrive within {self.seconds:g} s "
                 f"({DEADLINE_VARIABLE}); the registry sends too slowly"
             )
+
+
+def headers_within(seconds: float, what: str, send: Callable[[], T]) -> T:
+    """`send()` (a streamed request: it returns once the status line and headers are in) when it
+    returns within `seconds`; else a RegistryError. It runs in a helper thread because nothing
+    in `requests` bounds the time of a whole answer; an abandoned request ends with its socket."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(send())
+        except BaseException as error:  # handed to the caller below
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="modelpack-registry-request", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise RegistryError(
+            f"{what}: no answer within {seconds:g} s ({DEADLINE_VARIABLE}); the registry answers too slowly"
+        )
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def read_some(raw: Any, size: int) -> bytes:

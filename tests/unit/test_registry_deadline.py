@@ -29,6 +29,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.drip = False
+        self.drip_headers = False  # the status line and headers one byte per 50 ms
         self.link: str | None = None  # the `Link: <...>; rel="next"` of every tag page
         self.pages = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -57,6 +58,17 @@ class Registry:
                     body = BIG
                 else:
                     self.send_error(404)
+                    return
+                if owner.drip_headers:
+                    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                    try:
+                        for index in range(len(head)):
+                            self.wfile.write(head[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                        self.wfile.write(body)
+                    except OSError:
+                        pass
                     return
                 self.send_response(200)
                 for name, value in {**headers, "Content-Length": str(len(body))}.items():
@@ -95,6 +107,16 @@ def test_a_dripping_tag_list_fails_at_the_deadline(registry: Registry) -> None:
     with RegistryClient(registry.host, deadline=0.5) as client:
         with pytest.raises(RegistryError, match=r"GET /v2/team/m/tags/list.*did not arrive within 0.5 s"):
             client.list_tags("team/m")
+
+
+def test_dripping_headers_fail_at_the_deadline(registry: Registry) -> None:
+    """Each header byte comes well within a read timeout; the whole status line and headers do not."""
+    registry.drip_headers = True
+    started = time.monotonic()
+    with RegistryClient(registry.host, deadline=0.5) as client:
+        with pytest.raises(RegistryError, match=r"GET /v2/team/m/tags/list\S*: no answer within 0.5 s"):
+            client.list_tags("team/m")
+    assert time.monotonic() - started < len("HTTP/1.1 200 OK") * 0.05  # it did not wait for them
 
 
 def test_versions_on_a_dripping_registry_is_one_line(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
