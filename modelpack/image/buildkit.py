@@ -37,6 +37,8 @@ _FALLBACK_CLIS = ("/usr/bin/docker",)  # Debian's docker.io: BuildKit built in (
 _MIN_API = (1, 39)  # Docker 18.09: the first engine with BuildKit
 _VERTEX = re.compile(r"^#(?P<id>\d+) (?P<rest>.*)$")
 _TIMED = re.compile(r"^(?P<time>\d+\.\d+) (?P<text>.*)$")
+# a stage's base resolved in a registry: `[deps 1/4] FROM 127.0.0.1:5000/x/base:1@sha256:...`
+_PULLED_FROM = re.compile(r"\] FROM (?P<ref>\S+?)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ class BuildKitBuilder:
                 image_id = ""
         if not image_id:
             raise EngineError(f"the build finished but wrote no image id for {job.tag}")
-        return BuildOutput(image_id=image_id, log_tail=reader.output)
+        return BuildOutput(image_id=image_id, log_tail=reader.output, pulled=dict(reader.pulled))
 
     def command(self, job: EngineBuild, work: Path) -> list[str]:
         """The CLI's argument list; secret values go to files in `work` (mode 0600), never argv."""
@@ -288,6 +290,7 @@ class _ProgressReader:
         self.names: dict[str, str] = {}
         self.output: list[str] = []  # step output without the "#N 0.41" prefix, for error patterns
         self.errors: list[str] = []
+        self.pulled: dict[str, str] = {}  # base references BuildKit resolved in a registry -> digest
 
     def _emit(self, kind: str, message: str) -> None:
         if self.on_event:
@@ -308,6 +311,9 @@ class _ProgressReader:
             if rest.startswith("sha256:"):
                 return
             self.names[vertex] = rest
+            pulled = _PULLED_FROM.search(rest)
+            if pulled:
+                self.pulled[pulled.group("ref")] = pulled.group("digest")
             if rest.startswith("[") and not rest.startswith("[internal]"):
                 self._emit("step", rest)
             return

@@ -94,6 +94,9 @@ def is_loopback_url(url: str) -> bool:
 class BuildOutput:
     image_id: str
     log_tail: list[str] = field(default_factory=list)
+    # digests of images the builder pulled itself (reference as written -> manifest digest):
+    # BuildKit keeps them out of the engine's image store, where `image_digest` would look
+    pulled: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

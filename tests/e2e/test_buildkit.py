@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from modelpack.oci.registry import RegistryClient
+from modelpack.supply.record import fetch_record, find_records
+
 pytestmark = pytest.mark.e2e
 
 TOKEN = "hf_" + uuid.uuid4().hex  # the hub token of this test run
@@ -178,3 +181,16 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     assert json.loads(again.stdout)["version"] == "v2"
     deps_lines = [line for line in again.stderr.splitlines() if DEPS_STEP in line]
     assert any(line.endswith("CACHED") for line in deps_lines), again.stderr[-4000:]
+    # the wiped engine had no base: BuildKit pulled it, and the signed record still names its digest
+    assert second_engine.docker("image", "ls", "--quiet", base, check=False).stdout.strip() == ""
+    built = json.loads(again.stdout)
+    client = RegistryClient(registry)
+    try:
+        pushed_base = client.head_manifest(base.split("/", 1)[1].rsplit(":", 1)[0], "3.11")
+        assert pushed_base is not None and built["base_image_digest"] == pushed_base.digest
+        (found,) = find_records(client, registry_repo.name, built["digest"])
+        _, record = fetch_record(client, registry_repo.name, found.digest)
+    finally:
+        client.close()
+    assert (record.base_image.reference, record.base_image.digest) == (base, pushed_base.digest)
+

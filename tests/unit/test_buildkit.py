@@ -249,3 +249,29 @@ def test_choice_and_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert "no docker CLI" in buildkit.choose_builder(None, modern).reason  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         buildkit.check_builder("kaniko")
+
+
+def test_a_base_buildkit_pulls_is_recorded_by_digest() -> None:
+    """BuildKit keeps a base it pulls out of the engine's image store: the FROM line's digest is
+    what the signed record gets (stages.pulled_digest matches BuildKit's full names)."""
+    from modelpack.image.stages import pulled_digest
+
+    digest = "sha256:" + "ab" * 32
+    reader = buildkit._ProgressReader(lambda text: text, None)
+    for line in [
+        "#4 [internal] load metadata for 127.0.0.1:5000/team/base:3.11",
+        "#4 DONE 0.1s",
+        f"#6 [deps 1/4] FROM 127.0.0.1:5000/team/base:3.11@{digest}",
+        "#6 resolve 127.0.0.1:5000/team/base:3.11@sha256:" + "ab" * 32 + " done",
+        "#8 [deps 1/4] FROM docker.io/modelpack-base/python:3.11",  # in the engine: no digest
+        f"#9 [node 1/2] FROM docker.io/library/python:3.11@sha256:{'cd' * 32}",
+    ]:
+        reader.feed(line)
+    assert reader.pulled == {
+        "127.0.0.1:5000/team/base:3.11": digest,
+        "docker.io/library/python:3.11": "sha256:" + "cd" * 32,
+    }
+    assert pulled_digest("127.0.0.1:5000/team/base:3.11", reader.pulled) == digest
+    assert pulled_digest("python:3.11", reader.pulled) == "sha256:" + "cd" * 32
+    assert pulled_digest("modelpack-base/python:3.11", reader.pulled) == ""  # the engine's own: asked there
+    assert pulled_digest("127.0.0.1:5000/team/base:3.12", reader.pulled) == ""
