@@ -6,8 +6,8 @@ left with the image under that version. `ImagePush.run` does that part, and make
 for each way of sending the content:
 
 * `EnginePush`: the engine pushes the image it built (`docker push`);
-* `AssembledPush`: the engine pushes only the runtime stage (if the registry lacks it) and
-  modelpack composes the final stage in the registry (modelpack.image.assemble);
+* `AssembledPush`: modelpack uploads the runtime stage's layers the registry lacks (read from
+  the engine uncompressed) and composes the final stage in the registry (modelpack.image.assemble);
 * `WeightsPush`: the engine pushes the image without weights and modelpack adds the weights
   layer straight to the registry (`checkpoints.when: upload`).
 """
@@ -15,9 +15,11 @@ for each way of sending the content:
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,14 +183,20 @@ class WeightsPush(ImagePush):
 class AssembledPush(ImagePush):
     """Push the runtime-stage image, compose the final stage on it in the registry, load it locally.
 
-    Runtime layers the registry has (found through the newest version's manifest, checked by
-    HEAD) are not pushed again and the engine is not asked to; otherwise the engine pushes the
-    runtime image under a scratch tag, deleted afterwards. The code layer, config and manifest
-    are modelpack's (modelpack.image.assemble). The engine gets the final image by `docker load`.
+    Runtime layers the registry has (found through the newest version's manifest, or uploaded
+    before: checked by HEAD) are not pushed again; the others are read from the engine and
+    uploaded uncompressed by modelpack (no engine push, no gzip). The code layer, config and
+    manifest are modelpack's (modelpack.image.assemble). The engine gets the final image by
+    `docker load`.
     """
 
     def __init__(
-        self, session: BuildSession, target: PushTarget, runtime_id: str, plan: AssemblyPlan, context_dir: Path
+        self,
+        session: BuildSession,
+        target: PushTarget,
+        runtime_id: str,
+        plan: AssemblyPlan,
+        context_dir: Path,
     ) -> None:
         super().__init__(session, target)
         self.runtime_id, self.plan, self.context_dir = runtime_id, plan, context_dir
@@ -324,44 +332,72 @@ class _RuntimeImage:
 
 
 def _runtime_in_registry(session: BuildSession, target: PushTarget, runtime_id: str) -> _RuntimeImage:
-    """Make sure the registry has the runtime image's layers and config; push through the engine if not."""
-    registry, repo = session.registry, target.repo
+    """Make sure the registry has the runtime image's layers and config; upload what it lacks.
+
+    Layers of the newest version (found through its manifest, confirmed by HEAD) and layers
+    uploaded before (an uncompressed layer's digest is its diff id) are not sent again. The
+    others are read from the engine uncompressed (`docker save`) and uploaded as plain tar
+    layers (Docker 1.10+ and every OCI runtime pull them): the engine's own push gzips each
+    layer on one core, which took longer than building it. Each layer goes up while the next
+    one is read.
+    """
+    registry, repo, report = session.registry, target.repo, session.report
+    repository = repo.repository
     image = engine.inspect_image(session.engine, runtime_id) or {}
     diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
     known = newest_version_blobs(registry, repo, target.remote_tags)
-    # layers of the newest version are in the registry (a manifest keeps its blobs); the
-    # runtime config blob is referenced by no manifest once the scratch tag is gone: asked for
-    config_there = registry.head_blob(repo.repository, runtime_id) is not None
-    if config_there and diff_ids and all(d in known for d in diff_ids):
-        session.report("push", f"{len(diff_ids)} of {len(diff_ids)} runtime layers already in the registry")
-        return _RuntimeImage(
-            registry.get_blob(repo.repository, runtime_id),
-            diff_ids,
-            [{"mediaType": known[d][2], "digest": known[d][0], "size": known[d][1]} for d in diff_ids],
-            [LayerInfo(d, known[d][0], known[d][1], "present") for d in diff_ids],
-            0,
+    found: dict[str, dict[str, str | int]] = {}
+    for diff_id in dict.fromkeys(diff_ids):
+        if diff_id in known and registry.head_blob(repository, known[diff_id][0]) is not None:
+            digest, size, media_type = known[diff_id]
+            found[diff_id] = {"mediaType": media_type, "digest": digest, "size": size}
+        elif (plain_size := registry.head_blob(repository, diff_id)) is not None:
+            found[diff_id] = {"mediaType": assemble.DOCKER_TAR_LAYER, "digest": diff_id, "size": plain_size}
+    config_there = registry.head_blob(repository, runtime_id) is not None
+    report(
+        "push",
+        f"{sum(d in found for d in diff_ids)} of {len(diff_ids)} runtime layers already in the registry",
+    )
+    wanted = set(diff_ids) - set(found)
+    sent: dict[str, dict[str, str | int]] = {}
+    config = b""
+    if wanted or not config_there:
+        with (
+            tempfile.TemporaryDirectory(prefix="modelpack-layers-") as folder,
+            ThreadPoolExecutor(1) as uploads,
+        ):
+            pending: list[Future[None]] = []
+
+            def upload(diff_id: str, path: str) -> None:
+                size = os.path.getsize(path)
+                registry.ensure_blob(repository, Path(path), media_type=assemble.DOCKER_TAR_LAYER)
+                os.unlink(path)
+                sent[diff_id] = {"mediaType": assemble.DOCKER_TAR_LAYER, "digest": diff_id, "size": size}
+                report("push", f"{diff_id[7:19]}: Pushed ({size} bytes, uncompressed)")
+
+            saved = engine.save_layers(
+                session.engine,
+                runtime_id,
+                wanted,
+                folder,
+                on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
+            )
+            for future in pending:
+                future.result()  # a failed upload raises here
+        config = saved.config
+        if not config_there:
+            registry.ensure_blob(repository, config, media_type=assemble.DOCKER_CONFIG)
+    else:
+        config = registry.get_blob(repository, runtime_id)
+    descriptors = [found.get(d) or sent[d] for d in diff_ids]
+    layers = [
+        LayerInfo(
+            d, str(desc["digest"]), int(desc["size"]), "pushed" if d in sent and d not in found else "present"
         )
-    scratch = f"{target.content_tag}-runtime"
-    engine.tag_image(session.engine, runtime_id, repo.name, scratch)
-    try:
-        sent = engine_push(session, repo, scratch, scratch)
-        pushed = (
-            sent.layer_bytes
-            + (0 if sent.config_present_before else len(sent.config))
-            + len(sent.manifest.raw)
-        )
-        return _RuntimeImage(
-            sent.config,
-            [layer.diff_id for layer in sent.layers],
-            list(sent.manifest.json.get("layers") or []),
-            list(sent.layers),
-            pushed,
-        )
-    finally:
-        engine.untag(session.engine, target.ref(scratch))
-        problem = delete_scratch(registry, repo, scratch)
-        if problem:
-            session.report("note", problem)
+        for d, desc in zip(diff_ids, descriptors, strict=True)
+    ]
+    pushed = sum(int(desc["size"]) for desc in sent.values()) + (0 if config_there else len(config))
+    return _RuntimeImage(config, diff_ids, descriptors, layers, pushed)
 
 
 class _LocalLoad:
