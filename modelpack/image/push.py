@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
@@ -400,6 +401,38 @@ def _runtime_in_registry(session: BuildSession, target: PushTarget, runtime_id: 
     return _RuntimeImage(config, diff_ids, descriptors, layers, pushed)
 
 
+def export_composed_cache(
+    session: BuildSession, repo: ImageRef, final_digest: str, runtime_id: str, cache: ImageRef
+) -> bool:
+    """Write the cache image (the runtime stage, whose config carries BuildKit's inline cache)
+    from what the registry already holds: the final image's layers but the code layer, mounted
+    from `repo`, and the runtime config. No engine push: it would gzip every layer once more.
+
+    False when that cannot be done here (the cache lives in another registry): the engine pushes.
+    """
+    registry = session.registry
+    if cache.registry != repo.registry:
+        return False
+    manifest = registry.get_manifest(repo.repository, final_digest).json
+    layers = list(manifest.get("layers") or [])[:-1]  # the composed manifest ends with the code layer
+    config = registry.get_blob(repo.repository, runtime_id)
+    target = cache.repository
+    for layer in layers:
+        digest = str(layer["digest"])
+        if target != repo.repository and registry.head_blob(target, digest) is None:
+            query = urlencode({"mount": digest, "from": repo.repository})
+            registry.request(
+                "POST",
+                f"/v2/{target}/blobs/uploads/?{query}",
+                scope=f"repository:{target}:pull,push",
+                ok=(201,),
+            )
+    registry.ensure_blob(target, config, media_type=assemble.DOCKER_CONFIG)
+    raw = json.dumps(assemble.image_manifest(config, layers), separators=(",", ":")).encode()
+    registry.put_manifest(target, cache.tag or "buildcache", raw, DOCKER_MANIFEST)
+    return True
+
+
 class _LocalLoad:
     """`docker load` of the composed image in a background thread (only the config and the code
     layer travel: the engine has the runtime layers). A pull from the registry is the fallback."""
@@ -436,4 +469,12 @@ class _LocalLoad:
             notes.append(f"pushed, but the local engine has no copy: {error.message}")
 
 
-__all__ = ["AssembledPush", "EnginePush", "ImagePush", "SentImage", "WeightsPush", "engine_push"]
+__all__ = [
+    "AssembledPush",
+    "EnginePush",
+    "ImagePush",
+    "SentImage",
+    "WeightsPush",
+    "engine_push",
+    "export_composed_cache",
+]

@@ -34,7 +34,7 @@ from modelpack.image.checkpointing import (
     prepare_checkpoint,
     with_checkpoints,
 )
-from modelpack.image.push import AssembledPush, EnginePush, WeightsPush
+from modelpack.image.push import AssembledPush, EnginePush, WeightsPush, export_composed_cache
 from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget, ping, registry_for
 from modelpack.image.versions import local_layers, pick_version, reuse_local, reuse_remote
@@ -347,7 +347,8 @@ def _build_new(
         cache = None
     result = _tag_and_push(session, spec, request, target, image_id)
     if cache is not None:  # after the push: the cache image's layers are mounted, not sent twice
-        _export_cache(session, image_id, cache)
+        composed = spec.assembly is not None and request.push
+        _export_cache(session, image_id, cache, (request.repo, result.digest) if composed else None)
     return replace(result, base_image_digest=pulled_digest(spec.base_image, pulled))
 
 
@@ -431,13 +432,22 @@ def _engine_build(
     return image_id, pulled
 
 
-def _export_cache(session: BuildSession, image_id: str, cache: ImageRef) -> None:
+def _export_cache(
+    session: BuildSession, image_id: str, cache: ImageRef, composed: tuple[ImageRef, str] | None = None
+) -> None:
     """Push the built image, which carries its build cache inline, to the cache reference, so
-    the next build on an empty engine imports it (`--cache-from`). A failure is only a note."""
+    the next build on an empty engine imports it (`--cache-from`). A failure is only a note.
+
+    `composed`: (repository, manifest digest) of the final image modelpack composed on this
+    runtime image; its layers are in that registry already, so the cache image is written from
+    them (`push.export_composed_cache`) instead of by the engine's push, which would gzip them.
+    """
     cache_name = cache.name
     tag = cache.tag or "buildcache"
     session.report("cache", f"exporting the build cache to {cache_name}:{tag}")
     try:
+        if composed is not None and export_composed_cache(session, *composed, image_id, cache):
+            return
         engine.tag_image(session.engine, image_id, cache_name, tag)
         engine.push_image(session.engine, cache_name, tag, auth_config=session.docker_auth())
     except (EngineError, RegistryError) as error:
