@@ -163,6 +163,9 @@ def choose_builder(requested: str | None, client: DockerClient) -> BuilderChoice
     requested = check_builder(requested)
     if requested == CLASSIC:
         return BuilderChoice(CLASSIC, "--builder classic")
+    remote = _remote_builder_problem()
+    if remote:
+        raise EngineError(remote)
     if requested is None and os.environ.get("DOCKER_BUILDKIT", "").strip() == "0":
         return BuilderChoice(CLASSIC, "DOCKER_BUILDKIT=0")
     problem = _engine_problem(client)
@@ -177,6 +180,34 @@ def choose_builder(requested: str | None, client: DockerClient) -> BuilderChoice
     how = "buildx" if cli.buildx else "built-in BuildKit"
     why = "--builder buildkit" if requested == BUILDKIT else "default"
     return BuilderChoice(BUILDKIT, f"{why}: the engine runs BuildKit ({cli.path} {cli.version}, {how})", cli)
+
+
+def _remote_builder_problem() -> str | None:
+    """Why a remote BuildKit the environment asks for cannot be used, in one line (None: it can,
+    or none is asked for). Building on the local engine instead would surprise whoever set it.
+
+    Builds go through the docker CLI: BUILDKIT_HOST (a bare buildkitd, driven by `buildctl`) is
+    reached through a buildx builder for it, which BUILDX_BUILDER names; both need buildx.
+    """
+    host = os.environ.get("BUILDKIT_HOST", "").strip()
+    named = os.environ.get("BUILDX_BUILDER", "").strip()
+    if not host and not named:
+        return None
+    cli = configured_cli()
+    has_buildx = cli is not None and cli.buildx
+    if host:
+        missing = "" if has_buildx else " (this machine's docker CLI has no buildx plugin: install docker-buildx)"
+        return (
+            "BUILDKIT_HOST is set, but modelpack builds through the docker CLI: create a buildx builder "
+            f"for that daemon (docker buildx create --driver remote ...) and name it in BUILDX_BUILDER{missing}"
+        )
+    if not has_buildx:
+        where = cli.path if cli else "no docker CLI found"
+        return (
+            f"BUILDX_BUILDER names a buildx builder, but {where} has no buildx plugin "
+            "(install docker-buildx, or unset BUILDX_BUILDER to build on the engine DOCKER_HOST names)"
+        )
+    return None
 
 
 def _engine_problem(client: DockerClient) -> str | None:

@@ -275,3 +275,26 @@ def test_a_base_buildkit_pulls_is_recorded_by_digest() -> None:
     assert pulled_digest("python:3.11", reader.pulled) == "sha256:" + "cd" * 32
     assert pulled_digest("modelpack-base/python:3.11", reader.pulled) == ""  # the engine's own: asked there
     assert pulled_digest("127.0.0.1:5000/team/base:3.12", reader.pulled) == ""
+
+
+def test_a_remote_buildkit_that_cannot_be_reached_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BUILDKIT_HOST and BUILDX_BUILDER ask for a remote BuildKit: without the buildx plugin
+    (Debian bookworm ships neither buildx nor buildkitd) the build says so instead of quietly
+    building on the local engine; --builder classic is an explicit choice and still works."""
+    modern = _Engine({"ApiVersion": "1.41", "Os": "linux"})
+    debian = buildkit.DockerCli("/usr/bin/docker", "20.10.24", buildx=False)
+    monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: debian)
+    monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
+    monkeypatch.delenv("BUILDX_BUILDER", raising=False)
+    monkeypatch.setenv("BUILDKIT_HOST", "tcp://127.0.0.1:1234")
+    with pytest.raises(EngineError, match=r"^BUILDKIT_HOST is set.*BUILDX_BUILDER.*no buildx plugin") as error:
+        buildkit.choose_builder(None, modern)  # type: ignore[arg-type]
+    assert "\n" not in str(error.value) and "127.0.0.1:1234" not in str(error.value)
+    assert buildkit.choose_builder("classic", modern).name == "classic"  # type: ignore[arg-type]
+    monkeypatch.delenv("BUILDKIT_HOST")
+    monkeypatch.setenv("BUILDX_BUILDER", "remote-builder")
+    with pytest.raises(EngineError, match=r"^BUILDX_BUILDER names a buildx builder, but /usr/bin/docker has no buildx"):
+        buildkit.choose_builder("buildkit", modern)  # type: ignore[arg-type]
+    with_buildx = buildkit.DockerCli("/usr/local/bin/docker", "27.1.0", buildx=True)
+    monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: with_buildx)
+    assert buildkit.choose_builder(None, modern).cli == with_buildx  # type: ignore[arg-type]
