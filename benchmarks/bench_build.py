@@ -16,8 +16,12 @@ Rounds alternate which side goes first. The base image stays in the engine acros
 real runner both sides pull it alike). Prints seconds and modelpack/baseline ratios per round,
 and the spread between rounds as the machine's noise.
 
+`--logs DIR` keeps each modelpack build's progress output, every line stamped with the seconds
+since the build started (lock, the BuildKit steps with their own timings, each layer's upload):
+where the time goes.
+
 Needs the services of scripts/setup.sh and root (dockerd). Usage:
-    python benchmarks/bench_build.py [--registry 127.0.0.1:5000] [--rounds 2] [--light]
+    python benchmarks/bench_build.py [--registry 127.0.0.1:5000] [--rounds 2] [--light] [--logs DIR]
 """
 
 from __future__ import annotations
