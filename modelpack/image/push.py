@@ -413,6 +413,9 @@ def export_composed_cache(
     registry = session.registry
     if cache.registry != repo.registry:
         return False
+    exported = registry.find_manifest(cache.repository, cache.tag or "buildcache")
+    if exported is not None and (exported.json.get("config") or {}).get("digest") == runtime_id:
+        return True  # this runtime image is the cache already (a code-only change)
     manifest = registry.get_manifest(repo.repository, final_digest).json
     layers = list(manifest.get("layers") or [])[:-1]  # the composed manifest ends with the code layer
     config = registry.get_blob(repo.repository, runtime_id)
