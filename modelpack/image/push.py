@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
@@ -41,6 +41,7 @@ from modelpack.image.versions import (
 )
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import DOCKER_MANIFEST, Manifest, RegistryClient, sha256_digest
+from modelpack.resources import cache_dir, read_cache, write_cache
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ class AssembledPush(ImagePush):
     def send(self) -> SentImage:
         session, target = self.session, self.target
         registry, report, repository = session.registry, session.report, target.repo.repository
-        runtime = _runtime_in_registry(session, target, self.runtime_id)
+        runtime = _runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
         bytes_pushed = runtime.bytes_pushed
         self._work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
         work = Path(self._work.name)
@@ -332,7 +333,9 @@ class _RuntimeImage:
     bytes_pushed: int
 
 
-def _runtime_in_registry(session: BuildSession, target: PushTarget, runtime_id: str) -> _RuntimeImage:
+def _runtime_in_registry(
+    session: BuildSession, target: PushTarget, runtime_id: str, base_image: str
+) -> _RuntimeImage:
     """Make sure the registry has the runtime image's layers and config; upload what it lacks.
 
     Layers of the newest version (found through its manifest, confirmed by HEAD) and layers
@@ -359,6 +362,12 @@ def _runtime_in_registry(session: BuildSession, target: PushTarget, runtime_id: 
         "push",
         f"{sum(d in found for d in diff_ids)} of {len(diff_ids)} runtime layers already in the registry",
     )
+    # layers another repository of this registry has (a base, another model) are mounted, not sent
+    sources = _layer_sources(session, repo, base_image, set(diff_ids) - set(found))
+    for diff_id, (source, descriptor) in sources.items():
+        if _mount(registry, repository, source, str(descriptor["digest"])):
+            found[diff_id] = descriptor
+            report("push", f"{diff_id[7:19]}: Mounted from {source}")
     wanted = set(diff_ids) - set(found)
     sent: dict[str, dict[str, str | int]] = {}
     config = b""
@@ -398,7 +407,75 @@ def _runtime_in_registry(session: BuildSession, target: PushTarget, runtime_id: 
         for d, desc in zip(diff_ids, descriptors, strict=True)
     ]
     pushed = sum(int(desc["size"]) for desc in sent.values()) + (0 if config_there else len(config))
+    for diff_id, descriptor in zip(diff_ids, descriptors, strict=True):
+        record = {"registry": repo.registry, "repository": repository, **descriptor}
+        write_cache(_source_record(diff_id), record)
     return _RuntimeImage(config, diff_ids, descriptors, layers, pushed)
+
+
+def _source_record(diff_id: str) -> Path:
+    return cache_dir("layer-sources", f"{diff_id.split(':', 1)[-1]}.json")
+
+
+_DESCRIPTOR_KEYS = ("mediaType", "digest", "size")
+
+
+def _layer_sources(
+    session: BuildSession, repo: ImageRef, base_image: str, missing: set[str]
+) -> dict[str, tuple[str, dict[str, str | int]]]:
+    """Where this registry already holds layers `repo` lacks: (repository, descriptor) by diff id.
+
+    From modelpack's record of where it put each layer (`layer-sources/`: what the engine's own
+    push remembers too), and from the base image's copy in this registry (its repo digest).
+    """
+    sources: dict[str, tuple[str, dict[str, str | int]]] = {}
+    for diff_id in missing:
+        record = read_cache(_source_record(diff_id))
+        if isinstance(record, dict) and record.get("registry") == repo.registry:
+            source = str(record.get("repository") or "")
+            if source and source != repo.repository and set(_DESCRIPTOR_KEYS) <= set(record):
+                sources[diff_id] = (source, {k: record[k] for k in _DESCRIPTOR_KEYS})
+    if not missing - set(sources) or not base_image:
+        return sources
+    image = engine.inspect_image(session.engine, base_image) or {}
+    for entry in image.get("RepoDigests") or []:
+        name, _, digest = str(entry).partition("@")
+        registry_host, _, source = name.partition("/")
+        if registry_host != repo.registry or not source or source == repo.repository:
+            continue
+        try:
+            manifest = session.registry.get_manifest(source, digest).json
+            config = json.loads(session.registry.get_blob(source, str(manifest["config"]["digest"])))
+            base_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+        except (RegistryError, KeyError, TypeError, ValueError, AttributeError):
+            continue
+        for diff_id, layer in zip(base_ids, manifest.get("layers") or [], strict=False):
+            if diff_id in missing and diff_id not in sources:
+                sources[diff_id] = (source, {k: layer[k] for k in _DESCRIPTOR_KEYS})
+    return sources
+
+
+def _mount(registry: RegistryClient, repository: str, source: str, digest: str) -> bool:
+    """Mount a blob of `source` into `repository` (same registry): True when the registry did."""
+    query = urlencode({"mount": digest, "from": source})
+    try:
+        response = registry.request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/?{query}",
+            scope=f"repository:{repository}:pull,push",
+            ok=(201, 202),
+        )
+    except RegistryError:
+        return False
+    if response is not None and response.status_code == 201:
+        return True
+    location = response.headers.get("Location") if response is not None else None
+    if location:  # the registry opened an upload instead: close it
+        try:
+            registry.request("DELETE", urljoin(registry.base_url + "/", location), ok=(200, 202, 204, 404))
+        except RegistryError:
+            pass
+    return False
 
 
 def export_composed_cache(
@@ -423,13 +500,8 @@ def export_composed_cache(
     for layer in layers:
         digest = str(layer["digest"])
         if target != repo.repository and registry.head_blob(target, digest) is None:
-            query = urlencode({"mount": digest, "from": repo.repository})
-            registry.request(
-                "POST",
-                f"/v2/{target}/blobs/uploads/?{query}",
-                scope=f"repository:{target}:pull,push",
-                ok=(201,),
-            )
+            if not _mount(registry, target, repo.repository, digest):
+                raise RegistryError(f"registry {registry.registry} did not mount {digest[:19]} into {target}")
     registry.ensure_blob(target, config, media_type=assemble.DOCKER_CONFIG)
     raw = json.dumps(assemble.image_manifest(config, layers), separators=(",", ":")).encode()
     registry.put_manifest(target, cache.tag or "buildcache", raw, DOCKER_MANIFEST)
