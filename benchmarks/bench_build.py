@@ -16,8 +16,12 @@ Rounds alternate which side goes first. The base image stays in the engine acros
 real runner both sides pull it alike). Prints seconds and modelpack/baseline ratios per round,
 and the spread between rounds as the machine's noise.
 
+`--logs DIR` keeps each modelpack build's progress output, every line stamped with the seconds
+since the build started (lock, the BuildKit steps with their own timings, each layer's upload):
+where the time goes.
+
 Needs the services of scripts/setup.sh and root (dockerd). Usage:
-    python benchmarks/bench_build.py [--registry 127.0.0.1:5000] [--rounds 2] [--light]
+    python benchmarks/bench_build.py [--registry 127.0.0.1:5000] [--rounds 2] [--light] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ COPY . /app
 """
 CASES = ("cold build + push", "one dependency added", "code-only change", "fresh runner + cache")
 TARGETS = (0.6, 0.3, None, 0.3)
+LOGS: Path | None = None  # --logs DIR: each modelpack build's progress output
 
 
 def copy_tree(node: Traversable, target: Path) -> None:
@@ -111,16 +116,24 @@ def side_modelpack(engine: Engine, work: Path, registry: str, light: bool) -> tu
     repo = f"{registry}/bench/modelpack-{run}"
     executable = Path(sys.executable).with_name("modelpack")
     env = {**os.environ, "DOCKER_HOST": engine.host, "XDG_CACHE_HOME": str(work / f"xdg-{run}")}
-    command = [str(executable), "build", str(model), "--tag", repo, "--push", "--json"]
+    command = [str(executable), "build", str(model), "--tag", repo, "--push", "--json", "--verbose"]
     command += ["--cache-registry", f"{repo}-cache"]
 
     def build() -> tuple[float, dict[str, object]]:
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert process.stderr is not None and process.stdout is not None
+        # each progress line stamped with the seconds since the start: where the time goes
+        lines = [f"{time.perf_counter() - start:7.2f} {line}" for line in process.stderr]
+        stdout = process.stdout.read()
         seconds = time.perf_counter() - start
-        if done.returncode:
-            sys.exit(f"modelpack build failed:\n{done.stderr[-3000:]}")
-        return seconds, json.loads(done.stdout)
+        if process.wait():
+            sys.exit("modelpack build failed:\n" + "".join(lines)[-3000:])
+        if LOGS is not None:
+            LOGS.mkdir(parents=True, exist_ok=True)
+            log = LOGS / f"{run}-{len(list(LOGS.glob(run + '-*')))}.log"
+            log.write_text(f"{seconds:.2f}s\n" + "".join(lines))
+        return seconds, json.loads(stdout)
 
     engine.wipe()
     times = [build()[0]]
@@ -184,7 +197,10 @@ def main() -> int:
     parser.add_argument(
         "--by-hand-first", action="store_true", help="the first round starts with the baseline"
     )
+    parser.add_argument("--logs", type=Path, help="keep each modelpack build's step log in this folder")
     args = parser.parse_args()
+    global LOGS
+    LOGS = args.logs
     root = Path(tempfile.mkdtemp(prefix="mp-bench-", dir="/tmp"))
     engine = Engine(root)
     ratios: dict[str, list[float]] = {case: [] for case in CASES}

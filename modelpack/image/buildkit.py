@@ -37,6 +37,8 @@ _FALLBACK_CLIS = ("/usr/bin/docker",)  # Debian's docker.io: BuildKit built in (
 _MIN_API = (1, 39)  # Docker 18.09: the first engine with BuildKit
 _VERTEX = re.compile(r"^#(?P<id>\d+) (?P<rest>.*)$")
 _TIMED = re.compile(r"^(?P<time>\d+\.\d+) (?P<text>.*)$")
+# a stage's base resolved in a registry: `[deps 1/4] FROM 127.0.0.1:5000/x/base:1@sha256:...`
+_PULLED_FROM = re.compile(r"\] FROM (?P<ref>\S+?)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,9 @@ def choose_builder(requested: str | None, client: DockerClient) -> BuilderChoice
     requested = check_builder(requested)
     if requested == CLASSIC:
         return BuilderChoice(CLASSIC, "--builder classic")
+    remote = _remote_builder_problem()
+    if remote:
+        raise EngineError(remote)
     if requested is None and os.environ.get("DOCKER_BUILDKIT", "").strip() == "0":
         return BuilderChoice(CLASSIC, "DOCKER_BUILDKIT=0")
     problem = _engine_problem(client)
@@ -175,6 +180,34 @@ def choose_builder(requested: str | None, client: DockerClient) -> BuilderChoice
     how = "buildx" if cli.buildx else "built-in BuildKit"
     why = "--builder buildkit" if requested == BUILDKIT else "default"
     return BuilderChoice(BUILDKIT, f"{why}: the engine runs BuildKit ({cli.path} {cli.version}, {how})", cli)
+
+
+def _remote_builder_problem() -> str | None:
+    """Why a remote BuildKit the environment asks for cannot be used, in one line (None: it can,
+    or none is asked for). Building on the local engine instead would surprise whoever set it.
+
+    Builds go through the docker CLI: BUILDKIT_HOST (a bare buildkitd, driven by `buildctl`) is
+    reached through a buildx builder for it, which BUILDX_BUILDER names; both need buildx.
+    """
+    host = os.environ.get("BUILDKIT_HOST", "").strip()
+    named = os.environ.get("BUILDX_BUILDER", "").strip()
+    if not host and not named:
+        return None
+    cli = configured_cli()
+    has_buildx = cli is not None and cli.buildx
+    if host:
+        missing = "" if has_buildx else " (this machine's docker CLI has no buildx plugin: install docker-buildx)"
+        return (
+            "BUILDKIT_HOST is set, but modelpack builds through the docker CLI: create a buildx builder "
+            f"for that daemon (docker buildx create --driver remote ...) and name it in BUILDX_BUILDER{missing}"
+        )
+    if not has_buildx:
+        where = cli.path if cli else "no docker CLI found"
+        return (
+            f"BUILDX_BUILDER names a buildx builder, but {where} has no buildx plugin "
+            "(install docker-buildx, or unset BUILDX_BUILDER to build on the engine DOCKER_HOST names)"
+        )
+    return None
 
 
 def _engine_problem(client: DockerClient) -> str | None:
@@ -237,7 +270,7 @@ class BuildKitBuilder:
                 image_id = ""
         if not image_id:
             raise EngineError(f"the build finished but wrote no image id for {job.tag}")
-        return BuildOutput(image_id=image_id, log_tail=reader.output)
+        return BuildOutput(image_id=image_id, log_tail=reader.output, pulled=dict(reader.pulled))
 
     def command(self, job: EngineBuild, work: Path) -> list[str]:
         """The CLI's argument list; secret values go to files in `work` (mode 0600), never argv."""
@@ -288,6 +321,7 @@ class _ProgressReader:
         self.names: dict[str, str] = {}
         self.output: list[str] = []  # step output without the "#N 0.41" prefix, for error patterns
         self.errors: list[str] = []
+        self.pulled: dict[str, str] = {}  # base references BuildKit resolved in a registry -> digest
 
     def _emit(self, kind: str, message: str) -> None:
         if self.on_event:
@@ -308,6 +342,9 @@ class _ProgressReader:
             if rest.startswith("sha256:"):
                 return
             self.names[vertex] = rest
+            pulled = _PULLED_FROM.search(rest)
+            if pulled:
+                self.pulled[pulled.group("ref")] = pulled.group("digest")
             if rest.startswith("[") and not rest.startswith("[internal]"):
                 self._emit("step", rest)
             return

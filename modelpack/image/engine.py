@@ -7,8 +7,10 @@ The docker package is imported lazily: `modelpack --help` must stay fast.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import tarfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -94,6 +96,9 @@ def is_loopback_url(url: str) -> bool:
 class BuildOutput:
     image_id: str
     log_tail: list[str] = field(default_factory=list)
+    # digests of images the builder pulled itself (reference as written -> manifest digest):
+    # BuildKit keeps them out of the engine's image store, where `image_digest` would look
+    pulled: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -342,6 +347,98 @@ def load_image(client: DockerClient, archive: str | os.PathLike[str]) -> None:
         raise EngineError(f"loading the image failed: {_short(error)}") from error
     if failure is not None:
         raise EngineError(f"loading the image failed: {failure}")
+
+
+@dataclass
+class SavedLayers:
+    """Layers of an image as `docker save` gives them: uncompressed, each named by its diff id."""
+
+    config: bytes  # the image config, exactly (its sha256 is the image id)
+    files: dict[str, str] = field(default_factory=dict)  # diff id -> a file holding the layer tar
+
+
+def save_layers(
+    client: DockerClient,
+    image_id: str,
+    wanted: set[str],
+    folder: str | os.PathLike[str],
+    on_layer: Callable[[str, str], None] | None = None,
+) -> SavedLayers:
+    """The `wanted` layers of an image (by diff id) as files in `folder`, read from `docker save`.
+
+    The engine writes every layer uncompressed (no gzip: that is what makes its push slow); a
+    layer's sha256 is its diff id, so the ones not wanted are hashed and dropped as they stream
+    by. `on_layer(diff_id, path)` is called as soon as each wanted layer is complete.
+    """
+    config: bytes | None = None
+    saved = SavedLayers(b"")
+    try:
+        stream = _StreamReader(client.api.get_image(image_id, chunk_size=1 << 20))
+        with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+            for member in archive:
+                source = archive.extractfile(member) if member.isfile() else None
+                if source is None:
+                    continue
+                if member.name.endswith("/layer.tar"):
+                    path = os.path.join(folder, f"layer-{len(saved.files)}-{os.getpid()}.tar")
+                    digest = hashlib.sha256()
+                    with open(path, "wb") as out:
+                        while chunk := source.read(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+                    diff_id = f"sha256:{digest.hexdigest()}"
+                    if diff_id in wanted and diff_id not in saved.files:
+                        saved.files[diff_id] = path
+                        if on_layer:
+                            on_layer(diff_id, path)
+                    else:
+                        os.unlink(path)
+                elif (
+                    member.name.endswith(".json")
+                    and "/" not in member.name
+                    and member.name != "manifest.json"
+                ):
+                    config = source.read()
+    except OSError as error:
+        raise EngineError(
+            f"reading the layers of {image_id[:19]} failed: {error.strerror or error}"
+        ) from None
+    except Exception as error:
+        raise EngineError(
+            f"reading the layers of {image_id[:19]} from the engine failed: {_short(error)}"
+        ) from None
+    if config is None or f"sha256:{hashlib.sha256(config).hexdigest()}" != image_id:
+        raise EngineError(f"the engine's copy of {image_id[:19]} has no matching image config")
+    missing = wanted - set(saved.files)
+    if missing:
+        raise EngineError(f"the engine's copy of {image_id[:19]} lacks layer {sorted(missing)[0][:19]}")
+    saved.config = config
+    return saved
+
+
+class _StreamReader:
+    """A file object over an iterator of byte chunks (the engine's `docker save` stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+        self._offset = 0  # read position in _buffer (slicing a megabyte per small read is slow)
+
+    def read(self, size: int = -1) -> bytes:
+        parts: list[bytes] = []
+        wanted = size
+        while wanted != 0:
+            if self._offset >= len(self._buffer):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._buffer, self._offset = chunk, 0
+            end = len(self._buffer) if wanted < 0 else min(len(self._buffer), self._offset + wanted)
+            parts.append(self._buffer[self._offset : end])
+            if wanted > 0:
+                wanted -= end - self._offset
+            self._offset = end
+        return b"".join(parts)
 
 
 def pull_image(

@@ -43,6 +43,7 @@ class BuildResult:
     checkpoints: tuple[CheckpointResult, ...] = ()
     concepts: tuple[Concept, ...] = ()  # the final concepts (config, or inferred from id2label)
     base_image: str = ""  # what resolve chose ("" for `push` of an image modelpack did not build)
+    base_image_digest: str = ""  # the base the builder used, when it pulled it itself ("" otherwise)
     builder: BuilderChoice | None = None  # the engine builder and why (None: nothing was built)
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class BuildResult:
             "checkpoints": [c.to_dict() for c in self.checkpoints],
             "concepts": [{"id": c.id, "name": c.name} for c in self.concepts],
             "base_image": self.base_image,
+            "base_image_digest": self.base_image_digest or None,
             "builder": self.builder.to_dict() if self.builder else None,
         }
 

@@ -34,7 +34,7 @@ from modelpack.image.checkpointing import (
     prepare_checkpoint,
     with_checkpoints,
 )
-from modelpack.image.push import AssembledPush, EnginePush, WeightsPush
+from modelpack.image.push import AssembledPush, EnginePush, WeightsPush, export_composed_cache
 from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget, ping, registry_for
 from modelpack.image.versions import local_layers, pick_version, reuse_local, reuse_remote
@@ -72,6 +72,7 @@ class ContextSpec:
     loopback_endpoints: tuple[str | None, ...] = ()
     weights: WeightsPlan | None = None  # push only: the weights layer modelpack adds in the registry
     assembly: AssemblyPlan | None = None  # push only: the final stage modelpack composes
+    base_image: str = ""  # the base the Dockerfile names (its digest goes into the result)
 
 
 def run(
@@ -215,6 +216,7 @@ def _context_spec(
         loopback_endpoints=(settings.index_url, *settings.extra_index_urls, os.environ.get("HF_ENDPOINT")),
         weights=weights,
         assembly=assembly,
+        base_image=base_image,
     )
 
 
@@ -243,7 +245,8 @@ def _publish(
         resolved=resolved,
         context_dir=context_dir,
         signature=signature,
-        base_image_digest=engine.image_digest(session.engine, resolved.base_image),
+        # BuildKit keeps a base it pulled out of the engine's image store: its FROM line has the digest
+        base_image_digest=result.base_image_digest or engine.image_digest(session.engine, resolved.base_image),
         checkpoints=result.checkpoints,
         concepts=result.concepts or None,
         image_reference=result.image,
@@ -275,6 +278,9 @@ def build_context(
     """Build a context rendered elsewhere into `repository:<version>` and `repository:c-<hex16>`
     (`content_digest`'s content tag), with its own Dockerfile; push if asked.
 
+    The builder is `build`'s default choice (BuildKit where the engine and a CLI run it, the
+    classic builder otherwise or with DOCKER_BUILDKIT=0): a context rendered for BuildKit
+    (`render --builder buildkit`) needs it, and a classic one builds the same on both.
     `client` is an engine client to use (and leave open); by default one is connected, and
     only when the registry does not already have the content.
     """
@@ -293,8 +299,11 @@ def build_context(
             return reuse_remote(registry, repo, ctag, remote_tags, version, report)
         docker_client = client or engine.connect()
         try:
-            session = BuildSession(docker_client, registry, auth, report)
-            return _build_new(session, spec, request, ctag, remote_tags)
+            choice = choose_builder(None, docker_client)
+            report("build", f"builder: {choice.name} ({choice.reason})")
+            builder = BuildKitBuilder(choice.cli) if choice.cli is not None else None
+            session = BuildSession(docker_client, registry, auth, report, builder)
+            return replace(_build_new(session, spec, request, ctag, remote_tags), builder=choice)
         finally:
             if client is None:
                 docker_client.close()
@@ -329,7 +338,7 @@ def _build_new(
         reused = reuse_local(client, name, ctag, request.version, session.report)
         if reused is not None:
             return reused
-    image_id = _engine_build(session, spec, request, ctag)
+    image_id, pulled = _engine_build(session, spec, request, ctag)
     chosen = pick_version(name, request.version, remote_tags, engine.local_tags(client, name))
     target = PushTarget(request.repo, ctag, chosen, request.version is not None, tuple(remote_tags))
     cache = request.cache_registry
@@ -338,8 +347,25 @@ def _build_new(
         cache = None
     result = _tag_and_push(session, spec, request, target, image_id)
     if cache is not None:  # after the push: the cache image's layers are mounted, not sent twice
-        _export_cache(session, image_id, cache)
-    return result
+        composed = spec.assembly is not None and request.push
+        _export_cache(session, image_id, cache, (request.repo, result.digest) if composed else None)
+    return replace(result, base_image_digest=pulled_digest(spec.base_image, pulled))
+
+
+def pulled_digest(base_image: str, pulled: Mapping[str, str]) -> str:
+    """The digest the builder pulled `base_image` at ("" when it did not pull it); BuildKit
+    names images in full (`docker.io/library/python:3.11` for `python:3.11`)."""
+    if not base_image:
+        return ""
+    try:
+        wanted = ImageRef.parse(base_image)
+        for reference, digest in pulled.items():
+            found = ImageRef.parse(reference)
+            if (found.registry, found.repository, found.tag) == (wanted.registry, wanted.repository, wanted.tag):
+                return wanted.digest or digest
+    except InvalidInputError:
+        return ""
+    return ""
 
 
 def _tag_and_push(
@@ -367,9 +393,12 @@ def _tag_and_push(
     return EnginePush(session, target, created=(target.ref(chosen),)).run()
 
 
-def _engine_build(session: BuildSession, spec: ContextSpec, request: BuildRequest, ctag: str) -> str:
+def _engine_build(
+    session: BuildSession, spec: ContextSpec, request: BuildRequest, ctag: str
+) -> tuple[str, dict[str, str]]:
     """The image id of the context built by the engine (only up to the runtime stage when
-    modelpack composes the final one; a cached runtime image is not built again)."""
+    modelpack composes the final one; a cached runtime image is not built again), and the
+    digests of the images the builder pulled itself."""
     client, report, name = session.engine, session.report, request.repo.name
     network_mode = spec.network_mode
     if network_mode is None:
@@ -377,6 +406,7 @@ def _engine_build(session: BuildSession, spec: ContextSpec, request: BuildReques
     plan = spec.assembly
     cache = request.cache_registry
     image_id = cached_runtime(client, name, plan) if plan is not None else None
+    pulled: dict[str, str] = {}
     if image_id is not None:
         report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
     else:
@@ -395,19 +425,29 @@ def _engine_build(session: BuildSession, spec: ContextSpec, request: BuildReques
             cache_from=(str(cache),) if cache is not None else (),
             inline_cache=cache is not None,
         )
-        image_id = session.image_builder().build(job, on_event=report).image_id
+        output = session.image_builder().build(job, on_event=report)
+        image_id, pulled = output.image_id, output.pulled
         if plan is not None:
             remember_runtime(client, plan, image_id)
-    return image_id
+    return image_id, pulled
 
 
-def _export_cache(session: BuildSession, image_id: str, cache: ImageRef) -> None:
+def _export_cache(
+    session: BuildSession, image_id: str, cache: ImageRef, composed: tuple[ImageRef, str] | None = None
+) -> None:
     """Push the built image, which carries its build cache inline, to the cache reference, so
-    the next build on an empty engine imports it (`--cache-from`). A failure is only a note."""
+    the next build on an empty engine imports it (`--cache-from`). A failure is only a note.
+
+    `composed`: (repository, manifest digest) of the final image modelpack composed on this
+    runtime image; its layers are in that registry already, so the cache image is written from
+    them (`push.export_composed_cache`) instead of by the engine's push, which would gzip them.
+    """
     cache_name = cache.name
     tag = cache.tag or "buildcache"
     session.report("cache", f"exporting the build cache to {cache_name}:{tag}")
     try:
+        if composed is not None and export_composed_cache(session, *composed, image_id, cache):
+            return
         engine.tag_image(session.engine, image_id, cache_name, tag)
         engine.push_image(session.engine, cache_name, tag, auth_config=session.docker_auth())
     except (EngineError, RegistryError) as error:

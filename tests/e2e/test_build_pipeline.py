@@ -43,6 +43,11 @@ def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_re
     one = json.loads(first.stdout)
     assert one["version"] == "v1" and one["pushed"] and one["bytes_pushed"] > 0
     assert {layer["status"] for layer in one["layers"]} <= {"pushed", "mounted", "present"}
+    # the runtime stage's layers went up uncompressed, from modelpack (the engine's push gzips):
+    # a plain tar layer's digest is its diff id
+    runtime_layers = one["layers"][:-1]
+    assert all(layer["digest"] == layer["diff_id"] for layer in runtime_layers), runtime_layers
+    assert one["bytes_pushed"] >= sum(layer["size"] for layer in runtime_layers if layer["status"] == "pushed")
 
     # unchanged: answered from the record of the first push (confirmed by the registry), no engine
     offline = {"DOCKER_HOST": "unix:///nonexistent"}

@@ -261,3 +261,19 @@ def test_inspect_reads_labels_locally_and_from_the_registry(
     assert [(v.version, v.digest, v.content_tag) for v in listing.versions] == [
         ("v1", result.digest, result.content_tag)
     ]
+
+
+def test_build_context_uses_buildkit_where_the_engine_runs_it(
+    tmp_path: Path, registry_repo: Any, docker_client: Any
+) -> None:
+    """A context rendered for BuildKit builds through `build_context` (the classic builder
+    refuses `COPY --chmod`), and the result says which builder and why."""
+    context, _ = make_context(tmp_path, "print('buildkit')\n", registry_repo.name)
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("COPY code/", "COPY --chmod=0600 code/"))
+    digest = "sha256:" + hashlib.sha256(dockerfile.read_bytes() + b"buildkit").hexdigest()
+    result = build_context(
+        context, repository=registry_repo.ref, content_digest=digest, push=True, client=docker_client
+    )
+    assert result.pushed and result.builder is not None
+    assert (result.builder.name, result.builder.reason.split(":")[0]) == ("buildkit", "default")

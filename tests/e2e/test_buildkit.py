@@ -11,16 +11,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from modelpack.oci.registry import RegistryClient
+from modelpack.supply.record import fetch_record, find_records
 
 pytestmark = pytest.mark.e2e
 
@@ -169,6 +176,19 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     deps_lines = [line for line in first.stderr.splitlines() if DEPS_STEP in line]
     assert not any(line.endswith("CACHED") for line in deps_lines), deps_lines
 
+    # the cache image was written from the layers the push put there (the base's mounted from its
+    # registry copy, the rest plain tar: digest = diff id), not pushed by the engine, which would
+    # have gzipped them all once more
+    client = RegistryClient(registry)
+    try:
+        cache_layers = client.get_manifest(cache.split("/", 1)[1], "buildcache").json["layers"]
+        final = json.loads(first.stdout)
+        image_layers = client.get_manifest(registry_repo.name, final["digest"]).json["layers"]
+    finally:
+        client.close()
+    assert cache_layers == image_layers[:-1]
+    assert any(layer["mediaType"].endswith(".diff.tar") for layer in cache_layers)
+
     second_engine.wipe()
     assert second_engine.docker("image", "ls", "--all", "--quiet").stdout.strip() == ""
     model_py = model / "1" / "model.py"  # a new version: built, not answered from a record
@@ -178,3 +198,115 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     assert json.loads(again.stdout)["version"] == "v2"
     deps_lines = [line for line in again.stderr.splitlines() if DEPS_STEP in line]
     assert any(line.endswith("CACHED") for line in deps_lines), again.stderr[-4000:]
+    # the wiped engine had no base: BuildKit pulled it, and the signed record still names its digest
+    assert second_engine.docker("image", "ls", "--quiet", base, check=False).stdout.strip() == ""
+    built = json.loads(again.stdout)
+    client = RegistryClient(registry)
+    try:
+        pushed_base = client.head_manifest(base.split("/", 1)[1].rsplit(":", 1)[0], "3.11")
+        assert pushed_base is not None and built["base_image_digest"] == pushed_base.digest
+        (found,) = find_records(client, registry_repo.name, built["digest"])
+        _, record = fetch_record(client, registry_repo.name, found.digest)
+    finally:
+        client.close()
+    assert (record.base_image.reference, record.base_image.digest) == (base, pushed_base.digest)
+
+
+def _wheel(folder: Path, project: str) -> Path:
+    """A minimal pure-Python wheel of `project` (0.1.0)."""
+    module = project.replace("-", "_")
+    dist_info = f"{module}-0.1.0.dist-info"
+    files = {
+        f"{module}/__init__.py": b"VALUE = 1\n",
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: 0.1.0\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: modelpack-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + f"{dist_info}/RECORD,,\n"
+    wheel = folder / f"{module}-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in {**files, f"{dist_info}/RECORD": record.encode()}.items():
+            archive.writestr(name, data)
+    return wheel
+
+
+class _WheelIndex:
+    """A loopback simple index of several wheels that logs each wheel download. The links carry
+    hashes and PEP 658 metadata, so locking reads no wheel: every download is an install's."""
+
+    def __init__(self, wheels: list[Path]) -> None:
+        self.downloads: list[str] = []
+        pages, files = {}, {}
+        for wheel in wheels:
+            project = wheel.name.split("-", 1)[0].replace("_", "-")
+            with zipfile.ZipFile(wheel) as archive:
+                metadata = archive.read(next(n for n in archive.namelist() if n.endswith("/METADATA")))
+            digest, meta_digest = (
+                hashlib.sha256(data).hexdigest() for data in (wheel.read_bytes(), metadata)
+            )
+            pages[f"/simple/{project}"] = (
+                f'<a href="/files/{wheel.name}#sha256={digest}" data-core-metadata="sha256={meta_digest}" '
+                f'data-dist-info-metadata="sha256={meta_digest}">{wheel.name}</a>'
+            ).encode()
+            files[f"/files/{wheel.name}"] = wheel.read_bytes()
+            files[f"/files/{wheel.name}.metadata"] = metadata
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                body = pages.get(path.rstrip("/")) or files.get(path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                if path.endswith(".whl"):
+                    index.downloads.append(path.rsplit("/", 1)[1])
+                self.send_response(200)
+                file = path.startswith("/files/")
+                self.send_header("Content-Type", "application/octet-stream" if file else "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                # as PyPI: files never change, pages do
+                self.send_header("Cache-Control", "max-age=31536000, immutable" if file else "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
+
+
+def test_one_added_package_is_the_only_one_downloaded(
+    second_engine: Any, registry_repo: Any, tmp_path: Path, copy_example: Callable[..., Path]
+) -> None:
+    """The uv cache mount keeps what the last build downloaded: adding one requirement fetches
+    that one package (the loopback index's download log), and uv prepares only it (its own log)."""
+    run = uuid.uuid4().hex[:8]
+    (tmp_path / "wheels").mkdir()
+    first, added = (_wheel(tmp_path / "wheels", f"modelpack-e2e-{name}-{run}") for name in ("kept", "added"))
+    index = _WheelIndex([first, added])
+    model = copy_example("hello", tmp_path / "model", skip=("requirements.lock",))
+    requirements = model / "requirements.txt"
+    requirements.write_text(requirements.read_text() + f"modelpack-e2e-kept-{run}==0.1.0\n")
+    env = {
+        "DOCKER_HOST": second_engine.host,
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "UV_INDEX_URL": index.url,
+        "UV_EXTRA_INDEX_URL": PYPI,
+    }
+    args = ["build", str(model), "--tag", registry_repo.ref, "--verbose", "--json"]
+    try:
+        built = modelpack(args, env)
+        assert built.returncode == 0, built.stderr[-4000:]
+        assert index.downloads == [first.name]
+        requirements.write_text(requirements.read_text() + f"modelpack-e2e-added-{run}==0.1.0\n")
+        again = modelpack(args, env)
+        assert again.returncode == 0, again.stderr[-4000:]
+    finally:
+        index.server.shutdown()
+        index.server.server_close()
+    assert index.downloads == [first.name, added.name]  # the kept package came from the cache mount
+    deps_output = again.stderr.split(DEPS_STEP, 1)[1]
+    assert "Prepared 1 package" in deps_output, deps_output[-3000:]

@@ -249,3 +249,52 @@ def test_choice_and_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert "no docker CLI" in buildkit.choose_builder(None, modern).reason  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="--builder must be auto, buildkit or classic, not 'kaniko'"):
         buildkit.check_builder("kaniko")
+
+
+def test_a_base_buildkit_pulls_is_recorded_by_digest() -> None:
+    """BuildKit keeps a base it pulls out of the engine's image store: the FROM line's digest is
+    what the signed record gets (stages.pulled_digest matches BuildKit's full names)."""
+    from modelpack.image.stages import pulled_digest
+
+    digest = "sha256:" + "ab" * 32
+    reader = buildkit._ProgressReader(lambda text: text, None)
+    for line in [
+        "#4 [internal] load metadata for 127.0.0.1:5000/team/base:3.11",
+        "#4 DONE 0.1s",
+        f"#6 [deps 1/4] FROM 127.0.0.1:5000/team/base:3.11@{digest}",
+        "#6 resolve 127.0.0.1:5000/team/base:3.11@sha256:" + "ab" * 32 + " done",
+        "#8 [deps 1/4] FROM docker.io/modelpack-base/python:3.11",  # in the engine: no digest
+        f"#9 [node 1/2] FROM docker.io/library/python:3.11@sha256:{'cd' * 32}",
+    ]:
+        reader.feed(line)
+    assert reader.pulled == {
+        "127.0.0.1:5000/team/base:3.11": digest,
+        "docker.io/library/python:3.11": "sha256:" + "cd" * 32,
+    }
+    assert pulled_digest("127.0.0.1:5000/team/base:3.11", reader.pulled) == digest
+    assert pulled_digest("python:3.11", reader.pulled) == "sha256:" + "cd" * 32
+    assert pulled_digest("modelpack-base/python:3.11", reader.pulled) == ""  # the engine's own: asked there
+    assert pulled_digest("127.0.0.1:5000/team/base:3.12", reader.pulled) == ""
+
+
+def test_a_remote_buildkit_that_cannot_be_reached_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BUILDKIT_HOST and BUILDX_BUILDER ask for a remote BuildKit: without the buildx plugin
+    (Debian bookworm ships neither buildx nor buildkitd) the build says so instead of quietly
+    building on the local engine; --builder classic is an explicit choice and still works."""
+    modern = _Engine({"ApiVersion": "1.41", "Os": "linux"})
+    debian = buildkit.DockerCli("/usr/bin/docker", "20.10.24", buildx=False)
+    monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: debian)
+    monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
+    monkeypatch.delenv("BUILDX_BUILDER", raising=False)
+    monkeypatch.setenv("BUILDKIT_HOST", "tcp://127.0.0.1:1234")
+    with pytest.raises(EngineError, match=r"^BUILDKIT_HOST is set.*BUILDX_BUILDER.*no buildx plugin") as error:
+        buildkit.choose_builder(None, modern)  # type: ignore[arg-type]
+    assert "\n" not in str(error.value) and "127.0.0.1:1234" not in str(error.value)
+    assert buildkit.choose_builder("classic", modern).name == "classic"  # type: ignore[arg-type]
+    monkeypatch.delenv("BUILDKIT_HOST")
+    monkeypatch.setenv("BUILDX_BUILDER", "remote-builder")
+    with pytest.raises(EngineError, match=r"^BUILDX_BUILDER names a buildx builder, but /usr/bin/docker has no buildx"):
+        buildkit.choose_builder("buildkit", modern)  # type: ignore[arg-type]
+    with_buildx = buildkit.DockerCli("/usr/local/bin/docker", "27.1.0", buildx=True)
+    monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: with_buildx)
+    assert buildkit.choose_builder(None, modern).cli == with_buildx  # type: ignore[arg-type]

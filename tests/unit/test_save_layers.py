@@ -1,0 +1,80 @@
+"""`engine.save_layers`: the layers a push needs, read uncompressed from the engine's `docker save`
+stream (fed here in odd-sized chunks), each checked against its diff id; the rest dropped."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelpack.errors import EngineError
+from modelpack.image import engine
+
+
+def _tar(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+class _Api:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def get_image(self, image: str, chunk_size: int) -> Any:
+        # chunks of an awkward size, so reads straddle them
+        return (self.data[i : i + 7777] for i in range(0, len(self.data), 7777))
+
+
+class _Client:
+    def __init__(self, data: bytes) -> None:
+        self.api = _Api(data)
+
+
+def _diff_id(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_only_wanted_layers_are_kept_and_named_by_diff_id(tmp_path: Path) -> None:
+    layers = [_tar({f"f{i}": bytes([i]) * (50_000 + i)}) for i in range(3)]
+    config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
+    image_id = _diff_id(config)
+    saved_stream = _tar(
+        {
+            **{f"v1-{i}/layer.tar": layer for i, layer in enumerate(layers)},
+            f"{image_id[7:]}.json": config,
+            "manifest.json": b"[]",
+        }
+    )
+    wanted = {_diff_id(layers[0]), _diff_id(layers[2])}
+    seen: list[str] = []
+    saved = engine.save_layers(
+        _Client(saved_stream),
+        image_id,
+        wanted,
+        tmp_path,
+        on_layer=lambda d, p: seen.append(d),  # type: ignore[arg-type]
+    )
+    assert saved.config == config
+    assert set(saved.files) == wanted and seen == [_diff_id(layers[0]), _diff_id(layers[2])]
+    for diff_id, path in saved.files.items():
+        assert _diff_id(Path(path).read_bytes()) == diff_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(p).name for p in saved.files.values())
+
+
+def test_a_stream_without_the_layer_or_config_is_an_engine_error(tmp_path: Path) -> None:
+    config = b'{"rootfs": {}}'
+    stream = _tar({f"{_diff_id(config)[7:]}.json": config})
+    with pytest.raises(EngineError, match="lacks layer"):
+        engine.save_layers(_Client(stream), _diff_id(config), {"sha256:" + "0" * 64}, tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="no matching image config"):
+        engine.save_layers(_Client(stream), "sha256:" + "1" * 64, set(), tmp_path)  # type: ignore[arg-type]
