@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from modelpack.oci.registry import fallback_tag
+
 pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.2"  # loopback, but not a name modelpack or the engine reach over plain HTTP
@@ -171,7 +173,7 @@ def auth_registry(
         registry.process.wait(30)
         log.close()
         shutil.rmtree(engine_ca.parent, ignore_errors=True)
-        for image in docker_client.images.list(name=f"{registry.address}/*"):
+        for image in docker_client.images.list():  # a name filter's `*` stops at a `/`
             for tag in image.tags:
                 if tag.startswith(registry.address + "/"):
                     docker_client.images.remove(tag)
@@ -233,7 +235,8 @@ def test_push_build_sign_and_verify_against_a_registry_that_requires_authenticat
     assert pushed.returncode == 0, pushed.stderr
     result = json.loads(pushed.stdout)
     assert result["image"] == f"{target}:v1"
-    assert auth_registry.tags("team/hello") == sorted(["v1", result["content_tag"]])
+    expected = ["v1", result["content_tag"], fallback_tag(result["digest"])]  # + v1's note (a referrer)
+    assert auth_registry.tags("team/hello") == sorted(expected)
 
     # `build --push --sign`: modelpack's own client composes and signs; credentials from $DOCKER_CONFIG
     keys = keygen(tmp_path / "signer", b"key-pw")
