@@ -5,6 +5,8 @@ and the absence of secrets in the final image."""
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from modelpack.errors import EngineError
+from modelpack.oci.registry import RegistryClient
 
 pytestmark = pytest.mark.e2e
 
@@ -43,10 +46,20 @@ def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_re
     one = json.loads(first.stdout)
     assert one["version"] == "v1" and one["pushed"] and one["bytes_pushed"] > 0
     assert {layer["status"] for layer in one["layers"]} <= {"pushed", "mounted", "present"}
-    # the runtime stage's layers went up uncompressed, from modelpack (the engine's push gzips):
-    # a plain tar layer's digest is its diff id
+    # the runtime stage's layers went up from modelpack, gzipped (not the plain tars `docker save`
+    # gives): each pushed blob is a gzip whose content is the layer (its sha256 the diff id)
     runtime_layers = one["layers"][:-1]
-    assert all(layer["digest"] == layer["diff_id"] for layer in runtime_layers), runtime_layers
+    pushed_layers = [layer for layer in runtime_layers if layer["status"] == "pushed"]
+    assert pushed_layers, runtime_layers
+    client = RegistryClient(registry_repo.registry)
+    try:
+        for layer in pushed_layers:
+            blob = client.get_blob(registry_repo.name, layer["digest"])
+            assert blob[:2] == b"\x1f\x8b" and layer["digest"] != layer["diff_id"], layer
+            assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == layer["diff_id"]
+            assert len(blob) == layer["size"]
+    finally:
+        client.close()
     assert one["bytes_pushed"] >= sum(layer["size"] for layer in runtime_layers if layer["status"] == "pushed")
 
     # unchanged: answered from the record of the first push (confirmed by the registry), no engine

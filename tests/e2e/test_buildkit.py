@@ -177,8 +177,8 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     assert not any(line.endswith("CACHED") for line in deps_lines), deps_lines
 
     # the cache image was written from the layers the push put there (the base's mounted from its
-    # registry copy, the rest plain tar: digest = diff id), not pushed by the engine, which would
-    # have gzipped them all once more
+    # registry copy, the rest gzipped by modelpack), not pushed by the engine, which would have
+    # gzipped them all once more
     client = RegistryClient(registry)
     try:
         cache_layers = client.get_manifest(cache.split("/", 1)[1], "buildcache").json["layers"]
@@ -187,7 +187,7 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     finally:
         client.close()
     assert cache_layers == image_layers[:-1]
-    assert any(layer["mediaType"].endswith(".diff.tar") for layer in cache_layers)
+    assert all(layer["mediaType"].endswith(".diff.tar.gzip") for layer in cache_layers)
 
     second_engine.wipe()
     assert second_engine.docker("image", "ls", "--all", "--quiet").stdout.strip() == ""
