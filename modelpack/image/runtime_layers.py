@@ -199,18 +199,27 @@ def _layer_sources(
 ) -> dict[str, tuple[str, Descriptor]]:
     """Where this registry already holds layers `repo` lacks: (repository, descriptor) by diff id.
 
-    From modelpack's record of where it put each layer (`layer-sources/`: what the engine's own
-    push remembers too), and from the base image's copy in this registry (its repo digest).
+    First the base image's copy in this registry (its repo digest: the gzip blobs the base was
+    published as), then modelpack's record of where it put each layer (`layer-sources/`), which
+    may name an older, uncompressed blob of the same layer.
     """
     sources: dict[str, tuple[str, Descriptor]] = {}
-    for diff_id in missing:
+    if missing and base_image:
+        sources.update(_base_copy(session, repo, base_image, missing))
+    for diff_id in missing - set(sources):
         record = read_cache(_source_record(diff_id))
         if isinstance(record, dict) and record.get("registry") == repo.registry:
             source = str(record.get("repository") or "")
             if source and source != repo.repository and set(_DESCRIPTOR_KEYS) <= set(record):
                 sources[diff_id] = (source, {k: record[k] for k in _DESCRIPTOR_KEYS})
-    if not missing - set(sources) or not base_image:
-        return sources
+    return sources
+
+
+def _base_copy(
+    session: BuildSession, repo: ImageRef, base_image: str, missing: set[str]
+) -> dict[str, tuple[str, Descriptor]]:
+    """The `missing` layers the base image's copy in `repo`'s registry has, by its repo digest."""
+    found: dict[str, tuple[str, Descriptor]] = {}
     image = engine.inspect_image(session.engine, base_image) or {}
     for entry in image.get("RepoDigests") or []:
         name, _, digest = str(entry).partition("@")
@@ -224,9 +233,9 @@ def _layer_sources(
         except (RegistryError, KeyError, TypeError, ValueError, AttributeError):
             continue
         for diff_id, layer in zip(base_ids, manifest.get("layers") or [], strict=False):
-            if diff_id in missing and diff_id not in sources:
-                sources[diff_id] = (source, {k: layer[k] for k in _DESCRIPTOR_KEYS})
-    return sources
+            if diff_id in missing and diff_id not in found:
+                found[diff_id] = (source, {k: layer[k] for k in _DESCRIPTOR_KEYS})
+    return found
 
 
 def mount(registry: RegistryClient, repository: str, source: str, digest: str) -> bool:

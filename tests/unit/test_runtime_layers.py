@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from modelpack.image import runtime_layers
 from modelpack.oci.reference import ImageRef
-from tests.unit.fakes import FakeRegistry
+from tests.unit.fakes import FakeRegistry, docker_manifest
 
 REPO = ImageRef.parse("127.0.0.1:5000/team/model")
 GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -85,3 +86,45 @@ def test_an_uncompressed_layer_of_an_older_push_still_counts() -> None:
         "digest": _digest(plain),
         "size": len(plain),
     }
+
+
+def test_the_base_copy_in_the_registry_is_mounted_before_a_recorded_plain_blob(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A layer may be in the registry twice: as the gzip blob the base was published as, and as
+    an uncompressed blob an older push left. The base's copy wins: pulls of the image are smaller."""
+    registry = FakeRegistry()
+    torch_layer = b"the torch layer, uncompressed"
+    diff_id = _digest(torch_layer)
+    gzip_blob = b"the torch layer, gzipped"
+    registry.blobs[_digest(gzip_blob)] = gzip_blob
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    registry.blobs[_digest(config)] = config
+    manifest = docker_manifest(config, [(_digest(gzip_blob), len(gzip_blob))])
+    registry.manifests[_digest(manifest)] = (manifest, "application/vnd.docker.distribution.manifest.v2+json")
+    base = "modelpack-base/torch:2.5.1-py3.11-cu124"
+    repo_digests = [f"{REPO.registry}/bases/{base.split(':')[0]}@{_digest(manifest)}"]
+    monkeypatch.setattr(
+        runtime_layers.engine, "inspect_image", lambda client, ref: {"RepoDigests": repo_digests}
+    )
+    record = {
+        "registry": REPO.registry,
+        "repository": "team/older",
+        "mediaType": "plain",
+        "digest": diff_id,
+        "size": 1,
+    }
+    runtime_layers._source_record(diff_id).parent.mkdir(parents=True)
+    runtime_layers._source_record(diff_id).write_text(json.dumps(record))
+    session = SimpleNamespace(engine=None, registry=registry)
+
+    sources = runtime_layers._layer_sources(session, REPO, base, {diff_id})
+    assert sources == {
+        diff_id: (
+            f"bases/{base.split(':')[0]}",
+            {"mediaType": GZIP, "digest": _digest(gzip_blob), "size": len(gzip_blob)},
+        )
+    }
+    # with no base copy, the record still saves the upload
+    monkeypatch.setattr(runtime_layers.engine, "inspect_image", lambda client, ref: {})
+    assert runtime_layers._layer_sources(session, REPO, base, {diff_id})[diff_id][0] == "team/older"
