@@ -16,17 +16,16 @@ import base64
 import datetime
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
 
 from modelpack.oci.registry import fallback_tag
 
@@ -179,19 +178,6 @@ def auth_registry(
                     docker_client.images.remove(tag)
 
 
-def modelpack(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env={**os.environ, **env},
-        cwd="/",
-        timeout=1800,
-        check=False,
-    )
-
-
 def test_push_build_sign_and_verify_against_a_registry_that_requires_authentication(
     auth_registry: AuthRegistry,
     hello_dir: Path,
@@ -212,7 +198,7 @@ def test_push_build_sign_and_verify_against_a_registry_that_requires_authenticat
     printed: list[str] = []
 
     def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
-        done = modelpack(*args, env={**base_env, **(env or {})}, stdin=stdin)
+        done = run_modelpack(*args, env={**base_env, **(env or {})}, stdin=stdin)
         printed.append(done.stdout + done.stderr)
         return done
 
