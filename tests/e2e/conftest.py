@@ -6,11 +6,9 @@ skipped, or failed when CI=true (see tests/conftest.py).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import dockerd
+import hubserver
 import pytest
 from example_copy import copy_example
 from loopback import free_port
@@ -269,26 +269,10 @@ def run_image(docker_client: Any) -> Callable[..., AbstractContextManager[Runnin
 # -- the loopback Hugging Face test hub (tests/hubserver.py) -------------------------------------
 
 
-def load_hubserver() -> ModuleType:
-    """tests/hubserver.py as a module (tests are not a package; one shared module object)."""
-    return _load_sibling("hubserver.py", "modelpack_tests_hubserver")
-
-
-def _load_sibling(file_name: str, module_name: str) -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / file_name
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def hubserver() -> ModuleType:
-    return load_hubserver()
+@pytest.fixture(scope="session", name="hubserver")
+def hubserver_fixture() -> ModuleType:
+    """tests/hubserver.py (or `import hubserver`)."""
+    return hubserver
 
 
 @pytest.fixture()
@@ -305,15 +289,9 @@ def hf_env(tmp_path: Path, hub: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
 # -- a second Docker engine (remote builder host, wiped runner) ------------------------------------
 
 
-def load_dockerd() -> ModuleType:
-    """tests/dockerd.py as a module (shared with benchmarks/bench_torch.py, which loads it by path)."""
-    return _load_sibling("dockerd.py", "modelpack_tests_dockerd")
-
-
 @pytest.fixture
 def second_engine(service_missing: Callable[[str], None], local_base_image: str) -> Iterator[Any]:
     """A started second dockerd (tests/dockerd.py) holding the local base image; removed afterwards."""
-    dockerd = load_dockerd()
     missing = dockerd.available()
     if missing:
         service_missing(missing)
