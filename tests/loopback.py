@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (for a server another process
-    starts, which cannot be handed a bound socket)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` (a loopback address) that nothing listens on right now, for a server
+    another process starts (it cannot be handed a bound socket)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

@@ -17,7 +17,6 @@ import datetime
 import ipaddress
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 from clirun import run_modelpack
+from loopback import free_port
 
 from modelpack.oci.registry import fallback_tag
 
@@ -63,12 +63,6 @@ class AuthRegistry:
         )
         response.raise_for_status()
         return sorted(response.json().get("tags") or [])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_certificates(root: Path) -> None:
@@ -126,7 +120,7 @@ def auth_registry(
             service_missing(f"{tool} is missing (Debian docker-registry, apache2-utils); run scripts/setup.sh")
     root = tmp_path / "auth-registry"
     root.mkdir()
-    registry = AuthRegistry(root, _free_port(), f"pw-{secrets.token_hex(12)}")
+    registry = AuthRegistry(root, free_port(HOST), f"pw-{secrets.token_hex(12)}")
     _write_certificates(root)
     subprocess.run(
         ["htpasswd", "-Bbc", str(root / "htpasswd"), USER, registry.password], check=True, capture_output=True
