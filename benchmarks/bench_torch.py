@@ -43,8 +43,8 @@ import uuid
 from pathlib import Path
 from types import ModuleType
 
-import requests
-
+from modelpack.errors import RegistryError
+from modelpack.oci.registry import RegistryClient
 from modelpack.resources import data_dir
 
 TORCH_BASE = "modelpack-base/torch:2.5.1-py3.11-cu124"
@@ -92,14 +92,8 @@ def docker_cli() -> str:
 
 
 def manifest_layers(registry: str, repository: str, tag: str) -> list[dict[str, object]]:
-    accept = (
-        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-    )
-    response = requests.get(
-        f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=30
-    )
-    response.raise_for_status()
-    layers: list[dict[str, object]] = response.json()["layers"]
+    with RegistryClient(registry) as client:
+        layers: list[dict[str, object]] = client.get_manifest(repository, tag).json["layers"]
     return layers
 
 
@@ -180,26 +174,15 @@ def cold_side(side: str, work: Path, registry: str, repository: str) -> tuple[fl
 
 
 def delete_repositories(registry: str, repositories: list[str]) -> None:
-    """Delete every manifest the run pushed (tags of its unique repositories)."""
-    accept = ", ".join(
-        [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        ]
-    )
-    for repository in repositories:
-        listed = requests.get(f"http://{registry}/v2/{repository}/tags/list", timeout=30)
-        tags = (listed.json().get("tags") or []) if listed.ok else []
-        digests = set()
-        for tag in tags:
-            head = requests.head(
-                f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=30
-            )
-            if head.ok and head.headers.get("Docker-Content-Digest"):
-                digests.add(head.headers["Docker-Content-Digest"])
-        for digest in digests:
-            requests.delete(f"http://{registry}/v2/{repository}/manifests/{digest}", timeout=30)
+    """Delete every manifest the run pushed (tags of its unique repositories); best effort."""
+    with RegistryClient(registry) as client:
+        for repository in repositories:
+            try:
+                found = (client.head_manifest(repository, tag) for tag in client.list_tags(repository))
+                for digest in {descriptor.digest for descriptor in found if descriptor is not None}:
+                    client.delete_manifest(repository, digest)
+            except RegistryError as error:
+                print(f"  cleanup of {repository}: {error}", file=sys.stderr)
 
 
 def cold_rounds(work: Path, registry: str, run_tag: str, rounds: int) -> list[dict[str, tuple[float, int]]]:

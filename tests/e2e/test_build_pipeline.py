@@ -12,12 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
 
 from modelpack.errors import EngineError
 from modelpack.oci.registry import RegistryClient
@@ -28,16 +28,7 @@ SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def modelpack(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
-    """Run the installed CLI in a subprocess, from a directory where the source tree isn't importable."""
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        cwd="/",
-        timeout=900,
-    )
+    return run_modelpack(*args, env=env, stdin=stdin, timeout=900)
 
 
 def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_repo: Any) -> None:
