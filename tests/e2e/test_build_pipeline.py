@@ -31,8 +31,16 @@ def modelpack(*args: str, env: dict[str, str] | None = None, stdin: str | None =
     return run_modelpack(*args, env=env, stdin=stdin, timeout=900)
 
 
-def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_repo: Any) -> None:
-    first = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+def test_cli_build_rebuild_and_code_change(
+    hello_dir_unlocked: Path, registry_repo: Any, tmp_path: Path
+) -> None:
+    # a cache of its own: records of earlier runs would let the layers be mounted, not pushed
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def mp(*args: str, env: dict[str, str] | None = None) -> Any:
+        return modelpack(*args, env={**cache, **(env or {})})
+
+    first = mp("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert first.returncode == 0, first.stderr
     one = json.loads(first.stdout)
     assert one["version"] == "v1" and one["pushed"] and one["bytes_pushed"] > 0
@@ -51,13 +59,13 @@ def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_re
             assert len(blob) == layer["size"]
     finally:
         client.close()
-    assert one["bytes_pushed"] >= sum(layer["size"] for layer in runtime_layers if layer["status"] == "pushed")
+    assert one["bytes_pushed"] >= sum(
+        layer["size"] for layer in runtime_layers if layer["status"] == "pushed"
+    )
 
     # unchanged: answered from the record of the first push (confirmed by the registry), no engine
     offline = {"DOCKER_HOST": "unix:///nonexistent"}
-    again = modelpack(
-        "build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json", env=offline
-    )
+    again = mp("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json", env=offline)
     assert again.returncode == 0, again.stderr
     same = json.loads(again.stdout)
     assert (same["version"], same["digest"], same["pushed"], same["bytes_pushed"]) == (
@@ -70,7 +78,7 @@ def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_re
 
     model_py = hello_dir_unlocked / "1" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# a one-line change\n")
-    changed = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+    changed = mp("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert changed.returncode == 0, changed.stderr
     two = json.loads(changed.stdout)
     assert two["version"] == "v2"
@@ -83,13 +91,13 @@ def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_re
     total = sum(layer["size"] for layer in two["layers"])
     assert sum(pushed_sizes) <= two["bytes_pushed"] < max(pushed_sizes) + 50_000 < total / 100
 
-    listing = modelpack("versions", registry_repo.ref, "--json")
+    listing = mp("versions", registry_repo.ref, "--json")
     assert listing.returncode == 0, listing.stderr
     versions = json.loads(listing.stdout)["versions"]
     assert [v["version"] for v in versions] == ["v2", "v1"]
     assert versions[0]["digest"] == two["digest"] and versions[0]["created"]
 
-    remote = modelpack("inspect", "--remote", "--json", f"{registry_repo.ref}:v2")
+    remote = mp("inspect", "--remote", "--json", f"{registry_repo.ref}:v2")
     assert remote.returncode == 0, remote.stderr
     labels = json.loads(remote.stdout)["labels"]
     assert labels and all(key.startswith("dev.modelpack.") for key in labels)
