@@ -238,17 +238,32 @@ class AssembledPush(ImagePush):
         return SentImage(pushed, layers, bytes_pushed + len(raw))
 
     def settle(self, version: str | None, notes: list[str]) -> None:
+        """A failed push is undone here; a pushed one leaves the engine's load running
+        (`session.pending`): the version note, SBOM and record go up while it loads."""
+        if version is not None:
+            self.session.pending.append(lambda: self._finish_local(version))
+            return
         try:
             if self._loading is not None:
-                if version is None:
-                    self._loading.undo()
-                else:
-                    self._loading.finish(version, notes)
+                self._loading.undo()
         finally:
-            if self._work is not None:
-                self._work.cleanup()
-            if version is None:  # nothing of a failed push stays
-                engine.untag(self.session.engine, self.target.ref(RUNTIME_TAG))
+            self._cleanup()
+            engine.untag(self.session.engine, self.target.ref(RUNTIME_TAG))  # nothing of it stays
+
+    def _finish_local(self, version: str) -> list[str]:
+        """The local copy as `version` once the engine has loaded it; notes of what failed."""
+        notes: list[str] = []
+        try:
+            if self._loading is not None:
+                self._loading.finish(version, notes)
+        finally:
+            self._cleanup()
+        return notes
+
+    def _cleanup(self) -> None:
+        if self._work is not None:
+            self._work.cleanup()
+            self._work = None
 
 
 # --------------------------------------------------------------------------- the engine's part

@@ -91,6 +91,7 @@ def run(
         result, lock_result = _build_checked(session, model_dir, request)
         result = replace(result, builder=choice)
     finally:
+        session.finish()  # after a failure too: the engine's load ends and its files go
         session.engine.close()
         session.registry.close()
     if inputs is not None and model_dir.config.checkpoints is None:
@@ -164,10 +165,13 @@ def _build_checked(
         report("render", f"context {rendered.content_digest}")
         spec = _context_spec(rendered, checkpoint, weights, resolved.base_image, request)
         result = build_or_reuse(session, spec, request)
+        if checkpoint is not None:  # `when: build` reads its record from the local image
+            result = replace(result, notes=(*result.notes, *session.finish()))
         result = with_checkpoints(session, request.repo, result, checkpoint, concepts)
         result = replace(result, base_image=resolved.base_image)
         if request.push:
             result = _publish(session, request, result, model_dir, resolved, sig.signature, rendered.out_dir)
+        result = replace(result, notes=(*result.notes, *session.finish()))
     return result, lock_result
 
 
@@ -303,7 +307,11 @@ def build_context(
             report("build", f"builder: {choice.name} ({choice.reason})")
             builder = BuildKitBuilder(choice.cli) if choice.cli is not None else None
             session = BuildSession(docker_client, registry, auth, report, builder)
-            return replace(_build_new(session, spec, request, ctag, remote_tags), builder=choice)
+            try:
+                result = _build_new(session, spec, request, ctag, remote_tags)
+            finally:
+                notes = session.finish()
+            return replace(result, builder=choice, notes=(*result.notes, *notes))
         finally:
             if client is None:
                 docker_client.close()

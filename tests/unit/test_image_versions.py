@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.image import stages
-from modelpack.image.push import ImagePush, SentImage
+from modelpack.image.push import AssembledPush, ImagePush, SentImage
 from modelpack.image.results import BuildResult
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.image.stages import ContextSpec
@@ -352,6 +353,41 @@ def test_every_push_ends_with_one_version_tag_and_one_result(session: BuildSessi
     with pytest.raises(RegistryError, match="went away"):
         failing.run()
     assert failing.settled == [None] and "v3" not in registry.list_tags(REPOSITORY)
+
+
+class _Loading:
+    """The engine's load of a composed image, as `AssembledPush` starts it: records its end."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def finish(self, version: str, notes: list[str]) -> None:
+        self.calls.append(f"tagged {version}")
+        notes.append("the local engine took its time")
+
+    def undo(self) -> None:
+        self.calls.append("undone")
+
+
+def test_the_local_copy_loads_while_the_build_goes_on(session: BuildSession, tmp_path: Path) -> None:
+    """A pushed composed image is waited for by `session.finish()` (the build's end), not by the
+    push: the supply-chain records go up while the engine loads it. A failed push is undone at once."""
+    calls: list[str] = []
+    target = PushTarget(REPO, "c-new", "v1", False)
+    push = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
+    push._loading = _Loading(calls)  # type: ignore[assignment]
+    push._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+    push.settle("v1", [])
+    assert calls == [] and Path(work.name).is_dir()  # still loading: its archive stays
+    assert session.finish() == ("the local engine took its time",)
+    assert calls == ["tagged v1"] and not Path(work.name).exists()
+    assert session.finish() == ()
+
+    failed = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
+    failed._loading = _Loading(calls)  # type: ignore[assignment]
+    failed._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+    failed.settle(None, [])
+    assert calls[-1] == "undone" and not Path(work.name).exists() and session.pending == []
 
 
 # --------------------------------------------------------------------------- `push` of a local image
