@@ -275,6 +275,9 @@ class RegistryClient:
             self._credentials = docker_credentials(registry, docker_config)
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._basic = False
+        # blobs this client saw a repository have, found or uploaded ((repository, digest) ->
+        # size): content-addressed, so one build does not ask about the same blob twice
+        self._blobs: dict[tuple[str, str], int] = {}
 
     @classmethod
     def for_ref(cls, ref: ImageRef | str, **kwargs: Any) -> RegistryClient:
@@ -574,13 +577,19 @@ class RegistryClient:
             time.sleep(pause)
 
     def head_blob(self, repository: str, digest: str) -> int | None:
-        """The size of a blob, or None when the repository does not have it."""
+        """The size of a blob, or None when the repository does not have it (a blob this client
+        saw there already, found or uploaded, is not asked about again)."""
+        known = self._blobs.get((repository, digest))
+        if known is not None:
+            return known
         response = self.request(
             "HEAD", f"/v2/{repository}/blobs/{digest}", scope=_pull(repository), allow_missing=True
         )
         if response is None:
             return None
-        return int(response.headers.get("Content-Length") or 0)
+        size = int(response.headers.get("Content-Length") or 0)
+        self._blobs[(repository, digest)] = size
+        return size
 
     def get_blob(self, repository: str, digest: str) -> bytes:
         """Fetch a whole blob and check it hashes to ``digest``."""
@@ -635,6 +644,7 @@ class RegistryClient:
                 headers={"Content-Type": "application/octet-stream"},
                 data=body,
             )
+            self._blobs[(repository, digest)] = size
             return descriptor, True
         offset = 0
         for chunk in _chunks(data):
@@ -656,6 +666,7 @@ class RegistryClient:
             location = self._location(response)
             offset = end + 1
         self.request("PUT", _with_query(location, digest=digest), scope=scope, ok=(201, 204))
+        self._blobs[(repository, digest)] = size
         return descriptor, True
 
     def _location(self, response: requests.Response) -> str:

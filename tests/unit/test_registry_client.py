@@ -234,6 +234,27 @@ def test_blob_upload_monolithic_and_skip_when_present() -> None:
     assert client.head_blob("a/b", sha256_digest(b"nope")) is None
 
 
+def test_a_blob_seen_in_a_repository_is_not_asked_about_again() -> None:
+    """One build pushes the empty config of its claim, version note, SBOM and record: one
+    question. A blob found missing is asked about again; another repository is asked on its own."""
+    fake = FakeRegistry()
+    client = make_client(fake)
+    empty = client.upload_blob("a/b", b"{}").digest
+    present = sha256_digest(b"there")
+    fake.blobs[present] = b"there"
+    missing = sha256_digest(b"later")
+    asked = len(fake.log)
+    for _ in range(3):
+        assert client.ensure_blob("a/b", b"{}") == (Descriptor("application/octet-stream", empty, 2), False)
+    assert client.head_blob("a/b", empty) == 2 and len(fake.log) == asked
+    assert client.head_blob("a/b", present) == 5 and client.head_blob("a/b", present) == 5
+    assert len(fake.log) == asked + 1
+    assert client.head_blob("a/b", missing) is None
+    fake.blobs[missing] = b"later"
+    assert client.head_blob("a/b", missing) == 5  # asked again: it may have arrived
+    assert client.head_blob("c/d", empty) == 2 and len(fake.log) == asked + 4
+
+
 def test_blob_upload_chunked_for_large_blobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(registry_mod, "MONOLITHIC_LIMIT", 10)
     monkeypatch.setattr(registry_mod, "CHUNK_SIZE", 7)
