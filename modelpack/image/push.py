@@ -76,6 +76,8 @@ class ImagePush(ABC):
         version: str | None = None
         try:
             sent = self.send()
+            for started in self.session.on_sent:
+                started(sent.manifest.digest)
             version = tag_version(self.session.registry, target, sent.manifest, notes, report)
         finally:
             self.settle(version, notes)

@@ -37,6 +37,9 @@ class BuildSession:
     # work a push left running (the engine's copy of the pushed image), so the supply-chain
     # records go up meanwhile; `finish` waits for it before the build returns
     pending: list[Callable[[], list[str]]] = field(default_factory=list, repr=False, compare=False)
+    # called with the pushed manifest's digest before its version is claimed (work that needs
+    # the content in the registry but not its version starts then)
+    on_sent: list[Callable[[str], None]] = field(default_factory=list, repr=False, compare=False)
 
     def finish(self) -> tuple[str, ...]:
         """Wait for the work left running; its notes. Never raises (each step catches its own)."""

@@ -43,6 +43,7 @@ import os
 import re
 import secrets
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -278,6 +279,9 @@ class RegistryClient:
         # blobs this client saw a repository have, found or uploaded ((repository, digest) ->
         # size): content-addressed, so one build does not ask about the same blob twice
         self._blobs: dict[tuple[str, str], int] = {}
+        # one read-modify-write of a fallback referrers index at a time: a build attaches its
+        # version note and SBOM from two threads of this client
+        self._fallback_lock = threading.RLock()
 
     @classmethod
     def for_ref(cls, ref: ImageRef | str, **kwargs: Any) -> RegistryClient:
@@ -696,24 +700,26 @@ class RegistryClient:
 
     def _add_fallback_referrer(self, repository: str, subject: str, descriptor: Descriptor) -> None:
         tag = fallback_tag(subject)
-        current = self.find_manifest(repository, tag)
-        index: dict[str, Any] = (
-            current.json if current else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        )
-        entries = [m for m in index.get("manifests") or [] if m.get("digest") != descriptor.digest]
-        entries.append(descriptor.to_dict())
-        index["manifests"] = entries
-        self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
+        with self._fallback_lock:
+            current = self.find_manifest(repository, tag)
+            index: dict[str, Any] = (
+                current.json if current else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+            )
+            entries = [m for m in index.get("manifests") or [] if m.get("digest") != descriptor.digest]
+            entries.append(descriptor.to_dict())
+            index["manifests"] = entries
+            self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
 
     def remove_fallback_referrer(self, repository: str, subject: str, digest: str) -> None:
         """Drop ``digest`` from the fallback referrers index of ``subject`` (no-op when absent)."""
         tag = fallback_tag(subject)
-        current = self.find_manifest(repository, tag)
-        if current is None:
-            return
-        index = current.json
-        index["manifests"] = [m for m in index.get("manifests") or [] if m.get("digest") != digest]
-        self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
+        with self._fallback_lock:
+            current = self.find_manifest(repository, tag)
+            if current is None:
+                return
+            index = current.json
+            index["manifests"] = [m for m in index.get("manifests") or [] if m.get("digest") != digest]
+            self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
 
 
 class _NotFound(RegistryError):

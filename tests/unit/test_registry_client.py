@@ -11,6 +11,8 @@ import base64
 import io
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -359,6 +361,34 @@ def test_referrers_with_and_without_api(referrers_api: bool) -> None:
     only = client.referrers("a/b", subject, artifact_type="x/two")
     assert [d.digest for d in only] == [second.digest]
     assert client.referrers("a/b", sha256_digest(b"other")) == []
+
+
+def test_referrers_attached_from_two_threads_are_all_in_the_fallback_index() -> None:
+    """A build attaches its version note and its SBOM at the same time through one client: the
+    fallback index is read and rewritten by one of them at a time, so neither entry is lost."""
+
+    class SlowIndex(FakeRegistry):
+        def request(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+            answer = super().request(method, url, headers, **kwargs)
+            if method == "GET" and "/manifests/sha256-" in url:
+                time.sleep(0.02)  # between reading the index and writing it back
+            return answer
+
+    fake = SlowIndex()
+    client = make_client(fake)
+    subject = sha256_digest(b"image")
+
+    def attach(kind: str) -> None:
+        for n in range(5):
+            raw = _artifact(subject, f"x/{kind}{n}")
+            client.put_manifest("a/b", sha256_digest(raw), raw)
+
+    threads = [threading.Thread(target=attach, args=(kind,)) for kind in ("note", "sbom")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(client.referrers("a/b", subject)) == 10
 
 
 def test_fallback_index_entries_can_be_removed() -> None:
