@@ -466,9 +466,6 @@ def _engine_build(
     modelpack composes the final one; a cached runtime image is not built again), and the
     digests of the images the builder pulled itself."""
     client, report, name = session.engine, session.report, request.repo.name
-    network_mode = spec.network_mode
-    if network_mode is None:
-        network_mode = engine.default_network_mode(client, spec.loopback_endpoints)
     plan = spec.assembly
     cache = request.cache_registry
     image_id = cached_runtime(client, name, plan) if plan is not None else None
@@ -476,6 +473,9 @@ def _engine_build(
     if image_id is not None:
         report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
     else:
+        network_mode = spec.network_mode
+        if network_mode is None:  # asked only when the engine builds
+            network_mode = engine.default_network_mode(client, spec.loopback_endpoints)
         what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
         network = f" (network {network_mode})" if network_mode else ""
         report("build", f"building {what}{name}:{ctag}{network}")
