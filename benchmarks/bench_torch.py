@@ -12,9 +12,11 @@ Scenarios, both ways in the same run:
   own (a second dockerd, tests/dockerd.py: own data root and socket) that holds only the OS/Python
   image, and a fresh cache: modelpack builds the torch base, then the model, then pushes; by hand
   pip installs torch in the model's image. The engine and its data root are removed after.
-- warm: on the shared engine, where the torch base is present (by hand: the Python image is).
-- second model: another model on the same torch, pushed after the first; the bytes it pushes,
-  against the bytes of the torch layer.
+- warm: on the shared engine, where the torch base is present (by hand: the Python image is),
+  and in a base registry as a team hosts it (``REGISTRY/bench-bases``, pushed once, untimed).
+- second model: another model on the same torch (its own method text and one more
+  requirement), pushed after the first; the bytes it pushes, against the bytes of the torch
+  layer as the registry holds it (gzip).
 
 Registry repositories are unique to the run (``bench/torch-<run>-...``); their manifests are
 deleted at the end (the registry keeps the blobs until its garbage collection runs).
@@ -41,8 +43,8 @@ import uuid
 from pathlib import Path
 from types import ModuleType
 
-import requests
-
+from modelpack.errors import RegistryError
+from modelpack.oci.registry import RegistryClient
 from modelpack.resources import data_dir
 
 TORCH_BASE = "modelpack-base/torch:2.5.1-py3.11-cu124"
@@ -90,14 +92,8 @@ def docker_cli() -> str:
 
 
 def manifest_layers(registry: str, repository: str, tag: str) -> list[dict[str, object]]:
-    accept = (
-        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-    )
-    response = requests.get(
-        f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=30
-    )
-    response.raise_for_status()
-    layers: list[dict[str, object]] = response.json()["layers"]
+    with RegistryClient(registry) as client:
+        layers: list[dict[str, object]] = client.get_manifest(repository, tag).json["layers"]
     return layers
 
 
@@ -178,26 +174,15 @@ def cold_side(side: str, work: Path, registry: str, repository: str) -> tuple[fl
 
 
 def delete_repositories(registry: str, repositories: list[str]) -> None:
-    """Delete every manifest the run pushed (tags of its unique repositories)."""
-    accept = ", ".join(
-        [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        ]
-    )
-    for repository in repositories:
-        listed = requests.get(f"http://{registry}/v2/{repository}/tags/list", timeout=30)
-        tags = (listed.json().get("tags") or []) if listed.ok else []
-        digests = set()
-        for tag in tags:
-            head = requests.head(
-                f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=30
-            )
-            if head.ok and head.headers.get("Docker-Content-Digest"):
-                digests.add(head.headers["Docker-Content-Digest"])
-        for digest in digests:
-            requests.delete(f"http://{registry}/v2/{repository}/manifests/{digest}", timeout=30)
+    """Delete every manifest the run pushed (tags of its unique repositories); best effort."""
+    with RegistryClient(registry) as client:
+        for repository in repositories:
+            try:
+                found = (client.head_manifest(repository, tag) for tag in client.list_tags(repository))
+                for digest in {descriptor.digest for descriptor in found if descriptor is not None}:
+                    client.delete_manifest(repository, digest)
+            except RegistryError as error:
+                print(f"  cleanup of {repository}: {error}", file=sys.stderr)
 
 
 def cold_rounds(work: Path, registry: str, run_tag: str, rounds: int) -> list[dict[str, tuple[float, int]]]:
@@ -244,20 +229,31 @@ def main() -> int:
 
 
 def warm_and_second(work: Path, registry: str, tag: str, repositories: list[str]) -> dict[str, float]:
-    """The warm scenario on the shared engine and the second model's bytes; engine tags removed."""
+    """The warm scenario on the shared engine and the second model's bytes; engine tags removed.
+
+    Warm is the team set-up base-images/README.md describes: the torch base is in the engine and
+    in the base registry (``REGISTRY/bench-bases``, published once with ``modelpack base push``,
+    untimed), so its layers are mounted, not sent. The second model is a different model on the
+    same torch: another method text and one more requirement, so its dependency layer is its own.
+    """
+    bases = f"{registry}/bench-bases"
+    env = {"MODELPACK_BASE_REGISTRY": bases}
+    run([sys.executable, "-m", "modelpack", "base", "push", TORCH_BASE, "--base-registry", bases])
     repo_mp, repo_hand, repo_two = (f"bench/torch-{tag}-{name}" for name in ("warm-mp", "warm-hand", "mp2"))
     repositories += [repo_mp, repo_hand, repo_two]
     first = copy_example(work / "mp1", tag)
-    mp_seconds, mp_result = modelpack_build(first, f"{registry}/{repo_mp}")
+    mp_seconds, mp_result = modelpack_build(first, f"{registry}/{repo_mp}", env)
     hand = copy_example(work / "hand1", tag + "h")
     hand_seconds, hand_bytes = hand_build(hand, registry, repo_hand)
     second = copy_example(work / "mp2", tag + "b")
     model_py = second / "1" / "model.py"
     model_py.write_text(model_py.read_text().replace("The network's 3 outputs", "The 3 outputs"))
-    _, second_result = modelpack_build(second, f"{registry}/{repo_two}")
+    requirements = second / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "toolz==1.0.0\n")
+    _, second_result = modelpack_build(second, f"{registry}/{repo_two}", env)
     layers = manifest_layers(registry, repo_two, str(second_result["version"]))
-    for repository in (repo_mp, repo_hand, repo_two):  # keep the engine lean
-        listed = subprocess.run(
+    for repository in (repo_mp, repo_hand, repo_two, f"bench-bases/{TORCH_BASE.split(':')[0]}"):
+        listed = subprocess.run(  # keep the engine lean
             ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{registry}/{repository}"],
             capture_output=True,
             text=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -43,19 +43,23 @@ def cache_dir(*parts: str) -> Path:
     return Path(base, "modelpack", *parts)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, mode: int | None = 0o644) -> None:
     """Write ``path`` whole or not at all (a temporary file beside it, synced, then a rename):
-    a full disk or a crash leaves the old file or none, never a short one. Raises OSError."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    a full disk or a crash leaves the old file or none, never a short one. ``mode`` None gives
+    the file the mode any new file gets (0666 less the umask, applied by the kernel, so the
+    process umask is never changed to read it). Raises OSError."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wheelindex
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent
@@ -73,19 +74,6 @@ def sibling_module() -> Callable[[str], Any]:
     return load
 
 
-def _load_wheelindex() -> Any:
-    import importlib.util
-    import sys
-
-    name = "modelpack_tests_wheelindex"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TESTS_DIR / "wheelindex.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="session")
 def wheel_folder(service_missing: Callable[[str], None]) -> Path:
     """modelpack's runtime requirements and the test models' own, as wheels for Python 3.11 and
@@ -94,7 +82,6 @@ def wheel_folder(service_missing: Callable[[str], None]) -> Path:
 
     from modelpack.pipeline.locking import runtime_requirements
 
-    wheelindex = _load_wheelindex()
     try:
         return Path(wheelindex.download([*runtime_requirements(), *wheelindex.EXTRA_REQUIREMENTS]))
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
@@ -106,7 +93,7 @@ def wheel_folder(service_missing: Callable[[str], None]) -> Path:
 @pytest.fixture(scope="session")
 def wheel_index(wheel_folder: Path) -> Any:
     """A PEP 503 index on 127.0.0.1 serving `wheel_folder` (no credentials)."""
-    with _load_wheelindex().WheelIndex(wheel_folder) as index:
+    with wheelindex.WheelIndex(wheel_folder) as index:
         yield index
 
 
@@ -116,5 +103,5 @@ def private_wheel_index(wheel_folder: Path) -> Any:
     import secrets
 
     credentials = f"modelpack:fakecred-{secrets.token_hex(6)}"
-    with _load_wheelindex().WheelIndex(wheel_folder, credentials=credentials) as index:
+    with wheelindex.WheelIndex(wheel_folder, credentials=credentials) as index:
         yield index

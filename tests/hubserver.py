@@ -30,10 +30,12 @@ import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from loopback import LoopbackServer, QuietHandler
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".gguf")
 LFS_MIN_SIZE = 10 * 1024 * 1024
@@ -103,7 +105,7 @@ class _HubError(Exception):
 
 
 class HubServer:
-    """The hub plus its CDN, each a ThreadingHTTPServer on 127.0.0.1."""
+    """The hub plus its CDN, each a server on 127.0.0.1 (tests/loopback.py)."""
 
     def __init__(
         self,
@@ -120,34 +122,26 @@ class HubServer:
         self.ranges: list[tuple[str, str]] = []  # (path, Range header) of ranged GETs
         self._drops: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._hub = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self, "hub"))
-        self._cdn = ThreadingHTTPServer(("127.0.0.1", cdn_port), _make_handler(self, "cdn"))
-        self._hub.daemon_threads = True
-        self._cdn.daemon_threads = True
-        self._threads: list[threading.Thread] = []
+        self._hub = LoopbackServer(_make_handler(self, "hub"), port)
+        self._cdn = LoopbackServer(_make_handler(self, "cdn"), cdn_port)
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._hub.server_address[1]}"
+        return self._hub.url
 
     @property
     def cdn_url(self) -> str:
-        return f"http://127.0.0.1:{self._cdn.server_address[1]}"
+        return self._cdn.url
 
     def start(self) -> HubServer:
-        for server in (self._hub, self._cdn):
-            thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._hub.start()
+        self._cdn.start()
         return self
 
     def stop(self) -> None:
-        for server in (self._hub, self._cdn):
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._hub.stop()
+        self._cdn.stop()
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -229,12 +223,9 @@ def repos_from_dir(repos_dir: Path) -> list[HubRepo]:
 
 
 def _make_handler(hub: HubServer, role: str) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
         server_version = "modelpack-test-hub/1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
 
         # -- plumbing ----------------------------------------------------------------------
         def _dispatch(self, method: str) -> None:

@@ -17,15 +17,19 @@ import re
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import zipfile
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+
+from loopback import LoopbackServer, QuietHandler
 
 # Python versions the tests lock for (the local base image's, and test_lock's "another Python").
 PYTHONS = ("3.11", "3.12")
 # What the tests' models require on top of modelpack's runtime requirements.
 EXTRA_REQUIREMENTS = ("six==1.16.0", "idna")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+# a project not on PyPI, so only a loopback index can answer for it (`make_wheel` makes it)
+PROBE = "modelpack-e2e-index-probe"
 
 
 def cache_root() -> Path:
@@ -64,24 +68,49 @@ def project_of(filename: str) -> str:
     return canonical(filename.split("-", 1)[0])
 
 
+def make_wheel(folder: Path, project: str, source: str = "VALUE = 1\n", version: str = "0.1.0") -> Path:
+    """A minimal valid pure-Python wheel of `project` whose one module holds `source`, in `folder`."""
+    module = project.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": source.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: modelpack-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return wheel
+
+
 class WheelIndex:
     """`/simple/` and `/simple/<project>/` pages for the wheels of a folder, `/files/<name>` for
-    the files; every request path is recorded, and the Authorization header each one carried."""
+    the files; every request path is recorded, and the Authorization header each one carried.
+    Pages are never cached. `like_pypi`: the links carry PEP 658 metadata (`/files/<name>.metadata`)
+    and files are marked immutable, as PyPI does, so a resolver reads no wheel and a cache keeps
+    what it downloaded: every wheel download is a first install's."""
 
-    def __init__(self, folder: Path, credentials: str | None = None) -> None:
+    def __init__(self, folder: Path, credentials: str | None = None, *, like_pypi: bool = False) -> None:
         self.folder = folder
         self.credentials = credentials  # "user:password" the index requires, if any
         self.requests: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         self._files = {path.name: path for path in folder.iterdir() if path.suffix == ".whl"}
         self._hashes = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in self._files.items()}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._metadata = {name: _wheel_metadata(path) for name, path in self._files.items()} if like_pypi else {}
+        self._server = LoopbackServer(self._handler())
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def url_with(self, credentials: str | None = None) -> str:
         auth = f"{credentials}@" if credentials else ""
@@ -95,6 +124,10 @@ class WheelIndex:
         with self._lock:
             return [path for path, _ in self.requests]
 
+    def downloads(self) -> list[str]:
+        """The wheels fetched, by file name, in order."""
+        return [path.rsplit("/", 1)[1] for path in self.paths() if path.endswith(".whl")]
+
     def authorizations(self) -> set[str | None]:
         with self._lock:
             return {auth for _, auth in self.requests}
@@ -104,12 +137,11 @@ class WheelIndex:
             self.requests.clear()
 
     def __enter__(self) -> WheelIndex:
-        self._thread.start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def _page(self, path: str) -> bytes | None:
         parts = [part for part in path.split("/") if part]
@@ -120,17 +152,30 @@ class WheelIndex:
             names = sorted(n for n in self._files if project_of(n) == canonical(parts[1]))
             if not names:
                 return None
-            links = "".join(
-                f'<a href="/files/{html.escape(n)}#sha256={self._hashes[n]}">{html.escape(n)}</a>' for n in names
-            )
+            links = "".join(self._link(name) for name in names)
         else:
             return None
         return f"<!DOCTYPE html><html><body>{links}</body></html>".encode()
 
+    def _link(self, name: str) -> str:
+        extra = ""
+        if name in self._metadata:
+            digest = hashlib.sha256(self._metadata[name]).hexdigest()
+            extra = f' data-core-metadata="sha256={digest}" data-dist-info-metadata="sha256={digest}"'
+        return f'<a href="/files/{html.escape(name)}#sha256={self._hashes[name]}"{extra}>{html.escape(name)}</a>'
+
+    def _file(self, path: str) -> bytes | None:
+        name = path[len("/files/") :] if path.startswith("/files/") else ""
+        if name in self._files:
+            return self._files[name].read_bytes()
+        if name.endswith(".metadata") and name.removesuffix(".metadata") in self._metadata:
+            return self._metadata[name.removesuffix(".metadata")]
+        return None
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         index = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _answer(self, with_body: bool) -> None:
                 path = self.path.split("?", 1)[0]
                 authorization = self.headers.get("Authorization")
@@ -144,8 +189,9 @@ class WheelIndex:
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
-                if path.startswith("/files/") and path[len("/files/") :] in index._files:
-                    body, kind = index._files[path[len("/files/") :]].read_bytes(), "application/octet-stream"
+                file = index._file(path)
+                if file is not None:
+                    body, kind = file, "application/octet-stream"
                 else:
                     page = index._page(path)
                     if page is None:
@@ -155,6 +201,10 @@ class WheelIndex:
                 self.send_response(200)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
+                if kind == "text/html":  # another session's folder, another page
+                    self.send_header("Cache-Control", "no-store")
+                elif index._metadata:  # like PyPI: files never change
+                    self.send_header("Cache-Control", "max-age=31536000, immutable")
                 self.end_headers()
                 if with_body:
                     self.wfile.write(body)
@@ -165,7 +215,9 @@ class WheelIndex:
             def do_HEAD(self) -> None:
                 self._answer(False)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
         return Handler
+
+
+def _wheel_metadata(wheel: Path) -> bytes:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA")))

@@ -13,16 +13,16 @@ modelpack.image.push (`AssembledPush`).
 from __future__ import annotations
 
 import copy
-import gzip
 import hashlib
 import json
 import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from modelpack.image.weights_layer import write_layer
+from modelpack.oci.compression import gzip_file
 from modelpack.pipeline.rendering import CONTEXT_DIGESTS, DOCKERFILE, FinalStage, RenderResult
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -34,7 +34,6 @@ _AS_DOCKER_LAYER = {
     "application/vnd.oci.image.layer.v1.tar": DOCKER_TAR_LAYER,
 }
 _NANOSECONDS = 1_000_000_000
-_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -98,26 +97,8 @@ def write_code_layer(context_dir: Path, stage: FinalStage, work: Path) -> CodeLa
     layer = write_layer(
         source, work / "code.tar", prefix=stage.code_dir.strip("/"), mtime=mtime, skip_top_level=()
     )
-    blob = work / "code.tar.gz"
-    digest = hashlib.sha256()
-    with open(layer.path, "rb") as raw, open(blob, "wb") as out:
-        hashing = _Hashing(out, digest)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=6) as packed:
-            while chunk := raw.read(_BUFFER):
-                packed.write(chunk)
-    return CodeLayer(layer.path, layer.digest, blob, f"sha256:{digest.hexdigest()}", blob.stat().st_size)
-
-
-class _Hashing:
-    def __init__(self, out: IO[bytes], digest: hashlib._Hash) -> None:
-        self._out, self._digest = out, digest
-
-    def write(self, data: bytes) -> int:
-        self._digest.update(data)
-        return int(self._out.write(data))
-
-    def flush(self) -> None:
-        self._out.flush()
+    blob = gzip_file(layer.path, work / "code.tar.gz")
+    return CodeLayer(layer.path, layer.digest, blob.path, blob.digest, blob.size)
 
 
 def final_config(runtime_config: bytes, stage: FinalStage, code_diff_id: str) -> bytes:

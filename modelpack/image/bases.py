@@ -93,12 +93,6 @@ def ensure(job: BaseJob, name: str, *, build_missing: bool = True, push: bool = 
     found = _existing(job, name, push)
     if found is not None:
         return found
-    if not build_missing:
-        where = f" nor in {job.base_registry}" if job.base_registry else ""
-        raise EngineError(
-            f"base image {name} is not in the engine{where}; build it with `modelpack base build {name}` "
-            "or leave out --no-build-base"
-        )
     with cache_lock(
         BASE_LOCKS,
         name.replace("/", "_").replace(":", "_") + ".lock",
@@ -107,6 +101,12 @@ def ensure(job: BaseJob, name: str, *, build_missing: bool = True, push: bool = 
         found = _existing(job, name, push)  # what the build we waited for made
         if found is not None:
             return found
+        if not build_missing:  # after waiting: a base another build is making here is used
+            where = f" nor in {job.base_registry}" if job.base_registry else ""
+            raise EngineError(
+                f"base image {name} is not in the engine{where}; build it with `modelpack base build {name}` "
+                "or leave out --no-build-base"
+            )
         return _build_and_share(job, name, push)
 
 

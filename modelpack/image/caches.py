@@ -5,14 +5,10 @@ weights layers. A miss, or a cache that cannot be read or written, only costs ti
   on this engine, on top of the same base image: the engine's own cache would hand back the same.
 * `weights-layers/<key>.json`: digest and size of the weights layer written from the same files
   (it is deterministic), so a push whose registry has it need not write it again.
-* `runtime-configs/<hex>.json`: the config of a runtime-stage image a push read (its digest is
-  the image id, checked on reading), so a code-only rebuild composes and loads the final image
-  before the registry has answered.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,28 +51,6 @@ def remember_runtime(docker_client: DockerClient, plan: AssemblyPlan, image_id: 
         write_cache(_runtime_record(plan), record)
 
 
-def _config_record(image_id: str) -> Path:
-    return cache_dir("runtime-configs", f"{image_id.split(':', 1)[-1]}.json")
-
-
-def cached_config(image_id: str) -> bytes | None:
-    """The config blob of the image `image_id` as a push read it, when it still hashes to the id."""
-    data = read_cache(_config_record(image_id))
-    text = data.get("config") if isinstance(data, dict) else None
-    if not isinstance(text, str):
-        return None
-    config = text.encode("utf-8")
-    return config if "sha256:" + hashlib.sha256(config).hexdigest() == image_id else None
-
-
-def remember_config(image_id: str, config: bytes) -> None:
-    """Keep a runtime image's config blob (JSON, so UTF-8 text) for the next push of it."""
-    try:
-        write_cache(_config_record(image_id), {"config": config.decode("utf-8")})
-    except UnicodeDecodeError:
-        pass
-
-
 def _layer_record(key: str) -> Path:
     return cache_dir("weights-layers", f"{key}.json")
 
@@ -96,10 +70,8 @@ def remember_layer(key: str, digest: str, size: int) -> None:
 
 __all__ = [
     "RUNTIME_TAG",
-    "cached_config",
     "cached_layer",
     "cached_runtime",
-    "remember_config",
     "remember_layer",
     "remember_runtime",
 ]

@@ -7,7 +7,8 @@ for each way of sending the content:
 
 * `EnginePush`: the engine pushes the image it built (`docker push`);
 * `AssembledPush`: modelpack uploads the runtime stage's layers the registry lacks (read from
-  the engine uncompressed) and composes the final stage in the registry (modelpack.image.assemble);
+  the engine, gzipped by modelpack: modelpack.image.runtime_layers) and composes the final stage
+  in the registry (modelpack.image.assemble);
 * `WeightsPush`: the engine pushes the image without weights and modelpack adds the weights
   layer straight to the registry (`checkpoints.when: upload`).
 """
@@ -15,22 +16,20 @@ for each way of sending the content:
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode, urljoin
 
 from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
 from modelpack.image import weights_layer as wl
 from modelpack.image.assemble import AssemblyPlan
-from modelpack.image.caches import RUNTIME_TAG, cached_config, cached_layer, remember_config, remember_layer
+from modelpack.image.caches import RUNTIME_TAG, cached_layer, remember_layer
 from modelpack.image.checkpointing import WeightsPlan
 from modelpack.image.results import BuildResult, LayerInfo
+from modelpack.image.runtime_layers import known_config, mount, runtime_in_registry
 from modelpack.image.session import BuildSession, PushTarget
 from modelpack.image.versions import (
     PushedManifest,
@@ -41,7 +40,6 @@ from modelpack.image.versions import (
 )
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import DOCKER_MANIFEST, Manifest, RegistryClient, sha256_digest
-from modelpack.resources import cache_dir, read_cache, write_cache
 
 
 @dataclass(frozen=True)
@@ -188,8 +186,8 @@ class AssembledPush(ImagePush):
     """Push the runtime-stage image, compose the final stage on it in the registry, load it locally.
 
     Runtime layers the registry has (found through the newest version's manifest, or uploaded
-    before: checked by HEAD) are not pushed again; the others are read from the engine and
-    uploaded uncompressed by modelpack (no engine push, no gzip). The code layer, config and
+    before: checked by HEAD) are not pushed again; the others are read from the engine, gzipped
+    and uploaded by modelpack (no engine push). The code layer, config and
     manifest are modelpack's (modelpack.image.assemble). The engine gets the final image by
     `docker load`.
     """
@@ -213,12 +211,11 @@ class AssembledPush(ImagePush):
         self._work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
         # the runtime's config as an earlier push read it: the engine starts loading the final
         # image at once, while the registry is asked which runtime layers it has
-        known = cached_config(self.runtime_id)
+        known = known_config(self.runtime_id)
         composed = self._compose(known) if known is not None else None
-        runtime = _runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
+        runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
         if composed is None:
             composed = self._compose(runtime.config)
-            remember_config(self.runtime_id, runtime.config)
         code, config = composed
         bytes_pushed = runtime.bytes_pushed
         _, code_sent = registry.ensure_blob(repository, code.blob_path)
@@ -355,162 +352,6 @@ def delete_scratch(registry: RegistryClient, repo: ImageRef, tag: str) -> str | 
     return None
 
 
-@dataclass(frozen=True)
-class _RuntimeImage:
-    """The runtime-stage image as the registry holds it."""
-
-    config: bytes  # its config blob, exactly
-    diff_ids: list[str]
-    descriptors: list[dict[str, str | int]]  # layer descriptors, in order
-    layers: list[LayerInfo]
-    bytes_pushed: int
-
-
-def _runtime_in_registry(
-    session: BuildSession, target: PushTarget, runtime_id: str, base_image: str
-) -> _RuntimeImage:
-    """Make sure the registry has the runtime image's layers and config; upload what it lacks.
-
-    Layers of the newest version (found through its manifest, confirmed by HEAD) and layers
-    uploaded before (an uncompressed layer's digest is its diff id) are not sent again. The
-    others are read from the engine uncompressed (`docker save`) and uploaded as plain tar
-    layers (Docker 1.10+ and every OCI runtime pull them): the engine's own push gzips each
-    layer on one core, which took longer than building it. Each layer goes up while the next
-    one is read.
-    """
-    registry, repo, report = session.registry, target.repo, session.report
-    repository = repo.repository
-    image = engine.inspect_image(session.engine, runtime_id) or {}
-    diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
-    known = newest_version_blobs(registry, repo, target.remote_tags)
-    found: dict[str, dict[str, str | int]] = {}
-    for diff_id in dict.fromkeys(diff_ids):
-        if diff_id in known and registry.head_blob(repository, known[diff_id][0]) is not None:
-            digest, size, media_type = known[diff_id]
-            found[diff_id] = {"mediaType": media_type, "digest": digest, "size": size}
-        elif (plain_size := registry.head_blob(repository, diff_id)) is not None:
-            found[diff_id] = {"mediaType": assemble.DOCKER_TAR_LAYER, "digest": diff_id, "size": plain_size}
-    config_there = registry.head_blob(repository, runtime_id) is not None
-    report(
-        "push",
-        f"{sum(d in found for d in diff_ids)} of {len(diff_ids)} runtime layers already in the registry",
-    )
-    # layers another repository of this registry has (a base, another model) are mounted, not sent
-    sources = _layer_sources(session, repo, base_image, set(diff_ids) - set(found))
-    for diff_id, (source, descriptor) in sources.items():
-        if _mount(registry, repository, source, str(descriptor["digest"])):
-            found[diff_id] = descriptor
-            report("push", f"{diff_id[7:19]}: Mounted from {source}")
-    wanted = set(diff_ids) - set(found)
-    sent: dict[str, dict[str, str | int]] = {}
-    config = b""
-    if wanted or not config_there:
-        with (
-            tempfile.TemporaryDirectory(prefix="modelpack-layers-") as folder,
-            ThreadPoolExecutor(1) as uploads,
-        ):
-            pending: list[Future[None]] = []
-
-            def upload(diff_id: str, path: str) -> None:
-                size = os.path.getsize(path)
-                registry.ensure_blob(repository, Path(path), media_type=assemble.DOCKER_TAR_LAYER)
-                os.unlink(path)
-                sent[diff_id] = {"mediaType": assemble.DOCKER_TAR_LAYER, "digest": diff_id, "size": size}
-                report("push", f"{diff_id[7:19]}: Pushed ({size} bytes, uncompressed)")
-
-            saved = engine.save_layers(
-                session.engine,
-                runtime_id,
-                wanted,
-                folder,
-                on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
-            )
-            for future in pending:
-                future.result()  # a failed upload raises here
-        config = saved.config
-        if not config_there:
-            registry.ensure_blob(repository, config, media_type=assemble.DOCKER_CONFIG)
-    else:
-        config = registry.get_blob(repository, runtime_id)
-    descriptors = [found.get(d) or sent[d] for d in diff_ids]
-    layers = [
-        LayerInfo(
-            d, str(desc["digest"]), int(desc["size"]), "pushed" if d in sent and d not in found else "present"
-        )
-        for d, desc in zip(diff_ids, descriptors, strict=True)
-    ]
-    pushed = sum(int(desc["size"]) for desc in sent.values()) + (0 if config_there else len(config))
-    for diff_id, descriptor in zip(diff_ids, descriptors, strict=True):
-        record = {"registry": repo.registry, "repository": repository, **descriptor}
-        write_cache(_source_record(diff_id), record)
-    return _RuntimeImage(config, diff_ids, descriptors, layers, pushed)
-
-
-def _source_record(diff_id: str) -> Path:
-    return cache_dir("layer-sources", f"{diff_id.split(':', 1)[-1]}.json")
-
-
-_DESCRIPTOR_KEYS = ("mediaType", "digest", "size")
-
-
-def _layer_sources(
-    session: BuildSession, repo: ImageRef, base_image: str, missing: set[str]
-) -> dict[str, tuple[str, dict[str, str | int]]]:
-    """Where this registry already holds layers `repo` lacks: (repository, descriptor) by diff id.
-
-    From modelpack's record of where it put each layer (`layer-sources/`: what the engine's own
-    push remembers too), and from the base image's copy in this registry (its repo digest).
-    """
-    sources: dict[str, tuple[str, dict[str, str | int]]] = {}
-    for diff_id in missing:
-        record = read_cache(_source_record(diff_id))
-        if isinstance(record, dict) and record.get("registry") == repo.registry:
-            source = str(record.get("repository") or "")
-            if source and source != repo.repository and set(_DESCRIPTOR_KEYS) <= set(record):
-                sources[diff_id] = (source, {k: record[k] for k in _DESCRIPTOR_KEYS})
-    if not missing - set(sources) or not base_image:
-        return sources
-    image = engine.inspect_image(session.engine, base_image) or {}
-    for entry in image.get("RepoDigests") or []:
-        name, _, digest = str(entry).partition("@")
-        registry_host, _, source = name.partition("/")
-        if registry_host != repo.registry or not source or source == repo.repository:
-            continue
-        try:
-            manifest = session.registry.get_manifest(source, digest).json
-            config = json.loads(session.registry.get_blob(source, str(manifest["config"]["digest"])))
-            base_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
-        except (RegistryError, KeyError, TypeError, ValueError, AttributeError):
-            continue
-        for diff_id, layer in zip(base_ids, manifest.get("layers") or [], strict=False):
-            if diff_id in missing and diff_id not in sources:
-                sources[diff_id] = (source, {k: layer[k] for k in _DESCRIPTOR_KEYS})
-    return sources
-
-
-def _mount(registry: RegistryClient, repository: str, source: str, digest: str) -> bool:
-    """Mount a blob of `source` into `repository` (same registry): True when the registry did."""
-    query = urlencode({"mount": digest, "from": source})
-    try:
-        response = registry.request(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/?{query}",
-            scope=f"repository:{repository}:pull,push",
-            ok=(201, 202),
-        )
-    except RegistryError:
-        return False
-    if response is not None and response.status_code == 201:
-        return True
-    location = response.headers.get("Location") if response is not None else None
-    if location:  # the registry opened an upload instead: close it
-        try:
-            registry.request("DELETE", urljoin(registry.base_url + "/", location), ok=(200, 202, 204, 404))
-        except RegistryError:
-            pass
-    return False
-
-
 def export_composed_cache(
     session: BuildSession, repo: ImageRef, final_digest: str, runtime_id: str, cache: ImageRef
 ) -> bool:
@@ -533,7 +374,7 @@ def export_composed_cache(
     for layer in layers:
         digest = str(layer["digest"])
         if target != repo.repository and registry.head_blob(target, digest) is None:
-            if not _mount(registry, target, repo.repository, digest):
+            if not mount(registry, target, repo.repository, digest):
                 raise RegistryError(f"registry {registry.registry} did not mount {digest[:19]} into {target}")
     registry.ensure_blob(target, config, media_type=assemble.DOCKER_CONFIG)
     raw = json.dumps(assemble.image_manifest(config, layers), separators=(",", ":")).encode()

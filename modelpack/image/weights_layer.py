@@ -16,9 +16,10 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from modelpack.errors import RegistryError
+from modelpack.oci.compression import HashingWriter
 from modelpack.oci.registry import OCI_MANIFEST, RegistryClient, canonical_json, sha256_digest
 
 DEFAULT_PREFIX = "app/1/checkpoints/"  # render.CHECKPOINTS_DIR, where Clarifai-style model.py looks
@@ -34,27 +35,6 @@ class LayerInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "digest": self.digest, "size": self.size}
-
-
-class _HashingWriter:
-    """A write-only file that hashes and counts what passes through it."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._digest.update(data)
-        self._raw.write(data)
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
 
 
 def source_date_epoch() -> int:
@@ -111,7 +91,7 @@ def write_layer(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "wb", buffering=_BUFFER) as raw:
-            writer = _HashingWriter(raw)
+            writer = HashingWriter(raw)
             with tarfile.open(
                 fileobj=writer,  # type: ignore[call-overload]
                 mode="w",

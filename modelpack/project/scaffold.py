@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from modelpack.errors import InvalidInputError, RenderError
-from modelpack.resources import data_dir
+from modelpack.resources import data_dir, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -107,24 +106,6 @@ def render_scaffold(model_type: str, model_id: str) -> dict[str, str]:
     return rendered
 
 
-def _write_atomic(target: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a new file gets the usual mode
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def init_model_dir(
     path: str | os.PathLike[str], model_type: str, *, model_id: str | None = None, force: bool = False
 ) -> InitResult:
@@ -156,7 +137,7 @@ def init_model_dir(
             target = directory / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             existed = target.exists()
-            _write_atomic(target, text)
+            write_text_atomic(target, text, mode=None)  # a new file's usual mode, not 0600
             if not existed:
                 written.append(target)
     except OSError as error:

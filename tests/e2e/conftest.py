@@ -6,19 +6,23 @@ skipped, or failed when CI=true (see tests/conftest.py).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
+import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
-from importlib.resources.abc import Traversable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import dockerd
+import hubserver
 import pytest
+from example_copy import copy_example
+from loopback import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = os.environ.get("MODELPACK_TEST_REGISTRY", "127.0.0.1:5000")
@@ -75,26 +79,6 @@ def local_base_image(docker_client: Any, service_missing: Callable[[str], None])
 # -- private copies of the bundled examples ------------------------------------------------------
 
 
-def _copy_tree(node: Traversable, target: Path, skip: Collection[str]) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in node.iterdir():
-        if child.name in skip:
-            continue
-        if child.is_dir():
-            _copy_tree(child, target / child.name, skip)
-        else:
-            (target / child.name).write_bytes(child.read_bytes())
-
-
-def copy_example(name: str, target: Path, *, skip: Collection[str] = ()) -> Path:
-    """Copy the bundled example NAME (`modelpack.resources`) to TARGET, without `__pycache__`
-    and the file or directory names in SKIP (at any depth); returns TARGET."""
-    from modelpack.resources import data_dir
-
-    _copy_tree(data_dir("examples").joinpath(name), target, {"__pycache__", *skip})
-    return target
-
-
 @pytest.fixture(scope="session", name="copy_example")
 def copy_example_fixture() -> Callable[..., Path]:
     """`copy_example(name, target, *, skip=())` for tests (conftest modules are not importable)."""
@@ -146,34 +130,23 @@ class RegistryRepo:
         return f"{self.registry}/{self.name}"
 
     def tags(self) -> list[str]:
-        import requests
+        from modelpack.oci.registry import RegistryClient
 
-        response = requests.get(f"http://{self.registry}/v2/{self.name}/tags/list", timeout=10)
-        if response.status_code == 404:
-            return []
-        response.raise_for_status()
-        return sorted(response.json().get("tags") or [])
+        with RegistryClient(self.registry) as client:
+            return sorted(client.list_tags(self.name))
 
     def cleanup(self) -> None:
         """Delete every manifest of the repository (registry must have delete enabled)."""
-        import requests
+        from modelpack.errors import RegistryError
+        from modelpack.oci.registry import RegistryClient
 
-        accept = ", ".join(
-            [
-                "application/vnd.oci.image.manifest.v1+json",
-                "application/vnd.oci.image.index.v1+json",
-                "application/vnd.docker.distribution.manifest.v2+json",
-                "application/vnd.docker.distribution.manifest.list.v2+json",
-            ]
-        )
-        digests = set()
-        for tag in self.tags():
-            url = f"http://{self.registry}/v2/{self.name}/manifests/{tag}"
-            head = requests.head(url, headers={"Accept": accept}, timeout=10)
-            if head.ok and head.headers.get("Docker-Content-Digest"):
-                digests.add(head.headers["Docker-Content-Digest"])
-        for digest in digests:
-            requests.delete(f"http://{self.registry}/v2/{self.name}/manifests/{digest}", timeout=10)
+        with RegistryClient(self.registry) as client:
+            found = (client.head_manifest(self.name, tag) for tag in self.tags())
+            for digest in {descriptor.digest for descriptor in found if descriptor is not None}:
+                try:
+                    client.delete_manifest(self.name, digest)
+                except RegistryError:
+                    pass  # gone already, or deletes are off: the unique name keeps tests apart
 
 
 @pytest.fixture
@@ -185,38 +158,121 @@ def registry_repo(
     repo = RegistryRepo(registry, f"modelpack-test/{safe}-{uuid.uuid4().hex[:8]}")
     yield repo
     repo.cleanup()
-    for image in docker_client.images.list(name=repo.ref):
+    remove_local_tags(docker_client, repo.ref)
+
+
+# -- local images and containers -----------------------------------------------------------------
+
+
+def remove_local_tags(docker_client: Any, repository: str) -> None:
+    """Untag REPOSITORY's images in the engine (listed by that name: other builds share it)."""
+    import docker.errors
+
+    for image in docker_client.images.list(name=repository):
         for tag in image.tags:
-            if tag.startswith(repo.ref + ":"):
+            if tag.startswith(repository + ":"):
                 try:
-                    docker_client.images.remove(tag, noprune=False)
-                except Exception:
+                    docker_client.images.remove(tag, force=True)
+                except docker.errors.APIError:
+                    pass  # gone already, or another test's container holds it
+
+
+@pytest.fixture(scope="session", name="remove_local_tags")
+def remove_local_tags_fixture() -> Callable[[Any, str], None]:
+    """`remove_local_tags(docker_client, repository)` for tests (conftest modules are not importable)."""
+    return remove_local_tags
+
+
+@pytest.fixture(scope="session")
+def build_examples(
+    docker_client: Any, registry: str, local_base_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., AbstractContextManager[dict[str, tuple[str, Path]]]]:
+    """`with build_examples(label, *names) as built:` the bundled examples NAMES built locally (not
+    pushed) as `<registry>/modelpack-test/<label>-<random>/<name>`, with the host's CA bundle and
+    index as the CLI passes them; `built[name]` is (image reference, model directory). Untagged after."""
+    from modelpack.image.builder import build
+    from modelpack.pipeline.rendering import BuildSettings
+    from modelpack.pipeline.settings import env_ca_bundle
+
+    @contextmanager
+    def built_examples(label: str, *names: str) -> Iterator[dict[str, tuple[str, Path]]]:
+        ca_bundle = env_ca_bundle()
+        settings = BuildSettings(
+            ca_bundle=Path(ca_bundle) if ca_bundle else None, index_url=os.environ.get("PIP_INDEX_URL") or None
+        )
+        root = tmp_path_factory.mktemp(label)
+        repo_base = f"{registry}/modelpack-test/{label}-{uuid.uuid4().hex[:8]}"
+        built: dict[str, tuple[str, Path]] = {}
+        try:
+            for name in names:
+                model_dir = copy_example(name, root / name)
+                result = build(model_dir, repository=f"{repo_base}/{name}", push=False, settings=settings)
+                built[name] = (result.image, model_dir)
+            yield built
+        finally:
+            for name in names:
+                remove_local_tags(docker_client, f"{repo_base}/{name}")
+
+    return built_examples
+
+
+@dataclass
+class RunningImage:
+    """A started container of a model image and the URL its server answers on."""
+
+    container: Any
+    url: str
+
+    def logs(self) -> str:
+        try:
+            return str(self.container.logs(tail=40).decode("utf-8", errors="replace"))
+        except Exception as error:  # the container is gone already
+            return f"(no logs: {type(error).__name__})"
+
+
+@pytest.fixture(scope="session")
+def run_image(docker_client: Any) -> Callable[..., AbstractContextManager[RunningImage]]:
+    """`with run_image(image, environment={}) as running:` IMAGE started with `--network host` on a
+    free loopback port, once its /ready answers (a container that exits fails the test with its
+    logs); removed after."""
+    import httpx
+
+    @contextmanager
+    def running_image(image: str, environment: dict[str, str] | None = None) -> Iterator[RunningImage]:
+        port = free_port()
+        container = docker_client.containers.run(
+            image, detach=True, network_mode="host", environment={"PORT": str(port), **(environment or {})}
+        )
+        running = RunningImage(container, f"http://127.0.0.1:{port}")
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                container.reload()
+                assert container.status in ("created", "running"), running.logs()
+                try:
+                    if httpx.get(running.url + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
                     pass
+                assert time.monotonic() < deadline, f"not ready after 180 s:\n{running.logs()}"
+                time.sleep(0.2)
+            yield running
+        finally:
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass
+
+    return running_image
 
 
 # -- the loopback Hugging Face test hub (tests/hubserver.py) -------------------------------------
 
 
-def load_hubserver() -> ModuleType:
-    """tests/hubserver.py as a module (tests are not a package; one shared module object)."""
-    return _load_sibling("hubserver.py", "modelpack_tests_hubserver")
-
-
-def _load_sibling(file_name: str, module_name: str) -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / file_name
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def hubserver() -> ModuleType:
-    return load_hubserver()
+@pytest.fixture(scope="session", name="hubserver")
+def hubserver_fixture() -> ModuleType:
+    """tests/hubserver.py (or `import hubserver`)."""
+    return hubserver
 
 
 @pytest.fixture()
@@ -233,15 +289,9 @@ def hf_env(tmp_path: Path, hub: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
 # -- a second Docker engine (remote builder host, wiped runner) ------------------------------------
 
 
-def load_dockerd() -> ModuleType:
-    """tests/dockerd.py as a module (shared with benchmarks/bench_torch.py, which loads it by path)."""
-    return _load_sibling("dockerd.py", "modelpack_tests_dockerd")
-
-
 @pytest.fixture
 def second_engine(service_missing: Callable[[str], None], local_base_image: str) -> Iterator[Any]:
     """A started second dockerd (tests/dockerd.py) holding the local base image; removed afterwards."""
-    dockerd = load_dockerd()
     missing = dockerd.available()
     if missing:
         service_missing(missing)

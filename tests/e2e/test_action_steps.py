@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
 
 pytestmark = pytest.mark.e2e
 
@@ -33,17 +32,6 @@ def _runner_module() -> Any:
 
 
 ActionRun = _runner_module().ActionRun
-
-
-def _modelpack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=900,
-        cwd="/",
-    )
 
 
 def test_action_builds_pushes_signs_and_summarizes(
@@ -109,9 +97,9 @@ def test_action_builds_pushes_signs_and_summarizes(
         check_signature(client, registry_repo.name, outputs["digest"], load_verification_key(pair.public_key))
 
     # deploy-manifest IMAGE reads the config back out of the pushed image
-    from_image = _modelpack("deploy-manifest", outputs["image"], "--json")
+    from_image = run_modelpack("deploy-manifest", outputs["image"], "--json")
     assert from_image.returncode == 0, from_image.stderr
-    from_dir = _modelpack("deploy-manifest", str(hello_dir_unlocked), "--image", outputs["image"], "--json")
+    from_dir = run_modelpack("deploy-manifest", str(hello_dir_unlocked), "--image", outputs["image"], "--json")
     assert from_dir.returncode == 0, from_dir.stderr
     image_items = json.loads(from_image.stdout)["items"]
     dir_items = json.loads(from_dir.stdout)["items"]

@@ -16,17 +16,16 @@ import base64
 import datetime
 import ipaddress
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
+from loopback import free_port
 
 from modelpack.oci.registry import fallback_tag
 
@@ -64,12 +63,6 @@ class AuthRegistry:
         )
         response.raise_for_status()
         return sorted(response.json().get("tags") or [])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_certificates(root: Path) -> None:
@@ -127,7 +120,7 @@ def auth_registry(
             service_missing(f"{tool} is missing (Debian docker-registry, apache2-utils); run scripts/setup.sh")
     root = tmp_path / "auth-registry"
     root.mkdir()
-    registry = AuthRegistry(root, _free_port(), f"pw-{secrets.token_hex(12)}")
+    registry = AuthRegistry(root, free_port(HOST), f"pw-{secrets.token_hex(12)}")
     _write_certificates(root)
     subprocess.run(
         ["htpasswd", "-Bbc", str(root / "htpasswd"), USER, registry.password], check=True, capture_output=True
@@ -179,19 +172,6 @@ def auth_registry(
                     docker_client.images.remove(tag)
 
 
-def modelpack(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env={**os.environ, **env},
-        cwd="/",
-        timeout=1800,
-        check=False,
-    )
-
-
 def test_push_build_sign_and_verify_against_a_registry_that_requires_authentication(
     auth_registry: AuthRegistry,
     hello_dir: Path,
@@ -212,7 +192,7 @@ def test_push_build_sign_and_verify_against_a_registry_that_requires_authenticat
     printed: list[str] = []
 
     def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
-        done = modelpack(*args, env={**base_env, **(env or {})}, stdin=stdin)
+        done = run_modelpack(*args, env={**base_env, **(env or {})}, stdin=stdin)
         printed.append(done.stdout + done.stderr)
         return done
 

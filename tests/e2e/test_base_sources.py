@@ -16,14 +16,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import LoopbackServer
 
 PYTHON_BASE = "modelpack-base/python:3.11"
 TORCH_CPU_BASE = "modelpack-base/torch:2.13.0-py3.11-cpu"  # a catalog base with a CPU variant
@@ -86,16 +86,15 @@ class _TorchIndex:
             def log_message(self, format: str, *args: Any) -> None:
                 log.append(self.path)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/whl"
+        self.server = LoopbackServer(partial(Handler, directory=str(root)))
+        self.url = self.server.url + "/whl"
 
     def __enter__(self) -> _TorchIndex:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture

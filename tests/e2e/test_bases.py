@@ -8,10 +8,8 @@ answers from the engine when it is there) and kept, like `modelpack-base/python:
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
 
 TORCH_BASE = "modelpack-base/torch:2.5.1-py3.11-cu124"
 PY313_BASE = "modelpack-base/python:3.13"
@@ -27,16 +26,9 @@ SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 UNREACHABLE_TORCH_INDEX = "http://127.0.0.1:9/whl"
 
 
-def modelpack(
-    *args: str, env: dict[str, str] | None = None, timeout: int = 3600
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "MODELPACK_TORCH_INDEX_URL": UNREACHABLE_TORCH_INDEX, **(env or {})},
+def modelpack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_modelpack(
+        *args, env={"MODELPACK_TORCH_INDEX_URL": UNREACHABLE_TORCH_INDEX, **(env or {})}, timeout=3600
     )
 
 
@@ -119,16 +111,10 @@ def _build(model_dir: Path, repo: str, *extra: str) -> dict[str, Any]:
 
 
 def _manifest_layers(registry: str, repository: str, tag: str) -> list[dict[str, Any]]:
-    import requests
+    from modelpack.oci.registry import RegistryClient
 
-    accept = (
-        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-    )
-    response = requests.get(
-        f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=30
-    )
-    response.raise_for_status()
-    layers: list[dict[str, Any]] = response.json()["layers"]
+    with RegistryClient(registry) as client:
+        layers: list[dict[str, Any]] = client.get_manifest(repository, tag).json["layers"]
     return layers
 
 

@@ -5,19 +5,22 @@ and the absence of secrets in the final image."""
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
 
 from modelpack.errors import EngineError
+from modelpack.oci.registry import RegistryClient
 
 pytestmark = pytest.mark.e2e
 
@@ -25,35 +28,44 @@ SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def modelpack(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
-    """Run the installed CLI in a subprocess, from a directory where the source tree isn't importable."""
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        cwd="/",
-        timeout=900,
-    )
+    return run_modelpack(*args, env=env, stdin=stdin, timeout=900)
 
 
-def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_repo: Any) -> None:
-    first = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+def test_cli_build_rebuild_and_code_change(
+    hello_dir_unlocked: Path, registry_repo: Any, tmp_path: Path
+) -> None:
+    # a cache of its own: records of earlier runs would let the layers be mounted, not pushed
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def mp(*args: str, env: dict[str, str] | None = None) -> Any:
+        return modelpack(*args, env={**cache, **(env or {})})
+
+    first = mp("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert first.returncode == 0, first.stderr
     one = json.loads(first.stdout)
     assert one["version"] == "v1" and one["pushed"] and one["bytes_pushed"] > 0
     assert {layer["status"] for layer in one["layers"]} <= {"pushed", "mounted", "present"}
-    # the runtime stage's layers went up uncompressed, from modelpack (the engine's push gzips):
-    # a plain tar layer's digest is its diff id
+    # the runtime stage's layers went up from modelpack, gzipped (not the plain tars `docker save`
+    # gives): each pushed blob is a gzip whose content is the layer (its sha256 the diff id)
     runtime_layers = one["layers"][:-1]
-    assert all(layer["digest"] == layer["diff_id"] for layer in runtime_layers), runtime_layers
-    assert one["bytes_pushed"] >= sum(layer["size"] for layer in runtime_layers if layer["status"] == "pushed")
+    pushed_layers = [layer for layer in runtime_layers if layer["status"] == "pushed"]
+    assert pushed_layers, runtime_layers
+    client = RegistryClient(registry_repo.registry)
+    try:
+        for layer in pushed_layers:
+            blob = client.get_blob(registry_repo.name, layer["digest"])
+            assert blob[:2] == b"\x1f\x8b" and layer["digest"] != layer["diff_id"], layer
+            assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == layer["diff_id"]
+            assert len(blob) == layer["size"]
+    finally:
+        client.close()
+    assert one["bytes_pushed"] >= sum(
+        layer["size"] for layer in runtime_layers if layer["status"] == "pushed"
+    )
 
     # unchanged: answered from the record of the first push (confirmed by the registry), no engine
     offline = {"DOCKER_HOST": "unix:///nonexistent"}
-    again = modelpack(
-        "build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json", env=offline
-    )
+    again = mp("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json", env=offline)
     assert again.returncode == 0, again.stderr
     same = json.loads(again.stdout)
     assert (same["version"], same["digest"], same["pushed"], same["bytes_pushed"]) == (
@@ -66,7 +78,7 @@ def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_re
 
     model_py = hello_dir_unlocked / "1" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# a one-line change\n")
-    changed = modelpack("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
+    changed = mp("build", str(hello_dir_unlocked), "--tag", registry_repo.ref, "--push", "--json")
     assert changed.returncode == 0, changed.stderr
     two = json.loads(changed.stdout)
     assert two["version"] == "v2"
@@ -79,13 +91,13 @@ def test_cli_build_rebuild_and_code_change(hello_dir_unlocked: Path, registry_re
     total = sum(layer["size"] for layer in two["layers"])
     assert sum(pushed_sizes) <= two["bytes_pushed"] < max(pushed_sizes) + 50_000 < total / 100
 
-    listing = modelpack("versions", registry_repo.ref, "--json")
+    listing = mp("versions", registry_repo.ref, "--json")
     assert listing.returncode == 0, listing.stderr
     versions = json.loads(listing.stdout)["versions"]
     assert [v["version"] for v in versions] == ["v2", "v1"]
     assert versions[0]["digest"] == two["digest"] and versions[0]["created"]
 
-    remote = modelpack("inspect", "--remote", "--json", f"{registry_repo.ref}:v2")
+    remote = mp("inspect", "--remote", "--json", f"{registry_repo.ref}:v2")
     assert remote.returncode == 0, remote.stderr
     labels = json.loads(remote.stdout)["labels"]
     assert labels and all(key.startswith("dev.modelpack.") for key in labels)

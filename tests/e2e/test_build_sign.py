@@ -13,11 +13,11 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
 
 pytestmark = pytest.mark.e2e
 
@@ -34,15 +34,7 @@ def keypair(tmp_path: Path) -> tuple[Path, Path]:
 
 def modelpack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The installed CLI in a subprocess, with the key password in the environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MODELPACK_KEY_PASSWORD": PASSWORD, **(env or {})},
-        cwd="/",
-        timeout=900,
-        check=False,
-    )
+    return run_modelpack(*args, env={"MODELPACK_KEY_PASSWORD": PASSWORD, **(env or {})}, timeout=900)
 
 
 def run_cosign(cosign: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:

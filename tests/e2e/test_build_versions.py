@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import LoopbackServer, QuietHandler
 
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
 from modelpack.image.stages import build_context
@@ -207,27 +208,15 @@ def test_local_rebuild_of_unchanged_content_keeps_its_version(
 
 def test_refused_authentication_is_one_line(tmp_path: Path, docker_client: Any) -> None:
     """A loopback registry that refuses every credential: RegistryError, nothing built."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from modelpack.image.builder import RegistryAuth
 
-    class Refuse(BaseHTTPRequestHandler):
+    class Refuse(QuietHandler):
         def do_GET(self) -> None:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="test"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(b"", status=401, headers={"WWW-Authenticate": 'Basic realm="test"'})
 
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        from modelpack.image.builder import RegistryAuth
-
+    with LoopbackServer(Refuse) as server:
         context, digest = make_context(tmp_path, "print('x')\n")
-        repository = f"127.0.0.1:{server.server_address[1]}/modelpack-test/auth"
+        repository = f"{server.host}/modelpack-test/auth"
         with pytest.raises(RegistryError) as failure:
             build_context(
                 context,
@@ -240,9 +229,6 @@ def test_refused_authentication_is_one_line(tmp_path: Path, docker_client: Any) 
         assert "refused authentication" in failure.value.message
         assert "wrong-s3cr3t" not in failure.value.message
         assert docker_client.images.list(name=repository) == []
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_inspect_reads_labels_locally_and_from_the_registry(

@@ -11,20 +11,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import sys
-import threading
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import INDEX_VARIABLES, run_modelpack
+from wheelindex import PROBE, WheelIndex, make_wheel
 
 from modelpack.oci.registry import RegistryClient
 from modelpack.supply.record import fetch_record, find_records
@@ -39,17 +36,7 @@ DEPS_STEP = "] RUN --mount=type=bind,source=builder"  # the dependency step, as 
 
 def modelpack(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The installed CLI in a subprocess; index variables only from `env`."""
-    names = ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
-    clean = {k: v for k, v in os.environ.items() if k not in names}
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **env},
-        cwd="/",
-        timeout=1800,
-        check=False,
-    )
+    return run_modelpack(*args, env=env, without=INDEX_VARIABLES)
 
 
 @pytest.fixture()
@@ -83,25 +70,23 @@ def test_buildkit_secrets_never_reach_the_engine_and_the_build_runs_remotely(
     docker_client: Any,
     tmp_path: Path,
     copy_example: Callable[..., Path],
-    sibling_module: Callable[[str], Any],
 ) -> None:
-    index_module = sibling_module("e2e/test_index_settings.py")
     password = "pw" + uuid.uuid4().hex
     marker = "modelpack-ca-marker-" + uuid.uuid4().hex
     bundle = tmp_path / "ca-bundle.crt"  # the system CAs (PyPI must verify) plus a unique marker line
     bundle.write_text(SYSTEM_CA.read_text() + f"\n# {marker}\n")
     (tmp_path / "wheels").mkdir()
-    wheel = index_module.make_wheel(tmp_path / "wheels", uuid.uuid4().hex)
+    wheel = make_wheel(tmp_path / "wheels", PROBE, f'TOKEN = "{uuid.uuid4().hex}"\n')
     model = copy_example("hello", tmp_path / "model", skip=("requirements.lock",))
     requirements = model / "requirements.txt"
-    requirements.write_text(requirements.read_text() + f"{index_module.PROBE}=={index_module.VERSION}\n")
+    requirements.write_text(requirements.read_text() + f"{PROBE}==0.1.0\n")
     config = model / "config.yaml"
     config.write_text(
         config.read_text()
         + "checkpoints:\n  type: huggingface\n  repo_id: acme/secret-weights\n  when: build\n"
     )
-    with index_module.SimpleIndex(wheel) as index:
-        index_url = index.url.replace("http://", f"http://user:{password}@")
+    with WheelIndex(wheel.parent) as index:
+        index_url = index.url_with(f"user:{password}")  # any credentials: the build must hide them
         env = {
             "DOCKER_HOST": second_engine.host,
             "HF_TOKEN": TOKEN,
@@ -177,8 +162,8 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     assert not any(line.endswith("CACHED") for line in deps_lines), deps_lines
 
     # the cache image was written from the layers the push put there (the base's mounted from its
-    # registry copy, the rest plain tar: digest = diff id), not pushed by the engine, which would
-    # have gzipped them all once more
+    # registry copy, the rest gzipped by modelpack), not pushed by the engine, which would have
+    # gzipped them all once more
     client = RegistryClient(registry)
     try:
         cache_layers = client.get_manifest(cache.split("/", 1)[1], "buildcache").json["layers"]
@@ -187,7 +172,7 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     finally:
         client.close()
     assert cache_layers == image_layers[:-1]
-    assert any(layer["mediaType"].endswith(".diff.tar") for layer in cache_layers)
+    assert all(layer["mediaType"].endswith(".diff.tar.gzip") for layer in cache_layers)
 
     second_engine.wipe()
     assert second_engine.docker("image", "ls", "--all", "--quiet").stdout.strip() == ""
@@ -212,72 +197,6 @@ def test_registry_cache_lets_a_wiped_engine_skip_the_dependency_step(
     assert (record.base_image.reference, record.base_image.digest) == (base, pushed_base.digest)
 
 
-def _wheel(folder: Path, project: str) -> Path:
-    """A minimal pure-Python wheel of `project` (0.1.0)."""
-    module = project.replace("-", "_")
-    dist_info = f"{module}-0.1.0.dist-info"
-    files = {
-        f"{module}/__init__.py": b"VALUE = 1\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: 0.1.0\n".encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: modelpack-tests\nRoot-Is-Purelib: true\n"
-        b"Tag: py3-none-any\n",
-    }
-    record = "".join(f"{name},,\n" for name in files) + f"{dist_info}/RECORD,,\n"
-    wheel = folder / f"{module}-0.1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for name, data in {**files, f"{dist_info}/RECORD": record.encode()}.items():
-            archive.writestr(name, data)
-    return wheel
-
-
-class _WheelIndex:
-    """A loopback simple index of several wheels that logs each wheel download. The links carry
-    hashes and PEP 658 metadata, so locking reads no wheel: every download is an install's."""
-
-    def __init__(self, wheels: list[Path]) -> None:
-        self.downloads: list[str] = []
-        pages, files = {}, {}
-        for wheel in wheels:
-            project = wheel.name.split("-", 1)[0].replace("_", "-")
-            with zipfile.ZipFile(wheel) as archive:
-                metadata = archive.read(next(n for n in archive.namelist() if n.endswith("/METADATA")))
-            digest, meta_digest = (
-                hashlib.sha256(data).hexdigest() for data in (wheel.read_bytes(), metadata)
-            )
-            pages[f"/simple/{project}"] = (
-                f'<a href="/files/{wheel.name}#sha256={digest}" data-core-metadata="sha256={meta_digest}" '
-                f'data-dist-info-metadata="sha256={meta_digest}">{wheel.name}</a>'
-            ).encode()
-            files[f"/files/{wheel.name}"] = wheel.read_bytes()
-            files[f"/files/{wheel.name}.metadata"] = metadata
-        index = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                body = pages.get(path.rstrip("/")) or files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                if path.endswith(".whl"):
-                    index.downloads.append(path.rsplit("/", 1)[1])
-                self.send_response(200)
-                file = path.startswith("/files/")
-                self.send_header("Content-Type", "application/octet-stream" if file else "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                # as PyPI: files never change, pages do
-                self.send_header("Cache-Control", "max-age=31536000, immutable" if file else "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
-
-
 def test_one_added_package_is_the_only_one_downloaded(
     second_engine: Any, registry_repo: Any, tmp_path: Path, copy_example: Callable[..., Path]
 ) -> None:
@@ -285,28 +204,24 @@ def test_one_added_package_is_the_only_one_downloaded(
     that one package (the loopback index's download log), and uv prepares only it (its own log)."""
     run = uuid.uuid4().hex[:8]
     (tmp_path / "wheels").mkdir()
-    first, added = (_wheel(tmp_path / "wheels", f"modelpack-e2e-{name}-{run}") for name in ("kept", "added"))
-    index = _WheelIndex([first, added])
+    first, added = (make_wheel(tmp_path / "wheels", f"modelpack-e2e-{name}-{run}") for name in ("kept", "added"))
     model = copy_example("hello", tmp_path / "model", skip=("requirements.lock",))
     requirements = model / "requirements.txt"
     requirements.write_text(requirements.read_text() + f"modelpack-e2e-kept-{run}==0.1.0\n")
-    env = {
-        "DOCKER_HOST": second_engine.host,
-        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-        "UV_INDEX_URL": index.url,
-        "UV_EXTRA_INDEX_URL": PYPI,
-    }
     args = ["build", str(model), "--tag", registry_repo.ref, "--verbose", "--json"]
-    try:
+    with WheelIndex(tmp_path / "wheels", like_pypi=True) as index:
+        env = {
+            "DOCKER_HOST": second_engine.host,
+            "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+            "UV_INDEX_URL": index.url,
+            "UV_EXTRA_INDEX_URL": PYPI,
+        }
         built = modelpack(args, env)
         assert built.returncode == 0, built.stderr[-4000:]
-        assert index.downloads == [first.name]
+        assert index.downloads() == [first.name]
         requirements.write_text(requirements.read_text() + f"modelpack-e2e-added-{run}==0.1.0\n")
         again = modelpack(args, env)
         assert again.returncode == 0, again.stderr[-4000:]
-    finally:
-        index.server.shutdown()
-        index.server.server_close()
-    assert index.downloads == [first.name, added.name]  # the kept package came from the cache mount
+    assert index.downloads() == [first.name, added.name]  # the kept package came from the cache mount
     deps_output = again.stderr.split(DEPS_STEP, 1)[1]
     assert "Prepared 1 package" in deps_output, deps_output[-3000:]

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -27,8 +26,10 @@ from typing import Any
 
 import huggingface_hub  # noqa: F401  (missing, these tests fail: they never skip)
 import pytest
+from loopback import free_port
 
 from modelpack.image import builder
+from modelpack.oci.registry import RegistryClient
 from modelpack.pipeline.rendering import BuildSettings
 from modelpack.pipeline.settings import env_ca_bundle
 from modelpack.progress import ProgressRecorder
@@ -165,12 +166,6 @@ def labels(image: str) -> dict[str, str]:
     return dict(data["Config"]["Labels"] or {})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def call_offline(image: str) -> str:
     """Run the image with no network at all and call `predict` from inside the container."""
     name = f"modelpack-offline-{os.getpid()}-{time.monotonic_ns()}"
@@ -194,12 +189,8 @@ def call_offline(image: str) -> str:
 
 
 def manifest_json(registry_repo: Any, reference: str) -> dict[str, Any]:
-    accept = (
-        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-    )
-    url = f"http://{registry_repo.registry}/v2/{registry_repo.name}/manifests/{reference}"
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=10) as r:
-        return dict(json.loads(r.read()))
+    with RegistryClient(registry_repo.registry) as client:
+        return client.get_manifest(registry_repo.name, reference).json
 
 
 # -- when: upload ------------------------------------------------------------------------------

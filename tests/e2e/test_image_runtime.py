@@ -8,12 +8,7 @@ unprivileged user, and that SIGTERM stops the container cleanly. Containers are 
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,97 +20,23 @@ pytestmark = pytest.mark.e2e
 RUNTIME_UID = 10001
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Running:
-    container: Any
-    url: str
-    model_dir: Path
-
-    def logs(self) -> str:
-        try:
-            return str(self.container.logs(tail=40).decode("utf-8", errors="replace"))
-        except Exception as error:  # the container is gone already
-            return f"(no logs: {type(error).__name__})"
-
-
 @pytest.fixture(scope="module")
-def images(
-    docker_client: Any,
-    registry: str,
-    local_base_image: str,
-    tmp_path_factory: pytest.TempPathFactory,
-    copy_example: Callable[..., Path],
-) -> Iterator[dict[str, tuple[str, Path]]]:
+def images(build_examples: Callable[..., Any]) -> Iterator[dict[str, tuple[str, Path]]]:
     """Both examples built locally (not pushed): name -> (image reference, model directory)."""
-    from modelpack.image.builder import build
-    from modelpack.pipeline.rendering import BuildSettings
-    from modelpack.pipeline.settings import env_ca_bundle
-
-    # like the CLI: the host's CA bundle and index reach the (discarded) builder stage
-    ca_bundle = env_ca_bundle()
-    settings = BuildSettings(
-        ca_bundle=Path(ca_bundle) if ca_bundle else None, index_url=os.environ.get("PIP_INDEX_URL") or None
-    )
-    root = tmp_path_factory.mktemp("examples")
-    repo_base = f"{registry}/modelpack-test/image-runtime-{uuid.uuid4().hex[:8]}"
-    built: dict[str, tuple[str, Path]] = {}
-    try:
-        for name in ("hello", "openai-chat"):
-            model_dir = root / name
-            copy_example(name, model_dir)
-            result = build(model_dir, repository=f"{repo_base}/{name}", push=False, settings=settings)
-            built[name] = (result.image, model_dir)
+    with build_examples("image-runtime", "hello", "openai-chat") as built:
         yield built
-    finally:
-        for image in docker_client.images.list():
-            for tag in image.tags:
-                if tag.startswith(repo_base + "/"):
-                    try:
-                        docker_client.images.remove(tag)
-                    except Exception:
-                        pass
 
 
-def _start(docker_client: Any, image: str, model_dir: Path) -> Iterator[Running]:
-    port = _free_port()
-    container = docker_client.containers.run(
-        image, detach=True, network_mode="host", environment={"PORT": str(port)}, auto_remove=False
-    )
-    running = Running(container, f"http://127.0.0.1:{port}", model_dir)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            container.reload()
-            assert container.status in ("created", "running"), running.logs()
-            try:
-                if httpx.get(running.url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"not ready after 120 s:\n{running.logs()}"
-            time.sleep(0.2)
+@pytest.fixture(scope="module")
+def hello(run_image: Callable[..., Any], images: dict[str, tuple[str, Path]]) -> Iterator[Any]:
+    with run_image(images["hello"][0]) as running:
         yield running
-    finally:
-        try:
-            container.remove(force=True)
-        except Exception:
-            pass
 
 
 @pytest.fixture(scope="module")
-def hello(docker_client: Any, images: dict[str, tuple[str, Path]]) -> Iterator[Running]:
-    yield from _start(docker_client, *images["hello"])
-
-
-@pytest.fixture(scope="module")
-def openai_chat(docker_client: Any, images: dict[str, tuple[str, Path]]) -> Iterator[Running]:
-    yield from _start(docker_client, *images["openai-chat"])
+def openai_chat(run_image: Callable[..., Any], images: dict[str, tuple[str, Path]]) -> Iterator[Any]:
+    with run_image(images["openai-chat"][0]) as running:
+        yield running
 
 
 def _static_signature(model_dir: Path) -> dict[str, Any]:
@@ -124,11 +45,11 @@ def _static_signature(model_dir: Path) -> dict[str, Any]:
     return signature(model_dir).signature.to_dict()
 
 
-def test_hello_image_serves_every_method_kind(hello: Running) -> None:
+def test_hello_image_serves_every_method_kind(hello: Any, images: dict[str, tuple[str, Path]]) -> None:
     from modelpack.runtime.client import Model, ModelCallError
 
     with Model(hello.url, timeout=60) as model:
-        assert model.signature() == _static_signature(hello.model_dir)
+        assert model.signature() == _static_signature(images["hello"][1])
         assert model.predict(name="image") == "Hello, image!"  # unary
         assert model.predict() == "Hello, world!"  # default parameter
         assert list(model.generate(text="a b c", repeat=2)) == ["a", "b", "c", "a", "b", "c"]  # server stream
@@ -144,13 +65,15 @@ def test_hello_image_serves_every_method_kind(hello: Running) -> None:
     assert httpx.get(hello.url + "/health", timeout=5).status_code == 200
 
 
-def test_openai_chat_image_speaks_the_openai_api(openai_chat: Running) -> None:
+def test_openai_chat_image_speaks_the_openai_api(
+    openai_chat: Any, images: dict[str, tuple[str, Path]]
+) -> None:
     from openai import OpenAI
 
     from modelpack.runtime.client import Model
 
     with Model(openai_chat.url, timeout=60) as model:
-        assert model.signature() == _static_signature(openai_chat.model_dir)
+        assert model.signature() == _static_signature(images["openai-chat"][1])
         assert model.predict(prompt="one two three") == "three two one"
         assert "".join(model.generate(prompt="red green blue")) == "blue green red"
         assert model.predict([{"prompt": "a b"}, {"prompt": "c d", "max_tokens": 1}]) == ["b a", "d"]
@@ -175,7 +98,7 @@ def test_openai_chat_image_speaks_the_openai_api(openai_chat: Running) -> None:
     assert "".join(pieces) == "four three two one"
 
 
-def test_server_runs_as_the_unprivileged_user(hello: Running) -> None:
+def test_server_runs_as_the_unprivileged_user(hello: Any) -> None:
     code, output = hello.container.exec_run(
         ["/opt/venv/bin/python", "-c", "import os; print(os.getuid(), os.geteuid(), os.getgid())"]
     )
@@ -188,7 +111,7 @@ def test_server_runs_as_the_unprivileged_user(hello: Running) -> None:
     assert set(uid_line.split()[1:]) == {str(RUNTIME_UID)}
 
 
-def test_the_image_carries_only_the_runtime_library(hello: Running) -> None:
+def test_the_image_carries_only_the_runtime_library(hello: Any) -> None:
     """The library folder holds the runtime's import closure: no build, registry or signing code."""
     from modelpack.pipeline.runtime_library import runtime_library_files
 
@@ -200,8 +123,10 @@ def test_the_image_carries_only_the_runtime_library(hello: Running) -> None:
     assert not any(rel.startswith(("image/", "oci/", "supply/", "cli/")) for rel in shipped)
 
 
-def test_sigterm_stops_the_container_cleanly(docker_client: Any, images: dict[str, tuple[str, Path]]) -> None:
-    for running in _start(docker_client, *images["hello"]):
+def test_sigterm_stops_the_container_cleanly(
+    run_image: Callable[..., Any], images: dict[str, tuple[str, Path]]
+) -> None:
+    with run_image(images["hello"][0]) as running:
         running.container.kill(signal="SIGTERM")
         outcome = running.container.wait(timeout=60)
         assert outcome["StatusCode"] == 0, running.logs()

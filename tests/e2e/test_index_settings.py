@@ -8,141 +8,37 @@ needs (modelpack's runtime dependencies) comes from PyPI as the extra index.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import json
-import os
 import secrets
 import subprocess
-import sys
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import INDEX_VARIABLES, run_modelpack
+from wheelindex import PROBE, WheelIndex, make_wheel
 
 pytestmark = pytest.mark.e2e
 
-PROBE = "modelpack-e2e-index-probe"  # not on PyPI: only the loopback index has it
 PROBE_MODULE = PROBE.replace("-", "_")
 VERSION = "0.1.0"
 PYPI = "https://pypi.org/simple"
-INDEX_VARIABLES = ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
-
-
-def make_wheel(folder: Path, token: str) -> Path:
-    """A minimal valid pure-Python wheel whose module holds `token`."""
-    dist_info = f"{PROBE_MODULE}-{VERSION}.dist-info"
-    files = {
-        f"{PROBE_MODULE}/__init__.py": f'TOKEN = "{token}"\n'.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: {VERSION}\n".encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: modelpack-tests\nRoot-Is-Purelib: true\n"
-        b"Tag: py3-none-any\n",
-    }
-    record = []
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    wheel = folder / f"{PROBE_MODULE}-{VERSION}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return wheel
-
-
-class SimpleIndex:
-    """`/simple/<project>/` pages and `/files/<wheel>` downloads on 127.0.0.1; logs every path."""
-
-    def __init__(self, wheel: Path, credentials: str | None = None) -> None:
-        self.wheel = wheel
-        self.credentials = credentials  # "user:password" the index requires (basic auth), if any
-        self.requests: list[str] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/simple"
-
-    def paths(self) -> list[str]:
-        with self._lock:
-            return list(self.requests)
-
-    def clear(self) -> None:
-        with self._lock:
-            self.requests.clear()
-
-    def __enter__(self) -> SimpleIndex:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        index = self
-        digest = hashlib.sha256(self.wheel.read_bytes()).hexdigest()
-        page = (
-            "<!DOCTYPE html><html><body>"
-            f'<a href="/files/{self.wheel.name}#sha256={digest}">{html.escape(self.wheel.name)}</a>'
-            "</body></html>"
-        ).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, with_body: bool) -> None:
-                path = self.path.split("?", 1)[0]
-                with index._lock:
-                    index.requests.append(path)
-                if index.credentials is not None:
-                    expected = "Basic " + base64.b64encode(index.credentials.encode()).decode()
-                    if self.headers.get("Authorization") != expected:
-                        self.send_response(401)
-                        self.send_header("WWW-Authenticate", 'Basic realm="probe"')
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                if path.rstrip("/") == f"/simple/{PROBE}":
-                    body, kind = page, "text/html"
-                elif path == "/simple/" or path == "/simple":
-                    body, kind = f'<a href="/simple/{PROBE}/">{PROBE}</a>'.encode(), "text/html"
-                elif path == f"/files/{index.wheel.name}":
-                    body, kind = index.wheel.read_bytes(), "application/octet-stream"
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                if with_body:
-                    self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._answer(True)
-
-            def do_HEAD(self) -> None:
-                self._answer(False)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
 
 
 @pytest.fixture
-def probe_index(tmp_path: Path) -> Iterator[SimpleIndex]:
+def probe_wheel(tmp_path: Path) -> Path:
     token = secrets.token_hex(8)  # a new wheel hash each time: no engine cache can answer for pip
     (tmp_path / "wheels").mkdir()
-    with SimpleIndex(make_wheel(tmp_path / "wheels", token)) as index:
+    return make_wheel(tmp_path / "wheels", PROBE, f'TOKEN = "{token}"\n', VERSION)
+
+
+@pytest.fixture
+def probe_index(probe_wheel: Path) -> Iterator[WheelIndex]:
+    """The probe wheel's own index on loopback (tests/wheelindex.py), logging every path."""
+    with WheelIndex(probe_wheel.parent) as index:
         yield index
 
 
@@ -156,30 +52,26 @@ def probe_model(tmp_path: Path, local_base_image: str, copy_example: Callable[..
 
 def modelpack(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess, with the index variables of `env` only."""
-    clean = {k: v for k, v in os.environ.items() if k not in INDEX_VARIABLES}
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **env},
-        cwd="/",
-        timeout=1800,
-        check=False,
-    )
+    return run_modelpack(*args, env=env, without=INDEX_VARIABLES)
 
 
 @pytest.mark.parametrize("prefix", ["UV", "PIP"])
 def test_lock_and_the_build_ask_the_index_from_the_environment(
-    prefix: str, probe_index: SimpleIndex, probe_model: Path, registry_repo: Any, docker_client: Any
+    prefix: str,
+    probe_index: WheelIndex,
+    probe_wheel: Path,
+    probe_model: Path,
+    registry_repo: Any,
+    docker_client: Any,
 ) -> None:
     env = {f"{prefix}_INDEX_URL": probe_index.url, f"{prefix}_EXTRA_INDEX_URL": PYPI}
     page = f"/simple/{PROBE}/"
-    download = f"/files/{probe_index.wheel.name}"
+    download = f"/files/{probe_wheel.name}"
 
     locked = modelpack(["lock", str(probe_model), "--json"], env)
     assert locked.returncode == 0, locked.stderr
     assert page in probe_index.paths(), probe_index.paths()  # uv asked the loopback index
-    wheel_hash = "sha256:" + hashlib.sha256(probe_index.wheel.read_bytes()).hexdigest()
+    wheel_hash = "sha256:" + hashlib.sha256(probe_wheel.read_bytes()).hexdigest()
     pinned = {p["name"]: p for p in json.loads(locked.stdout)["packages"]}
     assert pinned[PROBE]["version"] == VERSION and pinned[PROBE]["hashes"] == [wheel_hash]
 
@@ -198,7 +90,7 @@ def test_lock_and_the_build_ask_the_index_from_the_environment(
         network_mode="none",
         remove=True,
     )
-    with zipfile.ZipFile(probe_index.wheel) as archive:
+    with zipfile.ZipFile(probe_wheel) as archive:
         expected = archive.read(f"{PROBE_MODULE}/__init__.py").decode().split('"')[1]
     assert output.decode().strip() == expected  # the image holds the wheel this index served
 
@@ -245,11 +137,11 @@ def test_index_credentials_written_in_requirements_reach_no_part_of_the_image(
     requirements.txt includes with `-r`, and counts exactly the same."""
     token = "tok-" + secrets.token_hex(8)
     (tmp_path / "wheels").mkdir()
-    with SimpleIndex(make_wheel(tmp_path / "wheels", "x"), credentials=f"ci:{token}") as index:
+    wheel = make_wheel(tmp_path / "wheels", PROBE, version=VERSION)
+    with WheelIndex(wheel.parent, credentials=f"ci:{token}") as index:
         model = copy_example("hello", tmp_path / "cred-model", skip=("requirements.lock",))
         requirements = model / "requirements.txt"
-        url = index.url.replace("http://", f"http://ci:{token}@")
-        option = f"--extra-index-url {url}\n"
+        option = f"--extra-index-url {index.url}\n"  # index.url carries the credentials
         if where == "nested":
             (model / "deps").mkdir()
             (model / "deps" / "private.txt").write_text(option)
@@ -261,7 +153,7 @@ def test_index_credentials_written_in_requirements_reach_no_part_of_the_image(
         index.clear()
         built = modelpack(["build", str(model), "--tag", registry_repo.ref, "--push", "--json"], env)
         assert built.returncode == 0, built.stderr
-        assert f"/files/{index.wheel.name}" in index.paths()  # the build's pip used the credentials
+        assert f"/files/{wheel.name}" in index.paths()  # the build's pip used the credentials
     result = json.loads(built.stdout)
     assert token not in built.stdout + built.stderr + locked.stdout + locked.stderr
     for blob in _registry_blobs(registry_repo.registry, registry_repo.name, result["digest"]):

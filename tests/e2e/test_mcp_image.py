@@ -10,8 +10,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,92 +18,27 @@ from typing import Any
 
 import httpx
 import pytest
+from clirun import run_modelpack
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def images(
-    docker_client: Any,
-    registry: str,
-    local_base_image: str,
-    tmp_path_factory: pytest.TempPathFactory,
-    copy_example: Callable[..., Path],
-) -> Iterator[dict[str, tuple[str, Path]]]:
-    from modelpack.image.builder import build
-    from modelpack.pipeline.rendering import BuildSettings
-    from modelpack.pipeline.settings import env_ca_bundle
-
-    ca_bundle = env_ca_bundle()
-    settings = BuildSettings(
-        ca_bundle=Path(ca_bundle) if ca_bundle else None, index_url=os.environ.get("PIP_INDEX_URL") or None
-    )
-    root = tmp_path_factory.mktemp("mcp-examples")
-    repo_base = f"{registry}/modelpack-test/mcp-{uuid.uuid4().hex[:8]}"
-    built: dict[str, tuple[str, Path]] = {}
-    try:
-        for name in ("mcp-tools", "mcp-stdio"):
-            model_dir = root / name
-            copy_example(name, model_dir)
-            result = build(model_dir, repository=f"{repo_base}/{name}", push=False, settings=settings)
-            built[name] = (result.image, model_dir)
+def images(build_examples: Callable[..., Any]) -> Iterator[dict[str, tuple[str, Path]]]:
+    with build_examples("mcp", "mcp-tools", "mcp-stdio") as built:
         yield built
-    finally:
-        for name in ("mcp-tools", "mcp-stdio"):
-            _remove_tags(docker_client, f"{repo_base}/{name}")
-
-
-def _remove_tags(docker_client: Any, repository: str) -> None:
-    """Untag this test's images (listed by name: other builds share the engine)."""
-    import docker
-
-    for image in docker_client.images.list(name=repository):
-        for tag in image.tags:
-            if tag.startswith(repository + ":"):
-                try:
-                    docker_client.images.remove(tag, force=True)
-                except docker.errors.NotFound:
-                    pass
-
-
-def _run(docker_client: Any, image: str, environment: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
-    container = docker_client.containers.run(
-        image, detach=True, network_mode="host", environment={"PORT": str(port), **environment}
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            container.reload()
-            logs = container.logs(tail=30).decode(errors="replace")
-            assert container.status in ("created", "running"), logs
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"not ready after 180 s:\n{logs}"
-            time.sleep(0.3)
-        yield url
-    finally:
-        container.remove(force=True)
 
 
 @pytest.fixture(scope="module")
-def tools_url(docker_client: Any, images: dict[str, tuple[str, Path]]) -> Iterator[str]:
-    yield from _run(docker_client, images["mcp-tools"][0], {})
+def tools_url(run_image: Callable[..., Any], images: dict[str, tuple[str, Path]]) -> Iterator[str]:
+    with run_image(images["mcp-tools"][0]) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
-def stdio_url(docker_client: Any, images: dict[str, tuple[str, Path]]) -> Iterator[str]:
-    yield from _run(docker_client, images["mcp-stdio"][0], {"NOTES_OWNER": "owner-from-the-environment"})
+def stdio_url(run_image: Callable[..., Any], images: dict[str, tuple[str, Path]]) -> Iterator[str]:
+    with run_image(images["mcp-stdio"][0], {"NOTES_OWNER": "owner-from-the-environment"}) as running:
+        yield running.url
 
 
 def test_mcp_client_lists_and_calls_the_tools_in_the_image(
@@ -194,7 +127,11 @@ asyncio.run(main())
 
 
 def test_npm_stdio_server_runs_without_network(
-    docker_client: Any, local_base_image: str, registry: str, tmp_path: Path
+    docker_client: Any,
+    local_base_image: str,
+    registry: str,
+    tmp_path: Path,
+    remove_local_tags: Callable[[Any, str], None],
 ) -> None:
     """Node.js and the npx package are in the image: the container starts with no network at all."""
     import shutil
@@ -231,7 +168,7 @@ def test_npm_stdio_server_runs_without_network(
         assert b"/opt/modelpack/node/bin/node" in processes and b"npx" not in processes
     finally:
         container.remove(force=True)
-        _remove_tags(docker_client, repository)
+        remove_local_tags(docker_client, repository)
 
 
 def _tamper_node(lock: dict[str, Any]) -> None:
@@ -256,12 +193,11 @@ def test_a_tampered_node_lock_fails_the_build_in_one_line(
     local_base_image: str,
     registry: str,
     tmp_path: Path,
+    remove_local_tags: Callable[[Any, str], None],
 ) -> None:
     """node.lock.json's integrity is what the build checks: the registry's Node tarball, and every
     tarball of the npx package's tree (`npm ci`), must match it, else the build stops (exit 1)."""
     import shutil
-    import subprocess
-    import sys
 
     model_dir = tmp_path / "mcp-npm"
     shutil.copytree(NPM_MODEL, model_dir)
@@ -271,16 +207,10 @@ def test_a_tampered_node_lock_fails_the_build_in_one_line(
     lock_path.write_text(json.dumps(lock, indent=2))
     repository = f"{registry}/modelpack-test/mcp-npm-tampered-{uuid.uuid4().hex[:8]}"
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "modelpack", "build", str(model_dir), "--tag", repository],
-            capture_output=True,
-            text=True,
-            timeout=1500,
-            env={**os.environ, "CI": "true"},
-        )
+        done = run_modelpack("build", str(model_dir), "--tag", repository, env={"CI": "true"}, timeout=1500)
         assert done.returncode == 1, done.stderr[-3000:]
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and expected in errors[0], done.stderr[-3000:]
         assert "Traceback" not in done.stderr and docker_client.images.list(name=repository) == []
     finally:
-        _remove_tags(docker_client, repository)
+        remove_local_tags(docker_client, repository)

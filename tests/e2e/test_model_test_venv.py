@@ -4,48 +4,28 @@ reused while the lock is unchanged, and index credentials reach none of its file
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from clirun import INDEX_VARIABLES, run_modelpack
+from wheelindex import PROBE, WheelIndex, make_wheel
 
 pytestmark = pytest.mark.e2e
 
 
-def _index_helpers() -> ModuleType:
-    """test_index_settings.py's loopback index and probe wheel (tests are not a package)."""
-    path = Path(__file__).resolve().parent / "test_index_settings.py"
-    spec = importlib.util.spec_from_file_location("modelpack_tests_index_settings", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-_index = _index_helpers()
-PROBE, PROBE_MODULE, PYPI, VERSION = _index.PROBE, _index.PROBE_MODULE, _index.PYPI, _index.VERSION
-SimpleIndex, make_wheel = _index.SimpleIndex, _index.make_wheel
-
-INDEX_VARIABLES = ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
-
+PROBE_MODULE = PROBE.replace("-", "_")
+PYPI = "https://pypi.org/simple"
 
 def _modelpack(args: list[str], cache: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in INDEX_VARIABLES}
     # modelpack's cache in the test's folder; uv keeps the host's (downloads are not the subject)
     uv_cache = os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache" / "uv")
-    env.update({"XDG_CACHE_HOME": str(cache), "UV_CACHE_DIR": uv_cache, "CI": "true", **extra})
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args], capture_output=True, text=True, env=env, timeout=1800
-    )
+    env = {"XDG_CACHE_HOME": str(cache), "UV_CACHE_DIR": uv_cache, "CI": "true", **extra}
+    return run_modelpack(*args, env=env, without=INDEX_VARIABLES)
 
 
 def test_hello_in_a_cached_venv_then_reused_then_its_own_test(
@@ -90,11 +70,12 @@ def test_a_dependency_from_an_index_with_credentials_that_no_venv_file_holds(
     token = "tok-" + secrets.token_hex(8)
     marker = secrets.token_hex(6)
     (tmp_path / "wheels").mkdir()
-    with SimpleIndex(make_wheel(tmp_path / "wheels", marker), credentials=f"ci:{token}") as index:
+    wheel = make_wheel(tmp_path / "wheels", PROBE, f'TOKEN = "{marker}"\n')
+    with WheelIndex(wheel.parent, credentials=f"ci:{token}") as index:
         model = copy_example("hello", tmp_path / "dep-model", skip=("requirements.lock",))
         requirements = model / "requirements.txt"
-        url = index.url.replace("http://", f"http://ci:{token}@")
-        requirements.write_text(requirements.read_text() + f"--extra-index-url {url}\n{PROBE}=={VERSION}\n")
+        # index.url carries the credentials
+        requirements.write_text(requirements.read_text() + f"--extra-index-url {index.url}\n{PROBE}==0.1.0\n")
         model_py = model / "1" / "model.py"
         model_py.write_text(
             model_py.read_text()
@@ -104,7 +85,7 @@ def test_a_dependency_from_an_index_with_credentials_that_no_venv_file_holds(
         cache = tmp_path / "cache"
         done = _modelpack(["test", str(model), "--venv", "--json"], cache, UV_INDEX_URL=PYPI)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert f"/files/{index.wheel.name}" in index.paths()  # the install used the credentials
+        assert f"/files/{wheel.name}" in index.paths()  # the install used the credentials
     report = json.loads(done.stdout)
     assert {m["name"]: m["result"] for m in report["methods"]}["probe"] == marker
     assert token not in done.stdout + done.stderr

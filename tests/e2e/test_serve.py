@@ -4,7 +4,6 @@ real sockets with the modelpack client, raw HTTP, WebSockets and the official `o
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import os
 import signal
@@ -19,16 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from loopback import LoopbackServer, QuietHandler, free_port
 
 from modelpack.runtime.client import Model, ModelCallError
 
 MODELS = Path(__file__).resolve().parent.parent / "unit" / "test_runtime_models"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Served:
@@ -264,29 +258,20 @@ class MediaHost:
     """Serves `/bytes/N` (N bytes) and `/slow` (its body 3 s late) on loopback, for URL inputs."""
 
     def __init__(self) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if self.path == "/slow":
                     time.sleep(3.0)
                     body = b"x" * 10
                 else:
                     body = b"x" * int(self.path.rsplit("/", 1)[1])
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(body, "application/octet-stream")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler).start()
+        self.url = self.server.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def test_runtime_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -386,19 +371,14 @@ def test_serve_refuses_a_directory_without_model_py(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ OpenAI-compatible
 
 
-class _Backend(http.server.BaseHTTPRequestHandler):
+class _Backend(QuietHandler):
     """A tiny OpenAI-compatible server: replies with the last user message reversed."""
 
     authorizations: list[str | None] = []  # noqa: RUF012
     models: list[str] = []  # noqa: RUF012
 
     def _json(self, data: Any, status: int = 200) -> None:
-        body = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(json.dumps(data).encode(), status=status)
 
     def do_GET(self) -> None:
         _Backend.authorizations.append(self.headers.get("Authorization"))
@@ -447,24 +427,14 @@ class _Backend(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"data: [DONE]\n\n")
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def openai_served() -> Iterator[Served]:
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    thread = threading.Thread(target=backend.serve_forever, daemon=True)
-    thread.start()
-    env = {
-        "MODELPACK_TEST_BACKEND": f"http://127.0.0.1:{backend.server_address[1]}/v1",
-        "MODELPACK_TEST_BACKEND_KEY": "backend-key",
-    }
-    served = Served(MODELS / "openai_proxy", env=env).wait_ready()
-    yield served
-    assert served.stop() == 0
-    backend.shutdown()
-    backend.server_close()
+    with LoopbackServer(_Backend) as backend:
+        env = {"MODELPACK_TEST_BACKEND": backend.url + "/v1", "MODELPACK_TEST_BACKEND_KEY": "backend-key"}
+        served = Served(MODELS / "openai_proxy", env=env).wait_ready()
+        yield served
+        assert served.stop() == 0
 
 
 def test_openai_package_against_the_server(openai_served: Served) -> None:

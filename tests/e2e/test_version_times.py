@@ -5,15 +5,13 @@ is a referrer of its content; the image digest stays what the build made."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_modelpack
 
 pytestmark = pytest.mark.e2e
 
@@ -21,14 +19,7 @@ EPOCH = 1_700_000_000  # 2023-11-14T22:13:20Z
 
 
 def modelpack(*args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "modelpack", *args, "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)},
-        timeout=1800,
-        check=False,
-    )
+    done = run_modelpack(*args, "--json", env={"SOURCE_DATE_EPOCH": str(EPOCH)})
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result

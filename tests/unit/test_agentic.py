@@ -5,13 +5,12 @@ for one tool call, then answers with the tool's result); loopback only."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from loopback import LoopbackServer, QuietHandler
 
 from modelpack.resources import data_dir
 from modelpack.runtime.server import BackgroundServer
@@ -19,7 +18,7 @@ from modelpack.runtime.server import BackgroundServer
 AGENT = Path(__file__).parent / "test_runtime_models" / "agentic"
 
 
-class ScriptedBackend(BaseHTTPRequestHandler):
+class ScriptedBackend(QuietHandler):
     """Round 1: call `add` with the numbers in the prompt. Round 2: answer with the tool result."""
 
     requests: ClassVar[list[dict[str, Any]]] = []
@@ -42,27 +41,15 @@ class ScriptedBackend(BaseHTTPRequestHandler):
             "model": body["model"],
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(json.dumps(reply).encode())
 
 
 @pytest.fixture()
 def backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedBackend)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     ScriptedBackend.requests = []
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    monkeypatch.setenv("AGENT_BACKEND_URL", url)
-    yield url
-    server.shutdown()
+    with LoopbackServer(ScriptedBackend) as server:
+        monkeypatch.setenv("AGENT_BACKEND_URL", server.url + "/v1")
+        yield server.url + "/v1"
 
 
 def test_chat_loop_calls_mcp_tools(backend: str) -> None:

@@ -322,6 +322,32 @@ def test_a_build_that_dies_holding_the_lock_blocks_no_one(
             holder.stdout.close()
 
 
+def test_no_build_base_waits_for_a_build_of_that_base_running_here(
+    fake: Any, lock_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-build-base means "do not build it", not "fail while another build makes it"."""
+    state = fake(FakeEngine({"modelpack-base/python:3.11"}))
+    builder, observer = _Waits(), _Waits()
+    building = threading.Event()
+
+    def build(job: Any, plan: Any) -> str:
+        state.calls.append(f"build {plan.name}")
+        building.set()
+        observer.waiting.wait(timeout=10)  # finish only once the other build waits
+        state.present.add(plan.name)
+        return "uv"
+
+    monkeypatch.setattr(bases, "build", build)
+    thread_one, one = _in_thread(lambda: bases.ensure(_job_for(builder), TORCH))
+    assert building.wait(timeout=10)
+    thread_two, two = _in_thread(lambda: bases.ensure(_job_for(observer), TORCH, build_missing=False))
+    thread_one.join(timeout=30)
+    thread_two.join(timeout=30)
+    assert WAITING in observer.messages
+    assert (one["value"].source, two["value"].source) == ("built:uv", "engine")
+    assert state.calls == [f"build {TORCH}"]
+
+
 def test_an_unwritable_cache_builds_without_the_lock(
     fake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

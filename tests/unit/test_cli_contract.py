@@ -20,6 +20,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner, Result
+from clirun import run_modelpack
 
 from modelpack.cli import _COMMANDS, cli
 from modelpack.cli._common import CliProgress, handle_errors, json_option
@@ -347,19 +348,7 @@ def test_cli_reference_covers_every_command() -> None:
 
 def _cli(*args: str, timeout: int = 120) -> Any:
     """The installed CLI in a subprocess (these commands start servers and configure logging)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "MODELPACK_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd="/",
-        timeout=timeout,
-    )
+    return run_modelpack(*args, without=("MODELPACK_DEBUG",), timeout=timeout)
 
 
 def _raising_model(root: Path) -> Path:

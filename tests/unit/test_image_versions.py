@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from modelpack.errors import InvalidInputError, RegistryError
-from modelpack.image import caches, stages
 from modelpack.image import push as push_mod
+from modelpack.image import runtime_layers, stages
 from modelpack.image.assemble import AssemblyPlan
 from modelpack.image.push import AssembledPush, ImagePush, SentImage
 from modelpack.image.results import BuildResult
@@ -411,28 +411,32 @@ def test_a_known_runtime_config_starts_the_local_load_first(
 ) -> None:
     """The runtime image's config is content-addressed: kept from the last push, it lets the
     engine load the final image while the registry is asked about the runtime layers. Unknown
-    (or not hashing to the id), the load starts once the registry gave the config, which is kept."""
+    (or not hashing to the id), the load starts once the registry gave the config."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     config, runtime_id = _runtime_config()
+    kept = tmp_path / "cache" / "modelpack" / "runtime-configs"
+    kept.mkdir(parents=True)
     if known:
-        caches.remember_config(runtime_id, config)
-    caches.remember_config("sha256:" + "0" * 64, config)  # under the wrong id: never used
-    assert caches.cached_config("sha256:" + "0" * 64) is None
+        (kept / f"{runtime_id[7:]}.json").write_bytes(config)
+    (kept / f"{'0' * 64}.json").write_bytes(config)  # under the wrong id: never used
+    assert runtime_layers.known_config("sha256:" + "0" * 64) is None
     order: list[str] = []
 
     class Load:
         def __init__(self, _session: BuildSession, _target: PushTarget, archive: Path) -> None:
             order.append("load")
             with tarfile.open(archive) as tar:
-                assert json.loads(tar.extractfile("manifest.json").read())[0]["Layers"][0].startswith("a" * 64)
+                member = tar.extractfile("manifest.json")
+                assert member is not None
+                assert json.loads(member.read())[0]["Layers"][0].startswith("a" * 64)
 
     def runtime_in_registry(*_: Any) -> Any:
         order.append("registry")
         descriptor = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "digest": LAYER, "size": 1}
-        return push_mod._RuntimeImage(config, [LAYER], [descriptor], [], 0)
+        return runtime_layers.RuntimeImage(config, [LAYER], [descriptor], [], 0)
 
     monkeypatch.setattr(push_mod, "_LocalLoad", Load)
-    monkeypatch.setattr(push_mod, "_runtime_in_registry", runtime_in_registry)
+    monkeypatch.setattr(push_mod, "runtime_in_registry", runtime_in_registry)
     context = tmp_path / "context"
     (context / "app" / "1").mkdir(parents=True)
     (context / "app" / "1" / "model.py").write_text("print('hi')\n")
@@ -443,7 +447,6 @@ def test_a_known_runtime_config_starts_the_local_load_first(
     finally:
         pushing._cleanup()
     assert order == (["load", "registry"] if known else ["registry", "load"])
-    assert caches.cached_config(runtime_id) == config
     assert json.loads(sent.manifest.raw)["layers"][0]["digest"] == LAYER
 
 

@@ -153,16 +153,18 @@ def test_empty_existing_directory_is_fine(tmp_path: Path) -> None:
     assert (tmp_path / "1" / "model.py").is_file()
 
 
-def test_scaffold_files_get_the_usual_mode(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o002, 0o664)])
+def test_scaffold_files_get_the_usual_mode(tmp_path: Path, umask: int, expected: int) -> None:
     import os
 
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         result = init_model_dir(tmp_path / "m", "generic")
     finally:
         os.umask(old)
     modes = {name: (result.directory / name).stat().st_mode & 0o777 for name in result.files}
-    assert modes == {name: 0o644 for name in result.files}  # not mkstemp's 0600
+    # not mkstemp's 0600, nor a fixed 0644: what the umask gives any new file
+    assert modes == {name: expected for name in result.files}
 
 
 def test_force_overwrites_scaffold_files_only(tmp_path: Path) -> None:
@@ -195,16 +197,16 @@ def test_render_error_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_write_error_removes_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import modelpack.project.scaffold as scaffold
 
-    real = scaffold._write_atomic
+    real = scaffold.write_text_atomic
     calls: list[Path] = []
 
-    def flaky(target: Path, text: str) -> None:
+    def flaky(target: Path, text: str, *, mode: int | None = 0o644) -> None:
         calls.append(target)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        real(target, text)
+        real(target, text, mode=mode)
 
-    monkeypatch.setattr(scaffold, "_write_atomic", flaky)
+    monkeypatch.setattr(scaffold, "write_text_atomic", flaky)
     with pytest.raises(InvalidInputError, match="No space left on device"):
         init_model_dir(tmp_path / "m", "generic")
     assert len(calls) == 2

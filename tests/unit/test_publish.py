@@ -306,34 +306,18 @@ def test_runtime_checkpoints_are_not_recorded_in_the_image(
     spec = CheckpointSpec("huggingface", "acme/tiny", when="runtime")
     runtime_model = replace(model, config=replace(model.config, checkpoints=spec))
     digest = push_image(client, context)
-    result = publish_supply_chain(
-        client,
-        f"127.0.0.1:5000/{REPO}",
-        digest,
-        BuiltFrom(
-            model_dir=runtime_model,
-            resolved=RESOLVED,
-            context_dir=context,
-            checkpoints=[_checkpoint("weights.bin")],
-            concepts=(),
-        ),
+    built = BuiltFrom(
+        model_dir=runtime_model,
+        resolved=RESOLVED,
+        context_dir=context,
+        checkpoints=[_checkpoint("weights.bin")],
+        concepts=(),
     )
+    result = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, built)
     _, doc = fetch_record(client, REPO, result.manifest_digest)
     assert [c.root for c in doc.checkpoints] == [None] and doc.concepts == ()
     key = generate_private_key()
-    signed = publish_supply_chain(
-        client,
-        f"127.0.0.1:5000/{REPO}",
-        digest,
-        BuiltFrom(
-            model_dir=runtime_model,
-            resolved=RESOLVED,
-            context_dir=context,
-            checkpoints=[_checkpoint("weights.bin")],
-            concepts=(),
-        ),
-        key=key,
-    )
+    signed = publish_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, built, key=key)
     assert signed.reused_manifest and signed.manifest_digest == result.manifest_digest
     deep = verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), deep=True, client=client)
     assert (deep.files_checked, deep.files_not_in_image) == (3, 1)

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from loopback import LoopbackServer, QuietHandler
 from requests.structures import CaseInsensitiveDict
 
 from modelpack.errors import InvalidInputError, RegistryError
@@ -732,31 +733,15 @@ def test_layer_walk_drops_files_under_a_directory_replaced_by_a_symlink() -> Non
 
 def test_a_tag_list_that_is_not_json_is_a_registry_error() -> None:
     """A registry (or a proxy in front of it) answering 200 with HTML: one line, exit 1."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Html(BaseHTTPRequestHandler):
+    class Html(QuietHandler):
         def do_GET(self) -> None:
-            body = b"<html>login</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(b"<html>login</html>", "text/html")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Html)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = RegistryClient(f"127.0.0.1:{server.server_address[1]}")
+    with LoopbackServer(Html) as server:
+        client = RegistryClient(server.host)
         with pytest.raises(RegistryError, match="tag list of a/b is not JSON") as caught:
             client.list_tags("a/b")
         assert caught.value.exit_code == 1
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class FlakyRegistry(FakeRegistry):

@@ -5,14 +5,13 @@ The registry here is a real HTTP server on loopback."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from click.testing import CliRunner
+from loopback import LoopbackServer, QuietHandler
 
 from modelpack.cli import cli
 from modelpack.errors import InvalidInputError, RegistryError
@@ -32,18 +31,16 @@ class Registry:
         self.drip_headers = False  # the status line and headers one byte per 50 ms
         self.link: str | None = None  # the `Link: <...>; rel="next"` of every tag page
         self.pages = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(self._handler()).start()
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
+        return self.server.host
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 headers = {"Content-Type": "application/json"}
@@ -85,14 +82,10 @@ class Registry:
                 except OSError:
                     pass  # the client gave up
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
         return Handler
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from example_copy import copy_example
 
 from modelpack.errors import RenderError
 from modelpack.pipeline.locking import LockedPackage, LockResult
@@ -533,23 +534,7 @@ def test_use_dockerfile_keeps_it_as_is(model: ModelDir, tmp_path: Path) -> None:
 
 
 def _example_copy(tmp_path: Path) -> Path:
-    from modelpack.resources import data_dir
-
-    source = data_dir("examples").joinpath("hello")
-    target = tmp_path / "hello"
-
-    def copy(node: object, dest: Path) -> None:
-        dest.mkdir(parents=True, exist_ok=True)
-        for child in node.iterdir():  # type: ignore[attr-defined]
-            if child.is_dir():
-                if child.name != "__pycache__":
-                    copy(child, dest / child.name)
-            else:
-                (dest / child.name).write_bytes(child.read_bytes())
-
-    copy(source, target)
-    (target / "requirements.lock").unlink(missing_ok=True)  # start unlocked
-    return target
+    return copy_example("hello", tmp_path / "hello", skip=("requirements.lock",))  # start unlocked
 
 
 def test_cli_lock_and_render(tmp_path: Path) -> None:

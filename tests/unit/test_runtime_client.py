@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from loopback import free_port
 
 from modelpack.runtime.client import Model, ModelCallError
 
@@ -24,12 +24,6 @@ SIGNATURE = {
         }
     ]
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -71,7 +65,7 @@ def test_bidirectional_stream_closed_before_done_is_an_error(ws_server: tuple[st
 
 
 def test_bidirectional_stream_to_unreachable_server_is_a_model_call_error() -> None:
-    with _model(f"http://127.0.0.1:{_free_port()}") as model:
+    with _model(f"http://127.0.0.1:{free_port()}") as model:
         with pytest.raises(ModelCallError) as caught:
             list(model.chat(messages=iter(["a"])))
     assert caught.value.exit_code == 1
@@ -105,7 +99,7 @@ def test_non_json_answer_is_a_model_call_error() -> None:
 
 
 def test_credentials_in_the_url_never_reach_messages() -> None:
-    url = f"http://alice:s3cr3t-pw@127.0.0.1:{_free_port()}"
+    url = f"http://alice:s3cr3t-pw@127.0.0.1:{free_port()}"
     with Model(url, timeout=5) as model:
         with pytest.raises(ModelCallError) as caught:
             model.available_methods()
@@ -119,7 +113,7 @@ def test_predict_command_does_not_print_url_credentials() -> None:
 
     from modelpack.cli import cli
 
-    url = f"http://alice:s3cr3t-pw@127.0.0.1:{_free_port()}"
+    url = f"http://alice:s3cr3t-pw@127.0.0.1:{free_port()}"
     result = CliRunner().invoke(cli, ["predict", url, "predict"])
     assert result.exit_code == 1
     assert "cannot reach" in result.output

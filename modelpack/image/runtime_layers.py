@@ -1,0 +1,272 @@
+"""The runtime stage's layers in the registry: found there, mounted from another repository, or
+read from the engine, gzipped and uploaded by modelpack.
+
+The engine's own push gzips each layer on one core, which took longer than building it; here a
+layer is compressed (ISA-L, `modelpack.oci.compression`) while the engine still streams the next
+one out of `docker save`, and uploaded as it is done. Layers that are already in the registry
+cost a HEAD; those in another repository of the same registry cost a mount.
+
+Records under `layer-sources/` say where each layer (and each runtime config) was last put and
+as what blob (compressed digest and size); `runtime-configs/` keeps the exact config blob of each
+runtime image, so a push whose layers are all in the registry needs nothing from the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode, urljoin
+
+from modelpack.errors import RegistryError
+from modelpack.image import assemble, engine
+from modelpack.image.results import LayerInfo
+from modelpack.image.session import BuildSession, PushTarget
+from modelpack.image.versions import newest_version_blobs
+from modelpack.oci.compression import gzip_file
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import RegistryClient
+from modelpack.resources import cache_dir, read_cache, write_cache, write_text_atomic
+
+Descriptor = dict[str, str | int]
+_DESCRIPTOR_KEYS = ("mediaType", "digest", "size")
+
+
+@dataclass(frozen=True)
+class RuntimeImage:
+    """The runtime-stage image as the registry holds it."""
+
+    config: bytes  # its config blob, exactly
+    diff_ids: list[str]
+    descriptors: list[Descriptor]  # layer descriptors, in order
+    layers: list[LayerInfo]
+    bytes_pushed: int
+
+
+def runtime_in_registry(
+    session: BuildSession, target: PushTarget, runtime_id: str, base_image: str
+) -> RuntimeImage:
+    """Make sure the registry has the runtime image's layers and config; upload what it lacks."""
+    registry, repo, report = session.registry, target.repo, session.report
+    repository = repo.repository
+    image = engine.inspect_image(session.engine, runtime_id) or {}
+    diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+    known = newest_version_blobs(registry, repo, target.remote_tags)
+    found: dict[str, Descriptor] = {}
+    for diff_id in dict.fromkeys(diff_ids):
+        descriptor = _in_repository(registry, repo, diff_id, known)
+        if descriptor is not None:
+            found[diff_id] = descriptor
+    report(
+        "push",
+        f"{sum(d in found for d in diff_ids)} of {len(diff_ids)} runtime layers already in the registry",
+    )
+    # layers another repository of this registry has (a base, another model) are mounted, not sent
+    for diff_id, (source, descriptor) in _layer_sources(
+        session, repo, base_image, set(diff_ids) - set(found)
+    ).items():
+        if mount(registry, repository, source, str(descriptor["digest"])):
+            found[diff_id] = descriptor
+            report("push", f"{diff_id[7:19]}: Mounted from {source}")
+    config, config_sent = _config_in_registry(registry, repository, runtime_id)
+    wanted = set(diff_ids) - set(found)
+    sent: dict[str, Descriptor] = {}
+    if wanted or config is None:
+        saved_config = _upload_from_engine(session, repository, runtime_id, wanted, sent)
+        if config is None:
+            registry.ensure_blob(repository, saved_config, media_type=assemble.DOCKER_CONFIG)
+            config, config_sent = saved_config, len(saved_config)
+    _remember_config(config)
+    descriptors = [found.get(d) or sent[d] for d in diff_ids]
+    layers = [
+        LayerInfo(
+            d, str(desc["digest"]), int(desc["size"]), "pushed" if d in sent and d not in found else "present"
+        )
+        for d, desc in zip(diff_ids, descriptors, strict=True)
+    ]
+    pushed = sum(int(desc["size"]) for desc in sent.values()) + config_sent
+    for diff_id, descriptor in zip(diff_ids, descriptors, strict=True):
+        write_cache(
+            _source_record(diff_id), {"registry": repo.registry, "repository": repository, **descriptor}
+        )
+    return RuntimeImage(config, diff_ids, descriptors, layers, pushed)
+
+
+def _in_repository(
+    registry: RegistryClient, repo: ImageRef, diff_id: str, known: dict[str, tuple[str, int, str]]
+) -> Descriptor | None:
+    """The blob `repo` holds for a layer, by HEAD: the newest version's, the one recorded when
+    it was last pushed here, or the uncompressed one (whose digest is the diff id)."""
+    candidates: list[tuple[str, str]] = []  # (media type, digest)
+    if diff_id in known:
+        candidates.append((known[diff_id][2], known[diff_id][0]))
+    record = read_cache(_source_record(diff_id))
+    if (
+        isinstance(record, dict)
+        and record.get("registry") == repo.registry
+        and record.get("repository") == repo.repository
+        and set(_DESCRIPTOR_KEYS) <= set(record)
+    ):
+        candidates.append((str(record["mediaType"]), str(record["digest"])))
+    candidates.append((assemble.DOCKER_TAR_LAYER, diff_id))
+    for media_type, digest in dict.fromkeys(candidates):
+        size = registry.head_blob(repo.repository, digest)
+        if size is not None:
+            return {"mediaType": media_type, "digest": digest, "size": size}
+    return None
+
+
+def _upload_from_engine(
+    session: BuildSession, repository: str, runtime_id: str, wanted: set[str], sent: dict[str, Descriptor]
+) -> bytes:
+    """Read the `wanted` layers from the engine, gzip and upload each as soon as it is read
+    (while the engine streams the next); fills `sent`, returns the runtime config blob."""
+    registry, report = session.registry, session.report
+    with (
+        tempfile.TemporaryDirectory(prefix="modelpack-layers-") as folder,
+        ThreadPoolExecutor(1) as uploads,
+    ):
+        pending: list[Future[None]] = []
+
+        def upload(diff_id: str, path: str) -> None:
+            plain = os.path.getsize(path)
+            blob = gzip_file(Path(path), Path(f"{path}.gz"))
+            os.unlink(path)
+            registry.ensure_blob(repository, blob.path, media_type=assemble.DOCKER_GZIP_LAYER)
+            os.unlink(blob.path)
+            sent[diff_id] = {
+                "mediaType": assemble.DOCKER_GZIP_LAYER,
+                "digest": blob.digest,
+                "size": blob.size,
+            }
+            report("push", f"{diff_id[7:19]}: Pushed ({blob.size} bytes, gzip of {plain})")
+
+        saved = engine.save_layers(
+            session.engine,
+            runtime_id,
+            wanted,
+            folder,
+            on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
+        )
+        for future in pending:
+            future.result()  # a failed upload raises here
+    return saved.config
+
+
+def _config_in_registry(
+    registry: RegistryClient, repository: str, runtime_id: str
+) -> tuple[bytes | None, int]:
+    """The runtime config blob once `repository` has it, and the bytes sent for that: fetched,
+    or uploaded from the copy kept at an earlier push; None when neither is there (the engine's
+    `docker save` has it)."""
+    if registry.head_blob(repository, runtime_id) is not None:
+        return registry.get_blob(repository, runtime_id), 0
+    config = known_config(runtime_id)
+    if config is None:
+        return None, 0
+    _, sent = registry.ensure_blob(repository, config, media_type=assemble.DOCKER_CONFIG)
+    return config, len(config) if sent else 0
+
+
+def known_config(runtime_id: str) -> bytes | None:
+    """The runtime config blob kept at an earlier push, when it still hashes to `runtime_id` (a
+    damaged copy is a miss). A code-only rebuild composes the final image from it and starts the
+    engine's load before the registry is asked about the runtime layers."""
+    try:
+        config = _config_record(runtime_id).read_bytes()
+    except OSError:
+        return None
+    return config if f"sha256:{hashlib.sha256(config).hexdigest()}" == runtime_id else None
+
+
+def _remember_config(config: bytes) -> None:
+    path = _config_record(f"sha256:{hashlib.sha256(config).hexdigest()}")
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, config.decode("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        pass  # a cache only saves time
+
+
+def _config_record(image_id: str) -> Path:
+    return cache_dir("runtime-configs", f"{image_id.split(':', 1)[-1]}.json")
+
+
+def _source_record(diff_id: str) -> Path:
+    return cache_dir("layer-sources", f"{diff_id.split(':', 1)[-1]}.json")
+
+
+def _layer_sources(
+    session: BuildSession, repo: ImageRef, base_image: str, missing: set[str]
+) -> dict[str, tuple[str, Descriptor]]:
+    """Where this registry already holds layers `repo` lacks: (repository, descriptor) by diff id.
+
+    First the base image's copy in this registry (its repo digest: the gzip blobs the base was
+    published as), then modelpack's record of where it put each layer (`layer-sources/`), which
+    may name an older, uncompressed blob of the same layer.
+    """
+    sources: dict[str, tuple[str, Descriptor]] = {}
+    if missing and base_image:
+        sources.update(_base_copy(session, repo, base_image, missing))
+    for diff_id in missing - set(sources):
+        record = read_cache(_source_record(diff_id))
+        if isinstance(record, dict) and record.get("registry") == repo.registry:
+            source = str(record.get("repository") or "")
+            if source and source != repo.repository and set(_DESCRIPTOR_KEYS) <= set(record):
+                sources[diff_id] = (source, {k: record[k] for k in _DESCRIPTOR_KEYS})
+    return sources
+
+
+def _base_copy(
+    session: BuildSession, repo: ImageRef, base_image: str, missing: set[str]
+) -> dict[str, tuple[str, Descriptor]]:
+    """The `missing` layers the base image's copy in `repo`'s registry has, by its repo digest."""
+    found: dict[str, tuple[str, Descriptor]] = {}
+    image = engine.inspect_image(session.engine, base_image) or {}
+    for entry in image.get("RepoDigests") or []:
+        name, _, digest = str(entry).partition("@")
+        registry_host, _, source = name.partition("/")
+        if registry_host != repo.registry or not source or source == repo.repository:
+            continue
+        try:
+            manifest = session.registry.get_manifest(source, digest).json
+            config = json.loads(session.registry.get_blob(source, str(manifest["config"]["digest"])))
+            base_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+        except (RegistryError, KeyError, TypeError, ValueError, AttributeError):
+            continue
+        for diff_id, layer in zip(base_ids, manifest.get("layers") or [], strict=False):
+            if diff_id in missing and diff_id not in found:
+                found[diff_id] = (source, {k: layer[k] for k in _DESCRIPTOR_KEYS})
+    return found
+
+
+def mount(registry: RegistryClient, repository: str, source: str, digest: str) -> bool:
+    """Mount a blob of `source` into `repository` (same registry): True when the registry did."""
+    query = urlencode({"mount": digest, "from": source})
+    try:
+        response = registry.request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/?{query}",
+            scope=f"repository:{repository}:pull,push",
+            ok=(201, 202),
+        )
+    except RegistryError:
+        return False
+    if response is not None and response.status_code == 201:
+        return True
+    location = response.headers.get("Location") if response is not None else None
+    if location:  # the registry opened an upload instead: close it
+        try:
+            registry.request("DELETE", urljoin(registry.base_url + "/", location), ok=(200, 202, 204, 404))
+        except RegistryError:
+            pass
+    return False
+
+
+__all__ = ["RuntimeImage", "mount", "runtime_in_registry"]
