@@ -20,6 +20,13 @@ and the spread between rounds as the machine's noise.
 since the build started (lock, the BuildKit steps with their own timings, each layer's upload):
 where the time goes.
 
+A code-only change (case 3) is a fresh Python process: starting it and importing requests, the
+docker SDK, click, yaml and modelpack's stages is about 0.35-0.4 s of it on a quiet machine,
+which the Go `docker` CLI of the baseline does not pay. The rest is a handful of engine calls,
+about 45 registry requests (the runtime layers checked, code layer, config and manifest sent,
+the version claimed, the version note, SBOM and record attached) and the engine's `docker load`
+of the final image (0.2-0.4 s, started first and run alongside the registry work).
+
 Needs the services of scripts/setup.sh and root (dockerd). Usage:
     python benchmarks/bench_build.py [--registry 127.0.0.1:5000] [--rounds 2] [--light] [--logs DIR]
 """

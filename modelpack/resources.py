@@ -73,10 +73,18 @@ def read_cache(path: Path) -> Any:
 
 def write_cache(path: Path, value: Any) -> None:
     """Write a cache's JSON document atomically (`write_text_atomic`); one that cannot be written
-    is no error. A zero-byte or corrupt document reads as a miss (`read_cache`)."""
+    is no error. A zero-byte or corrupt document reads as a miss (`read_cache`). A document the
+    file holds already is not written again (each write syncs the disk; a code-only build
+    confirmed the same layer sources every time)."""
+    text = json.dumps(value)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):
+        pass
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(value))
+        write_text_atomic(path, text)
     except OSError:
         pass
 

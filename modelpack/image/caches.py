@@ -68,4 +68,10 @@ def remember_layer(key: str, digest: str, size: int) -> None:
     write_cache(_layer_record(key), {"digest": digest, "size": size})
 
 
-__all__ = ["RUNTIME_TAG", "cached_layer", "cached_runtime", "remember_layer", "remember_runtime"]
+__all__ = [
+    "RUNTIME_TAG",
+    "cached_layer",
+    "cached_runtime",
+    "remember_layer",
+    "remember_runtime",
+]

@@ -29,7 +29,7 @@ from modelpack.image.assemble import AssemblyPlan
 from modelpack.image.caches import RUNTIME_TAG, cached_layer, remember_layer
 from modelpack.image.checkpointing import WeightsPlan
 from modelpack.image.results import BuildResult, LayerInfo
-from modelpack.image.runtime_layers import mount, runtime_in_registry
+from modelpack.image.runtime_layers import known_config, mount, runtime_in_registry
 from modelpack.image.session import BuildSession, PushTarget
 from modelpack.image.versions import (
     PushedManifest,
@@ -74,6 +74,8 @@ class ImagePush(ABC):
         version: str | None = None
         try:
             sent = self.send()
+            for started in self.session.on_sent:
+                started(sent.manifest.digest)
             version = tag_version(self.session.registry, target, sent.manifest, notes, report)
         finally:
             self.settle(version, notes)
@@ -206,21 +208,16 @@ class AssembledPush(ImagePush):
     def send(self) -> SentImage:
         session, target = self.session, self.target
         registry, report, repository = session.registry, session.report, target.repo.repository
-        runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
-        bytes_pushed = runtime.bytes_pushed
         self._work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
-        work = Path(self._work.name)
-        try:
-            code = assemble.write_code_layer(self.context_dir, self.plan.stage, work)
-            config = assemble.final_config(runtime.config, self.plan.stage, code.diff_id)
-            diff_ids = [*runtime.diff_ids, code.diff_id]
-            archive = assemble.write_load_archive(
-                work / "image.tar", config, diff_ids, code, [target.ref(target.content_tag)]
-            )
-        except OSError as error:  # a full disk, most likely
-            raise EngineError(f"writing the code layer failed: {error.strerror or error}") from None
-        # the engine loads the image while the registry receives it
-        self._loading = _LocalLoad(session, target, archive)
+        # the runtime's config as an earlier push read it: the engine starts loading the final
+        # image at once, while the registry is asked which runtime layers it has
+        known = known_config(self.runtime_id)
+        composed = self._compose(known) if known is not None else None
+        runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
+        if composed is None:
+            composed = self._compose(runtime.config)
+        code, config = composed
+        bytes_pushed = runtime.bytes_pushed
         _, code_sent = registry.ensure_blob(repository, code.blob_path)
         bytes_pushed += code.size if code_sent else 0
         status = "pushed" if code_sent else "present"
@@ -235,18 +232,53 @@ class AssembledPush(ImagePush):
         pushed = PushedManifest(raw, DOCKER_MANIFEST, sha256_digest(raw), target.remote_tags)
         return SentImage(pushed, layers, bytes_pushed + len(raw))
 
+    def _compose(self, runtime_config: bytes) -> tuple[assemble.CodeLayer, bytes]:
+        """The code layer and final config on `runtime_config` (whose digest is the runtime
+        image id); the engine starts loading that image while the registry receives it."""
+        assert self._work is not None
+        work, target = Path(self._work.name), self.target
+        try:
+            diff_ids = [str(d) for d in json.loads(runtime_config)["rootfs"]["diff_ids"]]
+        except (ValueError, KeyError, TypeError):
+            raise EngineError(f"the runtime image {self.runtime_id[:19]} has no layer list") from None
+        try:
+            code = assemble.write_code_layer(self.context_dir, self.plan.stage, work)
+            config = assemble.final_config(runtime_config, self.plan.stage, code.diff_id)
+            archive = assemble.write_load_archive(
+                work / "image.tar", config, [*diff_ids, code.diff_id], code, [target.ref(target.content_tag)]
+            )
+        except OSError as error:  # a full disk, most likely
+            raise EngineError(f"writing the code layer failed: {error.strerror or error}") from None
+        self._loading = _LocalLoad(self.session, target, archive)
+        return code, config
+
     def settle(self, version: str | None, notes: list[str]) -> None:
+        """A failed push is undone here; a pushed one leaves the engine's load running
+        (`session.pending`): the version note, SBOM and record go up while it loads."""
+        if version is not None:
+            self.session.pending.append(lambda: self._finish_local(version))
+            return
         try:
             if self._loading is not None:
-                if version is None:
-                    self._loading.undo()
-                else:
-                    self._loading.finish(version, notes)
+                self._loading.undo()
         finally:
-            if self._work is not None:
-                self._work.cleanup()
-            if version is None:  # nothing of a failed push stays
-                engine.untag(self.session.engine, self.target.ref(RUNTIME_TAG))
+            self._cleanup()
+            engine.untag(self.session.engine, self.target.ref(RUNTIME_TAG))  # nothing of it stays
+
+    def _finish_local(self, version: str) -> list[str]:
+        """The local copy as `version` once the engine has loaded it; notes of what failed."""
+        notes: list[str] = []
+        try:
+            if self._loading is not None:
+                self._loading.finish(version, notes)
+        finally:
+            self._cleanup()
+        return notes
+
+    def _cleanup(self) -> None:
+        if self._work is not None:
+            self._work.cleanup()
+            self._work = None
 
 
 # --------------------------------------------------------------------------- the engine's part

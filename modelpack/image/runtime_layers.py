@@ -165,14 +165,22 @@ def _config_in_registry(
     `docker save` has it)."""
     if registry.head_blob(repository, runtime_id) is not None:
         return registry.get_blob(repository, runtime_id), 0
+    config = known_config(runtime_id)
+    if config is None:
+        return None, 0
+    _, sent = registry.ensure_blob(repository, config, media_type=assemble.DOCKER_CONFIG)
+    return config, len(config) if sent else 0
+
+
+def known_config(runtime_id: str) -> bytes | None:
+    """The runtime config blob kept at an earlier push, when it still hashes to `runtime_id` (a
+    damaged copy is a miss). A code-only rebuild composes the final image from it and starts the
+    engine's load before the registry is asked about the runtime layers."""
     try:
         config = _config_record(runtime_id).read_bytes()
     except OSError:
-        return None, 0
-    if f"sha256:{hashlib.sha256(config).hexdigest()}" != runtime_id:
-        return None, 0  # a damaged copy is a miss
-    _, sent = registry.ensure_blob(repository, config, media_type=assemble.DOCKER_CONFIG)
-    return config, len(config) if sent else 0
+        return None
+    return config if f"sha256:{hashlib.sha256(config).hexdigest()}" == runtime_id else None
 
 
 def _remember_config(config: bytes) -> None:

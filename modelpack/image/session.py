@@ -7,6 +7,7 @@ The engine and registry clients are opened once by `build`/`push` and handed dow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,19 @@ class BuildSession:
     auth: RegistryAuth | None
     report: Reporter
     builder: ImageBuilder | None = None  # None: the classic builder on `engine`
+    # work a push left running (the engine's copy of the pushed image), so the supply-chain
+    # records go up meanwhile; `finish` waits for it before the build returns
+    pending: list[Callable[[], list[str]]] = field(default_factory=list, repr=False, compare=False)
+    # called with the pushed manifest's digest before its version is claimed (work that needs
+    # the content in the registry but not its version starts then)
+    on_sent: list[Callable[[str], None]] = field(default_factory=list, repr=False, compare=False)
+
+    def finish(self) -> tuple[str, ...]:
+        """Wait for the work left running; its notes. Never raises (each step catches its own)."""
+        notes: list[str] = []
+        while self.pending:
+            notes += self.pending.pop(0)()
+        return tuple(notes)
 
     def image_builder(self) -> ImageBuilder:
         return self.builder if self.builder is not None else ClassicBuilder(self.engine)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,7 +53,7 @@ from modelpack.project.checkpoints import BuildCheckpoint
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import ModelDir
 from modelpack.project.requirements import requirement_indexes
-from modelpack.supply.attach import BuiltFrom, publish_supply_chain
+from modelpack.supply.attach import BuiltFrom, StagedSupplyChain, publish_supply_chain, stage_supply_chain
 from modelpack.tags import check_version, content_tag, is_content_tag, newest_first
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ def run(
         result, lock_result = _build_checked(session, model_dir, request)
         result = replace(result, builder=choice)
     finally:
+        session.finish()  # after a failure too: the engine's load ends and its files go
         session.engine.close()
         session.registry.close()
     if inputs is not None and model_dir.config.checkpoints is None:
@@ -163,11 +165,19 @@ def _build_checked(
         )
         report("render", f"context {rendered.content_digest}")
         spec = _context_spec(rendered, checkpoint, weights, resolved.base_image, request)
+        staging = _SupplyStaging(session, request.repo, rendered.out_dir)
+        if request.push and request.signing_key is None:
+            session.on_sent.append(staging.start)
+            session.pending.append(staging.wait)
         result = build_or_reuse(session, spec, request)
+        if checkpoint is not None:  # `when: build` reads its record from the local image
+            result = replace(result, notes=(*result.notes, *session.finish()))
         result = with_checkpoints(session, request.repo, result, checkpoint, concepts)
         result = replace(result, base_image=resolved.base_image)
         if request.push:
-            result = _publish(session, request, result, model_dir, resolved, sig.signature, rendered.out_dir)
+            built = _built_from(session, result, model_dir, resolved, sig.signature, rendered.out_dir)
+            result = _publish(session, request, result, built, staging.staged(result.digest))
+        result = replace(result, notes=(*result.notes, *session.finish()))
     return result, lock_result
 
 
@@ -230,17 +240,57 @@ def _relative_dockerfile(rendered: render_stage.RenderResult) -> str | None:
     return str(path) if path.suffix or "/" in str(path) or path.name.startswith("Dockerfile") else None
 
 
-def _publish(
+class _SupplyStaging:
+    """The supply chain's first half (`stage_supply_chain`: the image's descriptor, a record
+    already attached, else the SBOM), run while the version is claimed: it needs the pushed
+    digest, not the version the record names."""
+
+    def __init__(self, session: BuildSession, repo: ImageRef, context_dir: Path) -> None:
+        self._session, self._repo, self._context_dir = session, repo, context_dir
+        self._digest = ""
+        self._thread: threading.Thread | None = None
+        self._outcome: list[StagedSupplyChain] = []
+        self._failure: list[BaseException] = []
+
+    def start(self, digest: str) -> None:
+        if self._thread is None:
+            self._digest = digest
+            self._thread = threading.Thread(target=self._run, name="modelpack-supply", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            registry = self._session.registry
+            self._outcome.append(stage_supply_chain(registry, self._repo, self._digest, self._context_dir))
+        except BaseException as error:  # handed to `staged`
+            self._failure.append(error)
+
+    def wait(self) -> list[str]:
+        """Wait for it (a build that fails meanwhile must not close the client under it)."""
+        if self._thread is not None:
+            self._thread.join()
+        return []
+
+    def staged(self, digest: str) -> StagedSupplyChain | None:
+        """Its answer for `digest`: None when it did not run for it; its error, raised."""
+        self.wait()
+        if self._thread is None or digest != self._digest:
+            return None
+        if self._failure:
+            raise self._failure[0]
+        return self._outcome[0]
+
+
+def _built_from(
     session: BuildSession,
-    request: BuildRequest,
     result: BuildResult,
     model_dir: ModelDir,
     resolved: ResolveResult,
     signature: ModelSignature,
     context_dir: Path,
-) -> BuildResult:
-    """Attach SBOM + record to the pushed digest (reused when already there); sign with the key."""
-    built = BuiltFrom(
+) -> BuiltFrom:
+    """What the record says the pushed image was built from."""
+    return BuiltFrom(
         model_dir=model_dir,
         resolved=resolved,
         context_dir=context_dir,
@@ -252,7 +302,19 @@ def _publish(
         image_reference=result.image,
         content_tag=result.content_tag or None,
     )
-    published = publish_supply_chain(session.registry, request.repo, result.digest, built, key=request.signing_key)
+
+
+def _publish(
+    session: BuildSession,
+    request: BuildRequest,
+    result: BuildResult,
+    built: BuiltFrom,
+    staged: StagedSupplyChain | None,
+) -> BuildResult:
+    """Attach SBOM + record to the pushed digest (reused when already there); sign with the key."""
+    published = publish_supply_chain(
+        session.registry, request.repo, result.digest, built, key=request.signing_key, staged=staged
+    )
     what = "existing manifest" if published.reused_manifest else "SBOM + manifest attached"
     message = f"{what}: {published.manifest_digest}"
     if published.signed:
@@ -303,7 +365,11 @@ def build_context(
             report("build", f"builder: {choice.name} ({choice.reason})")
             builder = BuildKitBuilder(choice.cli) if choice.cli is not None else None
             session = BuildSession(docker_client, registry, auth, report, builder)
-            return replace(_build_new(session, spec, request, ctag, remote_tags), builder=choice)
+            try:
+                result = _build_new(session, spec, request, ctag, remote_tags)
+            finally:
+                notes = session.finish()
+            return replace(result, builder=choice, notes=(*result.notes, *notes))
         finally:
             if client is None:
                 docker_client.close()
@@ -400,9 +466,6 @@ def _engine_build(
     modelpack composes the final one; a cached runtime image is not built again), and the
     digests of the images the builder pulled itself."""
     client, report, name = session.engine, session.report, request.repo.name
-    network_mode = spec.network_mode
-    if network_mode is None:
-        network_mode = engine.default_network_mode(client, spec.loopback_endpoints)
     plan = spec.assembly
     cache = request.cache_registry
     image_id = cached_runtime(client, name, plan) if plan is not None else None
@@ -410,6 +473,9 @@ def _engine_build(
     if image_id is not None:
         report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
     else:
+        network_mode = spec.network_mode
+        if network_mode is None:  # asked only when the engine builds
+            network_mode = engine.default_network_mode(client, spec.loopback_endpoints)
         what = f"the {plan.stage.runtime_stage} stage of " if plan is not None else ""
         network = f" (network {network_mode})" if network_mode else ""
         report("build", f"building {what}{name}:{ctag}{network}")

@@ -43,6 +43,7 @@ import os
 import re
 import secrets
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -275,6 +276,12 @@ class RegistryClient:
             self._credentials = docker_credentials(registry, docker_config)
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._basic = False
+        # blobs this client saw a repository have, found or uploaded ((repository, digest) ->
+        # size): content-addressed, so one build does not ask about the same blob twice
+        self._blobs: dict[tuple[str, str], int] = {}
+        # one read-modify-write of a fallback referrers index at a time: a build attaches its
+        # version note and SBOM from two threads of this client
+        self._fallback_lock = threading.RLock()
 
     @classmethod
     def for_ref(cls, ref: ImageRef | str, **kwargs: Any) -> RegistryClient:
@@ -574,13 +581,19 @@ class RegistryClient:
             time.sleep(pause)
 
     def head_blob(self, repository: str, digest: str) -> int | None:
-        """The size of a blob, or None when the repository does not have it."""
+        """The size of a blob, or None when the repository does not have it (a blob this client
+        saw there already, found or uploaded, is not asked about again)."""
+        known = self._blobs.get((repository, digest))
+        if known is not None:
+            return known
         response = self.request(
             "HEAD", f"/v2/{repository}/blobs/{digest}", scope=_pull(repository), allow_missing=True
         )
         if response is None:
             return None
-        return int(response.headers.get("Content-Length") or 0)
+        size = int(response.headers.get("Content-Length") or 0)
+        self._blobs[(repository, digest)] = size
+        return size
 
     def get_blob(self, repository: str, digest: str) -> bytes:
         """Fetch a whole blob and check it hashes to ``digest``."""
@@ -635,6 +648,7 @@ class RegistryClient:
                 headers={"Content-Type": "application/octet-stream"},
                 data=body,
             )
+            self._blobs[(repository, digest)] = size
             return descriptor, True
         offset = 0
         for chunk in _chunks(data):
@@ -656,6 +670,7 @@ class RegistryClient:
             location = self._location(response)
             offset = end + 1
         self.request("PUT", _with_query(location, digest=digest), scope=scope, ok=(201, 204))
+        self._blobs[(repository, digest)] = size
         return descriptor, True
 
     def _location(self, response: requests.Response) -> str:
@@ -685,24 +700,26 @@ class RegistryClient:
 
     def _add_fallback_referrer(self, repository: str, subject: str, descriptor: Descriptor) -> None:
         tag = fallback_tag(subject)
-        current = self.find_manifest(repository, tag)
-        index: dict[str, Any] = (
-            current.json if current else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        )
-        entries = [m for m in index.get("manifests") or [] if m.get("digest") != descriptor.digest]
-        entries.append(descriptor.to_dict())
-        index["manifests"] = entries
-        self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
+        with self._fallback_lock:
+            current = self.find_manifest(repository, tag)
+            index: dict[str, Any] = (
+                current.json if current else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+            )
+            entries = [m for m in index.get("manifests") or [] if m.get("digest") != descriptor.digest]
+            entries.append(descriptor.to_dict())
+            index["manifests"] = entries
+            self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
 
     def remove_fallback_referrer(self, repository: str, subject: str, digest: str) -> None:
         """Drop ``digest`` from the fallback referrers index of ``subject`` (no-op when absent)."""
         tag = fallback_tag(subject)
-        current = self.find_manifest(repository, tag)
-        if current is None:
-            return
-        index = current.json
-        index["manifests"] = [m for m in index.get("manifests") or [] if m.get("digest") != digest]
-        self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
+        with self._fallback_lock:
+            current = self.find_manifest(repository, tag)
+            if current is None:
+                return
+            index = current.json
+            index["manifests"] = [m for m in index.get("manifests") or [] if m.get("digest") != digest]
+            self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
 
 
 class _NotFound(RegistryError):

@@ -16,8 +16,10 @@ Rendering is deterministic: sorted files, normalized modes and mtimes, and a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -55,7 +57,7 @@ from modelpack.project.ignore import IGNORE_FILES
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept, ModelDir, ModelDirLike
 from modelpack.project.requirements import included_files, requirement_indexes, shipped_requirements
-from modelpack.resources import data_dir, read_text
+from modelpack.resources import cache_dir, data_dir, read_cache, read_text, write_cache
 
 if TYPE_CHECKING:
     import jinja2
@@ -605,8 +607,6 @@ def _render_dockerfile(
     labels: dict[str, str],
     checkpoint_commit: str | None = None,
 ) -> str:
-    import jinja2
-
     arg_names = [INDEX_URL_ARG, EXTRA_INDEX_URL_ARG]
     spec = model_dir.config.checkpoints
     mode = spec.when if spec is not None else None
@@ -617,51 +617,93 @@ def _render_dockerfile(
             fetch_args += ["--allow", pattern]
         for pattern in spec.ignore_file_patterns:
             fetch_args += ["--ignore", pattern]
+    values: dict[str, Any] = dict(
+        modelpack_version=__version__,
+        model_id=model_dir.config.model.id,
+        base_image=resolved.base_image,
+        build_arg_names=arg_names,
+        ca_bundle_path=CTX_CA_BUNDLE if settings.ca_bundle is not None else None,
+        lock_path=CTX_LOCK,
+        buildkit=settings.builder == BUILDKIT,
+        builder_path=CTX_BUILDER,
+        lock_name=Path(CTX_LOCK).name,
+        uv_lock_path=CTX_UV_LOCK,
+        uv_lock_name=Path(CTX_UV_LOCK).name,
+        uv_cache=UV_CACHE,
+        secret_ids=[*arg_names, CA_BUNDLE_SECRET],
+        index_secret_ids=arg_names,
+        ca_secret_id=CA_BUNDLE_SECRET,
+        checkpoint_secret_ids=list(CHECKPOINT_BUILD_ARGS),
+        python="python3",
+        venv=VENV_DIR,
+        lib_dir=LIB_DIR,
+        runtime_path=CTX_RUNTIME,
+        checkpoints_path=CTX_CHECKPOINTS,
+        checkpoints_dir=CHECKPOINTS_DIR,
+        app_path=CTX_APP,
+        app_dir=APP_DIR,
+        config_path=CTX_CONFIG,
+        user=RUNTIME_USER,
+        uid=RUNTIME_UID,
+        port=PORT,
+        checkpoint_mode=mode,
+        checkpoint_args=[shell_quote(a) for a in fetch_args],
+        checkpoint_arg_names=list(CHECKPOINT_BUILD_ARGS),
+        checkpoint_cache_dir=CHECKPOINT_CACHE_DIR,
+        checkpoint_record=CHECKPOINT_RECORD,
+        checkpoint_epoch=_source_date_epoch(settings) or 0,
+        **template_values(current_node_lock(model_dir), NODE_DIR),
+        final=FinalStage(labels=dict(labels)),
+    )
+    return _dockerfile_from_cache(values)
+
+
+def _dockerfile_from_cache(values: dict[str, Any]) -> str:
+    """The template rendered with `values`, from the cache of rendered Dockerfiles when an
+    earlier render had the same inputs (a code-only rebuild): Jinja's import and the template's
+    compile were about a tenth of such a build. The key covers the template, this module (its
+    filters and `FinalStage` shape the text), Jinja's own files and every value."""
+    template = read_text("templates", "Dockerfile.j2")
+    key = _sha256_bytes(
+        json.dumps(
+            [template, _code_key(), values], sort_keys=True, separators=(",", ":"), default=_plain
+        ).encode()
+    )
+    path = cache_dir("dockerfiles", f"{key.split(':', 1)[-1]}.json")
+    cached = read_cache(path)
+    if isinstance(cached, dict) and isinstance(cached.get("text"), str):
+        return str(cached["text"])
+    import jinja2
+
     try:
-        return str(
-            _template_env()
-            .get_template("Dockerfile.j2")
-            .render(
-                modelpack_version=__version__,
-                model_id=model_dir.config.model.id,
-                base_image=resolved.base_image,
-                build_arg_names=arg_names,
-                ca_bundle_path=CTX_CA_BUNDLE if settings.ca_bundle is not None else None,
-                lock_path=CTX_LOCK,
-                buildkit=settings.builder == BUILDKIT,
-                builder_path=CTX_BUILDER,
-                lock_name=Path(CTX_LOCK).name,
-                uv_lock_path=CTX_UV_LOCK,
-                uv_lock_name=Path(CTX_UV_LOCK).name,
-                uv_cache=UV_CACHE,
-                secret_ids=[*arg_names, CA_BUNDLE_SECRET],
-                index_secret_ids=arg_names,
-                ca_secret_id=CA_BUNDLE_SECRET,
-                checkpoint_secret_ids=list(CHECKPOINT_BUILD_ARGS),
-                python="python3",
-                venv=VENV_DIR,
-                lib_dir=LIB_DIR,
-                runtime_path=CTX_RUNTIME,
-                checkpoints_path=CTX_CHECKPOINTS,
-                checkpoints_dir=CHECKPOINTS_DIR,
-                app_path=CTX_APP,
-                app_dir=APP_DIR,
-                config_path=CTX_CONFIG,
-                user=RUNTIME_USER,
-                uid=RUNTIME_UID,
-                port=PORT,
-                checkpoint_mode=mode,
-                checkpoint_args=[shell_quote(a) for a in fetch_args],
-                checkpoint_arg_names=list(CHECKPOINT_BUILD_ARGS),
-                checkpoint_cache_dir=CHECKPOINT_CACHE_DIR,
-                checkpoint_record=CHECKPOINT_RECORD,
-                checkpoint_epoch=_source_date_epoch(settings) or 0,
-                **template_values(current_node_lock(model_dir), NODE_DIR),
-                final=FinalStage(labels=dict(labels)),
-            )
-        )
+        text = str(_template_env().get_template("Dockerfile.j2").render(**values))
     except jinja2.TemplateError as error:
         raise RenderError(f"Dockerfile template: {error}") from error
+    write_cache(path, {"text": text})
+    return text
+
+
+@functools.lru_cache(maxsize=1)
+def _code_key() -> list[object]:
+    """This module's source digest and Jinja's installed files (size and mtime): a changed
+    renderer is a cache miss, even in an editable install whose version stays the same."""
+    key: list[object] = [__version__, sha256_file(Path(__file__))]
+    spec = importlib.util.find_spec("jinja2")
+    folder = Path(spec.origin).parent if spec is not None and spec.origin else None
+    for name in ("__init__.py", "compiler.py", "environment.py", "lexer.py", "parser.py"):
+        try:
+            info = os.stat(folder / name) if folder is not None else None
+        except OSError:
+            info = None
+        key.append([name, info.st_size, info.st_mtime_ns] if info is not None else [name, None])
+    return key
+
+
+def _plain(value: object) -> object:
+    """JSON for the template's values that are not JSON already (`FinalStage`)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__name__, **dataclasses.asdict(value)}
+    raise TypeError(f"template value of type {type(value).__name__} has no cache key")
 
 
 def _copy(source: Path, target: Path, executable: bool) -> None:

@@ -120,6 +120,48 @@ class BuiltFrom:
     content_tag: str | None = None  # the image's content tag, which verify holds to it
 
 
+@dataclass(frozen=True)
+class StagedSupplyChain:
+    """The part of publishing that needs the pushed digest but not the name the record gives
+    the image (its version): the image's descriptor, a record already attached to it, else the
+    SBOM, pushed. `build --push` does it while the version is claimed."""
+
+    image_digest: str
+    subject: Descriptor
+    found: tuple[str, SignedRecord] | None
+    sbom: Descriptor | None
+    build_time: str
+
+
+def stage_supply_chain(
+    client: RegistryClient, repository: ImageRef | str, image_digest: str, context_dir: Path
+) -> StagedSupplyChain:
+    """Push the SBOM of ``repository@image_digest`` unless a record is attached already (an
+    unsigned publish takes any); `publish_supply_chain(..., staged=...)` adds the record."""
+    repo = repository if isinstance(repository, ImageRef) else ImageRef.parse(repository)
+    subject = _subject(client, repo, image_digest)
+    when = build_time_from_env()
+    found = existing_record(client, repo.repository, image_digest)
+    if found is not None:
+        return StagedSupplyChain(image_digest, subject, found, None, when)
+    sbom = sbom_stage.sbom_bytes(_lock_text(context_dir), subject=f"{repo.name}@{image_digest}", build_time=when)
+    return StagedSupplyChain(
+        image_digest, subject, None, sbom_stage.push_sbom(client, repo.repository, subject, sbom), when
+    )
+
+
+def _subject(client: RegistryClient, repo: ImageRef, image_digest: str) -> Descriptor:
+    subject = client.head_manifest(repo.repository, image_digest)
+    if subject is None:
+        raise RegistryError(f"image {repo.name}@{image_digest} not found in the registry")
+    return subject
+
+
+def _lock_text(context_dir: Path) -> str:
+    lock_path = context_dir / "builder" / "requirements.lock"
+    return lock_path.read_text(encoding="utf-8") if lock_path.is_file() else ""
+
+
 def publish_supply_chain(
     client: RegistryClient,
     repository: ImageRef | str,
@@ -127,19 +169,26 @@ def publish_supply_chain(
     built: BuiltFrom,
     *,
     key: EllipticCurvePrivateKey | None = None,
+    staged: StagedSupplyChain | None = None,
 ) -> PublishResult:
     """Attach SBOM + record to the pushed image ``repository@image_digest``; sign when ``key``.
 
+    `staged`: `stage_supply_chain`'s answer for this digest (unsigned only: a signing build
+    checks an existing record against what it would attach, which needs the whole record).
     Raises ``RegistryError``/``SigningError`` (exit 1).
     """
     repo = repository if isinstance(repository, ImageRef) else ImageRef.parse(repository)
-    subject = client.head_manifest(repo.repository, image_digest)
-    if subject is None:
-        raise RegistryError(f"image {repo.name}@{image_digest} not found in the registry")
+    if staged is not None and (
+        key is not None
+        or staged.image_digest != image_digest
+        or (built.build_time is not None and built.build_time != staged.build_time)
+    ):
+        staged = None
+    subject = staged.subject if staged is not None else _subject(client, repo, image_digest)
 
     model_dir = built.model_dir
     lock_path = built.context_dir / "builder" / "requirements.lock"
-    lock_text = lock_path.read_text(encoding="utf-8") if lock_path.is_file() else ""
+    lock_text = _lock_text(built.context_dir)
     subject_name = f"{repo.name}@{image_digest}"
 
     source = RecordSource(
@@ -163,18 +212,24 @@ def publish_supply_chain(
     def ours(doc: SignedRecord) -> bool:  # never sign what someone else attached
         return _says_what_this_build_says(client, repo.repository, doc, compose, lock_text, subject_name)
 
-    found = existing_record(client, repo.repository, image_digest, accept=ours if key is not None else None)
+    if staged is not None:
+        found = staged.found
+    else:
+        found = existing_record(client, repo.repository, image_digest, accept=ours if key is not None else None)
     if found is not None:
         manifest_digest, doc = found
         sbom_digest = doc.sbom.digest if doc.sbom else None
     else:
-        when = built.build_time or build_time_from_env()
-        sbom_desc = sbom_stage.push_sbom(
-            client,
-            repo.repository,
-            subject,
-            sbom_stage.sbom_bytes(lock_text, subject=subject_name, build_time=when),
-        )
+        if staged is not None and staged.sbom is not None:
+            when, sbom_desc = staged.build_time, staged.sbom
+        else:
+            when = built.build_time or build_time_from_env()
+            sbom_desc = sbom_stage.push_sbom(
+                client,
+                repo.repository,
+                subject,
+                sbom_stage.sbom_bytes(lock_text, subject=subject_name, build_time=when),
+            )
         sbom_digest = sbom_desc.digest
         doc = compose(when, sbom_desc)
         manifest_digest = push_record(client, repo.repository, subject, doc).digest
@@ -225,4 +280,11 @@ def _baked(model_dir: ModelDir) -> bool:
     return spec is not None and spec.when != "runtime"
 
 
-__all__ = ["BuiltFrom", "PublishResult", "code_record", "publish_supply_chain"]
+__all__ = [
+    "BuiltFrom",
+    "PublishResult",
+    "StagedSupplyChain",
+    "code_record",
+    "publish_supply_chain",
+    "stage_supply_chain",
+]

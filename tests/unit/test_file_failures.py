@@ -128,6 +128,24 @@ def test_a_cache_write_on_a_full_disk_leaves_nothing(tmp_path: Path, monkeypatch
     assert read_cache(path) is None
 
 
+def test_a_cache_document_already_there_is_not_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write syncs the disk: the same document again costs a read, not a write."""
+    path = tmp_path / "c" / "entry.json"
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    write_cache(path, {"a": 1})
+    write_cache(path, {"a": 1})
+    assert len(synced) == 1 and read_cache(path) == {"a": 1}
+    write_cache(path, {"a": 2})
+    assert len(synced) == 2 and read_cache(path) == {"a": 2}
+    path.write_bytes(b'{"a": ')  # a torn document is rewritten
+    write_cache(path, {"a": 2})
+    assert len(synced) == 3 and read_cache(path) == {"a": 2}
+
+
 def _fake_uv(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(command, 0, "six==1.17.0 \\\n    --hash=sha256:aa\n", "")
 

@@ -7,8 +7,11 @@ taken by someone else between listing and tagging is never overwritten.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,10 @@ from typing import Any
 import pytest
 
 from modelpack.errors import InvalidInputError, RegistryError
-from modelpack.image import stages
-from modelpack.image.push import ImagePush, SentImage
+from modelpack.image import push as push_mod
+from modelpack.image import runtime_layers, stages
+from modelpack.image.assemble import AssemblyPlan
+from modelpack.image.push import AssembledPush, ImagePush, SentImage
 from modelpack.image.results import BuildResult
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.image.stages import ContextSpec
@@ -33,6 +38,7 @@ from modelpack.image.versions import (
     tag_version,
 )
 from modelpack.oci.reference import parse_repository
+from modelpack.pipeline.rendering import FinalStage
 from modelpack.progress import ProgressEvent, Reporter
 from modelpack.tags import check_version, claimed_version, content_tag, newest_first, next_version
 
@@ -352,6 +358,96 @@ def test_every_push_ends_with_one_version_tag_and_one_result(session: BuildSessi
     with pytest.raises(RegistryError, match="went away"):
         failing.run()
     assert failing.settled == [None] and "v3" not in registry.list_tags(REPOSITORY)
+
+
+class _Loading:
+    """The engine's load of a composed image, as `AssembledPush` starts it: records its end."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def finish(self, version: str, notes: list[str]) -> None:
+        self.calls.append(f"tagged {version}")
+        notes.append("the local engine took its time")
+
+    def undo(self) -> None:
+        self.calls.append("undone")
+
+
+def test_the_local_copy_loads_while_the_build_goes_on(session: BuildSession, tmp_path: Path) -> None:
+    """A pushed composed image is waited for by `session.finish()` (the build's end), not by the
+    push: the supply-chain records go up while the engine loads it. A failed push is undone at once."""
+    calls: list[str] = []
+    target = PushTarget(REPO, "c-new", "v1", False)
+    push = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
+    push._loading = _Loading(calls)  # type: ignore[assignment]
+    push._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+    push.settle("v1", [])
+    assert calls == [] and Path(work.name).is_dir()  # still loading: its archive stays
+    assert session.finish() == ("the local engine took its time",)
+    assert calls == ["tagged v1"] and not Path(work.name).exists()
+    assert session.finish() == ()
+
+    failed = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
+    failed._loading = _Loading(calls)  # type: ignore[assignment]
+    failed._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+    failed.settle(None, [])
+    assert calls[-1] == "undone" and not Path(work.name).exists() and session.pending == []
+
+
+def _runtime_config() -> tuple[bytes, str]:
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [LAYER]}}
+    ).encode()
+    return config, "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+LAYER = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("known", [False, True])
+def test_a_known_runtime_config_starts_the_local_load_first(
+    session: BuildSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known: bool
+) -> None:
+    """The runtime image's config is content-addressed: kept from the last push, it lets the
+    engine load the final image while the registry is asked about the runtime layers. Unknown
+    (or not hashing to the id), the load starts once the registry gave the config."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config, runtime_id = _runtime_config()
+    kept = tmp_path / "cache" / "modelpack" / "runtime-configs"
+    kept.mkdir(parents=True)
+    if known:
+        (kept / f"{runtime_id[7:]}.json").write_bytes(config)
+    (kept / f"{'0' * 64}.json").write_bytes(config)  # under the wrong id: never used
+    assert runtime_layers.known_config("sha256:" + "0" * 64) is None
+    order: list[str] = []
+
+    class Load:
+        def __init__(self, _session: BuildSession, _target: PushTarget, archive: Path) -> None:
+            order.append("load")
+            with tarfile.open(archive) as tar:
+                member = tar.extractfile("manifest.json")
+                assert member is not None
+                assert json.loads(member.read())[0]["Layers"][0].startswith("a" * 64)
+
+    def runtime_in_registry(*_: Any) -> Any:
+        order.append("registry")
+        descriptor = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "digest": LAYER, "size": 1}
+        return runtime_layers.RuntimeImage(config, [LAYER], [descriptor], [], 0)
+
+    monkeypatch.setattr(push_mod, "_LocalLoad", Load)
+    monkeypatch.setattr(push_mod, "runtime_in_registry", runtime_in_registry)
+    context = tmp_path / "context"
+    (context / "app" / "1").mkdir(parents=True)
+    (context / "app" / "1" / "model.py").write_text("print('hi')\n")
+    plan = AssemblyPlan(FinalStage(labels={}), "key", "base:1")
+    pushing = AssembledPush(session, PushTarget(REPO, "c-new", "v1", False), runtime_id, plan, context)
+    try:
+        sent = pushing.send()
+    finally:
+        pushing._cleanup()
+    assert order == (["load", "registry"] if known else ["registry", "load"])
+    assert json.loads(sent.manifest.raw)["layers"][0]["digest"] == LAYER
 
 
 # --------------------------------------------------------------------------- `push` of a local image

@@ -28,7 +28,7 @@ from modelpack.project.model_dir import (
     ModelDir,
     ModelInfo,
 )
-from modelpack.supply.attach import BuiltFrom, code_record, publish_supply_chain
+from modelpack.supply.attach import BuiltFrom, code_record, publish_supply_chain, stage_supply_chain
 from modelpack.supply.keys import generate_private_key
 from modelpack.supply.record import fetch_record, find_records
 from modelpack.supply.signing import read_signatures
@@ -177,6 +177,37 @@ def test_unsigned_publish_records_everything(client: RegistryClient, model: Mode
     key = generate_private_key()
     with pytest.raises(VerificationFailed, match="no signature"):
         verify(f"127.0.0.1:5000/{REPO}:v1", key.public_key(), client=client)
+
+
+def test_the_sbom_staged_before_the_version_makes_the_same_records(
+    client: RegistryClient, model: ModelDir, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`build --push` pushes the SBOM while the version is claimed (it needs the digest, not the
+    version) and adds the record after: the same SBOM and record as publishing in one go, and
+    the staged half is used only for the digest it was made for and without a key."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    digest = push_image(client, context)
+    repository = f"127.0.0.1:5000/{REPO}"
+    staged = stage_supply_chain(client, repository, digest, context)
+    assert staged.found is None and staged.sbom is not None
+    assert [d.digest for d in client.referrers(REPO, digest)] == [staged.sbom.digest]
+    built = BuiltFrom(model_dir=model, resolved=RESOLVED, context_dir=context, image_reference=f"{repository}:v1")
+    result = publish_supply_chain(client, repository, digest, built, staged=staged)
+    assert result.sbom_digest == staged.sbom.digest
+    _, doc = fetch_record(client, REPO, result.manifest_digest)
+    assert doc.image.reference == f"{repository}:v1" and doc.build_time == "2023-11-14T22:13:20Z"
+
+    other = _FAKE.make_client(_FAKE.FakeRegistry())
+    digest_there = push_image(other, context)
+    assert digest_there == digest
+    whole = publish_supply_chain(other, repository, digest, built)
+    assert (whole.sbom_digest, whole.manifest_digest) == (result.sbom_digest, result.manifest_digest)
+
+    again = stage_supply_chain(client, repository, digest, context)  # a record is there: no second SBOM
+    assert again.sbom is None and again.found is not None and again.found[0] == result.manifest_digest
+    assert len(client.referrers(REPO, digest)) == 2
+    with pytest.raises(RegistryError, match="not found"):
+        publish_supply_chain(client, repository, "sha256:" + "9" * 64, built, staged=staged)  # not its digest
 
 
 def test_sign_and_republish_is_idempotent(client: RegistryClient, model: ModelDir, context: Path) -> None:

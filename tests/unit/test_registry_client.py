@@ -11,6 +11,8 @@ import base64
 import io
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -235,6 +237,27 @@ def test_blob_upload_monolithic_and_skip_when_present() -> None:
     assert client.head_blob("a/b", sha256_digest(b"nope")) is None
 
 
+def test_a_blob_seen_in_a_repository_is_not_asked_about_again() -> None:
+    """One build pushes the empty config of its claim, version note, SBOM and record: one
+    question. A blob found missing is asked about again; another repository is asked on its own."""
+    fake = FakeRegistry()
+    client = make_client(fake)
+    empty = client.upload_blob("a/b", b"{}").digest
+    present = sha256_digest(b"there")
+    fake.blobs[present] = b"there"
+    missing = sha256_digest(b"later")
+    asked = len(fake.log)
+    for _ in range(3):
+        assert client.ensure_blob("a/b", b"{}") == (Descriptor("application/octet-stream", empty, 2), False)
+    assert client.head_blob("a/b", empty) == 2 and len(fake.log) == asked
+    assert client.head_blob("a/b", present) == 5 and client.head_blob("a/b", present) == 5
+    assert len(fake.log) == asked + 1
+    assert client.head_blob("a/b", missing) is None
+    fake.blobs[missing] = b"later"
+    assert client.head_blob("a/b", missing) == 5  # asked again: it may have arrived
+    assert client.head_blob("c/d", empty) == 2 and len(fake.log) == asked + 4
+
+
 def test_blob_upload_chunked_for_large_blobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(registry_mod, "MONOLITHIC_LIMIT", 10)
     monkeypatch.setattr(registry_mod, "CHUNK_SIZE", 7)
@@ -339,6 +362,34 @@ def test_referrers_with_and_without_api(referrers_api: bool) -> None:
     only = client.referrers("a/b", subject, artifact_type="x/two")
     assert [d.digest for d in only] == [second.digest]
     assert client.referrers("a/b", sha256_digest(b"other")) == []
+
+
+def test_referrers_attached_from_two_threads_are_all_in_the_fallback_index() -> None:
+    """A build attaches its version note and its SBOM at the same time through one client: the
+    fallback index is read and rewritten by one of them at a time, so neither entry is lost."""
+
+    class SlowIndex(FakeRegistry):
+        def request(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+            answer = super().request(method, url, headers, **kwargs)
+            if method == "GET" and "/manifests/sha256-" in url:
+                time.sleep(0.02)  # between reading the index and writing it back
+            return answer
+
+    fake = SlowIndex()
+    client = make_client(fake)
+    subject = sha256_digest(b"image")
+
+    def attach(kind: str) -> None:
+        for n in range(5):
+            raw = _artifact(subject, f"x/{kind}{n}")
+            client.put_manifest("a/b", sha256_digest(raw), raw)
+
+    threads = [threading.Thread(target=attach, args=(kind,)) for kind in ("note", "sbom")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(client.referrers("a/b", subject)) == 10
 
 
 def test_fallback_index_entries_can_be_removed() -> None:

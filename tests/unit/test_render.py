@@ -302,6 +302,42 @@ def test_missing_ca_bundle_is_an_input_error(model: ModelDir, tmp_path: Path) ->
 # --------------------------------------------------------------------------- determinism
 
 
+def test_dockerfile_is_rendered_once_per_inputs(
+    model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same inputs: the Dockerfile comes from the cache, without Jinja; any changed input, a
+    changed renderer or a corrupt entry renders again; the cache holds no secret."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    secret_settings = BuildSettings(index_url=INDEX, builder="buildkit")
+    first = do_render(model, tmp_path / "a", secret_settings)
+    entries = sorted((tmp_path / "cache" / "modelpack" / "dockerfiles").iterdir())
+    assert entries  # the Dockerfile (and the one without build names, when it differs)
+    assert all(SECRET not in entry.read_text() for entry in entries)
+
+    def no_jinja() -> None:
+        raise AssertionError("the template was compiled again")
+
+    compile_template = render_mod._template_env
+    monkeypatch.setattr(render_mod, "_template_env", no_jinja)
+    again = do_render(model, tmp_path / "b", secret_settings)
+    assert again.dockerfile.read_text() == first.dockerfile.read_text()
+    assert again.content_digest == first.content_digest
+    with pytest.raises(AssertionError, match="compiled again"):  # a changed label is a miss
+        do_render(model, tmp_path / "c", BuildSettings(index_url=INDEX, builder="buildkit", version="v9"))
+    monkeypatch.setattr(render_mod, "_code_key", lambda: ["another renderer"])
+    with pytest.raises(AssertionError, match="compiled again"):
+        do_render(model, tmp_path / "d", secret_settings)
+
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert render_mod._template_env is compile_template
+    for entry in entries:
+        entry.write_text("{not json")
+    fresh = do_render(model, tmp_path / "e", secret_settings)
+    assert fresh.dockerfile.read_text() == first.dockerfile.read_text()
+    assert all(json.loads(entry.read_text())["text"] for entry in entries)  # written again
+
+
 def test_rendering_is_deterministic(model: ModelDir, tmp_path: Path) -> None:
     (model.root / "1" / "run.sh").write_text("#!/bin/sh\n", encoding="utf-8")
     os.chmod(model.root / "1" / "run.sh", 0o700)
