@@ -357,18 +357,51 @@ class SavedLayers:
     files: dict[str, str] = field(default_factory=dict)  # diff id -> a file holding the layer tar
 
 
+class LayerSink(Protocol):
+    """Where one layer's bytes go while `docker save` streams them (its diff id is known only at
+    the end): kept (`close`, the path of what was written) or dropped (`discard`)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def close(self) -> str: ...
+
+    def discard(self) -> None: ...
+
+
+class PlainSink:
+    """The layer tar as it comes, in a file."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._out = open(path, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+
+    def close(self) -> str:
+        self._out.close()
+        return self._path
+
+    def discard(self) -> None:
+        self._out.close()
+        os.unlink(self._path)
+
+
 def save_layers(
     client: DockerClient,
     image_id: str,
     wanted: set[str],
     folder: str | os.PathLike[str],
     on_layer: Callable[[str, str], None] | None = None,
+    sink: Callable[[str], LayerSink] = PlainSink,
 ) -> SavedLayers:
     """The `wanted` layers of an image (by diff id) as files in `folder`, read from `docker save`.
 
     The engine writes every layer uncompressed (no gzip: that is what makes its push slow); a
     layer's sha256 is its diff id, so the ones not wanted are hashed and dropped as they stream
-    by. `on_layer(diff_id, path)` is called as soon as each wanted layer is complete.
+    by. `on_layer(diff_id, path)` is called as soon as each wanted layer is complete. `sink`
+    makes what each layer is written to (a file of the plain tar by default; a push's gzips it
+    as it streams).
     """
     config: bytes | None = None
     saved = SavedLayers(b"")
@@ -380,19 +413,23 @@ def save_layers(
                 if source is None:
                     continue
                 if member.name.endswith("/layer.tar"):
-                    path = os.path.join(folder, f"layer-{len(saved.files)}-{os.getpid()}.tar")
+                    out = sink(os.path.join(folder, f"layer-{len(saved.files)}-{os.getpid()}.tar"))
                     digest = hashlib.sha256()
-                    with open(path, "wb") as out:
+                    try:
                         while chunk := source.read(1 << 20):
                             digest.update(chunk)
                             out.write(chunk)
+                    except BaseException:
+                        out.discard()
+                        raise
                     diff_id = f"sha256:{digest.hexdigest()}"
                     if diff_id in wanted and diff_id not in saved.files:
+                        path = out.close()
                         saved.files[diff_id] = path
                         if on_layer:
                             on_layer(diff_id, path)
                     else:
-                        os.unlink(path)
+                        out.discard()
                 elif (
                     member.name.endswith(".json")
                     and "/" not in member.name

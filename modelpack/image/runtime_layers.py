@@ -27,7 +27,7 @@ from modelpack.image import assemble, engine
 from modelpack.image.results import LayerInfo
 from modelpack.image.session import BuildSession, PushTarget
 from modelpack.image.versions import newest_version_blobs
-from modelpack.oci.compression import gzip_file
+from modelpack.oci.compression import GzipStream
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient
 from modelpack.resources import cache_dir, read_cache, write_cache, write_text_atomic
@@ -126,6 +126,13 @@ def _upload_from_engine(
     """Read the `wanted` layers from the engine, gzip and upload each as soon as it is read
     (while the engine streams the next); fills `sent`, returns the runtime config blob."""
     registry, report = session.registry, session.report
+    streams: dict[str, GzipStream] = {}  # path of the gzip blob -> its stream
+
+    def gzipping(path: str) -> _Gzipping:
+        stream = GzipStream(Path(f"{path}.gz"))
+        streams[str(stream.path)] = stream
+        return _Gzipping(stream)
+
     with (
         tempfile.TemporaryDirectory(prefix="modelpack-layers-") as folder,
         ThreadPoolExecutor(1) as uploads,
@@ -133,9 +140,8 @@ def _upload_from_engine(
         pending: list[Future[None]] = []
 
         def upload(diff_id: str, path: str) -> None:
-            plain = os.path.getsize(path)
-            blob = gzip_file(Path(path), Path(f"{path}.gz"))
-            os.unlink(path)
+            stream = streams[path]
+            blob = stream.finish()
             registry.ensure_blob(repository, blob.path, media_type=assemble.DOCKER_GZIP_LAYER)
             os.unlink(blob.path)
             sent[diff_id] = {
@@ -143,18 +149,39 @@ def _upload_from_engine(
                 "digest": blob.digest,
                 "size": blob.size,
             }
-            report("push", f"{diff_id[7:19]}: Pushed ({blob.size} bytes, gzip of {plain})")
+            report("push", f"{diff_id[7:19]}: Pushed ({blob.size} bytes, gzip of {stream.plain_size})")
 
-        saved = engine.save_layers(
-            session.engine,
-            runtime_id,
-            wanted,
-            folder,
-            on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
-        )
-        for future in pending:
-            future.result()  # a failed upload raises here
+        try:
+            saved = engine.save_layers(
+                session.engine,
+                runtime_id,
+                wanted,
+                folder,
+                on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
+                sink=gzipping,
+            )
+            for future in pending:
+                future.result()  # a failed upload raises here
+        finally:
+            for stream in streams.values():
+                stream.discard()  # ends every compressing thread before the folder goes
     return saved.config
+
+
+class _Gzipping:
+    """A `LayerSink` that gzips the layer while `docker save` streams it."""
+
+    def __init__(self, stream: GzipStream) -> None:
+        self._stream = stream
+
+    def write(self, chunk: bytes) -> None:
+        self._stream.write(chunk)
+
+    def close(self) -> str:
+        return str(self._stream.path)  # the upload waits for the stream's last block
+
+    def discard(self) -> None:
+        self._stream.discard()
 
 
 def _config_in_registry(

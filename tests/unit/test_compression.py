@@ -6,11 +6,12 @@ import gzip
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from modelpack.oci.compression import gzip_file
+from modelpack.oci.compression import GzipStream, gzip_file
 
 
 def _tar_like(path: Path) -> Path:
@@ -47,3 +48,49 @@ def test_without_isal_zlib_writes_the_same_format(tmp_path: Path, monkeypatch: p
     blob = gzip_file(source, tmp_path / "layer.tar.gz")
     assert gzip.decompress(blob.path.read_bytes()) == source.read_bytes()
     assert blob.digest == gzip_file(source, tmp_path / "again.gz").digest
+
+
+def test_a_stream_gives_the_blob_gzip_file_gives_however_its_bytes_are_cut(tmp_path: Path) -> None:
+    """ISA-L's output depends on how its input is cut: the stream re-cuts into fixed blocks, so a
+    layer read from `docker save` is the same blob whatever sizes its reads had."""
+    source = _tar_like(tmp_path / "layer.tar")
+    data = source.read_bytes()
+    expected = gzip_file(source, tmp_path / "file.gz")
+    for number, sizes in enumerate(([1 << 20], [1000, 77_777, 1 << 20], [len(data)])):
+        stream = GzipStream(tmp_path / f"stream-{number}.gz")
+        offset, turn = 0, 0
+        while offset < len(data):
+            size = sizes[turn % len(sizes)]
+            stream.write(data[offset : offset + size])
+            offset, turn = offset + size, turn + 1
+        blob = stream.finish()
+        assert (blob.digest, blob.size) == (expected.digest, expected.size)
+        assert stream.plain_size == len(data)
+
+
+def test_a_stream_that_cannot_write_says_so_and_never_blocks_the_writer(tmp_path: Path) -> None:
+    stream = GzipStream(tmp_path / "missing-folder" / "layer.gz")
+
+    def write_more_than_the_queue_holds() -> None:
+        for _ in range(100):
+            try:
+                stream.write(b"x" * 1000)
+            except FileNotFoundError:
+                return
+
+    writer = threading.Thread(target=write_more_than_the_queue_holds, daemon=True)
+    writer.start()
+    writer.join(timeout=10)
+    assert not writer.is_alive()  # the failed stream drains what it is given
+    with pytest.raises(FileNotFoundError):
+        stream.finish()
+    with pytest.raises(FileNotFoundError):
+        stream.write(b"more")
+    stream.discard()
+
+
+def test_a_discarded_stream_leaves_no_file(tmp_path: Path) -> None:
+    stream = GzipStream(tmp_path / "layer.gz")
+    stream.write(b"some bytes")
+    stream.discard()
+    assert list(tmp_path.iterdir()) == []

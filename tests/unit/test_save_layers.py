@@ -78,3 +78,48 @@ def test_a_stream_without_the_layer_or_config_is_an_engine_error(tmp_path: Path)
         engine.save_layers(_Client(stream), _diff_id(config), {"sha256:" + "0" * 64}, tmp_path)  # type: ignore[arg-type]
     with pytest.raises(EngineError, match="no matching image config"):
         engine.save_layers(_Client(stream), "sha256:" + "1" * 64, set(), tmp_path)  # type: ignore[arg-type]
+
+
+def test_each_layer_goes_to_a_sink_of_its_own_kept_or_discarded(tmp_path: Path) -> None:
+    """A push gzips layers as they stream: the sink gets every byte, and only wanted layers are
+    kept (the others are dropped, whatever the sink holds of them)."""
+    layers = [_tar({f"f{i}": bytes([i]) * (70_000 + i)}) for i in range(3)]
+    config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
+    image_id = _diff_id(config)
+    saved_stream = _tar(
+        {
+            **{f"v1-{i}/layer.tar": layer for i, layer in enumerate(layers)},
+            f"{image_id[7:]}.json": config,
+        }
+    )
+    sinks: list[_Recording] = []
+
+    def recording(path: str) -> _Recording:
+        sinks.append(_Recording(path))
+        return sinks[-1]
+
+    saved = engine.save_layers(
+        _Client(saved_stream),
+        image_id,
+        {_diff_id(layers[1])},
+        tmp_path,
+        sink=recording,  # type: ignore[arg-type]
+    )
+    assert [bytes(s.data) for s in sinks] == layers
+    assert [s.state for s in sinks] == ["discarded", "kept", "discarded"]
+    assert saved.files == {_diff_id(layers[1]): sinks[1].path}
+
+
+class _Recording:
+    def __init__(self, path: str) -> None:
+        self.path, self.data, self.state = path, bytearray(), "open"
+
+    def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+    def close(self) -> str:
+        self.state = "kept"
+        return self.path
+
+    def discard(self) -> None:
+        self.state = "discarded"
