@@ -40,7 +40,7 @@ from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget, ping, registry_for
 from modelpack.image.versions import local_layers, pick_version, reuse_local, reuse_remote
 from modelpack.oci.reference import ImageRef, parse_repository
-from modelpack.oci.registry import RegistryClient
+from modelpack.oci.registry import EMPTY_JSON, OCI_EMPTY, RegistryClient
 from modelpack.pipeline import locking as lock_stage
 from modelpack.pipeline import rendering as render_stage
 from modelpack.pipeline import resolver as resolve_stage
@@ -254,6 +254,10 @@ class _SupplyStaging:
 
     def start(self, digest: str) -> None:
         if self._thread is None:
+            # the claim and the SBOM both name the empty config: it goes up here, once, so two
+            # threads never write its link at the same time (distribution 2.8 then fails a
+            # manifest PUT that reads the link: 400 DIGEST_INVALID)
+            self._session.registry.ensure_blob(self._repo.repository, EMPTY_JSON, media_type=OCI_EMPTY)
             self._digest = digest
             self._thread = threading.Thread(target=self._run, name="modelpack-supply", daemon=True)
             self._thread.start()

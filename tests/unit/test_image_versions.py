@@ -38,6 +38,7 @@ from modelpack.image.versions import (
     tag_version,
 )
 from modelpack.oci.reference import parse_repository
+from modelpack.oci.registry import EMPTY_JSON, sha256_digest
 from modelpack.pipeline.rendering import FinalStage
 from modelpack.progress import ProgressEvent, Reporter
 from modelpack.tags import check_version, claimed_version, content_tag, newest_first, next_version
@@ -397,7 +398,12 @@ def test_the_local_copy_loads_while_the_build_goes_on(session: BuildSession, tmp
 
 def _runtime_config() -> tuple[bytes, str]:
     config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [LAYER]}}
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [LAYER]},
+        }
     ).encode()
     return config, "sha256:" + hashlib.sha256(config).hexdigest()
 
@@ -559,9 +565,7 @@ def test_build_push_and_rebuild(session: BuildSession, registry: Any, tmp_path: 
     # an explicit version that exists holds other content: refused before anything is tagged
     context, third = _context(tmp_path, "print('three')\n")
     with pytest.raises(InvalidInputError, match=r"version v1 already exists in .* with other content"):
-        stages.build_or_reuse(
-            session, ContextSpec(context, third), BuildRequest(REPO, True, "v1")
-        )
+        stages.build_or_reuse(session, ContextSpec(context, third), BuildRequest(REPO, True, "v1"))
     assert "v1" in registry.list_tags(REPOSITORY) and registry.digest_of(REPOSITORY, "v1") == first.digest
 
 
@@ -576,3 +580,24 @@ def test_local_rebuild_of_unchanged_content_keeps_its_version(
     assert (again.version, again.digest, again.reused) == ("v1", first.digest, True)
     assert session.engine.api.builds == [f"{NAME}:{first.content_tag}"]  # built once
     assert registry.puts == []
+
+
+def test_the_empty_config_is_in_the_registry_before_the_sbom_thread_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The claim (main thread) and the SBOM (staging thread) both name the empty config. Were
+    both to upload it into a new repository at once, distribution rewrites its link while the
+    other's manifest PUT reads it and answers 400 DIGEST_INVALID (seen in CI)."""
+    registry = fakes.FakeRegistry()
+    present_at_start: list[bool] = []
+
+    def staging(client: Any, repo: Any, digest: str, context_dir: Path) -> Any:
+        present_at_start.append(sha256_digest(EMPTY_JSON) in registry.blobs)
+        return None
+
+    monkeypatch.setattr(stages, "stage_supply_chain", staging)
+    session = BuildSession(engine=None, registry=registry, auth=None, report=lambda *a: None)  # type: ignore[arg-type]
+    staged = stages._SupplyStaging(session, parse_repository("127.0.0.1:5000/team/model"), tmp_path)
+    staged.start("sha256:" + "a" * 64)
+    staged.wait()
+    assert present_at_start == [True]
