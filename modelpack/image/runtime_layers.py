@@ -13,7 +13,6 @@ runtime image, so a push whose layers are all in the registry needs nothing from
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -29,7 +28,7 @@ from modelpack.image.session import BuildSession, PushTarget
 from modelpack.image.versions import newest_version_blobs
 from modelpack.oci.compression import GzipStream
 from modelpack.oci.reference import ImageRef
-from modelpack.oci.registry import RegistryClient
+from modelpack.oci.registry import RegistryClient, sha256_digest
 from modelpack.resources import cache_dir, read_cache, write_cache, write_text_atomic
 
 Descriptor = dict[str, str | int]
@@ -207,11 +206,11 @@ def known_config(runtime_id: str) -> bytes | None:
         config = _config_record(runtime_id).read_bytes()
     except OSError:
         return None
-    return config if f"sha256:{hashlib.sha256(config).hexdigest()}" == runtime_id else None
+    return config if sha256_digest(config) == runtime_id else None
 
 
 def _remember_config(config: bytes) -> None:
-    path = _config_record(f"sha256:{hashlib.sha256(config).hexdigest()}")
+    path = _config_record(sha256_digest(config))
     if path.exists():
         return
     try:
