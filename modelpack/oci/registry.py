@@ -54,7 +54,14 @@ from urllib.parse import urljoin
 from modelpack.digests import sha256_file_and_size
 from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.oci.reference import DEFAULT_REGISTRY, ImageRef, is_digest
-from modelpack.oci.transfer import BlobReader, Deadline, headers_within, read_body, registry_deadline
+from modelpack.oci.transfer import (
+    BlobReader,
+    Deadline,
+    deadline_session,
+    headers_within,
+    read_body,
+    registry_deadline,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -255,13 +262,6 @@ class RegistryClient:
         session: requests.Session | None = None,
         deadline: float | None = None,
     ) -> None:
-        try:
-            import requests
-        except ImportError:
-            raise InvalidInputError(
-                "talking to a registry needs requests (pip install 'modelpack[sign]')"
-            ) from None
-
         self.registry = registry
         host = _DOCKER_HUB_API if registry in (DEFAULT_REGISTRY, "index.docker.io") else registry
         hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
@@ -269,7 +269,12 @@ class RegistryClient:
         self.base_url = f"{'http' if plain else 'https'}://{host}"
         self.timeout = timeout  # each socket read
         self.deadline = deadline if deadline is not None else registry_deadline()  # each answer (transfer)
-        self._session = session or requests.Session()
+        try:  # a session of its own bounds the time of each answer's head (`headers_within`)
+            self._session = session if session is not None else deadline_session()
+        except ImportError:
+            raise InvalidInputError(
+                "talking to a registry needs requests (pip install 'modelpack[sign]')"
+            ) from None
         if username is not None:
             self._credentials: tuple[str, str] | None = (username, password or "")
         else:

@@ -10,14 +10,20 @@ only has to keep moving (about 9 KB/s at the default), so no real download hits 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelpack.errors import InvalidInputError, RegistryError
+
+if TYPE_CHECKING:
+    import requests
 
 DEADLINE_VARIABLE = "MODELPACK_REGISTRY_DEADLINE"
 DEFAULT_DEADLINE = 120.0
@@ -62,29 +68,148 @@ class Deadline:
             )
 
 
+class _HeadWatch:
+    """The status line and headers of the request this thread is sending are due by `due`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.due = time.monotonic() + seconds
+        self.missed = False
+
+
+_WATCH = threading.local()  # .current: the _HeadWatch of the request this thread is sending
+
+
 def headers_within(seconds: float, what: str, send: Callable[[], T]) -> T:
-    """`send()` (a streamed request: it returns once the status line and headers are in) when it
-    returns within `seconds`; else a RegistryError. It runs in a helper thread because nothing
-    in `requests` bounds the time of a whole answer; an abandoned request ends with its socket."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
+    """`send()` (a streamed request of a `deadline_session`: it returns once the status line and
+    headers are in) when they arrive within `seconds`; else a RegistryError.
 
-    def run() -> None:
+    Nothing in `requests` bounds the time of a whole answer, only each socket read. So the
+    request runs here, in the caller's thread, and each read of its answer's head waits at most
+    until the deadline, which is checked again before every read: a registry that sends its
+    headers a byte at a time is cut off at the deadline, and its connection is dropped.
+    """
+    watch = _HeadWatch(seconds)
+    outer = getattr(_WATCH, "current", None)
+    _WATCH.current = watch
+    try:
+        answer = send()
+    except Exception:
+        if not watch.missed:
+            raise
+    else:
+        if not watch.missed:
+            return answer
+    finally:
+        _WATCH.current = outer
+    raise RegistryError(
+        f"{what}: no answer within {seconds:g} s ({DEADLINE_VARIABLE}); the registry answers too slowly"
+    )
+
+
+class _HeadReader(io.RawIOBase):
+    """The socket reads of one answer; until its head is in, none waits past the deadline."""
+
+    def __init__(self, sock: socket.socket, watch: _HeadWatch) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._watch: _HeadWatch | None = watch
+
+    def head_done(self) -> None:
+        self._watch = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        watch = self._watch
+        if watch is None:
+            return self._raw.readinto(buffer)
+        left = watch.due - time.monotonic()
+        if left <= 0:
+            watch.missed = True
+            raise TimeoutError("the answer's status line and headers are late")
+        timeout = self._sock.gettimeout()
+        cut = timeout is None or left <= timeout  # a read timing out now means the deadline passed
+        self._sock.settimeout(left if cut else timeout)
         try:
-            outcome.append(send())
-        except BaseException as error:  # handed to the caller below
-            failure.append(error)
+            return self._raw.readinto(buffer)
+        except TimeoutError:
+            watch.missed = cut
+            raise
+        finally:
+            self._sock.settimeout(timeout)
 
-    thread = threading.Thread(target=run, name="modelpack-registry-request", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise RegistryError(
-            f"{what}: no answer within {seconds:g} s ({DEADLINE_VARIABLE}); the registry answers too slowly"
-        )
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+@functools.cache
+def _deadline_adapter_class() -> type[Any]:
+    """A `requests` transport adapter whose connections read each answer's head with `_HeadReader`
+    while a `headers_within` call of their thread waits for it (built once, on first use: it
+    needs requests and urllib3)."""
+    import http.client
+
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class HeadTimedResponse(http.client.HTTPResponse):
+        def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(sock, *args, **kwargs)
+            watch = getattr(_WATCH, "current", None)
+            self.head_reader = None
+            if watch is not None and isinstance(sock, socket.socket):
+                self.fp.close()  # the plain reader http.client made; nothing was read from it
+                self.head_reader = _HeadReader(sock, watch)
+                self.fp = io.BufferedReader(self.head_reader)
+
+        def begin(self) -> None:
+            try:
+                super().begin()
+            finally:  # the body has a deadline of its own (`read_body`, `BlobReader`)
+                if self.head_reader is not None:
+                    self.head_reader.head_done()
+
+    class Connection(HTTPConnection):
+        response_class = HeadTimedResponse
+
+    class TLSConnection(HTTPSConnection):
+        response_class = HeadTimedResponse
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Connection
+
+    class TLSPool(HTTPSConnectionPool):
+        ConnectionCls = TLSConnection
+
+    pools = {"http": Pool, "https": TLSPool}
+
+    class DeadlineAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if not proxy.lower().startswith("socks"):  # a SOCKS proxy has connections of its own
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    return DeadlineAdapter
+
+
+def deadline_session() -> requests.Session:
+    """A `requests.Session` whose answers `headers_within` can bound (see there)."""
+    import requests
+
+    session = requests.Session()
+    adapter = _deadline_adapter_class()()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def read_some(raw: Any, size: int) -> bytes:

@@ -5,6 +5,8 @@ The registry here is a real HTTP server on loopback."""
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -29,6 +31,7 @@ class Registry:
     def __init__(self) -> None:
         self.drip = False
         self.drip_headers = False  # the status line and headers one byte per 50 ms
+        self.silent = 0.0  # seconds of silence before answering at all
         self.link: str | None = None  # the `Link: <...>; rel="next"` of every tag page
         self.pages = 0
         self.server = LoopbackServer(self._handler()).start()
@@ -56,6 +59,7 @@ class Registry:
                 else:
                     self.send_error(404)
                     return
+                time.sleep(owner.silent)
                 if owner.drip_headers:
                     head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                     try:
@@ -110,6 +114,53 @@ def test_dripping_headers_fail_at_the_deadline(registry: Registry) -> None:
         with pytest.raises(RegistryError, match=r"GET /v2/team/m/tags/list\S*: no answer within 0.5 s"):
             client.list_tags("team/m")
     assert time.monotonic() - started < len("HTTP/1.1 200 OK") * 0.05  # it did not wait for them
+
+
+def test_a_silent_registry_fails_at_the_deadline_not_at_the_read_timeout(registry: Registry) -> None:
+    """Each read of the head waits only until the deadline, even when the read timeout is longer."""
+    registry.silent = 3.0
+    started = time.monotonic()
+    with RegistryClient(registry.host, deadline=0.5, timeout=60) as client:
+        with pytest.raises(RegistryError, match=r"GET /v2/team/m/tags/list\S*: no answer within 0.5 s"):
+            client.list_tags("team/m")
+    assert time.monotonic() - started < registry.silent
+
+
+def test_a_late_answer_leaves_the_client_usable(registry: Registry) -> None:
+    """The connection of a late answer is dropped, not handed to the next request."""
+    registry.drip_headers = True
+    with RegistryClient(registry.host, deadline=0.5) as client:
+        with pytest.raises(RegistryError, match="no answer within"):
+            client.list_tags("team/m")
+        registry.drip_headers = False
+        assert client.list_tags("team/m") == ["v1", "v2"]
+        registry.drip = True  # the body's own deadline still holds after the head's
+        with pytest.raises(RegistryError, match="did not arrive within"):
+            client.list_tags("team/m")
+
+
+def test_requests_are_sent_from_the_callers_thread(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounding the head costs no thread per request (a build sends about forty)."""
+    started_here: list[str] = []
+    start = threading.Thread.start
+    caller = threading.current_thread()
+
+    def start_noted(self: threading.Thread) -> None:
+        if threading.current_thread() is caller:  # the loopback server starts its own elsewhere
+            started_here.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_noted)
+    with RegistryClient(registry.host, deadline=5) as client:
+        assert client.list_tags("team/m") == ["v1", "v2"]
+        assert client.get_blob("team/m", sha256_digest(BIG)) == BIG
+    assert started_here == []
+
+
+def test_a_registry_client_without_requests_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "requests", None)  # as if not installed: importing it fails
+    with pytest.raises(InvalidInputError, match=r"talking to a registry needs requests \(pip install"):
+        RegistryClient("127.0.0.1:5000")
 
 
 def test_versions_on_a_dripping_registry_is_one_line(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
