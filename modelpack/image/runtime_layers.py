@@ -33,6 +33,7 @@ from modelpack.resources import cache_dir, read_cache, write_cache, write_text_a
 
 Descriptor = dict[str, str | int]
 _DESCRIPTOR_KEYS = ("mediaType", "digest", "size")
+_LOOKUPS = 8  # registry lookups of layers at once
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,11 @@ def runtime_in_registry(
     diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
     known = newest_version_blobs(registry, repo, target.remote_tags)
     found: dict[str, Descriptor] = {}
-    for diff_id in dict.fromkeys(diff_ids):
-        descriptor = _in_repository(registry, repo, diff_id, known)
+    unique = list(dict.fromkeys(diff_ids))
+    # one HEAD or more per layer, each independent of the others: asked all at once
+    with ThreadPoolExecutor(min(_LOOKUPS, len(unique)) or 1, thread_name_prefix="modelpack-head") as lookups:
+        answers = list(lookups.map(lambda diff_id: _in_repository(registry, repo, diff_id, known), unique))
+    for diff_id, descriptor in zip(unique, answers, strict=True):
         if descriptor is not None:
             found[diff_id] = descriptor
     report(
@@ -186,12 +190,12 @@ class _Gzipping:
 def _config_in_registry(
     registry: RegistryClient, repository: str, runtime_id: str
 ) -> tuple[bytes | None, int]:
-    """The runtime config blob once `repository` has it, and the bytes sent for that: fetched,
-    or uploaded from the copy kept at an earlier push; None when neither is there (the engine's
-    `docker save` has it)."""
-    if registry.head_blob(repository, runtime_id) is not None:
-        return registry.get_blob(repository, runtime_id), 0
+    """The runtime config blob once `repository` has it, and the bytes sent for that: the copy
+    kept at an earlier push (uploaded when the registry lacks it) or else fetched; None when
+    neither is there (the engine's `docker save` has it)."""
     config = known_config(runtime_id)
+    if registry.head_blob(repository, runtime_id) is not None:  # the kept copy, else the registry's
+        return (config if config is not None else registry.get_blob(repository, runtime_id)), 0
     if config is None:
         return None, 0
     _, sent = registry.ensure_blob(repository, config, media_type=assemble.DOCKER_CONFIG)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from modelpack.image import runtime_layers
+from modelpack.image.session import PushTarget
 from modelpack.oci.reference import ImageRef
 from tests.unit.fakes import FakeRegistry, docker_manifest
 
@@ -128,3 +130,54 @@ def test_the_base_copy_in_the_registry_is_mounted_before_a_recorded_plain_blob(
     # with no base copy, the record still saves the upload
     monkeypatch.setattr(runtime_layers.engine, "inspect_image", lambda client, ref: {})
     assert runtime_layers._layer_sources(session, REPO, base, {diff_id})[diff_id][0] == "team/older"
+
+
+def test_a_config_the_registry_has_is_not_fetched_again_when_a_copy_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = FakeRegistry()
+    config = json.dumps({"rootfs": {"diff_ids": []}, "created": "then"}).encode()
+    registry.blobs[_digest(config)] = config
+    runtime_layers._remember_config(config)
+
+    def no_fetch(repository: str, digest: str) -> bytes:
+        raise AssertionError(f"fetched {digest}, a copy of which is kept")
+
+    monkeypatch.setattr(registry, "get_blob", no_fetch)
+    assert runtime_layers._config_in_registry(registry, REPO.repository, _digest(config)) == (config, 0)
+
+
+class _LayersAtOnce(FakeRegistry):
+    """Answers a HEAD of a layer only once every layer's HEAD has arrived: one after another,
+    the first one waits in vain and fails."""
+
+    def __init__(self, layers: list[bytes]) -> None:
+        super().__init__()
+        self.layer_digests = {_digest(layer) for layer in layers}
+        self.all_asked = threading.Barrier(len(layers), timeout=10)
+        self.blobs.update({_digest(layer): layer for layer in layers})
+
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        if digest in self.layer_digests:
+            self.all_asked.wait()
+        return super().head_blob(repository, digest)
+
+
+def test_the_registry_is_asked_about_all_runtime_layers_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A code-only rebuild finds every runtime layer in the registry: those lookups are
+    independent and go out together, not one round trip after another."""
+    layers = [f"layer {n}".encode() for n in range(4)]
+    registry = _LayersAtOnce(layers)
+    config = json.dumps({"rootfs": {"diff_ids": [_digest(layer) for layer in layers]}}).encode()
+    registry.blobs[_digest(config)] = config
+    runtime_layers._remember_config(config)
+    image = {"RootFS": {"Layers": [_digest(layer) for layer in layers]}}
+    monkeypatch.setattr(runtime_layers.engine, "inspect_image", lambda client, ref: image)
+    reports: list[str] = []
+    session = SimpleNamespace(engine=None, registry=registry, report=lambda stage, text: reports.append(text))
+    target = PushTarget(REPO, "c-0123456789abcdef", "v1", False)
+
+    runtime = runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    assert [layer.status for layer in runtime.layers] == ["present"] * len(layers)
+    assert runtime.bytes_pushed == 0 and runtime.config == config
+    assert "4 of 4 runtime layers already in the registry" in reports
