@@ -214,9 +214,12 @@ def known_config(runtime_id: str) -> bytes | None:
 
 
 def _remember_config(config: bytes) -> None:
-    path = _config_record(sha256_digest(config))
-    if path.exists():
+    """Keep `config` by its digest; a copy that is there but not exactly it (damaged, or written
+    in another form by an older modelpack) is replaced, else it would be a miss for good."""
+    image_id = sha256_digest(config)
+    if known_config(image_id) is not None:
         return
+    path = _config_record(image_id)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, config.decode("utf-8"))

@@ -53,6 +53,18 @@ def test_a_damaged_config_copy_is_a_miss() -> None:
     assert registry.blobs == {}
 
 
+def test_a_config_copy_in_another_form_is_replaced_by_the_exact_blob() -> None:
+    """An older modelpack kept `{"config": "<blob as text>"}` under the same name: never a hit,
+    so the next push that reads the config keeps it again, exactly."""
+    config = b'{"rootfs":{"diff_ids":[]},"created":"earlier"}'
+    kept = runtime_layers._config_record(_digest(config))
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps({"config": config.decode()}))
+    assert runtime_layers.known_config(_digest(config)) is None
+    runtime_layers._remember_config(config)
+    assert runtime_layers.known_config(_digest(config)) == config
+
+
 def test_a_layer_pushed_gzipped_before_is_found_by_its_recorded_blob() -> None:
     """The blob of a compressed layer is not named by its diff id: the record of the last push
     to this repository names it, and a HEAD confirms it."""
