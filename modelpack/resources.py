@@ -10,14 +10,31 @@ import fcntl
 import json
 import os
 import secrets
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 _FOLDERS = ("schemas", "templates", "base-images", "examples")
+# what jsonschema imports at its own import, when installed, only to check `format` keywords;
+# rfc3987_syntax builds a grammar then (1.5 s and more)
+_FORMAT_CHECK_PACKAGES = (
+    "fqdn",
+    "isoduration",
+    "jsonpointer",
+    "rfc3339_validator",
+    "rfc3986_validator",
+    "rfc3987",
+    "rfc3987_syntax",
+    "uri_template",
+    "webcolors",
+)
 
 
 def data_dir(name: str) -> Traversable:
@@ -35,6 +52,25 @@ def data_dir(name: str) -> Traversable:
 
 def read_text(folder: str, *parts: str) -> str:
     return data_dir(folder).joinpath(*parts).read_text(encoding="utf-8")
+
+
+def schema_validator(schema: dict[str, Any]) -> Validator:
+    """A JSON Schema (draft 2020-12) validator of `schema`, with jsonschema imported on first use.
+
+    modelpack's schemas assert no `format`, so jsonschema is imported without its format
+    checkers' packages (they are hidden while it loads, then visible again to anyone else); a
+    program that imports jsonschema after modelpack did gets no checkers for their formats."""
+    loaded = "jsonschema" in sys.modules
+    hidden = [] if loaded else [name for name in _FORMAT_CHECK_PACKAGES if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # importing it fails
+    try:
+        from jsonschema import Draft202012Validator
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return Draft202012Validator(schema)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -23,7 +23,7 @@ from modelpack.project.model_dir import ModelConfig, ModelDir, ModelDirLike, Req
 from modelpack.project.pysource import SourceError, parse_source, read_source
 from modelpack.project.requirements import local_reads, parse_requirements
 from modelpack.project.yamlloc import PathKey, YamlDocument, YamlSyntaxError, format_path, load_yaml
-from modelpack.resources import cache_dir, read_text
+from modelpack.resources import cache_dir, read_text, schema_validator
 
 _SECRET_VALUE_KEYS = frozenset({"value", "secret", "default", "token", "password"})
 
@@ -82,9 +82,7 @@ def _schema_findings(data: dict[str, Any], checker: Checker) -> None:
     memo = _valid_memo(schema_text, data)
     if memo is not None and _exists(memo):
         return  # this very document passed this very schema before
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(json.loads(schema_text))
+    validator = schema_validator(json.loads(schema_text))
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors and memo is not None:
         try:

@@ -43,7 +43,7 @@ from modelpack.oci.registry import (
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.project.method_types import ModelSignature
 from modelpack.project.model_dir import Concept
-from modelpack.resources import read_text
+from modelpack.resources import read_text, schema_validator
 
 RECORD_ARTIFACT_TYPE = "application/vnd.modelpack.manifest.v1+json"
 SCHEMA_VERSION = 1
@@ -317,9 +317,7 @@ def record_schema() -> dict[str, Any]:
 
 def schema_errors(data: Any) -> list[str]:
     """Schema violations as ``path: message`` strings (empty when valid)."""
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(record_schema())
+    validator = schema_validator(record_schema())
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         location = ".".join(str(p) for p in error.absolute_path) or "(root)"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -719,6 +723,33 @@ def test_a_document_valid_once_skips_jsonschema_next_time(
     (root / "config.yaml").write_text("model:\n  id: memo-test\n")
     with pytest.raises(AssertionError, match="already passed"):
         load(root)
+
+
+FORMAT_CHECK_PACKAGES = ("rfc3987_syntax", "rfc3339_validator", "isoduration", "jsonpointer", "webcolors")
+
+
+def test_validating_a_config_leaves_jsonschemas_format_packages_alone(tmp_path: Path) -> None:
+    """jsonschema imports the packages of its format checkers when they are installed, and
+    rfc3987_syntax builds a grammar then (seconds). modelpack's schemas assert no format: a first
+    `validate` imports none of them, and leaves them importable for anyone else."""
+    installed = [name for name in FORMAT_CHECK_PACKAGES if importlib.util.find_spec(name) is not None]
+    if not installed:
+        pytest.skip("none of jsonschema's format packages is installed")
+    root = make_dir(tmp_path, "model:\n  id: format-test\n")
+    probe = textwrap.dedent(
+        f"""
+        import importlib, sys
+        from modelpack.project.config import load
+        assert load({str(root)!r}).config.model.id == "format-test"
+        assert "jsonschema" in sys.modules, "the schema was not consulted"
+        print(sorted(name for name in {installed!r} if name in sys.modules))
+        importlib.import_module("rfc3339_validator" if "rfc3339_validator" in {installed!r} else {installed[0]!r})
+        """
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no memo: jsonschema is used
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_invalid_documents_are_never_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
