@@ -19,6 +19,7 @@ import json
 import tempfile
 import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,19 +211,21 @@ class AssembledPush(ImagePush):
         registry, report, repository = session.registry, session.report, target.repo.repository
         self._work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
         # the runtime's config as an earlier push read it: the engine starts loading the final
-        # image at once, while the registry is asked which runtime layers it has
+        # image at once, and its code layer and config go up, while the registry is asked which
+        # runtime layers it has
         known = known_config(self.runtime_id)
         composed = self._compose(known) if known is not None else None
-        runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
-        if composed is None:
-            composed = self._compose(runtime.config)
+        with ThreadPoolExecutor(1, thread_name_prefix="modelpack-code") as uploads:
+            early = uploads.submit(self._send_final, composed) if composed is not None else None
+            runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
+            if composed is None:
+                composed = self._compose(runtime.config)
+            code_sent, config_sent = early.result() if early is not None else self._send_final(composed)
         code, config = composed
         bytes_pushed = runtime.bytes_pushed
-        _, code_sent = registry.ensure_blob(repository, code.blob_path)
         bytes_pushed += code.size if code_sent else 0
         status = "pushed" if code_sent else "present"
         report("push", f"code layer {code.digest[7:19]} ({code.size} bytes): {status}")
-        _, config_sent = registry.ensure_blob(repository, config)
         bytes_pushed += len(config) if config_sent else 0
         code_descriptor = {"mediaType": assemble.DOCKER_GZIP_LAYER, "digest": code.digest, "size": code.size}
         manifest = assemble.image_manifest(config, [*runtime.descriptors, code_descriptor])
@@ -231,6 +234,14 @@ class AssembledPush(ImagePush):
         layers = (*runtime.layers, LayerInfo(code.diff_id, code.digest, code.size, status))
         pushed = PushedManifest(raw, DOCKER_MANIFEST, sha256_digest(raw), target.remote_tags)
         return SentImage(pushed, layers, bytes_pushed + len(raw))
+
+    def _send_final(self, composed: tuple[assemble.CodeLayer, bytes]) -> tuple[bool, bool]:
+        """Upload the code layer and the final config unless the registry has them: (sent, sent)."""
+        registry, repository = self.session.registry, self.target.repo.repository
+        code, config = composed
+        _, code_sent = registry.ensure_blob(repository, code.blob_path)
+        _, config_sent = registry.ensure_blob(repository, config)
+        return code_sent, config_sent
 
     def _compose(self, runtime_config: bytes) -> tuple[assemble.CodeLayer, bytes]:
         """The code layer and final config on `runtime_config` (whose digest is the runtime

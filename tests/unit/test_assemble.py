@@ -8,14 +8,18 @@ import io
 import json
 import os
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from modelpack.image import push
 from modelpack.image.assemble import (
     DOCKER_GZIP_LAYER,
+    AssemblyPlan,
     docker_layer_type,
     final_config,
     image_manifest,
@@ -23,8 +27,13 @@ from modelpack.image.assemble import (
     write_code_layer,
     write_load_archive,
 )
+from modelpack.image.results import LayerInfo
+from modelpack.image.runtime_layers import RuntimeImage
+from modelpack.image.session import PushTarget
+from modelpack.oci.reference import ImageRef
 from modelpack.pipeline.rendering import FinalStage
 from modelpack.pipeline.settings import BuildSettings
+from tests.unit.fakes import FakeRegistry
 
 STAGE = FinalStage(labels={"dev.modelpack.model-id": "hello", "shared": "ours"})
 RUNTIME_CONFIG = {
@@ -236,3 +245,49 @@ def _final_config_elsewhere(raw: bytes, code: Any) -> bytes:
         timeout=120,
     )
     return proc.stdout
+
+
+def test_the_code_layer_goes_up_while_the_runtime_layers_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the runtime config kept from an earlier push, the code layer and final config do not
+    wait for the registry's answers about the runtime layers: a code-only push overlaps them."""
+    context = make_context(tmp_path)
+    runtime_config = json.dumps(RUNTIME_CONFIG).encode()
+    runtime_id = "sha256:" + hashlib.sha256(runtime_config).hexdigest()
+    diff_ids = list(RUNTIME_CONFIG["rootfs"]["diff_ids"])  # type: ignore[index]
+    registry = FakeRegistry()
+    code_arrived = threading.Event()
+    real_ensure = registry.ensure_blob
+
+    def ensure_blob(repository: str, data: bytes | Path, **kwargs: Any) -> Any:
+        done = real_ensure(repository, data, **kwargs)
+        if isinstance(data, Path):  # the code layer is sent from its file
+            code_arrived.set()
+        return done
+
+    def runtime_in_registry(session: Any, target: Any, image_id: str, base_image: str) -> RuntimeImage:
+        assert code_arrived.wait(10), "the code layer waited for the runtime layers"
+        descriptors: list[dict[str, str | int]] = [
+            {"mediaType": DOCKER_GZIP_LAYER, "digest": d, "size": 1} for d in diff_ids
+        ]
+        layers = [LayerInfo(d, d, 1, "present") for d in diff_ids]
+        return RuntimeImage(runtime_config, diff_ids, descriptors, layers, 0)
+
+    monkeypatch.setattr(registry, "ensure_blob", ensure_blob)
+    monkeypatch.setattr(push, "known_config", lambda image_id: runtime_config if image_id == runtime_id else None)
+    monkeypatch.setattr(push, "runtime_in_registry", runtime_in_registry)
+    monkeypatch.setattr(push.engine, "load_image", lambda client, archive: None)
+    session = SimpleNamespace(engine=None, registry=registry, report=lambda stage, text: None)
+    target = PushTarget(ImageRef.parse("127.0.0.1:5000/team/model"), "c-0123456789abcdef", "v1", False)
+    assembled = push.AssembledPush(session, target, runtime_id, AssemblyPlan(STAGE, "key", ""), context)  # type: ignore[arg-type]
+    try:
+        sent = assembled.send()
+    finally:
+        assembled._cleanup()
+    manifest = json.loads(sent.manifest.raw)
+    code = manifest["layers"][-1]["digest"]
+    assert [layer["digest"] for layer in manifest["layers"]] == [*diff_ids, code]
+    assert code in registry.blobs and manifest["config"]["digest"] in registry.blobs
+    assert sent.layers[-1].status == "pushed"
+    assert sent.bytes_pushed == manifest["layers"][-1]["size"] + manifest["config"]["size"] + len(sent.manifest.raw)
