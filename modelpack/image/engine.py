@@ -26,18 +26,19 @@ if TYPE_CHECKING:
 # Build/push events are forwarded as (kind, message) pairs; kind is "step", "log" or "push".
 EventSink = Callable[[str, str], None]
 
+# compiled on first use (the `re` module's cache): read only when a build fails
 _PIP_FAILURE_PATTERNS = (
-    re.compile(r"No matching distribution found for (?P<req>\S+)"),
-    re.compile(r"Could not find a version that satisfies the requirement (?P<req>\S+)"),
-    re.compile(r"Failed to build (?P<req>\S+)"),
-    re.compile(r"Failed building wheel for (?P<req>\S+)"),
-    re.compile(r"ResolutionImpossible"),
-    re.compile(r"Cannot install (?P<req>.+?) because"),
+    r"No matching distribution found for (?P<req>\S+)",
+    r"Could not find a version that satisfies the requirement (?P<req>\S+)",
+    r"Failed to build (?P<req>\S+)",
+    r"Failed building wheel for (?P<req>\S+)",
+    r"ResolutionImpossible",
+    r"Cannot install (?P<req>.+?) because",
     # uv's words for the same
-    re.compile(r"Because (?P<req>\S+) was not found in the package registry"),
-    re.compile(r"Failed to (?:download|fetch|build|prepare distributions)[: ]+`(?P<req>[^`]+)`"),
-    re.compile(r"Hash mismatch for `(?P<req>[^`]+)`"),
-    re.compile(r"No solution found when resolving"),
+    r"Because (?P<req>\S+) was not found in the package registry",
+    r"Failed to (?:download|fetch|build|prepare distributions)[: ]+`(?P<req>[^`]+)`",
+    r"Hash mismatch for `(?P<req>[^`]+)`",
+    r"No solution found when resolving",
 )
 
 
@@ -259,7 +260,7 @@ def build_failure(message: str, tail: list[str]) -> str:
     pip_errors = [line for line in tail if line.startswith("ERROR:")]
     for line in reversed(tail):
         for pattern in _PIP_FAILURE_PATTERNS:
-            match = pattern.search(line)
+            match = re.search(pattern, line)
             if match:
                 requirement = match.groupdict().get("req")
                 detail = pip_errors[-1] if pip_errors else line
