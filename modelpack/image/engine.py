@@ -55,15 +55,15 @@ def engine_location() -> str:
 
 
 def connect(timeout: int = 600, *, request_timeout: int | None = None) -> DockerClient:
-    """A docker client from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY, ...), checked with ping.
+    """A docker client from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY, ...), checked by the
+    SDK's own first request (the engine's API version: no separate ping).
 
-    The ping waits `timeout` seconds; later requests `request_timeout` (default the same), so a
-    client can fail fast on a hung engine and still sit through a quiet build step.
+    That request waits `timeout` seconds; later requests `request_timeout` (default the same), so
+    a client can fail fast on a hung engine and still sit through a quiet build step.
     """
     docker = _docker()
     try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
+        client = docker.from_env(timeout=timeout)  # asks the engine's API version: it answers
     except Exception as error:
         raise EngineError(
             f"cannot reach the Docker engine at {engine_location()}: {_short(error)}"

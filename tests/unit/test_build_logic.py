@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from modelpack.errors import InvalidInputError
+import pytest
+from loopback import LoopbackServer, QuietHandler, free_port
+
+from modelpack.errors import EngineError, InvalidInputError
 from modelpack.image import engine
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
 from modelpack.oci.reference import parse_repository
@@ -133,3 +136,30 @@ def test_build_output_and_errors_never_show_secret_build_args() -> None:
         assert secret not in shown, secret
     assert "<HF_TOKEN>" in shown and "<PIP_INDEX_URL>" in shown
     assert caught.value.__cause__ is None  # the original error (with the secret) is not chained
+
+
+def test_connecting_to_the_engine_costs_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK asks the engine's API version when it connects: that answer is the check, a
+    ping after it would only add a round trip to every build."""
+    asked: list[str] = []
+
+    class Engine(QuietHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.reply(json.dumps({"ApiVersion": "1.41", "Version": "20.10.24"}).encode())
+
+        def do_HEAD(self) -> None:
+            asked.append(self.path)
+            self.reply(b"")
+
+    with LoopbackServer(Engine) as server:
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://{server.host}")
+        monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+        monkeypatch.delenv("DOCKER_CERT_PATH", raising=False)
+        monkeypatch.setenv("DOCKER_CONFIG", "/nonexistent")  # no docker context picks another engine
+        client = engine.connect(timeout=5)
+        client.close()
+    assert asked == ["/version"]
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(EngineError, match=r"^cannot reach the Docker engine at tcp://127\.0\.0\.1:\d+: "):
+        engine.connect(timeout=5)
