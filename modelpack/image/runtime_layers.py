@@ -53,8 +53,7 @@ def runtime_in_registry(
     """Make sure the registry has the runtime image's layers and config; upload what it lacks."""
     registry, repo, report = session.registry, target.repo, session.report
     repository = repo.repository
-    image = engine.inspect_image(session.engine, runtime_id) or {}
-    diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+    diff_ids = _runtime_diff_ids(session, runtime_id)
     known = newest_version_blobs(registry, repo, target.remote_tags)
     found: dict[str, Descriptor] = {}
     unique = list(dict.fromkeys(diff_ids))
@@ -97,6 +96,17 @@ def runtime_in_registry(
             _source_record(diff_id), {"registry": repo.registry, "repository": repository, **descriptor}
         )
     return RuntimeImage(config, diff_ids, descriptors, layers, pushed)
+
+
+def _runtime_diff_ids(session: BuildSession, runtime_id: str) -> list[str]:
+    """The runtime image's layers: from the config kept at an earlier push (the image id is its
+    digest, so it is that image's), else asked of the engine."""
+    kept = known_config(runtime_id)
+    if kept is not None:
+        rootfs = json.loads(kept).get("rootfs") or {}
+        return [str(d) for d in rootfs.get("diff_ids") or []]
+    image = engine.inspect_image(session.engine, runtime_id) or {}
+    return [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
 
 
 def _in_repository(

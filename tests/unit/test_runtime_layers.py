@@ -177,14 +177,18 @@ class _LayersAtOnce(FakeRegistry):
 
 def test_the_registry_is_asked_about_all_runtime_layers_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A code-only rebuild finds every runtime layer in the registry: those lookups are
-    independent and go out together, not one round trip after another."""
+    independent and go out together, not one round trip after another. The layer list comes
+    from the runtime config kept at the last push, not from the engine."""
     layers = [f"layer {n}".encode() for n in range(4)]
     registry = _LayersAtOnce(layers)
     config = json.dumps({"rootfs": {"diff_ids": [_digest(layer) for layer in layers]}}).encode()
     registry.blobs[_digest(config)] = config
     runtime_layers._remember_config(config)
-    image = {"RootFS": {"Layers": [_digest(layer) for layer in layers]}}
-    monkeypatch.setattr(runtime_layers.engine, "inspect_image", lambda client, ref: image)
+
+    def inspect_image(client: object, reference: str) -> dict[str, object]:
+        raise AssertionError("the engine was asked for the layers of the config kept")
+
+    monkeypatch.setattr(runtime_layers.engine, "inspect_image", inspect_image)
     reports: list[str] = []
     session = SimpleNamespace(engine=None, registry=registry, report=lambda stage, text: reports.append(text))
     target = PushTarget(REPO, "c-0123456789abcdef", "v1", False)
