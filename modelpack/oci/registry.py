@@ -621,14 +621,22 @@ class RegistryClient:
         return self.ensure_blob(repository, data, media_type=media_type)[0]
 
     def ensure_blob(
-        self, repository: str, data: bytes | Path, *, media_type: str = "application/octet-stream"
+        self,
+        repository: str,
+        data: bytes | Path,
+        *,
+        media_type: str = "application/octet-stream",
+        digest: str | None = None,
     ) -> tuple[Descriptor, bool]:
         """Upload a blob unless the repository already has it (one HEAD first): (descriptor, sent).
 
         Up to ``MONOLITHIC_LIMIT`` bytes go in one POST+PUT; larger blobs are sent as PATCH chunks
-        of ``CHUNK_SIZE`` and closed with a PUT carrying the digest.
+        of ``CHUNK_SIZE`` and closed with a PUT carrying the digest. `digest` of a file its writer
+        hashed already spares reading it twice; the registry checks it against what arrives.
         """
-        if isinstance(data, Path):
+        if isinstance(data, Path) and digest is not None:
+            size = data.stat().st_size
+        elif isinstance(data, Path):
             digest, size = _file_digest(data)
         else:
             digest, size = sha256_digest(data), len(data)

@@ -273,6 +273,26 @@ def test_blob_upload_chunked_for_large_blobs(monkeypatch: pytest.MonkeyPatch, tm
     assert [h["Content-Range"] for h in patches] == ["0-6", "7-13", "14-20", "21-27", "28-34", "35-39"]
 
 
+def test_a_file_whose_digest_its_writer_knows_is_not_read_twice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A gzipped layer is hashed while it is written; uploading it must not hash the file again
+    (81 MB of a one-dependency change), and the upload still names that digest."""
+    fake = FakeRegistry()
+    client = make_client(fake)
+    path = tmp_path / "blob"
+    path.write_bytes(b"layer bytes")
+
+    def no_second_read(_: Path) -> tuple[str, int]:
+        raise AssertionError("the file was hashed again")
+
+    monkeypatch.setattr(registry_mod, "_file_digest", no_second_read)
+    digest = sha256_digest(b"layer bytes")
+    descriptor, sent = client.ensure_blob("a/b", path, digest=digest)
+    assert sent and descriptor.digest == digest and descriptor.size == len(b"layer bytes")
+    assert fake.blobs[digest] == b"layer bytes"
+
+
 def test_get_blob_rejects_wrong_content() -> None:
     fake = FakeRegistry()
     client = make_client(fake)
