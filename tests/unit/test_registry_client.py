@@ -30,6 +30,7 @@ from modelpack.oci.registry import (
     OCI_MANIFEST,
     Descriptor,
     RegistryClient,
+    artifact_manifest,
     canonical_json,
     docker_credentials,
     fallback_tag,
@@ -848,3 +849,24 @@ def test_untag_on_a_registry_without_deletes_fails_at_once(no_retry_pause: None)
         client.untag("a/b", "scratch")
     assert caught.value.status == 405
     assert len([m for m, _, _ in fake.log if m == "DELETE"]) == 1
+
+
+def test_an_artifact_manifest_names_its_type_subject_and_annotations_canonically() -> None:
+    """Claims, version notes and records share one manifest shape; the subject carries no more
+    than the three fields a referrer needs, whatever the descriptor given holds."""
+    empty = Descriptor("application/vnd.oci.empty.v1+json", sha256_digest(b"{}"), 2)
+    subject = Descriptor(OCI_MANIFEST, "sha256:" + "a" * 64, 123, {"x": "y"}, "some/type")
+    raw = artifact_manifest("application/vnd.test", empty, subject=subject, annotations={"k": "v"})
+    assert raw == canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.test",
+            "config": empty.to_dict(),
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 123},
+            "annotations": {"k": "v"},
+        }
+    )
+    bare = json.loads(artifact_manifest("application/vnd.test", empty, [empty]))
+    assert "subject" not in bare and "annotations" not in bare and bare["layers"] == [empty.to_dict()]
