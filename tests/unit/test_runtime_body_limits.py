@@ -156,3 +156,16 @@ def test_a_websocket_message_over_the_limit_is_refused_unread() -> None:
                 while True:
                     ws.recv(timeout=30)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_mcp_transport_takes_a_message_as_large_as_its_body_allows(mcp: Limited) -> None:
+    """``mcp_transport``'s message is bounded by its POST's body alone (the MCP library's cap
+    answered a 4-5 MiB message with the text "Request body too large" as its result)."""
+    server, limit = mcp.server, mcp.limit
+    message = _padded({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {}}, limit - 1024)
+    body = json.dumps({"msg": message.decode()}).encode()
+    assert len(body) <= limit
+    response = httpx.post(f"{server.url}/v1/methods/mcp_transport", content=body, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    answer = json.loads(response.json()["result"])
+    assert answer["id"] == 5 and "count" in [tool["name"] for tool in answer["result"]["tools"]]
