@@ -12,10 +12,10 @@ stateful app with SSE answers, each exchange streamed both ways (`MCPBridge.hand
 clients of the 2026-07-28 protocol need no session but get a tool's progress and log
 notifications; older clients get an ``Mcp-Session-Id`` (initialize → session; GET for
 the server's stream; DELETE ends it) and with it elicitation and the session's state.
-Sessions are bounded in number and idle time (`SessionLimits`); bodies by the model server
-before they reach the bridge (``max_body_bytes``), so the library's own cap is lifted. ``mcp_transport(msg)``
-is one POST to a second, stateless app with JSON answers (one JSON-RPC message in, its
-answer out). ``fastmcp`` is imported only when a model of these classes loads.
+Sessions are bounded in number and idle time (`SessionLimits`); request bodies by the model
+server's ``max_body_bytes`` before they reach the bridge (the library's own cap is lifted).
+``mcp_transport(msg)`` is one POST to a second, stateless app with JSON answers (one JSON-RPC
+message in, its answer out). ``fastmcp`` is imported only when a model of these classes loads.
 """
 
 from __future__ import annotations
