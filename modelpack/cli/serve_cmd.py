@@ -20,7 +20,12 @@ from modelpack.runtime.server import serve as run_server
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
 @click.option("--access-log", is_flag=True, help="Log every request.")
-@click.option("--max-body-bytes", type=click.IntRange(1), default=None, help="Largest accepted request body.")
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(1),
+    default=None,
+    help="Largest accepted request body (/mcp too) and WebSocket message [default: $MODELPACK_MAX_BODY_BYTES or 64 MiB].",
+)
 @json_option
 @handle_errors
 def serve(

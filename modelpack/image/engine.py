@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from modelpack.errors import EngineError, RegistryError
 from modelpack.pipeline.settings import CLASSIC, BuildSecret
@@ -356,6 +356,10 @@ class SavedLayers:
 
     config: bytes  # the image config, exactly (its sha256 is the image id)
     files: dict[str, str] = field(default_factory=dict)  # diff id -> a file holding the layer tar
+    # the archive's folder of each layer read -> its diff id. The engine names the folder by a
+    # digest of the layer's chain (its parents and itself), so a name seen once means the same
+    # layer in every later `docker save` of an image built on it (`known` of save_layers)
+    folders: dict[str, str] = field(default_factory=dict)
 
 
 class LayerSink(Protocol):
@@ -395,6 +399,7 @@ def save_layers(
     folder: str | os.PathLike[str],
     on_layer: Callable[[str, str], None] | None = None,
     sink: Callable[[str], LayerSink] = PlainSink,
+    known: Callable[[str], str | None] | None = None,
 ) -> SavedLayers:
     """The `wanted` layers of an image (by diff id) as files in `folder`, read from `docker save`.
 
@@ -403,34 +408,31 @@ def save_layers(
     by. `on_layer(diff_id, path)` is called as soon as each wanted layer is complete. `sink`
     makes what each layer is written to (a file of the plain tar by default; a push's gzips it
     as it streams).
+
+    `known(folder)` names the diff id of an archive folder an earlier save recorded
+    (`SavedLayers.folders`): such a layer, when not wanted, is skipped unread (a base layer of
+    hundreds of megabytes is then neither hashed nor compressed), and the stream is closed as
+    soon as every wanted layer and the config are in. A wrong record cannot pass: a wanted
+    layer still has to hash to its diff id, or the save fails with "lacks layer".
     """
     config: bytes | None = None
     saved = SavedLayers(b"")
+    chunks = client.api.get_image(image_id, chunk_size=1 << 20)
     try:
-        stream = _StreamReader(client.api.get_image(image_id, chunk_size=1 << 20))
-        with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=_StreamReader(chunks), mode="r|") as archive:  # type: ignore[call-overload]
             for member in archive:
+                if config is not None and wanted <= set(saved.files):
+                    break  # the rest of the stream holds nothing this save needs
+                layer_folder = member.name[: -len("/layer.tar")] if member.name.endswith("/layer.tar") else ""
+                recorded = known(layer_folder) if known is not None and layer_folder else None
+                if recorded is not None and (recorded not in wanted or recorded in saved.files):
+                    continue  # a layer an earlier save named, not wanted: skipped, not read
                 source = archive.extractfile(member) if member.isfile() else None
                 if source is None:
                     continue
-                if member.name.endswith("/layer.tar"):
-                    out = sink(os.path.join(folder, f"layer-{len(saved.files)}-{os.getpid()}.tar"))
-                    digest = hashlib.sha256()
-                    try:
-                        while chunk := source.read(1 << 20):
-                            digest.update(chunk)
-                            out.write(chunk)
-                    except BaseException:
-                        out.discard()
-                        raise
-                    diff_id = f"sha256:{digest.hexdigest()}"
-                    if diff_id in wanted and diff_id not in saved.files:
-                        path = out.close()
-                        saved.files[diff_id] = path
-                        if on_layer:
-                            on_layer(diff_id, path)
-                    else:
-                        out.discard()
+                if layer_folder:
+                    diff_id = _read_layer(source, saved, folder, sink, wanted, on_layer)
+                    saved.folders[layer_folder] = diff_id
                 elif (
                     member.name.endswith(".json")
                     and "/" not in member.name
@@ -445,6 +447,10 @@ def save_layers(
         raise EngineError(
             f"reading the layers of {image_id[:19]} from the engine failed: {_short(error)}"
         ) from None
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # an unread rest of the stream: the engine stops sending it
     if config is None or f"sha256:{hashlib.sha256(config).hexdigest()}" != image_id:
         raise EngineError(f"the engine's copy of {image_id[:19]} has no matching image config")
     missing = wanted - set(saved.files)
@@ -452,6 +458,35 @@ def save_layers(
         raise EngineError(f"the engine's copy of {image_id[:19]} lacks layer {sorted(missing)[0][:19]}")
     saved.config = config
     return saved
+
+
+def _read_layer(
+    source: IO[bytes],
+    saved: SavedLayers,
+    folder: str | os.PathLike[str],
+    sink: Callable[[str], LayerSink],
+    wanted: set[str],
+    on_layer: Callable[[str, str], None] | None,
+) -> str:
+    """One layer tar of the stream into a sink, kept when wanted (and new): its diff id."""
+    out = sink(os.path.join(folder, f"layer-{len(saved.folders)}-{os.getpid()}.tar"))
+    digest = hashlib.sha256()
+    try:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    except BaseException:
+        out.discard()
+        raise
+    diff_id = f"sha256:{digest.hexdigest()}"
+    if diff_id in wanted and diff_id not in saved.files:
+        path = out.close()
+        saved.files[diff_id] = path
+        if on_layer:
+            on_layer(diff_id, path)
+    else:
+        out.discard()
+    return diff_id
 
 
 class _StreamReader:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urljoin
 
-from modelpack.errors import RegistryError
+from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
 from modelpack.image.results import LayerInfo
 from modelpack.image.session import BuildSession, PushTarget
@@ -32,6 +33,8 @@ from modelpack.oci.registry import RegistryClient, sha256_digest
 from modelpack.resources import cache_dir, read_cache, write_cache, write_text_atomic
 
 Descriptor = dict[str, str | int]
+_FOLDER_NAME = re.compile(r"[0-9a-f]{64}")  # how the engine names a layer's folder in `docker save`
+_DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
 _DESCRIPTOR_KEYS = ("mediaType", "digest", "size")
 _LOOKUPS = 8  # registry lookups of layers at once
 
@@ -140,6 +143,7 @@ def _upload_from_engine(
     (while the engine streams the next); fills `sent`, returns the runtime config blob."""
     registry, report = session.registry, session.report
     streams: dict[str, GzipStream] = {}  # path of the gzip blob -> its stream
+    folders = FolderRecords()
 
     def gzipping(path: str) -> _Gzipping:
         stream = GzipStream(Path(f"{path}.gz"))
@@ -155,7 +159,9 @@ def _upload_from_engine(
         def upload(diff_id: str, path: str) -> None:
             stream = streams[path]
             blob = stream.finish()
-            registry.ensure_blob(repository, blob.path, media_type=assemble.DOCKER_GZIP_LAYER)
+            registry.ensure_blob(
+                repository, blob.path, media_type=assemble.DOCKER_GZIP_LAYER, digest=blob.digest
+            )
             os.unlink(blob.path)
             sent[diff_id] = {
                 "mediaType": assemble.DOCKER_GZIP_LAYER,
@@ -172,9 +178,14 @@ def _upload_from_engine(
                 folder,
                 on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
                 sink=gzipping,
+                known=folders,
             )
+            folders.remember(saved.folders)
             for future in pending:
                 future.result()  # a failed upload raises here
+        except EngineError:
+            folders.forget_used()  # should a record have hidden a wanted layer, the next save reads all
+            raise
         finally:
             for stream in streams.values():
                 stream.discard()  # ends every compressing thread before the folder goes
@@ -245,6 +256,38 @@ def _source_record(diff_id: str) -> Path:
     return cache_dir("layer-sources", f"{diff_id.split(':', 1)[-1]}.json")
 
 
+class FolderRecords:
+    """Which layer each archive folder of `docker save` held, as recorded by earlier saves
+    (`layer-folders/`): `engine.save_layers` skips the recorded layers a push does not want."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, folder: str) -> str | None:
+        """The diff id recorded for `folder`, or None."""
+        if not _FOLDER_NAME.fullmatch(folder):
+            return None
+        record = read_cache(self._path(folder))
+        diff_id = record.get("diff_id") if isinstance(record, dict) else None
+        if not isinstance(diff_id, str) or not _DIFF_ID.fullmatch(diff_id):
+            return None
+        self.used.add(folder)
+        return diff_id
+
+    def remember(self, folders: dict[str, str]) -> None:
+        for folder, diff_id in folders.items():
+            if _FOLDER_NAME.fullmatch(folder) and self(folder) != diff_id:
+                write_cache(self._path(folder), {"diff_id": diff_id})
+
+    def forget_used(self) -> None:
+        for folder in self.used:
+            self._path(folder).unlink(missing_ok=True)
+
+    @staticmethod
+    def _path(folder: str) -> Path:
+        return cache_dir("layer-folders", f"{folder}.json")
+
+
 def _layer_sources(
     session: BuildSession, repo: ImageRef, base_image: str, missing: set[str]
 ) -> dict[str, tuple[str, Descriptor]]:
@@ -312,4 +355,4 @@ def mount(registry: RegistryClient, repository: str, source: str, digest: str) -
     return False
 
 
-__all__ = ["RuntimeImage", "mount", "runtime_in_registry"]
+__all__ = ["FolderRecords", "RuntimeImage", "mount", "runtime_in_registry"]

@@ -31,9 +31,10 @@ from modelpack.oci.registry import (
     OCI_INDEX,
     OCI_MANIFEST,
     TRANSIENT_STATUSES,
+    Descriptor,
     Manifest,
     RegistryClient,
-    canonical_json,
+    artifact_manifest,
     sha256_digest,
 )
 from modelpack.progress import Reporter
@@ -194,15 +195,9 @@ def _version_of(registry: RegistryClient, repository: str, digest: str, versions
 def _put_claim(registry: RegistryClient, repository: str, tag: str, version: str, digest: str) -> str:
     """Store the claim manifest under `tag`; returns its digest (unique to this claim)."""
     config, _ = registry.ensure_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
-    body = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": CLAIM_ARTIFACT_TYPE,
-        "config": config.to_dict(),
-        "layers": [],
-        "annotations": {f"{LABEL_PREFIX}claim.version": version, f"{LABEL_PREFIX}claim.for": digest},
-    }
-    return registry.put_manifest(repository, tag, canonical_json(body), OCI_MANIFEST).digest
+    annotations = {f"{LABEL_PREFIX}claim.version": version, f"{LABEL_PREFIX}claim.for": digest}
+    raw = artifact_manifest(CLAIM_ARTIFACT_TYPE, config, annotations=annotations)
+    return registry.put_manifest(repository, tag, raw, OCI_MANIFEST).digest
 
 
 def _note_version(
@@ -216,16 +211,12 @@ def _note_version(
     when = _dt.datetime.now(tz=_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         config, _ = registry.ensure_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
-        body = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": VERSION_ARTIFACT_TYPE,
-            "config": config.to_dict(),
-            "layers": [],
-            "subject": {"mediaType": pushed.media_type, "digest": pushed.digest, "size": len(pushed.raw)},
-            "annotations": {VERSION_ANNOTATION: version, CREATED_ANNOTATION: when},
-        }
-        raw = canonical_json(body)
+        raw = artifact_manifest(
+            VERSION_ARTIFACT_TYPE,
+            config,
+            subject=Descriptor(pushed.media_type, pushed.digest, len(pushed.raw)),
+            annotations={VERSION_ANNOTATION: version, CREATED_ANNOTATION: when},
+        )
         registry.put_manifest(repository, sha256_digest(raw), raw, OCI_MANIFEST)
     except RegistryError as error:
         notes.append(f"when {version} was created is not recorded: {error.message}")

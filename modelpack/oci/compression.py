@@ -53,13 +53,17 @@ class GzipBlob:
 
 
 def gzip_file(source: Path, target: Path) -> GzipBlob:
-    """Compress the tar `source` into `target`; its digest and size as the registry names it."""
-    with open(source, "rb") as raw, open(target, "wb") as out:
-        hashing = HashingWriter(out)
-        with _gzip_writer(hashing) as packed:
+    """Compress the tar `source` into `target`; its digest and size as the registry names it.
+    Through `GzipStream`, so a file and a stream of the same bytes give the same blob."""
+    stream = GzipStream(target)
+    try:
+        with open(source, "rb") as raw:
             while chunk := raw.read(_BUFFER):
-                packed.write(chunk)
-    return GzipBlob(target, f"sha256:{hashing.hexdigest()}", hashing.size)
+                stream.write(chunk)
+        return stream.finish()
+    except BaseException:
+        stream.discard()
+        raise
 
 
 class GzipStream:

@@ -45,7 +45,7 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,6 +155,30 @@ class Manifest:
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8: the bytes we hash and sign."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def artifact_manifest(
+    artifact_type: str,
+    config: Descriptor,
+    layers: Sequence[Descriptor] = (),
+    *,
+    subject: Descriptor | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> bytes:
+    """An OCI 1.1 artifact manifest (the empty config, the layers given, the image it refers to),
+    canonical: modelpack's version claims, version notes and attached records all take this shape."""
+    body: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": config.to_dict(),
+        "layers": [layer.to_dict() for layer in layers],
+    }
+    if subject is not None:
+        body["subject"] = Descriptor(subject.media_type, subject.digest, subject.size).to_dict()
+    if annotations:
+        body["annotations"] = dict(annotations)
+    return canonical_json(body)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -626,14 +650,22 @@ class RegistryClient:
         return self.ensure_blob(repository, data, media_type=media_type)[0]
 
     def ensure_blob(
-        self, repository: str, data: bytes | Path, *, media_type: str = "application/octet-stream"
+        self,
+        repository: str,
+        data: bytes | Path,
+        *,
+        media_type: str = "application/octet-stream",
+        digest: str | None = None,
     ) -> tuple[Descriptor, bool]:
         """Upload a blob unless the repository already has it (one HEAD first): (descriptor, sent).
 
         Up to ``MONOLITHIC_LIMIT`` bytes go in one POST+PUT; larger blobs are sent as PATCH chunks
-        of ``CHUNK_SIZE`` and closed with a PUT carrying the digest.
+        of ``CHUNK_SIZE`` and closed with a PUT carrying the digest. `digest` of a file its writer
+        hashed already spares reading it twice; the registry checks it against what arrives.
         """
-        if isinstance(data, Path):
+        if isinstance(data, Path) and digest is not None:
+            size = data.stat().st_size
+        elif isinstance(data, Path):
             digest, size = _file_digest(data)
         else:
             digest, size = sha256_digest(data), len(data)

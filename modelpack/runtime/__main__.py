@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8080)")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
-    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest accepted request body")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="largest accepted request body and WebSocket message (default $MODELPACK_MAX_BODY_BYTES or 64 MiB)",
+    )
     parser.add_argument(
         "--self-test", action="store_true", help="load the model, run its test() method, exit"
     )

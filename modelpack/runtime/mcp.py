@@ -12,9 +12,10 @@ stateful app with SSE answers, each exchange streamed both ways (`MCPBridge.hand
 clients of the 2026-07-28 protocol need no session but get a tool's progress and log
 notifications; older clients get an ``Mcp-Session-Id`` (initialize → session; GET for
 the server's stream; DELETE ends it) and with it elicitation and the session's state.
-Sessions are bounded in number and idle time (`SessionLimits`). ``mcp_transport(msg)``
-is one POST to a second, stateless app with JSON answers (one JSON-RPC message in, its
-answer out). ``fastmcp`` is imported only when a model of these classes loads.
+Sessions are bounded in number and idle time (`SessionLimits`); request bodies by the model
+server's ``max_body_bytes`` before they reach the bridge (the library's own cap is lifted).
+``mcp_transport(msg)`` is one POST to a second, stateless app with JSON answers (one JSON-RPC
+message in, its answer out). ``fastmcp`` is imported only when a model of these classes loads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
@@ -132,6 +134,8 @@ class MCPBridge:
         self._stop = asyncio.Event()
         async with sessions.router.lifespan_context(sessions), single.router.lifespan_context(single):
             _limit_sessions(sessions, self.limits.max_sessions)
+            for app in (sessions, single):
+                _lift_body_cap(app)
             transport = httpx.ASGITransport(app=single)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
                 self._client, self._app = client, sessions
@@ -222,14 +226,31 @@ _ROUTING_KEYS = frozenset(
 )
 
 
-def _limit_sessions(app: Any, max_sessions: int) -> None:
-    """The session cap of the app's session manager (``http_app`` takes only the idle time)."""
+def _session_manager(app: Any) -> Any:
     for route in getattr(app, "routes", ()):
         manager = getattr(getattr(route, "endpoint", None), "session_manager", None)
-        if manager is not None and hasattr(manager, "max_sessions"):
-            manager.max_sessions = max_sessions
-            return
+        if manager is not None:
+            return manager
+    return None
+
+
+def _limit_sessions(app: Any, max_sessions: int) -> None:
+    """The session cap of the app's session manager (``http_app`` takes only the idle time)."""
+    manager = _session_manager(app)
+    if manager is not None and hasattr(manager, "max_sessions"):
+        manager.max_sessions = max_sessions
+        return
     log.warning("the MCP library has no session cap; sessions are bounded by idle time only")
+
+
+def _lift_body_cap(app: Any) -> None:
+    """The library refuses bodies over its own size (4 MiB in mcp 2.x) with a text 413 that
+    ``http_app`` cannot change: every body that reaches the bridge was bounded by the model
+    server already (``/mcp`` and ``mcp_transport``'s POST), so ``max_body_bytes`` alone decides,
+    with the server's error."""
+    guard: Any = getattr(_session_manager(app), "asgi_app", None)
+    if hasattr(guard, "max_body_size"):
+        guard.max_body_size = sys.maxsize
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
@@ -449,6 +470,4 @@ def _installed_npx(spec: StdioServerSpec, node_dir: str | None) -> tuple[str, tu
 
 def _interpreter(command: str) -> str:
     """``python``/``python3`` is the model's own Python (the image's venv), not whatever PATH finds first."""
-    import sys
-
     return sys.executable if command in ("python", "python3") else command

@@ -23,9 +23,10 @@ Endpoints:
   ``data: [DONE]``).
 
 Errors are ``{"error": {"code", "message", ...}}``: 400 bad JSON, 404 unknown method,
-413 body over ``max_body_bytes`` (``MODELPACK_MAX_BODY_BYTES``, default 64 MiB),
-422 bad arguments (``"argument"`` names it), 500 the model raised (the server keeps
-serving), 503 not loaded yet, or ``too_many_streams``.
+413 body over ``max_body_bytes`` (``MODELPACK_MAX_BODY_BYTES``, default 64 MiB; ``/mcp`` too,
+counted as it arrives, before the MCP app sees any of it; a WebSocket message over it is
+closed with 1009 by uvicorn, unread), 422 bad arguments (``"argument"`` names it), 500 the
+model raised (the server keeps serving), 503 not loaded yet, or ``too_many_streams``.
 
 Streams cannot starve unary calls: each streaming method serves at most
 ``MODELPACK_MAX_STREAMS`` streams at once (default 16; past it a stream is refused with
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -64,6 +65,8 @@ from modelpack.runtime.openapi import openapi_document
 from modelpack.runtime.runner import Runner, iterate
 from modelpack.runtime.wire import (
     HTTPError,
+    body_limit,
+    bounded_receive,
     dumps,
     error_response,
     model_error,
@@ -75,7 +78,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelpack.runtime")
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 16  # per streaming method
 DEFAULT_STREAM_IDLE_SECONDS = 120.0
 # An idle keep-alive connection is closed by the client (httpx: 5 s) or the load balancer in front
@@ -98,10 +100,7 @@ class ModelServer:
 
     def __init__(self, runner: Runner, *, max_body_bytes: int | None = None) -> None:
         self.runner = runner
-        env_limit = os.environ.get("MODELPACK_MAX_BODY_BYTES", "")
-        self.max_body_bytes = max_body_bytes or (
-            int(env_limit) if env_limit.isdigit() else DEFAULT_MAX_BODY_BYTES
-        )
+        self.max_body_bytes = body_limit(max_body_bytes)
         self._openapi: dict[str, Any] | None = None
         self._openai_model: str | None = None
         self.max_streams = int(env_positive("MODELPACK_MAX_STREAMS", DEFAULT_MAX_STREAMS))
@@ -400,11 +399,13 @@ class ModelServer:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
-        text = message.get("text")
-        if text is None:
-            text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-        if len(text) > self.max_body_bytes:
+        text, raw = message.get("text"), message.get("bytes") or b""
+        # in bytes, as uvicorn's ws_max_size counts (a server without one hands over any size)
+        size = len(raw) if text is None else len(text) if text.isascii() else len(text.encode())
+        if size > self.max_body_bytes:
             raise HTTPError(413, "payload_too_large", f"message is larger than {self.max_body_bytes} bytes")
+        if text is None:
+            text = raw.decode("utf-8", errors="replace")
         try:
             return json.loads(text)
         except (ValueError, RecursionError):
@@ -431,10 +432,13 @@ class ModelServer:
             bridge = instance.running_bridge()
             if bridge is None:  # not started yet: starting it blocks
                 bridge = await run_in_threadpool(instance.mcp_bridge)
+            body = await bounded_receive(scope, receive, self.max_body_bytes)
         except HTTPError as error:
             await error.response()(scope, receive, send)
             return
-        await bridge.handle(scope, receive, send)
+        except ClientDisconnect:  # gone mid-body: nothing to answer, nothing for the app
+            return
+        await bridge.handle(scope, body, send)
 
     # -- OpenAI-compatible ---------------------------------------------------
     def _is_openai(self) -> bool:
@@ -640,8 +644,16 @@ def create_app(
 
 
 def uvicorn_config(
-    app: Starlette, host: str, port: int, *, access_log: bool = False, log_level: str = "info"
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    access_log: bool = False,
+    log_level: str = "info",
+    max_body_bytes: int | None = None,
 ) -> uvicorn.Config:
+    """uvicorn's settings; a WebSocket message may be as large as a request body, no larger
+    (websockets refuses a longer frame from its header, before reading it)."""
     import uvicorn
 
     return uvicorn.Config(
@@ -652,7 +664,7 @@ def uvicorn_config(
         access_log=access_log,
         timeout_graceful_shutdown=30,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        ws_max_size=DEFAULT_MAX_BODY_BYTES,
+        ws_max_size=body_limit(max_body_bytes),
         lifespan="on",
     )
 
@@ -678,8 +690,9 @@ def serve(
             server.should_exit = True
 
     listening = listen_socket(host, port)  # before anything starts: a bad address is one line
-    app = create_app(runner, max_body_bytes=max_body_bytes, on_loaded=on_loaded)
-    server = uvicorn.Server(uvicorn_config(app, host, port, access_log=access_log))
+    limit = body_limit(max_body_bytes)
+    app = create_app(runner, max_body_bytes=limit, on_loaded=on_loaded)
+    server = uvicorn.Server(uvicorn_config(app, host, port, access_log=access_log, max_body_bytes=limit))
     if threading.current_thread() is threading.main_thread():
         import signal
 
@@ -737,8 +750,9 @@ class BackgroundServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
-        app = create_app(self.runner, max_body_bytes=max_body_bytes)
-        config = uvicorn_config(app, host, self.port, log_level="warning")
+        limit = body_limit(max_body_bytes)
+        app = create_app(self.runner, max_body_bytes=limit)
+        config = uvicorn_config(app, host, self.port, log_level="warning", max_body_bytes=limit)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="modelpack-server", daemon=True)
 

@@ -4,11 +4,15 @@ JSON), errors out as one JSON shape (`{"error": {"code", "message"}}`) with a st
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope
 
 from modelpack.runtime.fetch import FetchError
 
@@ -51,20 +55,64 @@ async def read_json(request: Request, limit: int) -> Any:
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BODY_VARIABLE = "MODELPACK_MAX_BODY_BYTES"
+
+
+def body_limit(explicit: int | None, environ: Mapping[str, str] = os.environ) -> int:
+    """The largest request body (and WebSocket message): ``--max-body-bytes``, else
+    ``MODELPACK_MAX_BODY_BYTES``, else 64 MiB; one answer for the routes and the uvicorn config."""
+    if explicit:
+        return explicit
+    value = environ.get(MAX_BODY_VARIABLE, "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_BODY_BYTES
+
+
+def too_large(limit: int) -> HTTPError:
+    return HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit():
         if int(length) > limit:
-            raise HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+            raise too_large(limit)
         body = await request.body()
     else:
         chunks = bytearray()
         async for chunk in request.stream():
             chunks += chunk
             if len(chunks) > limit:
-                raise HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+                raise too_large(limit)
         body = bytes(chunks)
     return body
+
+
+async def bounded_receive(scope: Scope, receive: Receive, limit: int) -> Receive:
+    """For an ASGI app that reads the body itself (``/mcp``): the whole body, read and counted
+    before the app runs, then handed to it as one message (later messages, a disconnect, pass
+    through). A ``Content-Length`` over ``limit`` is refused unread and a body that grows past it
+    as soon as it does (413, `HTTPError`), so nothing of it reaches the app; a client gone
+    mid-body is `ClientDisconnect`."""
+    length = Headers(scope=scope).get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large(limit)
+    chunks = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunks += message.get("body", b"")
+        if len(chunks) > limit:
+            raise too_large(limit)
+        if not message.get("more_body", False):
+            break
+    pending: list[Message] = [{"type": "http.request", "body": bytes(chunks), "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def dumps(value: Any) -> str:

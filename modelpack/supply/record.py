@@ -37,6 +37,7 @@ from modelpack.oci.registry import (
     OCI_MANIFEST,
     Descriptor,
     RegistryClient,
+    artifact_manifest,
     canonical_json,
     sha256_digest,
 )
@@ -344,17 +345,7 @@ def push_artifact(
     """
     config = client.upload_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
     layer = client.upload_blob(repository, payload, media_type=artifact_type)
-    body: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": config.to_dict(),
-        "layers": [layer.to_dict()],
-        "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_dict(),
-    }
-    if annotations:
-        body["annotations"] = dict(annotations)
-    raw = canonical_json(body)
+    raw = artifact_manifest(artifact_type, config, [layer], subject=subject, annotations=annotations)
     stored = client.put_manifest(repository, sha256_digest(raw), raw, OCI_MANIFEST)
     return Descriptor(stored.media_type, stored.digest, stored.size, dict(annotations or {}), artifact_type)
 

@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,34 @@ def test_stdio_server_in_the_image(
 
 
 NPM_MODEL = Path(__file__).parent / "models" / "mcp-npm"
+
+
+@dataclass(frozen=True)
+class NpmModel:
+    model_dir: Path
+    repository: str
+
+
+@pytest.fixture
+def npm_model(
+    docker_client: Any,
+    local_base_image: str,
+    registry: str,
+    tmp_path: Path,
+    remove_local_tags: Callable[[Any, str], None],
+) -> Iterator[NpmModel]:
+    """A private copy of tests/e2e/models/mcp-npm and a repository of its own, untagged after."""
+    import shutil
+
+    model_dir = tmp_path / "mcp-npm"
+    shutil.copytree(NPM_MODEL, model_dir)
+    repository = f"{registry}/modelpack-test/mcp-npm-{uuid.uuid4().hex[:8]}"
+    try:
+        yield NpmModel(model_dir, repository)
+    finally:
+        remove_local_tags(docker_client, repository)
+
+
 _IN_CONTAINER_CLIENT = """
 import asyncio, json
 from mcp import Client
@@ -126,26 +155,15 @@ asyncio.run(main())
 """
 
 
-def test_npm_stdio_server_runs_without_network(
-    docker_client: Any,
-    local_base_image: str,
-    registry: str,
-    tmp_path: Path,
-    remove_local_tags: Callable[[Any, str], None],
-) -> None:
+def test_npm_stdio_server_runs_without_network(docker_client: Any, npm_model: NpmModel) -> None:
     """Node.js and the npx package are in the image: the container starts with no network at all."""
-    import shutil
-
     from modelpack.image.builder import build
     from modelpack.pipeline.rendering import BuildSettings
     from modelpack.pipeline.settings import env_ca_bundle
 
-    model_dir = tmp_path / "mcp-npm"
-    shutil.copytree(NPM_MODEL, model_dir)
     ca_bundle = env_ca_bundle()
     settings = BuildSettings(ca_bundle=Path(ca_bundle) if ca_bundle else None)
-    repository = f"{registry}/modelpack-test/mcp-npm-{uuid.uuid4().hex[:8]}"
-    result = build(model_dir, repository=repository, push=False, settings=settings)
+    result = build(npm_model.model_dir, repository=npm_model.repository, push=False, settings=settings)
     container = docker_client.containers.run(result.image, detach=True, network_mode="none")
     try:
         deadline = time.monotonic() + 180
@@ -168,7 +186,6 @@ def test_npm_stdio_server_runs_without_network(
         assert b"/opt/modelpack/node/bin/node" in processes and b"npx" not in processes
     finally:
         container.remove(force=True)
-        remove_local_tags(docker_client, repository)
 
 
 def _tamper_node(lock: dict[str, Any]) -> None:
@@ -190,27 +207,19 @@ def test_a_tampered_node_lock_fails_the_build_in_one_line(
     tamper: Callable[[dict[str, Any]], None],
     expected: str,
     docker_client: Any,
-    local_base_image: str,
-    registry: str,
-    tmp_path: Path,
-    remove_local_tags: Callable[[Any, str], None],
+    npm_model: NpmModel,
 ) -> None:
     """node.lock.json's integrity is what the build checks: the registry's Node tarball, and every
     tarball of the npx package's tree (`npm ci`), must match it, else the build stops (exit 1)."""
-    import shutil
-
-    model_dir = tmp_path / "mcp-npm"
-    shutil.copytree(NPM_MODEL, model_dir)
-    lock_path = model_dir / "node.lock.json"
+    lock_path = npm_model.model_dir / "node.lock.json"
     lock = json.loads(lock_path.read_text())
     tamper(lock)
     lock_path.write_text(json.dumps(lock, indent=2))
-    repository = f"{registry}/modelpack-test/mcp-npm-tampered-{uuid.uuid4().hex[:8]}"
-    try:
-        done = run_modelpack("build", str(model_dir), "--tag", repository, env={"CI": "true"}, timeout=1500)
-        assert done.returncode == 1, done.stderr[-3000:]
-        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and expected in errors[0], done.stderr[-3000:]
-        assert "Traceback" not in done.stderr and docker_client.images.list(name=repository) == []
-    finally:
-        remove_local_tags(docker_client, repository)
+    repository = npm_model.repository
+    done = run_modelpack(
+        "build", str(npm_model.model_dir), "--tag", repository, env={"CI": "true"}, timeout=1500
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and docker_client.images.list(name=repository) == []

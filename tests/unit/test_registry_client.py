@@ -30,6 +30,7 @@ from modelpack.oci.registry import (
     OCI_MANIFEST,
     Descriptor,
     RegistryClient,
+    artifact_manifest,
     canonical_json,
     docker_credentials,
     fallback_tag,
@@ -271,6 +272,26 @@ def test_blob_upload_chunked_for_large_blobs(monkeypatch: pytest.MonkeyPatch, tm
     assert fake.blobs[descriptor.digest] == data
     patches = [headers for method, _, headers in fake.log if method == "PATCH"]
     assert [h["Content-Range"] for h in patches] == ["0-6", "7-13", "14-20", "21-27", "28-34", "35-39"]
+
+
+def test_a_file_whose_digest_its_writer_knows_is_not_read_twice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A gzipped layer is hashed while it is written; uploading it must not hash the file again
+    (81 MB of a one-dependency change), and the upload still names that digest."""
+    fake = FakeRegistry()
+    client = make_client(fake)
+    path = tmp_path / "blob"
+    path.write_bytes(b"layer bytes")
+
+    def no_second_read(_: Path) -> tuple[str, int]:
+        raise AssertionError("the file was hashed again")
+
+    monkeypatch.setattr(registry_mod, "_file_digest", no_second_read)
+    digest = sha256_digest(b"layer bytes")
+    descriptor, sent = client.ensure_blob("a/b", path, digest=digest)
+    assert sent and descriptor.digest == digest and descriptor.size == len(b"layer bytes")
+    assert fake.blobs[digest] == b"layer bytes"
 
 
 def test_get_blob_rejects_wrong_content() -> None:
@@ -828,3 +849,24 @@ def test_untag_on_a_registry_without_deletes_fails_at_once(no_retry_pause: None)
         client.untag("a/b", "scratch")
     assert caught.value.status == 405
     assert len([m for m, _, _ in fake.log if m == "DELETE"]) == 1
+
+
+def test_an_artifact_manifest_names_its_type_subject_and_annotations_canonically() -> None:
+    """Claims, version notes and records share one manifest shape; the subject carries no more
+    than the three fields a referrer needs, whatever the descriptor given holds."""
+    empty = Descriptor("application/vnd.oci.empty.v1+json", sha256_digest(b"{}"), 2)
+    subject = Descriptor(OCI_MANIFEST, "sha256:" + "a" * 64, 123, {"x": "y"}, "some/type")
+    raw = artifact_manifest("application/vnd.test", empty, subject=subject, annotations={"k": "v"})
+    assert raw == canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.test",
+            "config": empty.to_dict(),
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 123},
+            "annotations": {"k": "v"},
+        }
+    )
+    bare = json.loads(artifact_manifest("application/vnd.test", empty, [empty]))
+    assert "subject" not in bare and "annotations" not in bare and bare["layers"] == [empty.to_dict()]

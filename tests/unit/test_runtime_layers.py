@@ -197,3 +197,36 @@ def test_the_registry_is_asked_about_all_runtime_layers_at_once(monkeypatch: pyt
     assert [layer.status for layer in runtime.layers] == ["present"] * len(layers)
     assert runtime.bytes_pushed == 0 and runtime.config == config
     assert "4 of 4 runtime layers already in the registry" in reports
+
+
+def test_folder_records_name_layers_for_the_next_save_and_a_failed_one_forgets_them() -> None:
+    """What each `docker save` folder held is kept, so the next save can skip the base; records
+    that are malformed are no answer, and the records a failed save relied on are dropped."""
+    folder, diff_id = "a" * 64, _digest(b"base layer")
+    records = runtime_layers.FolderRecords()
+    assert records(folder) is None and records.used == set()
+    records.remember({folder: diff_id, "not-a-folder": diff_id})
+    later = runtime_layers.FolderRecords()
+    assert later(folder) == diff_id and later.used == {folder}
+    assert later("not-a-folder") is None
+    later.forget_used()
+    assert runtime_layers.FolderRecords()(folder) is None
+    runtime_layers.FolderRecords._path(folder).write_text('{"diff_id": "sha256:../../etc"}')
+    assert runtime_layers.FolderRecords()(folder) is None
+
+
+def test_a_failed_save_drops_the_folder_records_it_relied_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a record hide a wanted layer, the save fails once; the next one reads every layer."""
+    folder = "b" * 64
+    runtime_layers.FolderRecords().remember({folder: _digest(b"base")})
+
+    def failing_save(client: object, image_id: str, wanted: set[str], folder_path: str, **kw: object) -> None:
+        known = kw["known"]
+        assert callable(known) and known(folder) == _digest(b"base")
+        raise runtime_layers.EngineError("the engine's copy of sha256:x lacks layer sha256:y")
+
+    monkeypatch.setattr(runtime_layers.engine, "save_layers", failing_save)
+    session = SimpleNamespace(registry=FakeRegistry(), report=lambda *a: None, engine=None)
+    with pytest.raises(runtime_layers.EngineError, match="lacks layer"):
+        runtime_layers._upload_from_engine(session, REPO.repository, "sha256:x", {"sha256:y"}, {})  # type: ignore[arg-type]
+    assert runtime_layers.FolderRecords()(folder) is None

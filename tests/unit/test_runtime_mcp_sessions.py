@@ -132,6 +132,9 @@ def test_sessions_end_on_delete_and_when_idle_and_are_capped(server: BackgroundS
     sessions = [_open(url) for _ in range(3)]
     refused = httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30)
     assert refused.status_code == 503 and "Too many open sessions" in refused.text
+    # a GET stream holds its session while open; once the client leaves it, the idle clock runs
+    with httpx.stream("GET", url, headers={**ACCEPT, "mcp-session-id": sessions[0]}, timeout=30) as stream:
+        assert stream.status_code == 200
 
     # left idle (any request would keep them): reaped after 1.5 s, and their room is free again;
     # polled by opening sessions, which touches none of the three

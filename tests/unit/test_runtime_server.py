@@ -269,6 +269,10 @@ def test_websocket_errors(kitchen: TestClient) -> None:
         ws.send_json({"args": {}})
         ws.send_json({"item": "x" * 5000})  # the fixture's limit is 4096 bytes
         assert ws.receive_json()["error"]["code"] == "payload_too_large"
+    with kitchen.websocket_connect("/v1/methods/upper/stream") as ws:
+        ws.send_json({"args": {}})
+        ws.send_text(json.dumps({"item": "é" * 3000}, ensure_ascii=False))  # 3000 characters, 6000+ bytes
+        assert ws.receive_json()["error"]["code"] == "payload_too_large"
     assert kitchen.get("/health").status_code == 200
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -123,3 +124,100 @@ class _Recording:
 
     def discard(self) -> None:
         self.state = "discarded"
+
+
+class _Chunks:
+    """The engine's stream as a generator would give it: records how far it was read and whether
+    it was closed."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.read, self.closed = data, 0, False
+
+    def __iter__(self) -> _Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.closed or self.read >= len(self.data):
+            raise StopIteration
+        chunk = self.data[self.read : self.read + 7777]
+        self.read += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _folder(i: int) -> str:
+    return f"{i:064x}"
+
+
+def test_a_recorded_layer_that_is_not_wanted_is_skipped_unread_and_the_stream_ends_early(
+    tmp_path: Path,
+) -> None:
+    """A one-dependency change wants only the model's layers; the base layer (hundreds of MB) that
+    an earlier save named is neither hashed nor put in a sink, and once the wanted layers and the
+    config are in, the rest of the stream is not read."""
+    layers = [_tar({f"f{i}": bytes([i]) * (90_000 + i)}) for i in range(3)]
+    config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
+    image_id = _diff_id(config)
+    stream = _tar(
+        {
+            f"{_folder(0)}/layer.tar": layers[0],  # the base: recorded, not wanted
+            f"{_folder(1)}/layer.tar": layers[1],  # wanted
+            f"{image_id[7:]}.json": config,
+            f"{_folder(2)}/layer.tar": layers[2],  # not wanted, after everything needed
+            "manifest.json": b"[]",
+        }
+    )
+    chunks = _Chunks(stream)
+    client = SimpleNamespace(api=SimpleNamespace(get_image=lambda image, chunk_size: chunks))
+    sinks: list[_Recording] = []
+
+    def recording(path: str) -> _Recording:
+        sinks.append(_Recording(path))
+        return sinks[-1]
+
+    saved = engine.save_layers(
+        client,  # type: ignore[arg-type]
+        image_id,
+        {_diff_id(layers[1])},
+        tmp_path,
+        sink=recording,  # type: ignore[arg-type]
+        known={_folder(0): _diff_id(layers[0])}.get,
+    )
+    assert [bytes(s.data) for s in sinks] == [layers[1]]  # the base never reached a sink
+    assert saved.files == {_diff_id(layers[1]): sinks[0].path}
+    assert saved.folders == {_folder(1): _diff_id(layers[1])}  # what the next save may skip
+    assert chunks.closed and chunks.read < len(stream) - 60_000  # most of the last layer unread
+
+
+def test_without_records_every_layer_is_read_and_its_folder_named(tmp_path: Path) -> None:
+    layers = [_tar({f"f{i}": bytes([i]) * (20_000 + i)}) for i in range(2)]
+    config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
+    image_id = _diff_id(config)
+    stream = _tar(
+        {
+            f"{_folder(0)}/layer.tar": layers[0],
+            f"{image_id[7:]}.json": config,
+            f"{_folder(1)}/layer.tar": layers[1],
+        }
+    )
+    saved = engine.save_layers(_Client(stream), image_id, {_diff_id(layers[1])}, tmp_path)  # type: ignore[arg-type]
+    assert saved.folders == {_folder(0): _diff_id(layers[0]), _folder(1): _diff_id(layers[1])}
+
+
+def test_a_wrong_record_cannot_hide_a_wanted_layer(tmp_path: Path) -> None:
+    """A record naming the wrong diff id for a folder makes the save fail, never pass a layer
+    that was not checked."""
+    layer = _tar({"f": b"x" * 10_000})
+    config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer)]}}).encode()
+    image_id = _diff_id(config)
+    stream = _tar({f"{_folder(0)}/layer.tar": layer, f"{image_id[7:]}.json": config})
+    with pytest.raises(EngineError, match="lacks layer"):
+        engine.save_layers(
+            _Client(stream),  # type: ignore[arg-type]
+            image_id,
+            {_diff_id(layer)},
+            tmp_path,
+            known={_folder(0): "sha256:" + "e" * 64}.get,
+        )
