@@ -14,7 +14,6 @@ import functools
 import hashlib
 import io
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -109,7 +108,7 @@ def headers_within(seconds: float, what: str, send: Callable[[], T]) -> T:
 class _HeadReader(io.RawIOBase):
     """The socket reads of one answer; until its head is in, none waits past the deadline."""
 
-    def __init__(self, sock: socket.socket, watch: _HeadWatch) -> None:
+    def __init__(self, sock: Any, watch: _HeadWatch) -> None:
         super().__init__()
         self._sock = sock
         self._raw = sock.makefile("rb", buffering=0)
@@ -161,7 +160,8 @@ def _deadline_adapter_class() -> type[Any]:
             super().__init__(sock, *args, **kwargs)
             watch = getattr(_WATCH, "current", None)
             self.head_reader = None
-            if watch is not None and isinstance(sock, socket.socket):
+            # a socket, or urllib3's TLS-in-TLS transport through an HTTPS proxy: both time out reads
+            if watch is not None and all(hasattr(sock, name) for name in ("makefile", "settimeout")):
                 self.fp.close()  # the plain reader http.client made; nothing was read from it
                 self.head_reader = _HeadReader(sock, watch)
                 self.fp = io.BufferedReader(self.head_reader)
