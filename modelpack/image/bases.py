@@ -3,12 +3,17 @@
 `ensure` is what `modelpack build` calls before the engine build: the base a model resolved to
 is used from the engine, else pulled from the base registry (``PREFIX/NAME``), else built from
 its recipe (`modelpack.pipeline.base_recipes`) and pushed there, so other machines reuse it.
+A push goes the way the runtime stage's layers go (`runtime_layers.image_in_registry`): layers
+the registry has are mounted, the rest gzipped with ISA-L while `docker save` streams them (the
+engine's own push gzips a 5 GB torch layer with zlib on one core); the manifest is Docker schema
+2 with the engine's exact config, and where it went is kept for the builds that mount from it.
 Builds run BuildKit through the docker CLI: the CA bundle is a secret mount and uv a bind
 mount, so neither reaches a layer; a failed build tags nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import EngineError, RegistryError, RuntimeFailure
-from modelpack.image import engine
+from modelpack.image import assemble, engine, runtime_layers
 from modelpack.image.buildkit import CLI_VARIABLE, configured_cli
-from modelpack.image.results import RegistryAuth
+from modelpack.image.results import LayerInfo, RegistryAuth
+from modelpack.image.session import BuildSession, ping, registry_for
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import DOCKER_MANIFEST
 from modelpack.pipeline.base_recipes import (
     DEBIAN_SUITES,
     BaseRecipe,
@@ -69,6 +77,8 @@ class BaseOutcome:
     source: str  # "engine", "registry" or "built:<how>"
     digest: str | None
     pushed: bool = False
+    layers: tuple[LayerInfo, ...] = ()  # what a push did with each layer: pushed, present, mounted
+    bytes_pushed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +87,8 @@ class BaseOutcome:
             "source": self.source,
             "digest": self.digest,
             "pushed": self.pushed,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "bytes_pushed": self.bytes_pushed,
         }
 
 
@@ -118,8 +130,9 @@ def _existing(job: BaseJob, name: str, push: bool) -> BaseOutcome | None:
         return BaseOutcome(name, wanted, "engine", engine.image_digest(job.engine, wanted))
     if remote is not None and engine.inspect_image(job.engine, name) is not None:
         _tag(job, name, remote)
-        pushed = _push(job, remote) if push else False
-        return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote), pushed)
+        if push:
+            return _push(job, name, remote, "engine")
+        return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote))
     if remote is not None and _pull(job, remote):
         job.report("base", f"pulled {remote}")
         return BaseOutcome(name, remote, "registry", engine.image_digest(job.engine, remote))
@@ -130,11 +143,11 @@ def _build_and_share(job: BaseJob, name: str, push: bool) -> BaseOutcome:
     remote = job.remote(name)
     wanted = remote or name
     how = build(job, recipe(name, job.settings, job.catalog))
-    pushed = False
     if remote is not None:
         _tag(job, name, remote)
-        pushed = _push(job, remote) if push else False
-    return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted), pushed)
+        if push:
+            return _push(job, name, remote, f"built:{how}")
+    return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted))
 
 
 def _tag(job: BaseJob, source: str, reference: str) -> None:
@@ -153,17 +166,27 @@ def _pull(job: BaseJob, reference: str) -> bool:
     return True
 
 
-def _push(job: BaseJob, reference: str) -> bool:
-    repository, tag = reference.rsplit(":", 1)
+def _push(job: BaseJob, name: str, reference: str, source: str) -> BaseOutcome:
+    """Put the engine's `reference` into its registry as modelpack pushes runtime layers (not the
+    engine's push), tag it with a Docker schema 2 manifest, and keep where it went."""
+    repo = ImageRef.parse(reference)
+    assert repo.tag is not None  # PREFIX/NAME, and catalog names have tags
     job.report("base", f"pushing {reference}")
-    engine.push_image(
-        job.engine,
-        repository,
-        tag,
-        auth_config=job.auth.docker_auth() if job.auth else None,
-        on_event=job.report,
+    with registry_for(repo, job.auth) as registry:
+        ping(registry)
+        session = BuildSession(job.engine, registry, job.auth, job.report)
+        image = runtime_layers.image_in_registry(session, repo, reference)
+        manifest = assemble.image_manifest(image.config, image.descriptors)
+        raw = json.dumps(manifest, separators=(",", ":")).encode()
+        digest = registry.put_manifest(repo.repository, repo.tag, raw, DOCKER_MANIFEST).digest
+    image_id = str(manifest["config"]["digest"])
+    runtime_layers.remember_copy(image_id, f"{repo.registry}/{repo.repository}@{digest}")
+    sent = sum(layer.status == "pushed" for layer in image.layers)
+    job.report(
+        "base",
+        f"pushed {reference}@{digest}: {sent} of {len(image.layers)} layers sent, {image.bytes_pushed} bytes",
     )
-    return True
+    return BaseOutcome(name, reference, source, digest, True, tuple(image.layers), image.bytes_pushed)
 
 
 def push(job: BaseJob, name: str) -> BaseOutcome:
@@ -178,8 +201,7 @@ def push(job: BaseJob, name: str) -> BaseOutcome:
         )
     if engine.inspect_image(job.engine, remote) is None:
         _tag(job, name, remote)
-    _push(job, remote)
-    return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote), pushed=True)
+    return _push(job, name, remote, "engine")
 
 
 # --------------------------------------------------------------------------- build
