@@ -299,8 +299,9 @@ def _base_copy(
     (the engine's, or one `remember_copy` kept)."""
     found: dict[str, tuple[str, Descriptor]] = {}
     image = engine.inspect_image(session.engine, base_image) or {}
-    # the engine names the copies it pushed or pulled; modelpack's `base push` keeps its own list
-    for entry in [*(image.get("RepoDigests") or []), *recorded_copies(str(image.get("Id") or ""))]:
+    # the copies modelpack's `base push` made, newest first (the engine records none of them),
+    # then those the engine pushed or pulled
+    for entry in [*recorded_copies(str(image.get("Id") or "")), *(image.get("RepoDigests") or [])]:
         name, _, digest = str(entry).partition("@")
         registry_host, _, source = name.partition("/")
         if registry_host != repo.registry or not source or source == repo.repository:
