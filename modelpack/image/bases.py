@@ -127,12 +127,12 @@ def _existing(job: BaseJob, name: str, push: bool) -> BaseOutcome | None:
     remote = job.remote(name)
     wanted = remote or name
     if engine.inspect_image(job.engine, wanted) is not None:
-        return BaseOutcome(name, wanted, "engine", engine.image_digest(job.engine, wanted))
+        return BaseOutcome(name, wanted, "engine", _digest(job, wanted))
     if remote is not None and engine.inspect_image(job.engine, name) is not None:
         _tag(job, name, remote)
         if push:
             return _push(job, name, remote, "engine")
-        return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote))
+        return BaseOutcome(name, remote, "engine", _digest(job, remote))
     if remote is not None and _pull(job, remote):
         job.report("base", f"pulled {remote}")
         return BaseOutcome(name, remote, "registry", engine.image_digest(job.engine, remote))
@@ -148,6 +148,22 @@ def _build_and_share(job: BaseJob, name: str, push: bool) -> BaseOutcome:
         if push:
             return _push(job, name, remote, f"built:{how}")
     return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted))
+
+
+def _digest(job: BaseJob, reference: str) -> str | None:
+    """The engine's digest of `reference` (a repo digest, else the image id); for a base that
+    `base push` put in `reference`'s repository, the pushed manifest's digest (the engine knows none)."""
+    image = engine.inspect_image(job.engine, reference)
+    if image is None:
+        return None
+    found = engine.image_digest(job.engine, reference)
+    if found != image.get("Id"):
+        return found
+    name = reference.rsplit(":", 1)[0] if ":" in reference.rsplit("/", 1)[-1] else reference
+    for copy in runtime_layers.recorded_copies(str(image.get("Id") or "")):
+        if copy.split("@", 1)[0] == name:
+            return copy.split("@", 1)[1]
+    return found
 
 
 def _tag(job: BaseJob, source: str, reference: str) -> None:
@@ -437,7 +453,7 @@ def list_bases(job: BaseJob, patterns: tuple[str, ...], registry_has: Any = None
                 in_engine=local is not None,
                 in_registry=bool(registry_has(remote)) if remote and registry_has else None,
                 size=int(local.get("Size") or 0) if local else None,
-                digest=engine.image_digest(job.engine, found[0]) if found else None,
+                digest=_digest(job, found[0]) if found else None,
             )
         )
     buildable: dict[str, list[str]] = {}

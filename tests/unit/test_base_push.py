@@ -165,6 +165,8 @@ def test_a_base_is_pushed_as_gzip_layers_with_the_engines_exact_config(world: Si
     # the engine has no repo digest for it; modelpack keeps where the copy is
     assert runtime_layers.recorded_copies(api.id) == [f"127.0.0.1:5000/{repository}@{outcome.digest}"]
     assert outcome.to_dict()["layers"][0]["status"] == "pushed"
+    # and names the base by that manifest's digest afterwards (`base build`, `base list`)
+    assert bases.ensure(world.job("127.0.0.1:5000/team"), BASE).digest == outcome.digest
 
 
 def test_a_second_push_sends_nothing_and_another_prefix_mounts_without_reading_the_engine(
