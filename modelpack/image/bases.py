@@ -215,9 +215,15 @@ def push(job: BaseJob, name: str) -> BaseOutcome:
         raise EngineError(
             f"base image {name} is not in the engine; build it with `modelpack base build {name}`"
         )
-    if engine.inspect_image(job.engine, remote) is None:
+    tagged = engine.inspect_image(job.engine, remote) is None
+    if tagged:
         _tag(job, name, remote)
-    return _push(job, name, remote, "engine")
+    try:
+        return _push(job, name, remote, "engine")
+    except BaseException:
+        if tagged:  # a failed push leaves no name behind that says the base is there
+            engine.untag(job.engine, remote)
+        raise
 
 
 # --------------------------------------------------------------------------- build

@@ -112,6 +112,9 @@ class SavingApi:
         self.tags.add(f"{repository}:{tag}")
         return True
 
+    def remove_image(self, reference: str, noprune: bool = False) -> None:
+        self.tags.discard(reference)
+
     def get_image(self, image: str, chunk_size: int) -> Iterator[bytes]:
         self.saves += 1
         data = _tar(
@@ -211,6 +214,7 @@ def test_a_failed_upload_tags_nothing_and_records_no_copy(world: SimpleNamespace
     with pytest.raises(RegistryError):
         bases.push(world.job("127.0.0.1:5000/team"), BASE)
     assert world.registry.tags == {} and world.registry.puts == []
+    assert world.api.tags == {BASE}  # the name `base push` gave it is gone again
     assert runtime_layers.recorded_copies(world.api.id) == []
 
 
