@@ -3,12 +3,17 @@
 `ensure` is what `modelpack build` calls before the engine build: the base a model resolved to
 is used from the engine, else pulled from the base registry (``PREFIX/NAME``), else built from
 its recipe (`modelpack.pipeline.base_recipes`) and pushed there, so other machines reuse it.
+A push goes the way the runtime stage's layers go (`runtime_layers.image_in_registry`): layers
+the registry has are mounted, the rest gzipped with ISA-L while `docker save` streams them (the
+engine's own push gzips a 5 GB torch layer with zlib on one core); the manifest is Docker schema
+2 with the engine's exact config, and where it went is kept for the builds that mount from it.
 Builds run BuildKit through the docker CLI: the CA bundle is a secret mount and uv a bind
 mount, so neither reaches a layer; a failed build tags nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import EngineError, RegistryError, RuntimeFailure
-from modelpack.image import engine
+from modelpack.image import assemble, engine, runtime_layers
 from modelpack.image.buildkit import CLI_VARIABLE, configured_cli
-from modelpack.image.results import RegistryAuth
+from modelpack.image.results import LayerInfo, RegistryAuth
+from modelpack.image.session import BuildSession, ping, registry_for
+from modelpack.oci.reference import ImageRef
+from modelpack.oci.registry import DOCKER_MANIFEST
 from modelpack.pipeline.base_recipes import (
     DEBIAN_SUITES,
     BaseRecipe,
@@ -69,6 +77,8 @@ class BaseOutcome:
     source: str  # "engine", "registry" or "built:<how>"
     digest: str | None
     pushed: bool = False
+    layers: tuple[LayerInfo, ...] = ()  # what a push did with each layer: pushed, present, mounted
+    bytes_pushed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +87,8 @@ class BaseOutcome:
             "source": self.source,
             "digest": self.digest,
             "pushed": self.pushed,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "bytes_pushed": self.bytes_pushed,
         }
 
 
@@ -115,11 +127,12 @@ def _existing(job: BaseJob, name: str, push: bool) -> BaseOutcome | None:
     remote = job.remote(name)
     wanted = remote or name
     if engine.inspect_image(job.engine, wanted) is not None:
-        return BaseOutcome(name, wanted, "engine", engine.image_digest(job.engine, wanted))
+        return BaseOutcome(name, wanted, "engine", _digest(job, wanted))
     if remote is not None and engine.inspect_image(job.engine, name) is not None:
         _tag(job, name, remote)
-        pushed = _push(job, remote) if push else False
-        return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote), pushed)
+        if push:
+            return _push(job, name, remote, "engine")
+        return BaseOutcome(name, remote, "engine", _digest(job, remote))
     if remote is not None and _pull(job, remote):
         job.report("base", f"pulled {remote}")
         return BaseOutcome(name, remote, "registry", engine.image_digest(job.engine, remote))
@@ -130,11 +143,27 @@ def _build_and_share(job: BaseJob, name: str, push: bool) -> BaseOutcome:
     remote = job.remote(name)
     wanted = remote or name
     how = build(job, recipe(name, job.settings, job.catalog))
-    pushed = False
     if remote is not None:
         _tag(job, name, remote)
-        pushed = _push(job, remote) if push else False
-    return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted), pushed)
+        if push:
+            return _push(job, name, remote, f"built:{how}")
+    return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted))
+
+
+def _digest(job: BaseJob, reference: str) -> str | None:
+    """The engine's digest of `reference` (a repo digest, else the image id); for a base that
+    `base push` put in `reference`'s repository, the pushed manifest's digest (the engine knows none)."""
+    image = engine.inspect_image(job.engine, reference)
+    if image is None:
+        return None
+    found = engine.image_digest(job.engine, reference)
+    if found != image.get("Id"):
+        return found
+    name = reference.rsplit(":", 1)[0] if ":" in reference.rsplit("/", 1)[-1] else reference
+    for copy in runtime_layers.recorded_copies(str(image.get("Id") or "")):
+        if copy.split("@", 1)[0] == name:
+            return copy.split("@", 1)[1]
+    return found
 
 
 def _tag(job: BaseJob, source: str, reference: str) -> None:
@@ -153,17 +182,27 @@ def _pull(job: BaseJob, reference: str) -> bool:
     return True
 
 
-def _push(job: BaseJob, reference: str) -> bool:
-    repository, tag = reference.rsplit(":", 1)
+def _push(job: BaseJob, name: str, reference: str, source: str) -> BaseOutcome:
+    """Put the engine's `reference` into its registry as modelpack pushes runtime layers (not the
+    engine's push), tag it with a Docker schema 2 manifest, and keep where it went."""
+    repo = ImageRef.parse(reference)
+    assert repo.tag is not None  # PREFIX/NAME, and catalog names have tags
     job.report("base", f"pushing {reference}")
-    engine.push_image(
-        job.engine,
-        repository,
-        tag,
-        auth_config=job.auth.docker_auth() if job.auth else None,
-        on_event=job.report,
+    with registry_for(repo, job.auth) as registry:
+        ping(registry)
+        session = BuildSession(job.engine, registry, job.auth, job.report)
+        image = runtime_layers.image_in_registry(session, repo, reference)
+        manifest = assemble.image_manifest(image.config, image.descriptors)
+        raw = json.dumps(manifest, separators=(",", ":")).encode()
+        digest = registry.put_manifest(repo.repository, repo.tag, raw, DOCKER_MANIFEST).digest
+    image_id = str(manifest["config"]["digest"])
+    runtime_layers.remember_copy(image_id, f"{repo.registry}/{repo.repository}@{digest}")
+    sent = sum(layer.status == "pushed" for layer in image.layers)
+    job.report(
+        "base",
+        f"pushed {reference}@{digest}: {sent} of {len(image.layers)} layers sent, {image.bytes_pushed} bytes",
     )
-    return True
+    return BaseOutcome(name, reference, source, digest, True, tuple(image.layers), image.bytes_pushed)
 
 
 def push(job: BaseJob, name: str) -> BaseOutcome:
@@ -176,10 +215,15 @@ def push(job: BaseJob, name: str) -> BaseOutcome:
         raise EngineError(
             f"base image {name} is not in the engine; build it with `modelpack base build {name}`"
         )
-    if engine.inspect_image(job.engine, remote) is None:
+    tagged = engine.inspect_image(job.engine, remote) is None
+    if tagged:
         _tag(job, name, remote)
-    _push(job, remote)
-    return BaseOutcome(name, remote, "engine", engine.image_digest(job.engine, remote), pushed=True)
+    try:
+        return _push(job, name, remote, "engine")
+    except BaseException:
+        if tagged:  # a failed push leaves no name behind that says the base is there
+            engine.untag(job.engine, remote)
+        raise
 
 
 # --------------------------------------------------------------------------- build
@@ -415,7 +459,7 @@ def list_bases(job: BaseJob, patterns: tuple[str, ...], registry_has: Any = None
                 in_engine=local is not None,
                 in_registry=bool(registry_has(remote)) if remote and registry_has else None,
                 size=int(local.get("Size") or 0) if local else None,
-                digest=engine.image_digest(job.engine, found[0]) if found else None,
+                digest=_digest(job, found[0]) if found else None,
             )
         )
     buildable: dict[str, list[str]] = {}

@@ -26,7 +26,7 @@ from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
 from modelpack.image.results import LayerInfo
 from modelpack.image.session import BuildSession, PushTarget
-from modelpack.image.versions import newest_version_blobs
+from modelpack.image.versions import image_config, image_manifest, newest_version_blobs
 from modelpack.oci.compression import GzipStream
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient, sha256_digest
@@ -312,10 +312,13 @@ def _layer_sources(
 def _base_copy(
     session: BuildSession, repo: ImageRef, base_image: str, missing: set[str]
 ) -> dict[str, tuple[str, Descriptor]]:
-    """The `missing` layers the base image's copy in `repo`'s registry has, by its repo digest."""
+    """The `missing` layers the base image's copy in `repo`'s registry has, by its repo digest
+    (the engine's, or one `remember_copy` kept)."""
     found: dict[str, tuple[str, Descriptor]] = {}
     image = engine.inspect_image(session.engine, base_image) or {}
-    for entry in image.get("RepoDigests") or []:
+    # the copies modelpack's `base push` made, newest first (the engine records none of them),
+    # then those the engine pushed or pulled
+    for entry in [*recorded_copies(str(image.get("Id") or "")), *(image.get("RepoDigests") or [])]:
         name, _, digest = str(entry).partition("@")
         registry_host, _, source = name.partition("/")
         if registry_host != repo.registry or not source or source == repo.repository:
@@ -355,4 +358,118 @@ def mount(registry: RegistryClient, repository: str, source: str, digest: str) -
     return False
 
 
-__all__ = ["FolderRecords", "RuntimeImage", "mount", "runtime_in_registry"]
+# --------------------------------------------------------------------------- whole images (bases)
+
+
+def upload_layers(
+    session: BuildSession, repository: str, image_id: str, wanted: set[str]
+) -> tuple[bytes, dict[str, Descriptor]]:
+    """The runtime stage's upload for any engine image: the `wanted` layers gzipped (ISA-L) while
+    `docker save` streams them and uploaded into `repository`; (config blob, blobs by diff id)."""
+    sent: dict[str, Descriptor] = {}
+    config = _upload_from_engine(session, repository, image_id, wanted, sent)
+    return config, sent
+
+
+def image_in_registry(session: BuildSession, repo: ImageRef, reference: str) -> RuntimeImage:
+    """Make sure `repo` holds every layer (gzip) and the exact config of the engine image
+    `reference`, for a Docker schema 2 manifest of it: a layer is found there (the tag's current
+    image, a record), mounted from another repository of the registry (the image's known copies,
+    `layer-sources/`), or uploaded by `upload_layers`. One progress line per layer."""
+    registry, report = session.registry, session.report
+    image = engine.inspect_image(session.engine, reference) or {}
+    image_id = str(image.get("Id") or "")
+    diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+    known = _tag_blobs(registry, repo)
+    found: dict[str, Descriptor] = {}
+    status: dict[str, str] = {}
+    for diff_id in dict.fromkeys(diff_ids):
+        descriptor = _in_repository(registry, repo, diff_id, known)
+        if descriptor is not None and _is_gzip(descriptor):
+            found[diff_id], status[diff_id] = descriptor, "present"
+            report("push", f"{diff_id[7:19]}: Layer already exists ({descriptor['size']} bytes)")
+    sources = _layer_sources(session, repo, reference, set(diff_ids) - set(found))
+    for diff_id, (source, descriptor) in sources.items():
+        if _is_gzip(descriptor) and mount(registry, repo.repository, source, str(descriptor["digest"])):
+            found[diff_id], status[diff_id] = descriptor, "mounted"
+            report("push", f"{diff_id[7:19]}: Mounted from {source} ({descriptor['size']} bytes)")
+    if sources and registry.head_blob(repo.repository, image_id) is None:
+        for source in dict.fromkeys(source for source, _ in sources.values()):  # the config, too
+            if mount(registry, repo.repository, source, image_id):
+                break
+    config, config_sent = _config_in_registry(registry, repo.repository, image_id)
+    wanted = set(diff_ids) - set(found)
+    sent: dict[str, Descriptor] = {}
+    if wanted or config is None:
+        saved_config, sent = upload_layers(session, repo.repository, image_id, wanted)
+        if config is None:
+            registry.ensure_blob(repo.repository, saved_config, media_type=assemble.DOCKER_CONFIG)
+            config, config_sent = saved_config, len(saved_config)
+    _remember_config(config)
+    descriptors = [found.get(d) or sent[d] for d in diff_ids]
+    layers = [
+        LayerInfo(d, str(desc["digest"]), int(desc["size"]), status.get(d, "pushed"))
+        for d, desc in zip(diff_ids, descriptors, strict=True)
+    ]
+    pushed = sum(int(desc["size"]) for desc in sent.values()) + config_sent
+    return RuntimeImage(config, diff_ids, descriptors, layers, pushed)
+
+
+def _is_gzip(descriptor: Descriptor) -> bool:
+    """A gzip layer (Docker's or OCI's spelling): what every engine pulls; a plain tar is not kept."""
+    return str(descriptor["mediaType"]).endswith("gzip")
+
+
+def _tag_blobs(registry: RegistryClient, repo: ImageRef) -> dict[str, tuple[str, int, str]]:
+    """diff id -> (blob digest, size, media type) of the image `repo`'s tag names now, if any."""
+    if not repo.tag or registry.head_manifest(repo.repository, repo.tag) is None:
+        return {}
+    try:
+        manifest = image_manifest(registry, repo.repository, repo.tag)
+        config = image_config(registry, repo.repository, manifest)
+    except RegistryError:
+        return {}
+    layers = manifest.json.get("layers") or []
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    return {
+        str(d): (str(layer["digest"]), int(layer["size"]), str(layer.get("mediaType") or ""))
+        for d, layer in zip(diff_ids, layers, strict=False)
+    }
+
+
+def remember_copy(image_id: str, copy: str) -> None:
+    """Keep `registry/repository@digest` as a copy of the engine image `image_id`: the engine
+    sets RepoDigests only when it pushes or pulls, and `base push` uploads without it. A later
+    build on that base mounts the copy's layers (`_base_copy`)."""
+    copies = [copy, *(c for c in recorded_copies(image_id) if c != copy)]
+    write_cache(_copies_record(image_id), {"copies": copies[:_KEPT_COPIES]})
+
+
+def recorded_copies(image_id: str) -> list[str]:
+    """The copies of `image_id` that `remember_copy` kept, newest first (a damaged record: none)."""
+    if not image_id:
+        return []
+    record = read_cache(_copies_record(image_id))
+    copies = record.get("copies") if isinstance(record, dict) else None
+    if not isinstance(copies, list):
+        return []
+    return [str(c) for c in copies if isinstance(c, str) and "@sha256:" in c]
+
+
+_KEPT_COPIES = 16  # a base pushed to many prefixes: the newest copies are enough to mount from
+
+
+def _copies_record(image_id: str) -> Path:
+    return cache_dir("base-copies", f"{image_id.split(':', 1)[-1]}.json")
+
+
+__all__ = [
+    "FolderRecords",
+    "RuntimeImage",
+    "image_in_registry",
+    "mount",
+    "recorded_copies",
+    "remember_copy",
+    "runtime_in_registry",
+    "upload_layers",
+]

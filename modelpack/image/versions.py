@@ -23,6 +23,7 @@ from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.image import engine
 from modelpack.image.results import BuildResult, LayerInfo
 from modelpack.image.session import PushTarget
+from modelpack.oci.artifacts import artifact_manifest
 from modelpack.oci.reference import ImageRef, parse_repository
 from modelpack.oci.registry import (
     DOCKER_MANIFEST_LIST,
@@ -34,7 +35,6 @@ from modelpack.oci.registry import (
     Descriptor,
     Manifest,
     RegistryClient,
-    artifact_manifest,
     sha256_digest,
 )
 from modelpack.progress import Reporter

@@ -43,7 +43,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,29 +155,6 @@ def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8: the bytes we hash and sign."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
-
-def artifact_manifest(
-    artifact_type: str,
-    config: Descriptor,
-    layers: Sequence[Descriptor] = (),
-    *,
-    subject: Descriptor | None = None,
-    annotations: Mapping[str, str] | None = None,
-) -> bytes:
-    """An OCI 1.1 artifact manifest (the empty config, the layers given, the image it refers to),
-    canonical: modelpack's version claims, version notes and attached records all take this shape."""
-    body: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": config.to_dict(),
-        "layers": [layer.to_dict() for layer in layers],
-    }
-    if subject is not None:
-        body["subject"] = Descriptor(subject.media_type, subject.digest, subject.size).to_dict()
-    if annotations:
-        body["annotations"] = dict(annotations)
-    return canonical_json(body)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -31,13 +31,13 @@ from typing import Any
 from modelpack._version import __version__
 from modelpack.digests import FileRecord, sha256_file_and_size
 from modelpack.errors import SigningError
+from modelpack.oci.artifacts import artifact_manifest
 from modelpack.oci.registry import (
     EMPTY_JSON,
     OCI_EMPTY,
     OCI_MANIFEST,
     Descriptor,
     RegistryClient,
-    artifact_manifest,
     canonical_json,
     sha256_digest,
 )

@@ -106,8 +106,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
                 raise bases.RegistryError("not found")
             engine_state.present.add(reference)
 
-        def push(client: Any, repository: str, tag: str, **kwargs: Any) -> None:
-            engine_state.calls.append(f"push {repository}:{tag}")
+        def push(job: Any, name: str, reference: str, source: str) -> bases.BaseOutcome:
+            engine_state.calls.append(f"push {reference}")
+            return bases.BaseOutcome(name, reference, source, "sha256:d", pushed=True)
 
         def tag(client: Any, source: str, repository: str, tag: str) -> None:
             engine_state.calls.append(f"tag {source} {repository}:{tag}")
@@ -121,7 +122,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(bases.engine, "inspect_image", inspect)
         monkeypatch.setattr(bases.engine, "image_digest", lambda client, ref: "sha256:d")
         monkeypatch.setattr(bases.engine, "pull_image", pull)
-        monkeypatch.setattr(bases.engine, "push_image", push)
+        monkeypatch.setattr(bases, "_push", push)
         monkeypatch.setattr(bases.engine, "tag_image", tag)
         monkeypatch.setattr(bases, "build", build)
         return engine_state

@@ -24,13 +24,13 @@ from requests.structures import CaseInsensitiveDict
 
 from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.oci import registry as registry_mod
+from modelpack.oci.artifacts import artifact_manifest
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import (
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
     RegistryClient,
-    artifact_manifest,
     canonical_json,
     docker_credentials,
     fallback_tag,
