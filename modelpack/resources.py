@@ -35,6 +35,15 @@ _FORMAT_CHECK_PACKAGES = (
     "uri_template",
     "webcolors",
 )
+_OWN_PROCESS = False  # set by the `modelpack` executable: no other code shares its jsonschema
+
+
+def own_process() -> None:
+    """Called by the `modelpack` executable (`modelpack.cli.run`): this process runs modelpack
+    alone, so jsonschema may be loaded without its format checkers (`schema_validator`). A
+    program that imports modelpack as a library keeps jsonschema as it would load it."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
 
 
 def data_dir(name: str) -> Traversable:
@@ -57,10 +66,11 @@ def read_text(folder: str, *parts: str) -> str:
 def schema_validator(schema: dict[str, Any]) -> Validator:
     """A JSON Schema (draft 2020-12) validator of `schema`, with jsonschema imported on first use.
 
-    modelpack's schemas assert no `format`, so jsonschema is imported without its format
-    checkers' packages (they are hidden while it loads, then visible again to anyone else); a
-    program that imports jsonschema after modelpack did gets no checkers for their formats."""
-    loaded = "jsonschema" in sys.modules
+    modelpack's schemas assert no `format`. In the `modelpack` executable (`own_process`), jsonschema
+    is imported without its format checkers' packages (hidden while it loads, importable again
+    after): rfc3987_syntax alone builds a grammar for seconds at import. In anyone else's process
+    jsonschema is imported as it is, so their format checks stay whole."""
+    loaded = "jsonschema" in sys.modules or not _OWN_PROCESS
     hidden = [] if loaded else [name for name in _FORMAT_CHECK_PACKAGES if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # importing it fails

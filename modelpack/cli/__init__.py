@@ -18,6 +18,7 @@ import click
 
 from modelpack._version import __version__
 from modelpack.cli._common import EXIT_CODES_HELP, common_options, stop_on_sigterm, with_output_settings
+from modelpack.resources import own_process
 
 # command name -> (module, attribute, one-line help shown by `modelpack --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -142,6 +143,7 @@ def run() -> None:
     """
     import atexit
 
+    own_process()  # no other code shares this interpreter
     code: Any = 0
     try:
         main()

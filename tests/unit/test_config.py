@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -728,28 +729,53 @@ def test_a_document_valid_once_skips_jsonschema_next_time(
 FORMAT_CHECK_PACKAGES = ("rfc3987_syntax", "rfc3339_validator", "isoduration", "jsonpointer", "webcolors")
 
 
-def test_validating_a_config_leaves_jsonschemas_format_packages_alone(tmp_path: Path) -> None:
+def test_the_executable_validates_without_jsonschemas_format_packages(tmp_path: Path) -> None:
     """jsonschema imports the packages of its format checkers when they are installed, and
-    rfc3987_syntax builds a grammar then (seconds). modelpack's schemas assert no format: a first
-    `validate` imports none of them, and leaves them importable for anyone else."""
+    rfc3987_syntax builds a grammar then (seconds). modelpack's schemas assert no format: the
+    `modelpack` executable's first `validate` imports none of them."""
+    installed = [name for name in FORMAT_CHECK_PACKAGES if importlib.util.find_spec(name) is not None]
+    if not installed:
+        pytest.skip("none of jsonschema's format packages is installed")
+    root = make_dir(tmp_path, "model:\n  id: format-test\n")
+    seen = tmp_path / "modules.json"
+    probe = textwrap.dedent(
+        f"""
+        import atexit, json, pathlib, sys
+        def note():  # the executable runs exit handlers before it ends the process
+            names = [name for name in ["jsonschema", *{installed!r}] if sys.modules.get(name) is not None]
+            pathlib.Path({str(seen)!r}).write_text(json.dumps(names))
+        atexit.register(note)
+        sys.argv = ["modelpack", "validate", {str(root)!r}]
+        from modelpack.cli import run
+        run()
+        """
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no memo: jsonschema is used
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(seen.read_text()) == ["jsonschema"]  # consulted, without the format packages
+
+
+def test_a_program_importing_modelpack_keeps_jsonschemas_format_checkers(tmp_path: Path) -> None:
+    """Only the executable owns its process: as a library, modelpack loads jsonschema as it is,
+    so the program's own `format` checks keep their checkers."""
     installed = [name for name in FORMAT_CHECK_PACKAGES if importlib.util.find_spec(name) is not None]
     if not installed:
         pytest.skip("none of jsonschema's format packages is installed")
     root = make_dir(tmp_path, "model:\n  id: format-test\n")
     probe = textwrap.dedent(
         f"""
-        import importlib, sys
+        import sys
         from modelpack.project.config import load
         assert load({str(root)!r}).config.model.id == "format-test"
         assert "jsonschema" in sys.modules, "the schema was not consulted"
         print(sorted(name for name in {installed!r} if name in sys.modules))
-        importlib.import_module("rfc3339_validator" if "rfc3339_validator" in {installed!r} else {installed[0]!r})
         """
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no memo: jsonschema is used
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() == str(sorted(installed))
 
 
 def test_invalid_documents_are_never_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
