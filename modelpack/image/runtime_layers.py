@@ -26,7 +26,7 @@ from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
 from modelpack.image.results import LayerInfo
 from modelpack.image.session import BuildSession, PushTarget
-from modelpack.image.versions import image_config, image_manifest, newest_version_blobs
+from modelpack.image.versions import image_blobs, newest_version_blobs
 from modelpack.oci.compression import GzipStream
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient, sha256_digest
@@ -424,17 +424,7 @@ def _tag_blobs(registry: RegistryClient, repo: ImageRef) -> dict[str, tuple[str,
     """diff id -> (blob digest, size, media type) of the image `repo`'s tag names now, if any."""
     if not repo.tag or registry.head_manifest(repo.repository, repo.tag) is None:
         return {}
-    try:
-        manifest = image_manifest(registry, repo.repository, repo.tag)
-        config = image_config(registry, repo.repository, manifest)
-    except RegistryError:
-        return {}
-    layers = manifest.json.get("layers") or []
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-    return {
-        str(d): (str(layer["digest"]), int(layer["size"]), str(layer.get("mediaType") or ""))
-        for d, layer in zip(diff_ids, layers, strict=False)
-    }
+    return image_blobs(registry, repo.repository, repo.tag)
 
 
 def remember_copy(image_id: str, copy: str) -> None:

@@ -351,18 +351,23 @@ def newest_version_blobs(
 ) -> dict[str, tuple[str, int, str]]:
     """diff_id -> (blob digest, size, media type) for the layers of the newest version in the registry."""
     for tag in newest_first(tags)[:1]:
-        try:
-            manifest = image_manifest(registry, repo.repository, tag)
-            config = image_config(registry, repo.repository, manifest)
-        except RegistryError:
-            return {}
-        layers = manifest.json.get("layers") or []
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        return {
-            str(d): (str(layer["digest"]), int(layer["size"]), str(layer.get("mediaType") or ""))
-            for d, layer in zip(diff_ids, layers, strict=False)
-        }
+        return image_blobs(registry, repo.repository, tag)
     return {}
+
+
+def image_blobs(registry: RegistryClient, repository: str, tag: str) -> dict[str, tuple[str, int, str]]:
+    """diff_id -> (blob digest, size, media type) of the image `tag` names; {} when it cannot be read."""
+    try:
+        manifest = image_manifest(registry, repository, tag)
+        config = image_config(registry, repository, manifest)
+    except RegistryError:
+        return {}
+    layers = manifest.json.get("layers") or []
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    return {
+        str(d): (str(layer["digest"]), int(layer["size"]), str(layer.get("mediaType") or ""))
+        for d, layer in zip(diff_ids, layers, strict=False)
+    }
 
 
 # --------------------------------------------------------------------------- listing and inspecting

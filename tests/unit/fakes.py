@@ -9,7 +9,9 @@ see `load_fakes` in test_image_versions.py.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,17 @@ class FakeRegistry:
         sent = digest not in self.blobs
         self.blobs[digest] = body
         return Descriptor("application/octet-stream", digest, len(body)), sent
+
+
+def tar_of(entries: dict[str, bytes]) -> bytes:
+    """A tar (in memory) of regular files: name -> content, in the order given."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def docker_manifest(config: bytes, layers: list[tuple[str, int]]) -> bytes:

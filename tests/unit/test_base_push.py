@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +21,7 @@ from modelpack.image import bases, runtime_layers
 from modelpack.oci.reference import ImageRef
 from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.progress import ProgressRecorder, reporter
-from tests.unit.fakes import FakeRegistry
+from tests.unit.fakes import FakeRegistry, tar_of
 
 BASE = "modelpack-base/python:3.11"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -37,16 +35,6 @@ def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _tar(entries: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as archive:
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 class RepoRegistry(FakeRegistry):
@@ -117,7 +105,7 @@ class SavingApi:
 
     def get_image(self, image: str, chunk_size: int) -> Iterator[bytes]:
         self.saves += 1
-        data = _tar(
+        data = tar_of(
             {
                 **{f"l{i}/layer.tar": layer for i, layer in enumerate(self.layers)},
                 f"{self.id[7:]}.json": self.config,
@@ -131,7 +119,7 @@ class SavingApi:
 def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     registry = RepoRegistry()
     api = SavingApi(
-        [_tar({"etc/os-release": b"debian\n" * 5000}), _tar({"usr/bin/python3": b"\x7fELF" * 9000})]
+        [tar_of({"etc/os-release": b"debian\n" * 5000}), tar_of({"usr/bin/python3": b"\x7fELF" * 9000})]
     )
     monkeypatch.setattr(bases, "registry_for", lambda repo, auth: registry, raising=False)
     recorder = ProgressRecorder()

@@ -4,9 +4,7 @@ stream (fed here in odd-sized chunks), each checked against its diff id; the res
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,16 +13,7 @@ import pytest
 
 from modelpack.errors import EngineError
 from modelpack.image import engine
-
-
-def _tar(entries: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as archive:
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+from tests.unit.fakes import tar_of
 
 
 class _Api:
@@ -46,10 +35,10 @@ def _diff_id(data: bytes) -> str:
 
 
 def test_only_wanted_layers_are_kept_and_named_by_diff_id(tmp_path: Path) -> None:
-    layers = [_tar({f"f{i}": bytes([i]) * (50_000 + i)}) for i in range(3)]
+    layers = [tar_of({f"f{i}": bytes([i]) * (50_000 + i)}) for i in range(3)]
     config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
     image_id = _diff_id(config)
-    saved_stream = _tar(
+    saved_stream = tar_of(
         {
             **{f"v1-{i}/layer.tar": layer for i, layer in enumerate(layers)},
             f"{image_id[7:]}.json": config,
@@ -74,7 +63,7 @@ def test_only_wanted_layers_are_kept_and_named_by_diff_id(tmp_path: Path) -> Non
 
 def test_a_stream_without_the_layer_or_config_is_an_engine_error(tmp_path: Path) -> None:
     config = b'{"rootfs": {}}'
-    stream = _tar({f"{_diff_id(config)[7:]}.json": config})
+    stream = tar_of({f"{_diff_id(config)[7:]}.json": config})
     with pytest.raises(EngineError, match="lacks layer"):
         engine.save_layers(_Client(stream), _diff_id(config), {"sha256:" + "0" * 64}, tmp_path)  # type: ignore[arg-type]
     with pytest.raises(EngineError, match="no matching image config"):
@@ -84,10 +73,10 @@ def test_a_stream_without_the_layer_or_config_is_an_engine_error(tmp_path: Path)
 def test_each_layer_goes_to_a_sink_of_its_own_kept_or_discarded(tmp_path: Path) -> None:
     """A push gzips layers as they stream: the sink gets every byte, and only wanted layers are
     kept (the others are dropped, whatever the sink holds of them)."""
-    layers = [_tar({f"f{i}": bytes([i]) * (70_000 + i)}) for i in range(3)]
+    layers = [tar_of({f"f{i}": bytes([i]) * (70_000 + i)}) for i in range(3)]
     config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
     image_id = _diff_id(config)
-    saved_stream = _tar(
+    saved_stream = tar_of(
         {
             **{f"v1-{i}/layer.tar": layer for i, layer in enumerate(layers)},
             f"{image_id[7:]}.json": config,
@@ -157,10 +146,10 @@ def test_a_recorded_layer_that_is_not_wanted_is_skipped_unread_and_the_stream_en
     """A one-dependency change wants only the model's layers; the base layer (hundreds of MB) that
     an earlier save named is neither hashed nor put in a sink, and once the wanted layers and the
     config are in, the rest of the stream is not read."""
-    layers = [_tar({f"f{i}": bytes([i]) * (90_000 + i)}) for i in range(3)]
+    layers = [tar_of({f"f{i}": bytes([i]) * (90_000 + i)}) for i in range(3)]
     config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
     image_id = _diff_id(config)
-    stream = _tar(
+    stream = tar_of(
         {
             f"{_folder(0)}/layer.tar": layers[0],  # the base: recorded, not wanted
             f"{_folder(1)}/layer.tar": layers[1],  # wanted
@@ -192,10 +181,10 @@ def test_a_recorded_layer_that_is_not_wanted_is_skipped_unread_and_the_stream_en
 
 
 def test_without_records_every_layer_is_read_and_its_folder_named(tmp_path: Path) -> None:
-    layers = [_tar({f"f{i}": bytes([i]) * (20_000 + i)}) for i in range(2)]
+    layers = [tar_of({f"f{i}": bytes([i]) * (20_000 + i)}) for i in range(2)]
     config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer) for layer in layers]}}).encode()
     image_id = _diff_id(config)
-    stream = _tar(
+    stream = tar_of(
         {
             f"{_folder(0)}/layer.tar": layers[0],
             f"{image_id[7:]}.json": config,
@@ -209,10 +198,10 @@ def test_without_records_every_layer_is_read_and_its_folder_named(tmp_path: Path
 def test_a_wrong_record_cannot_hide_a_wanted_layer(tmp_path: Path) -> None:
     """A record naming the wrong diff id for a folder makes the save fail, never pass a layer
     that was not checked."""
-    layer = _tar({"f": b"x" * 10_000})
+    layer = tar_of({"f": b"x" * 10_000})
     config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer)]}}).encode()
     image_id = _diff_id(config)
-    stream = _tar({f"{_folder(0)}/layer.tar": layer, f"{image_id[7:]}.json": config})
+    stream = tar_of({f"{_folder(0)}/layer.tar": layer, f"{image_id[7:]}.json": config})
     with pytest.raises(EngineError, match="lacks layer"):
         engine.save_layers(
             _Client(stream),  # type: ignore[arg-type]
