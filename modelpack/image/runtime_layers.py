@@ -37,6 +37,7 @@ _FOLDER_NAME = re.compile(r"[0-9a-f]{64}")  # how the engine names a layer's fol
 _DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
 _DESCRIPTOR_KEYS = ("mediaType", "digest", "size")
 _LOOKUPS = 8  # registry lookups of layers at once
+_KEPT_COPIES = 16  # a base pushed to many prefixes: the newest copies are enough to mount from
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,7 @@ def runtime_in_registry(
     diff_ids = _runtime_diff_ids(session, runtime_id)
     known = newest_version_blobs(registry, repo, target.remote_tags)
     found: dict[str, Descriptor] = {}
-    unique = list(dict.fromkeys(diff_ids))
-    # one HEAD or more per layer, each independent of the others: asked all at once
-    with ThreadPoolExecutor(min(_LOOKUPS, len(unique)) or 1, thread_name_prefix="modelpack-head") as lookups:
-        answers = list(lookups.map(lambda diff_id: _in_repository(registry, repo, diff_id, known), unique))
-    for diff_id, descriptor in zip(unique, answers, strict=True):
+    for diff_id, descriptor in _in_repository_all(registry, repo, diff_ids, known).items():
         if descriptor is not None:
             found[diff_id] = descriptor
     report(
@@ -110,6 +107,17 @@ def _runtime_diff_ids(session: BuildSession, runtime_id: str) -> list[str]:
         return [str(d) for d in rootfs.get("diff_ids") or []]
     image = engine.inspect_image(session.engine, runtime_id) or {}
     return [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
+
+
+def _in_repository_all(
+    registry: RegistryClient, repo: ImageRef, diff_ids: list[str], known: dict[str, tuple[str, int, str]]
+) -> dict[str, Descriptor | None]:
+    """`_in_repository` for each layer (in order, once each): one HEAD or more per layer, each
+    independent of the others, so they are asked all at once."""
+    unique = list(dict.fromkeys(diff_ids))
+    with ThreadPoolExecutor(min(_LOOKUPS, len(unique)) or 1, thread_name_prefix="modelpack-head") as lookups:
+        answers = list(lookups.map(lambda diff_id: _in_repository(registry, repo, diff_id, known), unique))
+    return dict(zip(unique, answers, strict=True))
 
 
 def _in_repository(
@@ -361,21 +369,11 @@ def mount(registry: RegistryClient, repository: str, source: str, digest: str) -
 # --------------------------------------------------------------------------- whole images (bases)
 
 
-def upload_layers(
-    session: BuildSession, repository: str, image_id: str, wanted: set[str]
-) -> tuple[bytes, dict[str, Descriptor]]:
-    """The runtime stage's upload for any engine image: the `wanted` layers gzipped (ISA-L) while
-    `docker save` streams them and uploaded into `repository`; (config blob, blobs by diff id)."""
-    sent: dict[str, Descriptor] = {}
-    config = _upload_from_engine(session, repository, image_id, wanted, sent)
-    return config, sent
-
-
 def image_in_registry(session: BuildSession, repo: ImageRef, reference: str) -> RuntimeImage:
     """Make sure `repo` holds every layer (gzip) and the exact config of the engine image
     `reference`, for a Docker schema 2 manifest of it: a layer is found there (the tag's current
     image, a record), mounted from another repository of the registry (the image's known copies,
-    `layer-sources/`), or uploaded by `upload_layers`. One progress line per layer."""
+    `layer-sources/`), or read from the engine and uploaded as the runtime stage's are. One progress line per layer."""
     registry, report = session.registry, session.report
     image = engine.inspect_image(session.engine, reference) or {}
     image_id = str(image.get("Id") or "")
@@ -383,8 +381,7 @@ def image_in_registry(session: BuildSession, repo: ImageRef, reference: str) -> 
     known = _tag_blobs(registry, repo)
     found: dict[str, Descriptor] = {}
     status: dict[str, str] = {}
-    for diff_id in dict.fromkeys(diff_ids):
-        descriptor = _in_repository(registry, repo, diff_id, known)
+    for diff_id, descriptor in _in_repository_all(registry, repo, diff_ids, known).items():
         if descriptor is not None and _is_gzip(descriptor):
             found[diff_id], status[diff_id] = descriptor, "present"
             report("push", f"{diff_id[7:19]}: Layer already exists ({descriptor['size']} bytes)")
@@ -401,7 +398,7 @@ def image_in_registry(session: BuildSession, repo: ImageRef, reference: str) -> 
     wanted = set(diff_ids) - set(found)
     sent: dict[str, Descriptor] = {}
     if wanted or config is None:
-        saved_config, sent = upload_layers(session, repo.repository, image_id, wanted)
+        saved_config = _upload_from_engine(session, repo.repository, image_id, wanted, sent)
         if config is None:
             registry.ensure_blob(repo.repository, saved_config, media_type=assemble.DOCKER_CONFIG)
             config, config_sent = saved_config, len(saved_config)
@@ -446,9 +443,6 @@ def recorded_copies(image_id: str) -> list[str]:
     return [str(c) for c in copies if isinstance(c, str) and "@sha256:" in c]
 
 
-_KEPT_COPIES = 16  # a base pushed to many prefixes: the newest copies are enough to mount from
-
-
 def _copies_record(image_id: str) -> Path:
     return cache_dir("base-copies", f"{image_id.split(':', 1)[-1]}.json")
 
@@ -461,5 +455,4 @@ __all__ = [
     "recorded_copies",
     "remember_copy",
     "runtime_in_registry",
-    "upload_layers",
 ]
