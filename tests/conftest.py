@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 import wheelindex
 
+# Commands run in processes of their own: a standby process the developer keeps would answer the
+# suite's commands otherwise (tests/e2e/test_standby.py starts its own, in a folder of its own).
+os.environ["MODELPACK_STANDBY"] = "off"
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent
 

@@ -65,6 +65,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "verify": ("modelpack.cli.verify_cmd", "verify", "Verify an image's signature and its signed manifest."),
     "push": ("modelpack.cli.push_cmd", "push", "Push a locally built image as a new version."),
     "base": ("modelpack.cli.base_cmd", "base", "List, build or push the catalog's base images."),
+    "standby": (
+        "modelpack.cli.standby_cmd",
+        "standby",
+        "Keep modelpack loaded, so each command skips Python's start and imports.",
+    ),
 }
 
 

@@ -133,6 +133,7 @@ def invalid_args(name: str, tmp: Path) -> list[str]:
         "verify": ["not an image", "--key", missing],
         "push": ["127.0.0.1:5000/acme/m:v1", "--version", "latest"],
         "base": ["build", "modelpack-base/no-such:1"],
+        "standby": ["status", "--foreground"],
     }
     assert set(table) == set(_COMMANDS), "add the new command to this table"
     return table[name]

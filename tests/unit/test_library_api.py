@@ -268,7 +268,7 @@ def test_push_of_an_image_id_needs_a_repository() -> None:
 
 # --- a pure library: no print, no exit, no click ------------------------------------------------
 
-CLI_LAYER = ("cli/", "cli_docs.py", "runtime/__main__.py")
+CLI_LAYER = ("cli/", "cli_docs.py", "runtime/__main__.py", "__main__.py", "standby/")  # the executable
 ENTRY_FUNCTIONS = ("main", "_cli")  # `python -m modelpack.X` entry points may talk to the terminal
 
 
@@ -364,6 +364,7 @@ DYNAMIC_READS_ALLOWED = {
     ("node_lock.py", "_npm_runner"),  # npm runs with the caller's environment (.npmrc, NPM_CONFIG_*)
     ("mcp.py", "read_stdio_spec"),  # config.yaml's secrets name the variables a stdio MCP server gets
     ("mcp.py", "_child_environment"),  # the stdio MCP server's PATH, HOME, ...
+    ("client.py", "call"),  # the standby process runs the command with the caller's whole environment
 }
 
 

@@ -1,0 +1,91 @@
+"""Where a standby process listens, and which installation it belongs to.
+
+The socket's name carries a digest of the installation: the interpreter, the search path and
+every module file of modelpack (size and modification time). A standby started before an
+upgrade or an edit of the source is not asked; it idles out on its own. The folder is private
+to the user: one another user created, or that others can write to, is not used at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import sys
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def folder() -> Path:
+    """`$XDG_RUNTIME_DIR/modelpack-standby` (or the temporary folder's), owned by this user."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
+    return Path(base) / f"modelpack-standby-{os.getuid()}"
+
+
+def private_folder(create: bool) -> Path | None:
+    """The folder when it is this user's alone (made so when `create`); None otherwise."""
+    path = folder()
+    if create:
+        try:
+            path.mkdir(mode=0o700, parents=False, exist_ok=True)
+        except OSError:
+            return None
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return path
+
+
+def installation_key() -> str:
+    """A digest of what a loaded modelpack depends on; equal keys run the same code."""
+    digest = hashlib.sha256()
+    for part in (
+        sys.executable,
+        sys.version,
+        os.environ.get("PYTHONPATH", ""),
+        os.environ.get("PYTHONHOME", ""),
+    ):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    for entry in _installed_paths():  # a package installed, removed or upgraded changes its folder's time
+        try:
+            digest.update(f"{entry}\0{os.stat(entry).st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+        except OSError:
+            continue
+    for path, size, mtime in _module_files(_PACKAGE):
+        digest.update(f"{path}\0{size}\0{mtime}\0".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:24]
+
+
+def _installed_paths() -> list[str]:
+    """`sys.path` less its first entry when that is how Python was started (the script's folder
+    or the working folder), which differs between `modelpack` and `python -m modelpack`."""
+    script = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
+    if sys.path and sys.path[0] in ("", os.getcwd(), script):
+        return sys.path[1:]
+    return list(sys.path)
+
+
+def _module_files(root: Path) -> list[tuple[str, int, int]]:
+    found: list[tuple[str, int, int]] = []
+    pending = [str(root)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__" and entry.name != "_data":
+                        pending.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    info = entry.stat()
+                    found.append((entry.path, info.st_size, info.st_mtime_ns))
+    return sorted(found)
+
+
+def socket_path(root: Path, key: str) -> Path:
+    return root / f"{key}.sock"
+
+
+__all__ = ["folder", "installation_key", "private_folder", "socket_path"]

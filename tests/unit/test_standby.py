@@ -1,0 +1,199 @@
+"""The standby process's pieces that need no process: frames, its folder, its key, requests."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import modelpack
+from modelpack.cli.standby_cmd import ENVIRONMENT_READERS, SKIPPED_PACKAGES
+from modelpack.standby import client, place, wire
+from modelpack.standby.server import Request
+
+PACKAGE = Path(modelpack.__file__).resolve().parent
+
+
+def test_a_frame_carries_its_message_and_descriptors() -> None:
+    left, right = socket.socketpair()
+    read_end, write_end = os.pipe()
+    with left, right:
+        wire.send(left, {"kind": "run", "argv": ["büld", "\udcff"]}, [write_end])
+        message, fds = wire.receive(right, with_fds=True)
+        assert message == {"kind": "run", "argv": ["büld", "\udcff"]}  # undecodable argv bytes survive
+        assert len(fds) == 1
+        os.write(fds[0], b"through the passed descriptor")
+        assert os.read(read_end, 100) == b"through the passed descriptor"
+        for fd in (*fds, read_end, write_end):
+            os.close(fd)
+        left.close()
+        assert wire.receive(right) == (None, [])  # a clean end between frames
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (struct.pack(">I", wire.MAX_FRAME + 1), "over the"),
+        (struct.pack(">I", 10) + b"{}", "closed inside a frame"),
+        (struct.pack(">I", 2) + b"[]", "not a JSON object"),
+        (struct.pack(">I", 3) + b"{x}", "not JSON"),
+        (b"\0\0", "closed inside a frame"),
+    ],
+)
+def test_a_broken_frame_is_refused(raw: bytes, error: str) -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(raw)
+        left.shutdown(socket.SHUT_WR)
+        with pytest.raises(wire.WireError, match=error):
+            wire.receive(right)
+
+
+def test_an_oversized_message_is_not_sent() -> None:
+    left, right = socket.socketpair()
+    with left, right, pytest.raises(wire.WireError, match="limit"):
+        wire.send(left, {"env": {"X": "y" * wire.MAX_FRAME}})
+
+
+def test_the_folder_is_used_only_when_it_is_this_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert place.private_folder(create=False) is None  # not there: not made by asking
+    made = place.private_folder(create=True)
+    assert made == tmp_path / f"modelpack-standby-{os.getuid()}"
+    assert made is not None and made.stat().st_mode & 0o777 == 0o700
+    made.chmod(0o770)  # others may write in it: someone could put a socket of theirs there
+    assert place.private_folder(create=False) is None
+    made.chmod(0o700)
+    assert place.private_folder(create=False) == made
+    made.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    made.symlink_to(elsewhere)  # a link planted in a shared temporary folder
+    assert place.private_folder(create=False) is None
+    assert place.private_folder(create=True) is None
+
+
+def test_the_key_follows_the_installed_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "modelpack"
+    (package / "image").mkdir(parents=True)
+    module = package / "image" / "stages.py"
+    module.write_text("x = 1\n")
+    (package / "__pycache__").mkdir()
+    monkeypatch.setattr(place, "_PACKAGE", package)
+    first = place.installation_key()
+    (package / "__pycache__" / "stages.cpython-311.pyc").write_bytes(b"compiled")
+    assert place.installation_key() == first  # compiled files are not the code
+    os.utime(module, ns=(1, 1))
+    assert place.installation_key() != first  # an edit of the source: the running one is not asked
+
+
+def test_the_key_is_the_same_for_the_executable_and_python_dash_m(tmp_path: Path) -> None:
+    """`modelpack` puts its script's folder first on sys.path, `python -m` the working folder."""
+    code = "from modelpack.standby import place; print(place.installation_key())"
+    script = tmp_path / "bin" / "modelpack-key"
+    script.parent.mkdir()
+    script.write_text(code + "\n")
+    by_script = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, cwd="/"
+    )
+    by_module = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert by_script.stdout == by_module.stdout and len(by_script.stdout.strip()) == 24
+
+
+@pytest.fixture
+def short_folder() -> Iterator[Path]:
+    """A folder with a short name: a socket's path has at most 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="mp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path)
+
+
+def test_no_standby_means_the_command_runs_here(short_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_folder))
+    assert client.call(["validate", "x"]) is None
+    root = place.private_folder(create=True)
+    assert root is not None
+    stale = place.socket_path(root, place.installation_key())
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(stale))
+    listener.close()  # a socket file nobody listens on, as a killed standby leaves it
+    assert client.call(["validate", "x"]) is None
+    assert client.call(["standby", "status"]) is None  # never handed over: it would count itself
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"argv": "validate", "env": {}, "cwd": "/", "umask": 18, "streams": [{}, {}, {}]},
+        {"argv": [], "env": {"A": 1}, "cwd": "/", "umask": 18, "streams": [{}, {}, {}]},
+        {"argv": [], "env": {}, "cwd": None, "umask": 18, "streams": [{}, {}, {}]},
+        {"argv": [], "env": {}, "cwd": "/", "umask": 4096, "streams": [{}, {}, {}]},
+        {"argv": [], "env": {}, "cwd": "/", "umask": 18, "streams": [{}]},
+    ],
+)
+def test_a_malformed_request_is_refused(message: dict[str, object]) -> None:
+    with pytest.raises(wire.WireError):
+        Request.parse(message)
+
+
+def _module_level_environment_reads(tree: ast.Module) -> list[int]:
+    """Lines where a module reads the environment (or the home folder) as it is imported."""
+    found = []
+    for node in tree.body:
+        statements = [node]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            statements = [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]  # type: ignore[list-item]
+        elif isinstance(node, ast.ClassDef):
+            statements = [n for n in node.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        for statement in statements:
+            for sub in ast.walk(statement):
+                text = ast.unparse(sub) if isinstance(sub, (ast.Call, ast.Attribute)) else ""
+                if text.startswith(
+                    ("os.environ.", "os.getenv", "Path.home", "os.path.expanduser", "tempfile.gettempdir")
+                ):
+                    found.append(sub.lineno)
+                    break
+    return found
+
+
+def test_modules_the_standby_loads_read_no_environment_when_imported() -> None:
+    """Each command runs with its caller's environment: a module that kept a value of the
+    environment it was imported in would give every command the standby's instead."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        dotted = "modelpack." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        if dotted.startswith(SKIPPED_PACKAGES):
+            continue
+        wrong += [f"{dotted}:{line}" for line in _module_level_environment_reads(ast.parse(path.read_text()))]
+    assert wrong == []
+
+
+def test_the_scan_finds_an_import_time_read() -> None:
+    tree = ast.parse(
+        "import os\nHOME = os.environ.get('HOME')\ndef f(x=os.getenv('A')):\n    return os.environ['B']\n"
+    )
+    assert _module_level_environment_reads(tree) == [2, 3]
+
+
+def test_the_standby_loads_no_library_that_reads_the_environment_at_import() -> None:
+    code = (
+        "import sys\nfrom modelpack.cli.standby_cmd import ENVIRONMENT_READERS, preload\n"
+        "loaded = preload()\nprint(len(loaded), [n for n in ENVIRONMENT_READERS if n in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    count, present = done.stdout.split(" ", 1)
+    assert int(count) > 100 and present.strip() == "[]"
+    assert "huggingface_hub" in ENVIRONMENT_READERS
