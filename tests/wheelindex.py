@@ -94,9 +94,11 @@ def make_wheel(folder: Path, project: str, source: str = "VALUE = 1\n", version:
 class WheelIndex:
     """`/simple/` and `/simple/<project>/` pages for the wheels of a folder, `/files/<name>` for
     the files; every request path is recorded, and the Authorization header each one carried.
-    Pages are never cached. `like_pypi`: the links carry PEP 658 metadata (`/files/<name>.metadata`)
-    and files are marked immutable, as PyPI does, so a resolver reads no wheel and a cache keeps
-    what it downloaded: every wheel download is a first install's."""
+    Pages are never cached. `like_pypi`: the links carry PEP 658 metadata (`/files/<name>.metadata`),
+    files are marked immutable, as PyPI does, so a resolver reads no wheel and a cache keeps what it
+    downloaded: every wheel download is a first install's. Pages may be kept but are stale at once
+    (PyPI allows 10 minutes; a proxy that drops the header, none), so uv asks again for each unless
+    it is told to work from its cache (use project names of the test's own)."""
 
     def __init__(self, folder: Path, credentials: str | None = None, *, like_pypi: bool = False) -> None:
         self.folder = folder
@@ -201,7 +203,9 @@ class WheelIndex:
                 self.send_response(200)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
-                if kind == "text/html":  # another session's folder, another page
+                if kind == "text/html" and index._metadata:  # kept, but stale at once (a proxy's)
+                    self.send_header("Cache-Control", "max-age=0")
+                elif kind == "text/html":  # another session's folder, another page
                     self.send_header("Cache-Control", "no-store")
                 elif index._metadata:  # like PyPI: files never change
                     self.send_header("Cache-Control", "max-age=31536000, immutable")

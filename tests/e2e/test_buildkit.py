@@ -222,6 +222,16 @@ def test_one_added_package_is_the_only_one_downloaded(
         requirements.write_text(requirements.read_text() + f"modelpack-e2e-added-{run}==0.1.0\n")
         again = modelpack(args, env)
         assert again.returncode == 0, again.stderr[-4000:]
-    assert index.downloads() == [first.name, added.name]  # the kept package came from the cache mount
-    deps_output = again.stderr.split(DEPS_STEP, 1)[1]
-    assert "Prepared 1 package" in deps_output, deps_output[-3000:]
+        assert index.downloads() == [first.name, added.name]  # the kept package came from the cache mount
+        deps_output = again.stderr.split(DEPS_STEP, 1)[1]
+        assert "Prepared 1 package" in deps_output, deps_output[-3000:]
+
+        # a set not built before, every wheel of it in the cache mount: the step asks no index at all
+        requirements.write_text(requirements.read_text().replace(f"modelpack-e2e-kept-{run}==0.1.0\n", ""))
+        relocked = modelpack(["lock", str(model)], env)
+        assert relocked.returncode == 0, relocked.stderr
+        index.clear()
+        third = modelpack(args, env)
+        assert third.returncode == 0, third.stderr[-4000:]
+        assert "Installed" in third.stderr.split(DEPS_STEP, 1)[1], third.stderr[-3000:]  # the step ran
+        assert index.paths() == [], third.stderr[:6000]
