@@ -149,6 +149,7 @@ class _State:
 
 def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] | None = None) -> None:
     """Accept commands until stopped or idle; `ready` is called once the socket listens."""
+    _check_platform()
     root = place.private_folder(create=True)
     if root is None:
         raise StandbyError(f"{place.folder()} is not a folder of this user's alone")
@@ -196,6 +197,18 @@ def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] |
         wake_read.close()
         wake_write.close()
         lock.close()
+
+
+def _check_platform() -> None:
+    """Linux 5.3 or later: the caller's uid comes from SO_PEERCRED, a child's end from its pidfd."""
+    if not hasattr(socket, "SO_PEERCRED") or not hasattr(os, "pidfd_open"):
+        raise StandbyError("a standby process needs Linux (SO_PEERCRED and pidfd_open)")
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError as error:
+        raise StandbyError(
+            f"a standby process needs Linux 5.3 or later (pidfd_open: {error.strerror})"
+        ) from error
 
 
 def _loop(

@@ -271,3 +271,29 @@ def test_a_build_through_the_standby_pushes_a_code_change(
     assert result["version"] != cold["version"] and result["digest"] != cold["digest"]
     assert 0 < result["bytes_pushed"] < 1 << 20
     assert standby.served() == before + 1
+
+
+def test_commands_at_once_each_get_their_own_output(standby: Standby, tmp_path: Path) -> None:
+    """Each caller gets its own command's streams and status, however their runs overlap."""
+    models = [copy_example("hello", tmp_path / f"m{i}") for i in range(4)]
+    (models[2] / "config.yaml").write_text("model: [unclosed\n")  # one of them invalid: exit 2
+    before = standby.served()
+    processes = [
+        subprocess.Popen(
+            standby.command("validate", str(m)),
+            env=standby.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in models
+    ]
+    for index, process in enumerate(processes):
+        output, errors = process.communicate(timeout=120)
+        if index == 2:
+            assert (
+                process.returncode == 2 and output == "" and errors.startswith(f"{models[2]}/config.yaml:")
+            ), errors
+        else:
+            assert process.returncode == 0 and output == f"{models[index]}: valid\n" and errors == "", errors
+    assert standby.served() == before + len(models)
