@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from modelpack.standby import place, wire
 
@@ -154,12 +154,10 @@ def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] |
     if root is None:
         raise StandbyError(f"{place.folder()} is not a folder of this user's alone")
     key = place.installation_key()
-    lock = open(root / f"{key}.lock", "a")  # held for the process's life
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as error:
-        lock.close()
-        raise StandbyError("a standby process already runs for this installation") from error
+    lock = _take_lock(root / f"{key}.lock")
+    if lock is None:
+        raise StandbyError("a standby process already runs for this installation")
+    _sweep(root, key)
     path = place.socket_path(root, key)
     path.unlink(missing_ok=True)  # left by one that was killed: the lock says none runs
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -196,6 +194,38 @@ def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] |
         selector.close()
         wake_read.close()
         wake_write.close()
+        lock.close()
+
+
+def _take_lock(path: Path) -> IO[str] | None:
+    """The lock of one installation's standby, held for the process's life; None when another
+    holds it. A lock file removed by `_sweep` after it was opened here is not the lock: retry."""
+    while True:
+        lock = open(path, "a")  # kept open while the process runs
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                return lock
+        except FileNotFoundError:
+            pass
+        lock.close()
+
+
+def _sweep(root: Path, key: str) -> None:
+    """Remove what standby processes of other installations (older code) left when they ended."""
+    for other in root.glob("*.lock"):
+        if other.stem == key:
+            continue
+        lock = _take_lock(other)
+        if lock is None:
+            continue  # that one still runs
+        for suffix in (".sock", ".log"):
+            other.with_suffix(suffix).unlink(missing_ok=True)
+        other.unlink(missing_ok=True)  # while locked: whoever opened it before retries
         lock.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fcntl
 import os
 import shutil
 import socket
@@ -18,7 +19,7 @@ import pytest
 import modelpack
 from modelpack.cli.standby_cmd import ENVIRONMENT_READERS, SKIPPED_PACKAGES
 from modelpack.standby import client, place, wire
-from modelpack.standby.server import Request
+from modelpack.standby.server import Request, _sweep, _take_lock
 
 PACKAGE = Path(modelpack.__file__).resolve().parent
 
@@ -197,3 +198,19 @@ def test_the_standby_loads_no_library_that_reads_the_environment_at_import() -> 
     count, present = done.stdout.split(" ", 1)
     assert int(count) > 100 and present.strip() == "[]"
     assert "huggingface_hub" in ENVIRONMENT_READERS
+
+
+def test_files_of_ended_standbys_are_swept_and_running_ones_kept(tmp_path: Path) -> None:
+    for key in ("ended", "running", "mine"):
+        for suffix in (".lock", ".log", ".sock"):
+            (tmp_path / f"{key}{suffix}").write_text("")
+    with open(tmp_path / "running.lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process's standby, still serving
+        _sweep(tmp_path, "mine")
+        assert _take_lock(tmp_path / "running.lock") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{key}{suffix}" for key in ("running", "mine") for suffix in (".lock", ".log", ".sock")
+    )
+    lock = _take_lock(tmp_path / "mine.lock")
+    assert lock is not None
+    lock.close()
