@@ -40,7 +40,15 @@ from modelpack.image.versions import (
     tag_version,
 )
 from modelpack.oci.reference import ImageRef
-from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, RegistryClient, sha256_digest
+from modelpack.oci.registry import (
+    DOCKER_MANIFEST,
+    EMPTY_JSON,
+    OCI_EMPTY,
+    Descriptor,
+    Manifest,
+    RegistryClient,
+    sha256_digest,
+)
 
 
 @dataclass(frozen=True)
@@ -217,12 +225,16 @@ class AssembledPush(ImagePush):
         known = known_config(self.runtime_id)
         composed = self._compose(known) if known is not None else None
         with ThreadPoolExecutor(2, thread_name_prefix="modelpack-code") as uploads:
+            # the empty config the version claim and the supply chain's artifacts name: up now,
+            # while the registry is asked about the runtime layers, instead of after the push
+            empty = uploads.submit(registry.ensure_blob, repository, EMPTY_JSON, media_type=OCI_EMPTY)
             early = self._send_final(uploads, composed) if composed is not None else None
             runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
             if composed is None:
                 composed = self._compose(runtime.config)
             code_sending, config_sending = early if early is not None else self._send_final(uploads, composed)
             code_sent, config_sent = code_sending.result(), config_sending.result()
+            empty.result()
         code, config = composed
         bytes_pushed = runtime.bytes_pushed
         bytes_pushed += code.size if code_sent else 0
