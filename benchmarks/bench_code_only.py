@@ -110,9 +110,11 @@ def warm_worker(model: str, repo: str) -> None:
             except SystemExit as done:
                 code = done.code if isinstance(done.code, int) else 1
             seconds = time.perf_counter() - start
+            usage = resource.getrusage(resource.RUSAGE_SELF)  # this child's own (a fork starts at 0)
             counts = {where: sent.count(where) for where in ("engine", "registry")}
             modules = [] if imported else sorted(sys.modules)
-            os.write(writer, json.dumps({"seconds": seconds, "code": code, **counts, "modules": modules}).encode())
+            result = {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "code": code, **counts}
+            os.write(writer, json.dumps({**result, "modules": modules}).encode())
             os._exit(0)
         os.close(writer)
         with os.fdopen(reader, "rb") as answer:
@@ -176,6 +178,7 @@ def warm(args: argparse.Namespace) -> None:
                 side.build()
                 side.build()
             times: dict[str, list[float]] = {name: [] for name in sides}
+            cpu: dict[str, list[float]] = {name: [] for name in sides}
             ratios: list[float] = []
             for round_ in range(args.rounds):
                 order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
@@ -183,14 +186,19 @@ def warm(args: argparse.Namespace) -> None:
                 for name in order:
                     result = sides[name].build()
                     times[name].append(result["seconds"])
-                    shown.append(f"{name} {result['seconds']:.3f} s ({result['registry']} registry + {result['engine']} engine requests)")
+                    cpu[name].append(result["cpu"])
+                    requests = f"{result['registry']} registry + {result['engine']} engine requests"
+                    shown.append(f"{name} {result['seconds']:.3f} s (CPU {result['cpu']:.3f}; {requests})")
                 ratios.append(times["this"][-1] / times["against"][-1])
                 print(f"round {round_ + 1:2d}: {', '.join(shown)}, ratio {ratios[-1]:.2f}", flush=True)
         finally:
             for side in sides.values():
                 side.close()
     for name, seconds in times.items():
-        print(f"{name:8s} median {statistics.median(seconds):.3f} s (min {min(seconds):.3f}, max {max(seconds):.3f})")
+        print(
+            f"{name:8s} median {statistics.median(seconds):.3f} s (min {min(seconds):.3f}, max {max(seconds):.3f}); "
+            f"CPU median {statistics.median(cpu[name]):.3f} s (min {min(cpu[name]):.3f}, max {max(cpu[name]):.3f})"
+        )
     print(
         f"ratio this/against: median {statistics.median(ratios):.2f} "
         f"(rounds {min(ratios):.2f}-{max(ratios):.2f}: the machine's noise)"
