@@ -657,7 +657,8 @@ class RegistryClient:
         with self._fallback_lock:
             deferred, self._deferred = self._deferred or {}, None
             for (repository, subject), added in deferred.items():
-                self._write_fallback(repository, subject, added)
+                if added:  # (all of them removed again meanwhile: nothing to write)
+                    self._write_fallback(repository, subject, added)
 
     def _add_fallback_referrer(self, repository: str, subject: str, descriptor: Descriptor) -> None:
         with self._fallback_lock:
