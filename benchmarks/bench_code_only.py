@@ -13,14 +13,23 @@ place to look at imports alone.
 The engine keeps the images the builds load; they are removed at the end (the registry keeps
 the small `modelpack-bench/` repository, unreferenced once its tags go).
 
+`--warm` times the work alone, as a resident process would do it: each side keeps one process
+that has imported everything (after one build), and runs each build in a child forked from it;
+the builds also use `--cache-registry`. It prints the requests each build sent to the engine
+and the registry too. `--against-source DIR` runs the other side from a source tree (put first
+on its PYTHONPATH), e.g. `git archive main | tar -x -C DIR`, with this interpreter.
+
 Needs the services of scripts/setup.sh. Usage:
     python benchmarks/bench_code_only.py --against /path/to/other/venv/bin/python
-        [--registry 127.0.0.1:5000] [--rounds 10]
+        [--registry 127.0.0.1:5000] [--rounds 10] [--warm]
+    python benchmarks/bench_code_only.py --against-source /path/to/other/checkout --warm
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import shutil
 import statistics
@@ -30,6 +39,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import IO, Any
 
 from modelpack.resources import data_dir
 
@@ -64,12 +74,155 @@ def remove_local_images(repo: str) -> None:
         subprocess.run(["docker", "image", "rm", *references], capture_output=True)
 
 
+def warm_worker(model: str, repo: str) -> None:
+    """`--worker`: import what a build uses, then one forked child per line of stdin, each a build;
+    one JSON line per build on stdout (seconds, exit status, requests to engine and registry)."""
+    from modelpack.resources import own_process
+
+    own_process()
+    import urllib3.connectionpool
+
+    import modelpack.cli
+    import modelpack.cli.build_cmd
+    import modelpack.image.stages
+
+    registry = repo.split("/", 1)[0]
+    sent: list[str] = []
+    pool = urllib3.connectionpool.HTTPConnectionPool
+    original = pool._make_request
+
+    def noted(self: Any, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append("registry" if f"{self.host}:{self.port}" == registry else "engine")
+        return original(self, conn, method, url, *args, **kwargs)
+
+    pool._make_request = noted  # type: ignore[method-assign]
+    argv = ["build", model, "--tag", repo, "--push", "--cache-registry", f"{repo}-cache", "--quiet"]
+    imported = False
+    for _ in sys.stdin:
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(reader)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            start, code = time.perf_counter(), 0
+            try:
+                modelpack.cli.main(argv)
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else 1
+            seconds = time.perf_counter() - start
+            usage = resource.getrusage(resource.RUSAGE_SELF)  # this child's own (a fork starts at 0)
+            counts = {where: sent.count(where) for where in ("engine", "registry")}
+            modules = [] if imported else sorted(sys.modules)
+            result = {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "code": code, **counts}
+            os.write(writer, json.dumps({**result, "modules": modules}).encode())
+            os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as answer:
+            result = json.loads(answer.read())
+        os.waitpid(child, 0)
+        if not imported:  # what the first build loaded, imported once here for every later one
+            for name in result.pop("modules"):
+                try:
+                    __import__(name)
+                except Exception:  # a module only some path can import
+                    pass
+            imported = True
+        result.pop("modules", None)
+        print(json.dumps(result), flush=True)
+
+
+class WarmSide:
+    """One side's resident worker, its copy of the model and its repository."""
+
+    def __init__(self, python: str, source: str | None, work: Path, name: str, registry: str) -> None:
+        self.model = work / name / "hello"
+        shutil.copytree(str(data_dir("examples").joinpath("hello")), self.model)
+        self.repo = f"{registry}/modelpack-bench/warm-{name}-{uuid.uuid4().hex[:8]}"
+        env = {**os.environ, "XDG_CACHE_HOME": str(work / name / "cache")}
+        if source:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
+        command = [python, str(Path(__file__).resolve()), "--worker", str(self.model), self.repo]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def build(self) -> dict[str, Any]:
+        model_py = self.model / "1" / "model.py"
+        model_py.write_text(model_py.read_text() + f"# change {uuid.uuid4().hex[:8]}\n")
+        stdin: IO[str] | None = self.process.stdin
+        stdout: IO[str] | None = self.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write("build\n")
+        stdin.flush()
+        result: dict[str, Any] = json.loads(stdout.readline())
+        if result["code"]:
+            sys.exit(f"{self.repo}: modelpack build failed (exit {result['code']})")
+        return result
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait()
+        remove_local_images(self.repo)
+        remove_local_images(f"{self.repo}-cache")
+
+
+def warm(args: argparse.Namespace) -> None:
+    """Alternating warm builds of both sides: seconds, requests, the ratio per round."""
+    pythons = {"this": (sys.executable, None), "against": (args.against or sys.executable, args.against_source)}
+    with tempfile.TemporaryDirectory(prefix="modelpack-bench-") as work:
+        sides = {
+            name: WarmSide(python, source, Path(work), name, args.registry)
+            for name, (python, source) in pythons.items()
+        }
+        try:
+            for side in sides.values():  # the runtime stage, the caches and the imports: not counted
+                side.build()
+                side.build()
+            times: dict[str, list[float]] = {name: [] for name in sides}
+            cpu: dict[str, list[float]] = {name: [] for name in sides}
+            ratios: list[float] = []
+            for round_ in range(args.rounds):
+                order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+                shown = []
+                for name in order:
+                    result = sides[name].build()
+                    times[name].append(result["seconds"])
+                    cpu[name].append(result["cpu"])
+                    requests = f"{result['registry']} registry + {result['engine']} engine requests"
+                    shown.append(f"{name} {result['seconds']:.3f} s (CPU {result['cpu']:.3f}; {requests})")
+                ratios.append(times["this"][-1] / times["against"][-1])
+                print(f"round {round_ + 1:2d}: {', '.join(shown)}, ratio {ratios[-1]:.2f}", flush=True)
+        finally:
+            for side in sides.values():
+                side.close()
+    for name, seconds in times.items():
+        print(
+            f"{name:8s} median {statistics.median(seconds):.3f} s (min {min(seconds):.3f}, max {max(seconds):.3f}); "
+            f"CPU median {statistics.median(cpu[name]):.3f} s (min {min(cpu[name]):.3f}, max {max(cpu[name]):.3f})"
+        )
+    print(
+        f"ratio this/against: median {statistics.median(ratios):.2f} "
+        f"(rounds {min(ratios):.2f}-{max(ratios):.2f}: the machine's noise)"
+    )
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        warm_worker(*sys.argv[2:4])
+        return
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--against", required=True, help="the Python of the other installation")
+    parser.add_argument("--against", help="the Python of the other installation")
+    parser.add_argument("--against-source", help="the other side's source tree (with this Python)")
     parser.add_argument("--registry", default="127.0.0.1:5000")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--warm", action="store_true", help="time the work in a resident process")
     args = parser.parse_args()
+    if not args.against and not args.against_source:
+        parser.error("give --against PYTHON or --against-source DIR")
+    if args.warm:
+        warm(args)
+        return
+    if args.against_source:
+        parser.error("--against-source needs --warm")
     sides = {"this": sys.executable, "against": args.against}
     with tempfile.TemporaryDirectory(prefix="modelpack-bench-") as work:
         model = Path(work) / "hello"

@@ -79,6 +79,7 @@ class BaseOutcome:
     pushed: bool = False
     layers: tuple[LayerInfo, ...] = ()  # what a push did with each layer: pushed, present, mounted
     bytes_pushed: int = 0
+    local: engine.LocalImage | None = None  # `reference` as the engine had it, when it was looked at
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,8 +127,10 @@ def _existing(job: BaseJob, name: str, push: bool) -> BaseOutcome | None:
     """The base from the engine (tagged and shared when the registry lacks it) or the registry."""
     remote = job.remote(name)
     wanted = remote or name
-    if engine.inspect_image(job.engine, wanted) is not None:
-        return BaseOutcome(name, wanted, "engine", _digest(job, wanted))
+    image = engine.inspect_image(job.engine, wanted)
+    if image is not None:  # the build uses this look at it (id, digest) instead of asking again
+        local = engine.LocalImage.of(wanted, image)
+        return BaseOutcome(name, wanted, "engine", _digest(job, wanted, image), local=local)
     if remote is not None and engine.inspect_image(job.engine, name) is not None:
         _tag(job, name, remote)
         if push:
@@ -150,13 +153,14 @@ def _build_and_share(job: BaseJob, name: str, push: bool) -> BaseOutcome:
     return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted))
 
 
-def _digest(job: BaseJob, reference: str) -> str | None:
+def _digest(job: BaseJob, reference: str, image: dict[str, Any] | None = None) -> str | None:
     """The engine's digest of `reference` (a repo digest, else the image id); for a base that
-    `base push` put in `reference`'s repository, the pushed manifest's digest (the engine knows none)."""
-    image = engine.inspect_image(job.engine, reference)
+    `base push` put in `reference`'s repository, the pushed manifest's digest (the engine knows none).
+    `image`: the engine's inspection of `reference`, when the caller has it."""
+    image = image if image is not None else engine.inspect_image(job.engine, reference)
     if image is None:
         return None
-    found = engine.image_digest(job.engine, reference)
+    found = engine.digest_of(image)
     if found != image.get("Id"):
         return found
     name = reference.rsplit(":", 1)[0] if ":" in reference.rsplit("/", 1)[-1] else reference

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import EngineError, InvalidInputError
-from modelpack.image.engine import BuildOutput, EngineBuild, EventSink, build_failure, scrubber
+from modelpack.image.engine import BuildOutput, EngineBuild, EventSink, build_failure, scrubber, version_info
 from modelpack.pipeline.settings import BUILDERS, BUILDKIT, CLASSIC
 from modelpack.resources import cache_dir, read_cache, write_cache
 
@@ -212,7 +212,7 @@ def _remote_builder_problem() -> str | None:
 
 def _engine_problem(client: DockerClient) -> str | None:
     try:
-        info = client.version()
+        info = version_info(client)
     except Exception as error:
         return f"the engine did not tell its version ({type(error).__name__})"
     if str(info.get("Os", "linux")).lower() != "linux":

@@ -26,9 +26,12 @@ def _runtime_record(plan: AssemblyPlan) -> Path:
     return cache_dir("runtimes", f"{plan.runtime_key}.json")
 
 
-def cached_runtime(docker_client: DockerClient, name: str, plan: AssemblyPlan) -> str | None:
+def cached_runtime(
+    docker_client: DockerClient, name: str, plan: AssemblyPlan, base: engine.LocalImage | None = None
+) -> str | None:
     """The runtime-stage image built before from the same inputs, if the engine still has it
-    and the base image is still the same image: the engine's cache would return it too."""
+    and the base image is still the same image: the engine's cache would return it too.
+    `base`: the base as this build found it in the engine (else it is inspected here)."""
     record = read_cache(_runtime_record(plan))
     try:
         image_id, base_id = str(record["image"]), str(record["base"])
@@ -37,10 +40,13 @@ def cached_runtime(docker_client: DockerClient, name: str, plan: AssemblyPlan) -
     except (KeyError, TypeError, AttributeError):
         return None
     image = engine.inspect_image(docker_client, image_id)
-    base = engine.inspect_image(docker_client, plan.base_image)
-    if image is None or base is None or base.get("Id") != base_id:
+    if base is None or base.reference != plan.base_image:
+        found = engine.inspect_image(docker_client, plan.base_image)
+        base = engine.LocalImage.of(plan.base_image, found) if found is not None else None
+    if image is None or base is None or base.image_id != base_id:
         return None
-    engine.tag_image(docker_client, image_id, name, RUNTIME_TAG)  # keeps it (and its cache) alive
+    if f"{name}:{RUNTIME_TAG}" not in (image.get("RepoTags") or []):
+        engine.tag_image(docker_client, image_id, name, RUNTIME_TAG)  # keeps it (and its cache) alive
     return image_id
 
 

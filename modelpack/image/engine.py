@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import tarfile
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -42,6 +43,11 @@ _PIP_FAILURE_PATTERNS = (
 )
 
 
+_UNIX_SOCKET_URL = "http+docker://localhost"  # how the SDK names an engine on a unix socket
+# each connected client's `/version` answer, kept for as long as the client lives
+_VERSIONS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _docker() -> ModuleType:
     try:
         import docker
@@ -63,14 +69,32 @@ def connect(timeout: int = 600, *, request_timeout: int | None = None) -> Docker
     """
     docker = _docker()
     try:
-        client = docker.from_env(timeout=timeout)  # asks the engine's API version: it answers
+        # the SDK's own negotiation would ask `/version` and keep only the API version; asked
+        # here, the whole answer is kept for the builder choice (`version_info`)
+        probe = docker.from_env(timeout=timeout, version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+        try:
+            info = dict(probe.api.version(api_version=False))
+        finally:
+            probe.close()
+        client = docker.from_env(timeout=timeout, version=str(info["ApiVersion"]))
     except Exception as error:
         raise EngineError(
             f"cannot reach the Docker engine at {engine_location()}: {_short(error)}"
         ) from error
+    _VERSIONS[client] = info
+    if client.api.base_url == _UNIX_SOCKET_URL:
+        # proxies and CA bundles do not apply to a local socket: requests would look them up in
+        # the environment again for every engine request
+        client.api.trust_env = False
     if request_timeout is not None:
         client.api.timeout = request_timeout
     return client
+
+
+def version_info(client: DockerClient) -> dict[str, Any]:
+    """The engine's `/version` answer: the one `connect` got, else asked now."""
+    known = _VERSIONS.get(client)
+    return dict(known) if known is not None else dict(client.version())
 
 
 def default_network_mode(client: DockerClient, endpoints: Iterable[str | None] = ()) -> str | None:
@@ -567,13 +591,29 @@ def image_digest(client: DockerClient, reference: str) -> str | None:
     The supply-chain record names the base image by it.
     """
     image = inspect_image(client, reference)
-    if not image:
-        return None
+    return digest_of(image) if image else None
+
+
+def digest_of(image: Mapping[str, Any]) -> str | None:
+    """`image_digest` of an image the engine inspected already."""
     for entry in image.get("RepoDigests") or []:
         if "@" in str(entry):
             return str(entry).rsplit("@", 1)[1]
     found = image.get("Id")
     return str(found) if found else None
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image the engine had when the build looked (the base, inspected once per build)."""
+
+    reference: str
+    image_id: str
+    digest: str | None  # `image_digest`: what the supply-chain record names it by
+
+    @classmethod
+    def of(cls, reference: str, image: Mapping[str, Any]) -> LocalImage:
+        return cls(reference, str(image.get("Id") or ""), digest_of(image))
 
 
 def local_tags(client: DockerClient, repository: str) -> list[str]:

@@ -19,7 +19,7 @@ import json
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,15 @@ from modelpack.image.versions import (
     tag_version,
 )
 from modelpack.oci.reference import ImageRef
-from modelpack.oci.registry import DOCKER_MANIFEST, Manifest, RegistryClient, sha256_digest
+from modelpack.oci.registry import (
+    DOCKER_MANIFEST,
+    EMPTY_JSON,
+    OCI_EMPTY,
+    Descriptor,
+    Manifest,
+    RegistryClient,
+    sha256_digest,
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,9 @@ class ImagePush(ABC):
         version: str | None = None
         try:
             sent = self.send()
+            pushed = sent.manifest
             for started in self.session.on_sent:
-                started(sent.manifest.digest)
+                started(Descriptor(pushed.media_type, pushed.digest, len(pushed.raw)))
             version = tag_version(self.session.registry, target, sent.manifest, notes, report)
         finally:
             self.settle(version, notes)
@@ -215,12 +224,17 @@ class AssembledPush(ImagePush):
         # runtime layers it has
         known = known_config(self.runtime_id)
         composed = self._compose(known) if known is not None else None
-        with ThreadPoolExecutor(1, thread_name_prefix="modelpack-code") as uploads:
-            early = uploads.submit(self._send_final, composed) if composed is not None else None
+        with ThreadPoolExecutor(2, thread_name_prefix="modelpack-code") as uploads:
+            # the empty config the version claim and the supply chain's artifacts name: up now,
+            # while the registry is asked about the runtime layers, instead of after the push
+            empty = uploads.submit(registry.ensure_blob, repository, EMPTY_JSON, media_type=OCI_EMPTY)
+            early = self._send_final(uploads, composed) if composed is not None else None
             runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
             if composed is None:
                 composed = self._compose(runtime.config)
-            code_sent, config_sent = early.result() if early is not None else self._send_final(composed)
+            code_sending, config_sending = early if early is not None else self._send_final(uploads, composed)
+            code_sent, config_sent = code_sending.result(), config_sending.result()
+            empty.result()
         code, config = composed
         bytes_pushed = runtime.bytes_pushed
         bytes_pushed += code.size if code_sent else 0
@@ -235,13 +249,17 @@ class AssembledPush(ImagePush):
         pushed = PushedManifest(raw, DOCKER_MANIFEST, sha256_digest(raw), target.remote_tags)
         return SentImage(pushed, layers, bytes_pushed + len(raw))
 
-    def _send_final(self, composed: tuple[assemble.CodeLayer, bytes]) -> tuple[bool, bool]:
-        """Upload the code layer and the final config unless the registry has them: (sent, sent)."""
+    def _send_final(
+        self, uploads: ThreadPoolExecutor, composed: tuple[assemble.CodeLayer, bytes]
+    ) -> tuple[Future[bool], Future[bool]]:
+        """Upload the code layer and the final config unless the registry has them, both at once:
+        whether each was sent."""
         registry, repository = self.session.registry, self.target.repo.repository
         code, config = composed
-        _, code_sent = registry.ensure_blob(repository, code.blob_path)
-        _, config_sent = registry.ensure_blob(repository, config)
-        return code_sent, config_sent
+        return (
+            uploads.submit(lambda: registry.ensure_blob(repository, code.blob_path)[1]),
+            uploads.submit(lambda: registry.ensure_blob(repository, config)[1]),
+        )
 
     def _compose(self, runtime_config: bytes) -> tuple[assemble.CodeLayer, bytes]:
         """The code layer and final config on `runtime_config` (whose digest is the runtime

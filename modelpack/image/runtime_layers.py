@@ -58,11 +58,18 @@ def runtime_in_registry(
     registry, repo, report = session.registry, target.repo, session.report
     repository = repo.repository
     diff_ids = _runtime_diff_ids(session, runtime_id)
-    known = newest_version_blobs(registry, repo, target.remote_tags)
     found: dict[str, Descriptor] = {}
-    for diff_id, descriptor in _in_repository_all(registry, repo, diff_ids, known).items():
-        if descriptor is not None:
-            found[diff_id] = descriptor
+    # layers recorded as pushed to this repository are asked about by those blobs first; the
+    # newest version's manifest and config (two reads, one after the other) only for the rest
+    recorded = [d for d in diff_ids if _recorded_here(repo, d) is not None]
+    lookups = _in_repository_all(registry, repo, recorded, {}) if len(recorded) == len(diff_ids) else {}
+    found.update({d: descriptor for d, descriptor in lookups.items() if descriptor is not None})
+    if len(found) < len(diff_ids):
+        known = newest_version_blobs(registry, repo, target.remote_tags)
+        rest = [d for d in diff_ids if d not in found]
+        for diff_id, descriptor in _in_repository_all(registry, repo, rest, known).items():
+            if descriptor is not None:
+                found[diff_id] = descriptor
     report(
         "push",
         f"{sum(d in found for d in diff_ids)} of {len(diff_ids)} runtime layers already in the registry",
@@ -120,6 +127,20 @@ def _in_repository_all(
     return dict(zip(unique, answers, strict=True))
 
 
+def _recorded_here(repo: ImageRef, diff_id: str) -> tuple[str, str] | None:
+    """(media type, blob digest) of the layer, when its record says it was last pushed to `repo`
+    (`layer-sources/`)."""
+    record = read_cache(_source_record(diff_id))
+    if (
+        isinstance(record, dict)
+        and record.get("registry") == repo.registry
+        and record.get("repository") == repo.repository
+        and set(_DESCRIPTOR_KEYS) <= set(record)
+    ):
+        return str(record["mediaType"]), str(record["digest"])
+    return None
+
+
 def _in_repository(
     registry: RegistryClient, repo: ImageRef, diff_id: str, known: dict[str, tuple[str, int, str]]
 ) -> Descriptor | None:
@@ -128,14 +149,9 @@ def _in_repository(
     candidates: list[tuple[str, str]] = []  # (media type, digest)
     if diff_id in known:
         candidates.append((known[diff_id][2], known[diff_id][0]))
-    record = read_cache(_source_record(diff_id))
-    if (
-        isinstance(record, dict)
-        and record.get("registry") == repo.registry
-        and record.get("repository") == repo.repository
-        and set(_DESCRIPTOR_KEYS) <= set(record)
-    ):
-        candidates.append((str(record["mediaType"]), str(record["digest"])))
+    recorded = _recorded_here(repo, diff_id)
+    if recorded is not None:
+        candidates.append(recorded)
     candidates.append((assemble.DOCKER_TAR_LAYER, diff_id))
     for media_type, digest in dict.fromkeys(candidates):
         size = registry.head_blob(repo.repository, digest)

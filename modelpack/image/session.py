@@ -15,7 +15,7 @@ from modelpack.errors import RegistryError
 from modelpack.image.engine import ClassicBuilder, ImageBuilder
 from modelpack.image.results import RegistryAuth
 from modelpack.oci.reference import ImageRef
-from modelpack.oci.registry import RegistryClient
+from modelpack.oci.registry import Descriptor, RegistryClient
 from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import Reporter
@@ -37,9 +37,9 @@ class BuildSession:
     # work a push left running (the engine's copy of the pushed image), so the supply-chain
     # records go up meanwhile; `finish` waits for it before the build returns
     pending: list[Callable[[], list[str]]] = field(default_factory=list, repr=False, compare=False)
-    # called with the pushed manifest's digest before its version is claimed (work that needs
+    # called with the pushed manifest's descriptor before its version is claimed (work that needs
     # the content in the registry but not its version starts then)
-    on_sent: list[Callable[[str], None]] = field(default_factory=list, repr=False, compare=False)
+    on_sent: list[Callable[[Descriptor], None]] = field(default_factory=list, repr=False, compare=False)
 
     def finish(self) -> tuple[str, ...]:
         """Wait for the work left running; its notes. Never raises (each step catches its own)."""

@@ -19,6 +19,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +41,7 @@ from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget, ping, registry_for
 from modelpack.image.versions import local_layers, pick_version, reuse_local, reuse_remote
 from modelpack.oci.reference import ImageRef, parse_repository
-from modelpack.oci.registry import EMPTY_JSON, OCI_EMPTY, RegistryClient
+from modelpack.oci.registry import EMPTY_JSON, OCI_EMPTY, Descriptor, RegistryClient
 from modelpack.pipeline import locking as lock_stage
 from modelpack.pipeline import rendering as render_stage
 from modelpack.pipeline import resolver as resolve_stage
@@ -74,6 +75,7 @@ class ContextSpec:
     weights: WeightsPlan | None = None  # push only: the weights layer modelpack adds in the registry
     assembly: AssemblyPlan | None = None  # push only: the final stage modelpack composes
     base_image: str = ""  # the base the Dockerfile names (its digest goes into the result)
+    base: engine.LocalImage | None = None  # that base as the build found it in the engine, if it looked
 
 
 def run(
@@ -106,18 +108,23 @@ def _open_session(request: BuildRequest, report: Reporter) -> tuple[BuildSession
 
     The engine client's requests may wait as long as a build step.
     """
-    docker_client = engine.connect(timeout=30, request_timeout=600)
     registry = registry_for(request.repo, request.auth)
+    docker_client: DockerClient | None = None
     try:
-        if request.push:
-            ping(registry)
+        with ThreadPoolExecutor(1, thread_name_prefix="modelpack-ping") as pinging:
+            # the registry is asked while the engine client connects (an engine error still comes first)
+            pinged = pinging.submit(ping, registry) if request.push else None
+            docker_client = engine.connect(timeout=30, request_timeout=600)
+            if pinged is not None:
+                pinged.result()
         choice = choose_builder(request.builder, docker_client)
         if request.cache_registry is not None and choice.name != BUILDKIT:
             raise EngineError(
                 f"--cache-registry needs BuildKit, and the build cannot use it: {choice.reason}"
             )
     except BaseException:
-        docker_client.close()
+        if docker_client is not None:
+            docker_client.close()
         registry.close()
         raise
     report("build", f"builder: {choice.name} ({choice.reason})")
@@ -142,7 +149,7 @@ def _build_checked(
     report("resolve", f"base {resolved.base_image}")
     for note in resolved.notes:
         report("note", note)
-    _ensure_base(session, resolved, request)
+    base = _ensure_base(session, resolved, request)
     lock_result = lock_stage.lock(model_dir, resolved=resolved, settings=request.settings)
     locked = len(lock_result.packages)
     report("lock", "lock up to date" if lock_result.up_to_date_before else f"locked {locked} packages")
@@ -164,27 +171,32 @@ def _build_checked(
             concepts=concepts,
         )
         report("render", f"context {rendered.content_digest}")
-        spec = _context_spec(rendered, checkpoint, weights, resolved.base_image, request)
+        spec = replace(_context_spec(rendered, checkpoint, weights, resolved.base_image, request), base=base)
         staging = _SupplyStaging(session, request.repo, rendered.out_dir)
         if request.push and request.signing_key is None:
             session.on_sent.append(staging.start)
             session.pending.append(staging.wait)
-        result = build_or_reuse(session, spec, request)
-        if checkpoint is not None:  # `when: build` reads its record from the local image
-            result = replace(result, notes=(*result.notes, *session.finish()))
-        result = with_checkpoints(session, request.repo, result, checkpoint, concepts)
-        result = replace(result, base_image=resolved.base_image)
-        if request.push:
-            built = _built_from(session, result, model_dir, resolved, sig.signature, rendered.out_dir)
-            result = _publish(session, request, result, built, staging.staged(result.digest))
+        # the version note, SBOM and record go into the referrers fallback index in one write
+        with session.registry.deferred_referrers():
+            result = build_or_reuse(session, spec, request)
+            if checkpoint is not None:  # `when: build` reads its record from the local image
+                result = replace(result, notes=(*result.notes, *session.finish()))
+            result = with_checkpoints(session, request.repo, result, checkpoint, concepts)
+            result = replace(result, base_image=resolved.base_image)
+            if request.push:
+                built = _built_from(session, result, model_dir, resolved, sig.signature, spec)
+                result = _publish(session, request, result, built, staging.staged(result.digest))
         result = replace(result, notes=(*result.notes, *session.finish()))
     return result, lock_result
 
 
-def _ensure_base(session: BuildSession, resolved: ResolveResult, request: BuildRequest) -> None:
-    """The "base" stage: the catalog base in the engine (pulled, or built and shared) before anything else."""
+def _ensure_base(
+    session: BuildSession, resolved: ResolveResult, request: BuildRequest
+) -> engine.LocalImage | None:
+    """The "base" stage: the catalog base in the engine (pulled, or built and shared) before anything
+    else. Returns the base as the engine had it, when that was looked at (not asked again later)."""
     if resolved.base_from_config or not resolved.base_name:
-        return
+        return None
     prefix = request.base_registry or None
     same_registry = prefix is not None and prefix.split("/", 1)[0] == request.repo.registry
     auth = request.auth if same_registry else None  # the model registry's login goes nowhere else
@@ -195,6 +207,8 @@ def _ensure_base(session: BuildSession, resolved: ResolveResult, request: BuildR
     if outcome.source != "engine" or outcome.pushed:
         pushed = f", pushed to {outcome.reference}" if outcome.pushed else ""
         session.report("base", f"{outcome.name}: {outcome.source}{pushed}")
+    local = outcome.local
+    return local if local is not None and local.reference == resolved.base_image else None
 
 
 def _context_spec(
@@ -247,25 +261,27 @@ class _SupplyStaging:
 
     def __init__(self, session: BuildSession, repo: ImageRef, context_dir: Path) -> None:
         self._session, self._repo, self._context_dir = session, repo, context_dir
-        self._digest = ""
+        self._subject: Descriptor | None = None
         self._thread: threading.Thread | None = None
         self._outcome: list[StagedSupplyChain] = []
         self._failure: list[BaseException] = []
 
-    def start(self, digest: str) -> None:
+    def start(self, subject: Descriptor) -> None:
         if self._thread is None:
             # the claim and the SBOM both name the empty config: it goes up here, once, so two
             # threads never write its link at the same time (distribution 2.8 then fails a
             # manifest PUT that reads the link: 400 DIGEST_INVALID)
             self._session.registry.ensure_blob(self._repo.repository, EMPTY_JSON, media_type=OCI_EMPTY)
-            self._digest = digest
+            self._subject = subject
             self._thread = threading.Thread(target=self._run, name="modelpack-supply", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         try:
-            registry = self._session.registry
-            self._outcome.append(stage_supply_chain(registry, self._repo, self._digest, self._context_dir))
+            registry, subject = self._session.registry, self._subject
+            assert subject is not None
+            staged = stage_supply_chain(registry, self._repo, subject.digest, self._context_dir, subject)
+            self._outcome.append(staged)
         except BaseException as error:  # handed to `staged`
             self._failure.append(error)
 
@@ -278,7 +294,7 @@ class _SupplyStaging:
     def staged(self, digest: str) -> StagedSupplyChain | None:
         """Its answer for `digest`: None when it did not run for it; its error, raised."""
         self.wait()
-        if self._thread is None or digest != self._digest:
+        if self._thread is None or self._subject is None or digest != self._subject.digest:
             return None
         if self._failure:
             raise self._failure[0]
@@ -291,16 +307,19 @@ def _built_from(
     model_dir: ModelDir,
     resolved: ResolveResult,
     signature: ModelSignature,
-    context_dir: Path,
+    spec: ContextSpec,
 ) -> BuiltFrom:
     """What the record says the pushed image was built from."""
+    # BuildKit keeps a base it pulled out of the engine's image store: its FROM line has the digest
+    base_digest: str | None = result.base_image_digest
+    if not base_digest and spec.base is not None and spec.base.reference == resolved.base_image:
+        base_digest = spec.base.digest  # as the build found it (and built on it)
     return BuiltFrom(
         model_dir=model_dir,
         resolved=resolved,
-        context_dir=context_dir,
+        context_dir=spec.context_dir,
         signature=signature,
-        # BuildKit keeps a base it pulled out of the engine's image store: its FROM line has the digest
-        base_image_digest=result.base_image_digest or engine.image_digest(session.engine, resolved.base_image),
+        base_image_digest=base_digest or engine.image_digest(session.engine, resolved.base_image),
         checkpoints=result.checkpoints,
         concepts=result.concepts or None,
         image_reference=result.image,
@@ -382,10 +401,13 @@ def build_context(
 def build_or_reuse(session: BuildSession, spec: ContextSpec, request: BuildRequest) -> BuildResult:
     """The content's existing version when the registry has it (push only), else a new build."""
     ctag = content_tag(spec.content_digest)
-    remote_tags = _remote_tags(session.registry, request, session.report)
-    if request.push and ctag in remote_tags:
-        return reuse_remote(session.registry, request.repo, ctag, remote_tags, request.version, session.report)
-    return _build_new(session, spec, request, ctag, remote_tags)
+    with ThreadPoolExecutor(1, thread_name_prefix="modelpack-local-tags") as lookup:
+        # the engine's tags of the repository are listed while the registry's are (read only)
+        local_tags = lookup.submit(engine.local_tags, session.engine, request.repo.name)
+        remote_tags = _remote_tags(session.registry, request, session.report)
+        if request.push and ctag in remote_tags:
+            return reuse_remote(session.registry, request.repo, ctag, remote_tags, request.version, session.report)
+        return _build_new(session, spec, request, ctag, remote_tags, local_tags)
 
 
 def _remote_tags(registry: RegistryClient, request: BuildRequest, report: Reporter) -> list[str]:
@@ -400,16 +422,25 @@ def _remote_tags(registry: RegistryClient, request: BuildRequest, report: Report
 
 
 def _build_new(
-    session: BuildSession, spec: ContextSpec, request: BuildRequest, ctag: str, remote_tags: list[str]
+    session: BuildSession,
+    spec: ContextSpec,
+    request: BuildRequest,
+    ctag: str,
+    remote_tags: list[str],
+    local_tags: Future[list[str]] | None = None,
 ) -> BuildResult:
-    """Build (engine errors before anything is tagged), pick the version, tag and push."""
+    """Build (engine errors before anything is tagged), pick the version, tag and push.
+
+    `local_tags`: the engine's tags of the repository, listed as the build started; used when
+    the engine built nothing (a build that ran may have taken long: they are listed again)."""
     client, name = session.engine, request.repo.name
     if not request.push:
         reused = reuse_local(client, name, ctag, request.version, session.report)
         if reused is not None:
             return reused
-    image_id, pulled = _engine_build(session, spec, request, ctag)
-    chosen = pick_version(name, request.version, remote_tags, engine.local_tags(client, name))
+    image_id, pulled, built = _engine_build(session, spec, request, ctag)
+    listed = local_tags.result() if local_tags is not None and not built else engine.local_tags(client, name)
+    chosen = pick_version(name, request.version, remote_tags, listed)
     target = PushTarget(request.repo, ctag, chosen, request.version is not None, tuple(remote_tags))
     cache = request.cache_registry
     if cache is not None and (spec.weights is not None and request.push):
@@ -465,14 +496,14 @@ def _tag_and_push(
 
 def _engine_build(
     session: BuildSession, spec: ContextSpec, request: BuildRequest, ctag: str
-) -> tuple[str, dict[str, str]]:
+) -> tuple[str, dict[str, str], bool]:
     """The image id of the context built by the engine (only up to the runtime stage when
-    modelpack composes the final one; a cached runtime image is not built again), and the
-    digests of the images the builder pulled itself."""
+    modelpack composes the final one; a cached runtime image is not built again), the
+    digests of the images the builder pulled itself, and whether the engine built."""
     client, report, name = session.engine, session.report, request.repo.name
     plan = spec.assembly
     cache = request.cache_registry
-    image_id = cached_runtime(client, name, plan) if plan is not None else None
+    image_id = cached_runtime(client, name, plan, spec.base) if plan is not None else None
     pulled: dict[str, str] = {}
     if image_id is not None:
         report("build", f"runtime stage of {name}:{ctag} unchanged: image {image_id[7:19]}")
@@ -499,7 +530,8 @@ def _engine_build(
         image_id, pulled = output.image_id, output.pulled
         if plan is not None:
             remember_runtime(client, plan, image_id)
-    return image_id, pulled
+        return image_id, pulled, True
+    return image_id, pulled, False
 
 
 def _export_cache(
@@ -515,15 +547,18 @@ def _export_cache(
     cache_name = cache.name
     tag = cache.tag or "buildcache"
     session.report("cache", f"exporting the build cache to {cache_name}:{tag}")
+    tagged = False
     try:
         if composed is not None and export_composed_cache(session, *composed, image_id, cache):
-            return
+            return  # written in the registry: no local tag to remove
+        tagged = True  # (a failed tag may still have left one)
         engine.tag_image(session.engine, image_id, cache_name, tag)
         engine.push_image(session.engine, cache_name, tag, auth_config=session.docker_auth())
     except (EngineError, RegistryError) as error:
         session.report("note", f"build cache not exported: {error.message}")
     finally:
-        engine.untag(session.engine, f"{cache_name}:{tag}")
+        if tagged:
+            engine.untag(session.engine, f"{cache_name}:{tag}")
 
 
 # --------------------------------------------------------------------------- push of a local image

@@ -16,6 +16,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +132,11 @@ def claim_version(
     repository = claim.repo.repository
     nonce = secrets.token_hex(6)
     for attempt in range(CLAIM_ATTEMPTS):
-        tags = set(registry.list_tags(repository))
+        # the first claim of a next free version goes by the tags listed before the push: the
+        # list after the claim is what keeps two builds off one version; a stale one only costs
+        # another round. An explicit version is checked afresh (taken: nothing is written).
+        fresh = attempt or claim.explicit or not pushed.tags_before
+        tags = set(registry.list_tags(repository)) if fresh else set(pushed.tags_before)
         new_tags = tags - set(pushed.tags_before)
         existing = _version_of(registry, repository, pushed.digest, newest_first(new_tags))
         if existing is not None:
@@ -158,8 +163,10 @@ def claim_version(
         rivals = [t for t in after if t != mine and claimed_version(t) == candidate]
         if candidate not in after and not rivals:
             registry.put_manifest(repository, candidate, pushed.raw, pushed.media_type)
-            _drop_claim(registry, repository, mine, claim_digest)
-            check = registry.head_manifest(repository, candidate)
+            with ThreadPoolExecutor(1, thread_name_prefix="modelpack-claim") as dropping:
+                dropped = dropping.submit(_drop_claim, registry, repository, mine, claim_digest)
+                check = registry.head_manifest(repository, candidate)  # meanwhile: independent
+                dropped.result()
             if check is None or check.digest != pushed.digest:
                 raise RegistryError(
                     f"{claim.repo.name}:{candidate} does not point at the pushed content {pushed.digest}"
@@ -169,8 +176,8 @@ def claim_version(
             _note_version(registry, repository, candidate, pushed, notes)
             return candidate
         _drop_claim(registry, repository, mine, claim_digest)
-        if candidate in after and claim.explicit:
-            continue  # the next round reports it as taken
+        if candidate in after:
+            continue  # a version, not a rival claim: the next round reports it or takes another
         pause(random.uniform(0.05, 0.25) * (attempt + 1))
     raise RegistryError(
         f"no version could be claimed in {claim.repo.name} after {CLAIM_ATTEMPTS} tries (other builds "

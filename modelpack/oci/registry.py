@@ -31,18 +31,18 @@ Rules:
 - :meth:`RegistryClient.referrers` uses ``GET /v2/<name>/referrers/<digest>`` and falls back to the
   OCI 1.1 tag scheme (an image index under the tag ``sha256-<hex>``) when the registry lacks it;
   :meth:`RegistryClient.put_manifest` keeps that fallback index up to date for manifests with a
-  ``subject`` when the registry does not acknowledge the subject (no ``OCI-Subject`` header).
+  ``subject`` when the registry does not acknowledge the subject (no ``OCI-Subject`` header); within
+  :meth:`RegistryClient.deferred_referrers` it writes each subject's index once, for all its new referrers.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
-import os
 import re
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -53,6 +53,7 @@ from urllib.parse import urljoin
 
 from modelpack.digests import sha256_file_and_size
 from modelpack.errors import InvalidInputError, RegistryError
+from modelpack.oci.credentials import DOCKER_HUB_API, docker_credentials, parse_challenge
 from modelpack.oci.reference import DEFAULT_REGISTRY, ImageRef, is_digest
 from modelpack.oci.transfer import (
     BlobReader,
@@ -74,7 +75,6 @@ OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON = b"{}"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
 
-_DOCKER_HUB_API = "registry-1.docker.io"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 MONOLITHIC_LIMIT = 16 * 1024 * 1024  # blobs above this are uploaded in PATCH chunks
@@ -159,92 +159,6 @@ def canonical_json(value: Any) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------------
-# credentials
-
-
-def docker_config_path() -> Path:
-    base = os.environ.get("DOCKER_CONFIG")
-    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
-
-
-def _config_keys(registry: str) -> list[str]:
-    keys = [
-        registry,
-        f"https://{registry}",
-        f"http://{registry}",
-        f"https://{registry}/v1/",
-        f"https://{registry}/v2/",
-    ]
-    if registry in (DEFAULT_REGISTRY, _DOCKER_HUB_API, "index.docker.io"):
-        keys += ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
-    return keys
-
-
-def _helper_credentials(helper: str, registry: str) -> tuple[str, str] | None:
-    try:
-        proc = subprocess.run(
-            [f"docker-credential-{helper}", "get"],
-            input=registry.encode(),
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    try:
-        data = json.loads(proc.stdout)
-        return str(data["Username"]), str(data["Secret"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def docker_credentials(registry: str, config_path: Path | None = None) -> tuple[str, str] | None:
-    """Look up ``(username, password)`` for ``registry`` the way the docker CLI stores them."""
-    path = config_path or docker_config_path()
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict):
-        return None
-    keys = _config_keys(registry)
-    helpers = config.get("credHelpers") or {}
-    for key in keys:
-        if key in helpers:
-            return _helper_credentials(str(helpers[key]), key)
-    auths = config.get("auths") or {}
-    for key in keys:
-        entry = auths.get(key)
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                continue
-            return user, password
-        if entry.get("username") and entry.get("password"):
-            return str(entry["username"]), str(entry["password"])
-    if config.get("credsStore"):
-        for key in keys[:2]:
-            found = _helper_credentials(str(config["credsStore"]), key)
-            if found:
-                return found
-    return None
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """Split a ``WWW-Authenticate`` header into its scheme and parameters."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {k.lower(): v for k, v in re.findall(r'(\w+)\s*=\s*"([^"]*)"', rest)}
-    for k, v in re.findall(r'(\w+)\s*=\s*([^",\s]+)', rest):
-        params.setdefault(k.lower(), v)
-    return scheme.lower(), params
-
-
-# ---------------------------------------------------------------------------------------------------
 # client
 
 
@@ -264,7 +178,7 @@ class RegistryClient:
         deadline: float | None = None,
     ) -> None:
         self.registry = registry
-        host = _DOCKER_HUB_API if registry in (DEFAULT_REGISTRY, "index.docker.io") else registry
+        host = DOCKER_HUB_API if registry in (DEFAULT_REGISTRY, "index.docker.io") else registry
         hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
         plain = insecure if insecure is not None else hostname in _LOCAL_HOSTS
         self.base_url = f"{'http' if plain else 'https'}://{host}"
@@ -288,6 +202,9 @@ class RegistryClient:
         # one read-modify-write of a fallback referrers index at a time: a build attaches its
         # version note and SBOM from two threads of this client
         self._fallback_lock = threading.RLock()
+        # inside `deferred_referrers`: the referrers added to each (repository, subject), whose
+        # fallback index is written once, when the block ends
+        self._deferred: dict[tuple[str, str], list[Descriptor]] | None = None
 
     @classmethod
     def for_ref(cls, ref: ImageRef | str, **kwargs: Any) -> RegistryClient:
@@ -708,26 +625,67 @@ class RegistryClient:
             found = self.find_manifest(repository, fallback_tag(digest))
             index = found.json if found else {"manifests": []}
         result = [Descriptor.from_dict(d) for d in index.get("manifests") or []]
+        with self._fallback_lock:  # added in a `deferred_referrers` block, not yet in the index
+            pending = list((self._deferred or {}).get((repository, digest), []))
+        result += [d for d in pending if d.digest not in {r.digest for r in result}]
         if artifact_type:
             result = [d for d in result if d.artifact_type == artifact_type]
         return result
 
-    def _add_fallback_referrer(self, repository: str, subject: str, descriptor: Descriptor) -> None:
-        tag = fallback_tag(subject)
+    @contextlib.contextmanager
+    def deferred_referrers(self) -> Iterator[None]:
+        """Within the block, referrers added to a subject (from any thread of this client) go into
+        its fallback index together, in one read and one write when the block ends, also when it
+        fails; not one read-modify-write each. The index is read just before it is written, so
+        what others added meanwhile stays. Nested blocks write at the outermost one's end."""
         with self._fallback_lock:
-            current = self.find_manifest(repository, tag)
-            index: dict[str, Any] = (
-                current.json if current else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-            )
-            entries = [m for m in index.get("manifests") or [] if m.get("digest") != descriptor.digest]
-            entries.append(descriptor.to_dict())
-            index["manifests"] = entries
-            self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
+            outer = self._deferred is None
+            if outer:
+                self._deferred = {}
+        if not outer:
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(RegistryError):  # the block's own error is the one to see
+                self._write_deferred()
+            raise
+        self._write_deferred()
+
+    def _write_deferred(self) -> None:
+        with self._fallback_lock:
+            deferred, self._deferred = self._deferred or {}, None
+            for (repository, subject), added in deferred.items():
+                if added:  # (all of them removed again meanwhile: nothing to write)
+                    self._write_fallback(repository, subject, added)
+
+    def _add_fallback_referrer(self, repository: str, subject: str, descriptor: Descriptor) -> None:
+        with self._fallback_lock:
+            if self._deferred is not None:
+                self._deferred.setdefault((repository, subject), []).append(descriptor)
+            else:
+                self._write_fallback(repository, subject, [descriptor])
+
+    def _write_fallback(self, repository: str, subject: str, added: list[Descriptor]) -> None:
+        """Read the fallback index of `subject`, add `added` (replacing entries of their digests), write it."""
+        tag = fallback_tag(subject)
+        current = self.find_manifest(repository, tag)
+        index: dict[str, Any] = (
+            current.json if current else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        )
+        digests = {d.digest for d in added}
+        entries = [m for m in index.get("manifests") or [] if m.get("digest") not in digests]
+        index["manifests"] = [*entries, *(d.to_dict() for d in added)]
+        self.put_manifest(repository, tag, canonical_json(index), OCI_INDEX)
 
     def remove_fallback_referrer(self, repository: str, subject: str, digest: str) -> None:
         """Drop ``digest`` from the fallback referrers index of ``subject`` (no-op when absent)."""
         tag = fallback_tag(subject)
         with self._fallback_lock:
+            if self._deferred and (repository, subject) in self._deferred:
+                pending = self._deferred[(repository, subject)]
+                pending[:] = [d for d in pending if d.digest != digest]
             current = self.find_manifest(repository, tag)
             if current is None:
                 return

@@ -134,12 +134,18 @@ class StagedSupplyChain:
 
 
 def stage_supply_chain(
-    client: RegistryClient, repository: ImageRef | str, image_digest: str, context_dir: Path
+    client: RegistryClient,
+    repository: ImageRef | str,
+    image_digest: str,
+    context_dir: Path,
+    subject: Descriptor | None = None,
 ) -> StagedSupplyChain:
     """Push the SBOM of ``repository@image_digest`` unless a record is attached already (an
-    unsigned publish takes any); `publish_supply_chain(..., staged=...)` adds the record."""
+    unsigned publish takes any); `publish_supply_chain(..., staged=...)` adds the record.
+    `subject`: the image's descriptor, when the caller just pushed it (else asked of the registry)."""
     repo = repository if isinstance(repository, ImageRef) else ImageRef.parse(repository)
-    subject = _subject(client, repo, image_digest)
+    if subject is None or subject.digest != image_digest:
+        subject = _subject(client, repo, image_digest)
     when = build_time_from_env()
     found = existing_record(client, repo.repository, image_digest)
     if found is not None:

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from modelpack.errors import EngineError
-from modelpack.image import bases
+from modelpack.image import bases, caches, engine
 from modelpack.pipeline.base_recipes import BaseSettings, UnknownBaseError, python_sources, recipe
 from modelpack.pipeline.catalog import TorchIndex
 from modelpack.pipeline.locking import _uv_input
@@ -91,12 +92,14 @@ class FakeEngine:
         self.present = set(present)
         self.pullable = set(pullable)
         self.calls: list[str] = []
+        self.inspected: list[str] = []
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
     def install(engine_state: FakeEngine) -> FakeEngine:
         def inspect(client: Any, reference: str) -> dict[str, Any] | None:
+            engine_state.inspected.append(reference)
             return {"Id": "sha256:" + "a" * 64, "Size": 1} if reference in engine_state.present else None
 
         def pull(client: Any, repository: str, tag: str, **kwargs: Any) -> None:
@@ -140,6 +143,41 @@ def test_a_base_in_the_engine_is_used_as_it_is(fake: Any) -> None:
     state = fake(FakeEngine({TORCH}))
     assert bases.ensure(job(), TORCH).source == "engine"
     assert state.calls == []
+
+
+def test_a_base_in_the_engine_is_inspected_once_and_the_build_keeps_what_it_saw(fake: Any) -> None:
+    """The build reuses this look (the runtime cache's base check, the record's base digest)
+    instead of asking the engine about the base four more times."""
+    state = fake(FakeEngine({TORCH}))
+    outcome = bases.ensure(job(), TORCH)
+    assert state.inspected == [TORCH]
+    image_id = "sha256:" + "a" * 64
+    assert outcome.local == engine.LocalImage(TORCH, image_id, image_id) and outcome.digest == image_id
+
+
+def test_the_runtime_cache_checks_the_base_the_build_saw_without_asking_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    plan = SimpleNamespace(runtime_key="k" * 16, base_image=TORCH)
+    runtime_id, base_id = "sha256:" + "r" * 64, "sha256:" + "b" * 64
+    inspected: list[str] = []
+    tagged: list[str] = []
+
+    def inspect(client: Any, reference: str) -> dict[str, Any] | None:
+        inspected.append(reference)
+        tags = ["reg/m:modelpack-runtime"] if reference == runtime_id else []
+        return {"Id": runtime_id if reference == runtime_id else base_id, "RepoTags": tags}
+
+    monkeypatch.setattr(caches.engine, "inspect_image", inspect)
+    monkeypatch.setattr(caches.engine, "tag_image", lambda client, image, repo, tag: tagged.append(tag))
+    caches.remember_runtime(None, plan, runtime_id)  # type: ignore[arg-type]
+    inspected.clear()
+    seen = engine.LocalImage(TORCH, base_id, None)
+    assert caches.cached_runtime(None, "reg/m", plan, seen) == runtime_id  # type: ignore[arg-type]
+    assert inspected == [runtime_id] and tagged == []  # it has its tag already: none is written again
+    other_base = engine.LocalImage(TORCH, "sha256:" + "c" * 64, None)
+    assert caches.cached_runtime(None, "reg/m", plan, other_base) is None  # type: ignore[arg-type]
 
 
 def test_with_a_registry_the_copy_there_is_pulled_before_anything_is_built(fake: Any) -> None:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from loopback import LoopbackServer, QuietHandler, free_port
 
-from modelpack.errors import EngineError, InvalidInputError
-from modelpack.image import engine
+from modelpack.errors import EngineError, InvalidInputError, RegistryError
+from modelpack.image import engine, stages
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
+from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.oci.reference import parse_repository
 from modelpack.tags import content_tag, next_version, version_number
+from tests.unit.fakes import FakeRegistry
 
 
 def test_content_tag_takes_16_hex_digits() -> None:
@@ -163,3 +168,89 @@ def test_connecting_to_the_engine_costs_one_request(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")  # nothing listens there
     with pytest.raises(EngineError, match=r"^cannot reach the Docker engine at tcp://127\.0\.0\.1:\d+: "):
         engine.connect(timeout=5)
+
+
+# --- what a push asks the engine and registry (modelpack.image.stages) -------------------------------
+
+
+class _Engine:
+    """Notes the engine calls the stages make through `modelpack.image.engine`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, local: list[list[str]]) -> None:
+        self.calls: list[str] = []
+        self._local = local
+
+        def local_tags(client: object, name: str) -> list[str]:
+            self.calls.append("local_tags")
+            return self._local.pop(0)
+
+        monkeypatch.setattr(stages.engine, "local_tags", local_tags)
+        monkeypatch.setattr(stages.engine, "untag", lambda client, ref: self.calls.append(f"untag {ref}"))
+        monkeypatch.setattr(stages.engine, "tag_image", lambda *a: self.calls.append("tag"))
+        monkeypatch.setattr(stages.engine, "push_image", lambda *a, **k: self.calls.append("push"))
+
+
+def _session(registry: object) -> BuildSession:
+    return BuildSession(engine=None, registry=registry, auth=None, report=lambda *a: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("built", [False, True])
+def test_the_engines_tags_are_listed_with_the_registrys_and_again_only_after_a_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, built: bool
+) -> None:
+    """Listed while the registry's tags are (a code-only push builds nothing); a build that ran
+    may have taken long, and a local version made meanwhile must not be chosen again."""
+    fakes_engine = _Engine(monkeypatch, [["v1"], ["v1", "v2"]])
+    monkeypatch.setattr(stages, "_engine_build", lambda *a: ("sha256:" + "1" * 64, {}, built))
+    chosen: list[str] = []
+
+    def tag_and_push(session: object, spec: object, request: object, target: PushTarget, image_id: str) -> Any:
+        chosen.append(target.version)
+        return BuildResult(image="x", version=target.version, digest="sha256:" + "2" * 64, tags=(), pushed=True)
+
+    monkeypatch.setattr(stages, "_tag_and_push", tag_and_push)
+    request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"), push=True)
+    spec = stages.ContextSpec(tmp_path, "sha256:" + "3" * 64)
+    stages.build_or_reuse(_session(FakeRegistry()), spec, request)
+    assert fakes_engine.calls == ["local_tags", "local_tags"] if built else ["local_tags"]
+    assert chosen == (["v3"] if built else ["v2"])
+
+
+def test_a_cache_export_written_in_the_registry_leaves_no_local_tag_to_remove(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_engine = _Engine(monkeypatch, [])
+    cache = parse_repository("127.0.0.1:5000/team/m-cache")
+    monkeypatch.setattr(stages, "export_composed_cache", lambda *a: True)
+    composed = (parse_repository("127.0.0.1:5000/team/m"), "sha256:" + "2" * 64)
+    stages._export_cache(_session(FakeRegistry()), "sha256:" + "1" * 64, cache, composed)
+    assert fake_engine.calls == []  # not one engine request
+    stages._export_cache(_session(FakeRegistry()), "sha256:" + "1" * 64, cache)  # the engine's push
+    assert fake_engine.calls == ["tag", "push", "untag 127.0.0.1:5000/team/m-cache:buildcache"]
+
+
+@pytest.mark.parametrize("engine_up", [False, True])
+def test_the_registry_is_pinged_while_the_engine_connects_and_an_engine_error_comes_first(
+    monkeypatch: pytest.MonkeyPatch, engine_up: bool
+) -> None:
+    closed: list[str] = []
+
+    class Client:
+        def close(self) -> None:
+            closed.append("engine")
+
+    def connect(**kwargs: object) -> Client:
+        if not engine_up:
+            raise EngineError("cannot reach the Docker engine at unix:///nowhere")
+        return Client()
+
+    def ping(registry: object) -> None:
+        raise RegistryError("registry 127.0.0.1:5000: GET /v2/: cannot connect")
+
+    monkeypatch.setattr(stages.engine, "connect", connect)
+    monkeypatch.setattr(stages, "ping", ping)
+    monkeypatch.setattr(stages, "registry_for", lambda repo, auth: SimpleNamespace(close=lambda: closed.append("registry")))
+    request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"), push=True)
+    with pytest.raises(EngineError if not engine_up else RegistryError):
+        stages._open_session(request, lambda *a: None)
+    assert closed == (["engine", "registry"] if engine_up else ["registry"])

@@ -4,15 +4,17 @@ uv with required hashes and a cache mount, the CLI picked explicitly, its plain 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import LoopbackServer, QuietHandler
 
 from modelpack.errors import EngineError, InvalidInputError
-from modelpack.image import buildkit
+from modelpack.image import buildkit, engine
 from modelpack.image.engine import EngineBuild
 from modelpack.pipeline.settings import BUILDKIT, BuildSecret, BuildSettings
 from modelpack.project.model_dir import ModelDir
@@ -298,3 +300,30 @@ def test_a_remote_buildkit_that_cannot_be_reached_is_one_clear_error(monkeypatch
     with_buildx = buildkit.DockerCli("/usr/local/bin/docker", "27.1.0", buildx=True)
     monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: with_buildx)
     assert buildkit.choose_builder(None, modern).cli == with_buildx  # type: ignore[arg-type]
+
+
+def test_the_engine_is_asked_its_version_once_per_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docker SDK asks `/version` to pick its API version and keeps only that; the builder
+    choice needs the rest of the answer (OS, API), so `connect` keeps it: one request, not two."""
+    asked: list[str] = []
+
+    class Engine(QuietHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.path.rstrip("/").endswith("/version"):
+                self.reply(json.dumps({"ApiVersion": "1.41", "Os": "linux", "Version": "20.10.24"}).encode())
+            else:
+                self.reply(b"{}", status=404)
+
+    with LoopbackServer(Engine) as server:
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://{server.host}")
+        for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+            monkeypatch.delenv(name, raising=False)
+        client = engine.connect(timeout=5)
+        try:
+            assert client.api.api_version == "1.41"
+            assert buildkit._engine_problem(client) is None
+            assert engine.version_info(client)["Os"] == "linux"
+        finally:
+            client.close()
+    assert asked == ["/version"]

@@ -38,7 +38,7 @@ from modelpack.image.versions import (
     tag_version,
 )
 from modelpack.oci.reference import parse_repository
-from modelpack.oci.registry import EMPTY_JSON, sha256_digest
+from modelpack.oci.registry import DOCKER_MANIFEST, EMPTY_JSON, Descriptor, sha256_digest
 from modelpack.pipeline.rendering import FinalStage
 from modelpack.progress import ProgressEvent, Reporter
 from modelpack.tags import check_version, claimed_version, content_tag, newest_first, next_version
@@ -172,6 +172,44 @@ def test_two_builds_that_see_each_others_claim_both_withdraw(registry: Any) -> N
     assert chosen == "v2" and len(pauses) == 1
     assert registry.digest_of(REPOSITORY, "v1") is None
     assert notes == ["version v1 was taken meanwhile; using v2"]
+
+
+def _listings(registry: Any) -> list[str]:
+    """Counts the tag lists `registry` answers."""
+    listed: list[str] = []
+    real = registry.list_tags
+
+    def counted(repository: str) -> list[str]:
+        listed.append(repository)
+        return real(repository)
+
+    registry.list_tags = counted
+    return listed
+
+
+def test_a_claim_without_rivals_lists_the_tags_once(registry: Any) -> None:
+    """The tags listed before the push choose the first candidate; the list after the claim is
+    the one that keeps two builds off one version (a list before the claim is not needed)."""
+    registry.add_image(REPOSITORY, ["v1"], "older content")
+    new = _pushed(registry)
+    pushed = PushedManifest(new.raw, new.media_type, new.digest, ("v1", "c-old"))
+    listed = _listings(registry)
+    assert claim_version(registry, VersionClaim(REPO, "v2", False, "c-new"), pushed, []) == "v2"
+    assert len(listed) == 1 and registry.digest_of(REPOSITORY, "v2") == pushed.digest
+
+
+def test_a_version_taken_since_the_listing_costs_a_round_but_no_pause(registry: Any) -> None:
+    """The stale list proposes v1, which another build tagged meanwhile: the claim is withdrawn
+    and the next round, listing afresh, takes v2 at once (a pause only parts rival claims)."""
+    pushed = _pushed(registry)
+    other = registry.add_image(REPOSITORY, ["v1"], "another build")
+    pauses: list[float] = []
+    notes: list[str] = []
+    claim = VersionClaim(REPO, "v1", False, "c-new")
+    assert claim_version(registry, claim, pushed, notes, pause=pauses.append) == "v2"
+    assert pauses == [] and notes == ["version v1 was taken meanwhile; using v2"]
+    assert registry.digest_of(REPOSITORY, "v1") == other
+    assert not [t for t in registry.list_tags(REPOSITORY) if claimed_version(t)]
 
 
 def test_a_version_another_build_gave_the_same_content_is_reported_not_duplicated(registry: Any) -> None:
@@ -591,13 +629,13 @@ def test_the_empty_config_is_in_the_registry_before_the_sbom_thread_starts(
     registry = fakes.FakeRegistry()
     present_at_start: list[bool] = []
 
-    def staging(client: Any, repo: Any, digest: str, context_dir: Path) -> Any:
+    def staging(client: Any, repo: Any, digest: str, context_dir: Path, subject: Any) -> Any:
         present_at_start.append(sha256_digest(EMPTY_JSON) in registry.blobs)
         return None
 
     monkeypatch.setattr(stages, "stage_supply_chain", staging)
     session = BuildSession(engine=None, registry=registry, auth=None, report=lambda *a: None)  # type: ignore[arg-type]
     staged = stages._SupplyStaging(session, parse_repository("127.0.0.1:5000/team/model"), tmp_path)
-    staged.start("sha256:" + "a" * 64)
+    staged.start(Descriptor(DOCKER_MANIFEST, "sha256:" + "a" * 64, 100))
     staged.wait()
     assert present_at_start == [True]

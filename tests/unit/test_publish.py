@@ -210,6 +210,25 @@ def test_the_sbom_staged_before_the_version_makes_the_same_records(
         publish_supply_chain(client, repository, "sha256:" + "9" * 64, built, staged=staged)  # not its digest
 
 
+def test_staging_with_the_pushed_descriptor_does_not_ask_for_it_again(
+    context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push just wrote the image manifest and knows its descriptor: the SBOM names it without
+    a HEAD of the image, and is the very SBOM a HEAD would have given."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    fake = _FAKE.FakeRegistry()
+    client = _FAKE.make_client(fake)
+    digest = push_image(client, context)
+    subject = client.head_manifest(REPO, digest)
+    assert subject is not None
+    del fake.log[:]
+    staged = stage_supply_chain(client, f"127.0.0.1:5000/{REPO}", digest, context, subject)
+    assert not [(m, u) for m, u, _ in fake.log if m == "HEAD" and u.endswith(f"/manifests/{digest}")]
+    asked = stage_supply_chain(_FAKE.make_client(fake), f"127.0.0.1:5000/{REPO}", digest, context)
+    assert asked.subject == staged.subject and staged.sbom is not None and asked.sbom is not None
+    assert asked.sbom.digest == staged.sbom.digest
+
+
 def test_sign_and_republish_is_idempotent(client: RegistryClient, model: ModelDir, context: Path) -> None:
     digest = push_image(client, context)
     key = generate_private_key()

@@ -413,6 +413,42 @@ def test_referrers_attached_from_two_threads_are_all_in_the_fallback_index() -> 
     assert len(client.referrers("a/b", subject)) == 10
 
 
+def _fallback_requests(fake: FakeRegistry, subject: str) -> list[str]:
+    return [method for method, url, _ in fake.log if url.endswith("/manifests/" + fallback_tag(subject))]
+
+
+def test_referrers_added_in_a_deferred_block_go_into_the_fallback_index_in_one_write() -> None:
+    """A build attaches a version note, an SBOM (another thread) and a record to one image: one
+    read and one write of its fallback index, not a read-modify-write each."""
+    fake = FakeRegistry()
+    client = make_client(fake)
+    subject = sha256_digest(b"image")
+    with client.deferred_referrers():
+        note = client.put_manifest("a/b", "n", _artifact(subject, "x/note"))
+        sbom = threading.Thread(target=client.put_manifest, args=("a/b", "s", _artifact(subject, "x/sbom")))
+        sbom.start()
+        sbom.join()
+        record = client.put_manifest("a/b", "r", _artifact(subject, "x/record"))
+        assert _fallback_requests(fake, subject) == []
+        assert note.digest in {d.digest for d in client.referrers("a/b", subject)}  # pending, yet listed
+        del fake.log[:]
+    assert _fallback_requests(fake, subject) == ["GET", "PUT"]
+    found = [d.artifact_type for d in client.referrers("a/b", subject)]
+    assert found == ["x/note", "x/sbom", "x/record"] and record.digest
+
+
+def test_a_deferred_write_keeps_what_another_client_added_meanwhile() -> None:
+    fake = FakeRegistry()
+    mine, theirs = make_client(fake), make_client(fake)
+    subject = sha256_digest(b"image")
+    with pytest.raises(RuntimeError, match="the build failed"):
+        with mine.deferred_referrers():
+            mine.put_manifest("a/b", "one", _artifact(subject, "x/mine"))
+            theirs.put_manifest("a/b", "two", _artifact(subject, "x/theirs"))
+            raise RuntimeError("the build failed")  # what was attached is indexed all the same
+    assert sorted(d.artifact_type or "" for d in mine.referrers("a/b", subject)) == ["x/mine", "x/theirs"]
+
+
 def test_fallback_index_entries_can_be_removed() -> None:
     fake = FakeRegistry()
     client = make_client(fake)

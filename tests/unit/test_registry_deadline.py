@@ -34,6 +34,7 @@ class Registry:
         self.silent = 0.0  # seconds of silence before answering at all
         self.link: str | None = None  # the `Link: <...>; rel="next"` of every tag page
         self.pages = 0
+        self.paths: list[str] = []  # as each request named it (a URL when it came through a proxy)
         self.server = LoopbackServer(self._handler()).start()
 
     @property
@@ -45,6 +46,7 @@ class Registry:
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
+                owner.paths.append(self.path)
                 path = self.path.split("?", 1)[0]
                 headers = {"Content-Type": "application/json"}
                 if path == "/v2/":
@@ -205,3 +207,59 @@ def test_the_deadline_setting() -> None:
     for bad in ("0", "-1", "soon", "inf", "nan"):
         with pytest.raises(InvalidInputError, match=DEADLINE_VARIABLE):
             registry_deadline({DEADLINE_VARIABLE: bad})
+
+
+# --- proxies from the environment ------------------------------------------------------------------
+
+
+def _without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_a_proxy_in_the_environment_carries_the_registry_requests(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured (a corporate proxy): the loopback server plays the proxy here."""
+    _without_proxies(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{registry.host}")
+    with RegistryClient("registry.example:5000", insecure=True, deadline=5) as client:
+        assert client.list_tags("team/m") == ["v1", "v2"]
+        assert client.list_tags("team/m") == ["v1", "v2"]
+    assert registry.paths == ["http://registry.example:5000/v2/team/m/tags/list?n=1000"] * 2
+
+
+def test_no_proxy_reaches_the_registry_directly(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_proxies(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    with RegistryClient(registry.host, deadline=5) as client:
+        with pytest.raises(RegistryError, match="ProxyError"):  # the proxy is asked, and is not there
+            client.list_tags("team/m")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with RegistryClient(registry.host, deadline=5) as client:
+        assert client.list_tags("team/m") == ["v1", "v2"]
+    assert registry.paths == ["/v2/team/m/tags/list?n=1000"]
+
+
+def test_the_environment_is_read_once_per_registry_not_per_request(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests scans the environment for proxies on every request (milliseconds each, a build
+    sends dozens); a client's session keeps the answer for its registry."""
+    import requests.sessions
+
+    _without_proxies(monkeypatch)
+    looked_up: list[str] = []
+    lookup = requests.sessions.get_environ_proxies
+
+    def counted(url: str, no_proxy: str | None = None) -> dict[str, str]:
+        looked_up.append(url)
+        return lookup(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counted)
+    with RegistryClient(registry.host, deadline=5) as client:
+        client.ping()
+        for _ in range(3):
+            assert client.list_tags("team/m") == ["v1", "v2"]
+    assert len(looked_up) == 1

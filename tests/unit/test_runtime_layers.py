@@ -230,3 +230,43 @@ def test_a_failed_save_drops_the_folder_records_it_relied_on(monkeypatch: pytest
     with pytest.raises(runtime_layers.EngineError, match="lacks layer"):
         runtime_layers._upload_from_engine(session, REPO.repository, "sha256:x", {"sha256:y"}, {})  # type: ignore[arg-type]
     assert runtime_layers.FolderRecords()(folder) is None
+
+
+def test_layers_recorded_as_pushed_here_need_not_the_newest_versions_manifest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A code-only rebuild: every runtime layer's record names this repository, so their blobs
+    are asked about at once, without first reading the newest version's manifest and config
+    (two requests, one after the other). A layer without such a record still gets that read."""
+    blobs = {_digest(f"plain {n}".encode()): f"gzip {n}".encode() for n in range(3)}
+    registry = FakeRegistry()
+    for diff_id, blob in blobs.items():
+        registry.blobs[_digest(blob)] = blob
+        record = {**{"registry": REPO.registry, "repository": REPO.repository}, "mediaType": GZIP}
+        runtime_layers._source_record(diff_id).parent.mkdir(parents=True, exist_ok=True)
+        runtime_layers._source_record(diff_id).write_text(
+            json.dumps({**record, "digest": _digest(blob), "size": len(blob)})
+        )
+    config = json.dumps({"rootfs": {"diff_ids": list(blobs)}}).encode()
+    registry.blobs[_digest(config)] = config
+    runtime_layers._remember_config(config)
+    newest = docker_manifest(config, [(_digest(blob), len(blob)) for blob in blobs.values()])
+    registry.manifests[_digest(newest)] = (newest, "application/vnd.docker.distribution.manifest.v2+json")
+    registry.tags[REPO.repository] = {"v1": _digest(newest)}
+    read: list[str] = []
+    get_manifest = registry.get_manifest
+
+    def noted(repository: str, reference: str, **kwargs: bool) -> object:
+        read.append(reference)
+        return get_manifest(repository, reference, **kwargs)
+
+    monkeypatch.setattr(registry, "get_manifest", noted)
+    session = SimpleNamespace(engine=None, registry=registry, report=lambda *a: None)
+    target = PushTarget(REPO, "c-0123456789abcdef", "v2", False, remote_tags=("v1",))
+    runtime = runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    assert [layer.status for layer in runtime.layers] == ["present"] * 3 and read == []
+    assert [d["digest"] for d in runtime.descriptors] == [_digest(b) for b in blobs.values()]
+
+    runtime_layers._source_record(next(iter(blobs))).unlink()  # no record: the newest version is read
+    runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    assert read == ["v1"]
