@@ -8,9 +8,10 @@ here lazily, so that importing modelpack stays cheap and heavy dependencies
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from modelpack._version import __version__
+
+TYPE_CHECKING = False  # typing's flag without importing typing: the executable starts here
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -53,6 +54,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from modelpack.pipeline.validate import validate as validate
     from modelpack.project.config import load as load
 

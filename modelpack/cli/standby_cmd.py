@@ -71,7 +71,7 @@ def standby(action: str, idle_timeout: float | None, foreground: bool, as_json: 
             {"running": False} if asked is None else {"running": True, "stopping": action == "stop", **asked}
         )
     answer.pop("kind", None)
-    answer["socket"] = str(place.socket_path(place.folder(), place.installation_key()))
+    answer["socket"] = place.socket_path(place.folder(), place.installation_key())
     if as_json:
         emit_json(answer)
     else:
@@ -102,7 +102,7 @@ def _start(idle_seconds: float, foreground: bool) -> dict[str, Any]:
     root = place.private_folder(create=True)
     if root is None:
         raise InvalidInputError(f"{place.folder()} is not a folder of this user's alone: no standby process")
-    log = root / f"{place.installation_key()}.log"
+    log = Path(root) / f"{place.installation_key()}.log"
     command = [sys.executable, "-m", "modelpack", "standby", "start", "--foreground"]
     command += ["--idle-timeout", f"{idle_seconds / 60.0:g}"]
     with open(log, "wb") as out:

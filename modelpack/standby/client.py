@@ -14,9 +14,12 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
 from modelpack.standby import place, wire
+
+TYPE_CHECKING = False  # typing's flag without importing typing (the executable's start)
+if TYPE_CHECKING:
+    from typing import Any
 
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -29,7 +32,7 @@ def connect() -> socket.socket | None:
     path = place.socket_path(root, place.installation_key())
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        sock.connect(path)
     except OSError:
         sock.close()
         return None

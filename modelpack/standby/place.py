@@ -12,23 +12,26 @@ import hashlib
 import os
 import stat
 import sys
-from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent.parent
+_PACKAGE = os.path.dirname(
+    os.path.dirname(os.path.realpath(__file__))
+)  # no pathlib: the executable starts here
 
 
-def folder() -> Path:
-    """`$XDG_RUNTIME_DIR/modelpack-standby` (or the temporary folder's), owned by this user."""
+def folder() -> str:
+    """`$XDG_RUNTIME_DIR/modelpack-standby-UID` (or the temporary folder's), owned by this user."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
-    return Path(base) / f"modelpack-standby-{os.getuid()}"
+    return os.path.join(base, f"modelpack-standby-{os.getuid()}")
 
 
-def private_folder(create: bool) -> Path | None:
+def private_folder(create: bool) -> str | None:
     """The folder when it is this user's alone (made so when `create`); None otherwise."""
     path = folder()
     if create:
         try:
-            path.mkdir(mode=0o700, parents=False, exist_ok=True)
+            os.mkdir(path, mode=0o700)
+        except FileExistsError:
+            pass
         except OSError:
             return None
     try:
@@ -69,9 +72,9 @@ def _installed_paths() -> list[str]:
     return list(sys.path)
 
 
-def _module_files(root: Path) -> list[tuple[str, int, int]]:
+def _module_files(root: str) -> list[tuple[str, int, int]]:
     found: list[tuple[str, int, int]] = []
-    pending = [str(root)]
+    pending = [root]
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
@@ -84,8 +87,8 @@ def _module_files(root: Path) -> list[tuple[str, int, int]]:
     return sorted(found)
 
 
-def socket_path(root: Path, key: str) -> Path:
-    return root / f"{key}.sock"
+def socket_path(root: str, key: str) -> str:
+    return os.path.join(root, f"{key}.sock")
 
 
 __all__ = ["folder", "installation_key", "private_folder", "socket_path"]

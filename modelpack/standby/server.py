@@ -150,15 +150,15 @@ class _State:
 def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] | None = None) -> None:
     """Accept commands until stopped or idle; `ready` is called once the socket listens."""
     _check_platform()
-    root = place.private_folder(create=True)
-    if root is None:
+    found = place.private_folder(create=True)
+    if found is None:
         raise StandbyError(f"{place.folder()} is not a folder of this user's alone")
-    key = place.installation_key()
+    root, key = Path(found), place.installation_key()
     lock = _take_lock(root / f"{key}.lock")
     if lock is None:
         raise StandbyError("a standby process already runs for this installation")
     _sweep(root, key)
-    path = place.socket_path(root, key)
+    path = Path(place.socket_path(found, key))
     path.unlink(missing_ok=True)  # left by one that was killed: the lock says none runs
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -11,7 +11,10 @@ import json
 import os
 import socket
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing (the executable's start)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_FRAME = 1 << 22  # an environment and an argument list fit many times over
 MAX_FDS = 3

@@ -70,13 +70,14 @@ def test_the_folder_is_used_only_when_it_is_this_users_alone(
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert place.private_folder(create=False) is None  # not there: not made by asking
-    made = place.private_folder(create=True)
-    assert made == tmp_path / f"modelpack-standby-{os.getuid()}"
-    assert made is not None and made.stat().st_mode & 0o777 == 0o700
+    created = place.private_folder(create=True)
+    assert created == str(tmp_path / f"modelpack-standby-{os.getuid()}")
+    made = Path(created)
+    assert made.stat().st_mode & 0o777 == 0o700
     made.chmod(0o770)  # others may write in it: someone could put a socket of theirs there
     assert place.private_folder(create=False) is None
     made.chmod(0o700)
-    assert place.private_folder(create=False) == made
+    assert place.private_folder(create=False) == created
     made.rmdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
@@ -91,7 +92,7 @@ def test_the_key_follows_the_installed_code(tmp_path: Path, monkeypatch: pytest.
     module = package / "image" / "stages.py"
     module.write_text("x = 1\n")
     (package / "__pycache__").mkdir()
-    monkeypatch.setattr(place, "_PACKAGE", package)
+    monkeypatch.setattr(place, "_PACKAGE", str(package))
     first = place.installation_key()
     (package / "__pycache__" / "stages.cpython-311.pyc").write_bytes(b"compiled")
     assert place.installation_key() == first  # compiled files are not the code
@@ -129,7 +130,7 @@ def test_no_standby_means_the_command_runs_here(short_folder: Path, monkeypatch:
     assert root is not None
     stale = place.socket_path(root, place.installation_key())
     listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(stale))
+    listener.bind(stale)
     listener.close()  # a socket file nobody listens on, as a killed standby leaves it
     assert client.call(["validate", "x"]) is None
     assert client.call(["standby", "status"]) is None  # never handed over: it would count itself
