@@ -29,7 +29,10 @@ MODELS = Path(__file__).resolve().parent.parent / "unit" / "test_runtime_models"
 
 
 class Standby:
-    """A standby process in a private runtime folder, and commands run with or without it."""
+    """A standby process in a private runtime folder, and commands run with or without it.
+
+    Commands start from `/`, as `clirun` runs them: `python -m modelpack` started in the source
+    tree runs the source's modules, another installation than the standby's (the wheel's)."""
 
     def __init__(self, folder: Path) -> None:
         self.env = {k: v for k, v in os.environ.items() if k != "MODELPACK_STANDBY"}
@@ -130,6 +133,7 @@ def _serving(standby: Standby, port: int, alone: bool = False) -> subprocess.Pop
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd="/",
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -285,6 +289,7 @@ def test_commands_at_once_each_get_their_own_output(standby: Standby, tmp_path: 
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            cwd="/",
         )
         for m in models
     ]
