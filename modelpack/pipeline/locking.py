@@ -12,7 +12,10 @@ and `clarifai` is replaced by the runtime's compatibility shim.
 
 The file starts with a comment header whose input digest covers everything the
 resolution depends on; a lock whose digest still matches is reused without any
-network access, one that does not is "stale".
+network access, one that does not is "stale". A stale lock is re-resolved preferring its own
+pins, so that a change to requirements.txt upgrades nothing unasked; when the change only adds
+lines, only those are resolved, constrained to the pins (`lock_file` records what a lock was
+resolved from, as digests).
 """
 
 from __future__ import annotations
