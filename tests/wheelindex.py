@@ -68,13 +68,21 @@ def project_of(filename: str) -> str:
     return canonical(filename.split("-", 1)[0])
 
 
-def make_wheel(folder: Path, project: str, source: str = "VALUE = 1\n", version: str = "0.1.0") -> Path:
-    """A minimal valid pure-Python wheel of `project` whose one module holds `source`, in `folder`."""
+def make_wheel(
+    folder: Path,
+    project: str,
+    source: str = "VALUE = 1\n",
+    version: str = "0.1.0",
+    requires: tuple[str, ...] = (),
+) -> Path:
+    """A minimal valid pure-Python wheel of `project` whose one module holds `source`, in `folder`;
+    `requires` become its Requires-Dist lines."""
     module = project.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
+    depends = "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
     files = {
         f"{module}/__init__.py": source.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n{depends}".encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: modelpack-tests\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
     }
@@ -105,10 +113,17 @@ class WheelIndex:
         self.credentials = credentials  # "user:password" the index requires, if any
         self.requests: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
-        self._files = {path.name: path for path in folder.iterdir() if path.suffix == ".whl"}
-        self._hashes = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in self._files.items()}
-        self._metadata = {name: _wheel_metadata(path) for name, path in self._files.items()} if like_pypi else {}
+        self._like_pypi = like_pypi
+        self.rescan()
         self._server = LoopbackServer(self._handler())
+
+    def rescan(self) -> None:
+        """Serve the folder's wheels as they are now (a test publishing a new version)."""
+        files = {path.name: path for path in self.folder.iterdir() if path.suffix == ".whl"}
+        hashes = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+        metadata = {name: _wheel_metadata(path) for name, path in files.items()} if self._like_pypi else {}
+        with self._lock:
+            self._files, self._hashes, self._metadata = files, hashes, metadata
 
     @property
     def port(self) -> int:

@@ -19,7 +19,11 @@ from modelpack.project.config import load
 @click.command("lock")
 @model_dir_argument
 @click.option("--check", is_flag=True, help="Only report; exit 1 when the lock is missing or stale.")
-@click.option("--force", is_flag=True, help="Re-resolve even when the lock is up to date.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Resolve afresh, up to date or not, without keeping the existing pins (upgrades what it can).",
+)
 @click.option(
     "--keep-clarifai",
     is_flag=True,
@@ -55,6 +59,9 @@ def lock(
 
     The torch family comes with the base image and is left out; so is clarifai
     unless --keep-clarifai. An up-to-date lock is reused without network access.
+    A stale lock's pins are kept where the new requirements allow (nothing is
+    upgraded unasked), and lines only added to requirements.txt are resolved
+    alone against those pins; --force resolves everything afresh.
     """
     settings = BuildSettings.from_env(ca_bundle=ca_bundle, index_url=index_url, base_registry=base_registry)
     loaded = load(model_dir)
