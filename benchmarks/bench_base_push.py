@@ -47,20 +47,6 @@ def load_dockerd() -> ModuleType:
     return module
 
 
-def registry_root() -> Path | None:
-    """The storage folder of scripts/setup.sh's registry (read from its process), when local."""
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if len(argv) > 2 and argv[0].endswith(b"docker-registry") and argv[1] == b"serve":
-            for line in Path(argv[2].decode()).read_text().splitlines():
-                if line.strip().startswith("rootdirectory:"):
-                    return Path(line.split(":", 1)[1].strip())
-    return None
-
-
 def folder_bytes(folder: Path | None) -> int:
     if folder is None:
         return 0
@@ -114,9 +100,9 @@ def main() -> int:
     parser.add_argument("--registry", default="127.0.0.1:5000")
     parser.add_argument("--registry-root", type=Path, default=None, help="default: the local registry's")
     args = parser.parse_args()
-    args.registry_root = args.registry_root or registry_root()
-    run_tag = uuid.uuid4().hex[:8]
     dockerd = load_dockerd()
+    args.registry_root = args.registry_root or dockerd.registry_root()
+    run_tag = uuid.uuid4().hex[:8]
     results: list[dict[str, tuple[float, int, int]]] = []
     for number in range(args.rounds):
         order = ("modelpack", "engine") if number % 2 == 0 else ("engine", "modelpack")

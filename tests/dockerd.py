@@ -5,6 +5,7 @@ no bridge network. It stands in for a remote builder host (reached through DOCKE
 a fresh CI runner whose engine starts empty; it can be wiped or thrown away without touching
 the shared engine. tests/e2e/conftest.py (the `second_engine` fixture) and
 benchmarks/bench_torch.py (cold builds) load this file by path: tests are not a package.
+`registry_root` finds the local registry's storage (tests/e2e/test_bases.py, bench_base_push).
 
 Needs root, `dockerd` and Debian's docker CLI (scripts/setup.sh).
 """
@@ -19,6 +20,20 @@ import time
 from pathlib import Path
 
 BUILDKIT_CLI = "/usr/bin/docker"  # Debian's docker.io 20.10: BuildKit built in (scripts/setup.sh)
+
+
+def registry_root() -> Path | None:
+    """The storage folder of scripts/setup.sh's registry (read from its process), when local."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[0].endswith(b"docker-registry") and argv[1] == b"serve":
+            for line in Path(argv[2].decode()).read_text().splitlines():
+                if line.strip().startswith("rootdirectory:"):
+                    return Path(line.split(":", 1)[1].strip())
+    return None
 
 
 def available() -> str | None:

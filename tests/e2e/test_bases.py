@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dockerd
 import pytest
 from clirun import run_modelpack
 
@@ -120,16 +121,8 @@ def _manifest_layers(registry: str, repository: str, tag: str) -> list[dict[str,
 
 def _registry_blob_store() -> Path | None:
     """The blob folder of the registry on this machine (scripts/setup.sh's), when it is local."""
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if len(argv) > 2 and argv[0].endswith(b"docker-registry") and argv[1] == b"serve":
-            for line in Path(argv[2].decode()).read_text().splitlines():
-                if line.strip().startswith("rootdirectory:"):
-                    return Path(line.split(":", 1)[1].strip()) / "docker/registry/v2/blobs/sha256"
-    return None
+    root = dockerd.registry_root()
+    return None if root is None else root / "docker/registry/v2/blobs/sha256"
 
 
 def _new_blob_bytes(store: Path, digests: list[str], since: float) -> int:
