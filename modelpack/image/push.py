@@ -204,22 +204,36 @@ class AssembledPush(ImagePush):
     `docker load`.
     """
 
-    def __init__(self, session: BuildSession, target: PushTarget, final: FinalImage) -> None:
+    def __init__(
+        self,
+        session: BuildSession,
+        target: PushTarget,
+        runtime_id: str,
+        plan: AssemblyPlan,
+        context_dir: Path,
+    ) -> None:
         super().__init__(session, target)
-        self.final = final
+        self.runtime_id, self.plan, self.context_dir = runtime_id, plan, context_dir
+        self._work: tempfile.TemporaryDirectory[str] | None = None
+        self._loading: _LocalLoad | None = None
 
     def send(self) -> SentImage:
-        session, target, final = self.session, self.target, self.final
+        session, target = self.session, self.target
         registry, report, repository = session.registry, session.report, target.repo.repository
-        composed = final.composed
+        self._work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+        # the runtime's config as an earlier push read it: the engine starts loading the final
+        # image at once, and its code layer and config go up, while the registry is asked which
+        # runtime layers it has
+        known = known_config(self.runtime_id)
+        composed = self._compose(known) if known is not None else None
         with ThreadPoolExecutor(2, thread_name_prefix="modelpack-code") as uploads:
             # the empty config the version claim and the supply chain's artifacts name: up now,
             # while the registry is asked about the runtime layers, instead of after the push
             empty = uploads.submit(registry.ensure_blob, repository, EMPTY_JSON, media_type=OCI_EMPTY)
             early = self._send_final(uploads, composed) if composed is not None else None
-            runtime = runtime_in_registry(session, target, final.runtime_id, final.plan.base_image)
+            runtime = runtime_in_registry(session, target, self.runtime_id, self.plan.base_image)
             if composed is None:
-                composed = final.compose(runtime.config)
+                composed = self._compose(runtime.config)
             code_sending, config_sending = early if early is not None else self._send_final(uploads, composed)
             code_sent, config_sent = code_sending.result(), config_sending.result()
             empty.result()
@@ -249,92 +263,40 @@ class AssembledPush(ImagePush):
             uploads.submit(lambda: registry.ensure_blob(repository, config)[1]),
         )
 
-    def settle(self, version: str | None, notes: list[str]) -> None:
-        """A failed push is undone here; a pushed one leaves the engine's load running
-        (`session.pending`): the version note, SBOM and record go up while it loads."""
-        if version is not None:
-            self.session.pending.append(lambda: self.final.finish(version))
-            return
-        try:
-            self.final.abandon()
-        finally:
-            engine.untag(self.session.engine, self.target.ref(RUNTIME_TAG))  # nothing of it stays
-
-
-@dataclass(frozen=True)
-class LoadTarget:
-    """Where the final image's parts come from and what the engine calls it: its code comes
-    from the rendered context, and the load tags it with its content tag."""
-
-    repo: ImageRef
-    content_tag: str
-    context_dir: Path
-
-    @property
-    def content_ref(self) -> str:
-        return f"{self.repo.name}:{self.content_tag}"
-
-
-class FinalImage:
-    """The final stage's code layer and config, and the engine's `docker load` of the image.
-
-    Made as soon as the runtime image is known: when an earlier push kept the runtime's config
-    (`known_config`), the layer and config are written and the engine starts loading at once,
-    before the version is picked and while the registry is asked about the runtime layers.
-    Otherwise `compose` does it with the config the push found. Whoever makes one must end it:
-    `finish` (pushed) or `abandon` (not).
-    """
-
-    def __init__(
-        self, session: BuildSession, target: LoadTarget, runtime_id: str, plan: AssemblyPlan
-    ) -> None:
-        self.session, self.target = session, target
-        self.runtime_id, self.plan = runtime_id, plan
-        self._work: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
-            prefix="modelpack-assemble-"
-        )
-        self._loading: _LocalLoad | None = None
-        self.composed: tuple[assemble.CodeLayer, bytes] | None = None
-        known = known_config(runtime_id)
-        if known is not None:
-            try:
-                self.compose(known)
-            except BaseException:
-                self.abandon()
-                raise
-
-    def compose(self, runtime_config: bytes) -> tuple[assemble.CodeLayer, bytes]:
+    def _compose(self, runtime_config: bytes) -> tuple[assemble.CodeLayer, bytes]:
         """The code layer and final config on `runtime_config` (whose digest is the runtime
         image id); the engine starts loading that image while the registry receives it."""
-        if self.composed is not None:
-            return self.composed
         assert self._work is not None
-        work = Path(self._work.name)
+        work, target = Path(self._work.name), self.target
         try:
             diff_ids = [str(d) for d in json.loads(runtime_config)["rootfs"]["diff_ids"]]
         except (ValueError, KeyError, TypeError):
             raise EngineError(f"the runtime image {self.runtime_id[:19]} has no layer list") from None
         try:
-            code = assemble.write_code_layer(self.target.context_dir, self.plan.stage, work)
+            code = assemble.write_code_layer(self.context_dir, self.plan.stage, work)
             config = assemble.final_config(runtime_config, self.plan.stage, code.diff_id)
             archive = assemble.write_load_archive(
-                work / "image.tar", config, [*diff_ids, code.diff_id], code, [self.target.content_ref]
+                work / "image.tar", config, [*diff_ids, code.diff_id], code, [target.ref(target.content_tag)]
             )
         except OSError as error:  # a full disk, most likely
             raise EngineError(f"writing the code layer failed: {error.strerror or error}") from None
-        self._loading = _LocalLoad(self.session, self.target, archive)
-        self.composed = (code, config)
-        return self.composed
+        self._loading = _LocalLoad(self.session, target, archive)
+        return code, config
 
-    def abandon(self) -> None:
-        """Nothing was pushed: no local tag of it may stay behind."""
+    def settle(self, version: str | None, notes: list[str]) -> None:
+        """A failed push is undone here; a pushed one leaves the engine's load running
+        (`session.pending`): the version note, SBOM and record go up while it loads."""
+        if version is not None:
+            self.session.pending.append(lambda: self._finish_local(version))
+            return
         try:
             if self._loading is not None:
                 self._loading.undo()
         finally:
             self._cleanup()
+            engine.untag(self.session.engine, self.target.ref(RUNTIME_TAG))  # nothing of it stays
 
-    def finish(self, version: str) -> list[str]:
+    def _finish_local(self, version: str) -> list[str]:
         """The local copy as `version` once the engine has loaded it; notes of what failed."""
         notes: list[str] = []
         try:
@@ -455,7 +417,7 @@ class _LocalLoad:
     """`docker load` of the composed image in a background thread (only the config and the code
     layer travel: the engine has the runtime layers). A pull from the registry is the fallback."""
 
-    def __init__(self, session: BuildSession, target: LoadTarget, archive: Path) -> None:
+    def __init__(self, session: BuildSession, target: PushTarget, archive: Path) -> None:
         self._session, self._target, self._archive = session, target, archive
         self._error: EngineError | None = None
         self._thread = threading.Thread(target=self._load, name="modelpack-load", daemon=True)
@@ -470,7 +432,7 @@ class _LocalLoad:
     def undo(self) -> None:
         """The push failed: no local tag of it may stay behind."""
         self._thread.join()
-        engine.untag(self._session.engine, self._target.content_ref)
+        engine.untag(self._session.engine, self._target.ref(self._target.content_tag))
 
     def finish(self, version: str, notes: list[str]) -> None:
         """Wait for the load (pull if it failed), then tag the local image with its version."""
@@ -480,9 +442,9 @@ class _LocalLoad:
             if self._error is not None:
                 session.report("note", f"{self._error.message}; pulling the image instead")
                 engine.pull_image(
-                    session.engine, target.repo.name, target.content_tag, auth_config=session.docker_auth()
+                    session.engine, target.name, target.content_tag, auth_config=session.docker_auth()
                 )
-            engine.tag_image(session.engine, target.content_ref, target.repo.name, version)
+            engine.tag_image(session.engine, target.ref(target.content_tag), target.name, version)
         except (EngineError, RegistryError) as error:
             notes.append(f"pushed, but the local engine has no copy: {error.message}")
 
@@ -490,9 +452,7 @@ class _LocalLoad:
 __all__ = [
     "AssembledPush",
     "EnginePush",
-    "FinalImage",
     "ImagePush",
-    "LoadTarget",
     "SentImage",
     "WeightsPush",
     "engine_push",

@@ -36,14 +36,7 @@ from modelpack.image.checkpointing import (
     prepare_checkpoint,
     with_checkpoints,
 )
-from modelpack.image.push import (
-    AssembledPush,
-    EnginePush,
-    FinalImage,
-    LoadTarget,
-    WeightsPush,
-    export_composed_cache,
-)
+from modelpack.image.push import AssembledPush, EnginePush, WeightsPush, export_composed_cache
 from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget, ping, registry_for
 from modelpack.image.versions import local_layers, pick_version, reuse_local, reuse_remote
@@ -446,22 +439,14 @@ def _build_new(
         if reused is not None:
             return reused
     image_id, pulled, built = _engine_build(session, spec, request, ctag)
-    final: FinalImage | None = None
-    if spec.assembly is not None:  # the engine may start loading it while the version is picked
-        final = FinalImage(session, LoadTarget(request.repo, ctag, spec.context_dir), image_id, spec.assembly)
-    try:
-        listed = local_tags.result() if local_tags is not None and not built else engine.local_tags(client, name)
-        chosen = pick_version(name, request.version, remote_tags, listed)
-    except BaseException:
-        if final is not None:
-            final.abandon()
-        raise
+    listed = local_tags.result() if local_tags is not None and not built else engine.local_tags(client, name)
+    chosen = pick_version(name, request.version, remote_tags, listed)
     target = PushTarget(request.repo, ctag, chosen, request.version is not None, tuple(remote_tags))
     cache = request.cache_registry
     if cache is not None and (spec.weights is not None and request.push):
         _export_cache(session, image_id, cache)  # the weights push drops the local image afterwards
         cache = None
-    result = _tag_and_push(session, spec, request, target, image_id, final)
+    result = _tag_and_push(session, spec, request, target, image_id)
     if cache is not None:  # after the push: the cache image's layers are mounted, not sent twice
         composed = spec.assembly is not None and request.push
         _export_cache(session, image_id, cache, (request.repo, result.digest) if composed else None)
@@ -477,11 +462,7 @@ def pulled_digest(base_image: str, pulled: Mapping[str, str]) -> str:
         wanted = ImageRef.parse(base_image)
         for reference, digest in pulled.items():
             found = ImageRef.parse(reference)
-            if (found.registry, found.repository, found.tag) == (
-                wanted.registry,
-                wanted.repository,
-                wanted.tag,
-            ):
+            if (found.registry, found.repository, found.tag) == (wanted.registry, wanted.repository, wanted.tag):
                 return wanted.digest or digest
     except InvalidInputError:
         return ""
@@ -489,17 +470,12 @@ def pulled_digest(base_image: str, pulled: Mapping[str, str]) -> str:
 
 
 def _tag_and_push(
-    session: BuildSession,
-    spec: ContextSpec,
-    request: BuildRequest,
-    target: PushTarget,
-    image_id: str,
-    final: FinalImage | None = None,
+    session: BuildSession, spec: ContextSpec, request: BuildRequest, target: PushTarget, image_id: str
 ) -> BuildResult:
-    """The built image as the next version: composed (`final`) and pushed, pushed, or only tagged."""
+    """The built image as the next version: composed and pushed, pushed, or only tagged."""
     client, name, chosen, ctag = session.engine, request.repo.name, target.version, target.content_tag
-    if final is not None:
-        return AssembledPush(session, target, final).run()
+    if spec.assembly is not None:
+        return AssembledPush(session, target, image_id, spec.assembly, spec.context_dir).run()
     engine.tag_image(client, image_id, name, chosen)
     if not request.push:
         image = engine.inspect_image(client, image_id) or {}

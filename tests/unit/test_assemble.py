@@ -280,13 +280,11 @@ def test_the_code_layer_goes_up_while_the_runtime_layers_are_checked(
     monkeypatch.setattr(push.engine, "load_image", lambda client, archive: None)
     session = SimpleNamespace(engine=None, registry=registry, report=lambda stage, text: None)
     target = PushTarget(ImageRef.parse("127.0.0.1:5000/team/model"), "c-0123456789abcdef", "v1", False)
-    load_target = push.LoadTarget(target.repo, target.content_tag, context)
-    final = push.FinalImage(session, load_target, runtime_id, AssemblyPlan(STAGE, "key", ""))  # type: ignore[arg-type]
-    assembled = push.AssembledPush(session, target, final)  # type: ignore[arg-type]
+    assembled = push.AssembledPush(session, target, runtime_id, AssemblyPlan(STAGE, "key", ""), context)  # type: ignore[arg-type]
     try:
         sent = assembled.send()
     finally:
-        final._cleanup()
+        assembled._cleanup()
     manifest = json.loads(sent.manifest.raw)
     code = manifest["layers"][-1]["digest"]
     assert [layer["digest"] for layer in manifest["layers"]] == [*diff_ids, code]

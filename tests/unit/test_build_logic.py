@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +15,6 @@ from modelpack.image import engine, stages
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.oci.reference import parse_repository
-from modelpack.pipeline.rendering import FinalStage
 from modelpack.tags import content_tag, next_version, version_number
 from tests.unit.fakes import FakeRegistry
 
@@ -206,9 +204,7 @@ def test_the_engines_tags_are_listed_with_the_registrys_and_again_only_after_a_b
     monkeypatch.setattr(stages, "_engine_build", lambda *a: ("sha256:" + "1" * 64, {}, built))
     chosen: list[str] = []
 
-    def tag_and_push(
-        session: object, spec: object, request: object, target: PushTarget, image_id: str, final: object
-    ) -> Any:
+    def tag_and_push(session: object, spec: object, request: object, target: PushTarget, image_id: str) -> Any:
         chosen.append(target.version)
         return BuildResult(image="x", version=target.version, digest="sha256:" + "2" * 64, tags=(), pushed=True)
 
@@ -218,65 +214,6 @@ def test_the_engines_tags_are_listed_with_the_registrys_and_again_only_after_a_b
     stages.build_or_reuse(_session(FakeRegistry()), spec, request)
     assert fakes_engine.calls == ["local_tags", "local_tags"] if built else ["local_tags"]
     assert chosen == (["v3"] if built else ["v2"])
-
-
-class _Final:
-    """Stands in for `push.FinalImage`: notes when it is made and how it ends."""
-
-    def __init__(self, calls: list[str]) -> None:
-        self.calls = calls
-
-        self.ready = threading.Event()
-
-    def made(self, session: object, target: object, runtime_id: str, plan: object) -> _Final:
-        self.calls.append("final image made")
-        self.ready.set()
-        return self
-
-    def abandon(self) -> None:
-        self.calls.append("abandoned")
-
-
-@pytest.mark.parametrize("fails", [False, True])
-def test_the_final_image_starts_loading_before_the_version_is_picked(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fails: bool
-) -> None:
-    """A composed push makes its final image (which starts the engine's load when the runtime
-    config is known) before it waits for the engine's tag list; when picking the version fails
-    (here: the engine's tag list), it is abandoned, so no local tag or archive stays."""
-    fake_engine = _Engine(monkeypatch, [])
-    calls = fake_engine.calls
-    final = _Final(calls)
-    monkeypatch.setattr(stages, "FinalImage", final.made)
-
-    def local_tags(client: object, name: str) -> list[str]:  # answers once the final image is made
-        final.ready.wait(5)
-        calls.append("local_tags")
-        if fails:
-            raise EngineError("listing local images failed: engine gone")
-        return ["v1"]
-
-    monkeypatch.setattr(stages.engine, "local_tags", local_tags)
-    monkeypatch.setattr(stages, "_engine_build", lambda *a: ("sha256:" + "1" * 64, {}, False))
-    handed: list[object] = []
-
-    def tag_and_push(
-        session: object, spec: object, request: object, target: PushTarget, image_id: str, final: object
-    ) -> Any:
-        handed.append(final)
-        return BuildResult(image="x", version=target.version, digest="sha256:" + "2" * 64, tags=(), pushed=True)
-
-    monkeypatch.setattr(stages, "_tag_and_push", tag_and_push)
-    request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"), push=True)
-    plan = stages.AssemblyPlan(FinalStage(labels={}), "key", "base:1")
-    spec = stages.ContextSpec(tmp_path, "sha256:" + "3" * 64, assembly=plan)
-    if fails:
-        with pytest.raises(EngineError, match="engine gone"):
-            stages.build_or_reuse(_session(FakeRegistry()), spec, request)
-        assert calls == ["final image made", "local_tags", "abandoned"] and handed == []
-    else:
-        stages.build_or_reuse(_session(FakeRegistry()), spec, request)
-        assert calls == ["final image made", "local_tags"] and handed == [final]
 
 
 def test_a_cache_export_written_in_the_registry_leaves_no_local_tag_to_remove(

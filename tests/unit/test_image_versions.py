@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.image import push as push_mod
 from modelpack.image import runtime_layers, stages
 from modelpack.image.assemble import AssemblyPlan
-from modelpack.image.push import AssembledPush, FinalImage, ImagePush, LoadTarget, SentImage
+from modelpack.image.push import AssembledPush, ImagePush, SentImage
 from modelpack.image.results import BuildResult
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.image.stages import ContextSpec
@@ -467,23 +468,19 @@ def test_the_local_copy_loads_while_the_build_goes_on(session: BuildSession, tmp
     push: the supply-chain records go up while the engine loads it. A failed push is undone at once."""
     calls: list[str] = []
     target = PushTarget(REPO, "c-new", "v1", False)
-    load_target = LoadTarget(REPO, "c-new", tmp_path)
-    final = FinalImage(session, load_target, "sha256:" + "1" * 64, None)  # type: ignore[arg-type]
-    final._loading = _Loading(calls)  # type: ignore[assignment]
-    work = final._work
-    assert work is not None
-    push = AssembledPush(session, target, final)
+    push = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
+    push._loading = _Loading(calls)  # type: ignore[assignment]
+    push._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
     push.settle("v1", [])
     assert calls == [] and Path(work.name).is_dir()  # still loading: its archive stays
     assert session.finish() == ("the local engine took its time",)
     assert calls == ["tagged v1"] and not Path(work.name).exists()
     assert session.finish() == ()
 
-    final = FinalImage(session, load_target, "sha256:" + "1" * 64, None)  # type: ignore[arg-type]
-    final._loading = _Loading(calls)  # type: ignore[assignment]
-    work = final._work
-    assert work is not None
-    AssembledPush(session, target, final).settle(None, [])
+    failed = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
+    failed._loading = _Loading(calls)  # type: ignore[assignment]
+    failed._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+    failed.settle(None, [])
     assert calls[-1] == "undone" and not Path(work.name).exists() and session.pending == []
 
 
@@ -520,7 +517,7 @@ def test_a_known_runtime_config_starts_the_local_load_first(
     order: list[str] = []
 
     class Load:
-        def __init__(self, _session: BuildSession, _target: LoadTarget, archive: Path) -> None:
+        def __init__(self, _session: BuildSession, _target: PushTarget, archive: Path) -> None:
             order.append("load")
             with tarfile.open(archive) as tar:
                 member = tar.extractfile("manifest.json")
@@ -538,12 +535,11 @@ def test_a_known_runtime_config_starts_the_local_load_first(
     (context / "app" / "1").mkdir(parents=True)
     (context / "app" / "1" / "model.py").write_text("print('hi')\n")
     plan = AssemblyPlan(FinalStage(labels={}), "key", "base:1")
-    final = FinalImage(session, LoadTarget(REPO, "c-new", context), runtime_id, plan)
-    pushing = AssembledPush(session, PushTarget(REPO, "c-new", "v1", False), final)
+    pushing = AssembledPush(session, PushTarget(REPO, "c-new", "v1", False), runtime_id, plan, context)
     try:
         sent = pushing.send()
     finally:
-        final._cleanup()
+        pushing._cleanup()
     assert order == (["load", "registry"] if known else ["registry", "load"])
     assert json.loads(sent.manifest.raw)["layers"][0]["digest"] == LAYER
 
