@@ -86,7 +86,9 @@ class ImagePush(ABC):
             pushed = sent.manifest
             for started in self.session.on_sent:
                 started(Descriptor(pushed.media_type, pushed.digest, len(pushed.raw)))
-            version = tag_version(self.session.registry, target, sent.manifest, notes, report)
+            version = tag_version(
+                self.session.registry, target, sent.manifest, notes, report, leave=self.session.pending
+            )
         finally:
             self.settle(version, notes)
         report("done", f"{target.ref(version)} pushed ({sent.bytes_pushed} bytes uploaded)")

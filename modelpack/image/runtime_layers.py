@@ -62,7 +62,9 @@ def runtime_in_registry(
     # layers recorded as pushed to this repository are asked about by those blobs first; the
     # newest version's manifest and config (two reads, one after the other) only for the rest
     recorded = [d for d in diff_ids if _recorded_here(repo, d) is not None]
-    lookups = _in_repository_all(registry, repo, recorded, {}) if len(recorded) == len(diff_ids) else {}
+    lookups: dict[str, Descriptor | None] = {}
+    if len(recorded) == len(diff_ids):  # the config's HEAD goes along (the client keeps its answer)
+        lookups = _in_repository_all(registry, repo, recorded, {}, also=(runtime_id,))
     found.update({d: descriptor for d, descriptor in lookups.items() if descriptor is not None})
     if len(found) < len(diff_ids):
         known = newest_version_blobs(registry, repo, target.remote_tags)
@@ -117,13 +119,22 @@ def _runtime_diff_ids(session: BuildSession, runtime_id: str) -> list[str]:
 
 
 def _in_repository_all(
-    registry: RegistryClient, repo: ImageRef, diff_ids: list[str], known: dict[str, tuple[str, int, str]]
+    registry: RegistryClient,
+    repo: ImageRef,
+    diff_ids: list[str],
+    known: dict[str, tuple[str, int, str]],
+    also: tuple[str, ...] = (),
 ) -> dict[str, Descriptor | None]:
     """`_in_repository` for each layer (in order, once each): one HEAD or more per layer, each
-    independent of the others, so they are asked all at once."""
+    independent of the others, so they are asked all at once. `also`: blobs asked about alongside
+    (their answers stay with the registry client, which does not ask again for a blob it found)."""
     unique = list(dict.fromkeys(diff_ids))
-    with ThreadPoolExecutor(min(_LOOKUPS, len(unique)) or 1, thread_name_prefix="modelpack-head") as lookups:
+    workers = min(_LOOKUPS, len(unique) + len(also)) or 1
+    with ThreadPoolExecutor(workers, thread_name_prefix="modelpack-head") as lookups:
+        extra = [lookups.submit(registry.head_blob, repo.repository, digest) for digest in also]
         answers = list(lookups.map(lambda diff_id: _in_repository(registry, repo, diff_id, known), unique))
+        for asked in extra:
+            asked.result()
     return dict(zip(unique, answers, strict=True))
 
 

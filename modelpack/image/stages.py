@@ -136,6 +136,17 @@ def _build_checked(
     session: BuildSession, model_dir: ModelDir, request: BuildRequest
 ) -> tuple[BuildResult, lock_stage.LockResult]:
     """The pipeline after validation and the service checks: (result, the lock it used)."""
+    lists = TagLists(session, request)
+    try:
+        return _build_listed(session, model_dir, request, lists)
+    finally:
+        lists.close()
+
+
+def _build_listed(
+    session: BuildSession, model_dir: ModelDir, request: BuildRequest, lists: TagLists
+) -> tuple[BuildResult, lock_stage.LockResult]:
+    """`_build_checked` while the repository's tags are being listed."""
     report = session.report
     # the indexes requirements.txt names: for the lock, the builder stage and the engine's network
     settings = request.settings.with_requirement_indexes(requirement_indexes(model_dir.requirements, model_dir.root))
@@ -178,7 +189,7 @@ def _build_checked(
             session.pending.append(staging.wait)
         # the version note, SBOM and record go into the referrers fallback index in one write
         with session.registry.deferred_referrers():
-            result = build_or_reuse(session, spec, request)
+            result = build_or_reuse(session, spec, request, lists)
             if checkpoint is not None:  # `when: build` reads its record from the local image
                 result = replace(result, notes=(*result.notes, *session.finish()))
             result = with_checkpoints(session, request.repo, result, checkpoint, concepts)
@@ -398,16 +409,41 @@ def build_context(
                 docker_client.close()
 
 
-def build_or_reuse(session: BuildSession, spec: ContextSpec, request: BuildRequest) -> BuildResult:
-    """The content's existing version when the registry has it (push only), else a new build."""
+class TagLists:
+    """The engine's and (for a push) the registry's tags of the repository, asked in the
+    background from the build's start: checking the lock and rendering run meanwhile, and the
+    engine lists its images before it is busy loading the new one (it answers one after the
+    other). The version claim does not trust the registry's list: it lists again after claiming."""
+
+    def __init__(self, session: BuildSession, request: BuildRequest) -> None:
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="modelpack-tags")
+        self.local = self._pool.submit(engine.local_tags, session.engine, request.repo.name)
+        self.remote = (
+            self._pool.submit(session.registry.list_tags, request.repo.repository) if request.push else None
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build_or_reuse(
+    session: BuildSession, spec: ContextSpec, request: BuildRequest, lists: TagLists | None = None
+) -> BuildResult:
+    """The content's existing version when the registry has it (push only), else a new build.
+
+    `lists`: the tags asked for as the build started; by default they are asked now."""
     ctag = content_tag(spec.content_digest)
-    with ThreadPoolExecutor(1, thread_name_prefix="modelpack-local-tags") as lookup:
-        # the engine's tags of the repository are listed while the registry's are (read only)
-        local_tags = lookup.submit(engine.local_tags, session.engine, request.repo.name)
-        remote_tags = _remote_tags(session.registry, request, session.report)
+    own = lists is None
+    lists = lists if lists is not None else TagLists(session, replace(request, push=False))
+    try:
+        remote = lists.remote
+        remote_tags = remote.result() if remote is not None else _remote_tags(session.registry, request, session.report)
         if request.push and ctag in remote_tags:
             return reuse_remote(session.registry, request.repo, ctag, remote_tags, request.version, session.report)
-        return _build_new(session, spec, request, ctag, remote_tags, local_tags)
+        return _build_new(session, spec, request, ctag, remote_tags, lists.local)
+    finally:
+        if own:
+            lists.close()
 
 
 def _remote_tags(registry: RegistryClient, request: BuildRequest, report: Reporter) -> list[str]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +117,7 @@ def claim_version(
     pushed: PushedManifest,
     notes: list[str],
     pause: Callable[[float], None] = time.sleep,
+    leave: list[Callable[[], list[str]]] | None = None,
 ) -> str:
     """Point a version tag no other build takes at `pushed`, on a registry without conditional writes.
 
@@ -128,6 +130,10 @@ def claim_version(
     deleted once its version is tagged (where the registry allows deletes; a claim left behind
     only makes the next build skip that number). A version some build already gave this
     content (a concurrent build of the same inputs) is reported instead of a second one.
+
+    `leave`: where to put the deletion of the won claim, to be waited for later (the caller's
+    pending work) instead of now; it changes nothing another build decides on, since the
+    version it claimed is tagged already.
     """
     repository = claim.repo.repository
     nonce = secrets.token_hex(6)
@@ -163,17 +169,30 @@ def claim_version(
         rivals = [t for t in after if t != mine and claimed_version(t) == candidate]
         if candidate not in after and not rivals:
             registry.put_manifest(repository, candidate, pushed.raw, pushed.media_type)
-            with ThreadPoolExecutor(1, thread_name_prefix="modelpack-claim") as dropping:
-                dropped = dropping.submit(_drop_claim, registry, repository, mine, claim_digest)
-                check = registry.head_manifest(repository, candidate)  # meanwhile: independent
-                dropped.result()
+            # the check, the version note and the claim's deletion are independent: at once
+            helpers = ThreadPoolExecutor(2, thread_name_prefix="modelpack-claim")
+            try:
+                dropped = helpers.submit(_drop_claim, registry, repository, mine, claim_digest)
+                noted = helpers.submit(_note_version, registry, repository, candidate, pushed)
+                check = registry.head_manifest(repository, candidate)
+                note, refusal = noted.result()
+                if leave is None:
+                    dropped.result()
+                else:
+                    leave.append(functools.partial(_ended, dropped))
+            finally:
+                helpers.shutdown(wait=leave is None)
             if check is None or check.digest != pushed.digest:
+                if note is not None:  # the note says the version is this content's: it is not
+                    with contextlib.suppress(RegistryError):
+                        registry.delete_manifest(repository, note)
                 raise RegistryError(
                     f"{claim.repo.name}:{candidate} does not point at the pushed content {pushed.digest}"
                 )
             if claim.wanted is not None and candidate != claim.wanted:
                 notes.append(f"version {claim.wanted} was taken meanwhile; using {candidate}")
-            _note_version(registry, repository, candidate, pushed, notes)
+            if refusal is not None:
+                notes.append(refusal)
             return candidate
         _drop_claim(registry, repository, mine, claim_digest)
         if candidate in after:
@@ -208,13 +227,14 @@ def _put_claim(registry: RegistryClient, repository: str, tag: str, version: str
 
 
 def _note_version(
-    registry: RegistryClient, repository: str, version: str, pushed: PushedManifest, notes: list[str]
-) -> None:
+    registry: RegistryClient, repository: str, version: str, pushed: PushedManifest
+) -> tuple[str | None, str | None]:
     """Attach to the content a referrer that says when `version` was given to it, by this host's
-    clock. The image itself is reproducible (its config's `created` is SOURCE_DATE_EPOCH, or the
-    time its runtime stage was first built, for every version reusing it), so a version's own time
-    cannot live in it; a referrer leaves the image digest as it is. A registry that refuses it
-    costs only that time (`versions` then shows the config's)."""
+    clock: (its digest, None), or (None, why it is not recorded). The image itself is
+    reproducible (its config's `created` is SOURCE_DATE_EPOCH, or the time its runtime stage was
+    first built, for every version reusing it), so a version's own time cannot live in it; a
+    referrer leaves the image digest as it is. A registry that refuses it costs only that time
+    (`versions` then shows the config's)."""
     when = _dt.datetime.now(tz=_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         config, _ = registry.ensure_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
@@ -224,9 +244,9 @@ def _note_version(
             subject=Descriptor(pushed.media_type, pushed.digest, len(pushed.raw)),
             annotations={VERSION_ANNOTATION: version, CREATED_ANNOTATION: when},
         )
-        registry.put_manifest(repository, sha256_digest(raw), raw, OCI_MANIFEST)
+        return registry.put_manifest(repository, sha256_digest(raw), raw, OCI_MANIFEST).digest, None
     except RegistryError as error:
-        notes.append(f"when {version} was created is not recorded: {error.message}")
+        return None, f"when {version} was created is not recorded: {error.message}"
 
 
 def version_created(client: RegistryClient, repository: str, digest: str, version: str) -> str | None:
@@ -235,6 +255,12 @@ def version_created(client: RegistryClient, repository: str, digest: str, versio
         if found.annotations.get(VERSION_ANNOTATION) == version and found.annotations.get(CREATED_ANNOTATION):
             return found.annotations[CREATED_ANNOTATION]
     return None
+
+
+def _ended(work: Future[None]) -> list[str]:
+    """Wait for `work` (which reports nothing)."""
+    work.result()
+    return []
 
 
 def _drop_claim(registry: RegistryClient, repository: str, tag: str, digest: str) -> None:
@@ -252,16 +278,22 @@ def _drop_claim(registry: RegistryClient, repository: str, tag: str, digest: str
 
 
 def tag_version(
-    registry: RegistryClient, target: PushTarget, pushed: PushedManifest, notes: list[str], report: Reporter
+    registry: RegistryClient,
+    target: PushTarget,
+    pushed: PushedManifest,
+    notes: list[str],
+    report: Reporter,
+    leave: list[Callable[[], list[str]]] | None = None,
 ) -> str:
     """Point the first free version tag (`target.version` unless taken meanwhile) at the pushed manifest.
 
     A version tag is never moved and never taken by two builds (`claim_version`): a taken
     version becomes the next free one, or an error when the user asked for that version.
+    `leave`: pending work of the build, where the claim's deletion may end later.
     """
     claim = VersionClaim(target.repo, target.version, target.explicit, target.content_tag)
     before = len(notes)
-    final = claim_version(registry, claim, pushed, notes)
+    final = claim_version(registry, claim, pushed, notes, leave=leave)
     for note in notes[before:]:
         report("note", note)
     return final

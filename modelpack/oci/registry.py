@@ -538,10 +538,15 @@ class RegistryClient:
         return BlobReader(response.raw, digest, self.registry, Deadline(self.deadline, what))
 
     def upload_blob(
-        self, repository: str, data: bytes | Path, *, media_type: str = "application/octet-stream"
+        self,
+        repository: str,
+        data: bytes | Path,
+        *,
+        media_type: str = "application/octet-stream",
+        unasked: bool = False,
     ) -> Descriptor:
         """Upload a blob (bytes or a file) unless the repository already has it."""
-        return self.ensure_blob(repository, data, media_type=media_type)[0]
+        return self.ensure_blob(repository, data, media_type=media_type, unasked=unasked)[0]
 
     def ensure_blob(
         self,
@@ -550,12 +555,15 @@ class RegistryClient:
         *,
         media_type: str = "application/octet-stream",
         digest: str | None = None,
+        unasked: bool = False,
     ) -> tuple[Descriptor, bool]:
         """Upload a blob unless the repository already has it (one HEAD first): (descriptor, sent).
 
         Up to ``MONOLITHIC_LIMIT`` bytes go in one POST+PUT; larger blobs are sent as PATCH chunks
         of ``CHUNK_SIZE`` and closed with a PUT carrying the digest. `digest` of a file its writer
         hashed already spares reading it twice; the registry checks it against what arrives.
+        `unasked`: the blob is almost surely new (it carries a time), so it is sent without the
+        HEAD; a registry that has it already takes it again.
         """
         if isinstance(data, Path) and digest is not None:
             size = data.stat().st_size
@@ -564,7 +572,9 @@ class RegistryClient:
         else:
             digest, size = sha256_digest(data), len(data)
         descriptor = Descriptor(media_type, digest, size)
-        if self.head_blob(repository, digest) is not None:
+        if unasked and (repository, digest) in self._blobs:
+            return descriptor, False
+        if not unasked and self.head_blob(repository, digest) is not None:
             return descriptor, False
         scope = _push(repository)
         start = self._must(self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,)))

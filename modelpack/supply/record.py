@@ -344,7 +344,8 @@ def push_artifact(
     digest (no tag); the registry client maintains the referrers fallback tag when needed.
     """
     config = client.upload_blob(repository, EMPTY_JSON, media_type=OCI_EMPTY)
-    layer = client.upload_blob(repository, payload, media_type=artifact_type)
+    # the payload carries its build time: a HEAD would only find it missing
+    layer = client.upload_blob(repository, payload, media_type=artifact_type, unasked=True)
     raw = artifact_manifest(artifact_type, config, [layer], subject=subject, annotations=annotations)
     stored = client.put_manifest(repository, sha256_digest(raw), raw, OCI_MANIFEST)
     return Descriptor(stored.media_type, stored.digest, stored.size, dict(annotations or {}), artifact_type)

@@ -117,6 +117,7 @@ class FakeRegistry:
         tags = self.tags.get(repository, {})
         for tag in [t for t, d in list(tags.items()) if d == digest]:
             tags.pop(tag, None)
+        self.manifests.pop(digest, None)
 
     def untag(self, repository: str, tag: str) -> None:
         self.tags.get(repository, {}).pop(tag, None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +17,8 @@ from modelpack.image import engine, stages
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.oci.reference import parse_repository
+from modelpack.project import config as config_stage
+from modelpack.resources import data_dir
 from modelpack.tags import content_tag, next_version, version_number
 from tests.unit.fakes import FakeRegistry
 
@@ -214,6 +218,36 @@ def test_the_engines_tags_are_listed_with_the_registrys_and_again_only_after_a_b
     stages.build_or_reuse(_session(FakeRegistry()), spec, request)
     assert fakes_engine.calls == ["local_tags", "local_tags"] if built else ["local_tags"]
     assert chosen == (["v3"] if built else ["v2"])
+
+
+def test_the_repositorys_tags_are_listed_while_the_lock_is_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Both tag lists (the engine's, the registry's) go out as the build starts, not after the
+    lock and render: the engine lists its images before it is busy loading the new one."""
+    asked: dict[str, threading.Event] = {"engine": threading.Event(), "registry": threading.Event()}
+
+    def local_tags(client: object, name: str) -> list[str]:
+        asked["engine"].set()
+        return []
+
+    class Registry(FakeRegistry):
+        def list_tags(self, repository: str) -> list[str]:
+            asked["registry"].set()
+            return super().list_tags(repository)
+
+    def lock(*args: object, **kwargs: object) -> Any:
+        waited = {where: event.wait(5) for where, event in asked.items()}
+        raise RuntimeError(f"stopped at the lock; tags asked: {waited}")
+
+    monkeypatch.setattr(stages.engine, "local_tags", local_tags)
+    monkeypatch.setattr(stages, "_ensure_base", lambda *a: None)
+    monkeypatch.setattr(stages.lock_stage, "lock", lock)
+    model = tmp_path / "m"
+    shutil.copytree(Path(str(data_dir("examples").joinpath("hello"))), model)
+    request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"), push=True)
+    with pytest.raises(RuntimeError, match=r"tags asked: \{'engine': True, 'registry': True\}"):
+        stages._build_checked(_session(Registry()), config_stage.load(model), request)
 
 
 def test_a_cache_export_written_in_the_registry_leaves_no_local_tag_to_remove(

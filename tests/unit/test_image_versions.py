@@ -12,6 +12,7 @@ import importlib.util
 import json
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,55 @@ def test_a_claim_is_deleted_once_its_version_is_tagged(registry: Any) -> None:
     assert registry.digest_of(REPOSITORY, "v7") == pushed.digest
     assert [t for t in registry.list_tags(REPOSITORY) if claimed_version(t)] == []
     assert any(claimed_version(t) == "v7" for t in registry.puts)  # it was claimed first
+
+
+def test_the_version_note_goes_out_with_the_check_and_the_claims_deletion_may_end_later(
+    registry: Any,
+) -> None:
+    """After the version tag is written, its check (a HEAD), the version note and the claim's
+    deletion are independent: the note is written while the check is asked, and with `leave`
+    the claim's deletion is left to the build's pending work instead of being waited for."""
+    pushed = _pushed(registry)
+    noted, deleting = threading.Event(), threading.Event()
+    head, delete = registry.head_manifest, registry.delete_manifest
+
+    def head_manifest(repository: str, reference: str) -> Any:
+        if reference == "v1" and not noted.wait(5):
+            raise AssertionError("the version was checked before its note was written")
+        return head(repository, reference)
+
+    def delete_manifest(repository: str, digest: str) -> None:
+        if not deleting.wait(5):
+            raise AssertionError("the claim's deletion was waited for")
+        delete(repository, digest)
+
+    def on_put(repository: str, reference: str) -> None:
+        if reference.startswith("sha256:"):  # the version note, stored by digest
+            noted.set()
+
+    registry.on_put.append(on_put)
+    registry.head_manifest, registry.delete_manifest = head_manifest, delete_manifest
+    leave: list[Any] = []
+    assert claim_version(registry, VersionClaim(REPO, None, False, "c-new"), pushed, [], leave=leave) == "v1"
+    assert any(claimed_version(t) for t in registry.list_tags(REPOSITORY))  # still being deleted
+    deleting.set()
+    assert [done() for done in leave] == [[]]
+    assert [t for t in registry.list_tags(REPOSITORY) if claimed_version(t)] == []
+
+
+def test_a_version_that_does_not_point_at_the_content_keeps_no_note(registry: Any) -> None:
+    """A registry that answers the version's check with other content: the push fails, and the
+    version note written meanwhile (it says the version is this content's) is deleted."""
+    pushed = _pushed(registry)
+    other = _other_pushed(registry, "other")
+    head = registry.head_manifest
+    registry.head_manifest = lambda repository, reference: head(
+        repository, other.digest if reference == "v1" else reference
+    )
+    with pytest.raises(RegistryError, match="does not point at the pushed content"):
+        claim_version(registry, VersionClaim(REPO, None, False, "c-new"), pushed, [])
+    notes = [json.loads(raw) for raw, _ in registry.manifests.values() if b"subject" in raw]
+    assert [n for n in notes if n.get("artifactType") == VERSION_ARTIFACT_TYPE] == []
 
 
 def test_a_claim_whose_delete_fails_part_way_is_removed_by_name(registry: Any) -> None:

@@ -238,6 +238,17 @@ def test_blob_upload_monolithic_and_skip_when_present() -> None:
     assert client.head_blob("a/b", sha256_digest(b"nope")) is None
 
 
+def test_a_blob_that_carries_a_time_is_sent_without_asking_first() -> None:
+    """An SBOM or record payload (it carries its build time) is never there yet: no HEAD
+    before its upload. Sent again, the registry takes it again."""
+    fake = FakeRegistry()
+    client = make_client(fake)
+    descriptor = client.upload_blob("a/b", b"built at noon", unasked=True)
+    assert [m for m, _, _ in fake.log] == ["POST", "PUT"] and fake.blobs[descriptor.digest] == b"built at noon"
+    assert client.upload_blob("a/b", b"built at noon", unasked=True) == descriptor
+    assert [m for m, _, _ in fake.log] == ["POST", "PUT"]  # this client sent it: nothing to send
+
+
 def test_a_blob_seen_in_a_repository_is_not_asked_about_again() -> None:
     """One build pushes the empty config of its claim, version note, SBOM and record: one
     question. A blob found missing is asked about again; another repository is asked on its own."""

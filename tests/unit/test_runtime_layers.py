@@ -270,3 +270,40 @@ def test_layers_recorded_as_pushed_here_need_not_the_newest_versions_manifest(
     runtime_layers._source_record(next(iter(blobs))).unlink()  # no record: the newest version is read
     runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
     assert read == ["v1"]
+
+
+class _ConfigAskedFirst(FakeRegistry):
+    """Answers a HEAD of a layer only once the runtime config's HEAD has arrived."""
+
+    def __init__(self, config_digest: str) -> None:
+        super().__init__()
+        self.config_digest = config_digest
+        self.config_asked = threading.Event()
+
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        if digest == self.config_digest:
+            self.config_asked.set()
+        elif not self.config_asked.wait(5):
+            raise AssertionError("the runtime config was asked about only after the layers")
+        return super().head_blob(repository, digest)
+
+
+def test_the_runtime_configs_lookup_goes_out_with_the_layers() -> None:
+    """A code-only rebuild asks the registry about the runtime config (its HEAD) alongside the
+    runtime layers, not one round trip after them."""
+    blobs = {_digest(f"plain {n}".encode()): f"gzip {n}".encode() for n in range(3)}
+    config = json.dumps({"rootfs": {"diff_ids": list(blobs)}}).encode()
+    registry = _ConfigAskedFirst(_digest(config))
+    registry.blobs[_digest(config)] = config
+    for diff_id, blob in blobs.items():
+        registry.blobs[_digest(blob)] = blob
+        record = {"registry": REPO.registry, "repository": REPO.repository, "mediaType": GZIP}
+        runtime_layers._source_record(diff_id).parent.mkdir(parents=True, exist_ok=True)
+        runtime_layers._source_record(diff_id).write_text(
+            json.dumps({**record, "digest": _digest(blob), "size": len(blob)})
+        )
+    runtime_layers._remember_config(config)
+    session = SimpleNamespace(engine=None, registry=registry, report=lambda *a: None)
+    target = PushTarget(REPO, "c-0123456789abcdef", "v2", False, remote_tags=("v1",))
+    runtime = runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    assert [layer.status for layer in runtime.layers] == ["present"] * 3 and runtime.config == config
