@@ -219,6 +219,44 @@ def test_the_standby_computes_once_what_each_build_reads_of_the_installation(tmp
     assert done.stdout.split() == ["True", "True", "1", "1"]
 
 
+def test_a_standby_child_compiles_no_regular_expression_before_the_engine(tmp_path: Path) -> None:
+    """load, signature, resolve, the lock check and render of examples/hello, in a process that
+    did what the standby does first: every pattern they match with was compiled before (the
+    ignore defaults' 38 and a few more took milliseconds of each command)."""
+    code = (
+        "import re, shutil, sys\n"
+        "from pathlib import Path\n"
+        "from modelpack.cli.standby_cmd import preload\n"
+        "from modelpack.pipeline.prepare import prepare\n"
+        "from modelpack.pipeline.rendering import render\n"
+        "from modelpack.pipeline.settings import BuildSettings\n"
+        "from modelpack.resources import data_dir\n"
+        "preload()\n"
+        "model = Path(sys.argv[1]) / 'hello'\n"
+        "shutil.copytree(str(data_dir('examples').joinpath('hello')), model)\n"
+        "compiled, known = [], re._compile\n"
+        "def noting(pattern, flags):\n"
+        "    if (type(pattern), pattern, flags) not in re._cache:\n"
+        "        compiled.append(pattern)\n"
+        "    return known(pattern, flags)\n"
+        "re._compile = noting\n"
+        "settings = BuildSettings(builder='buildkit')\n"
+        "done = prepare(model, settings=settings)\n"
+        "render(done.model_dir, Path(sys.argv[1]) / 'context', resolved=done.resolved, lock=done.lock,\n"
+        "       signature=done.signature.signature, settings=settings)\n"
+        "print(compiled)\n"
+    )
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for run in ("first", "second"):  # the first fills the disk caches (a config validated before, ...)
+        work = tmp_path / run
+        work.mkdir()
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(work)], capture_output=True, text=True, cwd="/", env=environment
+        )
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_files_of_ended_standbys_are_swept_and_running_ones_kept(tmp_path: Path) -> None:
     for key in ("ended", "running", "mine"):
         for suffix in (".lock", ".log", ".sock"):
