@@ -71,12 +71,13 @@ def connect(timeout: int = 600, *, request_timeout: int | None = None) -> Docker
     try:
         # the SDK's own negotiation would ask `/version` and keep only the API version; asked
         # here, the answer is kept for the builder choice (`version_info`)
-        probe = docker.from_env(timeout=timeout, version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+        client = docker.from_env(timeout=timeout, version=docker.constants.MINIMUM_DOCKER_API_VERSION)
         try:
-            info = _engine_answer(probe, timeout)
-        finally:
-            probe.close()
-        client = docker.from_env(timeout=timeout, version=str(info["ApiVersion"]))
+            info = _engine_answer(client, timeout)
+            _speak(client, str(info["ApiVersion"]))
+        except BaseException:
+            client.close()
+            raise
     except Exception as error:
         raise EngineError(
             f"cannot reach the Docker engine at {engine_location()}: {_short(error)}"
@@ -100,6 +101,17 @@ def _engine_answer(probe: DockerClient, timeout: int) -> dict[str, Any]:
     if response.ok and api_version and os_type:
         return {"ApiVersion": api_version, "Os": os_type}
     return dict(probe.api.version(api_version=False))
+
+
+def _speak(client: DockerClient, api_version: str) -> None:
+    """Make `client` speak the engine's API version from now on, as a client made with it would
+    (the SDK keeps it in one attribute, which its own negotiation sets): the connection that asked
+    it serves the next request, instead of a second client's new one after this one's close."""
+    docker = _docker()
+    minimum = docker.constants.MINIMUM_DOCKER_API_VERSION
+    if docker.utils.version_lt(api_version, minimum):
+        raise docker.errors.InvalidVersion(f"API versions below {minimum} are no longer supported by the docker SDK")
+    client.api._version = api_version
 
 
 def version_info(client: DockerClient) -> dict[str, Any]:

@@ -308,10 +308,14 @@ def test_the_engine_is_asked_its_version_once_per_build(monkeypatch: pytest.Monk
     `/version` takes it; the builder choice needs both, so `connect` keeps them: one request.
     An engine whose ping does not tell them is asked `/version`."""
     asked: list[str] = []
+    connections: list[int] = []  # the client's port of each request
 
     class Engine(QuietHandler):
+        protocol_version = "HTTP/1.1"  # connections are kept between requests
+
         def do_GET(self) -> None:
             asked.append(self.path)
+            connections.append(self.client_address[1])
             if self.path == "/_ping":
                 headers = {"Api-Version": "1.41", "Ostype": "linux"} if ping_tells else {}
                 self.reply(b"OK", "text/plain", headers=headers)
@@ -329,6 +333,9 @@ def test_the_engine_is_asked_its_version_once_per_build(monkeypatch: pytest.Monk
             assert client.api.api_version == ("1.41" if ping_tells else "1.40")
             assert buildkit._engine_problem(client) is None
             assert engine.version_info(client)["Os"] == "linux"
+            client.api.get(f"{client.api.base_url}/v{client.api.api_version}/info")
         finally:
             client.close()
-    assert asked == (["/_ping"] if ping_tells else ["/_ping", "/version"])
+    version = "1.41" if ping_tells else "1.40"
+    assert asked == ["/_ping", f"/v{version}/info"] if ping_tells else ["/_ping", "/version", f"/v{version}/info"]
+    assert len(set(connections)) == 1  # the connection that asked the version serves what follows
