@@ -203,20 +203,23 @@ def test_the_standby_loads_no_library_that_reads_the_environment_at_import() -> 
 
 def test_the_standby_computes_once_what_each_build_reads_of_the_installation(tmp_path: Path) -> None:
     """Each forked child finds them done: the installation's digest (build records), the runtime
-    library's files, modelpack's runtime requirements and the default ignore rules."""
+    library's files, modelpack's runtime requirements, the default ignore rules and the registry
+    client's session class."""
     code = (
         "from modelpack import resources\n"
         "from modelpack.cli.standby_cmd import preload\n"
         "from modelpack.image import build_records\n"
+        "from modelpack.oci import transfer\n"
         "from modelpack.pipeline import locking, runtime_library\n"
         "from modelpack.project import ignore\n"
         "preload()\n"
         "print(bool(build_records._INSTALLATION or resources._DIGESTS), bool(runtime_library._READ),\n"
-        "      locking.runtime_requirements.cache_info().currsize, ignore._compiled.cache_info().currsize)\n"
+        "      locking.runtime_requirements.cache_info().currsize, ignore._compiled.cache_info().currsize,\n"
+        "      transfer._session_class.cache_info().currsize)\n"
     )
     environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/", env=environment)
-    assert done.stdout.split() == ["True", "True", "1", "1"]
+    assert done.stdout.split() == ["True", "True", "1", "1", "1"]
 
 
 def test_a_standby_child_compiles_no_regular_expression_before_the_engine(tmp_path: Path) -> None:
