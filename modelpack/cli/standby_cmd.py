@@ -28,7 +28,6 @@ from modelpack.image.build_records import installation_id
 from modelpack.oci.transfer import deadline_session
 from modelpack.pipeline.locking import runtime_requirements
 from modelpack.pipeline.runtime_library import runtime_library
-from modelpack.project.config import config_schema
 from modelpack.project.ignore import default_rules
 from modelpack.resources import own_process
 from modelpack.standby import client, place
@@ -172,15 +171,15 @@ def preload() -> list[str]:
 def warm_up() -> None:
     """Compute once, before the forks, what every build reads of this installation and would
     otherwise compute again in each child: the installation's digest (build records), the
-    runtime library's files, modelpack's runtime requirements, the config schema, the default
-    ignore rules and the registry client's session classes. The files read are re-checked by
-    their state in each child, the installed metadata by the standby's own key; none depends
-    on the caller's environment."""
+    runtime library's files, modelpack's runtime requirements, the default ignore rules and the
+    registry client's session classes. The files read are re-checked by their state in each
+    child; the installed metadata and the modules are what the standby's own key covers. Not
+    here: what a process keeps without such a check (the config schema, a data file a source
+    tree's developer may edit while the standby runs). None depends on the caller's environment."""
     try:
         installation_id()
         runtime_library()
         runtime_requirements()
-        config_schema()
         default_rules()
         deadline_session().close()
     except (ModelpackError, OSError, ValueError):
