@@ -14,9 +14,10 @@ The engine keeps the images the builds load; they are removed at the end (the re
 the small `modelpack-bench/` repository, unreferenced once its tags go).
 
 `--warm` times the work alone, as a resident process would do it: each side keeps one process
-that has imported everything (after one build), and runs each build in a child forked from it;
-the builds also use `--cache-registry`. It prints the requests each build sent to the engine
-and the registry too. `--against-source DIR` runs the other side from a source tree (put first
+that has imported everything (after one build, and what `modelpack standby`'s preload does), and
+runs each build in a child forked from it; the builds also use `--cache-registry`. It prints the
+requests each build sent to the engine and the registry too, and when the engine's image list
+was asked: the work before it (parse, load, record check, session, lock check, render) is done. `--against-source DIR` runs the other side from a source tree (put first
 on its PYTHONPATH), e.g. `git archive main | tar -x -C DIR`, with this interpreter.
 
 Needs the services of scripts/setup.sh. Usage:
@@ -86,13 +87,22 @@ def warm_worker(model: str, repo: str) -> None:
     import modelpack.cli.build_cmd
     import modelpack.image.stages
 
+    try:  # what a standby process does before it forks a child per command
+        from modelpack.cli.standby_cmd import preload
+    except ImportError:  # an installation from before the standby process
+        pass
+    else:
+        preload()
     registry = repo.split("/", 1)[0]
     sent: list[str] = []
+    listed: list[float] = []  # when the engine's image list was asked: the work before it is done
     pool = urllib3.connectionpool.HTTPConnectionPool
     original = pool._make_request
 
     def noted(self: Any, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         sent.append("registry" if f"{self.host}:{self.port}" == registry else "engine")
+        if sent[-1] == "engine" and "/images/json" in url and not listed:
+            listed.append(time.perf_counter())
         return original(self, conn, method, url, *args, **kwargs)
 
     pool._make_request = noted  # type: ignore[method-assign]
@@ -114,6 +124,7 @@ def warm_worker(model: str, repo: str) -> None:
             counts = {where: sent.count(where) for where in ("engine", "registry")}
             modules = [] if imported else sorted(sys.modules)
             result = {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "code": code, **counts}
+            result["before_list"] = listed[0] - start if listed else seconds
             os.write(writer, json.dumps({**result, "modules": modules}).encode())
             os._exit(0)
         os.close(writer)
@@ -179,7 +190,9 @@ def warm(args: argparse.Namespace) -> None:
                 side.build()
             times: dict[str, list[float]] = {name: [] for name in sides}
             cpu: dict[str, list[float]] = {name: [] for name in sides}
+            before: dict[str, list[float]] = {name: [] for name in sides}
             ratios: list[float] = []
+            before_ratios: list[float] = []
             for round_ in range(args.rounds):
                 order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
                 shown = []
@@ -187,9 +200,14 @@ def warm(args: argparse.Namespace) -> None:
                     result = sides[name].build()
                     times[name].append(result["seconds"])
                     cpu[name].append(result["cpu"])
+                    before[name].append(result["before_list"])
                     requests = f"{result['registry']} registry + {result['engine']} engine requests"
-                    shown.append(f"{name} {result['seconds']:.3f} s (CPU {result['cpu']:.3f}; {requests})")
+                    shown.append(
+                        f"{name} {result['seconds']:.3f} s (CPU {result['cpu']:.3f}; "
+                        f"image list at {result['before_list'] * 1000:.0f} ms; {requests})"
+                    )
                 ratios.append(times["this"][-1] / times["against"][-1])
+                before_ratios.append(before["this"][-1] / before["against"][-1])
                 print(f"round {round_ + 1:2d}: {', '.join(shown)}, ratio {ratios[-1]:.2f}", flush=True)
         finally:
             for side in sides.values():
@@ -202,6 +220,15 @@ def warm(args: argparse.Namespace) -> None:
     print(
         f"ratio this/against: median {statistics.median(ratios):.2f} "
         f"(rounds {min(ratios):.2f}-{max(ratios):.2f}: the machine's noise)"
+    )
+    for name, seconds in before.items():
+        print(
+            f"{name:8s} work before the engine's image list: median {statistics.median(seconds) * 1000:.1f} ms "
+            f"(min {min(seconds) * 1000:.1f}, max {max(seconds) * 1000:.1f})"
+        )
+    print(
+        f"its ratio this/against: median {statistics.median(before_ratios):.2f} "
+        f"(rounds {min(before_ratios):.2f}-{max(before_ratios):.2f})"
     )
 
 

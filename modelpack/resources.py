@@ -1,4 +1,5 @@
-"""Locate the data shipped inside the wheel (schemas, templates, base-image catalog, examples).
+"""Locate the data shipped inside the wheel (schemas, templates, base-image catalog, examples),
+modelpack's caches, and what a process remembers of files it read (`file_sha256`).
 
 In an installed wheel the top-level data folders live under ``modelpack/_data``;
 in a source checkout they sit beside the package, and we fall back to them.
@@ -7,11 +8,13 @@ in a source checkout they sit beside the package, and we fall back to them.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -36,6 +39,12 @@ _FORMAT_CHECK_PACKAGES = (
     "webcolors",
 )
 _OWN_PROCESS = False  # set by the `modelpack` executable: no other code shares its jsonschema
+# A file changed this recently may change again within one tick of its file system's clock
+# and keep its size and times: what was read from it then is not kept (`settled`).
+SETTLE_NS = 2_000_000_000
+FileState = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
+_DIGESTS: dict[str, tuple[FileState, str]] = {}  # path -> (its state when hashed, sha256 hex)
+_MAX_DIGESTS = 50_000
 
 
 def own_process() -> None:
@@ -133,6 +142,37 @@ def write_cache(path: Path, value: Any) -> None:
         write_text_atomic(path, text)
     except OSError:
         pass
+
+
+def file_state(info: os.stat_result) -> FileState:
+    """What tells a file's content changed without reading it: a write changes ctime (which no
+    one can set back), a replacement the inode."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def settled(states: Iterable[FileState], since_ns: int) -> bool:
+    """True when each state's last change is `SETTLE_NS` older than `since_ns` (the time its
+    reading began): only then does an equal state later mean equal content."""
+    return all(max(state[3], state[4]) < since_ns - SETTLE_NS for state in states)
+
+
+def file_sha256(path: str | os.PathLike[str], info: os.stat_result) -> str:
+    """The sha256 hex of the file `info` (its `stat`, taken just before) describes. A file hashed
+    earlier in this process is not read again while its state is the one it had then (a
+    resident process rebuilds the same model and installation many times)."""
+    key = os.fspath(path)
+    state = file_state(info)
+    known = _DIGESTS.get(key)
+    if known is not None and known[0] == state:
+        return known[1]
+    started = time.time_ns()
+    with open(key, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if settled([state], started):
+        if len(_DIGESTS) >= _MAX_DIGESTS:
+            _DIGESTS.clear()
+        _DIGESTS[key] = (state, digest)
+    return digest
 
 
 @contextmanager

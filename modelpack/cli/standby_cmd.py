@@ -23,7 +23,12 @@ import click
 import modelpack
 from modelpack.cli import run
 from modelpack.cli._common import emit_json, handle_errors, json_option
-from modelpack.errors import InvalidInputError, RuntimeFailure
+from modelpack.errors import InvalidInputError, ModelpackError, RuntimeFailure
+from modelpack.image.build_records import installation_id
+from modelpack.oci.transfer import deadline_session
+from modelpack.pipeline.locking import runtime_requirements
+from modelpack.pipeline.runtime_library import runtime_library
+from modelpack.project.ignore import default_rules
 from modelpack.resources import own_process
 from modelpack.standby import client, place
 from modelpack.standby.server import Channel, Request, StandbyError, StandbyOptions, serve
@@ -159,7 +164,26 @@ def preload() -> list[str]:
         raise RuntimeFailure(
             f"the standby process loaded {', '.join(present)}, which read the environment at import"
         )
+    warm_up()
     return loaded
+
+
+def warm_up() -> None:
+    """Compute once, before the forks, what every build reads of this installation and would
+    otherwise compute again in each child: the installation's digest (build records), the
+    runtime library's files, modelpack's runtime requirements, the default ignore rules and the
+    registry client's session classes. The files read are re-checked by their state in each
+    child; the installed metadata and the modules are what the standby's own key covers. Not
+    here: what a process keeps without such a check (the config schema, a data file a source
+    tree's developer may edit while the standby runs). None depends on the caller's environment."""
+    try:
+        installation_id()
+        runtime_library()
+        runtime_requirements()
+        default_rules()
+        deadline_session().close()
+    except (ModelpackError, OSError, ValueError):
+        pass  # a child computes it itself, and reports what is wrong
 
 
 def _run_command(request: Request, channel: Channel) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,16 @@ from modelpack.image.session import registry_for
 from modelpack.oci.reference import ImageRef
 from modelpack.progress import Reporter
 from modelpack.project.model_dir import Concept
-from modelpack.resources import cache_dir, data_dir, read_cache, write_cache
+from modelpack.resources import (
+    FileState,
+    cache_dir,
+    data_dir,
+    file_sha256,
+    file_state,
+    read_cache,
+    settled,
+    write_cache,
+)
 from modelpack.supply.results import PublishResult
 
 if TYPE_CHECKING:  # annotations only: a record hit loads no pipeline module
@@ -56,6 +66,8 @@ _ENVIRONMENT = (
     "MODELPACK_TORCH_INDEX_URL",  # which torch variant (so which base) a model resolves to
     "DOCKER_BUILDKIT",  # DOCKER_BUILDKIT=0 picks the classic builder, a different image
 )
+# this process's installation digest and the state of the files and folders it was made from
+_INSTALLATION: list[tuple[tuple[tuple[str, FileState], ...], str]] = []
 
 
 @dataclass(frozen=True)
@@ -78,11 +90,12 @@ def records_dir() -> Path:
 
 def installation_id() -> str | None:
     """Digest of the modelpack that runs: its wheel's RECORD (which hashes every installed file),
-    or, from a source tree or an editable install, the package and data files themselves."""
+    or, from a source tree or an editable install, the package and data files themselves. This
+    process reads them again only when a file or folder changed its state (`resources.settled`)."""
     package = Path(__file__).resolve().parent.parent
     for record in sorted(package.parent.glob("modelpack-*.dist-info/RECORD")):
         try:
-            return hashlib.sha256(record.read_bytes()).hexdigest()
+            return file_sha256(record, os.stat(record))
         except OSError:
             return None
     folders = [package]
@@ -91,13 +104,40 @@ def installation_id() -> str | None:
             folders.append(Path(str(data_dir(name))))
         except FileNotFoundError:
             return None
+    started = time.time_ns()
+    states = _states(folders)  # before reading: a change while reading shows next time
+    if _INSTALLATION and _INSTALLATION[0][0] == states:
+        return _INSTALLATION[0][1]
     digest = hashlib.sha256()
     for folder in folders:
         entries = _tree(folder, skip_dirs=("__pycache__",))
         if entries is None:
             return None
         digest.update(json.dumps([folder.name, entries]).encode())
+    if states and settled((state for _, state in states), started):
+        _INSTALLATION[:] = [(states, digest.hexdigest())]
     return digest.hexdigest()
+
+
+def _states(folders: list[Path]) -> tuple[tuple[str, FileState], ...]:
+    """The state of each folder under `folders` and of each file in them, bytecode caches aside;
+    empty when one cannot be read (then nothing is remembered)."""
+    found: list[tuple[str, FileState]] = []
+    pending = [str(folder) for folder in folders]
+    try:
+        while pending:
+            directory = pending.pop()
+            found.append((directory, file_state(os.stat(directory))))
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        if entry.name != "__pycache__":
+                            pending.append(entry.path)
+                    else:
+                        found.append((entry.path, file_state(entry.stat())))
+    except OSError:
+        return ()
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -172,8 +212,7 @@ def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, 
                 if len(entries) >= MAX_FILES or total > MAX_BYTES:
                     return None
                 link = os.readlink(path) if path.is_symlink() else ""
-                with open(path, "rb") as handle:
-                    sha = hashlib.file_digest(handle, "sha256").hexdigest()
+                sha = file_sha256(path, info)  # a resident process reads an unchanged file once
                 rel = path.relative_to(root).as_posix()
                 entries.append((rel, link, bool(info.st_mode & 0o111), sha))
     except OSError:

@@ -50,7 +50,7 @@ from modelpack.pipeline.node_lock import (
 )
 from modelpack.pipeline.prepare import prepare
 from modelpack.pipeline.resolve_types import ResolveResult
-from modelpack.pipeline.runtime_library import runtime_library_files
+from modelpack.pipeline.runtime_library import runtime_library
 from modelpack.pipeline.settings import BUILDKIT, BuildSecret, BuildSettings
 from modelpack.project.config import as_model_dir
 from modelpack.project.ignore import IGNORE_FILES
@@ -403,6 +403,7 @@ def render(
             build_args: dict[str, str] = {}  # a foreign Dockerfile might leak them into its final stage
             secrets: tuple[BuildSecret, ...] = ()
             volatile_free = ""
+            written: dict[str, str] = {}
         else:
             if DOCKERFILE in names:
                 warnings.append(
@@ -438,7 +439,7 @@ def render(
             if settings.builder == BUILDKIT:  # secret mounts instead of build args and context files
                 secrets = _secrets(settings, build_args)
                 build_args = {}
-            _populate(tmp, sources, lock.path, settings, _Blanked(token, frozenset(shipped)))
+            written = _populate(tmp, sources, lock.path, settings, _Blanked(token, frozenset(shipped)))
             write_node_context(current_node_lock(model_dir), tmp)
             if checkpoints_from is not None:
                 _copy_checkpoints(Path(checkpoints_from), tmp / CTX_CHECKPOINTS)
@@ -456,7 +457,7 @@ def render(
             )
             (tmp / DOCKERFILE).write_text(dockerfile_text, encoding="utf-8")
 
-        digests = _normalize_and_hash(tmp, epoch if epoch is not None else DEFAULT_EPOCH)
+        digests = _normalize_and_hash(tmp, epoch if epoch is not None else DEFAULT_EPOCH, written)
         listing = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(digests))
         (tmp / CONTEXT_DIGESTS).write_text(listing, encoding="utf-8")
         _set_mode_and_time(tmp / CONTEXT_DIGESTS, False, epoch if epoch is not None else DEFAULT_EPOCH)
@@ -520,9 +521,11 @@ def _secrets(settings: BuildSettings, values: dict[str, str]) -> tuple[BuildSecr
 
 def _populate(
     tmp: Path, sources: list[SourceFile], lock_path: Path, settings: BuildSettings, blanked: _Blanked
-) -> None:
-    """Fill the context, without the secrets of `blanked`."""
+) -> dict[str, str]:
+    """Fill the context, without the secrets of `blanked`; the digests of the files it wrote
+    from bytes it already had (path in the context -> sha256 hex)."""
     token = blanked.token
+    written: dict[str, str] = {}
     _copy(lock_path, tmp / CTX_LOCK, False)
     if settings.builder == BUILDKIT:
         (tmp / CTX_UV_LOCK).write_text(read_text("templates", "builder", "uv.lock"), encoding="utf-8")
@@ -531,10 +534,11 @@ def _populate(
         if not ca_bundle.is_file():
             raise RenderError(f"CA bundle {ca_bundle} does not exist or is not a file")
         _copy(ca_bundle, tmp / CTX_CA_BUNDLE, False)
-    for rel, node in runtime_library_files():
-        target = tmp / CTX_RUNTIME / "modelpack" / rel
+    for item in runtime_library():  # read once per process (see runtime_library.library)
+        target = tmp / CTX_RUNTIME / "modelpack" / item.rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(node.read_bytes())
+        target.write_bytes(item.data)
+        written[target.relative_to(tmp).as_posix()] = item.sha256
     (tmp / CTX_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     (tmp / CTX_CHECKPOINTS / ".keep").write_bytes(b"")
     for source in sources:
@@ -553,6 +557,7 @@ def _populate(
         if not (tmp / required).is_file():
             name = required.split("/", 1)[1]
             raise RenderError(f"{name} is missing or excluded by .modelpackignore; it must be in the image")
+    return written
 
 
 def _blank_token(config: Path, token: str) -> None:
@@ -721,15 +726,16 @@ def _set_mode_and_time(path: Path, is_dir: bool, epoch: int) -> None:
     os.utime(path, (epoch, epoch), follow_symlinks=False)
 
 
-def _normalize_and_hash(tmp: Path, epoch: int) -> dict[str, str]:
-    """Normalize modes and mtimes (deepest first) and return {relative path: sha256 hex}."""
+def _normalize_and_hash(tmp: Path, epoch: int, written: dict[str, str]) -> dict[str, str]:
+    """Normalize modes and mtimes (deepest first) and return {relative path: sha256 hex}; the
+    files in `written` (path -> digest of the bytes written) are not read again."""
     digests: dict[str, str] = {}
     for directory, dirnames, filenames in os.walk(tmp, topdown=False):
         base = Path(directory)
         for name in filenames:
             path = base / name
             rel = path.relative_to(tmp).as_posix()
-            digests[rel] = sha256_file(path)
+            digests[rel] = written.get(rel) or sha256_file(path)
             _set_mode_and_time(path, False, epoch)
         for name in dirnames:
             _set_mode_and_time(base / name, True, epoch)

@@ -34,6 +34,7 @@ from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
 BASE_REGISTRY_ENV = "MODELPACK_BASE_REGISTRY"
 
 _INDEX_HINT_RE = re.compile(r"download\.pytorch\.org/whl/(cu\d{3,}|cpu)\b")
+_PYTHON_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?")  # every build reads it: compiled at import
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def _outside_catalog(
 
 
 def _python_version(text: str) -> str:
-    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", str(text).strip())
+    match = _PYTHON_VERSION.fullmatch(str(text).strip())
     if match is None:
         raise ResolveError(f"build_info.python_version {text!r} is not a Python version; write it like 3.12")
     return f"{int(match.group(1))}.{int(match.group(2))}"

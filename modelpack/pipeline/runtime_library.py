@@ -6,18 +6,24 @@ fetch` in a build stage that uses the same library folder. The modules are the i
 of those entry points, read statically with `ast` (imports inside functions count, imports under
 `if TYPE_CHECKING:` do not), so the build, registry and signing code never enter an image and
 a new runtime import is shipped without anyone listing it. Parsing costs a render ~60 ms, so
-each module's imports are cached by its content digest (`runtime-library/` in the cache).
+each module's imports are cached by its content digest (`runtime-library/` in the cache), and a
+process keeps the files it read (`library`) while no file or folder of the package or of the data
+it ships changed its state: a resident process (`modelpack standby`) renders without reading them.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-from collections.abc import Iterable, Iterator
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 
-from modelpack.resources import cache_dir, data_dir, read_cache, write_cache
+from modelpack.resources import FileState, cache_dir, data_dir, file_state, read_cache, settled, write_cache
 
 PACKAGE = "modelpack"
 # What the image runs: the entry point (whose imports reach the server, runner, SDK and
@@ -27,6 +33,20 @@ RUNTIME_ENTRY_POINTS = ("modelpack.runtime.__main__", "modelpack.project.checkpo
 _DATA_READERS = {"modelpack.resources": ("schemas", "templates", "base-images")}
 # module name + content digest -> its modelpack imports; a new name when `_imported_names` changes
 _IMPORTS_CACHE = ("runtime-library", "imports-v1.json")
+# what this process read: roots -> (the state of each path it depends on, its files)
+_READ: dict[tuple[str, ...], tuple[tuple[tuple[str, FileState | None], ...], tuple[LibraryFile, ...]]] = {}
+# reads a file's bytes, noting its state before the read
+_Reader = Callable[[Traversable], bytes]
+
+
+@dataclass(frozen=True)
+class LibraryFile:
+    """One file of a library, as read: its path under `modelpack/`, bytes and sha256 hex."""
+
+    rel: str
+    source: Traversable
+    data: bytes
+    sha256: str
 
 
 def runtime_library_files() -> list[tuple[str, Traversable]]:
@@ -34,19 +54,80 @@ def runtime_library_files() -> list[tuple[str, Traversable]]:
     return library_files(RUNTIME_ENTRY_POINTS)
 
 
+def runtime_library() -> tuple[LibraryFile, ...]:
+    """The image's library, read (`library`)."""
+    return library(RUNTIME_ENTRY_POINTS)
+
+
 def library_files(roots: Iterable[str]) -> list[tuple[str, Traversable]]:
     """The source files of the import closure of `roots`, plus the data their modules read."""
-    closure = module_closure(roots)
+    return [(item.rel, item.source) for item in library(roots)]
+
+
+def library(roots: Iterable[str]) -> tuple[LibraryFile, ...]:
+    """`library_files(roots)` with each file's bytes and digest, sorted by path. This process
+    reads them again only when a file, or a folder of the package or of the data (where a new
+    module would appear), changed its state since; one changed moments before it was read
+    (`resources.settled`) is read every time."""
+    key = tuple(roots)
+    known = _READ.get(key)
+    if known is not None and all(_state(path) == state for path, state in known[0]):
+        return known[1]
+    started = time.time_ns()
+    package = resources.files(PACKAGE)
+    folders = _folders(package) if isinstance(package, Path) else None
+    states: dict[str, FileState | None] = {path: _state(path) for path in folders or ()}
+    data: dict[str, bytes] = {}
+
+    def read(node: Traversable) -> bytes:
+        path = os.fspath(node) if isinstance(node, Path) else ""
+        if path and path not in data:
+            states[path] = _state(path)  # before reading: a change while reading shows later
+            data[path] = node.read_bytes()
+        return data[path] if path else node.read_bytes()
+
+    closure = _closure(key, read)
     files = [(_rel_path(name, source), source) for name, source in closure.items()]
-    for reader, folders in _DATA_READERS.items():
+    for reader, names in _DATA_READERS.items():
         if reader in closure:
-            for folder in folders:
-                files.extend((f"_data/{folder}/{rel}", node) for rel, node in _walk(data_dir(folder)))
-    return sorted(files, key=lambda item: item[0])
+            for name in names:
+                folder = data_dir(name)
+                if isinstance(folder, Path) and folders is not None:
+                    states.update((path, _state(path)) for path in _folders(folder))
+                files.extend((f"_data/{name}/{rel}", node) for rel, node in _walk(folder))
+    read_files = []
+    for rel, node in sorted(files, key=lambda item: item[0]):
+        content = read(node)
+        read_files.append(LibraryFile(rel, node, content, hashlib.sha256(content).hexdigest()))
+    result = tuple(read_files)
+    known_states = [state for state in states.values() if state is not None]
+    if folders is not None and len(known_states) == len(states) and settled(known_states, started):
+        _READ[key] = (tuple(states.items()), result)
+    return result
+
+
+def _state(path: str) -> FileState | None:
+    try:
+        return file_state(os.stat(path))
+    except OSError:
+        return None
+
+
+def _folders(root: Path) -> list[str]:
+    """`root` and every folder under it but the bytecode caches."""
+    found = []
+    for directory, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        found.append(directory)
+    return found
 
 
 def module_closure(roots: Iterable[str]) -> dict[str, Traversable]:
     """Module name -> source file of every modelpack module that importing `roots` may load."""
+    return _closure(roots, lambda node: node.read_bytes())
+
+
+def _closure(roots: Iterable[str], read: _Reader) -> dict[str, Traversable]:
     package = resources.files(PACKAGE)
     todo = list(roots)
     for root in todo:
@@ -67,7 +148,7 @@ def module_closure(roots: Iterable[str]) -> dict[str, Traversable]:
         found[name] = source
         parts = name.split(".")
         todo.extend(".".join(parts[:end]) for end in range(1, len(parts)))  # parents' __init__ run first
-        text = source.read_bytes()
+        text = read(source)
         key = f"{name} {hashlib.sha256(text).hexdigest()}"
         imported = known.get(key)
         if not isinstance(imported, list):

@@ -15,6 +15,9 @@ from modelpack.errors import Diagnostic
 from modelpack.project.model_dir import RequirementLine
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
+# every build reads these (compiled at import: a resident process's commands find them compiled)
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@")
+_FIRST_OPTION = re.compile(r"\s(--[a-z-]+)")
 _URL_OR_PATH = re.compile(r"^([a-z][a-z0-9+.-]*://|\.{0,2}/|file:)", re.IGNORECASE)
 
 # pip's file-level options: name -> whether it takes a value
@@ -50,7 +53,7 @@ _LONG_NAMES = {"-i": "--index-url", "-f": "--find-links"}
 
 def _redact(text: str) -> str:
     """Hide URL credentials (`https://user:secret@host` -> `https://***@host`) in messages."""
-    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@", r"\1***@", text)
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -279,7 +282,7 @@ def shipped_requirements(text: str) -> str:
 
 def _split_requirement_options(line: str) -> tuple[str, list[str]]:
     """Separate `pkg==1 --hash=sha256:x` into the requirement and its options."""
-    match = re.search(r"\s(--[a-z-]+)", line)
+    match = _FIRST_OPTION.search(line)
     if not match:
         return line, []
     return line[: match.start()].strip(), shlex.split(line[match.start() :])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 from pathlib import Path
@@ -148,14 +147,14 @@ def test_build_output_and_errors_never_show_secret_build_args() -> None:
 
 
 def test_connecting_to_the_engine_costs_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SDK asks the engine's API version when it connects: that answer is the check, a
-    ping after it would only add a round trip to every build."""
+    """The engine's ping tells its API version and OS: that answer is the check, a second
+    request would only add a round trip to every build."""
     asked: list[str] = []
 
     class Engine(QuietHandler):
         def do_GET(self) -> None:
             asked.append(self.path)
-            self.reply(json.dumps({"ApiVersion": "1.41", "Version": "20.10.24"}).encode())
+            self.reply(b"OK", "text/plain", headers={"Api-Version": "1.41", "Ostype": "linux"})
 
         def do_HEAD(self) -> None:
             asked.append(self.path)
@@ -168,7 +167,7 @@ def test_connecting_to_the_engine_costs_one_request(monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv("DOCKER_CONFIG", "/nonexistent")  # no docker context picks another engine
         client = engine.connect(timeout=5)
         client.close()
-    assert asked == ["/version"]
+    assert asked == ["/_ping"]
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")  # nothing listens there
     with pytest.raises(EngineError, match=r"^cannot reach the Docker engine at tcp://127\.0\.0\.1:\d+: "):
         engine.connect(timeout=5)

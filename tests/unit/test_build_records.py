@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from modelpack import resources
 from modelpack.image import build_records
 from modelpack.image.build_records import BuildOptions, find, forget, inputs, remember
 from modelpack.pipeline import settings
@@ -149,3 +152,48 @@ def test_the_fingerprint_covers_every_variable_build_settings_read() -> None:
         settings.BASE_REGISTRY_VARIABLE,
     }
     assert read <= set(build_records._ENVIRONMENT)
+
+
+@pytest.fixture
+def installation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A source-tree installation of a few files, last changed long before (`settled`)."""
+    root = tmp_path / "src"
+    (root / "modelpack" / "image").mkdir(parents=True)
+    (root / "modelpack" / "__init__.py").write_text("")
+    for name in ("schemas", "templates", "base-images"):
+        (root / name).mkdir()
+        (root / name / "a.txt").write_text(name)
+    monkeypatch.setattr(build_records, "__file__", str(root / "modelpack" / "image" / "build_records.py"))
+    monkeypatch.setattr(build_records, "data_dir", lambda name: root / name)
+    monkeypatch.setattr(build_records, "_INSTALLATION", [])
+    monkeypatch.setattr(resources, "_DIGESTS", {})
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 2 * resources.SETTLE_NS)
+    return root
+
+
+def test_an_unchanged_installation_is_read_once(installation: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = build_records.installation_id()
+    walked: list[Path] = []
+    original = build_records._tree
+
+    def counting(root: Path, **options: Any) -> Any:
+        walked.append(root)
+        return original(root, **options)
+
+    monkeypatch.setattr(build_records, "_tree", counting)
+    assert build_records.installation_id() == first
+    assert walked == []
+
+
+@pytest.mark.parametrize("change", ["template edited", "file added", "folder added"])
+def test_a_changed_installation_is_read_again(installation: Path, change: str) -> None:
+    first = build_records.installation_id()
+    if change == "template edited":
+        (installation / "templates" / "a.txt").write_text("other")
+    elif change == "file added":
+        (installation / "modelpack" / "new.py").write_text("")
+    else:
+        (installation / "base-images" / "new").mkdir()
+        (installation / "base-images" / "new" / "b.txt").write_text("b")
+    assert build_records.installation_id() != first

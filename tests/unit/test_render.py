@@ -3,11 +3,13 @@ symlinks, --use-dockerfile, and the CLI staying light."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,13 @@ from click.testing import CliRunner
 from example_copy import copy_example
 
 from modelpack.errors import RenderError
+from modelpack.pipeline import runtime_library
 from modelpack.pipeline.locking import LockedPackage, LockResult
 from modelpack.pipeline.rendering import RenderResult, dockerfile_quote, render
 from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.config import load
+from modelpack.project.ignore import default_rules, load_rules
 from modelpack.project.method_types import InputSpec, MethodSignature, ModelSignature
 from modelpack.project.model_dir import (
     BuildInfo,
@@ -30,6 +34,7 @@ from modelpack.project.model_dir import (
     RequirementLine,
 )
 from modelpack.project.requirements import shipped_requirements
+from modelpack.resources import SETTLE_NS
 
 render_mod = importlib.import_module("modelpack.pipeline.rendering")
 
@@ -352,8 +357,6 @@ def test_rendering_is_deterministic(model: ModelDir, tmp_path: Path) -> None:
     manifest = (a.out_dir / "context.sha256").read_text(encoding="utf-8").splitlines()
     listed = [line.split("  ", 1)[1] for line in manifest]
     assert listed == sorted(f for f in a.files if f != "context.sha256")
-    import hashlib
-
     for line in manifest:
         digest, rel = line.split("  ", 1)
         assert hashlib.sha256((a.out_dir / rel).read_bytes()).hexdigest() == digest
@@ -363,6 +366,35 @@ def test_rendering_is_deterministic(model: ModelDir, tmp_path: Path) -> None:
         assert (out / "app/1").stat().st_mode & 0o777 == 0o755
         assert out.stat().st_mode & 0o777 == 0o755
         assert {p.stat().st_mtime for p in out.rglob("*")} == {render_mod.DEFAULT_EPOCH}
+
+
+def test_a_render_from_what_the_process_read_is_the_same(
+    model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second render takes the runtime library (bytes and digests) from this process's memory:
+    the same context, byte for byte, with the same digests, and no library file read again."""
+    monkeypatch.setattr(runtime_library, "_READ", {})
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 2 * SETTLE_NS)  # every file is settled
+    cold = do_render(model, tmp_path / "cold", BuildSettings(builder="buildkit"))
+    read: list[str] = []
+    original = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        read.append(str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    warm = do_render(model, tmp_path / "warm", BuildSettings(builder="buildkit"))
+    assert not [path for path in read if "/modelpack/" in path]
+    assert warm.content_digest == cold.content_digest and warm.files == cold.files
+    for rel in cold.files:
+        before, after = cold.out_dir / rel, warm.out_dir / rel
+        assert before.read_bytes() == after.read_bytes(), rel
+        assert (before.stat().st_mode, before.stat().st_mtime_ns) == (after.stat().st_mode, after.stat().st_mtime_ns)
+    for line in (warm.out_dir / "context.sha256").read_text(encoding="utf-8").splitlines():
+        digest, rel = line.split("  ", 1)
+        assert hashlib.sha256((warm.out_dir / rel).read_bytes()).hexdigest() == digest, rel
 
 
 def test_source_date_epoch_sets_mtimes(
@@ -407,6 +439,16 @@ def test_default_ignores_and_modelpackignore(model: ModelDir, tmp_path: Path) ->
     result = do_render(model, tmp_path / "out")
     app = sorted(f[len("app/") :] for f in result.files if f.startswith("app/"))
     assert app == ["1/helper.py", "1/model.py", "data/keep.bin", "requirements.txt"]
+
+
+def test_equal_ignore_rules_are_compiled_once(model: ModelDir) -> None:
+    """Compiling the defaults' regular expressions was a few milliseconds of each render."""
+    first, second = load_rules(model.root), load_rules(model.root)
+    assert first._spec is second._spec  # type: ignore[attr-defined]
+    (model.root / ".modelpackignore").write_text("*.log\n", encoding="utf-8")
+    changed = load_rules(model.root)
+    assert changed._spec is not first._spec and changed.ignored("x.log")  # type: ignore[attr-defined]
+    assert not first.ignored("x.log") and default_rules().ignored(".env")
 
 
 def test_credential_files_are_ignored_by_default(model: ModelDir, tmp_path: Path) -> None:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import modelpack
 from modelpack.pipeline import runtime_library
 from modelpack.pipeline.runtime_library import library_files, module_closure, runtime_library_files
-from modelpack.resources import data_dir
+from modelpack.resources import SETTLE_NS, data_dir
 
 # Imports that would mean build, registry or signing code (or their dependencies) in the image.
 FORBIDDEN = (
@@ -37,6 +40,7 @@ FORBIDDEN = (
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(runtime_library, "_READ", {})  # what earlier tests read: read again
 
 
 @pytest.fixture
@@ -219,3 +223,57 @@ def test_the_imports_cache_gives_the_same_library(tmp_path: Path) -> None:
     assert [rel for rel, _ in runtime_library_files()] == cold
     shutil.copyfile(__file__, cache)  # unreadable as JSON: parsed again
     assert [rel for rel, _ in runtime_library_files()] == cold
+
+
+@pytest.fixture
+def package_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the package the library is read from, last changed long before (`settled`)."""
+    copy = tmp_path / "modelpack"
+    shutil.copytree(Path(modelpack.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    monkeypatch.setattr(runtime_library, "resources", SimpleNamespace(files=lambda name: copy))
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 2 * SETTLE_NS)
+    return copy
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    read: list[str] = []
+    original = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        read.append(str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    return read
+
+
+def test_a_process_reads_an_unchanged_library_once(package_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = runtime_library.runtime_library()
+    read = _reads(monkeypatch)
+    assert runtime_library.runtime_library() == first
+    assert read == []
+    for item in first:  # the bytes and digests are the files'
+        data = package_copy.joinpath(item.rel).read_bytes()
+        assert item.data == data and item.sha256 == hashlib.sha256(data).hexdigest()
+    assert [rel for rel, _ in runtime_library_files()] == [item.rel for item in first]
+
+
+def test_a_changed_module_is_read_again(package_copy: Path) -> None:
+    before = {item.rel: item for item in runtime_library.runtime_library()}
+    server = package_copy / "runtime" / "server.py"
+    server.write_text(server.read_text() + "# changed\n")
+    after = {item.rel: item for item in runtime_library.runtime_library()}
+    assert after["runtime/server.py"].data.endswith(b"# changed\n")
+    assert after["runtime/server.py"].sha256 != before["runtime/server.py"].sha256
+
+
+def test_a_module_that_appears_in_a_folder_is_seen(package_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the folder tells: the module that names it did not change since the library was read."""
+    entry = package_copy / "runtime" / "__main__.py"
+    entry.write_text(entry.read_text() + "\nfrom modelpack.runtime import later_module  # noqa\n")
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 4 * SETTLE_NS)  # that edit too is old now
+    assert "runtime/later_module.py" not in {item.rel for item in runtime_library.runtime_library()}
+    (package_copy / "runtime" / "later_module.py").write_text("X = 1\n")
+    assert "runtime/later_module.py" in {item.rel for item in runtime_library.runtime_library()}

@@ -201,6 +201,65 @@ def test_the_standby_loads_no_library_that_reads_the_environment_at_import() -> 
     assert "huggingface_hub" in ENVIRONMENT_READERS
 
 
+def test_the_standby_computes_once_what_each_build_reads_of_the_installation(tmp_path: Path) -> None:
+    """Each forked child finds them done: the installation's digest (build records), the runtime
+    library's files, modelpack's runtime requirements, the default ignore rules and the registry
+    client's session class."""
+    code = (
+        "from modelpack import resources\n"
+        "from modelpack.cli.standby_cmd import preload\n"
+        "from modelpack.image import build_records\n"
+        "from modelpack.oci import transfer\n"
+        "from modelpack.pipeline import locking, runtime_library\n"
+        "from modelpack.project import ignore\n"
+        "preload()\n"
+        "print(bool(build_records._INSTALLATION or resources._DIGESTS), bool(runtime_library._READ),\n"
+        "      locking.runtime_requirements.cache_info().currsize, ignore._compiled.cache_info().currsize,\n"
+        "      transfer._session_class.cache_info().currsize)\n"
+    )
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/", env=environment)
+    assert done.stdout.split() == ["True", "True", "1", "1", "1"]
+
+
+def test_a_standby_child_compiles_no_regular_expression_before_the_engine(tmp_path: Path) -> None:
+    """load, signature, resolve, the lock check and render of examples/hello, in a process that
+    did what the standby does first: every pattern they match with was compiled before (the
+    ignore defaults' 38 and a few more took milliseconds of each command)."""
+    code = (
+        "import re, shutil, sys\n"
+        "from pathlib import Path\n"
+        "from modelpack.cli.standby_cmd import preload\n"
+        "from modelpack.pipeline.prepare import prepare\n"
+        "from modelpack.pipeline.rendering import render\n"
+        "from modelpack.pipeline.settings import BuildSettings\n"
+        "from modelpack.resources import data_dir\n"
+        "preload()\n"
+        "model = Path(sys.argv[1]) / 'hello'\n"
+        "shutil.copytree(str(data_dir('examples').joinpath('hello')), model)\n"
+        "compiled, known = [], re._compile\n"
+        "def noting(pattern, flags):\n"
+        "    if (type(pattern), pattern, flags) not in re._cache:\n"
+        "        compiled.append(pattern)\n"
+        "    return known(pattern, flags)\n"
+        "re._compile = noting\n"
+        "settings = BuildSettings(builder='buildkit')\n"
+        "done = prepare(model, settings=settings)\n"
+        "render(done.model_dir, Path(sys.argv[1]) / 'context', resolved=done.resolved, lock=done.lock,\n"
+        "       signature=done.signature.signature, settings=settings)\n"
+        "print(compiled)\n"
+    )
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for run in ("first", "second"):  # the first fills the disk caches (a config validated before, ...)
+        work = tmp_path / run
+        work.mkdir()
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(work)], capture_output=True, text=True, cwd="/", env=environment
+        )
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_files_of_ended_standbys_are_swept_and_running_ones_kept(tmp_path: Path) -> None:
     for key in ("ended", "running", "mine"):
         for suffix in (".lock", ".log", ".sock"):
