@@ -112,11 +112,8 @@ class Channel:
                 _raise_here(message.get("signal"))
 
 
-_RELAYED = {int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
-
-
 def _raise_here(number: object) -> None:
-    if not isinstance(number, int) or number not in _RELAYED:
+    if not isinstance(number, int) or number not in wire.RELAYED:
         return
     if number == signal.SIGTERM:
         os.kill(os.getpid(), number)  # a `kill` reaches the command alone
