@@ -121,9 +121,13 @@ def _prompt(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _end_by(number: int) -> None:
+    """End as the command ended; a signal whose action cannot be set (SIGKILL) ends it too."""
     sys.stdout.flush()
     sys.stderr.flush()
-    signals.signal(number, signals.SIG_DFL)
+    try:
+        signals.signal(number, signals.SIG_DFL)
+    except (OSError, ValueError):
+        pass
     os.kill(os.getpid(), number)
 
 

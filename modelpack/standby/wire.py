@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     Socket = sockets.socket
 
 MAX_FRAME = 1 << 22  # an environment and an argument list fit many times over
-MAX_FDS = 3
+MAX_FDS = 4  # a command's three standard streams, and its connection on the way to a spare child
 RELAYED = (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT)  # the caller passes these on
 _HEAD = 4  # a frame's length, big-endian
 _FD = 4  # a passed descriptor: a C int
