@@ -27,7 +27,7 @@ except ImportError:
 TYPE_CHECKING = False  # typing's flag without importing typing (the executable's start)
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
     Socket = sockets.socket
 
@@ -36,6 +36,17 @@ MAX_FDS = 4  # a command's three standard streams, and its connection on the way
 RELAYED = (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT)  # the caller passes these on
 _HEAD = 4  # a frame's length, big-endian
 _FD = 4  # a passed descriptor: a C int
+
+
+# Called with the exit status by `exit_process` (a standby's child: the report to its caller).
+BEFORE_EXIT: list[Callable[[int], None]] = []
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process at once (no interpreter teardown), after `BEFORE_EXIT`."""
+    for report in BEFORE_EXIT:
+        report(code)
+    os._exit(code)
 
 
 class WireError(Exception):

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +122,36 @@ def test_three_descriptors_arrive_and_a_broken_frame_closes_them() -> None:
     for read_end, write_end in pipes:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_child_reports_its_exit_status_itself_with_its_streams_closed(tmp_path: Path) -> None:
+    """`exit_process` in a standby's child tells the caller before the process is torn down;
+    the caller's standard streams are closed first (a reader of them sees their end with the
+    status), and the caller closing its end then is no reason to SIGTERM the child."""
+    code = textwrap.dedent(
+        """
+        import os, socket, sys, time
+        from modelpack.standby import server, wire
+        caller, ours = socket.socketpair()
+        out_read, out_write = os.pipe()
+        os.dup2(out_write, 1)
+        os.close(out_write)
+        channel = server.Channel(ours)
+        wire.BEFORE_EXIT.append(channel.report_exit)
+        for report in wire.BEFORE_EXIT:
+            report(258)
+        message, _ = wire.receive(caller)
+        eof = os.read(out_read, 10)
+        caller.close()  # as the executable does once it has the status
+        time.sleep(0.3)  # the channel's reader sees the end: no SIGTERM now
+        with open(sys.argv[1], "w") as seen:
+            seen.write(repr((message, eof)))
+        """
+    )
+    seen = tmp_path / "seen"
+    done = subprocess.run([sys.executable, "-c", code, str(seen)], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert seen.read_text() == repr(({"kind": "exit", "code": 2}, b""))
 
 
 # Loaded by `socket`, `signal`, `hashlib`, `json`, `struct` and `importlib`, which the executable
