@@ -85,11 +85,19 @@ class Request:
 class Channel:
     """A child's line to its caller: relayed signals in, hidden prompts out and answers in."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        """The reader thread starts now; a spare child makes its channel before its command
+        comes (a thread's start is most of a millisecond) and attaches the connection then."""
+        self._attached: queue.Queue[socket.socket] = queue.Queue(1)
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._ending = False
         threading.Thread(target=self._read, name="modelpack-standby", daemon=True).start()
+        if sock is not None:
+            self.attach(sock)
+
+    def attach(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._attached.put(sock)
 
     def report_exit(self, code: int) -> None:
         """The command ends with `code`: its caller hears it now, with the standard streams closed,
@@ -115,9 +123,10 @@ class Channel:
         return str(answer["text"])
 
     def _read(self) -> None:
+        sock = self._attached.get()
         while True:
             try:
-                message, _ = wire.receive(self._sock)
+                message, _ = wire.receive(sock)
             except (OSError, wire.WireError):
                 message = None
             if message is None and self._ending:  # the caller has the exit status
@@ -408,7 +417,7 @@ def _start(
         _retire_spare(selector, state)  # if there was one, it did not take the command: killed
         pid = _fork(selector, state)
         if pid == 0:
-            _child(request, conn, fds, entry)
+            _child(request, conn, fds, entry, Channel())
         pidfd = os.pidfd_open(pid)
         selector.register(pidfd, selectors.EVENT_READ, "child")
     for fd in fds:
@@ -479,6 +488,7 @@ def _retire_spare(selector: selectors.BaseSelector, state: _State) -> None:
 def _wait_as_spare(control: socket.socket, entry: Entry) -> None:
     """In a spare child: wait for a command and run it; end when the parent closes its end."""
     try:
+        channel = Channel()
         message, fds = wire.receive(control, with_fds=True)
         if message is None:
             os._exit(0)
@@ -488,7 +498,7 @@ def _wait_as_spare(control: socket.socket, entry: Entry) -> None:
         conn = socket.socket(fileno=fds[0])
     except BaseException as error:
         _give_up(error)
-    _child(request, conn, fds[1:], entry)
+    _child(request, conn, fds[1:], entry, channel)
 
 
 def _reap(selector: selectors.BaseSelector, pidfd: int, state: _State) -> None:
@@ -526,7 +536,7 @@ def _leave_parent(selector: selectors.BaseSelector, state: _State) -> None:
         own.close()
 
 
-def _child(request: Request, conn: socket.socket, fds: list[int], entry: Entry) -> None:
+def _child(request: Request, conn: socket.socket, fds: list[int], entry: Entry, channel: Channel) -> None:
     """In the forked child, once it has left the parent: become the caller's command, on its
     connection and standard streams (`fds`). Never returns."""
     try:
@@ -541,7 +551,7 @@ def _child(request: Request, conn: socket.socket, fds: list[int], entry: Entry) 
         sys.argv = ["modelpack", *request.argv]
         _reopen_standard_streams(request.streams)
         conn.settimeout(None)
-        channel = Channel(conn)
+        channel.attach(conn)
         wire.BEFORE_EXIT.append(channel.report_exit)
         entry(request, channel)
     except BaseException as error:  # the child ends here, whatever happened
