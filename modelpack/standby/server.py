@@ -217,9 +217,10 @@ def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] |
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "listener")
     selector.register(wake_read, selectors.EVENT_READ, "wake")
-    if ready is not None:
-        ready(path)
     try:
+        _spawn_spare(selector, state, entry)  # before callers come: its first collection is long
+        if ready is not None:
+            ready(path)
         _loop(selector, listener, wake_read, state, entry)
     finally:
         _retire_spare(selector, state)
@@ -447,13 +448,19 @@ def _spawn_spare(selector: selectors.BaseSelector, state: _State, entry: Entry) 
     """Fork the next command's child now, while none runs, so that a command does not wait for
     the fork and the child's set-up."""
     ours, theirs = socket.socketpair()
-    state.own_files.append(ours)
-    gc.collect()  # not the frozen objects: only what the commands handled since left
-    pid = _fork(selector, state)
+    state.own_files.append(ours)  # the spare closes its copy with the parent's other files
+    gc.collect()  # the frozen objects are skipped: only what the commands handled since is left
+    try:
+        pid = _fork(selector, state)
+    except OSError:  # no spare then: a command is forked for when it comes
+        pid = -1
+    state.own_files.remove(ours)
     if pid == 0:
         _wait_as_spare(theirs, entry)
-    state.own_files.remove(ours)
     theirs.close()
+    if pid < 0:
+        ours.close()
+        return
     pidfd = os.pidfd_open(pid)
     selector.register(pidfd, selectors.EVENT_READ, "spare")
     state.spare = _Spare(pid, pidfd, ours)

@@ -124,6 +124,28 @@ def test_three_descriptors_arrive_and_a_broken_frame_closes_them() -> None:
         os.close(write_end)
 
 
+def test_a_child_takes_the_callers_environment() -> None:
+    """Only the differences are set, and they reach the C environment that subprocesses inherit."""
+    code = textwrap.dedent(
+        """
+        import os, subprocess
+        from modelpack.standby.server import _take_environment
+        os.environ.update(A="1", B="2", C="3")
+        caller = {k: v for k, v in os.environ.items() if k not in ("A", "PYTHONPATH")}
+        caller.update(C="4", D="5 6")
+        _take_environment(caller)
+        assert dict(os.environ) == caller
+        print(subprocess.run(["sh", "-c", 'echo "$A|$B|$C|$D|$PYTHONPATH"'], capture_output=True, text=True).stdout)
+        """
+    )
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=environment
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "|2|4|5 6|\n\n"
+
+
 def test_a_child_reports_its_exit_status_itself_with_its_streams_closed(tmp_path: Path) -> None:
     """`exit_process` in a standby's child tells the caller before the process is torn down;
     the caller's standard streams are closed first (a reader of them sees their end with the
