@@ -7,7 +7,7 @@ here lazily, so that importing modelpack stays cheap and heavy dependencies
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 from modelpack._version import __version__
 
@@ -64,6 +64,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'modelpack' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    __import__(module)  # not importlib: it loads warnings too (the executable's start)
+    value = getattr(sys.modules[module], name)
     globals()[name] = value
     return value

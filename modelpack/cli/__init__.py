@@ -10,7 +10,6 @@ behaviour is uniform and commands do not re-implement it.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import Any
 
@@ -19,6 +18,7 @@ import click
 from modelpack._version import __version__
 from modelpack.cli._common import EXIT_CODES_HELP, common_options, stop_on_sigterm, with_output_settings
 from modelpack.resources import own_process
+from modelpack.standby.wire import exit_process
 
 # command name -> (module, attribute, one-line help shown by `modelpack --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -165,4 +165,4 @@ def run() -> None:
             stream.flush()
         except (OSError, ValueError):  # closed pipe or stream: nothing left to save
             code = code or 1
-    os._exit(code)
+    exit_process(code)  # a standby's caller hears the status before this process is torn down

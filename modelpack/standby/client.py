@@ -11,32 +11,24 @@ ends with the command's exit status, or by the signal that ended the command.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sys
 
 from modelpack.standby import place, wire
+from modelpack.standby.wire import RELAYED, signals
 
 TYPE_CHECKING = False  # typing's flag without importing typing (the executable's start)
 if TYPE_CHECKING:
     from typing import Any
 
-RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    from modelpack.standby.wire import Socket
 
 
-def connect() -> socket.socket | None:
+def connect() -> Socket | None:
     """A connection to this installation's standby process, or None when none listens."""
     root = place.private_folder(create=False)
     if root is None:
         return None
-    path = place.socket_path(root, place.installation_key())
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    return sock
+    return wire.connect(place.socket_path(root, place.installation_key()))
 
 
 def ask(message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any] | None:
@@ -44,13 +36,14 @@ def ask(message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any] | None
     sock = connect()
     if sock is None:
         return None
-    with sock:
+    try:
         sock.settimeout(timeout)
-        try:
-            wire.send(sock, message)
-            answer, _ = wire.receive(sock)
-        except (OSError, wire.WireError):
-            return None
+        wire.send(sock, message)
+        answer, _ = wire.receive(sock)
+    except (OSError, wire.WireError):
+        return None
+    finally:
+        sock.close()
     return answer
 
 
@@ -62,31 +55,33 @@ def call(argv: list[str]) -> int | None:
     sock = connect()
     if sock is None:
         return None
-    with sock:
-        streams = _standard_streams()
-        try:
-            request = {
-                "kind": "run",
-                "argv": argv,
-                "env": dict(os.environ),
-                "cwd": os.getcwd(),
-                "umask": _umask(),
-                "streams": [_stream_settings(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
-            }
-            wire.send(sock, request, [fd for fd, _ in streams])
-            answer, _ = wire.receive(sock)
-        except (OSError, wire.WireError):
-            return None  # nothing ran
-        finally:
-            for fd, opened in streams:
-                if opened:
-                    os.close(fd)
-        if answer is None or answer.get("kind") != "accepted":
-            return None
-        return _follow(sock)
+    try:
+        return _hand_over(sock, {"kind": "run", "argv": argv, "env": dict(os.environ)})
+    finally:
+        sock.close()
 
 
-def _follow(sock: socket.socket) -> int:
+def _hand_over(sock: Socket, request: dict[str, Any]) -> int | None:
+    """Send the command with this process's state and standard streams; follow it once accepted."""
+    streams = _standard_streams()
+    try:
+        request["cwd"] = os.getcwd()
+        request["umask"] = _umask()
+        request["streams"] = [_stream_settings(s) for s in (sys.stdin, sys.stdout, sys.stderr)]
+        wire.send(sock, request, [fd for fd, _ in streams])
+        answer, _ = wire.receive(sock)
+    except (OSError, wire.WireError):
+        return None  # nothing ran
+    finally:
+        for fd, opened in streams:
+            if opened:
+                os.close(fd)
+    if answer is None or answer.get("kind") != "accepted":
+        return None
+    return _follow(sock)
+
+
+def _follow(sock: Socket) -> int:
     def relay(signum: int, frame: object) -> None:
         try:
             wire.send(sock, {"kind": "signal", "signal": signum})
@@ -94,7 +89,7 @@ def _follow(sock: socket.socket) -> int:
             pass
 
     for signum in RELAYED:
-        signal.signal(signum, relay)
+        signals.signal(signum, relay)
     while True:
         try:
             message, _ = wire.receive(sock)
@@ -126,9 +121,13 @@ def _prompt(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _end_by(number: int) -> None:
+    """End as the command ended; a signal whose action cannot be set (SIGKILL) ends it too."""
     sys.stdout.flush()
     sys.stderr.flush()
-    signal.signal(number, signal.SIG_DFL)
+    try:
+        signals.signal(number, signals.SIG_DFL)
+    except (OSError, ValueError):
+        pass
     os.kill(os.getpid(), number)
 
 

@@ -8,10 +8,14 @@ to the user: one another user created, or that others can write to, is not used 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
+
+try:  # not hashlib: it loads OpenSSL (the executable's start)
+    from _blake2 import blake2b
+except ImportError:  # an interpreter without the C module
+    from hashlib import blake2b
 
 _PACKAGE = os.path.dirname(
     os.path.dirname(os.path.realpath(__file__))
@@ -45,7 +49,7 @@ def private_folder(create: bool) -> str | None:
 
 def installation_key() -> str:
     """A digest of what a loaded modelpack depends on; equal keys run the same code."""
-    digest = hashlib.sha256()
+    digest = blake2b(digest_size=12)
     for part in (
         sys.executable,
         sys.version,
@@ -60,7 +64,7 @@ def installation_key() -> str:
             continue
     for path, size, mtime in _module_files(_PACKAGE):
         digest.update(f"{path}\0{size}\0{mtime}\0".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:24]
+    return digest.hexdigest()
 
 
 def _installed_paths() -> list[str]:

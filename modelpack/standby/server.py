@@ -12,6 +12,7 @@ file); it ends after `idle_timeout` seconds without a command, or when asked to 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import queue
 import selectors
@@ -30,7 +31,8 @@ from typing import IO, Any
 from modelpack.standby import place, wire
 
 _PEER = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_REQUEST_SECONDS = 5.0  # a caller has this long to send its command
+_REQUEST_SECONDS = 5.0  # a caller has this long to send its command (and a spare to take it)
+_TAKEN = b"\1"  # a spare child's answer to its command: from now on the command runs
 
 
 class StandbyError(Exception):
@@ -83,10 +85,34 @@ class Request:
 class Channel:
     """A child's line to its caller: relayed signals in, hidden prompts out and answers in."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        """The reader thread starts now; a spare child makes its channel before its command
+        comes (a thread's start is most of a millisecond) and attaches the connection then."""
+        self._attached: queue.Queue[socket.socket] = queue.Queue(1)
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._ending = False
         threading.Thread(target=self._read, name="modelpack-standby", daemon=True).start()
+        if sock is not None:
+            self.attach(sock)
+
+    def attach(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._attached.put(sock)
+
+    def report_exit(self, code: int) -> None:
+        """The command ends with `code`: its caller hears it now, with the standard streams closed,
+        instead of once the kernel has torn this large process down (1-3 ms); the standby's own
+        report after that finds the caller gone, or is not read."""
+        self._ending = True
+        for fd in (0, 1, 2):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            wire.send(self._sock, {"kind": "exit", "code": code & 0xFF})
+        except OSError:
+            pass
 
     def ask(self, text: str) -> str:
         """A hidden prompt, asked on the caller's terminal."""
@@ -97,11 +123,14 @@ class Channel:
         return str(answer["text"])
 
     def _read(self) -> None:
+        sock = self._attached.get()
         while True:
             try:
-                message, _ = wire.receive(self._sock)
+                message, _ = wire.receive(sock)
             except (OSError, wire.WireError):
                 message = None
+            if message is None and self._ending:  # the caller has the exit status
+                return
             if message is None:  # the caller is gone: end as SIGTERM would end the command
                 self._answers.put(None)
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -112,11 +141,8 @@ class Channel:
                 _raise_here(message.get("signal"))
 
 
-_RELAYED = {int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
-
-
 def _raise_here(number: object) -> None:
-    if not isinstance(number, int) or number not in _RELAYED:
+    if not isinstance(number, int) or number not in wire.RELAYED:
         return
     if number == signal.SIGTERM:
         os.kill(os.getpid(), number)  # a `kill` reaches the command alone
@@ -135,6 +161,15 @@ class _Child:
 
 
 @dataclass
+class _Spare:
+    """A child forked ahead of the next command, its set-up done, waiting for that command."""
+
+    pid: int
+    pidfd: int
+    control: socket.socket  # the parent's end: the command and its descriptors go through it
+
+
+@dataclass
 class _State:
     key: str
     options: StandbyOptions
@@ -145,6 +180,7 @@ class _State:
     children: dict[int, _Child] = field(default_factory=dict)  # pidfd -> child
     own_files: list[Any] = field(default_factory=list)  # the parent's: a child closes them first
     socket_inode: int = 0  # of the socket file this process bound: removed only if still its own
+    spare: _Spare | None = None
 
 
 def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] | None = None) -> None:
@@ -181,11 +217,13 @@ def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] |
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "listener")
     selector.register(wake_read, selectors.EVENT_READ, "wake")
-    if ready is not None:
-        ready(path)
     try:
+        _spawn_spare(selector, state, entry)  # before callers come: its first collection is long
+        if ready is not None:
+            ready(path)
         _loop(selector, listener, wake_read, state, entry)
     finally:
+        _retire_spare(selector, state)
         signal.set_wakeup_fd(old_wakeup)
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -254,6 +292,8 @@ def _loop(
             state.stopping or time.monotonic() - state.last_active > state.options.idle_timeout
         ):
             return
+        if state.spare is None and not state.children and not state.stopping:
+            _spawn_spare(selector, state, entry)
         timeout = (
             None
             if state.children
@@ -268,6 +308,8 @@ def _loop(
                 if _drain(wake) & {signal.SIGTERM, signal.SIGINT, signal.SIGHUP} and listener.fileno() != -1:
                     state.stopping = True
                     _unlisten(selector, listener, path, state.socket_inode)
+            elif selected.data == "spare":  # it ended before a command came: killed
+                _retire_spare(selector, state)
             else:
                 _reap(selector, selected.fd, state)
 
@@ -335,6 +377,7 @@ def _status(state: _State) -> dict[str, Any]:
         "key": state.key,
         "started": state.started,
         "commands_running": len(state.children),
+        "spare": state.spare.pid if state.spare else None,  # the child the next command goes to
         "served": state.served,
         "idle_timeout": state.options.idle_timeout,
         "executable": sys.executable,
@@ -365,18 +408,104 @@ def _start(
             os.close(fd)
         conn.close()
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        _child(selector, state, conn, fds, request, entry)
+    spare, state.spare = state.spare, None
+    if spare is not None and _hand_to(spare, message, [conn.fileno(), *fds]):
+        spare.control.close()
+        pid, pidfd = spare.pid, spare.pidfd
+        selector.modify(pidfd, selectors.EVENT_READ, "child")
+    else:
+        state.spare = spare
+        _retire_spare(selector, state)  # if there was one, it did not take the command: killed
+        pid = _fork(selector, state)
+        if pid == 0:
+            _child(request, conn, fds, entry, Channel())
+        pidfd = os.pidfd_open(pid)
+        selector.register(pidfd, selectors.EVENT_READ, "child")
     for fd in fds:
         os.close(fd)
     state.served += 1
     state.last_active = time.monotonic()
-    pidfd = os.pidfd_open(pid)
     state.children[pidfd] = _Child(pid, conn)
-    selector.register(pidfd, selectors.EVENT_READ, "child")
+
+
+def _fork(selector: selectors.BaseSelector, state: _State) -> int:
+    """Fork; in the child, drop what belongs to the parent (its signals, sockets, children).
+    The parent's objects are frozen first: a collection in the child then leaves their pages
+    shared instead of writing to every one of them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _leave_parent(selector, state)
+        except BaseException as error:
+            _give_up(error)
+    return pid
+
+
+def _spawn_spare(selector: selectors.BaseSelector, state: _State, entry: Entry) -> None:
+    """Fork the next command's child now, while none runs, so that a command does not wait for
+    the fork and the child's set-up."""
+    ours, theirs = socket.socketpair()
+    state.own_files.append(ours)  # the spare closes its copy with the parent's other files
+    gc.collect()  # the frozen objects are skipped: only what the commands handled since is left
+    try:
+        pid = _fork(selector, state)
+    except OSError:  # no spare then: a command is forked for when it comes
+        pid = -1
+    state.own_files.remove(ours)
+    if pid == 0:
+        _wait_as_spare(theirs, entry)
+    theirs.close()
+    if pid < 0:
+        ours.close()
+        return
+    pidfd = os.pidfd_open(pid)
+    selector.register(pidfd, selectors.EVENT_READ, "spare")
+    state.spare = _Spare(pid, pidfd, ours)
+
+
+def _hand_to(spare: _Spare, message: dict[str, Any], fds: list[int]) -> bool:
+    """Give a command (its connection and standard streams) to the spare child; False when the
+    child did not say it took it, e.g. it was killed as the command came: nothing has run."""
+    try:
+        spare.control.settimeout(_REQUEST_SECONDS)
+        wire.send(spare.control, message, fds)
+        return spare.control.recv(1) == _TAKEN
+    except OSError:
+        return False
+
+
+def _retire_spare(selector: selectors.BaseSelector, state: _State) -> None:
+    """End the waiting child (it has run nothing) and collect it."""
+    spare, state.spare = state.spare, None
+    if spare is None:
+        return
+    spare.control.close()
+    try:
+        os.kill(spare.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    selector.unregister(spare.pidfd)
+    os.close(spare.pidfd)
+    os.waitpid(spare.pid, 0)
+
+
+def _wait_as_spare(control: socket.socket, entry: Entry) -> None:
+    """In a spare child: wait for a command and run it; end when the parent closes its end."""
+    try:
+        channel = Channel()
+        message, fds = wire.receive(control, with_fds=True)
+        if message is None:
+            os._exit(0)
+        control.sendall(_TAKEN)
+        control.close()
+        request = Request.parse(message)
+        conn = socket.socket(fileno=fds[0])
+    except BaseException as error:
+        _give_up(error)
+    _child(request, conn, fds[1:], entry, channel)
 
 
 def _reap(selector: selectors.BaseSelector, pidfd: int, state: _State) -> None:
@@ -396,47 +525,62 @@ def _reap(selector: selectors.BaseSelector, pidfd: int, state: _State) -> None:
     state.last_active = time.monotonic()
 
 
-def _child(
-    selector: selectors.BaseSelector,
-    state: _State,
-    conn: socket.socket,
-    fds: list[int],
-    request: Request,
-    entry: Entry,
-) -> None:
-    """In the forked child: become the caller's command. Never returns."""
+def _leave_parent(selector: selectors.BaseSelector, state: _State) -> None:
+    """In a forked child: a process group of its own, default signals, none of the parent's files."""
+    os.setpgid(0, 0)
+    signal.set_wakeup_fd(-1)
+    for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    selector.close()
+    for pidfd, other in state.children.items():  # other callers see their command's end only
+        os.close(pidfd)
+        other.conn.close()
+    if state.spare is not None:
+        os.close(state.spare.pidfd)
+        state.spare.control.close()
+    for own in state.own_files:
+        own.close()
+
+
+def _child(request: Request, conn: socket.socket, fds: list[int], entry: Entry, channel: Channel) -> None:
+    """In the forked child, once it has left the parent: become the caller's command, on its
+    connection and standard streams (`fds`). Never returns."""
     try:
-        os.setpgid(0, 0)
-        signal.set_wakeup_fd(-1)
-        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(number, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        selector.close()
-        for pidfd, other in state.children.items():  # other callers see their command's end only
-            os.close(pidfd)
-            other.conn.close()
-        for own in state.own_files:
-            own.close()
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             if fd > 2:
                 os.close(fd)
-        os.environ.clear()
-        os.environ.update(request.env)
+        _take_environment(request.env)
         os.chdir(request.cwd)
         os.umask(request.umask)
         tempfile.tempdir = None  # found again from this caller's TMPDIR
         sys.argv = ["modelpack", *request.argv]
         _reopen_standard_streams(request.streams)
         conn.settimeout(None)
-        entry(request, Channel(conn))
+        channel.attach(conn)
+        wire.BEFORE_EXIT.append(channel.report_exit)
+        entry(request, channel)
     except BaseException as error:  # the child ends here, whatever happened
-        try:
-            os.write(2, f"modelpack: the standby process could not run the command: {error}\n".encode())
-        except OSError:
-            pass
-        os._exit(1)
+        _give_up(error)
     os._exit(0)
+
+
+def _give_up(error: BaseException) -> None:
+    try:
+        os.write(2, f"modelpack: the standby process could not run the command: {error}\n".encode())
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def _take_environment(env: dict[str, str]) -> None:
+    """The caller's environment; only what differs from the standby's is set (each is a putenv)."""
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _reopen_standard_streams(settings: list[dict[str, str]]) -> None:

@@ -224,14 +224,65 @@ def _read_until(terminal: int, marker: bytes | None) -> bytes:
     return seen
 
 
+def _spare(standby: Standby) -> int:
+    """The child the standby forked for the next command (at start, and after each command)."""
+    deadline = time.monotonic() + 30
+    while True:
+        spare = standby.status()["spare"]
+        if spare:
+            return int(spare)
+        assert time.monotonic() < deadline, "no spare child"
+        time.sleep(0.05)
+
+
+def test_a_command_runs_in_the_child_forked_before_it(standby: Standby) -> None:
+    """The standby forks the next command's child while idle, so a command does not wait for a
+    fork; while one runs, no other is forked ahead (it would compete with the command)."""
+    spare = _spare(standby)
+    port = free_port()
+    process = _serving(standby, port)
+    status = standby.status()
+    assert status["commands_running"] == 1 and status["spare"] is None
+    assert os.getpgid(spare) == spare  # a process group of its own, as any command's
+    os.kill(spare, signal.SIGKILL)  # that child is the served model (killed, as the OOM killer does)
+    output, _ = process.communicate(timeout=60)
+    assert _gone(port) and process.returncode == -signal.SIGKILL, output  # the caller ends by it too
+    assert "Traceback" not in output
+    assert _spare(standby) != spare and not _alive(spare)
+
+
+def test_a_spare_killed_before_its_command_is_replaced(standby: Standby, tmp_path: Path) -> None:
+    """The command that was to go to a killed spare runs in a child forked for it."""
+    model = copy_example("hello", tmp_path / "hello")
+    spare, pid, before = _spare(standby), standby.status()["pid"], standby.served()
+    os.kill(pid, signal.SIGSTOP)  # the command is sent before the standby sees the spare end
+    try:
+        caller = subprocess.Popen(
+            standby.command("validate", str(model)),
+            env=standby.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+        )
+        time.sleep(0.5)
+        os.kill(spare, signal.SIGKILL)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    output, errors = caller.communicate(timeout=60)
+    assert caller.returncode == 0 and output == f"{model}: valid\n", errors
+    assert standby.served() == before + 1
+    assert _spare(standby) != spare and not _alive(spare)
+
+
 def test_stop_ends_it_and_commands_run_alone_after(standby: Standby, tmp_path: Path) -> None:
-    pid = standby.status()["pid"]
+    pid, spare = standby.status()["pid"], _spare(standby)
     done = standby.run("standby", "stop", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["stopping"], done.stderr
     deadline = time.monotonic() + 30
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not _alive(pid) and not _alive(spare)  # its spare child went with it
     assert standby.status() == {"running": False, "socket": standby.status()["socket"]}
     assert standby.run("validate", str(copy_example("hello", tmp_path / "hello"))).returncode == 0
 

@@ -365,6 +365,7 @@ DYNAMIC_READS_ALLOWED = {
     ("mcp.py", "read_stdio_spec"),  # config.yaml's secrets name the variables a stdio MCP server gets
     ("mcp.py", "_child_environment"),  # the stdio MCP server's PATH, HOME, ...
     ("client.py", "call"),  # the standby process runs the command with the caller's whole environment
+    ("server.py", "_take_environment"),  # ... and its child compares it with its own, name by name
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +59,152 @@ def test_a_broken_frame_is_refused(raw: bytes, error: str) -> None:
         left.shutdown(socket.SHUT_WR)
         with pytest.raises(wire.WireError, match=error):
             wire.receive(right)
+
+
+MESSAGES = [
+    {"kind": "run", "argv": ["büld", "\udcff", "日本"], "env": {"A": 'x\n"\\\t'}, "umask": 18},
+    {"kind": "exit", "code": 0, "values": [1.5, -2, None, True, False, [], {}], "big": 10**30},
+    {"kind": "answer", "text": "", "nested": {"a": [{"b": ["c"]}]}},
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES)
+def test_a_frame_is_the_json_of_its_message(message: dict[str, object]) -> None:
+    """The frame's body is what json.dumps writes (compact, ASCII) and reads back as json.loads."""
+    left, right = socket.socketpair()
+    with left, right:
+        wire.send(left, message)
+        raw = right.recv(1 << 16)
+        body = json.dumps(message, separators=(",", ":")).encode("ascii")
+        assert raw == struct.pack(">I", len(body)) + body
+        left.sendall(raw)
+        assert wire.receive(right) == (json.loads(body), [])
+
+
+def test_frames_are_the_same_without_jsons_c_half() -> None:
+    """An interpreter without `_json` encodes and decodes through the `json` package, alike."""
+    code = (
+        "import sys\nsys.modules['_json'] = None\nimport json, socket\n"
+        "from modelpack.standby import wire\nleft, right = socket.socketpair()\n"
+        f"for message in {MESSAGES!r}:\n"
+        "    wire.send(left, message)\n    raw = right.recv(1 << 16)\n"
+        "    left.sendall(raw)\n    assert wire.receive(right) == (message, [])\n"
+        "    print(raw.hex())\n"
+        "print('_json' in sys.modules and sys.modules['_json'] is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    *frames, loaded = done.stdout.split()
+    assert loaded == "False"
+    for message, frame in zip(MESSAGES, frames, strict=True):
+        body = json.dumps(message, separators=(",", ":")).encode("ascii")
+        assert bytes.fromhex(frame) == struct.pack(">I", len(body)) + body
+
+
+def test_three_descriptors_arrive_and_a_broken_frame_closes_them() -> None:
+    left, right = socket.socketpair()
+    pipes = [os.pipe() for _ in range(3)]
+    with left, right:
+        wire.send(left, {"kind": "run"}, [w for _, w in pipes])
+        message, fds = wire.receive(right, with_fds=True)
+        assert message == {"kind": "run"} and len(fds) == 3
+        for (read_end, _), fd in zip(pipes, fds, strict=True):
+            os.write(fd, b"x")
+            assert os.read(read_end, 1) == b"x"
+            os.close(fd)
+        body = b'{"kind":"run"} trailing'
+        rights = struct.pack("3i", *(w for _, w in pipes))
+        left.sendmsg([struct.pack(">I", len(body)) + body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+        before = set(os.listdir("/proc/self/fd"))
+        with pytest.raises(wire.WireError, match="not JSON"):
+            wire.receive(right, with_fds=True)
+        assert set(os.listdir("/proc/self/fd")) <= before  # the three passed with it are closed
+    for read_end, write_end in pipes:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_child_takes_the_callers_environment() -> None:
+    """Only the differences are set, and they reach the C environment that subprocesses inherit."""
+    code = textwrap.dedent(
+        """
+        import os, subprocess
+        from modelpack.standby.server import _take_environment
+        os.environ.update(A="1", B="2", C="3")
+        caller = {k: v for k, v in os.environ.items() if k not in ("A", "PYTHONPATH")}
+        caller.update(C="4", D="5 6")
+        _take_environment(caller)
+        assert dict(os.environ) == caller
+        print(subprocess.run(["sh", "-c", 'echo "$A|$B|$C|$D|$PYTHONPATH"'], capture_output=True, text=True).stdout)
+        """
+    )
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=environment
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "|2|4|5 6|\n\n"
+
+
+def test_a_child_reports_its_exit_status_itself_with_its_streams_closed(tmp_path: Path) -> None:
+    """`exit_process` in a standby's child tells the caller before the process is torn down;
+    the caller's standard streams are closed first (a reader of them sees their end with the
+    status), and the caller closing its end then is no reason to SIGTERM the child."""
+    code = textwrap.dedent(
+        """
+        import os, socket, sys, time
+        from modelpack.standby import server, wire
+        caller, ours = socket.socketpair()
+        out_read, out_write = os.pipe()
+        os.dup2(out_write, 1)
+        os.close(out_write)
+        channel = server.Channel(ours)
+        wire.BEFORE_EXIT.append(channel.report_exit)
+        for report in wire.BEFORE_EXIT:
+            report(258)
+        message, _ = wire.receive(caller)
+        eof = os.read(out_read, 10)
+        caller.close()  # as the executable does once it has the status
+        time.sleep(0.3)  # the channel's reader sees the end: no SIGTERM now
+        with open(sys.argv[1], "w") as seen:
+            seen.write(repr((message, eof)))
+        """
+    )
+    seen = tmp_path / "seen"
+    done = subprocess.run([sys.executable, "-c", code, str(seen)], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert seen.read_text() == repr(({"kind": "exit", "code": 2}, b""))
+
+
+# Loaded by `socket`, `signal`, `hashlib`, `json`, `struct` and `importlib`, which the executable
+# used to import before it asked the standby process; each has a C module or builtin that does.
+SLOW_IMPORTS = (
+    "enum",
+    "socket",
+    "selectors",
+    "signal",
+    "hashlib",
+    "_hashlib",
+    "json",
+    "json.decoder",
+    "struct",
+    "importlib",
+    "warnings",
+    "typing",
+    "pathlib",
+)
+
+
+def test_the_executable_asks_the_standby_with_few_imports() -> None:
+    """Everything `modelpack/__main__.py` imports is paid by each command handed over."""
+    code = (
+        "import sys\nbefore = set(sys.modules)\nimport modelpack.__main__\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    loaded = done.stdout.split()
+    assert "modelpack.standby.client" in loaded and "modelpack.standby.wire" in loaded
+    assert [name for name in SLOW_IMPORTS if name in loaded] == []
 
 
 def test_an_oversized_message_is_not_sent() -> None:
