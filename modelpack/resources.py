@@ -79,17 +79,25 @@ def schema_validator(schema: dict[str, Any]) -> Validator:
     is imported without its format checkers' packages (hidden while it loads, importable again
     after): rfc3987_syntax alone builds a grammar for seconds at import. In anyone else's process
     jsonschema is imported as it is, so their format checks stay whole."""
+    import_jsonschema()
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema)
+
+
+def import_jsonschema() -> None:
+    """Import jsonschema as `schema_validator` needs it: in the `modelpack` executable without
+    its format checkers' packages (a standby process preloads it this way too)."""
     loaded = "jsonschema" in sys.modules or not _OWN_PROCESS
     hidden = [] if loaded else [name for name in _FORMAT_CHECK_PACKAGES if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # importing it fails
     try:
-        from jsonschema import Draft202012Validator
+        import jsonschema  # noqa: F401
     finally:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
-    return Draft202012Validator(schema)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -29,14 +29,15 @@ from modelpack.oci.transfer import deadline_session
 from modelpack.pipeline.locking import runtime_requirements
 from modelpack.pipeline.runtime_library import runtime_library
 from modelpack.project.ignore import default_rules
-from modelpack.resources import own_process
+from modelpack.resources import import_jsonschema, own_process
 from modelpack.standby import client, place
 from modelpack.standby.server import Channel, Request, StandbyError, StandbyOptions, serve
 
 # Not loaded ahead: data, the executable's launcher, and the model server's own package.
 SKIPPED_PACKAGES = ("modelpack.runtime", "modelpack._data", "modelpack.__main__")
 # Loaded lazily by modelpack's stages, and needed by a build.
-THIRD_PARTY = ("docker", "requests", "jsonschema", "isal.igzip", "jinja2", "yaml", "pathspec", "netrc")
+# jsonschema too, through resources.import_jsonschema (without its format checkers' packages)
+THIRD_PARTY = ("docker", "requests", "isal.igzip", "jinja2", "yaml", "pathspec", "netrc")
 # Must never be loaded in the standby process: they read the environment at import.
 ENVIRONMENT_READERS = ("huggingface_hub", "torch", "transformers")
 _READY_SECONDS = 60.0
@@ -159,6 +160,8 @@ def preload() -> list[str]:
     for name in THIRD_PARTY:
         importlib.import_module(name)
         loaded.append(name)
+    import_jsonschema()  # as a command loads it: rfc3987_syntax alone builds a grammar for seconds
+    loaded.append("jsonschema")
     present = [name for name in ENVIRONMENT_READERS if name in sys.modules]
     if present:
         raise RuntimeFailure(

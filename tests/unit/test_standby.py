@@ -422,3 +422,33 @@ def test_files_of_ended_standbys_are_swept_and_running_ones_kept(tmp_path: Path)
     lock = _take_lock(tmp_path / "mine.lock")
     assert lock is not None
     lock.close()
+
+
+def test_the_standby_preloads_jsonschema_without_its_format_packages(tmp_path: Path) -> None:
+    """A standby process is the `modelpack` executable's: it loads jsonschema as a command does,
+    without the packages of its format checkers (rfc3987_syntax builds a grammar for seconds at
+    import, which `standby start` would wait for)."""
+    from tests.unit.test_config import FORMAT_CHECK_PACKAGES
+
+    installed = [name for name in FORMAT_CHECK_PACKAGES if _importable(name)]
+    assert installed, "none of jsonschema's format packages is installed: set-up installs them"
+    probe = textwrap.dedent(
+        f"""
+        import json, sys
+        from modelpack.resources import own_process
+        own_process()
+        from modelpack.cli.standby_cmd import preload
+        preload()
+        print(json.dumps([name for name in ["jsonschema", *{installed!r}] if sys.modules.get(name) is not None]))
+        """
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "MODELPACK_STANDBY": "off"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["jsonschema"]
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
