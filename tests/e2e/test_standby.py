@@ -48,6 +48,12 @@ class Standby:
             self.command(*args), env=env, capture_output=True, text=True, timeout=600, **kwargs
         )
 
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """A command through the standby, left running: its output in pipes, from `/`."""
+        return subprocess.Popen(
+            self.command(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
+        )
+
     def status(self) -> dict[str, Any]:
         done = self.run("standby", "status", "--json")
         assert done.returncode == 0, done.stderr
@@ -257,14 +263,7 @@ def test_a_spare_killed_before_its_command_is_replaced(standby: Standby, tmp_pat
     spare, pid, before = _spare(standby), standby.status()["pid"], standby.served()
     os.kill(pid, signal.SIGSTOP)  # the command is sent before the standby sees the spare end
     try:
-        caller = subprocess.Popen(
-            standby.command("validate", str(model)),
-            env=standby.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd="/",
-        )
+        caller = standby.start("validate", str(model))
         time.sleep(0.5)
         os.kill(spare, signal.SIGKILL)
     finally:
@@ -333,17 +332,7 @@ def test_commands_at_once_each_get_their_own_output(standby: Standby, tmp_path: 
     models = [copy_example("hello", tmp_path / f"m{i}") for i in range(4)]
     (models[2] / "config.yaml").write_text("model: [unclosed\n")  # one of them invalid: exit 2
     before = standby.served()
-    processes = [
-        subprocess.Popen(
-            standby.command("validate", str(m)),
-            env=standby.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd="/",
-        )
-        for m in models
-    ]
+    processes = [standby.start("validate", str(m)) for m in models]
     for index, process in enumerate(processes):
         output, errors = process.communicate(timeout=120)
         if index == 2:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import pytest
 
 from modelpack.errors import RegistryError
 from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, sha256_digest
@@ -291,3 +292,16 @@ class FakeEngine:
 
 def content_digest(seed: str) -> str:
     return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths `Path.read_bytes` reads from now on (the list fills as they are read)."""
+    read: list[str] = []
+    original = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        read.append(str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    return read

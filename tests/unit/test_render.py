@@ -35,6 +35,7 @@ from modelpack.project.model_dir import (
 )
 from modelpack.project.requirements import shipped_requirements
 from modelpack.resources import SETTLE_NS
+from tests.unit import fakes
 
 render_mod = importlib.import_module("modelpack.pipeline.rendering")
 
@@ -377,14 +378,7 @@ def test_a_render_from_what_the_process_read_is_the_same(
     real = time.time_ns
     monkeypatch.setattr(time, "time_ns", lambda: real() + 2 * SETTLE_NS)  # every file is settled
     cold = do_render(model, tmp_path / "cold", BuildSettings(builder="buildkit"))
-    read: list[str] = []
-    original = Path.read_bytes
-
-    def counting(self: Path) -> bytes:
-        read.append(str(self))
-        return original(self)
-
-    monkeypatch.setattr(Path, "read_bytes", counting)
+    read = fakes.files_read(monkeypatch)
     warm = do_render(model, tmp_path / "warm", BuildSettings(builder="buildkit"))
     assert not [path for path in read if "/modelpack/" in path]
     assert warm.content_digest == cold.content_digest and warm.files == cold.files

@@ -19,6 +19,7 @@ import modelpack
 from modelpack.pipeline import runtime_library
 from modelpack.pipeline.runtime_library import library_files, module_closure, runtime_library_files
 from modelpack.resources import SETTLE_NS, data_dir
+from tests.unit import fakes
 
 # Imports that would mean build, registry or signing code (or their dependencies) in the image.
 FORBIDDEN = (
@@ -236,21 +237,9 @@ def package_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return copy
 
 
-def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    read: list[str] = []
-    original = Path.read_bytes
-
-    def counting(self: Path) -> bytes:
-        read.append(str(self))
-        return original(self)
-
-    monkeypatch.setattr(Path, "read_bytes", counting)
-    return read
-
-
 def test_a_process_reads_an_unchanged_library_once(package_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = runtime_library.runtime_library()
-    read = _reads(monkeypatch)
+    read = fakes.files_read(monkeypatch)
     assert runtime_library.runtime_library() == first
     assert read == []
     for item in first:  # the bytes and digests are the files'
