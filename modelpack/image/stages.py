@@ -434,7 +434,7 @@ def build_or_reuse(
     `lists`: the tags asked for as the build started; by default they are asked now."""
     ctag = content_tag(spec.content_digest)
     own = lists is None
-    lists = lists if lists is not None else TagLists(session, replace(request, push=False))
+    lists = lists if lists is not None else TagLists(session, request)
     try:
         remote = lists.remote
         remote_tags = remote.result() if remote is not None else _remote_tags(session.registry, request, session.report)
