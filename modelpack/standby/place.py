@@ -51,7 +51,10 @@ def installation_key() -> str:
     """A digest of what a loaded modelpack depends on; equal keys run the same code."""
     digest = blake2b(digest_size=12)
     for part in (
-        sys.executable,
+        # the interpreter, not the name it was started by: an environment's `python` and
+        # `python3.11` (the executable's first line may name either) run the same code
+        os.path.realpath(sys.executable),
+        sys.prefix,
         sys.version,
         os.environ.get("PYTHONPATH", ""),
         os.environ.get("PYTHONHOME", ""),

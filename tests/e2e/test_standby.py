@@ -111,6 +111,23 @@ def test_a_command_gives_what_it_gives_in_a_process_of_its_own(standby: Standby,
     assert standby.served() == before + len(cases) + 1
 
 
+def test_the_installed_executable_asks_before_it_loads_re(standby: Standby) -> None:
+    """What the executable imports before it asks the standby is paid by every command handed
+    over. An installer's console-script wrapper imports `re` (and with it `enum`) first."""
+    executable = Path(sys.executable).with_name("modelpack")
+    before = standby.served()
+    env = {**standby.env, "PYTHONPROFILEIMPORTTIME": "1"}  # the handed-over command prints none
+    done = subprocess.run(
+        [str(executable), "--version"], env=env, capture_output=True, text=True, cwd="/", timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    imported = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
+    assert "modelpack.standby.client" in imported
+    assert sorted(imported & {"re", "enum", "json", "socket"}) == []
+    assert standby.served() == before + 1
+
+
 def test_the_working_folder_and_umask_are_the_callers(standby: Standby, tmp_path: Path) -> None:
     before = standby.served()
     done = standby.run("init", "made", "--type", "generic", cwd=tmp_path, umask=0o077)

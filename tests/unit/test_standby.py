@@ -263,6 +263,19 @@ def test_the_key_is_the_same_for_the_executable_and_python_dash_m(tmp_path: Path
     assert by_script.stdout == by_module.stdout and len(by_script.stdout.strip()) == 24
 
 
+def test_the_key_is_the_same_for_each_name_of_the_environments_python() -> None:
+    """The executable's first line names `python` or `python3.11`, as its installer ran; a standby
+    started by `python -m modelpack` must answer it all the same."""
+    code = "from modelpack.standby import place; print(place.installation_key())"
+    keys = set()
+    for name in ("python", "python3", f"python3.{sys.version_info.minor}"):
+        interpreter = Path(sys.executable).with_name(name)
+        assert interpreter.exists(), interpreter  # every virtual environment has all three
+        done = subprocess.run([str(interpreter), "-c", code], capture_output=True, text=True, check=True, cwd="/")
+        keys.add(done.stdout.strip())
+    assert len(keys) == 1
+
+
 @pytest.fixture
 def short_folder() -> Iterator[Path]:
     """A folder with a short name: a socket's path has at most 107 bytes."""
