@@ -201,24 +201,65 @@ def _deadline_adapter_class() -> type[Any]:
     return DeadlineAdapter
 
 
+_PLAIN_ARGUMENTS = frozenset({"headers", "data", "timeout", "stream", "allow_redirects"})
+
+
 @functools.cache
 def _session_class() -> type[Any]:
-    """A `requests.Session` that reads the environment's settings for an origin once (built on
-    first use: it needs requests).
+    """A `requests.Session` that reads the environment's settings for an origin once and sends
+    a registry's requests straight to its transport adapter (built on first use: it needs requests).
 
     `requests` looks up the proxies (HTTP(S)_PROXY, NO_PROXY) and CA bundle variables again for
     every request, scanning the whole environment twice each time: a few milliseconds of a
     code-only build. One session talks to one registry (and its token service), so the answer
     for an origin is kept; a request that brings its own proxies, CA or certificate is merged
-    as `requests` does it."""
+    as `requests` does it.
+
+    A request with only headers, a body, a timeout and the redirect choice (every registry
+    request but the token service's) skips `Session.request`'s merging of cookies, hooks and
+    per-request settings: half of its CPU time, about 0.4 ms of each of a push's dozens of
+    requests, on the cores the engine needs for its load. The adapter still picks the proxy,
+    the CA bundle and the pool, and redirects are followed by `requests` itself. Left out on
+    purpose: cookies (a registry's client keeps none, as docker's does not) and `~/.netrc`,
+    whose Basic credentials `requests` would put over the registry's bearer token."""
     from urllib.parse import urlsplit
 
     import requests
+    from requests.structures import CaseInsensitiveDict
 
     class EnvironmentOnceSession(requests.Session):
         def __init__(self) -> None:
             super().__init__()
             self._settings: dict[tuple[str, str, object], Any] = {}
+
+        def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
+            if args or not self.trust_env or not _PLAIN_ARGUMENTS.issuperset(kwargs):
+                return super().request(method, url, *args, **kwargs)
+            stream = bool(kwargs.get("stream"))
+            settings = self.merge_environment_settings(url, {}, stream, None, None)
+            prepared = requests.PreparedRequest()
+            prepared.method = str(method).upper()
+            prepared.prepare_url(url, None)
+            headers: CaseInsensitiveDict[Any] = CaseInsensitiveDict(self.headers)
+            for name, value in (kwargs.get("headers") or {}).items():
+                if value is None:
+                    headers.pop(name, None)
+                else:
+                    headers[name] = value
+            prepared.headers = headers
+            prepared.prepare_body(kwargs.get("data"), None)
+            prepared.prepare_hooks({})
+            sent = {"timeout": kwargs.get("timeout"), "verify": settings["verify"], "cert": settings["cert"]}
+            sent["proxies"] = settings["proxies"]
+            response = self.get_adapter(str(prepared.url)).send(prepared, stream=stream, **sent)
+            if kwargs.get("allow_redirects", True) and response.is_redirect:
+                prepared.prepare_cookies(None)  # an empty jar: `requests` moves a hop's cookies on in it
+                hops = [response, *self.resolve_redirects(response, prepared, stream, **sent)]
+                response = hops.pop()
+                response.history = hops
+            if not stream:
+                response.content  # noqa: B018 - read now, as requests does without `stream`
+            return response
 
         def merge_environment_settings(
             self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
