@@ -275,9 +275,8 @@ class AssembledPush(ImagePush):
         try:
             code = assemble.write_code_layer(self.context_dir, self.plan.stage, work)
             config = assemble.final_config(runtime_config, self.plan.stage, code.diff_id)
-            archive = assemble.write_load_archive(
-                work / "image.tar", config, [*diff_ids, code.diff_id], code, [target.ref(target.content_tag)]
-            )
+            tags = [target.ref(tag) for tag in _loaded_tags(target)]
+            archive = assemble.write_load_archive(work / "image.tar", config, [*diff_ids, code.diff_id], code, tags)
         except OSError as error:  # a full disk, most likely
             raise EngineError(f"writing the code layer failed: {error.strerror or error}") from None
         self._loading = _LocalLoad(self.session, target, archive)
@@ -413,6 +412,15 @@ def export_composed_cache(
     return True
 
 
+def _loaded_tags(target: PushTarget) -> tuple[str, ...]:
+    """The local tags the load gives the image: its content tag and, unless the user named it,
+    the version picked (free in the engine and the registry when the build listed them): the
+    engine then has nothing left to do once the load ends, as the claim mostly keeps that
+    version. A version the user named may be another image's local tag until the claim says
+    it is this content's: it is tagged after the claim."""
+    return (target.content_tag,) if target.explicit else (target.content_tag, target.version)
+
+
 class _LocalLoad:
     """`docker load` of the composed image in a background thread (only the config and the code
     layer travel: the engine has the runtime layers). A pull from the registry is the fallback."""
@@ -432,10 +440,12 @@ class _LocalLoad:
     def undo(self) -> None:
         """The push failed: no local tag of it may stay behind."""
         self._thread.join()
-        engine.untag(self._session.engine, self._target.ref(self._target.content_tag))
+        for tag in _loaded_tags(self._target):
+            engine.untag(self._session.engine, self._target.ref(tag))
 
     def finish(self, version: str, notes: list[str]) -> None:
-        """Wait for the load (pull if it failed), then tag the local image with its version."""
+        """Wait for the load (pull if it failed); tag the local image with its version unless the
+        load did (a version taken meanwhile moves the local tag to the one claimed)."""
         self._thread.join()
         session, target = self._session, self._target
         try:
@@ -444,6 +454,10 @@ class _LocalLoad:
                 engine.pull_image(
                     session.engine, target.name, target.content_tag, auth_config=session.docker_auth()
                 )
+            elif version in _loaded_tags(target):
+                return
+            if version != target.version and target.version in _loaded_tags(target):
+                engine.untag(session.engine, target.ref(target.version))  # another build's version now
             engine.tag_image(session.engine, target.ref(target.content_tag), target.name, version)
         except (EngineError, RegistryError) as error:
             notes.append(f"pushed, but the local engine has no copy: {error.message}")

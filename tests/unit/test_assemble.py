@@ -291,3 +291,71 @@ def test_the_code_layer_goes_up_while_the_runtime_layers_are_checked(
     assert code in registry.blobs and manifest["config"]["digest"] in registry.blobs
     assert sent.layers[-1].status == "pushed"
     assert sent.bytes_pushed == manifest["layers"][-1]["size"] + manifest["config"]["size"] + len(sent.manifest.raw)
+
+
+class _EngineCalls:
+    """The engine calls of `push._LocalLoad`, recorded (the load reads the tags its archive names)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, load_fails: bool = False) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+        def load_image(client: Any, archive: Path) -> None:
+            with tarfile.open(archive) as tar:
+                member = tar.extractfile("manifest.json")
+                assert member is not None
+                self.calls.append(("load", *json.loads(member.read())[0]["RepoTags"]))
+            if load_fails:
+                raise push.EngineError("loading the image failed: no space left")
+
+        monkeypatch.setattr(push.engine, "load_image", load_image)
+        monkeypatch.setattr(push.engine, "tag_image", lambda c, ref, name, tag: self.calls.append(("tag", ref, tag)))
+        monkeypatch.setattr(push.engine, "untag", lambda c, ref: self.calls.append(("untag", ref)))
+        monkeypatch.setattr(push.engine, "pull_image", lambda c, name, tag, **kw: self.calls.append(("pull", tag)))
+
+
+def _local_load(tmp_path: Path, target: PushTarget) -> Any:
+    archive = tmp_path / "image.tar"
+    with tarfile.open(archive, "w") as tar:
+        data = json.dumps([{"Config": "c.json", "RepoTags": [target.ref(t) for t in push._loaded_tags(target)]}])
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data.encode()))
+    session = SimpleNamespace(engine=None, report=lambda stage, text: None, docker_auth=lambda: None)
+    return push._LocalLoad(session, target, archive)  # type: ignore[arg-type]
+
+
+REF = ImageRef.parse("127.0.0.1:5000/team/model")
+NAME = "127.0.0.1:5000/team/model"
+
+
+@pytest.mark.parametrize("claimed", ["v4", "v5"])
+def test_the_load_names_the_picked_version_and_nothing_is_tagged_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claimed: str
+) -> None:
+    """The version picked (v4) is in the load; a claim that ends with another version moves it."""
+    engine = _EngineCalls(monkeypatch)
+    target = PushTarget(REF, "c-1", "v4", False)
+    _local_load(tmp_path, target).finish(claimed, notes := [])
+    assert engine.calls[0] == ("load", f"{NAME}:c-1", f"{NAME}:v4")
+    after = [] if claimed == "v4" else [("untag", f"{NAME}:v4"), ("tag", f"{NAME}:c-1", "v5")]
+    assert engine.calls[1:] == after and notes == []
+
+
+def test_a_version_the_user_named_is_tagged_after_its_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the claim succeeds, the named version may be another image's local tag."""
+    engine = _EngineCalls(monkeypatch)
+    target = PushTarget(REF, "c-1", "v9", True)
+    _local_load(tmp_path, target).finish("v9", [])
+    assert engine.calls == [("load", f"{NAME}:c-1"), ("tag", f"{NAME}:c-1", "v9")]
+
+
+def test_a_failed_push_removes_every_tag_the_load_gave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _EngineCalls(monkeypatch)
+    _local_load(tmp_path, PushTarget(REF, "c-1", "v4", False)).undo()
+    assert engine.calls[1:] == [("untag", f"{NAME}:c-1"), ("untag", f"{NAME}:v4")]
+
+
+def test_a_failed_load_is_pulled_and_tagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _EngineCalls(monkeypatch, load_fails=True)
+    _local_load(tmp_path, PushTarget(REF, "c-1", "v4", False)).finish("v4", [])
+    assert engine.calls[1:] == [("pull", "c-1"), ("tag", f"{NAME}:c-1", "v4")]
