@@ -60,6 +60,10 @@ class SentImage:
     bytes_pushed: int  # everything uploaded: layers, config and manifests
 
 
+# a code layer up to this size is uploaded without asking the registry first (`_send_final`)
+UNASKED_CODE_BYTES = 1 << 20
+
+
 class ImagePush(ABC):
     """One way of pushing the image of `target.content_tag`; `run()` is the same for all."""
 
@@ -254,13 +258,18 @@ class AssembledPush(ImagePush):
     def _send_final(
         self, uploads: ThreadPoolExecutor, composed: tuple[assemble.CodeLayer, bytes]
     ) -> tuple[Future[bool], Future[bool]]:
-        """Upload the code layer and the final config unless the registry has them, both at once:
-        whether each was sent."""
+        """Upload the code layer and the final config, both at once: whether each was sent.
+
+        Neither is asked about first when it is small. The config names the runtime image and the
+        code, so it is new whenever this push composes anything (equal content was found by its
+        tag before); a small code layer is new in a code change, and sending it again otherwise
+        costs what a HEAD and its answer do. A large code layer is asked about."""
         registry, repository = self.session.registry, self.target.repo.repository
         code, config = composed
+        small = code.size <= UNASKED_CODE_BYTES
         return (
-            uploads.submit(lambda: registry.ensure_blob(repository, code.blob_path)[1]),
-            uploads.submit(lambda: registry.ensure_blob(repository, config)[1]),
+            uploads.submit(lambda: registry.ensure_blob(repository, code.blob_path, unasked=small)[1]),
+            uploads.submit(lambda: registry.ensure_blob(repository, config, unasked=True)[1]),
         )
 
     def _compose(self, runtime_config: bytes) -> tuple[assemble.CodeLayer, bytes]:

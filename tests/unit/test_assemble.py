@@ -359,3 +359,30 @@ def test_a_failed_load_is_pulled_and_tagged(tmp_path: Path, monkeypatch: pytest.
     engine = _EngineCalls(monkeypatch, load_fails=True)
     _local_load(tmp_path, PushTarget(REF, "c-1", "v4", False)).finish("v4", [])
     assert engine.calls[1:] == [("pull", "c-1"), ("tag", f"{NAME}:c-1", "v4")]
+
+
+@pytest.mark.parametrize("limit", [1 << 20, 10])
+def test_a_small_code_layer_and_the_config_are_sent_without_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Composed content is new, so a HEAD before each upload is one request more (a large code
+    layer, which may be there from a dependency change, is still asked about)."""
+    monkeypatch.setattr(push, "UNASKED_CODE_BYTES", limit)
+    registry = FakeRegistry()
+    asked: list[tuple[str, bool]] = []
+    real_ensure = registry.ensure_blob
+
+    def ensure_blob(repository: str, data: bytes | Path, **kwargs: Any) -> Any:
+        asked.append(("code" if isinstance(data, Path) else "config", not kwargs.get("unasked", False)))
+        return real_ensure(repository, data, **kwargs)
+
+    monkeypatch.setattr(registry, "ensure_blob", ensure_blob)
+    context = make_context(tmp_path)
+    code = write_code_layer(context, STAGE, tmp_path)
+    session = SimpleNamespace(registry=registry)
+    target = PushTarget(ImageRef.parse("127.0.0.1:5000/team/model"), "c-1", "v1", False)
+    pushing = push.AssembledPush(session, target, "sha256:" + "0" * 64, AssemblyPlan(STAGE, "key", ""), context)  # type: ignore[arg-type]
+    with push.ThreadPoolExecutor(2) as uploads:
+        sent = [future.result() for future in pushing._send_final(uploads, (code, b"{}"))]
+    assert sent == [True, True] and code.size > 10
+    assert sorted(asked) == [("code", limit == 10), ("config", False)]
