@@ -7,6 +7,7 @@ The engine and registry clients are opened once by `build`/`push` and handed dow
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -47,6 +48,28 @@ class BuildSession:
         while self.pending:
             notes += self.pending.pop(0)()
         return tuple(notes)
+
+    def alongside(self, step: Callable[[], None], name: str) -> None:
+        """Run `step` (which reports its own failures as notes) in a thread of its own while the
+        build goes on; `finish` waits for it, and raises what it did not catch."""
+        raised: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                step()
+            except BaseException as error:  # raised again where the build waits for it
+                raised.append(error)
+
+        thread = threading.Thread(target=run, name=f"modelpack-{name}", daemon=True)
+        thread.start()
+
+        def joined() -> list[str]:
+            thread.join()
+            if raised:
+                raise raised[0]
+            return []
+
+        self.pending.append(joined)
 
     def image_builder(self) -> ImageBuilder:
         return self.builder if self.builder is not None else ClassicBuilder(self.engine)

@@ -14,6 +14,7 @@ note says so (modelpack.image.versions; the three ways of pushing are modelpack.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -484,8 +485,9 @@ def _build_new(
         cache = None
     result = _tag_and_push(session, spec, request, target, image_id)
     if cache is not None:  # after the push: the cache image's layers are mounted, not sent twice
-        composed = spec.assembly is not None and request.push
-        _export_cache(session, image_id, cache, (request.repo, result.digest) if composed else None)
+        composed = (request.repo, result.digest) if spec.assembly is not None and request.push else None
+        # while the record goes up: the two are independent, and the record is the build's last step
+        session.alongside(functools.partial(_export_cache, session, image_id, cache, composed), "cache")
     return replace(result, base_image_digest=pulled_digest(spec.base_image, pulled))
 
 

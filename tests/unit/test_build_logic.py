@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -260,6 +261,28 @@ def test_a_cache_export_written_in_the_registry_leaves_no_local_tag_to_remove(
     assert fake_engine.calls == []  # not one engine request
     stages._export_cache(_session(FakeRegistry()), "sha256:" + "1" * 64, cache)  # the engine's push
     assert fake_engine.calls == ["tag", "push", "untag 127.0.0.1:5000/team/m-cache:buildcache"]
+
+
+def test_the_cache_export_runs_while_the_build_goes_on_and_the_build_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record goes up while the cache image is written: both only need the pushed image."""
+    _Engine(monkeypatch, [[]])
+    released, waited = threading.Event(), []
+    monkeypatch.setattr(stages, "_export_cache", lambda *a: waited.append(released.wait(5)))
+    monkeypatch.setattr(stages, "_engine_build", lambda *a: ("sha256:" + "1" * 64, {}, False))
+    pushed = BuildResult(image="r:v1", version="v1", digest="sha256:" + "2" * 64, tags=("v1",), pushed=True)
+    monkeypatch.setattr(stages, "_tag_and_push", lambda *a: pushed)
+    session = _session(FakeRegistry())
+    repo, cache = parse_repository("127.0.0.1:5000/team/m"), parse_repository("127.0.0.1:5000/team/m-cache")
+    request = BuildRequest(repo, push=True, cache_registry=cache)
+    spec = SimpleNamespace(weights=None, assembly=None, base_image="")
+    listed: Future[list[str]] = Future()
+    listed.set_result([])
+    result = stages._build_new(session, spec, request, "c-1", [], listed)  # type: ignore[arg-type]
+    assert result.digest == pushed.digest and waited == []  # returned with the export still running
+    released.set()
+    assert session.finish() == () and waited == [True]
 
 
 @pytest.mark.parametrize("engine_up", [False, True])
