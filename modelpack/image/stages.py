@@ -198,7 +198,8 @@ def _build_listed(
             if request.push:
                 built = _built_from(session, result, model_dir, resolved, sig.signature, spec)
                 result = _publish(session, request, result, built, staging.staged(result.digest))
-        result = replace(result, notes=(*result.notes, *session.finish()))
+    # the context is removed while the work left running (the engine's load) ends: none reads it
+    result = replace(result, notes=(*result.notes, *session.finish()))
     return result, lock_result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from concurrent.futures import Future
@@ -283,6 +284,43 @@ def test_the_cache_export_runs_while_the_build_goes_on_and_the_build_waits_for_i
     assert result.digest == pushed.digest and waited == []  # returned with the export still running
     released.set()
     assert session.finish() == () and waited == [True]
+
+
+def test_the_context_is_removed_while_the_work_left_running_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rendered context's removal overlaps the engine's load instead of following it."""
+    _Engine(monkeypatch, [[]])
+    seen: list[bool] = []
+
+    def render(model_dir: object, out: Path, **kwargs: object) -> Any:
+        out.mkdir(parents=True)
+        return SimpleNamespace(content_digest="sha256:" + "3" * 64, out_dir=str(out))
+
+    def build_or_reuse(session: BuildSession, spec: stages.ContextSpec, *args: object) -> BuildResult:
+        def load() -> list[str]:  # stands for the engine's load: ends once the context is gone
+            for _ in range(100):
+                if not spec.context_dir.exists():
+                    break
+                threading.Event().wait(0.05)
+            seen.append(not spec.context_dir.exists())
+            return []
+
+        session.pending.append(load)
+        return BuildResult(image="r:v1", version="v1", digest="sha256:" + "2" * 64, tags=("v1",), pushed=False)
+
+    monkeypatch.setattr(stages, "_ensure_base", lambda *a: None)
+    monkeypatch.setattr(stages.lock_stage, "lock", lambda *a, **k: SimpleNamespace(packages=(), up_to_date_before=True))
+    monkeypatch.setattr(stages.render_stage, "render", render)
+    monkeypatch.setattr(stages, "_context_spec", lambda rendered, *a: stages.ContextSpec(Path(rendered.out_dir), ""))
+    monkeypatch.setattr(stages, "build_or_reuse", build_or_reuse)
+    model = tmp_path / "m"
+    shutil.copytree(Path(str(data_dir("examples").joinpath("hello"))), model)
+    request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"))
+    registry = FakeRegistry()
+    registry.deferred_referrers = contextlib.nullcontext  # type: ignore[attr-defined]
+    result, _ = stages._build_checked(_session(registry), config_stage.load(model), request)
+    assert result.version == "v1" and seen == [True]
 
 
 @pytest.mark.parametrize("engine_up", [False, True])
