@@ -22,10 +22,10 @@ where the time goes.
 
 A code-only change (case 3) is a fresh Python process: starting it and importing requests, the
 docker SDK, click, yaml and modelpack's stages is about 0.35-0.4 s of it on a quiet machine,
-which the Go `docker` CLI of the baseline does not pay. The rest is a handful of engine calls,
-35 registry requests (the runtime layers checked, code layer, config and manifest sent, the
-version claimed, the version note, SBOM and record attached) and the engine's `docker load` of
-the final image (0.17-0.25 s, started first and run alongside the registry work; it ends last).
+which the Go `docker` CLI of the baseline does not pay. The rest is five engine calls, 33
+registry requests (the runtime layers checked, code layer, config and manifest sent, the version
+claimed, the version note, SBOM and record attached) and the engine's `docker load` of the final
+image under its content tag and version (started first and run alongside the registry work).
 
 With `--standby`, modelpack's side starts `modelpack standby start` before its first build, as a
 developer iterating on a model would, and cases 1-3 go through it (no interpreter start, no

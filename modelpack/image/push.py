@@ -121,7 +121,7 @@ class EnginePush(ImagePush):
 
     def send(self) -> SentImage:
         registry, repo, ctag = self.session.registry, self.target.repo, self.target.content_tag
-        sent = engine_push(self.session, repo, ctag, ctag)
+        sent = engine_push(self.session, self.target, ctag)
         digest = registry.head_manifest(repo.repository, ctag)
         manifest_digest = digest.digest if digest else (sent.engine_digest or sent.manifest.digest)
         bytes_pushed = sent.layer_bytes
@@ -162,7 +162,7 @@ class WeightsPush(ImagePush):
         session, target, weights = self.session, self.target, self.weights
         registry, report, repo = session.registry, session.report, target.repo
         engine.tag_image(session.engine, target.ref(target.content_tag), target.name, self.base_tag)
-        sent = engine_push(session, repo, target.content_tag, self.base_tag)
+        sent = engine_push(session, target, self.base_tag)
         layers = list(sent.layers)
         bytes_pushed = len(sent.manifest.raw) + sent.layer_bytes
 
@@ -336,16 +336,18 @@ class _EngineSent:
     tags_before: tuple[str, ...]
 
 
-def engine_push(session: BuildSession, repo: ImageRef, local_tag: str, push_tag: str) -> _EngineSent:
+def engine_push(session: BuildSession, target: PushTarget, push_tag: str) -> _EngineSent:
     """Push `name:push_tag` through the engine, telling which layers the registry already had.
 
-    `local_tag` names the same image locally (its layers are read from the engine). The engine
-    says "exists"/"mounted" only for what it checked itself; layers of the newest version found
-    by HEAD before the push count as present too, so `bytes_pushed` is exact.
+    The content tag names the same image locally (its layers are read from the engine). The
+    engine says "exists"/"mounted" only for what it checked itself; layers of the newest version
+    found by HEAD before the push count as present too, so `bytes_pushed` is exact. The newest
+    version is looked up in the tags the caller listed (`target.remote_tags`): the version claim
+    lists them again after the push, so an older list costs nothing but accuracy of that count.
     """
-    registry, report, name = session.registry, session.report, repo.name
-    tags_before = tuple(registry.list_tags(repo.repository))
-    image = engine.inspect_image(session.engine, f"{name}:{local_tag}") or {}
+    registry, report, repo = session.registry, session.report, target.repo
+    name, tags_before = repo.name, target.remote_tags
+    image = engine.inspect_image(session.engine, target.ref(target.content_tag)) or {}
     local_diff_ids = [str(d) for d in (image.get("RootFS") or {}).get("Layers") or []]
     known = newest_version_blobs(registry, repo, tags_before)
     present_before = {

@@ -572,6 +572,19 @@ def test_push_of_an_image_id_gets_the_next_version_and_its_content_tag(
     assert {f"{NAME}:v3", f"{NAME}:{content_tag(image_id)}"} <= session.engine.api.refs()
 
 
+def test_push_lists_the_repositorys_tags_once_before_the_claim(
+    session: BuildSession, registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's push takes the tags the push listed; only the claim lists them again."""
+    registry.add_image(REPOSITORY, ["v1"], "older")
+    image_id = session.engine.api.add_image({"app.py": b"print(4)"}, [])
+    listed: list[str] = []
+    real = registry.list_tags
+    monkeypatch.setattr(registry, "list_tags", lambda repository: listed.append(repository) or real(repository))
+    assert stages.push_local(session, image_id, REPO, None).version == "v2"
+    assert listed == [REPOSITORY, REPOSITORY]  # before the push, and the claim's check
+
+
 def test_push_whose_version_is_taken_meanwhile_moves_on(session: BuildSession, registry: Any) -> None:
     api = session.engine.api
     api.add_image({"app.py": b"print(3)"}, [f"{NAME}:v1", f"{NAME}:c-00000000000000aa"])
