@@ -11,9 +11,9 @@ disturbs both sides alike. Prints medians and min-max (the noise) of the wall ti
 case, the ratio to its baseline, and this/against per case.
 
 Cases:
-  imports      `import re, sys; from modelpack.__main__ import run`, what the pip-made
-               executable runs before `run()` (baseline: `python -c pass`; the script's own
-               `import re, sys` is measured too)
+  imports      `from modelpack.__main__ import run`, what the executable (bin/modelpack) runs
+               before `run()` (baseline: `python -c pass`; `import re, sys`, what an installer's
+               console-script wrapper would add, is measured too)
   version      `modelpack --version` through the standby (baseline: MODELPACK_STANDBY=off)
   validate     `modelpack validate examples/hello` through the standby (baseline: alone)
 
@@ -56,7 +56,7 @@ class Side:
 
 
 def executable() -> list[str]:
-    """The pip-made `modelpack` script beside this Python, else `python -m modelpack`."""
+    """The installed `modelpack` executable beside this Python, else `python -m modelpack`."""
     script = Path(sys.executable).parent / "modelpack"
     return [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "modelpack"]
 
@@ -75,9 +75,9 @@ def commands(side: Side, model: Path) -> dict[str, tuple[list[str], dict[str, st
     alone = {**side.env, "MODELPACK_STANDBY": "off"}
     program = executable()
     return {
-        "imports": ([sys.executable, "-c", "import re, sys; from modelpack.__main__ import run"], side.env),
+        "imports": ([sys.executable, "-c", "from modelpack.__main__ import run"], side.env),
         "imports-base": ([sys.executable, "-c", "pass"], side.env),
-        "imports-script": ([sys.executable, "-c", "import re, sys"], side.env),  # the script's own
+        "imports-script": ([sys.executable, "-c", "import re, sys"], side.env),  # a console-script wrapper's
         "version": ([*program, "--version"], side.env),
         "version-base": ([*program, "--version"], alone),
         "validate": ([*program, "validate", str(model)], side.env),
@@ -113,8 +113,8 @@ def report(sides: list[Side]) -> None:
         floor, script = (statistics.median(side.times[f"imports-{n}"]) for n in ("base", "script"))
         extra = statistics.median(side.times["imports"]) - floor
         print(
-            f"  imports over the floor: {extra * 1000:.1f} ms, of which the script's `import re` "
-            f"{(script - floor) * 1000:.1f} ms ({spread(side.times['imports-script']).strip()})"
+            f"  imports over the floor: {extra * 1000:.1f} ms; a console-script wrapper's `import re` "
+            f"would add {(script - floor) * 1000:.1f} ms ({spread(side.times['imports-script']).strip()})"
         )
     if len(sides) == 2:
         this, other = sides

@@ -43,10 +43,17 @@ class BuildSession:
     on_sent: list[Callable[[Descriptor], None]] = field(default_factory=list, repr=False, compare=False)
 
     def finish(self) -> tuple[str, ...]:
-        """Wait for the work left running; its notes. Never raises (each step catches its own)."""
+        """Wait for the work left running; its notes. Each step reports its own failures as notes:
+        what one raises is a bug, raised here once all of it has ended."""
         notes: list[str] = []
+        raised: BaseException | None = None
         while self.pending:
-            notes += self.pending.pop(0)()
+            try:
+                notes += self.pending.pop(0)()
+            except BaseException as error:  # the rest still ends (the load, its files) first
+                raised = raised or error
+        if raised is not None:
+            raise raised
         return tuple(notes)
 
     def alongside(self, step: Callable[[], None], name: str) -> None:

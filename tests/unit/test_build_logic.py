@@ -348,3 +348,13 @@ def test_the_registry_is_pinged_while_the_engine_connects_and_an_engine_error_co
     with pytest.raises(EngineError if not engine_up else RegistryError):
         stages._open_session(request, lambda *a: None)
     assert closed == (["engine", "registry"] if engine_up else ["registry"])
+
+
+def test_a_step_left_running_that_raises_does_not_stop_the_others_from_ending() -> None:
+    session = _session(FakeRegistry())
+    ended: list[str] = []
+    session.alongside(lambda: (_ for _ in ()).throw(ValueError("a bug")), "broken")
+    session.pending.append(lambda: ended.append("load") or [])
+    with pytest.raises(ValueError, match="a bug"):
+        session.finish()
+    assert ended == ["load"] and session.pending == []
