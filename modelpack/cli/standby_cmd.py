@@ -119,6 +119,7 @@ def _start(idle_seconds: float, foreground: bool) -> dict[str, Any]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, "MODELPACK_STANDBY": "off"},
+            cwd=_starting_folder(root),
         )
     deadline = time.monotonic() + _READY_SECONDS
     while time.monotonic() < deadline:
@@ -130,6 +131,16 @@ def _start(idle_seconds: float, foreground: bool) -> dict[str, Any]:
         time.sleep(0.05)
     process.kill()
     raise RuntimeFailure(f"the standby process did not answer within {_READY_SECONDS:g} s (log: {log})")
+
+
+def _starting_folder(root: str) -> str:
+    """Where the standby process starts: `python -m` puts that folder first on its search path,
+    so it must hold the modelpack this process runs, or none. Started in a source checkout, the
+    installed executable's standby would otherwise load the checkout's modules: another
+    installation, whose socket the executable never finds."""
+    package_folder = os.path.dirname(os.path.dirname(os.path.abspath(modelpack.__file__)))
+    first = os.path.abspath(sys.path[0] or os.curdir) if sys.path else ""
+    return package_folder if first == package_folder else root
 
 
 def _last_line(log: Path) -> str:

@@ -319,6 +319,33 @@ def test_an_idle_standby_ends_by_itself() -> None:
         shutil.rmtree(folder)
 
 
+def test_the_executable_starts_its_standby_from_a_folder_holding_another_modelpack(
+    tmp_path: Path,
+) -> None:
+    """Started in a source checkout (a `modelpack` package in the working folder), the installed
+    executable's standby runs the installed modules and answers the executable."""
+    decoy = tmp_path / "checkout"
+    (decoy / "modelpack").mkdir(parents=True)
+    (decoy / "modelpack" / "__init__.py").write_text("")
+    (decoy / "modelpack" / "__main__.py").write_text("raise SystemExit('the checkout ran')\n")
+    folder = Path(tempfile.mkdtemp(prefix="mp-", dir="/tmp"))
+    executable = str(Path(sys.executable).with_name("modelpack"))
+    env = {k: v for k, v in os.environ.items() if k != "MODELPACK_STANDBY"} | {"XDG_RUNTIME_DIR": str(folder)}
+    try:
+        started = subprocess.run(
+            [executable, "standby", "start", "--json"], env=env, capture_output=True, text=True, cwd=decoy
+        )
+        assert started.returncode == 0, started.stderr
+        status = subprocess.run(
+            [executable, "standby", "status", "--json"], env=env, capture_output=True, text=True, cwd=decoy
+        )
+        assert json.loads(status.stdout)["pid"] == json.loads(started.stdout)["pid"]
+    finally:
+        subprocess.run([executable, "standby", "stop"], env=env, capture_output=True, cwd="/")
+        time.sleep(0.5)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_a_second_start_finds_the_first(standby: Standby) -> None:
     pid = standby.status()["pid"]
     again = standby.run("standby", "start", "--json")
