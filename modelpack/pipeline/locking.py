@@ -237,7 +237,9 @@ def matching_digest(
     format's name, so a digest of one rule never equals one of the other."""
     recorded = read_header(text).input_digest
     for lock_format in (LOCK_FORMAT, LEGACY_LOCK_FORMAT):
-        digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=lock_format)
+        digest = compute_input_digest(
+            model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=lock_format
+        )
         if recorded == digest:
             return recorded
     return None
@@ -647,7 +649,11 @@ def lock(
     digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
     node = lock_node(model_dir, settings, force=force, report=report)
     existing = read_lock_text(path) if not force and path.is_file() else None
-    matched = None if existing is None else matching_digest(model_dir, resolved, existing, keep_clarifai=keep_clarifai)
+    matched = (
+        None
+        if existing is None
+        else matching_digest(model_dir, resolved, existing, keep_clarifai=keep_clarifai)
+    )
     if existing is not None and matched is not None:
         report("lock", f"{path}: up to date, reused")
         return LockResult(

@@ -127,7 +127,9 @@ INCLUDED = "idna==3.7\n-c nested/c.txt\n"
 def test_included_files_count_by_their_significant_lines(
     tmp_path: Path, extra: str, nested: str, same: bool
 ) -> None:
-    before = digest(tmp_path / "a", "-r extra.txt\nsix\n", {"extra.txt": INCLUDED, "nested/c.txt": "idna<4\n"})
+    before = digest(
+        tmp_path / "a", "-r extra.txt\nsix\n", {"extra.txt": INCLUDED, "nested/c.txt": "idna<4\n"}
+    )
     after = digest(tmp_path / "b", "-r extra.txt\nsix\n", {"extra.txt": extra, "nested/c.txt": nested})
     assert (after == before) is same
 
