@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 
-from bench_lock import EXAMPLE, HEAVY_REQUIREMENTS, modelpack_lock, pins
+from bench_lock import locked_base, modelpack_lock, timed_rounds
 
 VARIANTS = ("comment edit", "as before")
 
@@ -49,33 +48,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelpack-bench-lock-comment-") as tmp:
-        base = Path(tmp) / "base"
-        shutil.copytree(EXAMPLE, base, ignore=shutil.ignore_patterns("__pycache__", "requirements.lock"))
-        with (base / "requirements.txt").open("a", encoding="utf-8") as handle:
-            handle.write(HEAVY_REQUIREMENTS)
-        print(f"first lock (not timed): {modelpack_lock(base):.2f} s")
-        times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-        results: dict[str, list[str]] = {}
-        for round_number in range(args.rounds):
-            order = VARIANTS if round_number % 2 == 0 else VARIANTS[::-1]
-            line = []
-            for variant in order:
-                model = Path(tmp) / variant.replace(" ", "-")
-                prepare(base, model, variant)
-                times[variant].append(modelpack_lock(model))
-                results[variant] = pins(model)
-                line.append(f"{variant} {times[variant][-1]:.2f} s")
-            print(f"round {round_number + 1}: " + ", ".join(line))
-        print(f"same pins in both locks: {'yes' if results[VARIANTS[0]] == results[VARIANTS[1]] else 'NO'}")
-        baseline = times["as before"]
-        for variant in VARIANTS:
-            seconds = times[variant]
-            ratios = [mine / before for mine, before in zip(seconds, baseline, strict=True)]
-            print(
-                f"{variant:>12}: median {statistics.median(seconds):.2f} s "
-                f"(range {min(seconds):.2f}-{max(seconds):.2f}); / as before: median "
-                f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})"
-            )
+        base = locked_base(tmp)
+
+        def run(model: Path, variant: str) -> float:
+            prepare(base, model, variant)
+            return modelpack_lock(model)
+
+        timed_rounds(tmp, VARIANTS, args.rounds, run, "as before")
 
 
 if __name__ == "__main__":

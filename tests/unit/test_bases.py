@@ -176,32 +176,13 @@ def test_the_runtime_cache_checks_the_base_the_build_saw_without_asking_again(
 
     monkeypatch.setattr(caches.engine, "inspect_image", inspect)
     monkeypatch.setattr(caches.engine, "tag_image", lambda client, image, repo, tag: tagged.append(tag))
-    caches.remember_runtime(None, plan, runtime_id)  # type: ignore[arg-type]
-    inspected.clear()
     seen = engine.LocalImage(TORCH, base_id, None)
+    caches.remember_runtime(None, plan, runtime_id, seen)  # type: ignore[arg-type]
+    assert inspected == []  # kept with the base the build saw, not asked about again
     assert caches.cached_runtime(None, "reg/m", plan, seen) == runtime_id  # type: ignore[arg-type]
     assert inspected == [runtime_id] and tagged == []  # it has its tag already: none is written again
     other_base = engine.LocalImage(TORCH, "sha256:" + "c" * 64, None)
     assert caches.cached_runtime(None, "reg/m", plan, other_base) is None  # type: ignore[arg-type]
-
-
-def test_the_runtime_cache_records_the_base_the_build_saw_without_asking_again(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    plan = SimpleNamespace(runtime_key="k" * 16, base_image=TORCH)
-    runtime_id, base_id = "sha256:" + "r" * 64, "sha256:" + "b" * 64
-
-    def asked(client: Any, reference: str) -> None:
-        raise AssertionError(f"the engine was asked about {reference}")
-
-    monkeypatch.setattr(caches.engine, "inspect_image", asked)
-    caches.remember_runtime(None, plan, runtime_id, engine.LocalImage(TORCH, base_id, None))  # type: ignore[arg-type]
-    monkeypatch.setattr(
-        caches.engine, "inspect_image", lambda client, ref: {"RepoTags": ["reg/m:modelpack-runtime"]}
-    )
-    seen = engine.LocalImage(TORCH, base_id, None)
-    assert caches.cached_runtime(None, "reg/m", plan, seen) == runtime_id  # type: ignore[arg-type]
 
 
 def test_with_a_registry_the_copy_there_is_pulled_before_anything_is_built(fake: Any) -> None:
