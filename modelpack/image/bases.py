@@ -216,7 +216,8 @@ def _push(job: BaseJob, name: str, reference: str, source: str) -> BaseOutcome:
         f"pushed {reference}@{digest}: {sent} of {len(image.layers)} layers sent, {image.bytes_pushed} bytes",
     )
     local = engine.LocalImage(reference, image_id, digest)  # the engine's exact config: its id
-    return BaseOutcome(name, reference, source, digest, True, tuple(image.layers), image.bytes_pushed, local)
+    layers = tuple(image.layers)
+    return BaseOutcome(name, reference, source, digest, True, layers, image.bytes_pushed, local=local)
 
 
 def push(job: BaseJob, name: str) -> BaseOutcome:
