@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
@@ -72,39 +73,61 @@ def prepare(base: Path, target: Path, variant: str) -> None:
         lock.write_text("".join(line for line in text.splitlines(True) if not line.startswith("# input-")))
 
 
+def locked_base(tmp: str) -> Path:
+    """examples/hello plus the heavy requirements, locked once (not timed)."""
+    base = Path(tmp) / "base"
+    shutil.copytree(EXAMPLE, base, ignore=shutil.ignore_patterns("__pycache__", "requirements.lock"))
+    with (base / "requirements.txt").open("a", encoding="utf-8") as handle:
+        handle.write(HEAVY_REQUIREMENTS)
+    print(f"first lock (not timed): {modelpack_lock(base):.2f} s")
+    return base
+
+
+def timed_rounds(
+    tmp: str,
+    variants: tuple[str, ...],
+    rounds: int,
+    run: Callable[[Path, str], float],
+    baseline: str,
+) -> None:
+    """`run(copy, variant)` for each variant in each round (their order rotating round by round),
+    then the pins of the last round's locks compared and each variant's times and ratios against
+    `baseline` printed (median over the rounds, the lowest and highest beside it as the noise)."""
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    results: dict[str, list[str]] = {}
+    for round_number in range(rounds):
+        shift = round_number % len(variants)
+        line = []
+        for variant in variants[shift:] + variants[:shift]:
+            model = Path(tmp) / variant.replace(" ", "-")
+            times[variant].append(run(model, variant))
+            results[variant] = pins(model)
+            line.append(f"{variant} {times[variant][-1]:.2f} s")
+        print(f"round {round_number + 1}: " + ", ".join(line))
+    same = all(results[variant] == results[baseline] for variant in variants)
+    print(f"same pins in all {len(variants)} locks: {'yes' if same else 'NO'}")
+    for variant in variants:
+        seconds = times[variant]
+        ratios = [mine / base for mine, base in zip(seconds, times[baseline], strict=True)]
+        print(
+            f"{variant:>12}: median {statistics.median(seconds):.2f} s "
+            f"(range {min(seconds):.2f}-{max(seconds):.2f}); / {baseline}: median "
+            f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelpack-bench-lock-") as tmp:
-        base = Path(tmp) / "base"
-        shutil.copytree(EXAMPLE, base, ignore=shutil.ignore_patterns("__pycache__", "requirements.lock"))
-        with (base / "requirements.txt").open("a", encoding="utf-8") as handle:
-            handle.write(HEAVY_REQUIREMENTS)
-        print(f"first lock (not timed): {modelpack_lock(base):.2f} s")
-        times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-        results: dict[str, list[str]] = {}
-        for round_number in range(args.rounds):
-            order = VARIANTS[round_number % 3 :] + VARIANTS[: round_number % 3]
-            line = []
-            for variant in order:
-                model = Path(tmp) / variant.replace(" ", "-")
-                prepare(base, model, variant)
-                times[variant].append(modelpack_lock(model, *(["--force"] if variant == "fresh" else [])))
-                results[variant] = pins(model)
-                line.append(f"{variant} {times[variant][-1]:.2f} s")
-            print(f"round {round_number + 1}: " + ", ".join(line))
-        same = all(results[variant] == results["fresh"] for variant in VARIANTS)
-        print(f"same pins in all three locks: {'yes' if same else 'NO'}")
-        baseline = times["fresh"]
-        for variant in VARIANTS:
-            seconds = times[variant]
-            ratios = [mine / fresh for mine, fresh in zip(seconds, baseline, strict=True)]
-            print(
-                f"{variant:>9}: median {statistics.median(seconds):.2f} s "
-                f"(range {min(seconds):.2f}-{max(seconds):.2f}); / fresh: median {statistics.median(ratios):.2f} "
-                f"(range {min(ratios):.2f}-{max(ratios):.2f})"
-            )
+        base = locked_base(tmp)
+
+        def run(model: Path, variant: str) -> float:
+            prepare(base, model, variant)
+            return modelpack_lock(model, *(["--force"] if variant == "fresh" else []))
+
+        timed_rounds(tmp, VARIANTS, args.rounds, run, "fresh")
 
 
 if __name__ == "__main__":

@@ -128,17 +128,19 @@ def _existing(job: BaseJob, name: str, push: bool) -> BaseOutcome | None:
     remote = job.remote(name)
     wanted = remote or name
     image = engine.inspect_image(job.engine, wanted)
-    if image is not None:  # the build uses this look at it (id, digest) instead of asking again
-        local = engine.LocalImage.of(wanted, image)
-        return BaseOutcome(name, wanted, "engine", _digest(job, wanted, image), local=local)
-    if remote is not None and engine.inspect_image(job.engine, name) is not None:
+    if image is not None:
+        return _seen(name, wanted, "engine", image)
+    if remote is None:
+        return None
+    image = engine.inspect_image(job.engine, name)
+    if image is not None:
         _tag(job, name, remote)
         if push:
             return _push(job, name, remote, "engine")
-        return BaseOutcome(name, remote, "engine", _digest(job, remote))
-    if remote is not None and _pull(job, remote):
+        return _seen(name, remote, "engine", image)  # a tag changes neither its id nor its digests
+    if _pull(job, remote):
         job.report("base", f"pulled {remote}")
-        return BaseOutcome(name, remote, "registry", engine.image_digest(job.engine, remote))
+        return _seen(name, remote, "registry", engine.inspect_image(job.engine, remote))
     return None
 
 
@@ -150,16 +152,23 @@ def _build_and_share(job: BaseJob, name: str, push: bool) -> BaseOutcome:
         _tag(job, name, remote)
         if push:
             return _push(job, name, remote, f"built:{how}")
-    return BaseOutcome(name, wanted, f"built:{how}", engine.image_digest(job.engine, wanted))
+    return _seen(name, wanted, f"built:{how}", engine.inspect_image(job.engine, wanted))
 
 
-def _digest(job: BaseJob, reference: str, image: dict[str, Any] | None = None) -> str | None:
-    """The engine's digest of `reference` (a repo digest, else the image id); for a base that
-    `base push` put in `reference`'s repository, the pushed manifest's digest (the engine knows none).
-    `image`: the engine's inspection of `reference`, when the caller has it."""
-    image = image if image is not None else engine.inspect_image(job.engine, reference)
+def _seen(name: str, reference: str, source: str, image: dict[str, Any] | None) -> BaseOutcome:
+    """The outcome with the engine's one answer about `reference`: the build keeps it (the id for
+    the runtime cache, the digest for the record) instead of asking the engine again."""
     if image is None:
-        return None
+        return BaseOutcome(name, reference, source, None)
+    digest = _digest(reference, image)
+    local = engine.LocalImage(reference, str(image.get("Id") or ""), digest)
+    return BaseOutcome(name, reference, source, digest, local=local)
+
+
+def _digest(reference: str, image: dict[str, Any]) -> str | None:
+    """The digest to name the base by: a repo digest the engine knows, else, for a base that
+    `base push` put in `reference`'s repository, that manifest's digest (the engine sets none for
+    a push it did not make), else the image id. `image`: the engine's inspection of `reference`."""
     found = engine.digest_of(image)
     if found != image.get("Id"):
         return found
@@ -206,7 +215,9 @@ def _push(job: BaseJob, name: str, reference: str, source: str) -> BaseOutcome:
         "base",
         f"pushed {reference}@{digest}: {sent} of {len(image.layers)} layers sent, {image.bytes_pushed} bytes",
     )
-    return BaseOutcome(name, reference, source, digest, True, tuple(image.layers), image.bytes_pushed)
+    local = engine.LocalImage(reference, image_id, digest)  # the engine's exact config: its id
+    layers = tuple(image.layers)
+    return BaseOutcome(name, reference, source, digest, True, layers, image.bytes_pushed, local=local)
 
 
 def push(job: BaseJob, name: str) -> BaseOutcome:
@@ -215,11 +226,11 @@ def push(job: BaseJob, name: str) -> BaseOutcome:
     if remote is None:
         raise BaseSourceError("pushing a base needs --base-registry PREFIX (or $MODELPACK_BASE_REGISTRY)")
     recipe(name, job.settings, job.catalog)  # an unknown name is exit 2
-    if engine.inspect_image(job.engine, name) is None and engine.inspect_image(job.engine, remote) is None:
+    tagged = engine.inspect_image(job.engine, remote) is None
+    if tagged and engine.inspect_image(job.engine, name) is None:
         raise EngineError(
             f"base image {name} is not in the engine; build it with `modelpack base build {name}`"
         )
-    tagged = engine.inspect_image(job.engine, remote) is None
     if tagged:
         _tag(job, name, remote)
     try:
@@ -451,8 +462,12 @@ def list_bases(job: BaseJob, patterns: tuple[str, ...], registry_has: Any = None
     statuses: list[BaseStatus] = []
     for image in select(job.catalog, patterns):
         remote = job.remote(image.name)
-        found = [ref for ref in (remote, image.name) if ref and engine.inspect_image(job.engine, ref)]
-        local = engine.inspect_image(job.engine, found[0]) if found else None
+        found, local = None, None
+        for reference in (remote, image.name):
+            local = engine.inspect_image(job.engine, reference) if reference else None
+            if local is not None:
+                found = reference
+                break
         statuses.append(
             BaseStatus(
                 name=image.name,
@@ -463,7 +478,7 @@ def list_bases(job: BaseJob, patterns: tuple[str, ...], registry_has: Any = None
                 in_engine=local is not None,
                 in_registry=bool(registry_has(remote)) if remote and registry_has else None,
                 size=int(local.get("Size") or 0) if local else None,
-                digest=_digest(job, found[0]) if found else None,
+                digest=_digest(found, local) if found and local else None,
             )
         )
     buildable: dict[str, list[str]] = {}

@@ -50,10 +50,17 @@ def cached_runtime(
     return image_id
 
 
-def remember_runtime(docker_client: DockerClient, plan: AssemblyPlan, image_id: str) -> None:
-    base = engine.inspect_image(docker_client, plan.base_image) or {}
-    if base.get("Id"):
-        record = {"image": image_id, "base": base["Id"], "engine": engine.engine_location()}
+def remember_runtime(
+    docker_client: DockerClient, plan: AssemblyPlan, image_id: str, base: engine.LocalImage | None = None
+) -> None:
+    """Keep `image_id` as the runtime stage of `plan`'s inputs on its base. `base`: the base as
+    this build found it in the engine (else it is inspected here)."""
+    if base is not None and base.reference == plan.base_image:
+        base_id = base.image_id
+    else:
+        base_id = str((engine.inspect_image(docker_client, plan.base_image) or {}).get("Id") or "")
+    if base_id:
+        record = {"image": image_id, "base": base_id, "engine": engine.engine_location()}
         write_cache(_runtime_record(plan), record)
 
 

@@ -568,7 +568,7 @@ def _engine_build(
         output = session.image_builder().build(job, on_event=report)
         image_id, pulled = output.image_id, output.pulled
         if plan is not None:
-            remember_runtime(client, plan, image_id)
+            remember_runtime(client, plan, image_id, spec.base)
         return image_id, pulled, True
     return image_id, pulled, False
 

@@ -5,7 +5,8 @@ from any other change. It records two things: one digest of every setting the re
 the requirement lines (Python, platform, torch constraint, runtime requirements,
 keep-clarifai, included files, index locations with credentials removed), and one digest per
 requirement line handed to uv. Digests, not text: a requirement line may carry a URL with
-credentials, and the header is committed with the lock.
+credentials, and the header is committed with the lock. Lines count as `normalized_line`
+spells them, and an included `-r`/`-c` file by its `significant_lines`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from modelpack.project.requirements import normalized_line, significant_lines
 
 
 @dataclass(frozen=True)
@@ -134,9 +138,8 @@ class LockContext:
 
 
 def line_digest(text: str) -> str:
-    """Digest of a line with its whitespace normalized (spacing does not change a requirement)."""
-    normalized = " ".join(text.split())
-    return hashlib.sha256(normalized.encode()).hexdigest()[:_LINE_DIGEST_CHARS]
+    """Digest of a line as `normalized_line` spells it (spacing does not change a requirement)."""
+    return hashlib.sha256(normalized_line(text).encode()).hexdigest()[:_LINE_DIGEST_CHARS]
 
 
 def lock_inputs(context: LockContext, lines: Sequence[UvLine]) -> LockInputs:
@@ -184,3 +187,54 @@ def added_lines(old: LockInputs | None, new: LockInputs, lines: Sequence[UvLine]
     if remaining or not added:
         return None
     return added
+
+
+FILE_OPTION = re.compile(
+    # `-r file`, `-r=file`, `--requirement file` and pip's attached short form `-rfile`
+    r"^(-r|-c|--requirement|--constraint|-e|--editable)(\s+|=|(?<=^-[rce])(?=[^\s=]))(\S+)(.*)$"
+)
+
+
+def included_file_digests(
+    option_lines: Sequence[str], root: Path, *, legacy: bool = False
+) -> list[tuple[str, str]]:
+    """(line, digest) of the local files `-r`/`-c` lines pull in, recursively: the line as
+    `normalized_line` spells it and the digest of the file's `significant_lines` (`legacy`: the
+    line stripped and the file's bytes, as format 1 locks recorded them)."""
+    found: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def visit(lines: Sequence[str], base: Path) -> None:
+        for text in lines:
+            match = FILE_OPTION.match(text.strip())
+            if not match or match.group(1) in ("-e", "--editable") or "://" in match.group(3):
+                continue
+            path = (base / match.group(3)).resolve()
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                data = path.read_bytes() if path.is_file() else None
+            except OSError:  # unreadable: uv reports it when locking
+                data = b""
+            if legacy:
+                found.append((text.strip(), hashlib.sha256(data or b"").hexdigest()))
+            else:
+                found.append((normalized_line(text), _content_digest(data)))
+            nested = (data or b"").decode("utf-8", errors="replace").splitlines()
+            visit([line for line in nested if line.strip().startswith("-")], path.parent)
+
+    visit(option_lines, root)
+    return found
+
+
+def _content_digest(data: bytes | None) -> str:
+    """An included file as uv reads it: its significant lines (its bytes when not UTF-8; None,
+    a missing file, is not an empty one)."""
+    if data is None:
+        return "absent"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + hashlib.sha256(data).hexdigest()
+    return hashlib.sha256("\n".join(significant_lines(text)).encode()).hexdigest()

@@ -11,7 +11,8 @@ base image (constrained to its torch version so the rest resolves against it),
 and `clarifai` is replaced by the runtime's compatibility shim.
 
 The file starts with a comment header whose input digest covers everything the
-resolution depends on; a lock whose digest still matches is reused without any
+resolution depends on (the requirement lines as `normalized_line` spells them: comments and
+layout do not count); a lock whose digest still matches is reused without any
 network access, one that does not is "stale". A stale lock is re-resolved preferring its own
 pins, so that a change to requirements.txt upgrades nothing unasked; when the change only adds
 lines, only those are resolved, constrained to the pins (`lock_file` records what a lock was
@@ -33,6 +34,7 @@ from typing import Any, Literal
 
 from modelpack.errors import InvalidInputError, LockError
 from modelpack.pipeline.lock_file import (
+    FILE_OPTION,
     LockContext,
     LockedPackage,
     LockInputs,
@@ -41,6 +43,7 @@ from modelpack.pipeline.lock_file import (
     canonical_name,
     format_packages,
     header_lines,
+    included_file_digests,
     lock_inputs,
     parse_lock,
     pin_text,
@@ -53,12 +56,14 @@ from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import ProgressObserver, Reporter, reporter
 from modelpack.project.config import as_model_dir
 from modelpack.project.model_dir import ModelDir, ModelDirLike, RequirementLine
-from modelpack.project.requirements import is_index_option, option_value, requirement_indexes
+from modelpack.project.requirements import is_index_option, normalized_line, option_value, requirement_indexes
 from modelpack.resources import write_text_atomic
 
 LOCK_FILE = "requirements.lock"
 PLATFORM = "x86_64-manylinux_2_28"
-LOCK_FORMAT = "modelpack-lock/1"
+LOCK_FORMAT = "modelpack-lock/2"  # input digest over normalised requirement lines
+# the input digest over requirements.txt's bytes: such a lock is still reused while they are unchanged
+LEGACY_LOCK_FORMAT = "modelpack-lock/1"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # uv's own index variables: left out of uv's environment, since the indexes come from
 # BuildSettings (which reads UV_INDEX_URL and UV_EXTRA_INDEX_URL) and must be the image's too.
@@ -104,6 +109,7 @@ class LockResult:
         return {
             "path": str(self.path),
             "up_to_date_before": self.up_to_date_before,
+            "reused": self.reused,
             "input_digest": self.input_digest,
             "python_version": self.python_version,
             "platform": self.platform,
@@ -195,22 +201,48 @@ def _requirements_bytes(model_dir: ModelDir) -> bytes:
     return path.read_bytes() if path.is_file() else b""
 
 
-def compute_input_digest(model_dir: ModelDir, resolved: ResolveResult, *, keep_clarifai: bool) -> str:
-    """Digest of everything the resolution depends on (never the index URL: it may hold credentials)."""
+def compute_input_digest(
+    model_dir: ModelDir, resolved: ResolveResult, *, keep_clarifai: bool, lock_format: str = LOCK_FORMAT
+) -> str:
+    """Digest of everything the resolution depends on (never the index URL: it may hold credentials).
+
+    The requirement lines count as `normalized_line` spells them and an included file by its
+    `significant_lines`, so an edit of comments or layout keeps the lock. `LEGACY_LOCK_FORMAT`
+    gives the digest a lock of that format recorded: requirements.txt's bytes."""
+    legacy = lock_format == LEGACY_LOCK_FORMAT
     document: dict[str, Any] = {
-        "format": LOCK_FORMAT,
-        "requirements_sha256": hashlib.sha256(_requirements_bytes(model_dir)).hexdigest(),
+        "format": lock_format,
         "python_version": resolved.python_version,
         "platform": PLATFORM,
         "torch": torch_constraint(resolved),
         "runtime": list(runtime_requirements()) + list(checkpoint_requirements(model_dir)),
         "keep_clarifai": keep_clarifai,
     }
-    included = _included_files(model_dir)
+    if legacy:
+        document["requirements_sha256"] = hashlib.sha256(_requirements_bytes(model_dir)).hexdigest()
+    else:
+        document["requirements"] = [normalized_line(r.text) for r in model_dir.requirements]
+    included = _included_files(model_dir, legacy=legacy)
     if included:  # only then: existing locks without -r/-c lines keep their digest
         document["included_files"] = included
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def matching_digest(
+    model_dir: ModelDir, resolved: ResolveResult, text: str, *, keep_clarifai: bool
+) -> str | None:
+    """The lock text's input digest when it was made from the current input (by this format's rule
+    or, for a lock written before it, by the older one), else None. Each digest hashes its own
+    format's name, so a digest of one rule never equals one of the other."""
+    recorded = read_header(text).input_digest
+    for lock_format in (LOCK_FORMAT, LEGACY_LOCK_FORMAT):
+        digest = compute_input_digest(
+            model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=lock_format
+        )
+        if recorded == digest:
+            return recorded
+    return None
 
 
 # --------------------------------------------------------------------------- header
@@ -279,9 +311,9 @@ def lock_status(
     path = model_dir.root / LOCK_FILE
     if not path.is_file():
         return "missing"
-    header = read_header(read_lock_text(path))
-    keep = header.keep_clarifai if keep_clarifai is None else keep_clarifai
-    if header.input_digest != compute_input_digest(model_dir, resolved, keep_clarifai=keep):
+    text = read_lock_text(path)
+    keep = read_header(text).keep_clarifai if keep_clarifai is None else keep_clarifai
+    if matching_digest(model_dir, resolved, text, keep_clarifai=keep) is None:
         return "stale"
     node_digest = node_input_digest(model_dir)
     if node_digest is not None:
@@ -403,40 +435,14 @@ def _uv_lines(
     return lines, excluded
 
 
-_FILE_OPTION = re.compile(
-    # `-r file`, `-r=file`, `--requirement file` and pip's attached short form `-rfile`
-    r"^(-r|-c|--requirement|--constraint|-e|--editable)(\s+|=|(?<=^-[rce])(?=[^\s=]))(\S+)(.*)$"
-)
-
-
-def _included_files(model_dir: ModelDir) -> list[tuple[str, str]]:
-    """(line text, sha256) of the local files `-r`/`-c` lines pull in, recursively."""
-    found: list[tuple[str, str]] = []
-    seen: set[Path] = set()
-
-    def visit(lines: list[str], base: Path) -> None:
-        for text in lines:
-            match = _FILE_OPTION.match(text.strip())
-            if not match or match.group(1) in ("-e", "--editable") or "://" in match.group(3):
-                continue
-            path = (base / match.group(3)).resolve()
-            if path in seen:
-                continue
-            seen.add(path)
-            try:
-                data = path.read_bytes() if path.is_file() else b""
-            except OSError:  # unreadable: uv reports it when locking
-                data = b""
-            found.append((text.strip(), hashlib.sha256(data).hexdigest()))
-            nested = data.decode("utf-8", errors="replace").splitlines()
-            visit([line for line in nested if line.strip().startswith("-")], path.parent)
-
-    visit([r.text for r in model_dir.requirements if r.name is None], model_dir.root)
-    return found
+def _included_files(model_dir: ModelDir, *, legacy: bool = False) -> list[tuple[str, str]]:
+    return included_file_digests(
+        [r.text for r in model_dir.requirements if r.name is None], model_dir.root, legacy=legacy
+    )
 
 
 def _absolutize_option(text: str, root: Path) -> str:
-    match = re.match(_FILE_OPTION, text)
+    match = FILE_OPTION.match(text)
     if not match:
         return text
     option, _, target, rest = match.groups()
@@ -643,13 +649,18 @@ def lock(
     digest = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)
     node = lock_node(model_dir, settings, force=force, report=report)
     existing = read_lock_text(path) if not force and path.is_file() else None
-    if existing is not None and read_header(existing).input_digest == digest:
+    matched = (
+        None
+        if existing is None
+        else matching_digest(model_dir, resolved, existing, keep_clarifai=keep_clarifai)
+    )
+    if existing is not None and matched is not None:
         report("lock", f"{path}: up to date, reused")
         return LockResult(
             path=path,
             up_to_date_before=True,
             packages=parse_lock(existing),
-            input_digest=digest,
+            input_digest=matched,
             python_version=resolved.python_version,
             excluded=_excluded_from_header(existing),
             notes=_notes(_excluded_from_header(existing)),

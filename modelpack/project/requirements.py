@@ -280,6 +280,44 @@ def shipped_requirements(text: str) -> str:
     return "\n".join(out) + ("\n" if text.endswith("\n") or not text else "")
 
 
+def normalized_line(text: str) -> str:
+    """One logical line in a single spelling of what it asks for, so that the lock's input digest
+    ignores layout: a requirement as packaging writes it (canonical name and extras, sorted
+    extras and specifiers, markers quoted alike), options as shell words. Two lines that ask for different
+    things never share a spelling; a line shlex cannot split is kept as it is."""
+    line = text.strip()
+    try:
+        if line.startswith("-"):
+            return shlex.join(shlex.split(line))
+        requirement, options = _split_requirement_options(line)
+    except ValueError:
+        return line  # unbalanced quotes: no shlex.join result equals it
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement:
+        return shlex.join([requirement, *options])  # a URL or path without a name, as written
+    parsed.name = canonicalize_name(parsed.name)
+    parsed.extras = {canonicalize_name(extra) for extra in parsed.extras}  # as uv reads them (PEP 685)
+    return shlex.join([str(parsed), *options])
+
+
+def significant_lines(text: str) -> list[str]:
+    """An included `-r`/`-c` file (uv reads it itself) without what no reader takes in: comment
+    and blank lines, a comment after a line, the spaces around it. A line ending in a backslash
+    and the line after it stay exactly as written: pip and uv join such lines differently."""
+    kept: list[str] = []
+    wrapped = False
+    for raw in text.split("\n"):
+        body = raw[:-1] if raw.endswith("\r") else raw
+        line = _COMMENT.sub("", body).strip()
+        if wrapped or body.endswith("\\") or line.endswith("\\"):
+            kept.append(body)
+        elif line:
+            kept.append(line)
+        wrapped = body.endswith("\\")
+    return kept
+
+
 def _split_requirement_options(line: str) -> tuple[str, list[str]]:
     """Separate `pkg==1 --hash=sha256:x` into the requirement and its options."""
     match = _FIRST_OPTION.search(line)

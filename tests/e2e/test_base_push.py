@@ -15,6 +15,9 @@ from typing import Any
 
 from clirun import run_modelpack
 
+from modelpack.oci.registry import RegistryClient
+from modelpack.supply.record import fetch_record, find_records
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -111,5 +114,13 @@ def test_a_model_built_on_a_pushed_base_mounts_its_layers(
             mine = next(m for m in built["layers"] if m["diff_id"] == layer["diff_id"])
             assert mine["digest"] == layer["digest"] and mine["status"] == "present"
         assert built["bytes_pushed"] < min(layer["size"] for layer in pushed["layers"])
+        # the signed record names the base by the manifest `base push` put there, which one can
+        # pull by, not by the engine's image id
+        with RegistryClient(registry) as client:
+            manifest = client.get_manifest(base_repository, remote.rsplit(":", 1)[1])
+            (found,) = find_records(client, registry_repo.name, built["digest"])
+            _, record = fetch_record(client, registry_repo.name, found.digest)
+        assert manifest.digest == pushed["digest"]
+        assert (record.base_image.reference, record.base_image.digest) == (remote, pushed["digest"])
     finally:
         docker("rmi", remote)

@@ -17,7 +17,7 @@ import docker.errors
 import pytest
 
 from modelpack.errors import RegistryError
-from modelpack.image import bases, runtime_layers
+from modelpack.image import bases, engine, runtime_layers, stages
 from modelpack.oci.reference import ImageRef
 from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.progress import ProgressRecorder, reporter
@@ -118,7 +118,7 @@ class SavingApi:
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     registry = RepoRegistry()
-    api = SavingApi(
+    api = CountingApi(
         [tar_of({"etc/os-release": b"debian\n" * 5000}), tar_of({"usr/bin/python3": b"\x7fELF" * 9000})]
     )
     monkeypatch.setattr(bases, "registry_for", lambda repo, auth: registry, raising=False)
@@ -195,6 +195,53 @@ def test_a_model_build_on_the_base_finds_its_copy_without_repo_digests(world: Si
         d: "team/modelpack-base/python" for d in api.diff_ids
     }
     assert all(descriptor["mediaType"] == GZIP for _, descriptor in sources.values())
+
+
+class CountingApi(SavingApi):
+    def __init__(self, layers: list[bytes]) -> None:
+        super().__init__(layers)
+        self.inspected: list[str] = []
+
+    def inspect_image(self, reference: str) -> dict[str, Any]:
+        self.inspected.append(reference)
+        return super().inspect_image(reference)
+
+
+def _built_from(base: engine.LocalImage | None, base_image: str) -> Any:
+    """The record's view of the build (`stages._built_from`), with an engine that must not be asked."""
+    session = SimpleNamespace(engine=SimpleNamespace(api=None))  # any question is an AttributeError
+    result = SimpleNamespace(
+        base_image_digest="", checkpoints=(), concepts=(), image="r/m:v1", content_tag=""
+    )
+    spec = SimpleNamespace(base=base, context_dir=Path("/nonexistent"))
+    resolved = SimpleNamespace(base_image=base_image)
+    return stages._built_from(session, result, None, resolved, None, spec)  # type: ignore[arg-type]
+
+
+def test_a_build_on_a_pushed_base_records_its_manifest_digest_not_the_image_id(
+    world: SimpleNamespace,
+) -> None:
+    """The engine sets no repo digest for a base modelpack pushed: the record names the manifest
+    one can pull (`base push` kept it), from the one look `ensure` took at the base."""
+    pushed = bases.push(world.job("127.0.0.1:5000/team"), BASE)
+    remote = f"127.0.0.1:5000/team/{BASE}"
+    world.api.inspected = []
+    outcome = bases.ensure(world.job("127.0.0.1:5000/team"), BASE)
+    assert world.api.inspected == [remote]
+    assert outcome.local == engine.LocalImage(remote, world.api.id, pushed.digest)
+    assert _built_from(outcome.local, remote).base_image_digest == pushed.digest != world.api.id
+
+
+def test_a_base_ensure_pushes_is_recorded_by_the_manifest_it_pushed(world: SimpleNamespace) -> None:
+    """A base only under its catalog name is tagged and pushed by the build itself: the outcome
+    carries the pushed manifest's digest and the engine's id, so the build asks nothing more."""
+    remote = f"127.0.0.1:5000/team/{BASE}"
+    outcome = bases.ensure(world.job("127.0.0.1:5000/team"), BASE)
+    assert outcome.pushed and outcome.digest is not None and outcome.digest.startswith("sha256:")
+    repository = "team/modelpack-base/python"
+    assert outcome.digest == world.registry.tags[repository]["3.11"]
+    assert outcome.local == engine.LocalImage(remote, world.api.id, outcome.digest)
+    assert _built_from(outcome.local, remote).base_image_digest == outcome.digest
 
 
 def test_a_failed_upload_tags_nothing_and_records_no_copy(world: SimpleNamespace) -> None:

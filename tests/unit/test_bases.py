@@ -123,7 +123,12 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
             return "uv"
 
         monkeypatch.setattr(bases.engine, "inspect_image", inspect)
-        monkeypatch.setattr(bases.engine, "image_digest", lambda client, ref: "sha256:d")
+
+        def image_digest(client: Any, reference: str) -> str:
+            engine_state.inspected.append(reference)  # one more question to the engine
+            return "sha256:d"
+
+        monkeypatch.setattr(bases.engine, "image_digest", image_digest)
         monkeypatch.setattr(bases.engine, "pull_image", pull)
         monkeypatch.setattr(bases, "_push", push)
         monkeypatch.setattr(bases.engine, "tag_image", tag)
@@ -171,9 +176,9 @@ def test_the_runtime_cache_checks_the_base_the_build_saw_without_asking_again(
 
     monkeypatch.setattr(caches.engine, "inspect_image", inspect)
     monkeypatch.setattr(caches.engine, "tag_image", lambda client, image, repo, tag: tagged.append(tag))
-    caches.remember_runtime(None, plan, runtime_id)  # type: ignore[arg-type]
-    inspected.clear()
     seen = engine.LocalImage(TORCH, base_id, None)
+    caches.remember_runtime(None, plan, runtime_id, seen)  # type: ignore[arg-type]
+    assert inspected == []  # kept with the base the build saw, not asked about again
     assert caches.cached_runtime(None, "reg/m", plan, seen) == runtime_id  # type: ignore[arg-type]
     assert inspected == [runtime_id] and tagged == []  # it has its tag already: none is written again
     other_base = engine.LocalImage(TORCH, "sha256:" + "c" * 64, None)
@@ -204,6 +209,54 @@ def test_a_local_base_is_shared_when_the_registry_lacks_it(fake: Any) -> None:
     state = fake(FakeEngine({TORCH}))
     assert bases.ensure(job("reg:5000/team"), TORCH).pushed
     assert state.calls == [f"tag {TORCH} reg:5000/team/{TORCH}", f"push reg:5000/team/{TORCH}"]
+
+
+REMOTE = f"reg:5000/team/{TORCH}"
+SEEN_ID = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("present", "pullable", "source", "asked"),
+    [
+        ({TORCH}, set(), "engine", [REMOTE, TORCH]),  # tagged for the registry (not pushed here)
+        (set(), {REMOTE}, "registry", [REMOTE, TORCH, REMOTE]),  # pulled: its id is learnt once
+    ],
+    ids=["tagged", "pulled"],
+)
+def test_every_way_to_the_base_asks_the_engine_once_about_the_image_the_build_uses(
+    fake: Any, lock_home: Path, present: set[str], pullable: set[str], source: str, asked: list[str]
+) -> None:
+    """The build keeps the outcome's look at the base (`local`: the runtime cache's base check,
+    the record's digest); without it, each later stage asked the engine again."""
+    state = fake(FakeEngine(present, pullable))
+    outcome = bases.ensure(job("reg:5000/team"), TORCH, push=False)
+    assert (outcome.source, state.inspected) == (source, asked)
+    assert outcome.local == engine.LocalImage(REMOTE, SEEN_ID, SEEN_ID) and outcome.digest == SEEN_ID
+
+
+def test_a_base_built_here_is_looked_at_once_after_its_build(fake: Any, lock_home: Path) -> None:
+    state = fake(FakeEngine({"modelpack-base/python:3.11"}))
+    outcome = bases.ensure(job(), TORCH)
+    assert outcome.source == "built:uv" and state.inspected == [TORCH, TORCH, TORCH]  # before, locked, after
+    assert outcome.local == engine.LocalImage(TORCH, SEEN_ID, SEEN_ID)
+
+
+@pytest.mark.parametrize("prefix", [None, "reg:5000/team"])
+def test_base_list_asks_the_engine_once_about_a_base_it_has(
+    fake: Any, lock_home: Path, prefix: str | None
+) -> None:
+    state = fake(FakeEngine({TORCH}))
+    (status,) = bases.list_bases(job(prefix), (TORCH,)).bases
+    assert (status.in_engine, status.size, status.digest) == (True, 1, SEEN_ID)
+    assert [ref for ref in state.inspected if ref in (TORCH, REMOTE)] == (
+        [REMOTE, TORCH] if prefix else [TORCH]
+    )
+
+
+def test_base_push_asks_once_when_the_registry_name_is_in_the_engine(fake: Any) -> None:
+    state = fake(FakeEngine({REMOTE}))
+    assert bases.push(job("reg:5000/team"), TORCH).pushed
+    assert state.inspected == [REMOTE] and state.calls == [f"push {REMOTE}"]
 
 
 def test_no_build_base_fails_naming_the_command(fake: Any) -> None:

@@ -88,8 +88,8 @@ def test_input_digest_tracks_every_input(tmp_path: Path) -> None:
     # the base image name alone does not change what gets locked
     renamed = ResolveResult("3.12", None, None, "cpu", "127.0.0.1:5000/x/python:3.12", "other")
     assert compute_input_digest(model, renamed, keep_clarifai=False) == base
-    (model.requirements_path).write_text("six\nidna\n", encoding="utf-8")
-    assert compute_input_digest(model, CPU, keep_clarifai=False) != base
+    grown = make_model(tmp_path / "m", "six", "idna")
+    assert compute_input_digest(grown, CPU, keep_clarifai=False) != base
 
 
 def _write_lock(model: ModelDir, digest: str, keep: bool = False) -> Path:
@@ -109,8 +109,7 @@ def test_lock_status_missing_stale_up_to_date(tmp_path: Path) -> None:
     assert lock_status(model, CPU) == "up-to-date"
     assert lock_status(model, TORCH) == "stale"
     assert lock_status(model, CPU, keep_clarifai=True) == "stale"
-    model.requirements_path.write_text("six>=1.16\n", encoding="utf-8")
-    assert lock_status(model, CPU) == "stale"
+    assert lock_status(make_model(model.root, "six>=1.16"), CPU) == "stale"
 
 
 def test_lock_status_respects_recorded_keep_clarifai(tmp_path: Path) -> None:

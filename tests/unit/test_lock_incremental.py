@@ -4,6 +4,7 @@ loopback index (tests/wheelindex.py) to which a test publishes new versions as i
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import wheelindex
 from click.testing import CliRunner
+from clirun import run_modelpack
 
 from modelpack.cli import cli
 from modelpack.pipeline.lock_file import LockInputs, UvLine, added_lines, line_digest, parse_lock
@@ -171,6 +173,33 @@ def test_a_conflict_with_the_pins_falls_back_to_the_full_resolution(
     lock(model, resolved=CPU)
     assert index.full_resolve()
     assert _versions(model)["mp-alpha"] == "2.0" and _versions(model)["mp-delta"] == "1.0"
+
+
+def test_modelpack_lock_reuses_the_lock_after_a_comment_edit_and_relocks_a_real_one(
+    tmp_path: Path, index: GrowingIndex
+) -> None:
+    """Through the installed command, against the loopback index: a comment, blank-line and
+    spacing edit asks the index nothing and leaves the lock's bytes; a changed specifier re-locks."""
+    root = tmp_path / "m"
+    (root / "1").mkdir(parents=True)
+    (root / "config.yaml").write_text('model: {id: m}\nbuild_info: {python_version: "3.12"}\n')
+    (root / "1" / "model.py").write_text("x = 1\n")
+    (root / "requirements.txt").write_text("six\nidna>=3\n")
+
+    def modelpack_lock() -> dict[str, Any]:
+        done = run_modelpack("lock", str(root), "--json")
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    assert modelpack_lock()["reused"] is False
+    locked = (root / "requirements.lock").read_bytes()
+    index.index.clear()
+    (root / "requirements.txt").write_text("# what the model imports\nsix   # any release\n\nidna >= 3\n")
+    assert modelpack_lock()["reused"] is True
+    assert index.asked() == [] and (root / "requirements.lock").read_bytes() == locked
+    (root / "requirements.txt").write_text("# what the model imports\nsix<2   # any release\n\nidna >= 3\n")
+    assert modelpack_lock()["reused"] is False
+    assert "/simple/six/" in index.asked()
 
 
 def test_header_records_digests_never_requirement_text_or_credentials(
