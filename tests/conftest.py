@@ -54,6 +54,15 @@ def service_missing() -> Callable[[str], None]:
 
 
 @pytest.fixture
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """modelpack's caches in a folder of this test's own (`XDG_CACHE_HOME`): none of the
+    developer's records, and nothing left for the next test."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+@pytest.fixture
 def tests_dir() -> Path:
     return TESTS_DIR
 

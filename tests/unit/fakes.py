@@ -290,8 +290,13 @@ class FakeEngine:
         self.closed = True
 
 
+def blob_digest(data: bytes) -> str:
+    """The digest a registry names `data` by (computed here, not by the code under test)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def content_digest(seed: str) -> str:
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+    return blob_digest(seed.encode())
 
 
 def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -26,8 +26,7 @@ OPTIONS = BuildOptions(
 
 
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _no_shaping_environment(own_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in build_records._ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
