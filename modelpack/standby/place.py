@@ -12,6 +12,8 @@ import os
 import stat
 import sys
 
+from modelpack.file_states import tree_states
+
 try:  # not hashlib: it loads OpenSSL (the executable's start)
     from _blake2 import blake2b
 except ImportError:  # an interpreter without the C module
@@ -65,8 +67,10 @@ def installation_key() -> str:
             digest.update(f"{entry}\0{os.stat(entry).st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
         except OSError:
             continue
-    for path, size, mtime in _module_files(_PACKAGE):
-        digest.update(f"{path}\0{size}\0{mtime}\0".encode("utf-8", "surrogateescape"))
+    # each module's size and time; one that cannot be read (None) gives a key no readable one has
+    for path, state in sorted(tree_states([_PACKAGE], folders=False, files=".py", skip=("_data",))):
+        noted = "unreadable" if state is None else f"{state[2]}\0{state[3]}"
+        digest.update(f"{path}\0{noted}\0".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -77,21 +81,6 @@ def _installed_paths() -> list[str]:
     if sys.path and sys.path[0] in ("", os.getcwd(), script):
         return sys.path[1:]
     return list(sys.path)
-
-
-def _module_files(root: str) -> list[tuple[str, int, int]]:
-    found: list[tuple[str, int, int]] = []
-    pending = [root]
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name != "__pycache__" and entry.name != "_data":
-                        pending.append(entry.path)
-                elif entry.name.endswith(".py"):
-                    info = entry.stat()
-                    found.append((entry.path, info.st_size, info.st_mtime_ns))
-    return sorted(found)
 
 
 def socket_path(root: str, key: str) -> str:

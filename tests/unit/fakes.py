@@ -8,9 +8,11 @@ see `load_fakes` in test_image_versions.py.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -310,3 +312,17 @@ def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(Path, "read_bytes", counting)
     return read
+
+
+def unlistable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """`os.scandir` (and so `os.walk`) refuses `folder` from now on, as the kernel refuses a user a
+    folder without read permission; the tests run as root, whom it never refuses. Its files can
+    still be opened and its own state read, as they can with search permission alone."""
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(folder):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

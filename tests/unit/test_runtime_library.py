@@ -265,3 +265,19 @@ def test_a_module_that_appears_in_a_folder_is_seen(package_copy: Path, monkeypat
     assert "runtime/later_module.py" not in {item.rel for item in runtime_library.runtime_library()}
     (package_copy / "runtime" / "later_module.py").write_text("X = 1\n")
     assert "runtime/later_module.py" in {item.rel for item in runtime_library.runtime_library()}
+
+
+def test_a_module_that_appears_in_a_folder_that_could_not_be_listed_is_seen(
+    package_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that could not be listed when the library was read is noted unreadable, so
+    what was read is not kept: the module that appears there after is found."""
+    entry = package_copy / "runtime" / "__main__.py"
+    entry.write_text(entry.read_text() + "\nfrom modelpack.runtime import later_module  # noqa\n")
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 4 * SETTLE_NS)  # that edit too is old now
+    with monkeypatch.context() as refusing:
+        fakes.unlistable(refusing, package_copy / "runtime")
+        assert "runtime/later_module.py" not in {item.rel for item in runtime_library.runtime_library()}
+    (package_copy / "runtime" / "later_module.py").write_text("X = 1\n")
+    assert "runtime/later_module.py" in {item.rel for item in runtime_library.runtime_library()}

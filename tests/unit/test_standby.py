@@ -22,6 +22,7 @@ import modelpack
 from modelpack.cli.standby_cmd import ENVIRONMENT_READERS, SKIPPED_PACKAGES
 from modelpack.standby import client, place, wire
 from modelpack.standby.server import Request, _sweep, _take_lock
+from tests.unit import fakes
 
 PACKAGE = Path(modelpack.__file__).resolve().parent
 
@@ -246,6 +247,29 @@ def test_the_key_follows_the_installed_code(tmp_path: Path, monkeypatch: pytest.
     assert place.installation_key() == first  # compiled files are not the code
     os.utime(module, ns=(1, 1))
     assert place.installation_key() != first  # an edit of the source: the running one is not asked
+
+
+@pytest.mark.parametrize("planted", ["module behind a dangling link", "folder that cannot be listed"])
+def test_a_path_that_cannot_be_read_gives_a_key_no_readable_installation_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """The executable computes the key before each command: an unreadable path must not end it
+    with a traceback, nor look like the installation without it (a standby would answer)."""
+    package = tmp_path / "modelpack"
+    (package / "image").mkdir(parents=True)
+    (package / "image" / "stages.py").write_text("x = 1\n")
+    monkeypatch.setattr(place, "_PACKAGE", str(package))
+    readable = place.installation_key()
+    if planted == "folder that cannot be listed":
+        fakes.unlistable(monkeypatch, package / "image")
+        assert place.installation_key() not in (readable, "")
+        return
+    ghost = package / "image" / "ghost.py"
+    ghost.symlink_to(tmp_path / "elsewhere.py")
+    unreadable = place.installation_key()
+    ghost.unlink()
+    ghost.write_text("")
+    assert unreadable not in (readable, place.installation_key())
 
 
 def test_the_key_is_the_same_for_the_executable_and_python_dash_m(tmp_path: Path) -> None:
