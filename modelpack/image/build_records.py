@@ -168,11 +168,12 @@ def inputs(model_dir: str | os.PathLike[str], options: BuildOptions) -> Inputs |
 
 
 def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, bool, str], ...] | None:
-    """Every file under `root` (path, symlink text, executable bit, sha256); None when too big."""
+    """Every file under `root` (path, symlink text, executable bit, sha256); None when too big
+    or when a path cannot be read (a folder that cannot be listed too: its files may change)."""
     entries: list[tuple[str, str, bool, str]] = []
     total = 0
     try:
-        for directory, dirnames, filenames in os.walk(root):
+        for directory, dirnames, filenames in os.walk(root, onerror=_raise):
             dirnames[:] = [d for d in dirnames if d not in skip_dirs]
             base = Path(directory)
             if any((base / name).is_symlink() for name in dirnames):
@@ -190,6 +191,10 @@ def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, 
     except OSError:
         return None
     return tuple(sorted(entries))
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def find(fingerprint: str) -> dict[str, Any] | None:
