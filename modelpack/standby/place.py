@@ -68,9 +68,12 @@ def installation_key() -> str:
         except OSError:
             continue
     # each module's size and time; one that cannot be read (None) gives a key no readable one has
-    for path, state in sorted(tree_states([_PACKAGE], folders=False, files=".py", skip=("_data",))):
-        noted = "unreadable" if state is None else f"{state[2]}\0{state[3]}"
-        digest.update(f"{path}\0{noted}\0".encode("utf-8", "surrogateescape"))
+    modules = sorted(tree_states([_PACKAGE], folders=False, files=".py", skip=("_data",)))
+    noted = [
+        f"{path}\0unreadable\0" if state is None else f"{path}\0{state[2]}\0{state[3]}\0"
+        for path, state in modules
+    ]
+    digest.update("".join(noted).encode("utf-8", "surrogateescape"))  # one update: the same digest, sooner
     return digest.hexdigest()
 
 
