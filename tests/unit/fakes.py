@@ -16,14 +16,17 @@ import os
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker.errors
 import pytest
 
 from modelpack.errors import RegistryError
-from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, sha256_digest
+from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, RegistryClient, sha256_digest
 
+# packages jsonschema imports to check `format` keywords, when installed (a few of
+# `resources._FORMAT_CHECK_PACKAGES`): the executable must not load them
+FORMAT_CHECK_PACKAGES = ("rfc3987_syntax", "rfc3339_validator", "isoduration", "jsonpointer", "webcolors")
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -139,6 +142,12 @@ class FakeRegistry:
         sent = digest not in self.blobs
         self.blobs[digest] = body
         return Descriptor("application/octet-stream", digest, len(body)), sent
+
+
+def as_client(registry: object) -> RegistryClient:
+    """A fake registry where the code under test wants a `RegistryClient`: it has the methods
+    that code calls, which a type checker cannot see of a class outside the hierarchy."""
+    return cast(RegistryClient, registry)
 
 
 def tar_of(entries: dict[str, bytes]) -> bytes:

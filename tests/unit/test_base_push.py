@@ -118,7 +118,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     recorder = ProgressRecorder()
 
     def job(prefix: str) -> bases.BaseJob:
-        return bases.BaseJob(SimpleNamespace(api=api), BaseSettings(), reporter(recorder), prefix)  # type: ignore[arg-type]
+        return bases.BaseJob(SimpleNamespace(api=api), BaseSettings(), reporter(recorder), prefix)
 
     return SimpleNamespace(registry=registry, api=api, job=job, events=recorder.events)
 

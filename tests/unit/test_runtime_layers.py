@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 
 from modelpack.image import runtime_layers
-from modelpack.image.session import PushTarget
+from modelpack.image.session import BuildSession, PushTarget
 from modelpack.oci.reference import ImageRef
-from tests.unit.fakes import FakeRegistry, blob_digest, docker_manifest
+from modelpack.progress import Reporter
+from tests.unit.fakes import FakeRegistry, as_client, blob_digest, docker_manifest
 
 REPO = ImageRef.parse("127.0.0.1:5000/team/model")
 GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -27,12 +28,12 @@ def test_runtime_config_comes_from_the_copy_kept_at_the_last_push() -> None:
     registry = FakeRegistry()
     config = json.dumps({"rootfs": {"diff_ids": []}, "created": "now"}).encode()
     image_id = blob_digest(config)
-    assert runtime_layers._config_in_registry(registry, REPO.repository, image_id) == (None, 0)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, image_id) == (None, 0)
     runtime_layers._remember_config(config)
-    got, sent = runtime_layers._config_in_registry(registry, REPO.repository, image_id)
+    got, sent = runtime_layers._config_in_registry(as_client(registry), REPO.repository, image_id)
     assert (got, sent) == (config, len(config)) and registry.blobs[image_id] == config
     # the registry has it now: fetched, nothing sent
-    assert runtime_layers._config_in_registry(registry, REPO.repository, image_id) == (config, 0)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, image_id) == (config, 0)
 
 
 def test_a_damaged_config_copy_is_a_miss() -> None:
@@ -41,7 +42,10 @@ def test_a_damaged_config_copy_is_a_miss() -> None:
     runtime_layers._remember_config(config)
     kept = runtime_layers._config_record(blob_digest(config))
     kept.write_text('{"rootfs":{"x":1}}')
-    assert runtime_layers._config_in_registry(registry, REPO.repository, blob_digest(config)) == (None, 0)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, blob_digest(config)) == (
+        None,
+        0,
+    )
     assert registry.blobs == {}
 
 
@@ -63,7 +67,7 @@ def test_a_layer_pushed_gzipped_before_is_found_by_its_recorded_blob() -> None:
     registry = FakeRegistry()
     blob = b"gzip bytes"
     diff_id = blob_digest(b"plain layer")
-    assert runtime_layers._in_repository(registry, REPO, diff_id, {}) is None
+    assert runtime_layers._in_repository(as_client(registry), REPO, diff_id, {}) is None
     registry.blobs[blob_digest(blob)] = blob
     record = {
         "registry": REPO.registry,
@@ -74,19 +78,19 @@ def test_a_layer_pushed_gzipped_before_is_found_by_its_recorded_blob() -> None:
     }
     runtime_layers._source_record(diff_id).parent.mkdir(parents=True)
     runtime_layers._source_record(diff_id).write_text(json.dumps(record))
-    found = runtime_layers._in_repository(registry, REPO, diff_id, {})
+    found = runtime_layers._in_repository(as_client(registry), REPO, diff_id, {})
     assert found == {"mediaType": GZIP, "digest": blob_digest(blob), "size": len(blob)}  # size from the HEAD
     # a record of another repository is no proof for this one (that is a mount's job)
     other = {**record, "repository": "team/other"}
     runtime_layers._source_record(diff_id).write_text(json.dumps(other))
-    assert runtime_layers._in_repository(registry, REPO, diff_id, {}) is None
+    assert runtime_layers._in_repository(as_client(registry), REPO, diff_id, {}) is None
 
 
 def test_an_uncompressed_layer_of_an_older_push_still_counts() -> None:
     registry = FakeRegistry()
     plain = b"plain layer"
     registry.blobs[blob_digest(plain)] = plain
-    found = runtime_layers._in_repository(registry, REPO, blob_digest(plain), {})
+    found = runtime_layers._in_repository(as_client(registry), REPO, blob_digest(plain), {})
     assert found == {
         "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
         "digest": blob_digest(plain),
@@ -125,7 +129,7 @@ def test_the_base_copy_in_the_registry_is_mounted_before_a_recorded_plain_blob(
     }
     runtime_layers._source_record(diff_id).parent.mkdir(parents=True)
     runtime_layers._source_record(diff_id).write_text(json.dumps(record))
-    session = SimpleNamespace(engine=None, registry=registry)
+    session = BuildSession(engine=None, registry=as_client(registry), auth=None, report=Reporter())
 
     sources = runtime_layers._layer_sources(session, REPO, base, {diff_id})
     assert sources == {
@@ -151,7 +155,10 @@ def test_a_config_the_registry_has_is_not_fetched_again_when_a_copy_is_kept(
         raise AssertionError(f"fetched {digest}, a copy of which is kept")
 
     monkeypatch.setattr(registry, "get_blob", no_fetch)
-    assert runtime_layers._config_in_registry(registry, REPO.repository, blob_digest(config)) == (config, 0)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, blob_digest(config)) == (
+        config,
+        0,
+    )
 
 
 class _LayersAtOnce(FakeRegistry):

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from example_copy import copy_example
 
 import modelpack
 from modelpack.pipeline import runtime_library
@@ -97,7 +98,7 @@ def test_the_library_is_the_runtime_and_its_checkpoint_download() -> None:
 
 def test_render_puts_exactly_the_library_into_the_context(tmp_path: Path) -> None:
     model_dir = tmp_path / "hello"
-    shutil.copytree(data_dir("examples") / "hello", model_dir)
+    copy_example("hello", model_dir)
     loaded = modelpack.load(model_dir)
     resolved = modelpack.resolve(loaded)
     if modelpack.lock_status(loaded, resolved) != "up-to-date":

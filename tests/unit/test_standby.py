@@ -23,6 +23,7 @@ from modelpack.cli.standby_cmd import ENVIRONMENT_READERS, SKIPPED_PACKAGES
 from modelpack.standby import client, place, wire
 from modelpack.standby.server import Request, _sweep, _take_lock
 from tests.unit import fakes
+from tests.unit.fakes import FORMAT_CHECK_PACKAGES
 
 PACKAGE = Path(modelpack.__file__).resolve().parent
 
@@ -347,8 +348,7 @@ def _module_level_environment_reads(tree: ast.Module) -> list[int]:
             statements = [n for n in node.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
         for statement in statements:
             for sub in ast.walk(statement):
-                text = ast.unparse(sub) if isinstance(sub, (ast.Call, ast.Attribute)) else ""
-                if text.startswith(
+                if isinstance(sub, (ast.Call, ast.Attribute)) and ast.unparse(sub).startswith(
                     ("os.environ.", "os.getenv", "Path.home", "os.path.expanduser", "tempfile.gettempdir")
                 ):
                     found.append(sub.lineno)
@@ -465,8 +465,6 @@ def test_the_standby_preloads_jsonschema_without_its_format_packages(tmp_path: P
     """A standby process is the `modelpack` executable's: it loads jsonschema as a command does,
     without the packages of its format checkers (rfc3987_syntax builds a grammar for seconds at
     import, which `standby start` would wait for)."""
-    from tests.unit.test_config import FORMAT_CHECK_PACKAGES
-
     installed = [name for name in FORMAT_CHECK_PACKAGES if _importable(name)]
     assert installed, "none of jsonschema's format packages is installed: set-up installs them"
     probe = textwrap.dedent(
