@@ -2,8 +2,7 @@
 
 `FakeRegistry` implements the `RegistryClient` methods the version and push rules call;
 `FakeEngine` is a docker client whose `api` builds a context into one layer per file, tags,
-inspects and pushes into a `FakeRegistry`. Load this module by path (tests are not a package):
-see `load_fakes` in test_image_versions.py.
+inspects and pushes into a `FakeRegistry`. Tests import it as `tests.unit.fakes`.
 """
 
 from __future__ import annotations

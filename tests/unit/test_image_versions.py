@@ -8,7 +8,6 @@ taken by someone else between listing and tagging is never overwritten.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import tarfile
 import tempfile
@@ -43,18 +42,8 @@ from modelpack.oci.registry import DOCKER_MANIFEST, EMPTY_JSON, Descriptor, sha2
 from modelpack.pipeline.rendering import FinalStage
 from modelpack.progress import ProgressEvent, Reporter
 from modelpack.tags import check_version, claimed_version, content_tag, newest_first, next_version
+from tests.unit import fakes
 
-
-def _load_fakes() -> Any:
-    """fakes.py, loaded by path (tests are not a package)."""
-    spec = importlib.util.spec_from_file_location("_mp_tests_fakes", Path(__file__).with_name("fakes.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fakes = _load_fakes()
 REPO = parse_repository("127.0.0.1:5000/acme/m")
 NAME = REPO.name  # 127.0.0.1:5000/acme/m
 REPOSITORY = REPO.repository  # acme/m
@@ -701,7 +690,7 @@ def test_the_empty_config_is_in_the_registry_before_the_sbom_thread_starts(
         return None
 
     monkeypatch.setattr(stages, "stage_supply_chain", staging)
-    session = BuildSession(engine=None, registry=registry, auth=None, report=Reporter())
+    session = BuildSession(engine=None, registry=fakes.as_client(registry), auth=None, report=Reporter())
     staged = stages._SupplyStaging(session, parse_repository("127.0.0.1:5000/team/model"), tmp_path)
     staged.start(Descriptor(DOCKER_MANIFEST, "sha256:" + "a" * 64, 100))
     staged.wait()
