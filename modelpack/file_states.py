@@ -39,6 +39,7 @@ def tree_states(
     folders named in `skip` and linked folders are not entered. A file that cannot be read, and
     a folder that cannot be listed, are noted with None; nothing raises."""
     skipped = ("__pycache__", *skip)
+    every = files == ""
     found: list[tuple[str, FileState | None]] = []
     pending = list(roots)
     while pending:
@@ -51,11 +52,15 @@ def tree_states(
                     if entry.is_dir(follow_symlinks=False):
                         if entry.name not in skipped:
                             pending.append(entry.path)
-                    elif files is not None and entry.name.endswith(files):
+                    elif every or (files is not None and entry.name.endswith(files)):
                         try:
-                            found.append((entry.path, file_state(entry.stat())))
+                            info = entry.stat()
                         except OSError:
                             found.append((entry.path, None))
+                            continue
+                        # file_state's tuple, without a call per file (every build and command walks)
+                        state = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+                        found.append((entry.path, state))
         except OSError:
             found.append((folder, None))
     return found
