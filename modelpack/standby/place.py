@@ -1,7 +1,8 @@
 """Where a standby process listens, and which installation it belongs to.
 
 The socket's name carries a digest of the installation: the interpreter, the search path and
-every module file of modelpack (size and modification time). A standby started before an
+every module file of modelpack (size and modification time; one that cannot be read, or a folder
+that cannot be listed, gives a key no readable installation has). A standby started before an
 upgrade or an edit of the source is not asked; it idles out on its own. The folder is private
 to the user: one another user created, or that others can write to, is not used at all.
 """
