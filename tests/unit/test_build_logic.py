@@ -355,7 +355,12 @@ def test_a_step_left_running_that_raises_does_not_stop_the_others_from_ending() 
     session = _session(FakeRegistry())
     ended: list[str] = []
     session.alongside(lambda: (_ for _ in ()).throw(ValueError("a bug")), "broken")
-    session.pending.append(lambda: ended.append("load") or [])
+
+    def load() -> list[str]:
+        ended.append("load")
+        return []
+
+    session.pending.append(load)
     with pytest.raises(ValueError, match="a bug"):
         session.finish()
     assert ended == ["load"] and session.pending == []

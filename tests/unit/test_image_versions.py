@@ -573,7 +573,12 @@ def test_push_lists_the_repositorys_tags_once_before_the_claim(
     image_id = session.engine.api.add_image({"app.py": b"print(4)"}, [])
     listed: list[str] = []
     real = registry.list_tags
-    monkeypatch.setattr(registry, "list_tags", lambda repository: listed.append(repository) or real(repository))
+
+    def list_tags(repository: str) -> list[str]:
+        listed.append(repository)
+        return real(repository)
+
+    monkeypatch.setattr(registry, "list_tags", list_tags)
     assert stages.push_local(session, image_id, REPO, None).version == "v2"
     assert listed == [REPOSITORY, REPOSITORY]  # before the push, and the claim's check
 
