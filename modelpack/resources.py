@@ -21,6 +21,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelpack.file_states import FileState, file_state
+
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
@@ -42,7 +44,6 @@ _OWN_PROCESS = False  # set by the `modelpack` executable: no other code shares 
 # A file changed this recently may change again within one tick of its file system's clock
 # and keep its size and times: what was read from it then is not kept (`settled`).
 SETTLE_NS = 2_000_000_000
-FileState = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
 _DIGESTS: dict[str, tuple[FileState, str]] = {}  # path -> (its state when hashed, sha256 hex)
 _MAX_DIGESTS = 50_000
 
@@ -152,16 +153,11 @@ def write_cache(path: Path, value: Any) -> None:
         pass
 
 
-def file_state(info: os.stat_result) -> FileState:
-    """What tells a file's content changed without reading it: a write changes ctime (which no
-    one can set back), a replacement the inode."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
-def settled(states: Iterable[FileState], since_ns: int) -> bool:
+def settled(states: Iterable[FileState | None], since_ns: int) -> bool:
     """True when each state's last change is `SETTLE_NS` older than `since_ns` (the time its
-    reading began): only then does an equal state later mean equal content."""
-    return all(max(state[3], state[4]) < since_ns - SETTLE_NS for state in states)
+    reading began): only then does an equal state later mean equal content. A path that could
+    not be read (None, `file_states.tree_states`) is never settled: what was read is not kept."""
+    return all(state is not None and max(state[3], state[4]) < since_ns - SETTLE_NS for state in states)
 
 
 def file_sha256(path: str | os.PathLike[str], info: os.stat_result) -> str:

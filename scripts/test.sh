@@ -17,6 +17,12 @@ say "ruff check"
 "$VENV/bin/ruff" check modelpack tests benchmarks || failed+=("ruff")
 say "mypy"
 "$VENV/bin/mypy" modelpack || failed+=("mypy")
+# the tests and benchmarks as pytest imports them: the helpers beside the tests by name (tests/ on
+# MYPYPATH, as pytest's pythonpath), fakes.py as tests.unit.fakes (through the tests that import
+# it), and tests/e2e apart (its conftest.py and some test files share names with others)
+MYPYPATH=tests "$VENV/bin/mypy" tests/unit tests/*.py benchmarks \
+  --exclude '/(data|test_runtime_models)/|/fakes\.py$' || failed+=("mypy tests benchmarks")
+MYPYPATH=tests "$VENV/bin/mypy" tests/e2e --exclude '/models/' || failed+=("mypy tests/e2e")
 # bundled examples are what users copy: their model code must type-check too (one at a time:
 # every example's module is named model)
 for example in examples/*/1/model.py; do

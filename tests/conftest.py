@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import wheelindex
@@ -27,7 +27,7 @@ def services_required() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def missing_service(reason: str) -> None:
+def missing_service(reason: str) -> NoReturn:
     if services_required():
         pytest.fail(f"{reason} (CI is set, so this is a failure rather than a skip)", pytrace=False)
     pytest.skip(reason)
@@ -48,9 +48,18 @@ def _installed_modelpack() -> None:
 
 
 @pytest.fixture(scope="session")
-def service_missing() -> Callable[[str], None]:
+def service_missing() -> Callable[[str], NoReturn]:
     """Call with a reason when a required service is absent: skip, or fail under CI."""
     return missing_service
+
+
+@pytest.fixture
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """modelpack's caches in a folder of this test's own (`XDG_CACHE_HOME`): none of the
+    developer's records, and nothing left for the next test."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
 
 
 @pytest.fixture
@@ -79,7 +88,7 @@ def sibling_module() -> Callable[[str], Any]:
 
 
 @pytest.fixture(scope="session")
-def wheel_folder(service_missing: Callable[[str], None]) -> Path:
+def wheel_folder(service_missing: Callable[[str], NoReturn]) -> Path:
     """modelpack's runtime requirements and the test models' own, as wheels for Python 3.11 and
     3.12 (tests/wheelindex.py): fetched from PyPI once per cache, then served on loopback."""
     import subprocess

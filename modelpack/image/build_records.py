@@ -23,21 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import RegistryError
+from modelpack.file_states import FileState, tree_states
 from modelpack.image.results import BuildResult, RegistryAuth
 from modelpack.image.session import registry_for
 from modelpack.oci.reference import ImageRef
 from modelpack.progress import Reporter
 from modelpack.project.model_dir import Concept
-from modelpack.resources import (
-    FileState,
-    cache_dir,
-    data_dir,
-    file_sha256,
-    file_state,
-    read_cache,
-    settled,
-    write_cache,
-)
+from modelpack.resources import cache_dir, data_dir, file_sha256, read_cache, settled, write_cache
 from modelpack.supply.results import PublishResult
 
 if TYPE_CHECKING:  # annotations only: a record hit loads no pipeline module
@@ -67,7 +59,7 @@ _ENVIRONMENT = (
     "DOCKER_BUILDKIT",  # DOCKER_BUILDKIT=0 picks the classic builder, a different image
 )
 # this process's installation digest and the state of the files and folders it was made from
-_INSTALLATION: list[tuple[tuple[tuple[str, FileState], ...], str]] = []
+_INSTALLATION: list[tuple[tuple[tuple[str, FileState | None], ...], str]] = []
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,8 @@ def installation_id() -> str | None:
         except FileNotFoundError:
             return None
     started = time.time_ns()
-    states = _states(folders)  # before reading: a change while reading shows next time
+    # before reading: a change while reading shows next time (bytecode caches are not the code)
+    states = tuple(tree_states([str(folder) for folder in folders]))
     if _INSTALLATION and _INSTALLATION[0][0] == states:
         return _INSTALLATION[0][1]
     digest = hashlib.sha256()
@@ -114,30 +107,9 @@ def installation_id() -> str | None:
         if entries is None:
             return None
         digest.update(json.dumps([folder.name, entries]).encode())
-    if states and settled((state for _, state in states), started):
+    if settled((state for _, state in states), started):
         _INSTALLATION[:] = [(states, digest.hexdigest())]
     return digest.hexdigest()
-
-
-def _states(folders: list[Path]) -> tuple[tuple[str, FileState], ...]:
-    """The state of each folder under `folders` and of each file in them, bytecode caches aside;
-    empty when one cannot be read (then nothing is remembered)."""
-    found: list[tuple[str, FileState]] = []
-    pending = [str(folder) for folder in folders]
-    try:
-        while pending:
-            directory = pending.pop()
-            found.append((directory, file_state(os.stat(directory))))
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.is_dir():
-                        if entry.name != "__pycache__":
-                            pending.append(entry.path)
-                    else:
-                        found.append((entry.path, file_state(entry.stat())))
-    except OSError:
-        return ()
-    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -196,11 +168,12 @@ def inputs(model_dir: str | os.PathLike[str], options: BuildOptions) -> Inputs |
 
 
 def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, bool, str], ...] | None:
-    """Every file under `root` (path, symlink text, executable bit, sha256); None when too big."""
+    """Every file under `root` (path, symlink text, executable bit, sha256); None when too big
+    or when a path cannot be read (a folder that cannot be listed too: its files may change)."""
     entries: list[tuple[str, str, bool, str]] = []
     total = 0
     try:
-        for directory, dirnames, filenames in os.walk(root):
+        for directory, dirnames, filenames in os.walk(root, onerror=_raise):
             dirnames[:] = [d for d in dirnames if d not in skip_dirs]
             base = Path(directory)
             if any((base / name).is_symlink() for name in dirnames):
@@ -218,6 +191,10 @@ def _tree(root: Path, skip_dirs: tuple[str, ...] = ()) -> tuple[tuple[str, str, 
     except OSError:
         return None
     return tuple(sorted(entries))
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def find(fingerprint: str) -> dict[str, Any] | None:

@@ -23,7 +23,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from modelpack.resources import FileState, cache_dir, data_dir, file_state, read_cache, settled, write_cache
+from modelpack.file_states import FileState, path_state, tree_states
+from modelpack.resources import cache_dir, data_dir, read_cache, settled, write_cache
 
 PACKAGE = "modelpack"
 # What the image runs: the entry point (whose imports reach the server, runner, SDK and
@@ -71,18 +72,19 @@ def library(roots: Iterable[str]) -> tuple[LibraryFile, ...]:
     (`resources.settled`) is read every time."""
     key = tuple(roots)
     known = _READ.get(key)
-    if known is not None and all(_state(path) == state for path, state in known[0]):
+    if known is not None and all(path_state(path) == state for path, state in known[0]):
         return known[1]
     started = time.time_ns()
     package = resources.files(PACKAGE)
-    folders = _folders(package) if isinstance(package, Path) else None
-    states: dict[str, FileState | None] = {path: _state(path) for path in folders or ()}
+    on_disk = isinstance(package, Path)  # else (a zip) nothing is kept
+    # the folders, where a new module would appear; the files as they are read
+    states: dict[str, FileState | None] = dict(tree_states([str(package)], files=None) if on_disk else ())
     data: dict[str, bytes] = {}
 
     def read(node: Traversable) -> bytes:
         path = os.fspath(node) if isinstance(node, Path) else ""
         if path and path not in data:
-            states[path] = _state(path)  # before reading: a change while reading shows later
+            states[path] = path_state(path)  # before reading: a change while reading shows later
             data[path] = node.read_bytes()
         return data[path] if path else node.read_bytes()
 
@@ -92,34 +94,17 @@ def library(roots: Iterable[str]) -> tuple[LibraryFile, ...]:
         if reader in closure:
             for name in names:
                 folder = data_dir(name)
-                if isinstance(folder, Path) and folders is not None:
-                    states.update((path, _state(path)) for path in _folders(folder))
+                if isinstance(folder, Path) and on_disk:
+                    states.update(tree_states([str(folder)], files=None))
                 files.extend((f"_data/{name}/{rel}", node) for rel, node in _walk(folder))
     read_files = []
     for rel, node in sorted(files, key=lambda item: item[0]):
         content = read(node)
         read_files.append(LibraryFile(rel, node, content, hashlib.sha256(content).hexdigest()))
     result = tuple(read_files)
-    known_states = [state for state in states.values() if state is not None]
-    if folders is not None and len(known_states) == len(states) and settled(known_states, started):
+    if on_disk and settled(states.values(), started):
         _READ[key] = (tuple(states.items()), result)
     return result
-
-
-def _state(path: str) -> FileState | None:
-    try:
-        return file_state(os.stat(path))
-    except OSError:
-        return None
-
-
-def _folders(root: Path) -> list[str]:
-    """`root` and every folder under it but the bytecode caches."""
-    found = []
-    for directory, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        found.append(directory)
-    return found
 
 
 def module_closure(roots: Iterable[str]) -> dict[str, Traversable]:

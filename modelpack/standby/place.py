@@ -1,7 +1,8 @@
 """Where a standby process listens, and which installation it belongs to.
 
 The socket's name carries a digest of the installation: the interpreter, the search path and
-every module file of modelpack (size and modification time). A standby started before an
+every module file of modelpack (size and modification time; one that cannot be read, or a folder
+that cannot be listed, gives a key no readable installation has). A standby started before an
 upgrade or an edit of the source is not asked; it idles out on its own. The folder is private
 to the user: one another user created, or that others can write to, is not used at all.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
+
+from modelpack.file_states import tree_states
 
 try:  # not hashlib: it loads OpenSSL (the executable's start)
     from _blake2 import blake2b
@@ -65,8 +68,13 @@ def installation_key() -> str:
             digest.update(f"{entry}\0{os.stat(entry).st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
         except OSError:
             continue
-    for path, size, mtime in _module_files(_PACKAGE):
-        digest.update(f"{path}\0{size}\0{mtime}\0".encode("utf-8", "surrogateescape"))
+    # each module's size and time; one that cannot be read (None) gives a key no readable one has
+    modules = sorted(tree_states([_PACKAGE], folders=False, files=".py", skip=("_data",)))
+    noted = [
+        f"{path}\0unreadable\0" if state is None else f"{path}\0{state[2]}\0{state[3]}\0"
+        for path, state in modules
+    ]
+    digest.update("".join(noted).encode("utf-8", "surrogateescape"))  # one update: the same digest, sooner
     return digest.hexdigest()
 
 
@@ -77,21 +85,6 @@ def _installed_paths() -> list[str]:
     if sys.path and sys.path[0] in ("", os.getcwd(), script):
         return sys.path[1:]
     return list(sys.path)
-
-
-def _module_files(root: str) -> list[tuple[str, int, int]]:
-    found: list[tuple[str, int, int]] = []
-    pending = [root]
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name != "__pycache__" and entry.name != "_data":
-                        pending.append(entry.path)
-                elif entry.name.endswith(".py"):
-                    info = entry.stat()
-                    found.append((entry.path, info.st_size, info.st_mtime_ns))
-    return sorted(found)
 
 
 def socket_path(root: str, key: str) -> str:

@@ -221,7 +221,7 @@ def serve(entry: Entry, options: StandbyOptions, ready: Callable[[Path], None] |
         _spawn_spare(selector, state, entry)  # before callers come: its first collection is long
         if ready is not None:
             ready(path)
-        _loop(selector, listener, wake_read, state, entry)
+        _loop(selector, listener, path, wake_read, state, entry)
     finally:
         _retire_spare(selector, state)
         signal.set_wakeup_fd(old_wakeup)
@@ -282,11 +282,12 @@ def _check_platform() -> None:
 def _loop(
     selector: selectors.BaseSelector,
     listener: socket.socket,
+    path: Path,
     wake: socket.socket,
     state: _State,
     entry: Entry,
 ) -> None:
-    path = Path(listener.getsockname())
+    """Serve until stopped or idle; `path` is where `listener` listens (removed when it stops)."""
     while True:
         if not state.children and (
             state.stopping or time.monotonic() - state.last_active > state.options.idle_timeout

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import dockerd
 import hubserver
@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_client(service_missing: Callable[[str], None]) -> Iterator[Any]:
+def docker_client(service_missing: Callable[[str], NoReturn]) -> Iterator[Any]:
     try:
         import docker
     except ImportError:
@@ -52,7 +52,7 @@ def docker_client(service_missing: Callable[[str], None]) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def registry(service_missing: Callable[[str], None]) -> str:
+def registry(service_missing: Callable[[str], NoReturn]) -> str:
     """host:port of a plain-HTTP registry on loopback, checked via /v2/."""
     import requests
 
@@ -66,7 +66,7 @@ def registry(service_missing: Callable[[str], None]) -> str:
 
 
 @pytest.fixture(scope="session")
-def local_base_image(docker_client: Any, service_missing: Callable[[str], None]) -> str:
+def local_base_image(docker_client: Any, service_missing: Callable[[str], NoReturn]) -> str:
     import docker.errors
 
     try:
@@ -101,7 +101,7 @@ def hello_dir_unlocked(tmp_path: Path, local_base_image: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cosign(service_missing: Callable[[str], None]) -> Path:
+def cosign(service_missing: Callable[[str], NoReturn]) -> Path:
     """The cosign binary ($MODELPACK_COSIGN, PATH, or scripts/install-cosign.sh); missing fails in CI."""
     explicit = os.environ.get("MODELPACK_COSIGN") or shutil.which("cosign")
     if explicit:
@@ -290,7 +290,7 @@ def hf_env(tmp_path: Path, hub: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def second_engine(service_missing: Callable[[str], None], local_base_image: str) -> Iterator[Any]:
+def second_engine(service_missing: Callable[[str], NoReturn], local_base_image: str) -> Iterator[Any]:
     """A started second dockerd (tests/dockerd.py) holding the local base image; removed afterwards."""
     missing = dockerd.available()
     if missing:

@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from clirun import run_modelpack
@@ -109,7 +109,7 @@ def _write_certificates(root: Path) -> None:
 
 @pytest.fixture
 def auth_registry(
-    tmp_path: Path, service_missing: Callable[[str], None], docker_client: Any
+    tmp_path: Path, service_missing: Callable[[str], NoReturn], docker_client: Any
 ) -> Iterator[AuthRegistry]:
     import secrets
 

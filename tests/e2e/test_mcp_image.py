@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from clirun import run_modelpack
+from mcp_results import first_text
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +62,7 @@ def test_mcp_client_lists_and_calls_the_tools_in_the_image(
             ):
                 result = await client.call_tool(name, arguments)
                 assert not result.is_error
-                texts.append(result.content[0].text)
+                texts.append(first_text(result.content))
             return names, texts
 
     names, texts = asyncio.run(run())

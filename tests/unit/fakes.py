@@ -2,26 +2,30 @@
 
 `FakeRegistry` implements the `RegistryClient` methods the version and push rules call;
 `FakeEngine` is a docker client whose `api` builds a context into one layer per file, tags,
-inspects and pushes into a `FakeRegistry`. Load this module by path (tests are not a package):
-see `load_fakes` in test_image_versions.py.
+inspects and pushes into a `FakeRegistry`. Tests import it as `tests.unit.fakes`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker.errors
 import pytest
 
 from modelpack.errors import RegistryError
-from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, sha256_digest
+from modelpack.oci.registry import DOCKER_MANIFEST, Descriptor, Manifest, RegistryClient, sha256_digest
 
+# packages jsonschema imports to check `format` keywords, when installed (a few of
+# `resources._FORMAT_CHECK_PACKAGES`): the executable must not load them
+FORMAT_CHECK_PACKAGES = ("rfc3987_syntax", "rfc3339_validator", "isoduration", "jsonpointer", "webcolors")
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -137,6 +141,12 @@ class FakeRegistry:
         sent = digest not in self.blobs
         self.blobs[digest] = body
         return Descriptor("application/octet-stream", digest, len(body)), sent
+
+
+def as_client(registry: object) -> RegistryClient:
+    """A fake registry where the code under test wants a `RegistryClient`: it has the methods
+    that code calls, which a type checker cannot see of a class outside the hierarchy."""
+    return cast(RegistryClient, registry)
 
 
 def tar_of(entries: dict[str, bytes]) -> bytes:
@@ -290,8 +300,13 @@ class FakeEngine:
         self.closed = True
 
 
+def blob_digest(data: bytes) -> str:
+    """The digest a registry names `data` by (computed here, not by the code under test)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def content_digest(seed: str) -> str:
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+    return blob_digest(seed.encode())
 
 
 def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -305,3 +320,17 @@ def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(Path, "read_bytes", counting)
     return read
+
+
+def unlistable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """`os.scandir` (and so `os.walk`) refuses `folder` from now on, as the kernel refuses a user a
+    folder without read permission; the tests run as root, whom it never refuses. Its files can
+    still be opened and its own state read, as they can with search permission alone."""
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(folder):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

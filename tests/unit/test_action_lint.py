@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -176,7 +176,7 @@ def test_workflows_pass_only_declared_inputs_to_the_action() -> None:
     assert seen >= 2
 
 
-def test_step_scripts_pass_shellcheck(service_missing: Callable[[str], None]) -> None:
+def test_step_scripts_pass_shellcheck(service_missing: Callable[[str], NoReturn]) -> None:
     shellcheck = _tool("shellcheck")
     if shellcheck is None:
         service_missing("shellcheck is not installed (apt-get install shellcheck; scripts/setup.sh does)")

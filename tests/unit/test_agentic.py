@@ -28,7 +28,7 @@ class ScriptedBackend(QuietHandler):
         ScriptedBackend.requests.append(body)
         last = body["messages"][-1]
         if last["role"] == "tool":
-            message = {"role": "assistant", "content": f"The sum is {last['content']}."}
+            message: dict[str, Any] = {"role": "assistant", "content": f"The sum is {last['content']}."}
         elif any(t["function"]["name"] == "add" for t in body.get("tools", [])):
             arguments = json.dumps({"a": 2, "b": 40})
             call = {"id": "call-1", "type": "function", "function": {"name": "add", "arguments": arguments}}

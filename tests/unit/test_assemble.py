@@ -335,7 +335,8 @@ def test_the_load_names_the_picked_version_and_nothing_is_tagged_after_it(
     """The version picked (v4) is in the load; a claim that ends with another version moves it."""
     engine = _EngineCalls(monkeypatch)
     target = PushTarget(REF, "c-1", "v4", False)
-    _local_load(tmp_path, target).finish(claimed, notes := [])
+    notes: list[str] = []
+    _local_load(tmp_path, target).finish(claimed, notes)
     assert engine.calls[0] == ("load", f"{NAME}:c-1", f"{NAME}:v4")
     after = [] if claimed == "v4" else [("untag", f"{NAME}:v4"), ("tag", f"{NAME}:c-1", "v5")]
     assert engine.calls[1:] == after and notes == []

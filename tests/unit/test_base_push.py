@@ -6,7 +6,6 @@ later build on the base mounts from (the engine sets no RepoDigests when it did 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +20,14 @@ from modelpack.image import bases, engine, runtime_layers, stages
 from modelpack.oci.reference import ImageRef
 from modelpack.pipeline.base_recipes import BaseSettings
 from modelpack.progress import ProgressRecorder, reporter
-from tests.unit.fakes import FakeRegistry, tar_of
+from tests.unit.fakes import FakeRegistry, blob_digest, tar_of
 
 BASE = "modelpack-base/python:3.11"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 class RepoRegistry(FakeRegistry):
@@ -59,12 +52,12 @@ class RepoRegistry(FakeRegistry):
         if self.fail_uploads:
             raise RegistryError("registry 127.0.0.1:5000: PUT blob: 500")
         body = data.read_bytes() if isinstance(data, Path) else data
-        sent = self.head_blob(repository, _digest(body)) is None
+        sent = self.head_blob(repository, blob_digest(body)) is None
         if sent:
-            self.uploads.append(_digest(body))
-        self.blobs[_digest(body)] = body
-        self.held.setdefault(repository, set()).add(_digest(body))
-        return SimpleNamespace(digest=_digest(body), size=len(body)), sent
+            self.uploads.append(blob_digest(body))
+        self.blobs[blob_digest(body)] = body
+        self.held.setdefault(repository, set()).add(blob_digest(body))
+        return SimpleNamespace(digest=blob_digest(body), size=len(body)), sent
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any:
         assert method == "POST" and "mount=" in url, url
@@ -83,11 +76,11 @@ class SavingApi:
 
     def __init__(self, layers: list[bytes]) -> None:
         self.layers = layers
-        self.diff_ids = [_digest(layer) for layer in layers]
+        self.diff_ids = [blob_digest(layer) for layer in layers]
         self.config = json.dumps(
             {"rootfs": {"type": "layers", "diff_ids": self.diff_ids}, "os": "linux"}
         ).encode()
-        self.id = _digest(self.config)
+        self.id = blob_digest(self.config)
         self.tags = {BASE}
         self.saves = 0
 
@@ -125,7 +118,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     recorder = ProgressRecorder()
 
     def job(prefix: str) -> bases.BaseJob:
-        return bases.BaseJob(SimpleNamespace(api=api), BaseSettings(), reporter(recorder), prefix)  # type: ignore[arg-type]
+        return bases.BaseJob(SimpleNamespace(api=api), BaseSettings(), reporter(recorder), prefix)
 
     return SimpleNamespace(registry=registry, api=api, job=job, events=recorder.events)
 
@@ -140,14 +133,14 @@ def test_a_base_is_pushed_as_gzip_layers_with_the_engines_exact_config(world: Si
 
     repository = "team/modelpack-base/python"
     raw, media_type = registry.manifests[registry.tags[repository]["3.11"]]
-    assert media_type == DOCKER_MANIFEST and outcome.digest == _digest(raw)
+    assert media_type == DOCKER_MANIFEST and outcome.digest == blob_digest(raw)
     manifest = json.loads(raw)
     assert manifest["mediaType"] == DOCKER_MANIFEST and manifest["schemaVersion"] == 2
     assert manifest["config"]["digest"] == api.id  # the image id stays what the engine says
     assert registry.get_blob(repository, api.id) == api.config
     for layer, diff_id, plain in zip(manifest["layers"], api.diff_ids, api.layers, strict=True):
         assert layer["mediaType"] == GZIP
-        assert _digest(gzip.decompress(registry.get_blob(repository, layer["digest"]))) == diff_id
+        assert blob_digest(gzip.decompress(registry.get_blob(repository, layer["digest"]))) == diff_id
         assert len(plain) > layer["size"]
     assert [layer.status for layer in outcome.layers] == ["pushed", "pushed"]
     assert outcome.bytes_pushed == sum(layer["size"] for layer in manifest["layers"]) + len(api.config)
@@ -254,8 +247,8 @@ def test_a_failed_upload_tags_nothing_and_records_no_copy(world: SimpleNamespace
 
 
 def test_a_damaged_copy_record_is_no_copy(tmp_path: Path) -> None:
-    image_id = _digest(b"config")
-    runtime_layers.remember_copy(image_id, "127.0.0.1:5000/a/b@" + _digest(b"m"))
+    image_id = blob_digest(b"config")
+    runtime_layers.remember_copy(image_id, "127.0.0.1:5000/a/b@" + blob_digest(b"m"))
     record = runtime_layers._copies_record(image_id)
     record.write_text('{"copies": [1, "not a reference"]}')
     assert runtime_layers.recorded_copies(image_id) == []

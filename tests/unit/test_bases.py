@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -141,7 +142,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
 def job(prefix: str | None = None) -> bases.BaseJob:
     return bases.BaseJob(
         engine=None, settings=OFFLINE, report=reporter(ProgressRecorder()), base_registry=prefix
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_a_base_in_the_engine_is_used_as_it_is(fake: Any) -> None:
@@ -290,7 +291,7 @@ def test_base_list_says_which_python_versions_this_machine_can_build_and_how(fak
     settings = BaseSettings(
         python_image="mirror.example/python:{python}-slim", uv_python_mirror="http://m/pbs"
     )
-    listed = bases.BaseJob(engine=None, settings=settings, report=reporter(ProgressRecorder()))  # type: ignore[arg-type]
+    listed = bases.BaseJob(engine=None, settings=settings, report=reporter(ProgressRecorder()))
     buildable = bases.list_bases(listed, ("modelpack-base/python:3.1*",)).to_dict()["buildable_python"]
     assert buildable["3.11"] == [
         "in engine",
@@ -323,7 +324,7 @@ class _Waits:
 
 
 def _job_for(observer: _Waits) -> bases.BaseJob:
-    return bases.BaseJob(engine=None, settings=OFFLINE, report=reporter(observer))  # type: ignore[arg-type]
+    return bases.BaseJob(engine=None, settings=OFFLINE, report=reporter(observer))
 
 
 def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -477,7 +478,9 @@ def test_torch_from_the_lock_is_not_left_out_of_the_lock(tmp_path: Path) -> None
 GPU_CHECK = Path(__file__).resolve().parents[2] / "scripts" / "gpu-check.sh"
 
 
-def test_gpu_check_usage_is_exit_2_and_the_script_is_shellcheck_clean(service_missing: Any) -> None:
+def test_gpu_check_usage_is_exit_2_and_the_script_is_shellcheck_clean(
+    service_missing: Callable[[str], NoReturn],
+) -> None:
     import shutil
     import subprocess
 

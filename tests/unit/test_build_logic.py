@@ -18,6 +18,7 @@ from modelpack.image import engine, stages
 from modelpack.image.results import BuildResult, LayerInfo, RegistryAuth
 from modelpack.image.session import BuildRequest, BuildSession, PushTarget
 from modelpack.oci.reference import parse_repository
+from modelpack.progress import Reporter
 from modelpack.project import config as config_stage
 from modelpack.resources import data_dir
 from modelpack.tags import content_tag, next_version, version_number
@@ -346,7 +347,7 @@ def test_the_registry_is_pinged_while_the_engine_connects_and_an_engine_error_co
     monkeypatch.setattr(stages, "registry_for", lambda repo, auth: SimpleNamespace(close=lambda: closed.append("registry")))
     request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"), push=True)
     with pytest.raises(EngineError if not engine_up else RegistryError):
-        stages._open_session(request, lambda *a: None)
+        stages._open_session(request, Reporter())
     assert closed == (["engine", "registry"] if engine_up else ["registry"])
 
 
@@ -354,7 +355,12 @@ def test_a_step_left_running_that_raises_does_not_stop_the_others_from_ending() 
     session = _session(FakeRegistry())
     ended: list[str] = []
     session.alongside(lambda: (_ for _ in ()).throw(ValueError("a bug")), "broken")
-    session.pending.append(lambda: ended.append("load") or [])
+
+    def load() -> list[str]:
+        ended.append("load")
+        return []
+
+    session.pending.append(load)
     with pytest.raises(ValueError, match="a bug"):
         session.finish()
     assert ended == ["load"] and session.pending == []

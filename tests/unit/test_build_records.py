@@ -13,6 +13,7 @@ from modelpack import resources
 from modelpack.image import build_records
 from modelpack.image.build_records import BuildOptions, find, forget, inputs, remember
 from modelpack.pipeline import settings
+from tests.unit import fakes
 
 OPTIONS = BuildOptions(
     repository="127.0.0.1:5000/acme/m",
@@ -26,8 +27,7 @@ OPTIONS = BuildOptions(
 
 
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _no_shaping_environment(own_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in build_records._ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
@@ -197,3 +197,23 @@ def test_a_changed_installation_is_read_again(installation: Path, change: str) -
         (installation / "base-images" / "new").mkdir()
         (installation / "base-images" / "new" / "b.txt").write_text("b")
     assert build_records.installation_id() != first
+
+
+@pytest.mark.parametrize("planted", ["dangling link", "folder that cannot be listed"])
+def test_an_installation_with_a_path_that_cannot_be_read_has_no_digest(
+    installation: Path, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """Its bytes cannot all be hashed, so no record may match it; and nothing is kept, so the
+    installation is read again once the path can be."""
+    first = build_records.installation_id()
+    assert first is not None
+    with monkeypatch.context() as refusing:
+        if planted == "dangling link":
+            (installation / "templates" / "ghost.j2").symlink_to(installation / "missing")
+        else:
+            fakes.unlistable(refusing, installation / "templates")
+        assert build_records.installation_id() is None
+        assert build_records._INSTALLATION == [] or build_records._INSTALLATION[0][1] == first
+    (installation / "templates" / "ghost.j2").unlink(missing_ok=True)
+    (installation / "templates" / "a.txt").write_text("edited while it could not be read")
+    assert build_records.installation_id() not in (None, first)

@@ -234,21 +234,21 @@ def test_choice_and_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: cli)
     monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
     modern = _Engine({"ApiVersion": "1.41", "Os": "linux"})
-    chosen = buildkit.choose_builder(None, modern)  # type: ignore[arg-type]
+    chosen = buildkit.choose_builder(None, modern)
     assert (chosen.name, chosen.cli) == ("buildkit", cli) and chosen.reason.startswith("default: ")
     assert chosen.to_dict()["cli"] == "/usr/bin/docker"
-    assert buildkit.choose_builder("classic", modern).reason == "--builder classic"  # type: ignore[arg-type]
+    assert buildkit.choose_builder("classic", modern).reason == "--builder classic"
     old = _Engine({"ApiVersion": "1.38", "Os": "linux"})
-    fallback = buildkit.choose_builder(None, old)  # type: ignore[arg-type]
+    fallback = buildkit.choose_builder(None, old)
     assert fallback.name == "classic" and "1.38" in fallback.reason
     with pytest.raises(EngineError, match=r"--builder buildkit: engine API 1\.38"):
-        buildkit.choose_builder("buildkit", old)  # type: ignore[arg-type]
+        buildkit.choose_builder("buildkit", old)
     monkeypatch.setenv("DOCKER_BUILDKIT", "0")
-    assert buildkit.choose_builder(None, modern).name == "classic"  # type: ignore[arg-type]
-    assert buildkit.choose_builder("buildkit", modern).name == "buildkit"  # type: ignore[arg-type]
+    assert buildkit.choose_builder(None, modern).name == "classic"
+    assert buildkit.choose_builder("buildkit", modern).name == "buildkit"
     monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: None)
     monkeypatch.delenv("DOCKER_BUILDKIT")
-    assert "no docker CLI" in buildkit.choose_builder(None, modern).reason  # type: ignore[arg-type]
+    assert "no docker CLI" in buildkit.choose_builder(None, modern).reason
     with pytest.raises(InvalidInputError, match="--builder must be auto, buildkit or classic, not 'kaniko'"):
         buildkit.check_builder("kaniko")
 
@@ -290,16 +290,16 @@ def test_a_remote_buildkit_that_cannot_be_reached_is_one_clear_error(monkeypatch
     monkeypatch.delenv("BUILDX_BUILDER", raising=False)
     monkeypatch.setenv("BUILDKIT_HOST", "tcp://127.0.0.1:1234")
     with pytest.raises(EngineError, match=r"^BUILDKIT_HOST is set.*BUILDX_BUILDER.*no buildx plugin") as error:
-        buildkit.choose_builder(None, modern)  # type: ignore[arg-type]
+        buildkit.choose_builder(None, modern)
     assert "\n" not in str(error.value) and "127.0.0.1:1234" not in str(error.value)
-    assert buildkit.choose_builder("classic", modern).name == "classic"  # type: ignore[arg-type]
+    assert buildkit.choose_builder("classic", modern).name == "classic"
     monkeypatch.delenv("BUILDKIT_HOST")
     monkeypatch.setenv("BUILDX_BUILDER", "remote-builder")
     with pytest.raises(EngineError, match=r"^BUILDX_BUILDER names a buildx builder, but /usr/bin/docker has no buildx"):
-        buildkit.choose_builder("buildkit", modern)  # type: ignore[arg-type]
+        buildkit.choose_builder("buildkit", modern)
     with_buildx = buildkit.DockerCli("/usr/local/bin/docker", "27.1.0", buildx=True)
     monkeypatch.setattr(buildkit, "find_cli", lambda explicit=None: with_buildx)
-    assert buildkit.choose_builder(None, modern).cli == with_buildx  # type: ignore[arg-type]
+    assert buildkit.choose_builder(None, modern).cli == with_buildx
 
 
 @pytest.mark.parametrize("ping_tells", [True, False])

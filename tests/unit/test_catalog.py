@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -300,7 +300,7 @@ def test_local_builder_fails_clearly_without_docker(tmp_path: Path) -> None:
     assert result.stderr == "build-local-base: docker is not installed (apt-get install docker.io)\n"
 
 
-def test_local_builder_is_shellcheck_clean(service_missing: Callable[[str], None]) -> None:
+def test_local_builder_is_shellcheck_clean(service_missing: Callable[[str], NoReturn]) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         service_missing("shellcheck is not installed (apt-get install shellcheck; scripts/setup.sh does)")

@@ -29,6 +29,7 @@ from modelpack.project.model_dir import (
     ModelDir,
     ModelInfo,
 )
+from tests.unit.fakes import as_client
 
 RESOLVED = ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "no torch")
 COMMIT = "c0ffee" * 6 + "beef"
@@ -243,7 +244,7 @@ def test_append_layer_uploads_once_and_composes_the_image(tmp_path: Path) -> Non
     registry = FakeRegistry()
     base_image(registry)
 
-    first = append_layer(registry, "r", "base", layer)
+    first = append_layer(as_client(registry), "r", "base", layer)
     assert first.layer_pushed and registry.uploads.count(layer.digest) == 1
     composed = json.loads(first.raw)
     assert composed["layers"][-1] == {"mediaType": DOCKER_LAYER, "digest": layer.digest, "size": layer.size}
@@ -256,7 +257,7 @@ def test_append_layer_uploads_once_and_composes_the_image(tmp_path: Path) -> Non
     def never() -> Any:
         raise AssertionError("the layer must not be written again")
 
-    again = append_layer(registry, "r", "base", never, known=(layer.digest, layer.size))
+    again = append_layer(as_client(registry), "r", "base", never, known=(layer.digest, layer.size))
     assert not again.layer_pushed and again.digest == first.digest
     assert registry.uploads.count(layer.digest) == 1
 

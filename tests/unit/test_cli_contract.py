@@ -21,12 +21,12 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 from clirun import run_modelpack
+from example_copy import copy_example
 
 from modelpack.cli import _COMMANDS, cli
 from modelpack.cli._common import CliProgress, handle_errors, json_option
 from modelpack.cli.reference import cli_reference
 from modelpack.progress import ProgressEvent
-from modelpack.resources import data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "contract-test"
@@ -44,7 +44,7 @@ def lines(text: str) -> list[str]:
 def model_dir(tmp_path: Path) -> Path:
     """A copy of the shipped hello example (with its lock)."""
     target = tmp_path / "hello"
-    shutil.copytree(data_dir("examples") / "hello", target)
+    copy_example("hello", target)
     return target
 
 

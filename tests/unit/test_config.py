@@ -17,6 +17,7 @@ from modelpack.errors import ConfigError
 from modelpack.pipeline.validate import validate
 from modelpack.project.config import load
 from modelpack.project.config_checks import parse_quantity
+from tests.unit.fakes import FORMAT_CHECK_PACKAGES
 
 MODEL_PY = "from modelpack.runtime import ModelClass\n\nclass M(ModelClass):\n    def load_model(self):\n        pass\n"
 
@@ -724,9 +725,6 @@ def test_a_document_valid_once_skips_jsonschema_next_time(
     (root / "config.yaml").write_text("model:\n  id: memo-test\n")
     with pytest.raises(AssertionError, match="already passed"):
         load(root)
-
-
-FORMAT_CHECK_PACKAGES = ("rfc3987_syntax", "rfc3339_validator", "isoduration", "jsonpointer", "webcolors")
 
 
 def test_the_executable_validates_without_jsonschemas_format_packages(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ server and the client, as the Clarifai SDK defines them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from modelpack.runtime.client import Model
 from modelpack.runtime.server import BackgroundServer
@@ -31,9 +32,11 @@ def test_data_types_round_trip_through_the_server() -> None:
 
 
 def test_named_fields_and_json_values() -> None:
-    kind = NamedFields(a=str, b=int)
+    # types as values make a type, values an object with those attributes: neither is what a
+    # type checker reads in `NamedFields(...)`
+    kind: Any = NamedFields(a=str, b=int)
     assert issubclass(kind, NamedFields) and kind.FIELDS == {"a": str, "b": int}
-    value = NamedFields(a="x", b=1)
+    value: Any = NamedFields(a="x", b=1)
     assert value["a"] == "x" and value.b == 1 and dict(value.items()) == {"a": "x", "b": 1}
     assert JSON.from_json([1, 2]) == JSON([1, 2]) and JSON([1]).to_json() == [1]
     wrong = Region.from_json

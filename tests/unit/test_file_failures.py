@@ -14,16 +14,18 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from example_copy import copy_example
 
 from modelpack.cli import cli
 from modelpack.errors import LockError, StorageError
 from modelpack.pipeline.locking import LOCK_FILE, lock
 from modelpack.pipeline.resolve_types import ResolveResult
-from modelpack.resources import data_dir, read_cache, write_cache
+from modelpack.resources import read_cache, write_cache
 from modelpack.supply.keys import keygen
 
 lock_mod = importlib.import_module("modelpack.pipeline.locking")
@@ -62,9 +64,9 @@ def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
 
 
 @pytest.fixture
-def hello(tmp_path: Path) -> Path:
+def hello(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "hello"
-    shutil.copytree(data_dir("examples") / "hello", target)
+    copy_example("hello", target)
     yield target
     for path in (target, *target.rglob("*")):
         if path.is_dir() and not path.is_symlink():
@@ -135,7 +137,11 @@ def test_a_cache_document_already_there_is_not_written_again(
     path = tmp_path / "c" / "entry.json"
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     write_cache(path, {"a": 1})
     write_cache(path, {"a": 1})
     assert len(synced) == 1 and read_cache(path) == {"a": 1}

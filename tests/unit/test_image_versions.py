@@ -8,7 +8,6 @@ taken by someone else between listing and tagging is never overwritten.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import tarfile
 import tempfile
@@ -43,18 +42,8 @@ from modelpack.oci.registry import DOCKER_MANIFEST, EMPTY_JSON, Descriptor, sha2
 from modelpack.pipeline.rendering import FinalStage
 from modelpack.progress import ProgressEvent, Reporter
 from modelpack.tags import check_version, claimed_version, content_tag, newest_first, next_version
+from tests.unit import fakes
 
-
-def _load_fakes() -> Any:
-    """fakes.py, loaded by path (tests are not a package)."""
-    spec = importlib.util.spec_from_file_location("_mp_tests_fakes", Path(__file__).with_name("fakes.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fakes = _load_fakes()
 REPO = parse_repository("127.0.0.1:5000/acme/m")
 NAME = REPO.name  # 127.0.0.1:5000/acme/m
 REPOSITORY = REPO.repository  # acme/m
@@ -286,7 +275,7 @@ def test_parallel_builds_each_get_their_own_version(registry: Any) -> None:
 
     def run(i: int) -> None:
         target = PushTarget(REPO, f"c-{i}", "v1", explicit=False)
-        results[i] = tag_version(registry, target, pushed[i], [], lambda *a: None)
+        results[i] = tag_version(registry, target, pushed[i], [], Reporter())
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(pushed))]
     for thread in threads:
@@ -326,7 +315,7 @@ def test_unchanged_content_reuses_its_version_and_pushes_nothing(registry: Any) 
 
 def test_explicit_version_that_exists_with_the_same_content_is_that_content(registry: Any) -> None:
     registry.add_image(REPOSITORY, ["v1", "c-1"], "same")
-    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), "v1", lambda *a: None)
+    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), "v1", Reporter())
     assert (result.version, result.reused, result.pushed) == ("v1", True, False)
     assert registry.puts == []
 
@@ -334,14 +323,14 @@ def test_explicit_version_that_exists_with_the_same_content_is_that_content(regi
 def test_content_is_never_given_a_second_version(registry: Any) -> None:
     registry.add_image(REPOSITORY, ["v1", "c-1"], "same")
     with pytest.raises(InvalidInputError, match=r"already .*:v1; a version is never duplicated"):
-        reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), "v2", lambda *a: None)
+        reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), "v2", Reporter())
     assert registry.puts == []
 
 
 def test_content_whose_version_tag_never_landed_gets_the_next_free_one(registry: Any) -> None:
     registry.add_image(REPOSITORY, ["v1"], "other")
     digest = registry.add_image(REPOSITORY, ["c-1"], "interrupted")
-    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, lambda *a: None)
+    result = reuse_remote(registry, REPO, "c-1", registry.list_tags(REPOSITORY), None, Reporter())
     assert (result.version, result.digest, result.pushed, result.reused) == ("v2", digest, True, True)
     assert registry.digest_of(REPOSITORY, "v2") == digest
     tags = [p for p in registry.puts if not claimed_version(p) and not p.startswith("sha256:")]
@@ -353,9 +342,9 @@ def test_reused_content_never_takes_an_explicit_version_that_is_taken(registry: 
     other = registry.add_image(REPOSITORY, ["v1"], "other")
     digest = registry.add_image(REPOSITORY, ["c-1"], "interrupted")
     with pytest.raises(InvalidInputError, match="v1 already exists"):
-        reuse_remote(registry, REPO, "c-1", ["c-1", "v1"], "v1", lambda *a: None)
+        reuse_remote(registry, REPO, "c-1", ["c-1", "v1"], "v1", Reporter())
     assert registry.puts == [] and registry.digest_of(REPOSITORY, "v1") == other
-    result = reuse_remote(registry, REPO, "c-1", ["c-1", "v1"], None, lambda *a: None)
+    result = reuse_remote(registry, REPO, "c-1", ["c-1", "v1"], None, Reporter())
     assert result.version == "v2" and registry.digest_of(REPOSITORY, "v2") == digest
 
 
@@ -393,7 +382,7 @@ def test_explicit_version_taken_meanwhile_is_an_error(registry: Any) -> None:
     with pytest.raises(
         InvalidInputError, match=r"version v4 was taken in .* meanwhile; content pushed as c-new"
     ):
-        tag_version(registry, target, pushed, [], lambda *a: None)
+        tag_version(registry, target, pushed, [], Reporter())
     assert registry.digest_of(REPOSITORY, "v4") == other and registry.puts == []
 
 
@@ -406,7 +395,7 @@ def test_a_version_tag_moved_right_after_tagging_is_reported(registry: Any) -> N
 
     registry.on_put.append(move_it)
     with pytest.raises(RegistryError, match="v1 does not point at the pushed content"):
-        tag_version(registry, PushTarget(REPO, "c-new", "v1", False), pushed, [], lambda *a: None)
+        tag_version(registry, PushTarget(REPO, "c-new", "v1", False), pushed, [], Reporter())
 
 
 class _Recorded(ImagePush):
@@ -526,7 +515,11 @@ def test_a_known_runtime_config_starts_the_local_load_first(
 
     def runtime_in_registry(*_: Any) -> Any:
         order.append("registry")
-        descriptor = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "digest": LAYER, "size": 1}
+        descriptor: dict[str, str | int] = {
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+            "digest": LAYER,
+            "size": 1,
+        }
         return runtime_layers.RuntimeImage(config, [LAYER], [descriptor], [], 0)
 
     monkeypatch.setattr(push_mod, "_LocalLoad", Load)
@@ -580,7 +573,12 @@ def test_push_lists_the_repositorys_tags_once_before_the_claim(
     image_id = session.engine.api.add_image({"app.py": b"print(4)"}, [])
     listed: list[str] = []
     real = registry.list_tags
-    monkeypatch.setattr(registry, "list_tags", lambda repository: listed.append(repository) or real(repository))
+
+    def list_tags(repository: str) -> list[str]:
+        listed.append(repository)
+        return real(repository)
+
+    monkeypatch.setattr(registry, "list_tags", list_tags)
     assert stages.push_local(session, image_id, REPO, None).version == "v2"
     assert listed == [REPOSITORY, REPOSITORY]  # before the push, and the claim's check
 
@@ -697,7 +695,7 @@ def test_the_empty_config_is_in_the_registry_before_the_sbom_thread_starts(
         return None
 
     monkeypatch.setattr(stages, "stage_supply_chain", staging)
-    session = BuildSession(engine=None, registry=registry, auth=None, report=lambda *a: None)  # type: ignore[arg-type]
+    session = BuildSession(engine=None, registry=fakes.as_client(registry), auth=None, report=Reporter())
     staged = stages._SupplyStaging(session, parse_repository("127.0.0.1:5000/team/model"), tmp_path)
     staged.start(Descriptor(DOCKER_MANIFEST, "sha256:" + "a" * 64, 100))
     staged.wait()

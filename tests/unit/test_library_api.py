@@ -9,18 +9,17 @@ import importlib
 import inspect
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from example_copy import copy_example
 
 import modelpack
 from modelpack.cli import cli
 from modelpack.cli._common import to_jsonable
 from modelpack.progress import ProgressEvent, ProgressRecorder, reporter
-from modelpack.resources import data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = Path(modelpack.__file__).resolve().parent
@@ -30,7 +29,7 @@ STAGES = ("load", "validate", "signature", "resolve", "lock", "render", "build",
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     target = tmp_path / "hello"
-    shutil.copytree(data_dir("examples") / "hello", target)
+    copy_example("hello", target)
     return target
 
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import IO
 
 import pytest
 import requests
@@ -82,7 +83,7 @@ def test_bodies_of_every_kind_arrive_as_sent(registry: Server, tmp_path: Path) -
     blob = tmp_path / "blob"
     blob.write_bytes(b"file-bytes" * 1000)
     with blob.open("rb") as handle:
-        bodies: list[object] = [b"raw-bytes", "text", handle, io.BytesIO(b"memory"), iter([b"chunk-1", b"chunk-2"])]
+        bodies: list[bytes | str | IO[bytes] | Iterator[bytes]] = [b"raw-bytes", "text", handle, io.BytesIO(b"memory"), iter([b"chunk-1", b"chunk-2"])]
         for body in bodies:
             answer = session.request("PUT", url, data=body, headers={"Content-Type": "application/octet-stream"})
             assert answer.status_code == 200

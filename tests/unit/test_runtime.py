@@ -213,7 +213,7 @@ class _Model(_Intermediate):
         self,
         prompt: str,
         n: int = Param(default=2, description="times", min_value=1, max_value=5),
-        mode: str = Param(default="a", choices=("a", "b")),
+        mode: str = Param(default="a", choices=["a", "b"]),
         need: str = Param(description="required, documented"),
         *,
         flag: bool = False,
@@ -233,7 +233,7 @@ class _Model(_Intermediate):
         yield from items
 
     @ModelClass.method
-    def untyped_gen(self, x):  # type: ignore[no-untyped-def]
+    def untyped_gen(self, x):
         yield x
 
     @ModelClass.method(batch=True, max_batch_size=4)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp_results import first_text
 
 from modelpack.runtime.server import BackgroundServer
 
@@ -123,7 +124,7 @@ def test_oversize_posts_never_reach_the_session_and_it_goes_on(mcp: Limited) -> 
         async with httpx2.AsyncClient(event_hooks={"response": [keep_session]}, timeout=60) as http:
             transport = streamable_http_client(url, http_client=http)
             async with Client(transport, mode="legacy") as client, httpx.AsyncClient(timeout=60) as raw:
-                assert (await client.call_tool("remember", {"value": "v1"})).content[0].text == "kept"
+                assert first_text((await client.call_tool("remember", {"value": "v1"})).content) == "kept"
                 headers = {**HEADERS, "mcp-session-id": sessions[-1], "mcp-protocol-version": LEGACY}
                 call = {"name": "remember", "arguments": {"value": "overwritten"}}
                 big = _padded({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": call}, limit + 1)
@@ -132,7 +133,7 @@ def test_oversize_posts_never_reach_the_session_and_it_goes_on(mcp: Limited) -> 
                     answer = await raw.post(url, content=content, headers=headers)
                     refused.append((answer.status_code, _answer(answer)))
                 recalled = await client.call_tool("recall", {})
-                return refused, recalled.content[0].text
+                return refused, first_text(recalled.content)
 
     refused, recalled = asyncio.run(run())
     assert refused == [(413, _too_large(limit)), (413, _too_large(limit))]

@@ -3,30 +3,23 @@ from its own records instead of reading them out of the engine."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from modelpack.image import runtime_layers
-from modelpack.image.session import PushTarget
+from modelpack.image.session import BuildSession, PushTarget
 from modelpack.oci.reference import ImageRef
-from tests.unit.fakes import FakeRegistry, docker_manifest
+from modelpack.progress import Reporter
+from tests.unit.fakes import FakeRegistry, as_client, blob_digest, docker_manifest
 
 REPO = ImageRef.parse("127.0.0.1:5000/team/model")
 GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def test_runtime_config_comes_from_the_copy_kept_at_the_last_push() -> None:
@@ -34,22 +27,25 @@ def test_runtime_config_comes_from_the_copy_kept_at_the_last_push() -> None:
     for a torch base) just to read the config: the copy kept by an earlier push is uploaded."""
     registry = FakeRegistry()
     config = json.dumps({"rootfs": {"diff_ids": []}, "created": "now"}).encode()
-    image_id = _digest(config)
-    assert runtime_layers._config_in_registry(registry, REPO.repository, image_id) == (None, 0)
+    image_id = blob_digest(config)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, image_id) == (None, 0)
     runtime_layers._remember_config(config)
-    got, sent = runtime_layers._config_in_registry(registry, REPO.repository, image_id)
+    got, sent = runtime_layers._config_in_registry(as_client(registry), REPO.repository, image_id)
     assert (got, sent) == (config, len(config)) and registry.blobs[image_id] == config
     # the registry has it now: fetched, nothing sent
-    assert runtime_layers._config_in_registry(registry, REPO.repository, image_id) == (config, 0)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, image_id) == (config, 0)
 
 
 def test_a_damaged_config_copy_is_a_miss() -> None:
     registry = FakeRegistry()
     config = b'{"rootfs":{}}'
     runtime_layers._remember_config(config)
-    kept = runtime_layers._config_record(_digest(config))
+    kept = runtime_layers._config_record(blob_digest(config))
     kept.write_text('{"rootfs":{"x":1}}')
-    assert runtime_layers._config_in_registry(registry, REPO.repository, _digest(config)) == (None, 0)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, blob_digest(config)) == (
+        None,
+        0,
+    )
     assert registry.blobs == {}
 
 
@@ -57,12 +53,12 @@ def test_a_config_copy_in_another_form_is_replaced_by_the_exact_blob() -> None:
     """An older modelpack kept `{"config": "<blob as text>"}` under the same name: never a hit,
     so the next push that reads the config keeps it again, exactly."""
     config = b'{"rootfs":{"diff_ids":[]},"created":"earlier"}'
-    kept = runtime_layers._config_record(_digest(config))
+    kept = runtime_layers._config_record(blob_digest(config))
     kept.parent.mkdir(parents=True)
     kept.write_text(json.dumps({"config": config.decode()}))
-    assert runtime_layers.known_config(_digest(config)) is None
+    assert runtime_layers.known_config(blob_digest(config)) is None
     runtime_layers._remember_config(config)
-    assert runtime_layers.known_config(_digest(config)) == config
+    assert runtime_layers.known_config(blob_digest(config)) == config
 
 
 def test_a_layer_pushed_gzipped_before_is_found_by_its_recorded_blob() -> None:
@@ -70,34 +66,34 @@ def test_a_layer_pushed_gzipped_before_is_found_by_its_recorded_blob() -> None:
     to this repository names it, and a HEAD confirms it."""
     registry = FakeRegistry()
     blob = b"gzip bytes"
-    diff_id = _digest(b"plain layer")
-    assert runtime_layers._in_repository(registry, REPO, diff_id, {}) is None
-    registry.blobs[_digest(blob)] = blob
+    diff_id = blob_digest(b"plain layer")
+    assert runtime_layers._in_repository(as_client(registry), REPO, diff_id, {}) is None
+    registry.blobs[blob_digest(blob)] = blob
     record = {
         "registry": REPO.registry,
         "repository": REPO.repository,
         "mediaType": GZIP,
-        "digest": _digest(blob),
+        "digest": blob_digest(blob),
         "size": 3,
     }
     runtime_layers._source_record(diff_id).parent.mkdir(parents=True)
     runtime_layers._source_record(diff_id).write_text(json.dumps(record))
-    found = runtime_layers._in_repository(registry, REPO, diff_id, {})
-    assert found == {"mediaType": GZIP, "digest": _digest(blob), "size": len(blob)}  # size from the HEAD
+    found = runtime_layers._in_repository(as_client(registry), REPO, diff_id, {})
+    assert found == {"mediaType": GZIP, "digest": blob_digest(blob), "size": len(blob)}  # size from the HEAD
     # a record of another repository is no proof for this one (that is a mount's job)
     other = {**record, "repository": "team/other"}
     runtime_layers._source_record(diff_id).write_text(json.dumps(other))
-    assert runtime_layers._in_repository(registry, REPO, diff_id, {}) is None
+    assert runtime_layers._in_repository(as_client(registry), REPO, diff_id, {}) is None
 
 
 def test_an_uncompressed_layer_of_an_older_push_still_counts() -> None:
     registry = FakeRegistry()
     plain = b"plain layer"
-    registry.blobs[_digest(plain)] = plain
-    found = runtime_layers._in_repository(registry, REPO, _digest(plain), {})
+    registry.blobs[blob_digest(plain)] = plain
+    found = runtime_layers._in_repository(as_client(registry), REPO, blob_digest(plain), {})
     assert found == {
         "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
-        "digest": _digest(plain),
+        "digest": blob_digest(plain),
         "size": len(plain),
     }
 
@@ -109,15 +105,18 @@ def test_the_base_copy_in_the_registry_is_mounted_before_a_recorded_plain_blob(
     an uncompressed blob an older push left. The base's copy wins: pulls of the image are smaller."""
     registry = FakeRegistry()
     torch_layer = b"the torch layer, uncompressed"
-    diff_id = _digest(torch_layer)
+    diff_id = blob_digest(torch_layer)
     gzip_blob = b"the torch layer, gzipped"
-    registry.blobs[_digest(gzip_blob)] = gzip_blob
+    registry.blobs[blob_digest(gzip_blob)] = gzip_blob
     config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
-    registry.blobs[_digest(config)] = config
-    manifest = docker_manifest(config, [(_digest(gzip_blob), len(gzip_blob))])
-    registry.manifests[_digest(manifest)] = (manifest, "application/vnd.docker.distribution.manifest.v2+json")
+    registry.blobs[blob_digest(config)] = config
+    manifest = docker_manifest(config, [(blob_digest(gzip_blob), len(gzip_blob))])
+    registry.manifests[blob_digest(manifest)] = (
+        manifest,
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
     base = "modelpack-base/torch:2.5.1-py3.11-cu124"
-    repo_digests = [f"{REPO.registry}/bases/{base.split(':')[0]}@{_digest(manifest)}"]
+    repo_digests = [f"{REPO.registry}/bases/{base.split(':')[0]}@{blob_digest(manifest)}"]
     monkeypatch.setattr(
         runtime_layers.engine, "inspect_image", lambda client, ref: {"RepoDigests": repo_digests}
     )
@@ -130,13 +129,13 @@ def test_the_base_copy_in_the_registry_is_mounted_before_a_recorded_plain_blob(
     }
     runtime_layers._source_record(diff_id).parent.mkdir(parents=True)
     runtime_layers._source_record(diff_id).write_text(json.dumps(record))
-    session = SimpleNamespace(engine=None, registry=registry)
+    session = BuildSession(engine=None, registry=as_client(registry), auth=None, report=Reporter())
 
     sources = runtime_layers._layer_sources(session, REPO, base, {diff_id})
     assert sources == {
         diff_id: (
             f"bases/{base.split(':')[0]}",
-            {"mediaType": GZIP, "digest": _digest(gzip_blob), "size": len(gzip_blob)},
+            {"mediaType": GZIP, "digest": blob_digest(gzip_blob), "size": len(gzip_blob)},
         )
     }
     # with no base copy, the record still saves the upload
@@ -149,14 +148,17 @@ def test_a_config_the_registry_has_is_not_fetched_again_when_a_copy_is_kept(
 ) -> None:
     registry = FakeRegistry()
     config = json.dumps({"rootfs": {"diff_ids": []}, "created": "then"}).encode()
-    registry.blobs[_digest(config)] = config
+    registry.blobs[blob_digest(config)] = config
     runtime_layers._remember_config(config)
 
     def no_fetch(repository: str, digest: str) -> bytes:
         raise AssertionError(f"fetched {digest}, a copy of which is kept")
 
     monkeypatch.setattr(registry, "get_blob", no_fetch)
-    assert runtime_layers._config_in_registry(registry, REPO.repository, _digest(config)) == (config, 0)
+    assert runtime_layers._config_in_registry(as_client(registry), REPO.repository, blob_digest(config)) == (
+        config,
+        0,
+    )
 
 
 class _LayersAtOnce(FakeRegistry):
@@ -165,9 +167,9 @@ class _LayersAtOnce(FakeRegistry):
 
     def __init__(self, layers: list[bytes]) -> None:
         super().__init__()
-        self.layer_digests = {_digest(layer) for layer in layers}
+        self.layer_digests = {blob_digest(layer) for layer in layers}
         self.all_asked = threading.Barrier(len(layers), timeout=10)
-        self.blobs.update({_digest(layer): layer for layer in layers})
+        self.blobs.update({blob_digest(layer): layer for layer in layers})
 
     def head_blob(self, repository: str, digest: str) -> int | None:
         if digest in self.layer_digests:
@@ -181,8 +183,8 @@ def test_the_registry_is_asked_about_all_runtime_layers_at_once(monkeypatch: pyt
     from the runtime config kept at the last push, not from the engine."""
     layers = [f"layer {n}".encode() for n in range(4)]
     registry = _LayersAtOnce(layers)
-    config = json.dumps({"rootfs": {"diff_ids": [_digest(layer) for layer in layers]}}).encode()
-    registry.blobs[_digest(config)] = config
+    config = json.dumps({"rootfs": {"diff_ids": [blob_digest(layer) for layer in layers]}}).encode()
+    registry.blobs[blob_digest(config)] = config
     runtime_layers._remember_config(config)
 
     def inspect_image(client: object, reference: str) -> dict[str, object]:
@@ -193,7 +195,7 @@ def test_the_registry_is_asked_about_all_runtime_layers_at_once(monkeypatch: pyt
     session = SimpleNamespace(engine=None, registry=registry, report=lambda stage, text: reports.append(text))
     target = PushTarget(REPO, "c-0123456789abcdef", "v1", False)
 
-    runtime = runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    runtime = runtime_layers.runtime_in_registry(session, target, blob_digest(config), "")  # type: ignore[arg-type]
     assert [layer.status for layer in runtime.layers] == ["present"] * len(layers)
     assert runtime.bytes_pushed == 0 and runtime.config == config
     assert "4 of 4 runtime layers already in the registry" in reports
@@ -202,7 +204,7 @@ def test_the_registry_is_asked_about_all_runtime_layers_at_once(monkeypatch: pyt
 def test_folder_records_name_layers_for_the_next_save_and_a_failed_one_forgets_them() -> None:
     """What each `docker save` folder held is kept, so the next save can skip the base; records
     that are malformed are no answer, and the records a failed save relied on are dropped."""
-    folder, diff_id = "a" * 64, _digest(b"base layer")
+    folder, diff_id = "a" * 64, blob_digest(b"base layer")
     records = runtime_layers.FolderRecords()
     assert records(folder) is None and records.used == set()
     records.remember({folder: diff_id, "not-a-folder": diff_id})
@@ -218,11 +220,11 @@ def test_folder_records_name_layers_for_the_next_save_and_a_failed_one_forgets_t
 def test_a_failed_save_drops_the_folder_records_it_relied_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """Should a record hide a wanted layer, the save fails once; the next one reads every layer."""
     folder = "b" * 64
-    runtime_layers.FolderRecords().remember({folder: _digest(b"base")})
+    runtime_layers.FolderRecords().remember({folder: blob_digest(b"base")})
 
     def failing_save(client: object, image_id: str, wanted: set[str], folder_path: str, **kw: object) -> None:
         known = kw["known"]
-        assert callable(known) and known(folder) == _digest(b"base")
+        assert callable(known) and known(folder) == blob_digest(b"base")
         raise runtime_layers.EngineError("the engine's copy of sha256:x lacks layer sha256:y")
 
     monkeypatch.setattr(runtime_layers.engine, "save_layers", failing_save)
@@ -238,21 +240,21 @@ def test_layers_recorded_as_pushed_here_need_not_the_newest_versions_manifest(
     """A code-only rebuild: every runtime layer's record names this repository, so their blobs
     are asked about at once, without first reading the newest version's manifest and config
     (two requests, one after the other). A layer without such a record still gets that read."""
-    blobs = {_digest(f"plain {n}".encode()): f"gzip {n}".encode() for n in range(3)}
+    blobs = {blob_digest(f"plain {n}".encode()): f"gzip {n}".encode() for n in range(3)}
     registry = FakeRegistry()
     for diff_id, blob in blobs.items():
-        registry.blobs[_digest(blob)] = blob
+        registry.blobs[blob_digest(blob)] = blob
         record = {**{"registry": REPO.registry, "repository": REPO.repository}, "mediaType": GZIP}
         runtime_layers._source_record(diff_id).parent.mkdir(parents=True, exist_ok=True)
         runtime_layers._source_record(diff_id).write_text(
-            json.dumps({**record, "digest": _digest(blob), "size": len(blob)})
+            json.dumps({**record, "digest": blob_digest(blob), "size": len(blob)})
         )
     config = json.dumps({"rootfs": {"diff_ids": list(blobs)}}).encode()
-    registry.blobs[_digest(config)] = config
+    registry.blobs[blob_digest(config)] = config
     runtime_layers._remember_config(config)
-    newest = docker_manifest(config, [(_digest(blob), len(blob)) for blob in blobs.values()])
-    registry.manifests[_digest(newest)] = (newest, "application/vnd.docker.distribution.manifest.v2+json")
-    registry.tags[REPO.repository] = {"v1": _digest(newest)}
+    newest = docker_manifest(config, [(blob_digest(blob), len(blob)) for blob in blobs.values()])
+    registry.manifests[blob_digest(newest)] = (newest, "application/vnd.docker.distribution.manifest.v2+json")
+    registry.tags[REPO.repository] = {"v1": blob_digest(newest)}
     read: list[str] = []
     get_manifest = registry.get_manifest
 
@@ -263,12 +265,12 @@ def test_layers_recorded_as_pushed_here_need_not_the_newest_versions_manifest(
     monkeypatch.setattr(registry, "get_manifest", noted)
     session = SimpleNamespace(engine=None, registry=registry, report=lambda *a: None)
     target = PushTarget(REPO, "c-0123456789abcdef", "v2", False, remote_tags=("v1",))
-    runtime = runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    runtime = runtime_layers.runtime_in_registry(session, target, blob_digest(config), "")  # type: ignore[arg-type]
     assert [layer.status for layer in runtime.layers] == ["present"] * 3 and read == []
-    assert [d["digest"] for d in runtime.descriptors] == [_digest(b) for b in blobs.values()]
+    assert [d["digest"] for d in runtime.descriptors] == [blob_digest(b) for b in blobs.values()]
 
     runtime_layers._source_record(next(iter(blobs))).unlink()  # no record: the newest version is read
-    runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    runtime_layers.runtime_in_registry(session, target, blob_digest(config), "")  # type: ignore[arg-type]
     assert read == ["v1"]
 
 
@@ -291,19 +293,19 @@ class _ConfigAskedFirst(FakeRegistry):
 def test_the_runtime_configs_lookup_goes_out_with_the_layers() -> None:
     """A code-only rebuild asks the registry about the runtime config (its HEAD) alongside the
     runtime layers, not one round trip after them."""
-    blobs = {_digest(f"plain {n}".encode()): f"gzip {n}".encode() for n in range(3)}
+    blobs = {blob_digest(f"plain {n}".encode()): f"gzip {n}".encode() for n in range(3)}
     config = json.dumps({"rootfs": {"diff_ids": list(blobs)}}).encode()
-    registry = _ConfigAskedFirst(_digest(config))
-    registry.blobs[_digest(config)] = config
+    registry = _ConfigAskedFirst(blob_digest(config))
+    registry.blobs[blob_digest(config)] = config
     for diff_id, blob in blobs.items():
-        registry.blobs[_digest(blob)] = blob
+        registry.blobs[blob_digest(blob)] = blob
         record = {"registry": REPO.registry, "repository": REPO.repository, "mediaType": GZIP}
         runtime_layers._source_record(diff_id).parent.mkdir(parents=True, exist_ok=True)
         runtime_layers._source_record(diff_id).write_text(
-            json.dumps({**record, "digest": _digest(blob), "size": len(blob)})
+            json.dumps({**record, "digest": blob_digest(blob), "size": len(blob)})
         )
     runtime_layers._remember_config(config)
     session = SimpleNamespace(engine=None, registry=registry, report=lambda *a: None)
     target = PushTarget(REPO, "c-0123456789abcdef", "v2", False, remote_tags=("v1",))
-    runtime = runtime_layers.runtime_in_registry(session, target, _digest(config), "")  # type: ignore[arg-type]
+    runtime = runtime_layers.runtime_in_registry(session, target, blob_digest(config), "")  # type: ignore[arg-type]
     assert [layer.status for layer in runtime.layers] == ["present"] * 3 and runtime.config == config

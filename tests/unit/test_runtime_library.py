@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from example_copy import copy_example
 
 import modelpack
 from modelpack.pipeline import runtime_library
@@ -39,8 +40,7 @@ FORBIDDEN = (
 
 
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _read_afresh(own_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime_library, "_READ", {})  # what earlier tests read: read again
 
 
@@ -98,7 +98,7 @@ def test_the_library_is_the_runtime_and_its_checkpoint_download() -> None:
 
 def test_render_puts_exactly_the_library_into_the_context(tmp_path: Path) -> None:
     model_dir = tmp_path / "hello"
-    shutil.copytree(data_dir("examples") / "hello", model_dir)
+    copy_example("hello", model_dir)
     loaded = modelpack.load(model_dir)
     resolved = modelpack.resolve(loaded)
     if modelpack.lock_status(loaded, resolved) != "up-to-date":
@@ -264,5 +264,21 @@ def test_a_module_that_appears_in_a_folder_is_seen(package_copy: Path, monkeypat
     real = time.time_ns
     monkeypatch.setattr(time, "time_ns", lambda: real() + 4 * SETTLE_NS)  # that edit too is old now
     assert "runtime/later_module.py" not in {item.rel for item in runtime_library.runtime_library()}
+    (package_copy / "runtime" / "later_module.py").write_text("X = 1\n")
+    assert "runtime/later_module.py" in {item.rel for item in runtime_library.runtime_library()}
+
+
+def test_a_module_that_appears_in_a_folder_that_could_not_be_listed_is_seen(
+    package_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that could not be listed when the library was read is noted unreadable, so
+    what was read is not kept: the module that appears there after is found."""
+    entry = package_copy / "runtime" / "__main__.py"
+    entry.write_text(entry.read_text() + "\nfrom modelpack.runtime import later_module  # noqa\n")
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 4 * SETTLE_NS)  # that edit too is old now
+    with monkeypatch.context() as refusing:
+        fakes.unlistable(refusing, package_copy / "runtime")
+        assert "runtime/later_module.py" not in {item.rel for item in runtime_library.runtime_library()}
     (package_copy / "runtime" / "later_module.py").write_text("X = 1\n")
     assert "runtime/later_module.py" in {item.rel for item in runtime_library.runtime_library()}

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from mcp_results import first_text
 
 from modelpack.project.methods import signature
 from modelpack.resources import data_dir
 from modelpack.runtime.server import BackgroundServer
 
 EXAMPLE = Path(str(data_dir("examples").joinpath("mcp-tools")))
-CALLS = {
+# tool -> (arguments, the text it answers)
+CALLS: dict[str, tuple[dict[str, Any], str]] = {
     "add": ({"a": 2, "b": 3.5}, "5.5"),
     "word_count": ({"text": "one two three"}, "3"),
     "change_case": ({"text": "Hello There", "case": "lower"}, "hello there"),
@@ -40,7 +43,7 @@ def test_mcp_client_lists_and_calls_every_tool(server: BackgroundServer) -> None
             for name, (arguments, _) in CALLS.items():
                 result = await client.call_tool(name, arguments)
                 assert not result.is_error
-                results[name] = result.content[0].text
+                results[name] = first_text(result.content)
             return names, results
 
     names, results = asyncio.run(run())
@@ -122,13 +125,14 @@ def test_stdio_server_bridged_with_its_secret(monkeypatch: pytest.MonkeyPatch) -
 
     async def run(url: str) -> list[str]:
         async with Client(url + "/mcp") as client:
-            out = [(await client.call_tool("add_note", {"text": "one"})).content[0].text]
-            out.append((await client.call_tool("add_note", {"text": "two"})).content[0].text)
-            out.append((await client.call_tool("whoami", {})).content[0].text)
+            out = [first_text((await client.call_tool("add_note", {"text": "one"})).content)]
+            out.append(first_text((await client.call_tool("add_note", {"text": "two"})).content))
+            out.append(first_text((await client.call_tool("whoami", {})).content))
             return out
 
     with BackgroundServer(example) as running:
         assert running.runner.state == "ready", running.runner.error
+        assert running.runner.signature is not None
         tools = [t["name"] for t in running.runner.signature.to_dict()["tools"]]
         assert asyncio.run(run(running.url)) == ["note-1", "note-2", "alice"]
     assert tools == ["add_note", "list_notes", "whoami"]
@@ -186,7 +190,7 @@ def test_the_running_model_lists_tools_added_at_run_time() -> None:
         async def enable() -> str:
             async with Client(running.url + "/mcp") as client:
                 result = await client.call_tool("enable_shout", {})
-                return str(result.content[0].text)
+                return first_text(result.content)
 
         assert asyncio.run(enable()) == "enabled"
         assert listed() == ["ping", "reverse", "enable_shout", "shout"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp_results import first_text
 
 from modelpack.runtime.mcp import MAX_SESSIONS_VARIABLE, SESSION_IDLE_VARIABLE, SessionLimits
 from modelpack.runtime.server import BackgroundServer
@@ -44,11 +45,11 @@ async def _mcp_client(url: str, mode: str) -> dict[str, Any]:
     from mcp import Client
     from mcp.types import ElicitResult
 
-    progress: list[float] = []
+    steps: list[float] = []
     logs: list[Any] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append(done)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        steps.append(progress)
 
     async def on_log(params: Any) -> None:
         logs.append(params.data["msg"])  # FastMCP's log data: {"msg": ..., "extra": ...}
@@ -63,11 +64,11 @@ async def _mcp_client(url: str, mode: str) -> dict[str, Any]:
         await client.call_tool("remember", {"value": "v1"})
         recalled = await client.call_tool("recall", {})
     return {
-        "count": counted.content[0].text,
-        "progress": progress,
+        "count": first_text(counted.content),
+        "progress": steps,
         "logs": logs,
-        "elicited": asked.content[0].text,
-        "state": recalled.content[0].text,
+        "elicited": first_text(asked.content),
+        "state": first_text(recalled.content),
     }
 
 
@@ -90,11 +91,11 @@ def test_current_clients_get_progress_and_logs_without_a_session(server: Backgro
     modern = asyncio.run(_mcp_client(server.url + "/mcp", "auto"))
     assert modern["count"] == "3" and modern["progress"] == [1, 2, 3]
 
-    progress: list[float] = []
+    steps: list[float] = []
     logs: list[Any] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append(done)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        steps.append(progress)
 
     async def on_log(message: Any) -> None:
         logs.append(message.data["msg"])
@@ -102,9 +103,9 @@ def test_current_clients_get_progress_and_logs_without_a_session(server: Backgro
     async def run() -> str:
         async with Client(server.url + "/mcp", progress_handler=on_progress, log_handler=on_log) as client:
             result = await client.call_tool("count", {"n": 2})
-            return str(result.content[0].text)
+            return first_text(result.content)
 
-    assert asyncio.run(run()) == "2" and progress == [1, 2] and logs == ["step 1", "step 2"]
+    assert asyncio.run(run()) == "2" and steps == [1, 2] and logs == ["step 1", "step 2"]
 
 
 def _open(url: str) -> str:

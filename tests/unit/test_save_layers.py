@@ -52,7 +52,7 @@ def test_only_wanted_layers_are_kept_and_named_by_diff_id(tmp_path: Path) -> Non
         image_id,
         wanted,
         tmp_path,
-        on_layer=lambda d, p: seen.append(d),  # type: ignore[arg-type]
+        on_layer=lambda d, p: seen.append(d),
     )
     assert saved.config == config
     assert set(saved.files) == wanted and seen == [_diff_id(layers[0]), _diff_id(layers[2])]
@@ -65,9 +65,9 @@ def test_a_stream_without_the_layer_or_config_is_an_engine_error(tmp_path: Path)
     config = b'{"rootfs": {}}'
     stream = tar_of({f"{_diff_id(config)[7:]}.json": config})
     with pytest.raises(EngineError, match="lacks layer"):
-        engine.save_layers(_Client(stream), _diff_id(config), {"sha256:" + "0" * 64}, tmp_path)  # type: ignore[arg-type]
+        engine.save_layers(_Client(stream), _diff_id(config), {"sha256:" + "0" * 64}, tmp_path)
     with pytest.raises(EngineError, match="no matching image config"):
-        engine.save_layers(_Client(stream), "sha256:" + "1" * 64, set(), tmp_path)  # type: ignore[arg-type]
+        engine.save_layers(_Client(stream), "sha256:" + "1" * 64, set(), tmp_path)
 
 
 def test_each_layer_goes_to_a_sink_of_its_own_kept_or_discarded(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_each_layer_goes_to_a_sink_of_its_own_kept_or_discarded(tmp_path: Path) 
         image_id,
         {_diff_id(layers[1])},
         tmp_path,
-        sink=recording,  # type: ignore[arg-type]
+        sink=recording,
     )
     assert [bytes(s.data) for s in sinks] == layers
     assert [s.state for s in sinks] == ["discarded", "kept", "discarded"]
@@ -167,11 +167,11 @@ def test_a_recorded_layer_that_is_not_wanted_is_skipped_unread_and_the_stream_en
         return sinks[-1]
 
     saved = engine.save_layers(
-        client,  # type: ignore[arg-type]
+        client,
         image_id,
         {_diff_id(layers[1])},
         tmp_path,
-        sink=recording,  # type: ignore[arg-type]
+        sink=recording,
         known={_folder(0): _diff_id(layers[0])}.get,
     )
     assert [bytes(s.data) for s in sinks] == [layers[1]]  # the base never reached a sink
@@ -191,7 +191,7 @@ def test_without_records_every_layer_is_read_and_its_folder_named(tmp_path: Path
             f"{_folder(1)}/layer.tar": layers[1],
         }
     )
-    saved = engine.save_layers(_Client(stream), image_id, {_diff_id(layers[1])}, tmp_path)  # type: ignore[arg-type]
+    saved = engine.save_layers(_Client(stream), image_id, {_diff_id(layers[1])}, tmp_path)
     assert saved.folders == {_folder(0): _diff_id(layers[0]), _folder(1): _diff_id(layers[1])}
 
 
@@ -204,7 +204,7 @@ def test_a_wrong_record_cannot_hide_a_wanted_layer(tmp_path: Path) -> None:
     stream = tar_of({f"{_folder(0)}/layer.tar": layer, f"{image_id[7:]}.json": config})
     with pytest.raises(EngineError, match="lacks layer"):
         engine.save_layers(
-            _Client(stream),  # type: ignore[arg-type]
+            _Client(stream),
             image_id,
             {_diff_id(layer)},
             tmp_path,

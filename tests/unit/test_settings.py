@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from example_copy import copy_example
 
 from modelpack.cli import cli
 from modelpack.pipeline.locking import LOCK_FILE, lock
@@ -19,7 +19,6 @@ from modelpack.pipeline.resolve_types import ResolveResult
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.project.config import load
 from modelpack.project.requirements import RequirementIndexes, parse_requirements, requirement_indexes
-from modelpack.resources import data_dir
 
 lock_mod = importlib.import_module("modelpack.pipeline.locking")
 build_cmd = importlib.import_module("modelpack.cli.build_cmd")
@@ -49,7 +48,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 @pytest.fixture
 def hello(tmp_path: Path) -> Path:
     target = tmp_path / "hello"
-    shutil.copytree(data_dir("examples") / "hello", target)
+    copy_example("hello", target)
     return target
 
 

@@ -22,6 +22,8 @@ import modelpack
 from modelpack.cli.standby_cmd import ENVIRONMENT_READERS, SKIPPED_PACKAGES
 from modelpack.standby import client, place, wire
 from modelpack.standby.server import Request, _sweep, _take_lock
+from tests.unit import fakes
+from tests.unit.fakes import FORMAT_CHECK_PACKAGES
 
 PACKAGE = Path(modelpack.__file__).resolve().parent
 
@@ -248,6 +250,29 @@ def test_the_key_follows_the_installed_code(tmp_path: Path, monkeypatch: pytest.
     assert place.installation_key() != first  # an edit of the source: the running one is not asked
 
 
+@pytest.mark.parametrize("planted", ["module behind a dangling link", "folder that cannot be listed"])
+def test_a_path_that_cannot_be_read_gives_a_key_no_readable_installation_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """The executable computes the key before each command: an unreadable path must not end it
+    with a traceback, nor look like the installation without it (a standby would answer)."""
+    package = tmp_path / "modelpack"
+    (package / "image").mkdir(parents=True)
+    (package / "image" / "stages.py").write_text("x = 1\n")
+    monkeypatch.setattr(place, "_PACKAGE", str(package))
+    readable = place.installation_key()
+    if planted == "folder that cannot be listed":
+        fakes.unlistable(monkeypatch, package / "image")
+        assert place.installation_key() not in (readable, "")
+        return
+    ghost = package / "image" / "ghost.py"
+    ghost.symlink_to(tmp_path / "elsewhere.py")
+    unreadable = place.installation_key()
+    ghost.unlink()
+    ghost.write_text("")
+    assert unreadable not in (readable, place.installation_key())
+
+
 def test_the_key_is_the_same_for_the_executable_and_python_dash_m(tmp_path: Path) -> None:
     """`modelpack` puts its script's folder first on sys.path, `python -m` the working folder."""
     code = "from modelpack.standby import place; print(place.installation_key())"
@@ -323,8 +348,7 @@ def _module_level_environment_reads(tree: ast.Module) -> list[int]:
             statements = [n for n in node.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
         for statement in statements:
             for sub in ast.walk(statement):
-                text = ast.unparse(sub) if isinstance(sub, (ast.Call, ast.Attribute)) else ""
-                if text.startswith(
+                if isinstance(sub, (ast.Call, ast.Attribute)) and ast.unparse(sub).startswith(
                     ("os.environ.", "os.getenv", "Path.home", "os.path.expanduser", "tempfile.gettempdir")
                 ):
                     found.append(sub.lineno)
@@ -441,8 +465,6 @@ def test_the_standby_preloads_jsonschema_without_its_format_packages(tmp_path: P
     """A standby process is the `modelpack` executable's: it loads jsonschema as a command does,
     without the packages of its format checkers (rfc3987_syntax builds a grammar for seconds at
     import, which `standby start` would wait for)."""
-    from tests.unit.test_config import FORMAT_CHECK_PACKAGES
-
     installed = [name for name in FORMAT_CHECK_PACKAGES if _importable(name)]
     assert installed, "none of jsonschema's format packages is installed: set-up installs them"
     probe = textwrap.dedent(
