@@ -13,7 +13,32 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+LEGACY_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+def room_within(url: str, seconds: float) -> bool:
+    """Whether a session can be opened at ``url`` (a server that allows one: that one is free)
+    within ``seconds``; polled by opening sessions, which touches no other. Deleted again."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30)
+        if answer.status_code == 200:
+            httpx.delete(url, headers={"mcp-session-id": answer.headers["mcp-session-id"]}, timeout=30)
+            return True
+        assert answer.status_code == 503, answer.text
+        time.sleep(0.3)
+    return False
 
 
 class SessionClient:

@@ -17,7 +17,7 @@ import httpx
 # would hold the client's loop past the 1.5 s idle time of the sessions here.
 import jsonschema  # noqa: F401
 import pytest
-from mcp_session_client import SessionClient
+from mcp_session_client import SessionClient, room_within
 
 from modelpack.runtime import mcp
 from modelpack.runtime.mcp import MAX_SESSIONS_VARIABLE, SESSION_IDLE_VARIABLE, SessionLimits
@@ -152,20 +152,6 @@ def test_sessions_end_on_delete_and_when_idle_and_are_capped(server: BackgroundS
     assert [_list(url, s) for s in sessions] == [404, 404, 404]
 
 
-def _room_within(url: str, seconds: float) -> bool:
-    """Whether a session can be opened (the one allowed is free) within ``seconds``; polled by
-    opening sessions, which touches no other. The one opened is deleted again."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        answer = httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30)
-        if answer.status_code == 200:
-            httpx.delete(url, headers={"mcp-session-id": answer.headers["mcp-session-id"]}, timeout=30)
-            return True
-        assert answer.status_code == 503, answer.text
-        time.sleep(0.3)
-    return False
-
-
 def test_a_gone_clients_session_is_reaped_and_a_live_clients_open_stream_keeps_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -183,14 +169,14 @@ def test_a_gone_clients_session_is_reaped_and_a_live_clients_open_stream_keeps_i
         try:
             time.sleep(7.5)  # 2.5 × the idle time without a request, the stream open
             assert live.call() == "kept"
-            assert not _room_within(url, 1), "the live client's session was closed"
+            assert not room_within(url, 1), "the live client's session was closed"
             live.stop()
-            assert _room_within(url, 60), "a client that reads nothing kept its session"
+            assert room_within(url, 60), "a client that reads nothing kept its session"
         finally:
             live.kill()
         killed = SessionClient(url, "remember", {"value": "v2"})
         killed.kill()
-        assert _room_within(url, 60), "a killed client kept its session"
+        assert room_within(url, 60), "a killed client kept its session"
 
 
 def test_a_stream_whose_writes_stall_is_cut_and_its_session_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,7 +210,7 @@ def test_a_stream_whose_writes_stall_is_cut_and_its_session_reaped(monkeypatch: 
 
         asyncio.run(asyncio.wait_for(bridge.handle(scope, receive, stalled), 60))
         assert sent and sent[0] == "http.response.start", sent
-        assert _room_within(url, 60), "a stream that stalled kept its session"
+        assert room_within(url, 60), "a stream that stalled kept its session"
 
 
 def test_session_limits_come_from_the_environment_and_bad_values_fall_back() -> None:
