@@ -24,11 +24,11 @@ import io
 import json
 import re
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from modelpack import scratch
 from modelpack.errors import InvalidInputError
 from modelpack.image.versions import image_config, image_manifest, inspect
 from modelpack.oci.reference import ImageRef
@@ -330,7 +330,7 @@ def model_dir_from_image(image: str, workdir: Path) -> tuple[ModelDir, dict[str,
 
 def objects_for_image(image: str, *, replicas: int = 1, port: int = DEFAULT_PORT) -> list[dict[str, Any]]:
     """`deploy_manifest` for an image in a registry, with the config read from the image."""
-    with tempfile.TemporaryDirectory(prefix="modelpack-deploy-") as tmp:
+    with scratch.folder("modelpack-deploy-") as tmp:
         model_dir, labels = model_dir_from_image(image, Path(tmp))
         objects = deploy_manifest(model_dir, image, replicas=replicas, port=port)
     resolved = labels.get("dev.modelpack.resolve")

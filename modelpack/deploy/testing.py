@@ -19,13 +19,13 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelpack import scratch
 from modelpack.deploy.venv import ensure_venv, find_python
 from modelpack.errors import RuntimeFailure
 from modelpack.image.builder import build
@@ -289,7 +289,7 @@ def _run_in_venv(
     made = ensure_venv(prepared.lock.path, interpreter, indexes, extra=base_packages(prepared), report=report)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="modelpack-test-") as tmp:
+    with scratch.folder("modelpack-test-") as tmp:
         env = server_environment(Path(tmp), made.path, port, _checkpoint_dir(prepared, report))
         log_path = Path(tmp) / "server.log"
         report("test", f"starting the model server from {made.path}")

@@ -4,7 +4,8 @@ A venv is keyed by the lock's bytes and the exact Python version that runs it
 (`venv_key`), so an unchanged lock reuses it without any network access. It is
 built under a hidden temporary name in the cache and renamed into place only once
 every package is installed: an interrupted install leaves no venv that looks ready
-(leftovers of a killed run are removed by the next one, `_sweep_partials`).
+(leftovers of a killed run are removed by the next one: each partial venv is a
+`modelpack.scratch` folder, held by its run while it lives).
 
 The install is the image's: every hash required, no dependency resolution, the
 indexes and CA bundle of `BuildSettings` (the build's own precedence). The index
@@ -18,8 +19,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +32,10 @@ from modelpack.pipeline.settings import (
 )
 from modelpack.progress import Reporter
 from modelpack.resources import cache_dir
+from modelpack.scratch import folder
 
 VENV_CACHE = "test-venvs"
-_PARTIAL = ".partial-"  # <key>.partial-<pid>-<random>: a venv being built
+_PARTIAL = ".partial-"  # <key>.partial-<random>/venv: a venv being built, held by its run
 _MARKER = "modelpack-venv.txt"  # written last, before the rename: what the venv was made from
 # what an installer must not take from the host: the indexes and CA come from BuildSettings
 INSTALLER_VARIABLES = frozenset(
@@ -170,17 +170,17 @@ def ensure_venv(
             report("venv", f"{final}: up to date, reused")
         return CachedVenv(final, key, True)
     root.mkdir(parents=True, exist_ok=True)
-    _sweep_partials(root)
     try:
         uv: str | None = find_uv()
     except LockError:
         uv = None
     env = installer_environment(settings, uv=uv is not None)
-    partial = root / f"{key}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if report:
         report("venv", f"installing {lock_path.name} into {final} with {'uv' if uv else 'pip'}")
-    try:
-        with tempfile.TemporaryDirectory(prefix="modelpack-venv-") as tmp:
+    # the half-built venvs of killed runs (any key) go first; this one is held until renamed
+    with folder(f"{key}{_PARTIAL}", root, sweep_pattern=f"*{_PARTIAL}*") as held:
+        partial = Path(held) / "venv"
+        with folder("modelpack-venv-") as tmp:
             for command in install_commands(partial, interpreter, lock_path, extra, uv=uv):
                 done = _run(command, {**env, "TMPDIR": tmp}, cwd=tmp)
                 if done.returncode != 0:
@@ -198,26 +198,6 @@ def ensure_venv(
             if not (final / _MARKER).is_file():  # not a concurrent run that finished first
                 raise
         return CachedVenv(final, key, False)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-
-
-def _sweep_partials(root: Path) -> None:
-    """Remove the half-built venvs of runs that are gone (killed before their cleanup)."""
-    for path in root.glob(f"*{_PARTIAL}*"):
-        pid_text = path.name.rsplit(_PARTIAL, 1)[1].split("-", 1)[0]
-        if pid_text.isdigit() and not _alive(int(pid_text)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run(

@@ -17,11 +17,11 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelpack import scratch
 from modelpack.errors import EngineError, RegistryError, RuntimeFailure
 from modelpack.image import assemble, engine, runtime_layers
 from modelpack.image.buildkit import CLI_VARIABLE, configured_cli
@@ -360,7 +360,7 @@ def _buildkit(
 ) -> None:
     """`docker build` of a one-file context (plus uv) with the CA bundle as a secret; tags `tag`."""
     cli, env = docker_cli()
-    with tempfile.TemporaryDirectory(prefix="modelpack-base-") as tmp:
+    with scratch.folder("modelpack-base-") as tmp:
         context = Path(tmp) / "context"
         context.mkdir()
         (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")

@@ -18,12 +18,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelpack import scratch
 from modelpack.errors import EngineError, InvalidInputError
 from modelpack.image.engine import BuildOutput, EngineBuild, EventSink, build_failure, scrubber, version_info
 from modelpack.pipeline.settings import BUILDERS, BUILDKIT, CLASSIC
@@ -234,7 +234,7 @@ class BuildKitBuilder:
     def build(self, job: EngineBuild, on_event: EventSink | None = None) -> BuildOutput:
         values = {secret.id: secret.value for secret in job.secrets if secret.value}
         scrub = scrubber({**job.build_args, **{_as_secret_name(k): v for k, v in values.items()}})
-        with tempfile.TemporaryDirectory(prefix="modelpack-buildkit-", dir=_private_tmp()) as tmp:
+        with scratch.folder("modelpack-buildkit-", _private_tmp()) as tmp:
             work = Path(tmp)
             os.chmod(work, 0o700)
             command = self.command(job, work)

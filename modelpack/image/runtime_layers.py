@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urljoin
 
+from modelpack import scratch
 from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
 from modelpack.image.results import LayerInfo
@@ -186,7 +186,7 @@ def _upload_from_engine(
         return _Gzipping(stream)
 
     with (
-        tempfile.TemporaryDirectory(prefix="modelpack-layers-") as folder,
+        scratch.folder("modelpack-layers-") as folder,
         ThreadPoolExecutor(1) as uploads,
     ):
         pending: list[Future[None]] = []

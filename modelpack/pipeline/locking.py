@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from modelpack import scratch
 from modelpack.errors import InvalidInputError, LockError
 from modelpack.pipeline.lock_file import (
     FILE_OPTION,
@@ -559,7 +560,7 @@ def _run_uv(
         env["SSL_CERT_FILE"] = str(ca_bundle)
     elif "SSL_CERT_FILE" not in env and SYSTEM_CA_BUNDLE.is_file():
         env["SSL_CERT_FILE"] = str(SYSTEM_CA_BUNDLE)  # the system trust store, for TLS inspection
-    with tempfile.TemporaryDirectory(prefix="modelpack-lock-") as tmp:
+    with scratch.folder("modelpack-lock-") as tmp:
         in_file = Path(tmp) / "requirements.in"
         in_file.write_text(source, encoding="utf-8")
         out_file = Path(tmp) / "requirements.txt"

@@ -23,12 +23,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelpack import scratch
 from modelpack.errors import InvalidInputError, LockError, RenderError
 from modelpack.pipeline.settings import BuildSettings
 from modelpack.progress import Reporter
@@ -166,7 +166,7 @@ def lock_node(
     npx = server.npx_package if server is not None else None
     if report:
         report("lock", f"resolving Node.js {node_version}" + (f" and {npx}" if npx else ""))
-    with tempfile.TemporaryDirectory(prefix="modelpack-node-lock-") as tmp:
+    with scratch.folder("modelpack-node-lock-") as tmp:
         version, integrity, tarball = _resolve_node(run, Path(tmp), node_version)
         package_json = package_lock = npx_version = None
         if npx:

@@ -12,8 +12,10 @@ stateful app with SSE answers, each exchange streamed both ways (`MCPBridge.hand
 clients of the 2026-07-28 protocol need no session but get a tool's progress and log
 notifications; older clients get an ``Mcp-Session-Id`` (initialize → session; GET for
 the server's stream; DELETE ends it) and with it elicitation and the session's state.
-Sessions are bounded in number and idle time (`SessionLimits`); request bodies by the model
-server's ``max_body_bytes`` before they reach the bridge (the library's own cap is lifted).
+Sessions are bounded in number and idle time (`SessionLimits`; a GET stream is ended after
+``stream_seconds``, so one that a gone client left open holds its session no longer); request
+bodies by the model server's ``max_body_bytes`` before they reach the bridge (the library's own
+cap is lifted).
 ``mcp_transport(msg)`` is one POST to a second, stateless app with JSON answers (one JSON-RPC
 message in, its answer out). ``fastmcp`` is imported only when a model of these classes loads.
 """
@@ -68,6 +70,15 @@ class SessionLimits:
 
     max_sessions: int = 100
     idle_seconds: float = 600.0
+
+    @property
+    def stream_seconds(self) -> float:
+        """How long a session's GET stream stays open before the bridge ends it (a live client
+        reopens it at once): the library counts an open GET stream as a request in flight, so
+        a client that is gone without closing it (it stopped reading, or its network did) would
+        hold its session for good. Half the idle time: such a session is closed at most
+        1.5 × ``idle_seconds`` after its client's last request."""
+        return self.idle_seconds / 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SessionLimits:
@@ -169,12 +180,18 @@ class MCPBridge:
 
         inner = {k: v for k, v in scope.items() if k not in _ROUTING_KEYS}
         inner.update(path=MCP_PATH, raw_path=MCP_PATH.encode(), root_path="")
+        call = self._app(inner, bridged_receive, bridged_send)
+        if scope.get("method") == "GET":  # a session's stream: ended after stream_seconds
+            call = _within(call, self.limits.stream_seconds)
         try:
-            await asyncio.wrap_future(self._submit(self._app(inner, bridged_receive, bridged_send)))
+            finished = await asyncio.wrap_future(self._submit(call))
         except Exception as error:  # answered as a 500 while nothing was sent
             log.exception("MCP request failed")
             if not started:
                 await _send_error(send, f"{type(error).__name__}: {error}")
+            return
+        if finished is False and started:
+            await _end_stream(send)
 
     def transport(self, message: str) -> str:
         """One JSON-RPC message in, its JSON-RPC answer out (``{}`` for a notification)."""
@@ -255,6 +272,31 @@ def _lift_body_cap(app: Any) -> None:
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+async def _within(call: Awaitable[None], seconds: float) -> bool:
+    """Run ``call`` for at most ``seconds`` (then cancelled: the library's handler of the
+    stream ends, and its session's idle clock starts); False when it was cut."""
+    try:
+        await asyncio.wait_for(call, seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+_RECONNECT = b"retry: 100\n\n"  # an SSE event without data: the client reopens the stream in 0.1 s
+_END_GRACE = 5.0
+
+
+async def _end_stream(send: Send) -> None:
+    """The end of a GET stream the bridge cut, with a reconnection delay for a live client. A
+    client that stopped reading takes none of it once its buffers are full: after `_END_GRACE`
+    the response is left unfinished, and the server drops the connection."""
+    try:
+        await asyncio.wait_for(send({"type": "http.response.body", "body": _RECONNECT, "more_body": True}), _END_GRACE)
+        await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), _END_GRACE)
+    except asyncio.TimeoutError:
+        log.info("an MCP client stopped reading its stream: its connection is dropped")
 
 
 async def _send_error(send: Send, message: str) -> None:

@@ -24,7 +24,8 @@ Endpoints:
 
 Errors are ``{"error": {"code", "message", ...}}``: 400 bad JSON, 404 unknown method,
 413 body over ``max_body_bytes`` (``MODELPACK_MAX_BODY_BYTES``, default 64 MiB; ``/mcp`` too,
-counted as it arrives, before the MCP app sees any of it; a WebSocket message over it is
+counted as it arrives, before the MCP app sees any of it; the connection then closes,
+`wire.ClosingResponse`; a WebSocket message over it is
 closed with 1009 by uvicorn, unread), 422 bad arguments (``"argument"`` names it), 500 the
 model raised (the server keeps serving), 503 not loaded yet, or ``too_many_streams``.
 

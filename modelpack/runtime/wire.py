@@ -12,18 +12,47 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
-from starlette.types import Message, Receive, Scope
+from starlette.types import Message, Receive, Scope, Send
 
 from modelpack.runtime.fetch import FetchError
 
 
 class HTTPError(Exception):
+    """An error answer; ``close`` ends the connection after it (``Connection: close``), for an
+    answer sent while the request's body is still unread."""
+
+    close = False
+
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
 
     def response(self) -> JSONResponse:
+        if self.close:
+            body = {"error": {"code": self.code, "message": self.message, **self.extra}}
+            return ClosingResponse(body, status_code=self.status, headers={"connection": "close"})
         return error_response(self.status, self.code, self.message, **self.extra)
+
+
+LINGER_SECONDS = 5.0
+
+
+class ClosingResponse(JSONResponse):
+    """An answer sent while the request's body is unread, then the connection closed (uvicorn
+    closes it after a ``Connection: close`` answer). Closing a socket with unread bytes resets
+    the connection, and the reset can overtake the answer: a client that writes its whole body
+    before it reads (httpx, requests) would see a reset instead of the 413. So what it keeps
+    sending is discarded, never parsed as a request, until it closes or `LINGER_SECONDS` pass."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import anyio
+
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        with anyio.move_on_after(LINGER_SECONDS):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        await send({"type": "http.response.body", "body": b""})
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -69,7 +98,11 @@ def body_limit(explicit: int | None, environ: Mapping[str, str] = os.environ) ->
 
 
 def too_large(limit: int) -> HTTPError:
-    return HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+    """413, and the connection closed after it (`ClosingResponse`): the server neither drains
+    gigabytes it refused nor parses what follows the refused body as the next request."""
+    error = HTTPError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+    error.close = True
+    return error
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from clirun import run_modelpack
 from mcp_results import first_text
+from mcp_session_client import SessionClient, room_within
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +71,26 @@ def test_mcp_client_lists_and_calls_the_tools_in_the_image(
     assert texts == ["42.0", "2", "Mixed", "x x x"]
     served = httpx.get(tools_url + "/v1/methods", timeout=10).json()
     assert served == signature(images["mcp-tools"][1]).signature.to_dict()
+
+
+def test_a_gone_clients_session_is_closed_in_the_image_a_live_ones_kept(
+    run_image: Callable[..., Any], images: dict[str, tuple[str, Path]]
+) -> None:
+    """The real `mcp` client holds its session's GET stream open in a process of its own: alive,
+    it keeps its session past the idle time (3 s); stopped (it reads nothing more, its connection
+    stays open), its session is closed (the one allowed is free again)."""
+    limits = {"MODELPACK_MCP_MAX_SESSIONS": "1", "MODELPACK_MCP_SESSION_IDLE_SECONDS": "3"}
+    with run_image(images["mcp-tools"][0], limits) as running:
+        url = running.url + "/mcp"
+        client = SessionClient(url, "add", {"a": 40, "b": 2})
+        try:
+            time.sleep(7.5)
+            assert client.call() == "42.0"
+            assert not room_within(url, 1), "the live client's session was closed"
+            client.stop()
+            assert room_within(url, 60), f"a client that reads nothing kept its session\n{running.logs()}"
+        finally:
+            client.kill()
 
 
 def test_mcp_transport_in_the_image(tools_url: str) -> None:

@@ -14,7 +14,7 @@ import modelpack
 PACKAGE = Path(modelpack.__file__).resolve().parent
 
 # Each part of the package may import only the parts listed for it (and itself).
-LEAVES = {"errors", "progress", "digests", "resources", "file_states", "_version", "tags"}
+LEAVES = {"errors", "progress", "digests", "resources", "file_states", "_version", "tags", "scratch"}
 ALLOWED: dict[str, set[str]] = {
     "leaf": set(),
     "project": {"leaf"},

@@ -172,12 +172,17 @@ def _no_uv(*args: object, **kwargs: object) -> None:
     raise AssertionError("uv must not run")
 
 
+def _ran_uv(ran: list[str]) -> tuple[tuple[LockedPackage, ...], list[str]]:
+    ran.append("uv")
+    return FAKE, []
+
+
 def test_a_comment_edit_reuses_the_lock_and_a_version_edit_relocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "m"
     ran: list[str] = []
-    monkeypatch.setattr(lock_mod, "_run_uv", lambda *a, **k: (ran.append("uv"), (FAKE, []))[1])
+    monkeypatch.setattr(lock_mod, "_run_uv", lambda *a, **k: _ran_uv(ran))
     first = lock(model(root, "six==1.16.0\n"), resolved=CPU)
     assert not first.reused and ran == ["uv"]
     text = (root / "requirements.lock").read_text()
@@ -189,7 +194,7 @@ def test_a_comment_edit_reuses_the_lock_and_a_version_edit_relocks(
     assert (root / "requirements.lock").read_text() == text  # not rewritten
     assert lock_status(load(root), CPU) == "up-to-date"
 
-    monkeypatch.setattr(lock_mod, "_run_uv", lambda *a, **k: (ran.append("uv"), (FAKE, []))[1])
+    monkeypatch.setattr(lock_mod, "_run_uv", lambda *a, **k: _ran_uv(ran))
     assert lock_status(model(root, "six==1.17.0  # pinned\n"), CPU) == "stale"
     assert not lock(load(root), resolved=CPU).reused and ran == ["uv", "uv"]
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from mcp_results import first_text
 
+from modelpack.runtime import wire
 from modelpack.runtime.server import BackgroundServer
 
 MODELS = Path(__file__).parent / "test_runtime_models"
@@ -103,6 +104,38 @@ def test_a_chunked_mcp_body_is_cut_off_as_it_grows_past_the_limit(mcp: Limited) 
     status, _, body = answer.partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 413 ") and b"content-type: application/json" in status.lower()
     assert json.loads(body) == _too_large(limit)
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a timeout fails the test)."""
+    answer = b""
+    while data := sock.recv(65536):
+        answer += data
+    return answer
+
+
+@pytest.mark.parametrize("model, path", [("mcp_session", "/mcp"), ("kitchen", "/v1/methods/add")])
+def test_a_413_closes_the_connection_and_a_request_pipelined_after_the_body_is_not_answered(
+    model: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oversize body is sent in full, a second request right behind it on the same
+    connection: the server answers the 413 with ``Connection: close`` and closes, and the
+    request after the refused body gets no answer (uvicorn used to drain the body, keep the
+    connection and answer it)."""
+    monkeypatch.setattr(wire, "LINGER_SECONDS", 1.0)
+    with BackgroundServer(MODELS / model, max_body_bytes=1000) as running:
+        assert running.runner.state == "ready", running.runner.error
+        head = f"POST {path} HTTP/1.1\r\nhost: {running.host}\r\ncontent-length: 2000\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items()) + "\r\n"
+        pipelined = f"GET /health HTTP/1.1\r\nhost: {running.host}\r\n\r\n"
+        with socket.create_connection((running.host, running.port), timeout=30) as sock:
+            sock.sendall(head.encode() + b" " * 2000 + pipelined.encode())
+            answer = _until_closed(sock)
+    status, _, rest = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b"\r\nconnection: close" in status.lower()
+    assert rest == json.dumps(_too_large(1000), separators=(",", ":")).encode()
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
 
 
 def test_oversize_posts_never_reach_the_session_and_it_goes_on(mcp: Limited) -> None:

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+# The mcp client checks tool results with jsonschema: imported mid-session, its seconds of import
+# would hold the client's loop past the 1.5 s idle time of the sessions here.
+import jsonschema  # noqa: F401
 import pytest
 from mcp_results import first_text
+from mcp_session_client import SessionClient, room_within
 
+from modelpack.runtime import mcp
 from modelpack.runtime.mcp import MAX_SESSIONS_VARIABLE, SESSION_IDLE_VARIABLE, SessionLimits
 from modelpack.runtime.server import BackgroundServer
 
@@ -145,6 +151,70 @@ def test_sessions_end_on_delete_and_when_idle_and_are_capped(server: BackgroundS
         time.sleep(0.5)
     time.sleep(1.5)  # the other two were idle as long, give or take the requests that made them
     assert [_list(url, s) for s in sessions] == [404, 404, 404]
+
+
+def test_a_gone_clients_session_is_reaped_and_a_live_clients_open_stream_keeps_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One session allowed, idle time 3 s. The real `mcp` client keeps its GET stream open: it
+    holds its session past the idle time while it lives (the stream ended every 1.5 s, reopened);
+    stopped (it reads nothing more, its connections stay open) its session is closed anyway,
+    within 1.5 × the idle time (the library counted the open stream as a request for good); and
+    killed (its connections closed) likewise."""
+    monkeypatch.setenv(MAX_SESSIONS_VARIABLE, "1")
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "3")
+    with BackgroundServer(MODEL) as running:
+        assert running.runner.state == "ready", running.runner.error
+        url = running.url + "/mcp"
+        live = SessionClient(url, "remember", {"value": "v1"})
+        try:
+            time.sleep(7.5)  # 2.5 × the idle time without a request, the stream open
+            assert live.call() == "kept"
+            assert not room_within(url, 1), "the live client's session was closed"
+            live.stop()
+            assert room_within(url, 60), "a client that reads nothing kept its session"
+        finally:
+            live.kill()
+        killed = SessionClient(url, "remember", {"value": "v2"})
+        killed.kill()
+        assert room_within(url, 60), "a killed client kept its session"
+
+
+def test_a_stream_whose_writes_stall_is_cut_and_its_session_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peer whose buffers are full: every write to it waits for good (a send that never
+    returns stands in for the socket). The bridge still ends the library's handler of the stream
+    (its session's idle clock runs), gives up the stream's last bytes after the grace time, and
+    returns, so the server drops the connection."""
+    monkeypatch.setenv(MAX_SESSIONS_VARIABLE, "1")
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "3")
+    monkeypatch.setattr(mcp, "_END_GRACE", 0.5)
+    with BackgroundServer(MODEL) as running:
+        url = running.url + "/mcp"
+        session = _open(url)
+        instance = running.runner.instance
+        assert isinstance(instance, mcp.MCPModelClass)
+        bridge = instance.running_bridge()
+        assert bridge is not None
+        headers = [(b"accept", b"text/event-stream"), (b"mcp-session-id", session.encode())]
+        headers.append((b"mcp-protocol-version", b"2025-06-18"))
+        scope = {"type": "http", "method": "GET", "path": "/mcp", "headers": headers, "query_string": b""}
+        sent: list[str] = []
+
+        bodies = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if bodies:
+                return bodies.pop()
+            await asyncio.Event().wait()  # then nothing: the peer never leaves
+            return {}
+
+        async def stalled(message: MutableMapping[str, Any]) -> None:
+            sent.append(message["type"])
+            await asyncio.Event().wait()
+
+        asyncio.run(asyncio.wait_for(bridge.handle(scope, receive, stalled), 60))
+        assert sent and sent[0] == "http.response.start", sent
+        assert room_within(url, 60), "a stream that stalled kept its session"
 
 
 def test_session_limits_come_from_the_environment_and_bad_values_fall_back() -> None:

@@ -3,11 +3,11 @@ environment and commands (the installer is faked: no network, no interpreter sta
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from scratch_runs import holder, killed
 
 from modelpack.deploy import venv
 from modelpack.deploy.venv import Interpreter, ensure_venv, install_commands, installer_environment, venv_key
@@ -93,20 +93,19 @@ def test_an_interrupted_install_leaves_no_venv_and_the_next_run_builds_it(
 def test_a_killed_runs_partial_venv_is_removed_and_never_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_uv: None
 ) -> None:
+    """Partial venvs are `scratch` folders: a killed run's (another key's too) goes at the next
+    install, a concurrent run's still installing stays."""
     root = tmp_path / "cache"
+    root.mkdir()
     lock = _lock(tmp_path)
     key = venv_key(lock.read_bytes(), PYTHON.version)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    leftover = root / f"{key}.partial-{dead.pid}-abcd1234"
-    (leftover / "bin").mkdir(parents=True)
-    running = root / f"{key}.partial-{os.getpid()}-live0000"  # a concurrent run still installing
-    running.mkdir()
-    installer = FakeInstaller()
-    monkeypatch.setattr(venv, "_run", installer)
-    made = ensure_venv(lock, PYTHON, BuildSettings(), root=root)
-    assert not made.reused and installer.commands  # the leftover was not taken for a venv
-    assert not leftover.exists() and running.exists()
+    with holder(root, f"{key}.partial-") as (dead, leftover), holder(root, "0" * 32 + ".partial-") as (_, running):
+        killed(dead)
+        installer = FakeInstaller()
+        monkeypatch.setattr(venv, "_run", installer)
+        made = ensure_venv(lock, PYTHON, BuildSettings(), root=root)
+        assert not made.reused and installer.commands  # the leftover was not taken for a venv
+        assert not leftover.exists() and (running / "layer.tar").is_file()
 
 
 def test_the_indexes_reach_the_installer_by_environment_never_by_argument(
