@@ -15,14 +15,15 @@ for each way of sending the content:
 
 from __future__ import annotations
 
+import contextlib
 import json
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelpack import scratch
 from modelpack.errors import EngineError, RegistryError
 from modelpack.image import assemble, engine
 from modelpack.image import weights_layer as wl
@@ -218,13 +219,14 @@ class AssembledPush(ImagePush):
     ) -> None:
         super().__init__(session, target)
         self.runtime_id, self.plan, self.context_dir = runtime_id, plan, context_dir
-        self._work: tempfile.TemporaryDirectory[str] | None = None
+        self._work: str | None = None  # the assembly's folder, held by `_held` (scratch.folder)
+        self._held = contextlib.ExitStack()
         self._loading: _LocalLoad | None = None
 
     def send(self) -> SentImage:
         session, target = self.session, self.target
         registry, report, repository = session.registry, session.report, target.repo.repository
-        self._work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+        self._work = self._held.enter_context(scratch.folder("modelpack-assemble-"))
         # the runtime's config as an earlier push read it: the engine starts loading the final
         # image at once, and its code layer and config go up, while the registry is asked which
         # runtime layers it has
@@ -276,7 +278,7 @@ class AssembledPush(ImagePush):
         """The code layer and final config on `runtime_config` (whose digest is the runtime
         image id); the engine starts loading that image while the registry receives it."""
         assert self._work is not None
-        work, target = Path(self._work.name), self.target
+        work, target = Path(self._work), self.target
         try:
             diff_ids = [str(d) for d in json.loads(runtime_config)["rootfs"]["diff_ids"]]
         except (ValueError, KeyError, TypeError):
@@ -315,9 +317,8 @@ class AssembledPush(ImagePush):
         return notes
 
     def _cleanup(self) -> None:
-        if self._work is not None:
-            self._work.cleanup()
-            self._work = None
+        self._work = None
+        self._held.close()
 
 
 # --------------------------------------------------------------------------- the engine's part

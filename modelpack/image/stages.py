@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelpack import scratch
 from modelpack.errors import EngineError, InvalidInputError, RegistryError
 from modelpack.image import bases, build_records, engine
 from modelpack.image.assemble import AssemblyPlan, plan_assembly
@@ -165,7 +165,7 @@ def _build_listed(
     lock_result = lock_stage.lock(model_dir, resolved=resolved, settings=request.settings)
     locked = len(lock_result.packages)
     report("lock", "lock up to date" if lock_result.up_to_date_before else f"locked {locked} packages")
-    with tempfile.TemporaryDirectory(prefix="modelpack-context-") as tmp:
+    with scratch.folder("modelpack-context-") as tmp:
         work = Path(tmp)
         checkpoint = prepare_checkpoint(model_dir, preflight, work, report)
         concepts = final_concepts(model_dir, checkpoint)

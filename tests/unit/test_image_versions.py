@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from modelpack import scratch
 from modelpack.errors import InvalidInputError, RegistryError
 from modelpack.image import push as push_mod
 from modelpack.image import runtime_layers, stages
@@ -459,18 +459,18 @@ def test_the_local_copy_loads_while_the_build_goes_on(session: BuildSession, tmp
     target = PushTarget(REPO, "c-new", "v1", False)
     push = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
     push._loading = _Loading(calls)  # type: ignore[assignment]
-    push._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+    push._work = work = push._held.enter_context(scratch.folder("modelpack-assemble-"))
     push.settle("v1", [])
-    assert calls == [] and Path(work.name).is_dir()  # still loading: its archive stays
+    assert calls == [] and Path(work).is_dir()  # still loading: its archive stays
     assert session.finish() == ("the local engine took its time",)
-    assert calls == ["tagged v1"] and not Path(work.name).exists()
+    assert calls == ["tagged v1"] and not Path(work).exists()
     assert session.finish() == ()
 
     failed = AssembledPush(session, target, "sha256:" + "1" * 64, None, tmp_path)  # type: ignore[arg-type]
     failed._loading = _Loading(calls)  # type: ignore[assignment]
-    failed._work = work = tempfile.TemporaryDirectory(prefix="modelpack-assemble-")
+    failed._work = work = failed._held.enter_context(scratch.folder("modelpack-assemble-"))
     failed.settle(None, [])
-    assert calls[-1] == "undone" and not Path(work.name).exists() and session.pending == []
+    assert calls[-1] == "undone" and not Path(work).exists() and session.pending == []
 
 
 def _runtime_config() -> tuple[bytes, str]:

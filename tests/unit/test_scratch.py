@@ -72,10 +72,9 @@ def test_folders_without_an_owner_and_other_kinds_are_left_alone(tmp_path: Path)
 
 def test_every_temporary_folder_of_modelpack_is_a_scratch_folder() -> None:
     """A folder made with tempfile directly would outlive a killed run (``/tmp/modelpack-layers-*``
-    held a push's layers, gigabytes). Known exceptions: the build's context and the assembled
-    final stage (their modules belong to the build-speed work), and the render output's
-    sibling (in the user's own folder, renamed over the output)."""
-    allowed = {"scratch", "image.stages", "image.push", "pipeline.rendering"}
+    held a push's layers, gigabytes). The known exception: the render output's sibling (in the
+    user's own folder, renamed over the output)."""
+    allowed = {"scratch", "pipeline.rendering"}
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE)
