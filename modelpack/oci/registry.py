@@ -84,6 +84,7 @@ CHUNK_SIZE = 8 * 1024 * 1024
 # removals are tried again after these pauses
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 RETRY_PAUSES = (0.1, 0.3, 0.6)
+LINK_RACE_PAUSES = (0.05, 0.2, 0.5)  # a manifest PUT refused while a blob link was being rewritten
 MAX_TAG_PAGES = 10_000  # pages of a tag list (1000 tags each where the registry honours `n`)
 
 
@@ -444,16 +445,26 @@ class RegistryClient:
         subject. That read-modify-write is not atomic: concurrent writers may lose entries.
         """
         digest = sha256_digest(raw)
-        response = self._must(
-            self.request(
-                "PUT",
-                f"/v2/{repository}/manifests/{reference}",
-                scope=_push(repository),
-                ok=(200, 201, 202),
-                headers={"Content-Type": media_type},
-                data=raw,
-            )
-        )
+        for pause in (*LINK_RACE_PAUSES, None):
+            try:
+                response = self._must(
+                    self.request(
+                        "PUT",
+                        f"/v2/{repository}/manifests/{reference}",
+                        scope=_push(repository),
+                        ok=(200, 201, 202),
+                        headers={"Content-Type": media_type},
+                        data=raw,
+                    )
+                )
+                break
+            except RegistryError as error:
+                # distribution (2.x) rewrites a blob's link in place on each upload of it, and a
+                # manifest checked meanwhile reads it half-written: 400 DIGEST_INVALID, gone a moment
+                # later (concurrent builds upload the same layers into one repository)
+                if pause is None or error.status != 400 or "DIGEST_INVALID" not in error.message:
+                    raise
+                time.sleep(pause)
         descriptor = Descriptor(media_type, digest, len(raw))
         try:
             body = json.loads(raw)

@@ -848,6 +848,40 @@ class FlakyRegistry(FakeRegistry):
 @pytest.fixture
 def no_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry_mod, "RETRY_PAUSES", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(registry_mod, "LINK_RACE_PAUSES", (0.0, 0.0, 0.0))
+
+
+class RacingUploadsRegistry(FakeRegistry):
+    """distribution 2.x while another client uploads a blob the manifest names: its link file is
+    rewritten in place, so the manifest's check reads it half-written (400 DIGEST_INVALID)."""
+
+    def __init__(self, refusals: int, code: str = "DIGEST_INVALID") -> None:
+        super().__init__()
+        self.refusals, self.code, self.puts = refusals, code, 0
+
+    def _manifest(self, method: str, repo: str, ref: str, headers: dict[str, str], data: bytes) -> Any:
+        if method == "PUT":
+            self.puts += 1
+            if self.refusals:
+                self.refusals -= 1
+                return _error(400, self.code, "provided digest did not match uploaded content")
+        return super()._manifest(method, repo, ref, headers, data)
+
+
+def test_a_manifest_refused_while_a_blob_link_is_rewritten_is_put_again(no_retry_pause: None) -> None:
+    fake = RacingUploadsRegistry(refusals=2)
+    digest = _tagged(make_client(fake), "v1")
+    assert fake.puts == 3 and sha256_digest(fake.manifests["a/b"]["v1"][0]) == digest
+
+
+@pytest.mark.parametrize(("refusals", "code"), [(4, "DIGEST_INVALID"), (1, "MANIFEST_INVALID")])
+def test_a_manifest_the_registry_keeps_refusing_is_one_error(
+    no_retry_pause: None, refusals: int, code: str
+) -> None:
+    fake = RacingUploadsRegistry(refusals, code)
+    with pytest.raises(RegistryError, match=code):
+        _tagged(make_client(fake), "v1")
+    assert fake.puts == min(refusals, 4)  # an invalid manifest is not sent again
 
 
 def _tagged(client: RegistryClient, tag: str) -> str:
