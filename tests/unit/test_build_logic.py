@@ -364,3 +364,53 @@ def test_a_step_left_running_that_raises_does_not_stop_the_others_from_ending() 
     with pytest.raises(ValueError, match="a bug"):
         session.finish()
     assert ended == ["load"] and session.pending == []
+
+
+class _Opened:
+    """A session `_open_session` would give, noting what is closed."""
+
+    def __init__(self, closed: list[str]) -> None:
+        self.engine = SimpleNamespace(close=lambda: closed.append("engine"))
+        self.registry = SimpleNamespace(close=lambda: closed.append("registry"))
+
+
+def test_the_engine_and_registry_are_reached_while_the_model_is_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opening, lines, original = threading.Event(), [], config_stage.load
+
+    def open_session(request: BuildRequest, report: Reporter) -> Any:
+        opening.set()
+        raise EngineError("stopped once the session was opened")
+
+    def load(path: object) -> Any:
+        assert opening.wait(5), "validation ran before the engine was asked"
+        return original(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stages, "_open_session", open_session)
+    monkeypatch.setattr(stages.config_stage, "load", load)
+    model = tmp_path / "m"
+    shutil.copytree(Path(str(data_dir("examples").joinpath("hello"))), model)
+    request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"), push=True)
+    report = Reporter(lambda event: lines.append(event.stage))
+    with pytest.raises(EngineError, match="stopped once"):
+        stages.run(model, request, None, report)
+    assert lines == ["validate"]  # the engine's error after the model's validation
+
+
+@pytest.mark.parametrize("engine_up", [True, False])
+def test_a_validation_error_comes_first_and_closes_the_session_opened_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine_up: bool
+) -> None:
+    closed: list[str] = []
+
+    def open_session(request: BuildRequest, report: Reporter) -> Any:
+        if not engine_up:
+            raise EngineError("cannot reach the Docker engine at unix:///nowhere")
+        return _Opened(closed), None
+
+    monkeypatch.setattr(stages, "_open_session", open_session)
+    request = BuildRequest(parse_repository("127.0.0.1:5000/team/m"), push=True)
+    with pytest.raises(InvalidInputError):
+        stages.run(tmp_path / "missing", request, None, Reporter())
+    assert closed == (["engine", "registry"] if engine_up else [])
