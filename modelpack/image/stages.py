@@ -86,18 +86,9 @@ def run(
     report: Reporter,
 ) -> BuildResult:
     """`build()` after its record check: load, the stages, and a record of the result."""
-    with ThreadPoolExecutor(1, thread_name_prefix="modelpack-session") as opening:
-        # the engine and the registry are reached while the model directory is validated (mostly
-        # waiting on their answers); a validation error still comes first
-        opened = opening.submit(_open_session, request, report)
-        try:
-            model_dir = config_stage.load(model_dir_path)
-        except BaseException:
-            _close_opened(opened)
-            raise
-        report("validate", f"{model_dir.root}: valid")
-        session, choice = opened.result()
-    report("build", f"builder: {choice.name} ({choice.reason})")
+    model_dir = config_stage.load(model_dir_path)
+    report("validate", f"{model_dir.root}: valid")
+    session, choice = _open_session(request, report)
     if not request.settings.use_dockerfile:  # the Dockerfile is written for the builder that runs it
         request = replace(request, settings=replace(request.settings, builder=choice.name))
     try:
@@ -114,7 +105,7 @@ def run(
 
 def _open_session(request: BuildRequest, report: Reporter) -> tuple[BuildSession, BuilderChoice]:
     """Fail in a second, not after locking and rendering, when the engine or registry is down;
-    pick the builder (the caller says which and why).
+    pick the builder (and say which and why).
 
     The engine client's requests may wait as long as a build step.
     """
@@ -137,19 +128,9 @@ def _open_session(request: BuildRequest, report: Reporter) -> tuple[BuildSession
             docker_client.close()
         registry.close()
         raise
+    report("build", f"builder: {choice.name} ({choice.reason})")
     builder = BuildKitBuilder(choice.cli) if choice.cli is not None else None
     return BuildSession(docker_client, registry, request.auth, report, builder), choice
-
-
-def _close_opened(opened: Future[tuple[BuildSession, BuilderChoice]]) -> None:
-    """Close the session opened while the build failed before using it (its own error, if it
-    failed too, gives way to the build's)."""
-    try:
-        session, _ = opened.result()
-    except BaseException:
-        return
-    session.engine.close()
-    session.registry.close()
 
 
 def _build_checked(
