@@ -231,19 +231,18 @@ def compute_input_digest(
 
 
 def matching_digest(
-    model_dir: ModelDir, resolved: ResolveResult, text: str, *, keep_clarifai: bool
+    model_dir: ModelDir, resolved: ResolveResult, text: str, *, keep_clarifai: bool, current: str = ""
 ) -> str | None:
     """The lock text's input digest when it was made from the current input (by this format's rule
     or, for a lock written before it, by the older one), else None. Each digest hashes its own
-    format's name, so a digest of one rule never equals one of the other."""
+    format's name, so a digest of one rule never equals one of the other. `current`: this
+    format's digest, when the caller computed it already."""
     recorded = read_header(text).input_digest
-    for lock_format in (LOCK_FORMAT, LEGACY_LOCK_FORMAT):
-        digest = compute_input_digest(
-            model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=lock_format
-        )
-        if recorded == digest:
-            return recorded
-    return None
+    if recorded == (current or compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)):
+        return recorded
+    older = LEGACY_LOCK_FORMAT
+    legacy = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=older)
+    return recorded if recorded == legacy else None
 
 
 # --------------------------------------------------------------------------- header
@@ -653,7 +652,7 @@ def lock(
     matched = (
         None
         if existing is None
-        else matching_digest(model_dir, resolved, existing, keep_clarifai=keep_clarifai)
+        else matching_digest(model_dir, resolved, existing, keep_clarifai=keep_clarifai, current=digest)
     )
     if existing is not None and matched is not None:
         report("lock", f"{path}: up to date, reused")
