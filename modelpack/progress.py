@@ -7,11 +7,14 @@ take a ``progress=`` argument: a `ProgressObserver`, i.e. any callable taking on
 
 Stages used: validate, signature, resolve, lock, render, build, step (a
 Dockerfile step), log (build output), push (a layer), checkpoint (a file), sign,
-note, done.
+note, done. Units of ``current``/``total``: "bytes", "files", and "seconds" for a wait
+that gives no sign of its own (`Waiting`: ``total`` is None).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -68,6 +71,35 @@ def reporter(progress: ProgressObserver | Reporter | None = None) -> Reporter:
     return Reporter(progress)
 
 
+class Waiting:
+    """The seconds of a wait that gives no sign of its own, reported each `every` seconds (unit
+    "seconds") until `stop()` or the block's end. The engine's `docker save` is one: it writes the
+    whole image, base included, before it sends a byte, which takes most of a minute on a torch
+    base. A terminal shows the count on its status line; plain logs leave it out."""
+
+    def __init__(self, report: Reporter, stage: str, message: str, every: float = 1.0) -> None:
+        self._report, self._stage, self._message, self._every = report, stage, message, every
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelpack-waiting", daemon=True)
+
+    def __enter__(self) -> Waiting:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._thread.join()
+
+    def stop(self) -> None:
+        """The wait is over (the first byte came): no more counts. Any thread may call it."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stopped.wait(self._every):
+            self._report(self._stage, self._message, round(time.monotonic() - started), None, "seconds")
+
+
 @dataclass
 class ProgressRecorder:
     """An observer that keeps every event (handy for tests and for replaying later)."""
@@ -86,6 +118,7 @@ __all__ = [
     "ProgressObserver",
     "ProgressRecorder",
     "Reporter",
+    "Waiting",
     "reporter",
 ]
 

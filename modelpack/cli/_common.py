@@ -190,7 +190,8 @@ class CliProgress:
     """The CLI's progress observer (one of many possible; see `modelpack.progress`).
 
     Plain lines on stderr when stderr is not a terminal or ``CI`` is set; on a
-    terminal, build output and byte/file counters share one live status line.
+    terminal, build output, byte/file counters and the seconds of a silent wait share one
+    live status line.
     Silent with --quiet; with --verbose every build log line is printed.
     """
 
@@ -213,6 +214,10 @@ class CliProgress:
                 self._line("  | " + message)
             elif self.live:
                 self._status_line("  " + message[:100])
+            return
+        if event.unit == "seconds":  # a wait's count (progress.Waiting): the status line only
+            if self.live:
+                self._status_line(f"[{event.stage}] {message[:80]} {event.current or 0} s")
             return
         if event.total and event.current is not None:
             counter = _counter(event)

@@ -448,6 +448,7 @@ def save_layers(
     on_layer: Callable[[str, str], None] | None = None,
     sink: Callable[[str], LayerSink] = PlainSink,
     known: Callable[[str], str | None] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> SavedLayers:
     """The `wanted` layers of an image (by diff id) as files in `folder`, read from `docker save`.
 
@@ -462,12 +463,15 @@ def save_layers(
     hundreds of megabytes is then neither hashed nor compressed), and the stream is closed as
     soon as every wanted layer and the config are in. A wrong record cannot pass: a wanted
     layer still has to hash to its diff id, or the save fails with "lacks layer".
+
+    `on_read(count)`: the bytes of the stream read so far, after each chunk. The first call comes
+    only once the engine has written the whole image to a folder of its own (engine 20.10).
     """
     config: bytes | None = None
     saved = SavedLayers(b"")
     chunks = client.api.get_image(image_id, chunk_size=1 << 20)
     try:
-        with tarfile.open(fileobj=_StreamReader(chunks), mode="r|") as archive:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=_StreamReader(chunks, on_read), mode="r|") as archive:  # type: ignore[call-overload]
             for member in archive:
                 if config is not None and wanted <= set(saved.files):
                     break  # the rest of the stream holds nothing this save needs
@@ -540,10 +544,12 @@ def _read_layer(
 class _StreamReader:
     """A file object over an iterator of byte chunks (the engine's `docker save` stream)."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[bytes], on_read: Callable[[int], None] | None = None) -> None:
         self._chunks = iter(chunks)
         self._buffer = b""
         self._offset = 0  # read position in _buffer (slicing a megabyte per small read is slow)
+        self._on_read = on_read
+        self._count = 0
 
     def read(self, size: int = -1) -> bytes:
         parts: list[bytes] = []
@@ -554,6 +560,9 @@ class _StreamReader:
                 if chunk is None:
                     break
                 self._buffer, self._offset = chunk, 0
+                if self._on_read is not None:
+                    self._count += len(chunk)
+                    self._on_read(self._count)
             end = len(self._buffer) if wanted < 0 else min(len(self._buffer), self._offset + wanted)
             parts.append(self._buffer[self._offset : end])
             if wanted > 0:

@@ -30,6 +30,7 @@ from modelpack.image.versions import image_blobs, newest_version_blobs
 from modelpack.oci.compression import GzipStream
 from modelpack.oci.reference import ImageRef
 from modelpack.oci.registry import RegistryClient, sha256_digest
+from modelpack.progress import Reporter, Waiting, format_size
 from modelpack.resources import cache_dir, read_cache, write_cache, write_text_atomic
 
 Descriptor = dict[str, str | int]
@@ -205,16 +206,25 @@ def _upload_from_engine(
             }
             report("push", f"{diff_id[7:19]}: Pushed ({blob.size} bytes, gzip of {stream.plain_size})")
 
+        size = _image_size(session, runtime_id)
+        shown = f" ({format_size(size)})" if size else ""
+        report(
+            "push",
+            f"reading {len(wanted)} new layer(s) from the engine: its docker save writes the whole "
+            f"image{shown} before the first byte",
+        )
         try:
-            saved = engine.save_layers(
-                session.engine,
-                runtime_id,
-                wanted,
-                folder,
-                on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
-                sink=gzipping,
-                known=folders,
-            )
+            with Waiting(report, "push", "the engine is writing the image for docker save") as waiting:
+                saved = engine.save_layers(
+                    session.engine,
+                    runtime_id,
+                    wanted,
+                    folder,
+                    on_layer=lambda diff_id, path: pending.append(uploads.submit(upload, diff_id, path)),
+                    sink=gzipping,
+                    known=folders,
+                    on_read=_ReadProgress(report, waiting, size),
+                )
             folders.remember(saved.folders)
             for future in pending:
                 future.result()  # a failed upload raises here
@@ -225,6 +235,35 @@ def _upload_from_engine(
             for stream in streams.values():
                 stream.discard()  # ends every compressing thread before the folder goes
     return saved.config
+
+
+def _image_size(session: BuildSession, image_id: str) -> int | None:
+    """The image's size as the engine counts it, for the progress of its `docker save`; None when
+    the engine does not say (progress only: a failure here is the save's to report)."""
+    try:
+        image = engine.inspect_image(session.engine, image_id)
+    except EngineError:
+        return None
+    size = (image or {}).get("Size")
+    return size if isinstance(size, int) and size > 0 else None
+
+
+class _ReadProgress:
+    """`save_layers`' `on_read`: ends the wait's count at the first byte, then reports the bytes
+    read of the image (about its tar's size) every `_EVERY` bytes, not every chunk."""
+
+    _EVERY = 32 << 20
+
+    def __init__(self, report: Reporter, waiting: Waiting, size: int | None) -> None:
+        self._report, self._waiting, self._size = report, waiting, size
+        self._next = 0  # the count at which the next report is due
+
+    def __call__(self, count: int) -> None:
+        self._waiting.stop()
+        if self._size is not None and count >= self._next:
+            shown = min(count, self._size)
+            self._report("push", "reading the image from the engine", shown, self._size, "bytes")
+            self._next = count + self._EVERY
 
 
 class _Gzipping:

@@ -313,6 +313,20 @@ def test_cli_progress_live_status_line_then_plain_line() -> None:
     assert text.endswith("[done] finished\n")
 
 
+def test_cli_progress_shows_a_waits_seconds_on_the_status_line_only() -> None:
+    """A silent wait (the engine's docker save) counts on a terminal; a plain log gets no line
+    per second, only the line the stage printed before the wait."""
+    plain = io.StringIO()
+    CliProgress(plain, live=False)(ProgressEvent("push", "the engine is writing the image", 7, None, "seconds"))
+    assert plain.getvalue() == ""
+    out = io.StringIO()
+    show = CliProgress(out, live=True)
+    show.color = False
+    show(ProgressEvent("push", "the engine is writing the image", 7, None, "seconds"))
+    show(ProgressEvent("push", "abc: Pushed"))
+    assert out.getvalue() == "\r\x1b[K[push] the engine is writing the image 7 s\r\x1b[K  push abc: Pushed\n"
+
+
 def test_cli_progress_is_silent_with_quiet() -> None:
     out = io.StringIO()
 

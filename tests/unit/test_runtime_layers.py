@@ -234,6 +234,52 @@ def test_a_failed_save_drops_the_folder_records_it_relied_on(monkeypatch: pytest
     assert runtime_layers.FolderRecords()(folder) is None
 
 
+def test_reading_layers_from_the_engine_says_so_and_counts_the_wait_then_the_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine's docker save is silent until it has written the whole image (most of a minute
+    on a torch base): a plain line says what is read and how big the image is, the wait is
+    counted until the first byte, and the bytes read are counted against the image's size."""
+    events: list[tuple[str, str, int | None, int | None, str]] = []
+    first_byte = threading.Event()
+
+    def report(stage: str, message: str, current: int | None = None, total: int | None = None, unit: str = "") -> None:
+        events.append((stage, message, current, total, unit))
+        if unit == "seconds":
+            first_byte.set()
+
+    def save(client: object, image_id: str, wanted: set[str], folder_path: str, **kw: object) -> object:
+        on_read = kw["on_read"]
+        assert callable(on_read)
+        assert first_byte.wait(10)  # the wait is being counted
+        for count in (1 << 20, 2 << 20, 40 << 20, 50 << 20):
+            on_read(count)
+        return runtime_layers.engine.SavedLayers(b"{}")
+
+    monkeypatch.setattr(runtime_layers.engine, "save_layers", save)
+    monkeypatch.setattr(runtime_layers.engine, "inspect_image", lambda client, ref: {"Size": 60 << 20})
+    monkeypatch.setattr(runtime_layers, "Waiting", _FastWaiting)
+    session = SimpleNamespace(registry=FakeRegistry(), report=report, engine=None)
+    runtime_layers._upload_from_engine(session, REPO.repository, "sha256:x", {"sha256:y", "sha256:z"}, {})  # type: ignore[arg-type]
+    assert events[0] == (
+        "push",
+        "reading 2 new layer(s) from the engine: its docker save writes the whole image (62.9 MB) "
+        "before the first byte",
+        None,
+        None,
+        "",
+    )
+    waited = [e for e in events if e[4] == "seconds"]
+    read = [e for e in events if e[4] == "bytes"]
+    assert waited and events.index(waited[-1]) < events.index(read[0])  # no count after the first byte
+    assert [(e[2], e[3]) for e in read] == [(1 << 20, 60 << 20), (40 << 20, 60 << 20)]  # every 32 MiB
+
+
+class _FastWaiting(runtime_layers.Waiting):
+    def __init__(self, report: object, stage: str, message: str, every: float = 1.0) -> None:
+        super().__init__(report, stage, message, every=0.01)  # type: ignore[arg-type]
+
+
 def test_layers_recorded_as_pushed_here_need_not_the_newest_versions_manifest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -210,3 +210,17 @@ def test_a_wrong_record_cannot_hide_a_wanted_layer(tmp_path: Path) -> None:
             tmp_path,
             known={_folder(0): "sha256:" + "e" * 64}.get,
         )
+
+
+def test_on_read_counts_the_streams_bytes_chunk_by_chunk(tmp_path: Path) -> None:
+    """The count a push shows while it reads the image: after each chunk the engine sends."""
+    layer = tar_of({"f": b"x" * 40_000})
+    config = json.dumps({"rootfs": {"diff_ids": [_diff_id(layer)]}}).encode()
+    image_id = _diff_id(config)
+    stream = tar_of({"v1/layer.tar": layer, f"{image_id[7:]}.json": config, "manifest.json": b"[]"})
+    counts: list[int] = []
+    engine.save_layers(_Client(stream), image_id, {_diff_id(layer)}, tmp_path, on_read=counts.append)
+    assert counts and counts[0] == 7777
+    steps = [later - earlier for earlier, later in zip(counts, counts[1:])]
+    assert set(steps[:-1]) <= {7777} and 0 < steps[-1] <= 7777  # the last chunk may be shorter
+    assert counts[-1] <= len(stream)
