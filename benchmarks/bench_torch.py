@@ -17,6 +17,11 @@ Scenarios, both ways in the same run:
 - second model: another model on the same torch (its own method text and one more
   requirement), pushed after the first; the bytes it pushes, against the bytes of the torch
   layer as the registry holds it (gzip).
+- one dependency added: each side builds and pushes a model, then adds a requirement and
+  builds and pushes again (timed). By hand is what a team with a torch base writes: ``FROM`` the
+  base as their registry holds it (pulled, untimed), so the engine pushes only new layers. No
+  target: it shows what a dependency change costs modelpack on a 5 GB base (the engine's
+  ``docker save`` of the whole image), against a by-hand path that has the torch layers already.
 
 Registry repositories are unique to the run (``bench/torch-<run>-...``); their manifests are
 deleted at the end (the registry keeps the blobs until its garbage collection runs).
@@ -51,6 +56,16 @@ TORCH_BASE = "modelpack-base/torch:2.5.1-py3.11-cu124"
 PYTHON_IMAGE = "modelpack-base/python:3.11"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HAND_DOCKERFILE = """FROM {python_image}
+WORKDIR /app
+COPY requirements.txt .
+RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca \\
+    pip install --no-cache-dir --break-system-packages -r requirements.txt
+COPY . /app
+CMD ["python3", "-m", "modelpack.runtime"]
+"""
+
+
+HAND_ON_TORCH = """FROM {base}
 WORKDIR /app
 COPY requirements.txt .
 RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca \\
@@ -125,7 +140,13 @@ def hand_build(
 ) -> tuple[float, int]:
     """docker build + docker push of the hand-written Dockerfile; (seconds, bytes uploaded)."""
     (model_dir / "Dockerfile").write_text(HAND_DOCKERFILE.format(python_image=PYTHON_IMAGE))
-    reference = f"{registry}/{repository}:v1"
+    seconds = hand_push(model_dir, f"{registry}/{repository}:v1", env)
+    pushed = sum(int(str(layer["size"])) for layer in manifest_layers(registry, repository, "v1"))
+    return seconds, pushed
+
+
+def hand_push(model_dir: Path, reference: str, env: dict[str, str] | None = None) -> float:
+    """Seconds of `docker build` (BuildKit) + `docker push` of model_dir's Dockerfile."""
     cli = docker_cli()
     start = time.perf_counter()
     run(
@@ -143,9 +164,7 @@ def hand_build(
         env={"DOCKER_BUILDKIT": "1", **(env or {})},
     )
     run([cli, "push", reference], env=env)
-    seconds = time.perf_counter() - start
-    pushed = sum(int(str(layer["size"])) for layer in manifest_layers(registry, repository, "v1"))
-    return seconds, pushed
+    return time.perf_counter() - start
 
 
 def load_dockerd() -> ModuleType:
@@ -222,6 +241,7 @@ def main() -> int:
                 for side in ("modelpack", "hand")
             ]
             warm = warm_and_second(work, args.registry, tag, repositories)
+            warm.update(one_dependency(work, args.registry, tag, repositories))
     finally:
         delete_repositories(args.registry, repositories)
     report(cold, warm)
@@ -271,6 +291,50 @@ def warm_and_second(work: Path, registry: str, tag: str, repositories: list[str]
     }
 
 
+def one_dependency(work: Path, registry: str, tag: str, repositories: list[str]) -> dict[str, float]:
+    """A requirement added to a torch model that is built and pushed already, both ways.
+
+    By hand is the Dockerfile a team with a torch base writes: ``FROM`` that base as the team's
+    registry holds it (pulled first, untimed, so the engine knows its layers are there and
+    pushes only new ones), ``pip install -r requirements.txt``, ``COPY . /app``. Each side builds
+    and pushes its model once untimed, then again with ``six`` added: that second build is timed.
+    """
+    bases = f"{registry}/bench-bases"
+    base_ref = f"{bases}/{TORCH_BASE}"
+    cli = docker_cli()
+    run([cli, "pull", base_ref])
+    repo_mp, repo_hand = (f"bench/torch-{tag}-dep-{side}" for side in ("mp", "hand"))
+    repositories += [repo_mp, repo_hand]
+    env = {"MODELPACK_BASE_REGISTRY": bases}
+    model = copy_example(work / "dep-mp", tag + "d")
+    modelpack_build(model, f"{registry}/{repo_mp}", env)
+    add_requirement(model)
+    mp_seconds, mp_result = modelpack_build(model, f"{registry}/{repo_mp}", env)
+    hand = copy_example(work / "dep-hand", tag + "e")
+    (hand / "Dockerfile").write_text(HAND_ON_TORCH.format(base=base_ref))
+    hand_push(hand, f"{registry}/{repo_hand}:v1")
+    add_requirement(hand)
+    hand_seconds = hand_push(hand, f"{registry}/{repo_hand}:v2")
+    for reference in (
+        *(f"{registry}/{repo_mp}:{t}" for t in ("v1", "v2", "modelpack-runtime")),
+        *(f"{registry}/{repo_mp}:{t}" for t in (mp_result.get("content_tag"),) if t),
+        f"{registry}/{repo_hand}:v1",
+        f"{registry}/{repo_hand}:v2",
+        base_ref,
+    ):
+        subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)
+    return {
+        "dep_mp_seconds": mp_seconds,
+        "dep_mp_bytes": int(str(mp_result.get("bytes_pushed") or 0)),
+        "dep_hand_seconds": hand_seconds,
+    }
+
+
+def add_requirement(model_dir: Path) -> None:
+    requirements = model_dir / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "six==1.16.0\n")
+
+
 def report(cold: list[dict[str, tuple[float, int]]], warm: dict[str, float]) -> None:
     if cold:
         print(
@@ -300,6 +364,16 @@ def report(cold: list[dict[str, tuple[float, int]]], warm: dict[str, float]) -> 
     )
     print(
         f"  share            {100 * warm['second_bytes'] / warm['torch_bytes']:8.3f} % of the torch bytes (target: under 1%)"
+    )
+    print(
+        "one dependency added to a pushed model (by hand: FROM the torch base, pulled from the team's registry):"
+    )
+    print(
+        f"  modelpack        {warm['dep_mp_seconds']:8.1f} s   pushed {int(warm['dep_mp_bytes']):>13,} bytes"
+    )
+    print(f"  by hand          {warm['dep_hand_seconds']:8.1f} s")
+    print(
+        f"  ratio            {warm['dep_mp_seconds'] / warm['dep_hand_seconds']:8.2f} (modelpack / by hand)"
     )
 
 
