@@ -64,7 +64,7 @@ def folder(prefix: str, parent: str | Path | None = None, *, sweep_pattern: str 
         _log.debug("sweeping %s in %s failed: %s", pattern, parent or tempfile.gettempdir(), error)
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
-        claim = _claim(Path(path))
+        claim = _claim(path)
     except BaseException:
         remove(path)
         raise
@@ -75,11 +75,12 @@ def folder(prefix: str, parent: str | Path | None = None, *, sweep_pattern: str 
         os.close(claim)
 
 
-def _claim(path: Path) -> int:
-    handle = os.open(path / _CLAIMING, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+def _claim(path: str) -> int:
+    claiming = os.path.join(path, _CLAIMING)
+    handle = os.open(claiming, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        os.rename(path / _CLAIMING, path / OWNER)
+        os.rename(claiming, os.path.join(path, OWNER))
     except BaseException:
         os.close(handle)
         raise
