@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelpack import scratch
 from modelpack.errors import InvalidInputError, RuntimeFailure
 from modelpack.pipeline.locking import SYSTEM_CA_BUNDLE, LockError, find_uv, redact
 from modelpack.pipeline.settings import (
@@ -32,7 +33,6 @@ from modelpack.pipeline.settings import (
 )
 from modelpack.progress import Reporter
 from modelpack.resources import cache_dir
-from modelpack.scratch import folder
 
 VENV_CACHE = "test-venvs"
 _PARTIAL = ".partial-"  # <key>.partial-<random>/venv: a venv being built, held by its run
@@ -178,9 +178,9 @@ def ensure_venv(
     if report:
         report("venv", f"installing {lock_path.name} into {final} with {'uv' if uv else 'pip'}")
     # the half-built venvs of killed runs (any key) go first; this one is held until renamed
-    with folder(f"{key}{_PARTIAL}", root, sweep_pattern=f"*{_PARTIAL}*") as held:
+    with scratch.folder(f"{key}{_PARTIAL}", root, sweep_pattern=f"*{_PARTIAL}*") as held:
         partial = Path(held) / "venv"
-        with folder("modelpack-venv-") as tmp:
+        with scratch.folder("modelpack-venv-") as tmp:
             for command in install_commands(partial, interpreter, lock_path, extra, uv=uv):
                 done = _run(command, {**env, "TMPDIR": tmp}, cwd=tmp)
                 if done.returncode != 0:

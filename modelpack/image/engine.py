@@ -106,7 +106,9 @@ def _engine_answer(probe: DockerClient, timeout: int) -> dict[str, Any]:
 def _speak(client: DockerClient, api_version: str) -> None:
     """Make `client` speak the engine's API version from now on, as a client made with it would
     (the SDK keeps it in one attribute, which its own negotiation sets): the connection that asked
-    it serves the next request, instead of a second client's new one after this one's close."""
+    it serves the next request, instead of a second client's new one after this one's close. The
+    SDK (7.x) offers no public way: `api_version` is a read-only property, and `version=` at
+    construction needs the answer before the first request."""
     docker = _docker()
     minimum = docker.constants.MINIMUM_DOCKER_API_VERSION
     if docker.utils.version_lt(api_version, minimum):
