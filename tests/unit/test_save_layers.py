@@ -4,6 +4,7 @@ stream (fed here in odd-sized chunks), each checked against its diff id; the res
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -221,6 +222,6 @@ def test_on_read_counts_the_streams_bytes_chunk_by_chunk(tmp_path: Path) -> None
     counts: list[int] = []
     engine.save_layers(_Client(stream), image_id, {_diff_id(layer)}, tmp_path, on_read=counts.append)
     assert counts and counts[0] == 7777
-    steps = [later - earlier for earlier, later in zip(counts, counts[1:])]
+    steps = [later - earlier for earlier, later in itertools.pairwise(counts)]
     assert set(steps[:-1]) <= {7777} and 0 < steps[-1] <= 7777  # the last chunk may be shorter
     assert counts[-1] <= len(stream)
