@@ -291,6 +291,22 @@ def test_index_options_in_requirements_reach_only_the_builder_stage(tmp_path: Pa
     assert "index" not in (result.out_dir / "app" / "more.txt").read_text().replace("index option", "")
 
 
+def test_requirements_ship_as_the_user_wrote_them(tmp_path: Path) -> None:
+    """Windows line ends, no final line end, non-ASCII text and bytes that are not UTF-8 (in an
+    included file: validate reads only requirements.txt as UTF-8) reach the context unchanged;
+    an index option's lines are blanked, each keeping its line end."""
+    root = tmp_path / "model"
+    make_model(root)
+    written = "six==1.17.0 \\\r\n  --hash=sha256:aa  # é\r\n-r more.txt\r\nidna"
+    (root / "requirements.txt").write_bytes(written.encode("utf-8"))
+    more = b"attrs  # caf\xe9, Latin-1\r\n--index-url https://u:p@h.example/simple\r\nsix\r\n"
+    (root / "more.txt").write_bytes(more)
+    result = do_render(load(root), tmp_path / "out")
+    assert (result.out_dir / "app" / "requirements.txt").read_bytes() == written.encode("utf-8")
+    blanked = more.replace(b"--index-url https://u:p@h.example/simple", b"# (index option removed by modelpack)")
+    assert (result.out_dir / "app" / "more.txt").read_bytes() == blanked
+
+
 def test_shipped_requirements_keep_lines_and_drop_credentials() -> None:
     text = "a==1\n--index-url \\\n  https://u:p@h/simple\nb @ https://u:tok@h/b.whl\n--trusted-host h\n"
     shipped = shipped_requirements(text)
