@@ -250,6 +250,24 @@ def test_the_key_follows_the_installed_code(tmp_path: Path, monkeypatch: pytest.
     assert place.installation_key() != first  # an edit of the source: the running one is not asked
 
 
+def test_the_key_follows_code_in_a_linked_subpackage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installation from a source checkout whose subpackage folder is a link: an edit there
+    is an edit of the installed code, and a link back into the package does not stop the key."""
+    package = tmp_path / "modelpack"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    checkout = tmp_path / "checkout" / "image"
+    checkout.mkdir(parents=True)
+    module = checkout / "stages.py"
+    module.write_text("x = 1\n")
+    (package / "image").symlink_to(checkout, target_is_directory=True)
+    (checkout / "package").symlink_to(package, target_is_directory=True)
+    monkeypatch.setattr(place, "_PACKAGE", str(package))
+    first = place.installation_key()
+    os.utime(module, ns=(1, 1))
+    assert place.installation_key() != first
+
+
 @pytest.mark.parametrize("planted", ["module behind a dangling link", "folder that cannot be listed"])
 def test_a_path_that_cannot_be_read_gives_a_key_no_readable_installation_has(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str
