@@ -325,21 +325,20 @@ def test_missing_ca_bundle_is_an_input_error(model: ModelDir, tmp_path: Path) ->
 
 
 def test_dockerfile_is_rendered_once_per_inputs(
-    model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: ModelDir, tmp_path: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same inputs: the Dockerfile comes from the cache, without Jinja; any changed input, a
     changed renderer or a corrupt entry renders again; the cache holds no secret."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     secret_settings = BuildSettings(index_url=INDEX, builder="buildkit")
     first = do_render(model, tmp_path / "a", secret_settings)
-    entries = sorted((tmp_path / "cache" / "modelpack" / "dockerfiles").iterdir())
+    entries = sorted((own_cache / "modelpack" / "dockerfiles").iterdir())
     assert entries  # the Dockerfile (and the one without build names, when it differs)
     assert all(SECRET not in entry.read_text() for entry in entries)
 
     def no_jinja() -> None:
         raise AssertionError("the template was compiled again")
 
-    compile_template = render_mod._template_env
+    compile_template, code_key = render_mod._template_env, render_mod._code_key
     monkeypatch.setattr(render_mod, "_template_env", no_jinja)
     again = do_render(model, tmp_path / "b", secret_settings)
     assert again.dockerfile.read_text() == first.dockerfile.read_text()
@@ -350,9 +349,8 @@ def test_dockerfile_is_rendered_once_per_inputs(
     with pytest.raises(AssertionError, match="compiled again"):
         do_render(model, tmp_path / "d", secret_settings)
 
-    monkeypatch.undo()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert render_mod._template_env is compile_template
+    monkeypatch.setattr(render_mod, "_template_env", compile_template)
+    monkeypatch.setattr(render_mod, "_code_key", code_key)
     for entry in entries:
         entry.write_text("{not json")
     fresh = do_render(model, tmp_path / "e", secret_settings)
