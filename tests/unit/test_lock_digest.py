@@ -240,6 +240,14 @@ def test_a_lock_of_the_older_format_is_reused_while_its_input_is_unchanged(
     assert (tmp_path / "m" / "requirements.lock").read_text() == text
 
 
+def test_an_older_lock_of_continued_lines_is_not_reused(tmp_path: Path) -> None:
+    """Its reader joined `six # c \\` and `idna` into two requirements; pip reads one."""
+    loaded = model(tmp_path / "m", "six==1.16.0 # pinned \\\nidna\n")
+    _legacy_lock(loaded)
+    assert [line.name for line in loaded.requirements] == ["six"]
+    assert lock_status(loaded, CPU) == "stale"
+
+
 @pytest.mark.parametrize("edit", ["requirements.txt", "c.txt"])
 def test_any_edit_of_an_older_lock_s_input_relocks_once_into_the_new_format(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: str
