@@ -202,12 +202,6 @@ def _requirements_bytes(model_dir: ModelDir) -> bytes:
     return path.read_bytes() if path.is_file() else b""
 
 
-def _continued(data: bytes) -> bool:
-    """A line of requirements.txt ends in a backslash (spaces after it too): the older format's
-    locks were made by a reader that may have joined such lines otherwise than pip does."""
-    return any(line.rstrip().endswith("\\") for line in data.decode("utf-8", "replace").splitlines())
-
-
 def compute_input_digest(
     model_dir: ModelDir, resolved: ResolveResult, *, keep_clarifai: bool, lock_format: str = LOCK_FORMAT
 ) -> str:
@@ -246,8 +240,8 @@ def matching_digest(
     recorded = read_header(text).input_digest
     if recorded == (current or compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)):
         return recorded
-    if _continued(_requirements_bytes(model_dir)):
-        return None  # its lines may have been joined otherwise then: resolved from other lines
+    if any(line.rstrip().endswith("\\") for line in _requirements_bytes(model_dir).decode(errors="replace").splitlines()):
+        return None  # format 1's reader may have joined a continued line otherwise than pip: other lines
     older = LEGACY_LOCK_FORMAT
     legacy = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=older)
     return recorded if recorded == legacy else None
