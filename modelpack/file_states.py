@@ -35,13 +35,16 @@ def tree_states(
     roots: list[str], *, folders: bool = True, files: str | None = "", skip: tuple[str, ...] = ()
 ) -> list[tuple[str, FileState | None]]:
     """(path, state) of each folder under `roots`, the roots too (when `folders`), and of each
-    file in them whose name ends with `files` ("" every file, None none). Bytecode caches, the
-    folders named in `skip` and linked folders are not entered. A file that cannot be read, and
-    a folder that cannot be listed, are noted with None; nothing raises."""
+    file in them whose name ends with `files` ("" every file, None none). Bytecode caches and
+    the folders named in `skip` are not entered. A linked folder is (a source checkout may link a
+    subpackage in), each folder a link leads to once: a link back up the tree, or to a folder
+    already entered by a link, is not followed again. A file that cannot be read, and a folder
+    that cannot be listed, are noted with None; nothing raises."""
     skipped = ("__pycache__", *skip)
     every = files == ""
     found: list[tuple[str, FileState | None]] = []
     pending = list(roots)
+    linked: set[tuple[int, int]] | None = None  # (device, inode) of the roots and linked folders
     while pending:
         folder = pending.pop()
         if folders:  # before listing it: a change while listing shows next time
@@ -49,9 +52,21 @@ def tree_states(
         try:
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        if entry.name not in skipped:
-                            pending.append(entry.path)
+                    try:  # no stat but for a link: the folder's listing says what an entry is
+                        is_folder = entry.is_dir()
+                    except OSError:  # a link that cannot be followed (a loop): noted below, if a file of ours
+                        is_folder = False
+                    if is_folder:
+                        if entry.name in skipped:
+                            continue
+                        if entry.is_symlink():
+                            if linked is None:
+                                linked = _identities(roots)
+                            info = entry.stat()  # kept by the entry from is_dir's
+                            if (info.st_dev, info.st_ino) in linked:
+                                continue
+                            linked.add((info.st_dev, info.st_ino))
+                        pending.append(entry.path)
                     elif every or (files is not None and entry.name.endswith(files)):
                         try:
                             info = entry.stat()
@@ -63,4 +78,16 @@ def tree_states(
                         found.append((entry.path, state))
         except OSError:
             found.append((folder, None))
+    return found
+
+
+def _identities(paths: list[str]) -> set[tuple[int, int]]:
+    """(device, inode) of each path that can be read."""
+    found: set[tuple[int, int]] = set()
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        found.add((info.st_dev, info.st_ino))
     return found

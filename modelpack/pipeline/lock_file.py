@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelpack.project.requirements import normalized_line, significant_lines
+from modelpack.project.requirements import logical_lines, normalized_line, pip_spans, significant_lines
 
 
 @dataclass(frozen=True)
@@ -37,23 +37,9 @@ def canonical_name(name: str) -> str:
 
 
 def parse_lock(text: str) -> tuple[LockedPackage, ...]:
-    """Packages of a hash-pinned requirements file (`name==version --hash=...`)."""
-    logical: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
-        if not line.strip():
-            if current:
-                logical.append(current)
-                current = ""
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        logical.append(current + line)
-        current = ""
-    if current.strip():
-        logical.append(current)
+    """Packages of a hash-pinned requirements file (`name==version --hash=...`), its lines
+    joined as pip joins them (pip installs the image from it)."""
+    logical = [line for _, line in logical_lines(text)]
     packages: list[LockedPackage] = []
     for entry in logical:
         tokens = entry.split()
@@ -221,10 +207,20 @@ def included_file_digests(
                 found.append((text.strip(), hashlib.sha256(data or b"").hexdigest()))
             else:
                 found.append((normalized_line(text), _content_digest(data)))
-            nested = (data or b"").decode("utf-8", errors="replace").splitlines()
-            visit([line for line in nested if line.strip().startswith("-")], path.parent)
+            visit(_nested_options((data or b"").decode("utf-8", errors="replace")), path.parent)
 
     visit(option_lines, root)
+    return found
+
+
+def _nested_options(text: str) -> list[str]:
+    """The option lines of an included file as either reader may take them: each line as it is
+    (as uv reads a continued line), and a line continued over others as pip joins it."""
+    lines = text.splitlines()
+    found = [line for line in lines if line.strip().startswith("-")]
+    for first, last, joined in pip_spans(lines):
+        if last > first and joined.strip().startswith("-"):
+            found.append(joined)
     return found
 
 

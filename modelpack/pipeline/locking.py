@@ -240,6 +240,8 @@ def matching_digest(
     recorded = read_header(text).input_digest
     if recorded == (current or compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai)):
         return recorded
+    if any(line.rstrip().endswith("\\") for line in _requirements_bytes(model_dir).decode(errors="replace").splitlines()):
+        return None  # format 1's reader may have joined a continued line otherwise than pip: other lines
     older = LEGACY_LOCK_FORMAT
     legacy = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=older)
     return recorded if recorded == legacy else None

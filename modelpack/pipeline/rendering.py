@@ -549,8 +549,9 @@ def _populate(
         elif source.rel in blanked.requirement_files:
             target = tmp / CTX_APP / source.rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            text = source.path.read_text(encoding="utf-8", errors="replace")
-            target.write_text(shipped_requirements(text), encoding="utf-8")
+            # bytes in, bytes out: line ends and bytes that are not UTF-8 ship as the user wrote them
+            text = source.path.read_bytes().decode("utf-8", "surrogateescape")
+            target.write_bytes(shipped_requirements(text).encode("utf-8", "surrogateescape"))
         elif source.rel not in _NOT_IN_APP:
             _copy(source.path, tmp / CTX_APP / source.rel, source.executable)
     for required in (CTX_CONFIG, f"{CTX_APP}/1/model.py"):

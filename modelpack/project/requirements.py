@@ -18,6 +18,8 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 # every build reads these (compiled at import: a resident process's commands find them compiled)
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@")
 _FIRST_OPTION = re.compile(r"\s(--[a-z-]+)")
+# where `str.splitlines` (so pip) ends a line besides "\n"
+_OTHER_LINE_ENDS = re.compile("[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _URL_OR_PATH = re.compile(r"^([a-z][a-z0-9+.-]*://|\.{0,2}/|file:)", re.IGNORECASE)
 
 # pip's file-level options: name -> whether it takes a value
@@ -49,6 +51,7 @@ INDEX_OPTIONS = frozenset(
     {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "--no-index"}
 )
 _LONG_NAMES = {"-i": "--index-url", "-f": "--find-links"}
+_BLANKED = "# (index option removed by modelpack)"
 
 
 def _redact(text: str) -> str:
@@ -56,24 +59,44 @@ def _redact(text: str) -> str:
     return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """Join backslash continuations; drop comments and blank lines. Returns (first line no, text)."""
-    out: list[tuple[int, str]] = []
-    buffer = ""
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not buffer:
-            start = number
-        line = _COMMENT.sub("", raw)
-        if line.endswith("\\"):
-            buffer += line[:-1] + " "
+def pip_spans(lines: list[str]) -> list[tuple[int, int, str]]:
+    """Physical lines (`str.splitlines`, as pip splits) joined the way pip's requirements-file
+    reader joins them: (first line no, last line no, joined text, comments still in it).
+
+    A line ending in a backslash (nothing after it, not even a space) goes on with the next; the
+    backslashes at both its ends are removed and nothing is put between the two (`numpy==2.\\`
+    then `2.6` is `numpy==2.2.6`). A comment line ends a continuation and is kept (after a space)
+    for the comment rule to remove; a continuation at the end of the file ends there."""
+    spans: list[tuple[int, int, str]] = []
+    parts: list[str] = []
+    first = 0
+    for number, line in enumerate(lines, start=1):
+        comment = _COMMENT.match(line) is not None
+        if line.endswith("\\") and not comment:
+            if not parts:
+                first = number
+            parts.append(line.strip("\\"))
             continue
-        buffer += line
-        if buffer.strip():
-            out.append((start, buffer.strip()))
-        buffer = ""
-    if buffer.strip():
-        out.append((start, buffer.strip()))
+        if comment:
+            line = " " + line
+        if parts:
+            spans.append((first, number, "".join(parts) + line))
+            parts = []
+        else:
+            spans.append((number, number, line))
+    if parts:
+        spans.append((first, len(lines), "".join(parts)))
+    return spans
+
+
+def logical_lines(text: str) -> list[tuple[int, str]]:
+    """The lines pip reads from a requirements file, continuations joined, comments and blank
+    lines dropped: (first line no, text)."""
+    out: list[tuple[int, str]] = []
+    for first, _, joined in pip_spans(text.splitlines()):
+        line = _COMMENT.sub("", joined).strip()
+        if line:
+            out.append((first, line))
     return out
 
 
@@ -155,14 +178,17 @@ def _index_options(
                 nested = target.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 continue  # unreadable: the lock reports it
-            lines = [t for _, t in _logical_lines(nested) if t.startswith("-")]
+            lines = [t for _, t in logical_lines(nested) if t.startswith("-")]
             found.extend(_index_options(lines, root, target.parent, seen))
     return found
 
 
 def is_index_option(text: str) -> bool:
-    """A line that says where packages come from (`--index-url`, `--find-links`, ...)."""
+    """A line that says where packages come from (`--index-url`, `--find-links`, ...); one shlex
+    cannot split (pip refuses it too) by its first word, so that its value is still never shipped."""
     found = option_value(text.strip())
+    if found is None and text.split():
+        found = option_value(text.split()[0])
     return found is not None and (found[0] in INDEX_OPTIONS or _LONG_NAMES.get(found[0], "") in INDEX_OPTIONS)
 
 
@@ -189,7 +215,7 @@ def included_files(root: Path, lines: Iterable[RequirementLine]) -> set[str]:
             nested = target.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        pending.extend((t, target.parent) for _, t in _logical_lines(nested) if t.startswith("-"))
+        pending.extend((t, target.parent) for _, t in logical_lines(nested) if t.startswith("-"))
     return found
 
 
@@ -264,20 +290,21 @@ def _inside(root: Path, path: Path) -> bool:
 
 
 def shipped_requirements(text: str) -> str:
-    """requirements.txt as an image ships it: index options blanked (their values may be
-    credentials; the lock says what was installed), credentials in other URLs redacted.
-    Line numbers stay as they were, so messages about the file still point at the right line."""
-    out: list[str] = []
-    continued = False
-    for raw in text.splitlines():
-        line = _COMMENT.sub("", raw).strip()
-        starts_option = not continued and is_index_option(line.rstrip("\\").strip())
-        if starts_option or (continued and out and out[-1].startswith("# (index option")):
-            out.append("# (index option removed by modelpack)")
-        else:
-            out.append(_redact(raw))
-        continued = raw.rstrip().endswith("\\")
-    return "\n".join(out) + ("\n" if text.endswith("\n") or not text else "")
+    """requirements.txt as an image ships it: the user's text as written, line ends included,
+    but for index options, blanked (their values may be credentials; the lock says what was
+    installed), and credentials in other URLs, redacted. A logical line is judged whole, as pip
+    joins it: an option or a credential split over continued lines is found too. Line numbers
+    stay as they were, so messages about the file still point at the right line."""
+    ends = text.splitlines(keepends=True)
+    lines = text.splitlines()
+    out = [_redact(line) for line in lines]
+    for first, last, joined in pip_spans(lines):
+        if is_index_option(_COMMENT.sub("", joined).strip()):
+            out[first - 1 : last] = [_BLANKED] * (last - first + 1)
+        elif last > first and _URL_CREDENTIALS.search(pip_spans(out[first - 1 : last])[0][2]):
+            # a credential split over lines: the whole line, redacted, in place of its first part
+            out[first - 1 : last] = [_redact(joined), *["#"] * (last - first)]
+    return "".join(line + end[len(raw) :] for line, raw, end in zip(out, lines, ends, strict=True))
 
 
 def normalized_line(text: str) -> str:
@@ -303,18 +330,21 @@ def normalized_line(text: str) -> str:
 
 def significant_lines(text: str) -> list[str]:
     """An included `-r`/`-c` file (uv reads it itself) without what no reader takes in: comment
-    and blank lines, a comment after a line, the spaces around it. A line ending in a backslash
-    and the line after it stay exactly as written: pip and uv join such lines differently."""
+    and blank lines, a comment after a line, the spaces around it. A line whose text ends in a
+    backslash (spaces after it too) and the line after it stay exactly as written: pip and uv
+    join such lines differently. So does a line holding a character other than `\\n` that
+    Python's `splitlines` (pip's) ends a line at: uv may not end one there."""
     kept: list[str] = []
     wrapped = False
     for raw in text.split("\n"):
         body = raw[:-1] if raw.endswith("\r") else raw
         line = _COMMENT.sub("", body).strip()
-        if wrapped or body.endswith("\\") or line.endswith("\\"):
+        ends_in_backslash = body.rstrip().endswith("\\") or line.endswith("\\")
+        if wrapped or ends_in_backslash or _OTHER_LINE_ENDS.search(body):
             kept.append(body)
         elif line:
             kept.append(line)
-        wrapped = body.endswith("\\")
+        wrapped = ends_in_backslash
     return kept
 
 
@@ -333,7 +363,7 @@ def parse_requirements(
     lines: list[RequirementLine] = []
     problems: list[Diagnostic] = []
     seen: dict[tuple[str, str | None], int] = {}
-    for lineno, line in _logical_lines(text):
+    for lineno, line in logical_lines(text):
         if line.startswith("-"):
             parsed, problem = _option_line(lineno, line, filename)
             if problem:

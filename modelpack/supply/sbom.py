@@ -18,6 +18,7 @@ from typing import Any
 from modelpack._version import __version__
 from modelpack.errors import InvalidInputError
 from modelpack.oci.registry import Descriptor, RegistryClient, canonical_json
+from modelpack.project.requirements import logical_lines
 from modelpack.supply.record import push_artifact
 
 SBOM_ARTIFACT_TYPE = "application/vnd.cyclonedx+json"
@@ -44,21 +45,7 @@ def _canonical(name: str) -> str:
 
 def parse_lock(text: str, filename: str = "requirements.lock") -> list[LockedPackage]:
     """The pinned packages of a lock file; option lines (``--index-url``...) are skipped."""
-    logical: list[tuple[int, str]] = []
-    buffer, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0] if not raw.lstrip().startswith("#") else ""
-        if not buffer:
-            start = number
-        if line.rstrip().endswith("\\"):
-            buffer += line.rstrip()[:-1] + " "
-            continue
-        buffer += line
-        if buffer.strip():
-            logical.append((start, buffer.strip()))
-        buffer = ""
-    if buffer.strip():
-        logical.append((start, buffer.strip()))
+    logical = logical_lines(text)  # joined as pip joins them: pip installs the image from it
     packages = []
     for number, line in logical:
         if line.startswith("-"):

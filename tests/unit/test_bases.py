@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -161,10 +160,10 @@ def test_a_base_in_the_engine_is_inspected_once_and_the_build_keeps_what_it_saw(
     assert outcome.local == engine.LocalImage(TORCH, image_id, image_id) and outcome.digest == image_id
 
 
+@pytest.mark.usefixtures("own_cache")
 def test_the_runtime_cache_checks_the_base_the_build_saw_without_asking_again(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     plan = SimpleNamespace(runtime_key="k" * 16, base_image=TORCH)
     runtime_id, base_id = "sha256:" + "r" * 64, "sha256:" + "b" * 64
     inspected: list[str] = []
@@ -342,9 +341,8 @@ def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:
 
 
 @pytest.fixture
-def lock_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+def lock_home(own_cache: Path) -> Path:
+    return own_cache
 
 
 @pytest.mark.parametrize("first_fails", [False, True])
@@ -396,7 +394,6 @@ def test_a_build_that_dies_holding_the_lock_blocks_no_one(
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "XDG_CACHE_HOME": str(lock_home)},
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

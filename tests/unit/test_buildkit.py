@@ -199,10 +199,8 @@ def _fake_docker(folder: Path, version: str, buildx: bool) -> Path:
     return script
 
 
-def test_find_cli_passes_over_a_new_cli_without_buildx(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+@pytest.mark.usefixtures("own_cache")
+def test_find_cli_passes_over_a_new_cli_without_buildx(tmp_path: Path) -> None:
     new = _fake_docker(tmp_path / "new", "28.2.2", buildx=False)
     old = _fake_docker(tmp_path / "old", "20.10.24+dfsg1", buildx=False)
     found = buildkit.find_cli.__wrapped__(None, os.pathsep.join([str(new.parent), str(old.parent)]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -699,15 +698,14 @@ def test_bundled_example_locks_are_current() -> None:
 
 
 def test_a_document_valid_once_skips_jsonschema_next_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import jsonschema
 
     from modelpack.project import config as config_mod
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = make_dir(tmp_path, "model:\n  id: memo-test\n")
     load(root)
-    memos = list((tmp_path / "cache" / "modelpack" / "valid-configs").rglob("*"))
+    memos = list((own_cache / "modelpack" / "valid-configs").rglob("*"))
     assert [m for m in memos if m.is_file()]
 
     class Refuse:
@@ -727,6 +725,7 @@ def test_a_document_valid_once_skips_jsonschema_next_time(
         load(root)
 
 
+@pytest.mark.usefixtures("own_cache")  # its cache, by XDG_CACHE_HOME, is the child's too
 def test_the_executable_validates_without_jsonschemas_format_packages(tmp_path: Path) -> None:
     """jsonschema imports the packages of its format checkers when they are installed, and
     rfc3987_syntax builds a grammar then (seconds). modelpack's schemas assert no format: the
@@ -748,12 +747,13 @@ def test_the_executable_validates_without_jsonschemas_format_packages(tmp_path: 
         run()
         """
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no memo: jsonschema is used
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    # a cache of its own (own_cache): no memo, so jsonschema is used
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(seen.read_text()) == ["jsonschema"]  # consulted, without the format packages
 
 
+@pytest.mark.usefixtures("own_cache")  # its cache, by XDG_CACHE_HOME, is the child's too
 def test_a_program_importing_modelpack_keeps_jsonschemas_format_checkers(tmp_path: Path) -> None:
     """Only the executable owns its process: as a library, modelpack loads jsonschema as it is,
     so the program's own `format` checks keep their checkers."""
@@ -770,17 +770,15 @@ def test_a_program_importing_modelpack_keeps_jsonschemas_format_checkers(tmp_pat
         print(sorted(name for name in {installed!r} if name in sys.modules))
         """
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(sorted(installed))
 
 
-def test_invalid_documents_are_never_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_invalid_documents_are_never_remembered(tmp_path: Path, own_cache: Path) -> None:
     root = make_dir(tmp_path, "model:\n  id: x\n  colour: blue\n")
     for _ in range(2):
         with pytest.raises(ConfigError) as error:
             load(root)
         assert "colour" in str(error.value.diagnostics[0].message)
-    assert not (tmp_path / "cache" / "modelpack" / "valid-configs").exists()
+    assert not (own_cache / "modelpack" / "valid-configs").exists()

@@ -31,6 +31,7 @@ from modelpack.supply.keys import keygen
 lock_mod = importlib.import_module("modelpack.pipeline.locking")
 CPU = ResolveResult("3.11", None, None, "cpu", "modelpack-base/python:3.11", "no torch")
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+pytestmark = pytest.mark.usefixtures("own_cache")  # the commands' caches are the test's
 
 
 def unprivileged() -> list[str]:
@@ -43,8 +44,9 @@ def unprivileged() -> list[str]:
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
-def modelpack(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "UV_INDEX_URL": "http://127.0.0.1:9/simple"}
+def modelpack(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """The command in a process of its own, without the right to read what it is refused."""
+    env = {**os.environ, "UV_INDEX_URL": "http://127.0.0.1:9/simple"}
     env.pop("MODELPACK_DEBUG", None)
     return subprocess.run(
         [*unprivileged(), sys.executable, "-m", "modelpack", *args],
@@ -75,41 +77,41 @@ def hello(tmp_path: Path) -> Iterator[Path]:
 
 def test_an_unreadable_model_folder_is_a_located_input_error(hello: Path, tmp_path: Path) -> None:
     (hello / "1").chmod(0)
-    validated = modelpack(["validate", str(hello)], tmp_path / "cache")
+    validated = modelpack(["validate", str(hello)])
     assert validated.returncode == 2, validated.stderr
     lines = validated.stderr.strip().splitlines()
     assert f"{hello}/1/model.py: cannot read: Permission denied" in lines, lines
     assert all(line.startswith(f"{hello}/") and "internal error" not in line for line in lines), lines
     for command in (["lock", str(hello)], ["render", str(hello), "-o", str(tmp_path / "ctx")]):
-        assert "model.py: cannot read" in one_line(modelpack(command, tmp_path / "cache"), 2)
+        assert "model.py: cannot read" in one_line(modelpack(command), 2)
     assert not (tmp_path / "ctx").exists()
 
 
-def test_an_unreadable_lock_is_a_located_input_error(hello: Path, tmp_path: Path) -> None:
+def test_an_unreadable_lock_is_a_located_input_error(hello: Path) -> None:
     (hello / LOCK_FILE).chmod(0)
-    validated = modelpack(["validate", str(hello)], tmp_path / "cache")
+    validated = modelpack(["validate", str(hello)])
     assert one_line(validated, 2) == f"{hello}/{LOCK_FILE}: cannot read: Permission denied"
-    locked = modelpack(["lock", str(hello)], tmp_path / "cache")
+    locked = modelpack(["lock", str(hello)])
     assert one_line(locked, 2) == f"error: {hello}/{LOCK_FILE}: cannot read: Permission denied"
 
 
-def test_lock_in_a_read_only_directory_fails_before_resolving(hello: Path, tmp_path: Path) -> None:
+def test_lock_in_a_read_only_directory_fails_before_resolving(hello: Path) -> None:
     (hello / LOCK_FILE).unlink()
     before = sorted(p.name for p in hello.iterdir())
     hello.chmod(0o555)
-    locked = modelpack(["lock", str(hello)], tmp_path / "cache")  # the index is unreachable: not asked
+    locked = modelpack(["lock", str(hello)])  # the index is unreachable: not asked
     assert one_line(locked, 1) == f"error: cannot write {hello}/{LOCK_FILE}: Permission denied"
     assert sorted(p.name for p in hello.iterdir()) == before
 
 
-def test_a_cache_that_cannot_be_read_is_a_miss(hello: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    assert modelpack(["validate", str(hello)], cache).returncode == 0
+def test_a_cache_that_cannot_be_read_is_a_miss(hello: Path, own_cache: Path) -> None:
+    cache = own_cache
+    assert modelpack(["validate", str(hello)]).returncode == 0
     assert list((cache / "modelpack").rglob("*"))  # the schema memo was written
     for path in sorted((cache / "modelpack").rglob("*"), reverse=True):
         path.chmod(0)
     try:
-        validated = modelpack(["validate", str(hello)], cache)
+        validated = modelpack(["validate", str(hello)])
     finally:
         for path in (cache / "modelpack").rglob("*"):
             path.chmod(0o755)

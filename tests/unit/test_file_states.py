@@ -5,12 +5,13 @@ which the installation digest, the runtime library and the standby key all rely 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from modelpack.file_states import file_state, tree_states
+from modelpack.file_states import FileState, file_state, tree_states
 from modelpack.resources import SETTLE_NS, settled
 from tests.unit import fakes
 
@@ -82,3 +83,38 @@ def test_a_state_noted_none_is_never_settled(tree: Path) -> None:
     states = [state for _, state in tree_states([str(tree)])]
     assert settled(states, later)
     assert not settled([*states, None], later)
+
+
+def test_a_linked_folder_is_entered(tree: Path, tmp_path: Path) -> None:
+    """A source checkout may link a subpackage in: an edit there is an edit of the tree."""
+    outside = tmp_path / "checkout" / "extra"
+    outside.mkdir(parents=True)
+    (outside / "c.py").write_text("c = 1\n")
+    (tree / "extra").symlink_to(outside, target_is_directory=True)
+    everything = dict(tree_states([str(tree)]))
+    assert everything[str(tree / "extra")] == file_state(os.stat(outside))
+    assert everything[str(tree / "extra" / "c.py")] == file_state(os.stat(outside / "c.py"))
+    before = sorted(tree_states([str(tree)], folders=False, files=".py"))
+    assert (str(tree / "extra" / "c.py"), everything[str(tree / "extra" / "c.py")]) in before
+    (outside / "c.py").write_text("c = 22\n")
+    assert sorted(tree_states([str(tree)], folders=False, files=".py")) != before
+
+
+def test_link_cycles_end(tree: Path) -> None:
+    """Links back up the tree, into a folder holding the link, and in a circle: each folder a
+    link leads to is entered once at most, and a link that cannot be followed is noted None."""
+    (tree / "sub" / "up").symlink_to(tree, target_is_directory=True)
+    (tree / "sub" / "again").symlink_to(tree / "sub", target_is_directory=True)
+    (tree / "one").symlink_to(tree / "two")
+    (tree / "two").symlink_to(tree / "one")
+    walked: list[list[tuple[str, FileState | None]]] = []
+    walk = threading.Thread(target=lambda: walked.append(tree_states([str(tree)])), daemon=True)
+    walk.start()
+    walk.join(timeout=30)
+    assert walked, "the walk did not end"
+    noted = dict(walked[0])
+    assert len(noted) == len(walked[0])  # no path noted twice
+    assert noted[str(tree / "one")] is None and noted[str(tree / "two")] is None
+    assert str(tree / "sub" / "up" / "a.py") not in noted  # the root again: not entered
+    assert str(tree / "sub" / "again" / "b.py") in noted  # entered once,
+    assert not any(path.startswith(str(tree / "sub" / "again" / "again")) for path in noted)  # not twice

@@ -490,14 +490,13 @@ LAYER = "sha256:" + "a" * 64
 
 @pytest.mark.parametrize("known", [False, True])
 def test_a_known_runtime_config_starts_the_local_load_first(
-    session: BuildSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known: bool
+    session: BuildSession, tmp_path: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch, known: bool
 ) -> None:
     """The runtime image's config is content-addressed: kept from the last push, it lets the
     engine load the final image while the registry is asked about the runtime layers. Unknown
     (or not hashing to the id), the load starts once the registry gave the config."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     config, runtime_id = _runtime_config()
-    kept = tmp_path / "cache" / "modelpack" / "runtime-configs"
+    kept = own_cache / "modelpack" / "runtime-configs"
     kept.mkdir(parents=True)
     if known:
         (kept / f"{runtime_id[7:]}.json").write_bytes(config)

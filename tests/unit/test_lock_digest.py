@@ -58,6 +58,10 @@ SAME = {
     "a wrapped line": 'six==1.16.0\nidna[all]>=3.4 \\\n    ; python_version >= "3.8"\n--pre\n',
     "spaces in the requirement": "six == 1.16.0\nidna [all] >= 3.4;python_version>='3.8'\n--pre\n",
     "the name's spelling": 'Six==1.16.0\nIDNA[ALL]>=3.4 ; python_version >= "3.8"\n--pre\n',
+    # pip joins a continued line with nothing between, and a comment line ends it
+    "a continued version": 'six==1.\\\n16.0\nidna[all]>=3.4 ; python_version >= "3.8"\n--pre\n',
+    "continued into a comment": 'six==1.16.0 \\\n# c\nidna[all]>=3.4 ; python_version >= "3.8"\n--pre\n',
+    "a continued option": 'six==1.16.0\nidna[all]>=3.4 ; python_version >= "3.8"\n--p\\\nre\\',
 }
 
 CHANGED = {
@@ -73,6 +77,8 @@ CHANGED = {
     "a hash": 'six==1.16.0 --hash=sha256:aa\nidna[all]>=3.4 ; python_version >= "3.8"\n--pre\n',
     "a line added": 'six==1.16.0\nidna[all]>=3.4 ; python_version >= "3.8"\n--pre\nattrs\n',
     "a line removed": 'idna[all]>=3.4 ; python_version >= "3.8"\n--pre\n',
+    # a comment before the backslash: pip reads the next line as part of the comment
+    "a line in a comment": 'six==1.16.0 # c \\\nidna[all]>=3.4 ; python_version >= "3.8"\n--pre\n',
     "a direct URL": 'six @ https://h.example/six-1.16.0-py2.py3-none-any.whl\nidna[all]>=3.4 ; python_version >= "3.8"\n--pre\n',
 }
 
@@ -122,6 +128,8 @@ INCLUDED = "idna==3.7\n-c nested/c.txt\n"
         ("idna==3.7\n", "idna<4\n", False),
         # a wrapped line is kept as written: pip and uv join the two lines differently
         ("idna==3.7 \\\n  --hash=sha256:aa\n-c nested/c.txt\n", "idna<4\n", False),
+        # a form feed ends a line for pip (`splitlines`), not for the comment rule
+        (INCLUDED, "idna<4 # c\x0csix<2\n", False),
     ],
 )
 def test_included_files_count_by_their_significant_lines(
@@ -132,6 +140,14 @@ def test_included_files_count_by_their_significant_lines(
     )
     after = digest(tmp_path / "b", "-r extra.txt\nsix\n", {"extra.txt": extra, "nested/c.txt": nested})
     assert (after == before) is same
+
+
+def test_a_file_named_by_a_continued_line_counts(tmp_path: Path) -> None:
+    """pip joins `-c \\` and `nested/c.txt`: an edit of that file re-locks."""
+    extra = {"extra.txt": "idna==3.7\n-c \\\nnested/c.txt\n"}
+    before = digest(tmp_path / "a", "-r extra.txt\nsix\n", {**extra, "nested/c.txt": "idna<4\n"})
+    after = digest(tmp_path / "b", "-r extra.txt\nsix\n", {**extra, "nested/c.txt": "idna<3.9\n"})
+    assert after != before
 
 
 def test_a_missing_included_file_is_not_an_empty_one(tmp_path: Path) -> None:
@@ -163,6 +179,9 @@ def test_significant_lines_keep_wrapped_lines_as_written() -> None:
     # a comment or spaces after a backslash end the wrap: the line stays as written
     assert significant_lines("six \\ # c\nidna\n") == ["six \\ # c", "idna"]
     assert significant_lines("six \\ \nidna\n") == ["six \\ ", "idna"]
+    # a space after the backslash: whether the next line goes on it is the reader's, so it stays
+    assert significant_lines("six \\  \n  # c\nidna\n") == ["six \\  ", "  # c", "idna"]
+    assert significant_lines("six # c\x0cidna\n") == ["six # c\x0cidna"]
 
 
 # --------------------------------------------------------------------------- the lock itself
@@ -219,6 +238,14 @@ def test_a_lock_of_the_older_format_is_reused_while_its_input_is_unchanged(
     result = lock(loaded, resolved=CPU)
     assert result.reused and result.input_digest == read_header(text).input_digest
     assert (tmp_path / "m" / "requirements.lock").read_text() == text
+
+
+def test_an_older_lock_of_continued_lines_is_not_reused(tmp_path: Path) -> None:
+    """Its reader joined `six # c \\` and `idna` into two requirements; pip reads one."""
+    loaded = model(tmp_path / "m", "six==1.16.0 # pinned \\\nidna\n")
+    _legacy_lock(loaded)
+    assert [line.name for line in loaded.requirements] == ["six"]
+    assert lock_status(loaded, CPU) == "stale"
 
 
 @pytest.mark.parametrize("edit", ["requirements.txt", "c.txt"])

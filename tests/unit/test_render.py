@@ -291,6 +291,22 @@ def test_index_options_in_requirements_reach_only_the_builder_stage(tmp_path: Pa
     assert "index" not in (result.out_dir / "app" / "more.txt").read_text().replace("index option", "")
 
 
+def test_requirements_ship_as_the_user_wrote_them(tmp_path: Path) -> None:
+    """Windows line ends, no final line end, non-ASCII text and bytes that are not UTF-8 (in an
+    included file: validate reads only requirements.txt as UTF-8) reach the context unchanged;
+    an index option's lines are blanked, each keeping its line end."""
+    root = tmp_path / "model"
+    make_model(root)
+    written = "six==1.17.0 \\\r\n  --hash=sha256:aa  # é\r\n-r more.txt\r\nidna"
+    (root / "requirements.txt").write_bytes(written.encode("utf-8"))
+    more = b"attrs  # caf\xe9, Latin-1\r\n--index-url https://u:p@h.example/simple\r\nsix\r\n"
+    (root / "more.txt").write_bytes(more)
+    result = do_render(load(root), tmp_path / "out")
+    assert (result.out_dir / "app" / "requirements.txt").read_bytes() == written.encode("utf-8")
+    blanked = more.replace(b"--index-url https://u:p@h.example/simple", b"# (index option removed by modelpack)")
+    assert (result.out_dir / "app" / "more.txt").read_bytes() == blanked
+
+
 def test_shipped_requirements_keep_lines_and_drop_credentials() -> None:
     text = "a==1\n--index-url \\\n  https://u:p@h/simple\nb @ https://u:tok@h/b.whl\n--trusted-host h\n"
     shipped = shipped_requirements(text)
@@ -309,21 +325,20 @@ def test_missing_ca_bundle_is_an_input_error(model: ModelDir, tmp_path: Path) ->
 
 
 def test_dockerfile_is_rendered_once_per_inputs(
-    model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: ModelDir, tmp_path: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same inputs: the Dockerfile comes from the cache, without Jinja; any changed input, a
     changed renderer or a corrupt entry renders again; the cache holds no secret."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     secret_settings = BuildSettings(index_url=INDEX, builder="buildkit")
     first = do_render(model, tmp_path / "a", secret_settings)
-    entries = sorted((tmp_path / "cache" / "modelpack" / "dockerfiles").iterdir())
+    entries = sorted((own_cache / "modelpack" / "dockerfiles").iterdir())
     assert entries  # the Dockerfile (and the one without build names, when it differs)
     assert all(SECRET not in entry.read_text() for entry in entries)
 
     def no_jinja() -> None:
         raise AssertionError("the template was compiled again")
 
-    compile_template = render_mod._template_env
+    compile_template, code_key = render_mod._template_env, render_mod._code_key
     monkeypatch.setattr(render_mod, "_template_env", no_jinja)
     again = do_render(model, tmp_path / "b", secret_settings)
     assert again.dockerfile.read_text() == first.dockerfile.read_text()
@@ -334,9 +349,8 @@ def test_dockerfile_is_rendered_once_per_inputs(
     with pytest.raises(AssertionError, match="compiled again"):
         do_render(model, tmp_path / "d", secret_settings)
 
-    monkeypatch.undo()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert render_mod._template_env is compile_template
+    monkeypatch.setattr(render_mod, "_template_env", compile_template)
+    monkeypatch.setattr(render_mod, "_code_key", code_key)
     for entry in entries:
         entry.write_text("{not json")
     fresh = do_render(model, tmp_path / "e", secret_settings)

@@ -250,6 +250,24 @@ def test_the_key_follows_the_installed_code(tmp_path: Path, monkeypatch: pytest.
     assert place.installation_key() != first  # an edit of the source: the running one is not asked
 
 
+def test_the_key_follows_code_in_a_linked_subpackage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installation from a source checkout whose subpackage folder is a link: an edit there
+    is an edit of the installed code, and a link back into the package does not stop the key."""
+    package = tmp_path / "modelpack"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    checkout = tmp_path / "checkout" / "image"
+    checkout.mkdir(parents=True)
+    module = checkout / "stages.py"
+    module.write_text("x = 1\n")
+    (package / "image").symlink_to(checkout, target_is_directory=True)
+    (checkout / "package").symlink_to(package, target_is_directory=True)
+    monkeypatch.setattr(place, "_PACKAGE", str(package))
+    first = place.installation_key()
+    os.utime(module, ns=(1, 1))
+    assert place.installation_key() != first
+
+
 @pytest.mark.parametrize("planted", ["module behind a dangling link", "folder that cannot be listed"])
 def test_a_path_that_cannot_be_read_gives_a_key_no_readable_installation_has(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str
@@ -386,7 +404,8 @@ def test_the_standby_loads_no_library_that_reads_the_environment_at_import() -> 
     assert "huggingface_hub" in ENVIRONMENT_READERS
 
 
-def test_the_standby_computes_once_what_each_build_reads_of_the_installation(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("own_cache")  # its cache, by XDG_CACHE_HOME, is the child's too
+def test_the_standby_computes_once_what_each_build_reads_of_the_installation() -> None:
     """Each forked child finds them done: the installation's digest (build records), the runtime
     library's files, modelpack's runtime requirements, the default ignore rules and the registry
     client's session class."""
@@ -402,11 +421,11 @@ def test_the_standby_computes_once_what_each_build_reads_of_the_installation(tmp
         "      locking.runtime_requirements.cache_info().currsize, ignore._compiled.cache_info().currsize,\n"
         "      transfer._session_class.cache_info().currsize)\n"
     )
-    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/", env=environment)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert done.stdout.split() == ["True", "True", "1", "1", "1"]
 
 
+@pytest.mark.usefixtures("own_cache")  # its cache, by XDG_CACHE_HOME, is the child's too
 def test_a_standby_child_compiles_no_regular_expression_before_the_engine(tmp_path: Path) -> None:
     """load, signature, resolve, the lock check and render of examples/hello, in a process that
     did what the standby does first: every pattern they match with was compiled before (the
@@ -434,12 +453,11 @@ def test_a_standby_child_compiles_no_regular_expression_before_the_engine(tmp_pa
         "       signature=done.signature.signature, settings=settings)\n"
         "print(compiled)\n"
     )
-    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     for run in ("first", "second"):  # the first fills the disk caches (a config validated before, ...)
         work = tmp_path / run
         work.mkdir()
         done = subprocess.run(
-            [sys.executable, "-c", code, str(work)], capture_output=True, text=True, cwd="/", env=environment
+            [sys.executable, "-c", code, str(work)], capture_output=True, text=True, cwd="/"
         )
         assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -461,7 +479,8 @@ def test_files_of_ended_standbys_are_swept_and_running_ones_kept(tmp_path: Path)
     lock.close()
 
 
-def test_the_standby_preloads_jsonschema_without_its_format_packages(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("own_cache")  # its cache, by XDG_CACHE_HOME, is the child's too
+def test_the_standby_preloads_jsonschema_without_its_format_packages() -> None:
     """A standby process is the `modelpack` executable's: it loads jsonschema as a command does,
     without the packages of its format checkers (rfc3987_syntax builds a grammar for seconds at
     import, which `standby start` would wait for)."""
@@ -477,7 +496,7 @@ def test_the_standby_preloads_jsonschema_without_its_format_packages(tmp_path: P
         print(json.dumps([name for name in ["jsonschema", *{installed!r}] if sys.modules.get(name) is not None]))
         """
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "MODELPACK_STANDBY": "off"}
+    env = {**os.environ, "MODELPACK_STANDBY": "off"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["jsonschema"]
