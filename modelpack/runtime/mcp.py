@@ -13,7 +13,8 @@ clients of the 2026-07-28 protocol need no session but get a tool's progress and
 notifications; older clients get an ``Mcp-Session-Id`` (initialize → session; GET for
 the server's stream; DELETE ends it) and with it elicitation and the session's state.
 Sessions are bounded in number and idle time (`SessionLimits`; a GET stream is ended after
-``stream_seconds``, so one that a gone client left open holds its session no longer); request
+``stream_seconds``, so one that a gone client left open holds its session no longer; what the
+session sends meanwhile is held by `mcp_events.SessionEvents` for the reopened stream); request
 bodies by the model server's ``max_body_bytes`` before they reach the bridge (the library's own
 cap is lifted).
 ``mcp_transport(msg)`` is one POST to a second, stateless app with JSON answers (one JSON-RPC
@@ -27,6 +28,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modelpack.project.method_types import InputSpec, ToolSignature
+from modelpack.runtime.mcp_events import SESSION, SessionEvents, SessionTag
 from modelpack.runtime.model_class import ModelClass
 
 log = logging.getLogger("modelpack.runtime.mcp")
@@ -115,6 +118,7 @@ class MCPBridge:
         self._stop: asyncio.Event | None = None
         self._client: Any = None
         self._app: Any = None  # the stateful app of /mcp
+        self.events = SessionEvents()  # its sessions' GET-stream messages, for a reopened stream
 
     def start(self, timeout: float = _START_TIMEOUT) -> MCPBridge:
         ready: Future[None] = Future()
@@ -138,9 +142,12 @@ class MCPBridge:
         import httpx
 
         make = self.server.http_app
-        sessions = make(
-            **_supported(make, {**_SESSION_APP, "session_idle_timeout": self.limits.idle_seconds})
-        )
+        options = {
+            **_SESSION_APP,
+            "session_idle_timeout": self.limits.idle_seconds,
+            "event_store": self.events,
+        }
+        sessions = make(**_supported(make, options))
         single = make(**_supported(make, _TRANSPORT_APP))
         self._stop = asyncio.Event()
         async with sessions.router.lifespan_context(sessions), single.router.lifespan_context(single):
@@ -169,22 +176,31 @@ class MCPBridge:
         a session's GET stream and a server request to the client flow as they happen."""
         caller = asyncio.get_running_loop()
         started = False
+        headers = list(scope.get("headers") or ())
+        tag = SessionTag(_header(headers, b"mcp-session-id"))
+        resend = asyncio.Event()  # a GET stream sent an event after one that never went out
 
         async def bridged_receive() -> ASGIMessage:
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(receive()), caller))
 
         async def bridged_send(message: ASGIMessage) -> None:
             nonlocal started
-            started = started or message.get("type") == "http.response.start"
+            if message.get("type") == "http.response.start":
+                started = True
+                tag.session_id = tag.session_id or _header(message.get("headers") or (), b"mcp-session-id")
+            elif scope.get("method") == "GET" and self.events.forwarded(_event_ids(message.get("body", b""))):
+                resend.set()
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(send(message)), caller))
 
         inner = {k: v for k, v in scope.items() if k not in _ROUTING_KEYS}
         inner.update(path=MCP_PATH, raw_path=MCP_PATH.encode(), root_path="")
+        if scope.get("method") == "GET":
+            inner.update(headers=self._resumed(headers, tag))
         call = self._app(inner, bridged_receive, bridged_send)
         if scope.get("method") == "GET":  # a session's stream: ended after stream_seconds
-            call = _within(call, self.limits.stream_seconds)
+            call = _within(call, self.limits.stream_seconds, resend)
         try:
-            finished = await asyncio.wrap_future(self._submit(call))
+            finished = await asyncio.wrap_future(self._submit(_in_session(tag, call)))
         except Exception as error:  # answered as a 500 while nothing was sent
             log.exception("MCP request failed")
             if not started:
@@ -192,6 +208,14 @@ class MCPBridge:
             return
         if finished is False and started:
             await _end_stream(send)
+
+    def _resumed(self, headers: list[tuple[bytes, bytes]], tag: SessionTag) -> list[tuple[bytes, bytes]]:
+        """A GET stream reopened without ``Last-Event-ID`` (the client had no event with an id yet)
+        while messages are held for its session: resumed from before them, so they are sent."""
+        if tag.session_id is None or _header(headers, b"last-event-id") is not None:
+            return headers
+        cursor = self.events.first_cursor(tag.session_id)
+        return headers if cursor is None else [*headers, (b"last-event-id", cursor.encode())]
 
     def transport(self, message: str) -> str:
         """One JSON-RPC message in, its JSON-RPC answer out (``{}`` for a notification)."""
@@ -274,14 +298,44 @@ async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-async def _within(call: Awaitable[None], seconds: float) -> bool:
-    """Run ``call`` for at most ``seconds`` (then cancelled: the library's handler of the
-    stream ends, and its session's idle clock starts); False when it was cut."""
+async def _in_session(tag: SessionTag, call: Awaitable[T]) -> T:
+    """``call`` with its session in its context (`mcp_events.SESSION`), for the event store; the
+    tasks it starts (an opening request starts its session's) inherit it."""
+    SESSION.set(tag)
+    return await call
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    return next((value.decode("latin-1") for key, value in headers if key.lower() == name), None)
+
+
+async def _within(call: Awaitable[None], seconds: float, cut: asyncio.Event) -> bool:
+    """Run ``call`` for at most ``seconds``, or until ``cut`` is set (then cancelled: the
+    library's handler of the stream ends, and its session's idle clock starts); False when it
+    was cut."""
+    running = asyncio.ensure_future(call)
+    cutting = asyncio.ensure_future(cut.wait())
     try:
-        await asyncio.wait_for(call, seconds)
-    except asyncio.TimeoutError:
+        await asyncio.wait((running, cutting), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cutting.cancel()
+        if not running.done():
+            running.cancel()
+    try:
+        await running
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]  # we are cancelled ourselves
+            raise
         return False
     return True
+
+
+_EVENT_ID = re.compile(rb"^id: ?(\S+)", re.MULTILINE)
+
+
+def _event_ids(body: bytes) -> list[str]:
+    """The ids of the SSE events in a chunk of a GET stream."""
+    return [found.decode("latin-1") for found in _EVENT_ID.findall(body)] if b"id:" in body else []
 
 
 _RECONNECT = b"retry: 100\n\n"  # an SSE event without data: the client reopens the stream in 0.1 s
@@ -293,7 +347,9 @@ async def _end_stream(send: Send) -> None:
     client that stopped reading takes none of it once its buffers are full: after `_END_GRACE`
     the response is left unfinished, and the server drops the connection."""
     try:
-        await asyncio.wait_for(send({"type": "http.response.body", "body": _RECONNECT, "more_body": True}), _END_GRACE)
+        await asyncio.wait_for(
+            send({"type": "http.response.body", "body": _RECONNECT, "more_body": True}), _END_GRACE
+        )
         await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), _END_GRACE)
     except asyncio.TimeoutError:
         log.info("an MCP client stopped reading its stream: its connection is dropped")

@@ -225,3 +225,64 @@ def test_session_limits_come_from_the_environment_and_bad_values_fall_back() -> 
     bad = {MAX_SESSIONS_VARIABLE: "0", SESSION_IDLE_VARIABLE: "inf"}
     assert SessionLimits.from_env(bad) == SessionLimits(100, 600.0)
     assert SessionLimits.from_env({SESSION_IDLE_VARIABLE: "soon"}) == SessionLimits(100, 600.0)
+
+
+async def _ticks(url: str, count: int) -> list[str]:
+    """The resource updates the session's `tick` sends on its GET stream, as the real `mcp`
+    client receives them (it reopens its GET stream with Last-Event-ID)."""
+    from mcp import Client
+
+    got: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        uri = getattr(getattr(message, "params", None), "uri", None)
+        if uri is not None:
+            got.append(str(uri))
+
+    async with Client(url, mode="legacy", message_handler=on_message) as client:
+        await client.call_tool("tick", {"n": count, "interval": 0.1})
+        deadline = time.monotonic() + count * 0.1 + 30
+        while len(got) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # and nothing more (no duplicate)
+    return got
+
+
+def test_notifications_sent_between_two_get_streams_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle time 1 s: the GET stream is ended every 0.5 s and the client reopens it 0.1 s later;
+    40 notifications over 4 s, some in each gap. Each arrives once (they were lost in the gaps)."""
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "1")
+    with BackgroundServer(MODEL) as running:
+        got = asyncio.run(_ticks(running.url + "/mcp", 40))
+    assert sorted(got, key=lambda uri: int(uri.rsplit("/", 1)[1])) == [f"tick://{i}" for i in range(40)]
+
+
+def test_held_notifications_go_with_a_session_whose_client_never_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that opened a session, asked for notifications and left without a GET stream:
+    its notifications are held for a reconnection, and dropped when its session is reaped
+    (well before they would age out)."""
+    monkeypatch.setenv(MAX_SESSIONS_VARIABLE, "1")
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "1.5")
+    with BackgroundServer(MODEL) as running:
+        url = running.url + "/mcp"
+        instance = running.runner.instance
+        assert isinstance(instance, mcp.MCPModelClass)
+        bridge = instance.running_bridge()
+        assert bridge is not None and bridge.events.max_seconds > 20
+        session = _open(url)
+        headers = {**ACCEPT, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "tick", "arguments": {"n": 5, "interval": 0.01}},
+        }
+        assert "ticking" in httpx.post(url, json=call, headers=headers, timeout=30).text
+        deadline = time.monotonic() + 10
+        while bridge.events.held_count() < 5:
+            assert time.monotonic() < deadline, bridge.events.held_count()
+            time.sleep(0.05)
+        assert room_within(url, 60), "the session was never reaped"
+        assert bridge.events.held_count() == 0 and bridge.events.sessions_held() == 0
