@@ -33,6 +33,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -201,10 +202,10 @@ class MCPBridge:
             call = _within(call, self.limits.stream_seconds, resend)
         try:
             finished = await asyncio.wrap_future(self._submit(_in_session(tag, call)))
-        except Exception as error:  # answered as a 500 while nothing was sent
-            log.exception("MCP request failed")
+        except Exception:
             if not started:
-                await _send_error(send, f"{type(error).__name__}: {error}")
+                raise  # nothing was sent: the model server answers it, as any route's error
+            log.exception("MCP request failed")
             return
         if finished is False and started:
             await _end_stream(send)
@@ -342,24 +343,39 @@ _RECONNECT = b"retry: 100\n\n"  # an SSE event without data: the client reopens 
 _END_GRACE = 5.0
 
 
+_DROPPED = ContextVar("modelpack_mcp_stream_dropped", default=False)
+
+
 async def _end_stream(send: Send) -> None:
     """The end of a GET stream the bridge cut, with a reconnection delay for a live client. A
     client that stopped reading takes none of it once its buffers are full: after `_END_GRACE`
-    the response is left unfinished, and the server drops the connection."""
+    the response is left unfinished, and the server drops the connection (ASGI has no other
+    way to drop one; `DroppedStreamNote` keeps the server from reporting it as an error)."""
     try:
         await asyncio.wait_for(
             send({"type": "http.response.body", "body": _RECONNECT, "more_body": True}), _END_GRACE
         )
         await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), _END_GRACE)
     except asyncio.TimeoutError:
-        log.info("an MCP client stopped reading its stream: its connection is dropped")
+        _DROPPED.set(True)  # in the server's task of this request, which logs after the app returns
+        log.warning("an MCP client stopped reading its GET stream: its connection is dropped")
 
 
-async def _send_error(send: Send, message: str) -> None:
-    body = json.dumps({"error": {"code": "model_error", "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+class DroppedStreamNote(logging.Filter):
+    """uvicorn logs an error ("ASGI callable returned without completing response") for each
+    answer an app leaves unfinished, then drops the connection. For a GET stream whose client
+    stopped reading that drop is the bridge's intent and the bridge logged it (a warning), so
+    that one line goes; any other unfinished answer, and any exception, is still an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        expected = _DROPPED.get() and record.exc_info is None
+        return not (expected and "without completing response" in record.getMessage())
+
+
+def quiet_dropped_streams(server_log: logging.Logger) -> None:
+    """Install `DroppedStreamNote` on uvicorn's error log (once)."""
+    if not any(isinstance(f, DroppedStreamNote) for f in server_log.filters):
+        server_log.addFilter(DroppedStreamNote())
 
 
 def _supported(func: Any, options: Mapping[str, Any]) -> dict[str, Any]:

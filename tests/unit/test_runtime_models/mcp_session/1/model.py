@@ -39,15 +39,17 @@ async def ask_user(question: str, ctx: Context) -> str:
 
 
 @server.tool
-async def tick(n: int, interval: float, ctx: Context) -> str:
+async def tick(n: int, interval: float, ctx: Context, padding: int = 0) -> str:
     """Send n notifications of the session (not of this request: they ride its GET stream), one
-    each interval seconds, after this call has answered: resource updates tick://0, tick://1, ..."""
+    each interval seconds, after this call has answered: resource updates tick://0, tick://1, ...
+    (each ``padding`` bytes longer)."""
     session = ctx.session
+    pad = f"?{'x' * padding}" if padding else ""
 
     async def send() -> None:
         for i in range(n):
             await asyncio.sleep(interval)
-            await session.send_resource_updated(f"tick://{i}")
+            await session.send_resource_updated(f"tick://{i}{pad}")
 
     task = asyncio.get_running_loop().create_task(send())
     _ticking.add(task)
