@@ -195,13 +195,20 @@ class MCPBridge:
 
         inner = {k: v for k, v in scope.items() if k not in _ROUTING_KEYS}
         inner.update(path=MCP_PATH, raw_path=MCP_PATH.encode(), root_path="")
-        if scope.get("method") == "GET":
+
+        async def run() -> bool:  # on the bridge's loop, where the event store lives
+            SESSION.set(tag)  # for the store; the tasks this starts (an opening request's session) keep it
+            if scope.get("method") != "GET":
+                await self._app(inner, bridged_receive, bridged_send)
+                return True
             inner.update(headers=self._resumed(headers, tag))
-        call = self._app(inner, bridged_receive, bridged_send)
-        if scope.get("method") == "GET":  # a session's stream: ended after stream_seconds
-            call = _within(call, self.limits.stream_seconds, resend)
+            # a session's stream: ended after stream_seconds
+            return await _within(
+                self._app(inner, bridged_receive, bridged_send), self.limits.stream_seconds, resend
+            )
+
         try:
-            finished = await asyncio.wrap_future(self._submit(_in_session(tag, call)))
+            finished = await asyncio.wrap_future(self._submit(run()))
         except Exception:
             if not started:
                 raise  # nothing was sent: the model server answers it, as any route's error
@@ -297,13 +304,6 @@ def _lift_body_cap(app: Any) -> None:
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
-
-
-async def _in_session(tag: SessionTag, call: Awaitable[T]) -> T:
-    """``call`` with its session in its context (`mcp_events.SESSION`), for the event store; the
-    tasks it starts (an opening request starts its session's) inherit it."""
-    SESSION.set(tag)
-    return await call
 
 
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:

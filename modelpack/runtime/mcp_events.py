@@ -134,7 +134,7 @@ class SessionEvents:
 
     def held_count(self) -> int:
         """How many messages are held, over all sessions."""
-        return sum(len(held.events) for held in self._held.values())
+        return sum(len(held.events) for held in list(self._held.values()))
 
     def sessions_held(self) -> int:
         """How many sessions have an entry (kept, even empty, until the session ends)."""
