@@ -13,7 +13,8 @@ clients of the 2026-07-28 protocol need no session but get a tool's progress and
 notifications; older clients get an ``Mcp-Session-Id`` (initialize → session; GET for
 the server's stream; DELETE ends it) and with it elicitation and the session's state.
 Sessions are bounded in number and idle time (`SessionLimits`; a GET stream is ended after
-``stream_seconds``, so one that a gone client left open holds its session no longer); request
+``stream_seconds``, so one that a gone client left open holds its session no longer; what the
+session sends meanwhile is held by `mcp_events.SessionEvents` for the reopened stream); request
 bodies by the model server's ``max_body_bytes`` before they reach the bridge (the library's own
 cap is lifted).
 ``mcp_transport(msg)`` is one POST to a second, stateless app with JSON answers (one JSON-RPC
@@ -27,15 +28,18 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from modelpack.project.method_types import InputSpec, ToolSignature
+from modelpack.runtime.mcp_events import SESSION, SessionEvents, SessionTag
 from modelpack.runtime.model_class import ModelClass
 
 log = logging.getLogger("modelpack.runtime.mcp")
@@ -115,6 +119,7 @@ class MCPBridge:
         self._stop: asyncio.Event | None = None
         self._client: Any = None
         self._app: Any = None  # the stateful app of /mcp
+        self.events = SessionEvents()  # its sessions' GET-stream messages, for a reopened stream
 
     def start(self, timeout: float = _START_TIMEOUT) -> MCPBridge:
         ready: Future[None] = Future()
@@ -138,9 +143,12 @@ class MCPBridge:
         import httpx
 
         make = self.server.http_app
-        sessions = make(
-            **_supported(make, {**_SESSION_APP, "session_idle_timeout": self.limits.idle_seconds})
-        )
+        options = {
+            **_SESSION_APP,
+            "session_idle_timeout": self.limits.idle_seconds,
+            "event_store": self.events,
+        }
+        sessions = make(**_supported(make, options))
         single = make(**_supported(make, _TRANSPORT_APP))
         self._stop = asyncio.Event()
         async with sessions.router.lifespan_context(sessions), single.router.lifespan_context(single):
@@ -169,29 +177,53 @@ class MCPBridge:
         a session's GET stream and a server request to the client flow as they happen."""
         caller = asyncio.get_running_loop()
         started = False
+        headers = list(scope.get("headers") or ())
+        tag = SessionTag(_header(headers, b"mcp-session-id"))
+        resend = asyncio.Event()  # a GET stream sent an event after one that never went out
 
         async def bridged_receive() -> ASGIMessage:
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(receive()), caller))
 
         async def bridged_send(message: ASGIMessage) -> None:
             nonlocal started
-            started = started or message.get("type") == "http.response.start"
+            if message.get("type") == "http.response.start":
+                started = True
+                tag.session_id = tag.session_id or _header(message.get("headers") or (), b"mcp-session-id")
+            elif scope.get("method") == "GET" and self.events.forwarded(_event_ids(message.get("body", b""))):
+                resend.set()
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(send(message)), caller))
 
         inner = {k: v for k, v in scope.items() if k not in _ROUTING_KEYS}
         inner.update(path=MCP_PATH, raw_path=MCP_PATH.encode(), root_path="")
-        call = self._app(inner, bridged_receive, bridged_send)
-        if scope.get("method") == "GET":  # a session's stream: ended after stream_seconds
-            call = _within(call, self.limits.stream_seconds)
+
+        async def run() -> bool:  # on the bridge's loop, where the event store lives
+            SESSION.set(tag)  # for the store; the tasks this starts (an opening request's session) keep it
+            if scope.get("method") != "GET":
+                await self._app(inner, bridged_receive, bridged_send)
+                return True
+            inner.update(headers=self._resumed(headers, tag))
+            # a session's stream: ended after stream_seconds
+            return await _within(
+                self._app(inner, bridged_receive, bridged_send), self.limits.stream_seconds, resend
+            )
+
         try:
-            finished = await asyncio.wrap_future(self._submit(call))
-        except Exception as error:  # answered as a 500 while nothing was sent
-            log.exception("MCP request failed")
+            finished = await asyncio.wrap_future(self._submit(run()))
+        except Exception:
             if not started:
-                await _send_error(send, f"{type(error).__name__}: {error}")
+                raise  # nothing was sent: the model server answers it, as any route's error
+            log.exception("MCP request failed")
             return
         if finished is False and started:
             await _end_stream(send)
+
+    def _resumed(self, headers: list[tuple[bytes, bytes]], tag: SessionTag) -> list[tuple[bytes, bytes]]:
+        """A GET stream reopened without ``Last-Event-ID`` (the client had no event with an id yet)
+        while messages are held for its session: resumed from before them, so they are sent."""
+        if tag.session_id is None or _header(headers, b"last-event-id") is not None:
+            return headers
+        cursor = self.events.first_cursor(tag.session_id)
+        return headers if cursor is None else [*headers, (b"last-event-id", cursor.encode())]
 
     def transport(self, message: str) -> str:
         """One JSON-RPC message in, its JSON-RPC answer out (``{}`` for a notification)."""
@@ -274,36 +306,76 @@ async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-async def _within(call: Awaitable[None], seconds: float) -> bool:
-    """Run ``call`` for at most ``seconds`` (then cancelled: the library's handler of the
-    stream ends, and its session's idle clock starts); False when it was cut."""
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    return next((value.decode("latin-1") for key, value in headers if key.lower() == name), None)
+
+
+async def _within(call: Awaitable[None], seconds: float, cut: asyncio.Event) -> bool:
+    """Run ``call`` for at most ``seconds``, or until ``cut`` is set (then cancelled: the
+    library's handler of the stream ends, and its session's idle clock starts); False when it
+    was cut."""
+    running = asyncio.ensure_future(call)
+    cutting = asyncio.ensure_future(cut.wait())
     try:
-        await asyncio.wait_for(call, seconds)
-    except asyncio.TimeoutError:
+        await asyncio.wait((running, cutting), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cutting.cancel()
+        if not running.done():
+            running.cancel()
+    try:
+        await running
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]  # we are cancelled ourselves
+            raise
         return False
     return True
+
+
+_EVENT_ID = re.compile(rb"^id: ?(\S+)", re.MULTILINE)
+
+
+def _event_ids(body: bytes) -> list[str]:
+    """The ids of the SSE events in a chunk of a GET stream."""
+    return [found.decode("latin-1") for found in _EVENT_ID.findall(body)] if b"id:" in body else []
 
 
 _RECONNECT = b"retry: 100\n\n"  # an SSE event without data: the client reopens the stream in 0.1 s
 _END_GRACE = 5.0
 
 
+_DROPPED = ContextVar("modelpack_mcp_stream_dropped", default=False)
+
+
 async def _end_stream(send: Send) -> None:
     """The end of a GET stream the bridge cut, with a reconnection delay for a live client. A
     client that stopped reading takes none of it once its buffers are full: after `_END_GRACE`
-    the response is left unfinished, and the server drops the connection."""
+    the response is left unfinished, and the server drops the connection (ASGI has no other
+    way to drop one; `DroppedStreamNote` keeps the server from reporting it as an error)."""
     try:
-        await asyncio.wait_for(send({"type": "http.response.body", "body": _RECONNECT, "more_body": True}), _END_GRACE)
+        await asyncio.wait_for(
+            send({"type": "http.response.body", "body": _RECONNECT, "more_body": True}), _END_GRACE
+        )
         await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), _END_GRACE)
     except asyncio.TimeoutError:
-        log.info("an MCP client stopped reading its stream: its connection is dropped")
+        _DROPPED.set(True)  # in the server's task of this request, which logs after the app returns
+        log.warning("an MCP client stopped reading its GET stream: its connection is dropped")
 
 
-async def _send_error(send: Send, message: str) -> None:
-    body = json.dumps({"error": {"code": "model_error", "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+class DroppedStreamNote(logging.Filter):
+    """uvicorn logs an error ("ASGI callable returned without completing response") for each
+    answer an app leaves unfinished, then drops the connection. For a GET stream whose client
+    stopped reading that drop is the bridge's intent and the bridge logged it (a warning), so
+    that one line goes; any other unfinished answer, and any exception, is still an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        expected = _DROPPED.get() and record.exc_info is None
+        return not (expected and "without completing response" in record.getMessage())
+
+
+def quiet_dropped_streams(server_log: logging.Logger) -> None:
+    """Install `DroppedStreamNote` on uvicorn's error log (once)."""
+    if not any(isinstance(f, DroppedStreamNote) for f in server_log.filters):
+        server_log.addFilter(DroppedStreamNote())
 
 
 def _supported(func: Any, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from modelpack.errors import RuntimeFailure
 from modelpack.runtime.helpers import OpenAIModelClass, completion_chunks, completion_response
 from modelpack.runtime.introspect import ArgumentError, MethodPlan, encode, make_decoder
-from modelpack.runtime.mcp import ASGIEndpoint, MCPModelClass
+from modelpack.runtime.mcp import ASGIEndpoint, MCPModelClass, quiet_dropped_streams
 from modelpack.runtime.openapi import openapi_document
 from modelpack.runtime.runner import Runner, iterate
 from modelpack.runtime.wire import (
@@ -69,6 +69,7 @@ from modelpack.runtime.wire import (
     body_limit,
     bounded_receive,
     dumps,
+    error_body,
     error_response,
     model_error,
     read_json,
@@ -237,7 +238,7 @@ class ModelServer:
             except Exception as error:
                 log.exception("method %s failed", plan.name)
                 http = model_error(error)
-                data = dumps({"error": {"code": http.code, "message": http.message}})
+                data = dumps(http.body())
                 yield f"{data}\n" if ndjson else f"event: error\ndata: {data}\n\n"
                 return
             finally:
@@ -417,7 +418,7 @@ class ModelServer:
         websocket: WebSocket, code: str, message: str, close_code: int, **extra: Any
     ) -> None:
         try:
-            await websocket.send_text(dumps({"error": {"code": code, "message": message, **extra}}))
+            await websocket.send_text(dumps(error_body(code, message, **extra)))
             await websocket.close(close_code)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
@@ -439,7 +440,11 @@ class ModelServer:
             return
         except ClientDisconnect:  # gone mid-body: nothing to answer, nothing for the app
             return
-        await bridge.handle(scope, body, send)
+        try:
+            await bridge.handle(scope, body, send)
+        except Exception as error:  # raised only while nothing was sent
+            log.exception("MCP request failed")
+            await model_error(error).response()(scope, receive, send)
 
     # -- OpenAI-compatible ---------------------------------------------------
     def _is_openai(self) -> bool:
@@ -657,6 +662,7 @@ def uvicorn_config(
     (websockets refuses a longer frame from its header, before reading it)."""
     import uvicorn
 
+    quiet_dropped_streams(logging.getLogger("uvicorn.error"))
     return uvicorn.Config(
         app,
         host=host,

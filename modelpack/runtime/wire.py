@@ -27,11 +27,13 @@ class HTTPError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
 
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, **self.extra)
+
     def response(self) -> JSONResponse:
         if self.close:
-            body = {"error": {"code": self.code, "message": self.message, **self.extra}}
-            return ClosingResponse(body, status_code=self.status, headers={"connection": "close"})
-        return error_response(self.status, self.code, self.message, **self.extra)
+            return ClosingResponse(self.body(), status_code=self.status, headers={"connection": "close"})
+        return JSONResponse(self.body(), status_code=self.status)
 
 
 LINGER_SECONDS = 5.0
@@ -55,8 +57,14 @@ class ClosingResponse(JSONResponse):
         await send({"type": "http.response.body", "body": b""})
 
 
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The one shape of every error the server sends: an answer's body (`error_response`, the
+    closing 413's), a stream's error event, a WebSocket's last message."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+    return JSONResponse(error_body(code, message, **extra), status_code=status)
 
 
 def model_error(error: BaseException) -> HTTPError:

@@ -203,3 +203,21 @@ def test_mcp_transport_takes_a_message_as_large_as_its_body_allows(mcp: Limited)
     assert response.status_code == 200, response.text[:300]
     answer = json.loads(response.json()["result"])
     assert answer["id"] == 5 and "count" in [tool["name"] for tool in answer["result"]["tools"]]
+
+
+def test_a_closing_answer_has_the_body_every_error_answer_has() -> None:
+    """The 413 that closes the connection and an ordinary error answer are built by one builder:
+    the same code, message and extra fields give the same bytes."""
+    closing = wire.HTTPError(413, "payload_too_large", "too big", limit=10)
+    closing.close = True
+    plain = wire.HTTPError(413, "payload_too_large", "too big", limit=10)
+    answers = [
+        closing.response(),
+        plain.response(),
+        wire.error_response(413, "payload_too_large", "too big", limit=10),
+    ]
+    assert isinstance(answers[0], wire.ClosingResponse) and not isinstance(answers[1], wire.ClosingResponse)
+    bodies = {bytes(answer.body) for answer in answers}
+    assert len(bodies) == 1
+    assert json.loads(bodies.pop()) == wire.error_body("payload_too_large", "too big", limit=10)
+    assert answers[0].headers["connection"] == "close"

@@ -6,6 +6,8 @@ no more than the cap are open."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
@@ -225,3 +227,178 @@ def test_session_limits_come_from_the_environment_and_bad_values_fall_back() -> 
     bad = {MAX_SESSIONS_VARIABLE: "0", SESSION_IDLE_VARIABLE: "inf"}
     assert SessionLimits.from_env(bad) == SessionLimits(100, 600.0)
     assert SessionLimits.from_env({SESSION_IDLE_VARIABLE: "soon"}) == SessionLimits(100, 600.0)
+
+
+async def _ticks(url: str, count: int) -> list[str]:
+    """The resource updates the session's `tick` sends on its GET stream, as the real `mcp`
+    client receives them (it reopens its GET stream with Last-Event-ID)."""
+    from mcp import Client
+
+    got: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        uri = getattr(getattr(message, "params", None), "uri", None)
+        if uri is not None:
+            got.append(str(uri))
+
+    async with Client(url, mode="legacy", message_handler=on_message) as client:
+        await client.call_tool("tick", {"n": count, "interval": 0.1})
+        deadline = time.monotonic() + count * 0.1 + 30
+        while len(got) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # and nothing more (no duplicate)
+    return got
+
+
+def test_notifications_sent_between_two_get_streams_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle time 1 s: the GET stream is ended every 0.5 s and the client reopens it 0.1 s later;
+    40 notifications over 4 s, some in each gap. Each arrives once (they were lost in the gaps)."""
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "1")
+    with BackgroundServer(MODEL) as running:
+        got = asyncio.run(_ticks(running.url + "/mcp", 40))
+    assert sorted(got, key=lambda uri: int(uri.rsplit("/", 1)[1])) == [f"tick://{i}" for i in range(40)]
+
+
+def test_held_notifications_go_with_a_session_whose_client_never_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that opened a session, asked for notifications and left without a GET stream:
+    its notifications are held for a reconnection, and dropped when its session is reaped
+    (well before they would age out)."""
+    monkeypatch.setenv(MAX_SESSIONS_VARIABLE, "1")
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "1.5")
+    with BackgroundServer(MODEL) as running:
+        url = running.url + "/mcp"
+        instance = running.runner.instance
+        assert isinstance(instance, mcp.MCPModelClass)
+        bridge = instance.running_bridge()
+        assert bridge is not None and bridge.events.max_seconds > 20
+        session = _open(url)
+        headers = {**ACCEPT, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "tick", "arguments": {"n": 5, "interval": 0.01}},
+        }
+        assert "ticking" in httpx.post(url, json=call, headers=headers, timeout=30).text
+        deadline = time.monotonic() + 10
+        while bridge.events.held_count() < 5:
+            assert time.monotonic() < deadline, bridge.events.held_count()
+            time.sleep(0.05)
+        assert room_within(url, 60), "the session was never reaped"
+        assert bridge.events.held_count() == 0 and bridge.events.sessions_held() == 0
+
+
+class _Records(logging.Handler):
+    """The server's log as it is written: uvicorn's error log and modelpack's (attach it once
+    the server started: uvicorn's logging set-up removes the handlers of its loggers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.loggers = [logging.getLogger("uvicorn.error"), logging.getLogger("modelpack")]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> _Records:
+        for logger in self.loggers:
+            logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for logger in self.loggers:
+            logger.removeHandler(self)
+
+    def errors(self) -> list[str]:
+        return [self.format(r) for r in self.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def _stalled_get(host: str, port: int, session: str) -> socket.socket:
+    """A GET stream of ``session`` whose client reads nothing (a small receive buffer)."""
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.connect((host, port))
+    request = (
+        f"GET /mcp HTTP/1.1\r\nhost: {host}\r\naccept: text/event-stream\r\nmcp-session-id: {session}\r\n"
+    )
+    peer.sendall(f"{request}mcp-protocol-version: 2025-06-18\r\n\r\n".encode())
+    return peer
+
+
+def test_a_dropped_stalled_stream_logs_a_warning_and_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real socket that stops reading its GET stream while 100 MB of notifications go to it: the
+    bridge gives up the stream's end after the grace time and the connection is dropped. The
+    server logged uvicorn's "ASGI callable returned without completing response." (ERROR) for
+    it; now one warning of ours, no error, no traceback."""
+    monkeypatch.setenv(SESSION_IDLE_VARIABLE, "2")
+    monkeypatch.setattr(mcp, "_END_GRACE", 0.5)
+    with BackgroundServer(MODEL) as running, _Records() as log:  # after uvicorn configured its log
+        url = running.url + "/mcp"
+        session = _open(url)
+        headers = {**ACCEPT, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+        arguments = {"n": 1000, "interval": 0.01, "padding": 100_000}  # 100 MB over 10 s
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "tick", "arguments": arguments},
+        }
+        assert "ticking" in httpx.post(url, json=call, headers=headers, timeout=30).text
+        instance = running.runner.instance
+        assert isinstance(instance, mcp.MCPModelClass)
+        bridge = instance.running_bridge()
+        assert bridge is not None
+        deadline = time.monotonic() + 30
+        while bridge.events.held_count() < 60:  # 6 MB for the stream to start with, more coming
+            assert time.monotonic() < deadline, bridge.events.held_count()
+            time.sleep(0.05)
+        peers: list[socket.socket] = []
+        try:  # a stream the bridge ends before it stalled ends cleanly: the next one stalls
+            while not any("stopped reading" in r.getMessage() for r in log.records):
+                assert len(peers) < 5, [r.getMessage() for r in log.records]
+                peers.append(_stalled_get(running.host, running.port, session))  # cut after 1 s
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not any(
+                    "stopped reading" in r.getMessage() for r in log.records
+                ):
+                    time.sleep(0.1)
+            time.sleep(1)  # what the server logs after the app returned
+        finally:
+            for peer in peers:
+                peer.close()
+    dropped = [r for r in log.records if "stopped reading" in r.getMessage()]
+    assert [r.levelno for r in dropped] == [logging.WARNING]
+    assert log.errors() == []
+
+
+def test_an_unfinished_answer_and_a_failing_mcp_app_still_log_errors(server: BackgroundServer) -> None:
+    """What the drop's note leaves alone: an answer the app leaves unfinished for any other reason
+    is uvicorn's error, and an MCP app that raises is logged with its traceback and answered
+    as any route's model error."""
+    instance = server.runner.instance
+    assert isinstance(instance, mcp.MCPModelClass)
+    bridge = instance.running_bridge()
+    assert bridge is not None
+
+    async def unfinished(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"half", "more_body": True})
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("the MCP app broke")
+
+    url = server.url + "/mcp"
+    with _Records() as log:
+        bridge._app = unfinished
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30)
+        bridge._app = failing
+        answer = httpx.post(url, json=LEGACY_INIT, headers=ACCEPT, timeout=30)
+        time.sleep(0.5)
+    assert answer.status_code == 500
+    assert answer.json() == {"error": {"code": "model_error", "message": "RuntimeError: the MCP app broke"}}
+    errors = log.errors()
+    assert any("returned without completing response" in e for e in errors), errors
+    assert any("MCP request failed" in e and "the MCP app broke" in e for e in errors), errors
