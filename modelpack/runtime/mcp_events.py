@@ -125,11 +125,14 @@ class SessionEvents:
         return hole
 
     def first_cursor(self, session_id: str) -> str | None:
-        """An event id before every message held for ``session_id`` (for a GET stream reopened
-        without ``Last-Event-ID``: the client has had none of them), or None when none is held."""
+        """For a GET stream reopened without ``Last-Event-ID``: an event id after every held
+        message a stream sent already and before those none did (a client that does not resume
+        must not get a message twice), or None when no held message of ``session_id`` is unsent."""
         for held in self._held.values():
-            if held.events and held.session is not None and held.session.session_id == session_id:
-                return f"0@{held.stream_id}"
+            if held.session is None or held.session.session_id != session_id:
+                continue
+            if any(number not in held.forwarded for number, _, _ in held.events):
+                return f"{max(held.forwarded, default=0)}@{held.stream_id}"
         return None
 
     def held_count(self) -> int:

@@ -102,3 +102,21 @@ def test_another_sessions_cursor_replays_nothing() -> None:
         assert await _replayed(store, "not-an-id") == (None, [])
 
     _run(body)
+
+
+def test_a_stream_reopened_without_a_cursor_gets_only_what_never_went_out() -> None:
+    """A client that does not resume (no Last-Event-ID) gets the messages held while it had no
+    stream, and none it was sent already."""
+    store = SessionEvents()
+
+    async def body() -> None:
+        first, second = [await store.store_event(GET, m) for m in ("a", "b")]
+        assert store.first_cursor("s1") == "0@" + GET  # nothing went out yet: both are sent
+        store.forwarded([first])
+        cursor = store.first_cursor("s1")
+        assert cursor == _number(first) + "@" + GET
+        assert await _replayed(store, cursor) == (GET, [(_number(second), "b")])
+        store.forwarded([second])
+        assert store.first_cursor("s1") is None  # all sent: the stream opens without a replay
+
+    _run(body)
