@@ -55,17 +55,7 @@ from modelpack.resources import data_dir
 TORCH_BASE = "modelpack-base/torch:2.5.1-py3.11-cu124"
 PYTHON_IMAGE = "modelpack-base/python:3.11"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-HAND_DOCKERFILE = """FROM {python_image}
-WORKDIR /app
-COPY requirements.txt .
-RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca \\
-    pip install --no-cache-dir --break-system-packages -r requirements.txt
-COPY . /app
-CMD ["python3", "-m", "modelpack.runtime"]
-"""
-
-
-HAND_ON_TORCH = """FROM {base}
+HAND_DOCKERFILE = """FROM {base}
 WORKDIR /app
 COPY requirements.txt .
 RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca \\
@@ -139,7 +129,7 @@ def hand_build(
     model_dir: Path, registry: str, repository: str, env: dict[str, str] | None = None
 ) -> tuple[float, int]:
     """docker build + docker push of the hand-written Dockerfile; (seconds, bytes uploaded)."""
-    (model_dir / "Dockerfile").write_text(HAND_DOCKERFILE.format(python_image=PYTHON_IMAGE))
+    (model_dir / "Dockerfile").write_text(HAND_DOCKERFILE.format(base=PYTHON_IMAGE))
     seconds = hand_push(model_dir, f"{registry}/{repository}:v1", env)
     pushed = sum(int(str(layer["size"])) for layer in manifest_layers(registry, repository, "v1"))
     return seconds, pushed
@@ -311,7 +301,7 @@ def one_dependency(work: Path, registry: str, tag: str, repositories: list[str])
     add_requirement(model)
     mp_seconds, mp_result = modelpack_build(model, f"{registry}/{repo_mp}", env)
     hand = copy_example(work / "dep-hand", tag + "e")
-    (hand / "Dockerfile").write_text(HAND_ON_TORCH.format(base=base_ref))
+    (hand / "Dockerfile").write_text(HAND_DOCKERFILE.format(base=base_ref))
     hand_push(hand, f"{registry}/{repo_hand}:v1")
     add_requirement(hand)
     hand_seconds = hand_push(hand, f"{registry}/{repo_hand}:v2")
