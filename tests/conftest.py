@@ -90,13 +90,25 @@ def sibling_module() -> Callable[[str], Any]:
 @pytest.fixture(scope="session")
 def wheel_folder(service_missing: Callable[[str], NoReturn]) -> Path:
     """modelpack's runtime requirements and the test models' own, as wheels for Python 3.11 and
-    3.12 (tests/wheelindex.py): fetched from PyPI once per cache, then served on loopback."""
+    3.12 (tests/wheelindex.py): fetched from PyPI once per cache, then served on loopback.
+
+    The pins of examples/hello's lock and of the uv release the BuildKit builder stage installs
+    (templates/builder/uv.lock) are among them: a test that builds the example with its lock up to
+    date installs exactly those from this index, and the newest releases alone (what the ranges
+    fetch) were no answer once PyPI moved on; such a build passed only while the engine's uv
+    cache mount still held them from an earlier build."""
     import subprocess
 
+    from modelpack.pipeline.lock_file import parse_lock
     from modelpack.pipeline.locking import runtime_requirements
 
+    pins = [
+        f"{package.name}=={package.version}"
+        for lock in (REPO_ROOT / "examples/hello/requirements.lock", REPO_ROOT / "templates/builder/uv.lock")
+        for package in parse_lock(lock.read_text(encoding="utf-8"))
+    ]
     try:
-        return Path(wheelindex.download([*runtime_requirements(), *wheelindex.EXTRA_REQUIREMENTS]))
+        return Path(wheelindex.download([*runtime_requirements(), *wheelindex.EXTRA_REQUIREMENTS, *pins]))
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
         detail = getattr(error, "stderr", "") or str(error)
         service_missing(f"cannot fetch the test index's wheels with pip download: {str(detail).strip()[-300:]}")
