@@ -242,8 +242,9 @@ def matching_digest(
         return recorded
     if any(line.rstrip().endswith("\\") for line in _requirements_bytes(model_dir).decode(errors="replace").splitlines()):
         return None  # format 1's reader may have joined a continued line otherwise than pip: other lines
-    older = LEGACY_LOCK_FORMAT
-    legacy = compute_input_digest(model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=older)
+    legacy = compute_input_digest(
+        model_dir, resolved, keep_clarifai=keep_clarifai, lock_format=LEGACY_LOCK_FORMAT
+    )
     return recorded if recorded == legacy else None
 
 

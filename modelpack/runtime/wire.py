@@ -33,7 +33,7 @@ class HTTPError(Exception):
     def response(self) -> JSONResponse:
         if self.close:
             return ClosingResponse(self.body(), status_code=self.status, headers={"connection": "close"})
-        return JSONResponse(self.body(), status_code=self.status)
+        return error_response(self.status, self.code, self.message, **self.extra)
 
 
 LINGER_SECONDS = 5.0
