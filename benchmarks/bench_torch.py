@@ -262,15 +262,7 @@ def warm_and_second(work: Path, registry: str, tag: str, repositories: list[str]
     requirements.write_text(requirements.read_text() + "toolz==1.0.0\n")
     _, second_result = modelpack_build(second, f"{registry}/{repo_two}", env)
     layers = manifest_layers(registry, repo_two, str(second_result["version"]))
-    for repository in (repo_mp, repo_hand, repo_two, f"bench-bases/{TORCH_BASE.split(':')[0]}"):
-        listed = subprocess.run(  # keep the engine lean
-            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{registry}/{repository}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if listed:
-            subprocess.run(["docker", "rmi", *listed], capture_output=True, check=False)
+    remove_local_tags(registry, [repo_mp, repo_hand, repo_two, f"bench-bases/{TORCH_BASE.split(':')[0]}"])
     return {
         "mp_seconds": mp_seconds,
         "mp_bytes": int(str(mp_result.get("bytes_pushed") or 0)),
@@ -305,19 +297,25 @@ def one_dependency(work: Path, registry: str, tag: str, repositories: list[str])
     hand_push(hand, f"{registry}/{repo_hand}:v1")
     add_requirement(hand)
     hand_seconds = hand_push(hand, f"{registry}/{repo_hand}:v2")
-    for reference in (
-        *(f"{registry}/{repo_mp}:{t}" for t in ("v1", "v2", "modelpack-runtime")),
-        *(f"{registry}/{repo_mp}:{t}" for t in (mp_result.get("content_tag"),) if t),
-        f"{registry}/{repo_hand}:v1",
-        f"{registry}/{repo_hand}:v2",
-        base_ref,
-    ):
-        subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)
+    remove_local_tags(registry, [repo_mp, repo_hand, f"bench-bases/{TORCH_BASE.split(':')[0]}"])
     return {
         "dep_mp_seconds": mp_seconds,
         "dep_mp_bytes": int(str(mp_result.get("bytes_pushed") or 0)),
         "dep_hand_seconds": hand_seconds,
     }
+
+
+def remove_local_tags(registry: str, repositories: list[str]) -> None:
+    """Untag every local image of these registry repositories: keep the engine lean."""
+    for repository in repositories:
+        listed = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{registry}/{repository}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if listed:
+            subprocess.run(["docker", "rmi", *listed], capture_output=True, check=False)
 
 
 def add_requirement(model_dir: Path) -> None:
